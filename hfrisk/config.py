@@ -1,0 +1,101 @@
+"""Typed configuration. Every field has a default and an environment override.
+
+Environment variables use the prefix ``HFRISK_`` and ``__`` between section and field, e.g.
+``HFRISK_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`` or ``HFRISK_STREAM__HOP_S=5``. Secrets are
+never defaults: they come from the environment or from files named by ``*_FILE`` settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "Settings",
+    "get_settings",
+    "PathSettings",
+    "KafkaSettings",
+    "RedisSettings",
+    "TritonSettings",
+    "PrometheusSettings",
+    "StreamSettings",
+    "LogSettings",
+]
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".cache" / "hfrisk"
+
+
+class PathSettings(BaseModel):
+    # Downloaded jars, server data dirs, cached text embeddings, logs of the local stack.
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    model_repository: Path = Path("triton_models")
+    model_name: str = "hfrisk"
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    json_logs: bool = False
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    version: str = "3.9.1"
+    heap: str = "512m"
+    ecg_topic: str = "ecg.chunks"
+    scores_topic: str = "ecg.scores"
+    alerts_topic: str = "ecg.alerts"
+    dead_letter_topic: str = "ecg.dead-letter"
+    partitions: int = 4
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "hfrisk"
+
+
+class TritonSettings(BaseModel):
+    grpc_url: str = "127.0.0.1:8001"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    bind_address: str = "127.0.0.1"
+    timeout_s: float = 10.0
+    retries: int = 3
+    max_batch: int = 64
+
+
+class PrometheusSettings(BaseModel):
+    port: int = 9090
+    bind_address: str = "127.0.0.1"
+
+
+class StreamSettings(BaseModel):
+    hop_s: float = 5.0
+    risk_threshold: float = 1.0
+    clear_threshold: float = 0.8
+    min_windows_to_flag: int = 2
+    batch_size: int = 32
+    batch_timeout_s: float = 0.2
+    metrics_port: int = 8003
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HFRISK_", env_nested_delimiter="__", extra="ignore")
+
+    paths: PathSettings = Field(default_factory=PathSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
