@@ -1,0 +1,1 @@
+"""Launchers for the real servers of the local stack (Kafka, Redis, Triton, Prometheus)."""

@@ -1,0 +1,1 @@
+"""Triton model repository, server launcher and client."""
