@@ -1,0 +1,51 @@
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from hfrisk.model.ecg import ECG, to_millivolts
+from hfrisk.model.errors import ECGInputError, InputErrorReason
+
+
+def _ecg(samples, names=("I", "II"), fs=500.0, **kw):
+    return ECG(samples=samples, fs_hz=fs, lead_names=names, **kw)
+
+
+def test_valid_ecg_is_float32_and_knows_its_duration():
+    ecg = _ecg(np.zeros((2, 5000), dtype=np.int16), acquired_at=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    assert ecg.samples.dtype == np.float32
+    assert ecg.duration_s == pytest.approx(10.0)
+    assert ecg.slice_s(2.0, 4.0).n_samples == 1000
+
+
+@pytest.mark.parametrize(
+    "samples, names, fs, reason",
+    [
+        (np.zeros(5000), ("I",), 500, InputErrorReason.BAD_SHAPE),
+        (np.zeros((3, 5000)), ("I", "II"), 500, InputErrorReason.BAD_SHAPE),
+        (np.zeros((2, 0)), ("I", "II"), 500, InputErrorReason.TOO_SHORT),
+        (np.zeros((2, 10)), ("I", "II"), 0, InputErrorReason.BAD_SAMPLING_RATE),
+        (np.zeros((2, 10)), ("I", "II"), float("nan"), InputErrorReason.BAD_SAMPLING_RATE),
+        (np.array([[0.0, np.nan], [0.0, 0.0]]), ("I", "II"), 500, InputErrorReason.NON_FINITE),
+        (np.array([[0.0, 1.0], [np.inf, 0.0]]), ("I", "II"), 500, InputErrorReason.NON_FINITE),
+    ],
+)
+def test_bad_ecgs_raise_one_exception_type(samples, names, fs, reason):
+    with pytest.raises(ECGInputError) as err:
+        _ecg(samples, names, fs)
+    assert err.value.reason is reason
+    assert isinstance(err.value, ValueError)
+
+
+def test_non_finite_message_names_the_leads():
+    with pytest.raises(ECGInputError, match=r"\['II'\]"):
+        _ecg(np.array([[0.0, 1.0], [np.nan, 0.0]]))
+
+
+def test_unit_conversion():
+    np.testing.assert_allclose(to_millivolts(np.array([1000.0]), "uV"), [1.0])
+    np.testing.assert_allclose(to_millivolts(np.array([1.0]), "mv"), [1.0])
+    np.testing.assert_allclose(to_millivolts(np.array([0.001]), "V"), [1.0])
+    with pytest.raises(ECGInputError) as err:
+        to_millivolts(np.array([1.0]), "mmHg")
+    assert err.value.reason is InputErrorReason.BAD_UNITS
