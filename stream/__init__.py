@@ -1,1 +1,1 @@
-
+"""Streaming: Kafka message schema, replay, Faust workers, Redis sink, alerts."""

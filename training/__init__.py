@@ -1,1 +1,1 @@
-
+"""Offline training: pretraining, Cox fine-tuning, survival evaluation, export."""
