@@ -46,6 +46,10 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     version: str = "3.9.1"
     heap: str = "512m"
+    # Broker-side cap on one record batch. A 10-s 12-lead window is 120 kB as int16 at 500 Hz but
+    # 480 kB as float32 at 1000 Hz (DICOM ECGs), more as JSON: Kafka's ~1 MB default leaves too
+    # little margin. Producers must raise max_request_size to match.
+    max_message_bytes: int = 4 * 1024 * 1024
     ecg_topic: str = "ecg.chunks"
     scores_topic: str = "ecg.scores"
     alerts_topic: str = "ecg.alerts"
@@ -56,6 +60,9 @@ class KafkaSettings(BaseModel):
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "hfrisk"
+    # "aof" (append-only file, fsync every second), "rdb" (periodic snapshots) or "none".
+    persistence: str = "aof"
+    appendfsync: str = "everysec"
 
 
 class TritonSettings(BaseModel):
@@ -67,11 +74,19 @@ class TritonSettings(BaseModel):
     timeout_s: float = 10.0
     retries: int = 3
     max_batch: int = 64
+    # None: NVIDIA's container layout (/opt/tritonserver) if present, else the nvidia-pytriton wheel.
+    binary: Path | None = None
+    # "gpu" selects <model>/configs/gpu.pbtxt (KIND_GPU instances); None the default config.pbtxt.
+    model_config_name: str | None = None
+    ready_timeout_s: float = 120.0
 
 
 class PrometheusSettings(BaseModel):
     port: int = 9090
     bind_address: str = "127.0.0.1"
+    # Short so that the local stack's dashboards and tests see a new sample within seconds.
+    scrape_interval_s: float = 2.0
+    retention: str = "2d"
 
 
 class StreamSettings(BaseModel):

@@ -16,13 +16,21 @@ from pathlib import Path
 
 from ..logs import get_logger
 
-__all__ = ["ManagedProcess", "ServiceError", "free_port", "wait_for_port"]
+__all__ = ["ManagedProcess", "ServiceError", "ServiceNotInstalled", "free_port", "port_open", "wait_for_port"]
 
 log = get_logger(__name__)
 
 
 class ServiceError(RuntimeError):
     """A server did not start, did not become ready, or is not reachable."""
+
+
+class ServiceNotInstalled(ServiceError):
+    """What a server needs (its program, Java, its jars) cannot be had on this machine.
+
+    Tests turn this, and only this, into ``service_unavailable``: a server that is installed but
+    fails to start is a real failure.
+    """
 
 
 def free_port(host: str = "127.0.0.1") -> int:

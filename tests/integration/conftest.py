@@ -1,0 +1,54 @@
+"""Session fixtures: each real server (Kafka, Redis, Prometheus) starts once, on free loopback
+ports in a temporary dir, and stops when the session ends.
+
+A server whose program or jars cannot be had (``ServiceNotInstalled``) skips its tests locally
+and fails them in CI (``service_unavailable``); a server that is installed but fails to start
+is an error either way. Tests may restart a session server (ports and data are kept), but must
+leave it running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from hfrisk.services.kafka import KafkaBroker
+from hfrisk.services.process import ServiceNotInstalled
+from hfrisk.services.prometheus import PrometheusServer
+from hfrisk.services.redis_server import RedisServer
+
+from .service_required import service_unavailable
+
+Server = TypeVar("Server", KafkaBroker, RedisServer, PrometheusServer)
+
+
+def _serve(what: str, make: Callable[[], Server]) -> Iterator[Server]:
+    server = make()
+    try:
+        server.start()
+    except ServiceNotInstalled as exc:
+        service_unavailable(f"{what} ({exc})")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> Iterator[KafkaBroker]:
+    """A single-node KRaft Kafka (jars from the cache under state_dir); ``.bootstrap_servers``."""
+    yield from _serve("Kafka broker", lambda: KafkaBroker(tmp_path_factory.mktemp("kafka")))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """Redis with AOF persistence; ``.url``, ``.client()``."""
+    yield from _serve("redis-server", lambda: RedisServer(tmp_path_factory.mktemp("redis")))
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory) -> Iterator[PrometheusServer]:
+    """Prometheus with no targets yet: tests add theirs with ``add_targets`` and remove them."""
+    yield from _serve("prometheus", lambda: PrometheusServer(tmp_path_factory.mktemp("prometheus")))
