@@ -26,6 +26,9 @@ def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Exporter and client libraries narrate every pass at INFO; their warnings still show.
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "kafka", "aiokafka", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
 
 
 def get_logger(name: str | None = None, **bound):

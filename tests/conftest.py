@@ -55,3 +55,19 @@ def dicom_ecg_path() -> Path:
     from pydicom.data import get_testdata_file
 
     return Path(get_testdata_file("waveform_ecg.dcm"))
+
+
+@pytest.fixture(scope="session")
+def exported_model_dir(tmp_path_factory) -> Path:
+    """A seeded, untrained HFRiskNet exported to ONNX with its card: ``<dir>/model.onnx`` and
+    ``<dir>/model_card.json``. Its scores are deterministic but meaningless."""
+    import torch
+
+    from hfrisk.model.card import default_card
+    from hfrisk.model.network import HFRiskNet
+    from hfrisk.model.onnx_export import export_onnx
+
+    folder = tmp_path_factory.mktemp("exported-model")
+    torch.manual_seed(0)
+    export_onnx(HFRiskNet.from_card(default_card()).eval(), folder / "model.onnx", default_card())
+    return folder

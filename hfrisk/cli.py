@@ -1,0 +1,151 @@
+"""The ``hfrisk`` command line. ``hfrisk COMMAND --help`` documents each command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .config import get_settings
+from .logs import configure_logging
+
+app = typer.Typer(
+    name="hfrisk",
+    help="Streaming 12-lead ECG heart-failure risk monitoring (research software, not a medical device).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[Optional[str], typer.Option(help="Log level (default from HFRISK_LOG__LEVEL).")] = None,
+    json_logs: Annotated[Optional[bool], typer.Option("--json-logs/--text-logs", help="One JSON object per log line.")] = None,
+) -> None:
+    settings = get_settings()
+    configure_logging(log_level or settings.log.level, settings.log.json_logs if json_logs is None else json_logs)
+
+
+@app.command()
+def card(
+    model_dir: Annotated[Optional[Path], typer.Argument(help="A model folder holding model_card.json; default: the built-in card.")] = None,
+) -> None:
+    """Print the model card: the input contract and the meaning of every output."""
+    from .model.card import default_card, load_card
+
+    typer.echo((load_card(model_dir) if model_dir else default_card()).to_json())
+
+
+@app.command()
+def inspect(
+    record: Annotated[Path, typer.Argument(help="A WFDB record (with or without extension) or a DICOM ECG.")],
+    window_start_s: Annotated[float, typer.Option(help="Start of the 10-s window, seconds into the record.")] = 0.0,
+    save: Annotated[Optional[Path], typer.Option(help="Write the model input (12 x 608 float32) to this .npy file.")] = None,
+) -> None:
+    """Read one recording, run the preprocessing and show its leads, beats and quality."""
+    import numpy as np
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .model.card import default_card
+    from .model.errors import ECGInputError
+    from .model.preprocessing import prepare
+    from .model.readers import read_ecg
+
+    console = Console()
+    card = default_card()
+    try:
+        ecg = read_ecg(record)
+        model_input = prepare(ecg, card, window_start_s=window_start_s)
+    except ECGInputError as err:
+        console.print(f"[red]cannot use {escape(str(record))}[/red]: {escape(str(err))}")
+        raise typer.Exit(code=2) from err
+    q = model_input.quality
+    console.print(
+        f"{record}: {ecg.n_leads} channels at {ecg.fs_hz:g} Hz, {ecg.duration_s:.1f} s; "
+        f"{model_input.n_beats} beats, {model_input.heart_rate_bpm:.0f} bpm; quality {q.score:.2f} "
+        f"({'fit to score' if q.fit_to_score else 'NOT fit to score: ' + ', '.join(q.reasons)})"
+    )
+    table = Table("lead", "present", "derived", "min", "max")
+    for i, lead in enumerate(card.input.leads):
+        row = model_input.x[i]
+        table.add_row(
+            lead,
+            "yes" if model_input.lead_mask[i] else "[red]no[/red]",
+            "yes" if lead in model_input.derived_leads else "",
+            f"{row.min():.2f}",
+            f"{row.max():.2f}",
+        )
+    console.print(table)
+    if save:
+        np.save(save, model_input.x)
+        console.print(f"model input written to {save}")
+
+
+@app.command()
+def screen(
+    sources: Annotated[list[Path], typer.Argument(help="Folders, WFDB records or DICOM files to score.")],
+    out: Annotated[Path, typer.Option(help="Output folder (scores.csv, scores.parquet).")] = Path("runs/screen"),
+    model: Annotated[Optional[Path], typer.Option(help="Model folder or Triton repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Score with ONNX Runtime in this process instead of Triton.")] = False,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Use a randomly initialised network when no model is found (plumbing checks only).")] = False,
+    threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default HFRISK_STREAM__RISK_THRESHOLD.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
+) -> None:
+    """Population screening: score every recording, write scores, quality and flags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .screening import screen as run_screen
+    from .screening import summarize
+
+    settings = get_settings()
+    console = Console()
+    if not in_process:
+        console.print("[red]Scoring through Triton arrives with the serving stack; use --in-process.[/red]")
+        raise typer.Exit(code=2)
+    scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained)
+    frame = run_screen(
+        sources, scorer, out,
+        threshold=settings.stream.risk_threshold if threshold is None else threshold,
+        batch_size=batch_size, resume=resume,
+    )
+    frame.to_parquet(out / "scores.parquet", index=False)
+    counts = frame["status"].value_counts().to_dict()
+    console.print(
+        f"{len(frame)} recordings: {counts.get('scored', 0)} scored, {counts.get('low_quality', 0)} not fit to "
+        f"score, {counts.get('refused', 0)} refused; {int(frame['flagged'].sum())} flagged. Written to {out}/"
+    )
+    if scorer.untrained:
+        console.print("[bold red]UNTRAINED network: these scores are meaningless.[/bold red]")
+    table = Table("record", "log-risk", "HR x", "quality", "bpm", "top lead", "flag", title="Highest risk")
+    for row in summarize(frame):
+        table.add_row(
+            Path(row["record"]).name, f"{row['log_risk']:.2f}", f"{row['hazard_ratio']:.2f}",
+            f"{row['quality_score']:.2f}", f"{row['heart_rate_bpm']:.0f}", str(row["top_lead"]),
+            "[bold red]FLAG[/bold red]" if row["flagged"] else "",
+        )
+    console.print(table)
+
+
+def _in_process_scorer(model: Path, model_name: str, untrained: bool):
+    from .scoring import OnnxScorer
+
+    try:
+        return OnnxScorer.from_model_dir(model, model_name)
+    except FileNotFoundError as err:
+        if not untrained:
+            typer.echo(f"{err}. Train and export a model, or pass --untrained for a plumbing check.", err=True)
+            raise typer.Exit(code=2) from err
+        return OnnxScorer.untrained()
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

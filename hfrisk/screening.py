@@ -1,0 +1,144 @@
+"""Population screening: score a folder or a list of recordings with the stream's preprocessing.
+
+Every recording gets one row: scored, not fit to score (with the quality reasons) or refused
+(with the input error). Rows are appended to ``scores.csv`` batch by batch, so an interrupted run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .logs import get_logger
+from .model.card import ModelCard
+from .model.errors import ECGInputError
+from .model.preprocessing import ModelInput, prepare
+from .model.readers import iter_records, read_ecg
+
+__all__ = ["Scorer", "ScreenRow", "screen", "SCORES_FILENAME"]
+
+SCORES_FILENAME = "scores.csv"
+log = get_logger(__name__)
+
+
+class Scorer(Protocol):
+    card: ModelCard
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class ScreenRow:
+    record: str
+    patient_id: str
+    status: str  # scored | low_quality | refused
+    reason: str
+    fs_hz: float = math.nan
+    duration_s: float = math.nan
+    quality_score: float = math.nan
+    n_beats: int = 0
+    heart_rate_bpm: float = math.nan
+    missing_leads: str = ""
+    log_risk: float = math.nan
+    hazard_ratio: float = math.nan
+    flagged: bool = False
+    top_lead: str = ""
+
+
+def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
+    q = item.quality
+    return ScreenRow(
+        record=str(path),
+        patient_id=patient_id,
+        status="scored" if q.fit_to_score else "low_quality",
+        reason="" if q.fit_to_score else ";".join(q.reasons),
+        fs_hz=item.fs_hz,
+        duration_s=item.duration_s,
+        quality_score=q.score,
+        n_beats=item.n_beats,
+        heart_rate_bpm=item.heart_rate_bpm if item.heart_rate_bpm is not None else math.nan,
+        missing_leads=";".join(lead for lead, ok in zip(item.leads, item.lead_mask) if not ok),
+    )
+
+
+def _done_records(scores_path: Path) -> set[str]:
+    if not scores_path.is_file():
+        return set()
+    return set(pd.read_csv(scores_path, usecols=["record"])["record"].astype(str))
+
+
+def _flush(rows: list[ScreenRow], scores_path: Path) -> None:
+    if rows:
+        frame = pd.DataFrame([asdict(r) for r in rows])
+        frame.to_csv(scores_path, mode="a", header=not scores_path.exists(), index=False)
+
+
+def screen(
+    sources: Iterable[str | Path] | str | Path,
+    scorer: Scorer,
+    out_dir: str | Path,
+    *,
+    threshold: float,
+    batch_size: int = 32,
+    resume: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score every recording under ``sources``; returns all rows (earlier runs' included)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores_path = out_dir / SCORES_FILENAME
+    if not resume and scores_path.exists():
+        scores_path.unlink()
+    done = _done_records(scores_path)
+    paths = [p for p in iter_records(sources if not isinstance(sources, (str, Path)) else [sources])
+             if str(p) not in done]
+    if done:
+        log.info("resuming", already_scored=len(done), remaining=len(paths))
+
+    card = scorer.card
+    pending: list[tuple[ScreenRow, ModelInput]] = []
+    rows: list[ScreenRow] = []
+
+    def score_pending() -> None:
+        if not pending:
+            return
+        outputs = scorer.score(np.stack([item.x for _, item in pending]))
+        for i, (row, _) in enumerate(pending):
+            row.log_risk = float(outputs["log_risk"][i, 0])
+            row.hazard_ratio = math.exp(row.log_risk)
+            row.flagged = row.log_risk >= threshold
+            row.top_lead = card.input.leads[int(np.argmax(outputs["lead_attention"][i]))]
+        pending.clear()
+
+    for path in tqdm(paths, desc="screening", unit="ecg", disable=not progress):
+        try:
+            ecg = read_ecg(path)
+            item = prepare(ecg, card)
+        except ECGInputError as err:
+            rows.append(ScreenRow(record=str(path), patient_id="", status="refused", reason=str(err)))
+            continue
+        row = _row_for(path, item, ecg.patient_id)
+        rows.append(row)
+        if item.quality.fit_to_score:
+            pending.append((row, item))
+        if len(pending) >= batch_size:
+            score_pending()
+            _flush(rows, scores_path)
+            rows = []
+    score_pending()
+    _flush(rows, scores_path)
+    return pd.read_csv(scores_path) if scores_path.exists() else pd.DataFrame(columns=list(ScreenRow.__annotations__))
+
+
+def summarize(frame: pd.DataFrame, top: int = 10) -> Sequence[dict]:
+    """The ``top`` highest-risk scored recordings, riskiest first."""
+    scored = frame[frame["status"] == "scored"].sort_values("log_risk", ascending=False)
+    return scored.head(top).to_dict("records")
