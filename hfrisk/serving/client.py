@@ -1,0 +1,274 @@
+"""Scores ECG windows on Triton: an asyncio client for the stream workers, a blocking one for scripts.
+
+:class:`RiskClient` speaks Triton's gRPC API (``tritonclient.grpc.aio``). It splits a batch into
+requests of at most ``max_batch`` windows (sent concurrently, so Triton's dynamic batcher and
+instances can work on them together), gives each request a deadline, and retries with
+exponential backoff only what a retry can fix: the server being unavailable (restarting, model
+reloading) and timeouts. A request Triton rejects (wrong shape, NaN …) fails at once with
+Triton's own message.
+
+>>> async def score(windows):  # doctest: +SKIP
+...     async with RiskClient("127.0.0.1:8001") as client:
+...         await client.wait_ready(timeout_s=30)
+...         return (await client.infer(windows))["log_risk"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..logs import get_logger
+from ..model.card import ModelCard, default_card
+
+__all__ = [
+    "RiskClient",
+    "SyncRiskClient",
+    "TritonClientError",
+    "ServerNotReady",
+    "ModelNotReady",
+    "InferenceError",
+    "RETRYABLE_STATUSES",
+]
+
+log = get_logger(__name__)
+
+# gRPC statuses worth a retry: the server is (re)starting or overloaded, or the deadline passed.
+RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"})
+
+
+class TritonClientError(RuntimeError):
+    """Base of the errors :class:`RiskClient` raises."""
+
+
+class ServerNotReady(TritonClientError):
+    """Triton is not reachable or not ready (after the retries)."""
+
+
+class ModelNotReady(TritonClientError):
+    """Triton is up but does not serve the model (unknown, not loaded, or failed to load)."""
+
+
+class InferenceError(TritonClientError):
+    """Triton refused or failed a request; ``message`` is Triton's own text, ``status`` the gRPC code."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(f"{message} [{status}]" if status else message)
+        self.message = message
+        self.status = status
+
+
+def _status(exc: Exception) -> str | None:
+    status = getattr(exc, "status", None)
+    return status() if callable(status) else None
+
+
+def _message(exc: Exception) -> str:
+    message = getattr(exc, "message", None)
+    return (message() if callable(message) else None) or str(exc)
+
+
+class RiskClient:
+    """Async gRPC client of the hfrisk model on Triton.
+
+    One client per event loop: the gRPC channel is opened on first use inside the running loop.
+    ``max_in_flight`` bounds how many requests of one :meth:`infer` call are outstanding at once.
+    """
+
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        model_name: str = "hfrisk",
+        *,
+        card: ModelCard | None = None,
+        max_batch: int = 64,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 2.0,
+        max_in_flight: int = 8,
+        model_version: str = "",
+    ):
+        if max_batch < 1 or retries < 0 or timeout_s <= 0 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be >= 1, retries >= 0, timeout_s > 0")
+        self.url = url
+        self.model_name = model_name
+        self.card = card or default_card()
+        self.output_names = [o.name for o in self.card.outputs]
+        self.max_batch = max_batch
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_in_flight = max_in_flight
+        self.model_version = model_version
+        self._client = None
+
+    @classmethod
+    def from_settings(cls, settings=None, **overrides) -> "RiskClient":
+        """A client configured from :class:`hfrisk.config.Settings` (``HFRISK_TRITON__*``)."""
+        from ..config import get_settings
+
+        settings = settings or get_settings()
+        kwargs = dict(
+            url=settings.triton.grpc_url,
+            model_name=settings.paths.model_name,
+            max_batch=settings.triton.max_batch,
+            timeout_s=settings.triton.timeout_s,
+            retries=settings.triton.retries,
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def _grpc(self):
+        if self._client is None:
+            import tritonclient.grpc.aio as grpcclient
+
+            self._client = grpcclient.InferenceServerClient(self.url)
+        return self._client
+
+    # --- readiness ---------------------------------------------------------------------------
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._grpc().is_server_ready(client_timeout=self.timeout_s))
+        except Exception:  # refused connection, deadline: not ready
+            return False
+
+    async def model_ready(self) -> bool:
+        try:
+            return bool(
+                await self._grpc().is_model_ready(self.model_name, self.model_version, client_timeout=self.timeout_s)
+            )
+        except Exception:
+            return False
+
+    async def wait_ready(self, timeout_s: float = 30.0, poll_s: float = 0.2) -> None:
+        """Return once server and model are ready; raise :class:`ServerNotReady` / :class:`ModelNotReady`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        server_up = False
+        while True:
+            server_up = server_up or await self.server_ready()
+            if server_up and await self.model_ready():
+                return
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(poll_s)
+        if not server_up:
+            raise ServerNotReady(f"Triton at {self.url} not ready after {timeout_s:g} s")
+        raise ModelNotReady(f"Triton at {self.url} is up but model {self.model_name!r} is not ready after {timeout_s:g} s")
+
+    # --- inference ---------------------------------------------------------------------------
+    async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Score ``batch`` (N, leads, samples); returns each card output with N rows, in input order."""
+        batch = np.asarray(batch)
+        if batch.ndim < 1 or len(batch) == 0:
+            raise ValueError(f"need a batch of at least one window, got shape {batch.shape}")
+        chunks = [batch[i : i + self.max_batch] for i in range(0, len(batch), self.max_batch)]
+        if len(chunks) == 1:
+            return await self._infer_chunk(chunks[0])
+        limit = asyncio.Semaphore(self.max_in_flight)
+
+        async def bounded(chunk):
+            async with limit:
+                return await self._infer_chunk(chunk)
+
+        tasks = [asyncio.ensure_future(bounded(chunk)) for chunk in chunks]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one chunk failed: do not leave the rest running
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
+
+    async def _infer_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        import tritonclient.grpc.aio as grpcclient
+        from tritonclient.utils import np_to_triton_dtype
+
+        chunk = np.ascontiguousarray(chunk)
+        request = grpcclient.InferInput(self.card.input.name, list(chunk.shape), np_to_triton_dtype(chunk.dtype))
+        request.set_data_from_numpy(chunk)
+        outputs = [grpcclient.InferRequestedOutput(name) for name in self.output_names]
+        attempt = 0
+        while True:
+            try:
+                result = await self._grpc().infer(
+                    self.model_name,
+                    [request],
+                    model_version=self.model_version,
+                    outputs=outputs,
+                    client_timeout=self.timeout_s,
+                )
+                return {name: result.as_numpy(name) for name in self.output_names}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status = _status(exc)
+                timed_out = isinstance(exc, asyncio.TimeoutError) or status == "StatusCode.DEADLINE_EXCEEDED"
+                if (status in RETRYABLE_STATUSES or timed_out) and attempt < self.retries:
+                    delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+                    log.warning(
+                        "triton retry", model=self.model_name, status=status, attempt=attempt + 1, delay_s=round(delay, 3)
+                    )
+                    attempt += 1
+                    await asyncio.sleep(delay)
+                    continue
+                raise self._translate(exc, status, timed_out) from None
+
+    def _translate(self, exc: Exception, status: str | None, timed_out: bool) -> TritonClientError:
+        message = _message(exc)
+        if status == "StatusCode.NOT_FOUND":
+            return ModelNotReady(f"Triton at {self.url} does not serve model {self.model_name!r}: {message}")
+        if status == "StatusCode.UNAVAILABLE":
+            return ServerNotReady(f"Triton at {self.url} unavailable after {self.retries} retries: {message}")
+        if timed_out:
+            return InferenceError(f"no answer within {self.timeout_s:g} s after {self.retries} retries: {message}", status)
+        return InferenceError(message, status)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def __aenter__(self) -> "RiskClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+class SyncRiskClient:
+    """Blocking wrapper of :class:`RiskClient` for scripts and notebooks without an event loop.
+
+    It runs its own event loop; do not call it from inside a running one (use RiskClient there).
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._loop = asyncio.new_event_loop()
+        self.client = RiskClient(*args, **kwargs)
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._loop.run_until_complete(self.client.infer(batch))
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        self._loop.run_until_complete(self.client.wait_ready(timeout_s))
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self.client.close())
+            self._loop.close()
+
+    def __enter__(self) -> "SyncRiskClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def output_names(self) -> Sequence[str]:
+        return self.client.output_names
