@@ -55,6 +55,11 @@ class KafkaSettings(BaseModel):
     alerts_topic: str = "ecg.alerts"
     dead_letter_topic: str = "ecg.dead-letter"
     partitions: int = 4
+    # Chunks, scores and alerts are a live feed (Redis keeps the trends): a 500 Hz 12-lead bed
+    # writes ~1 GB of chunks a day, so a day of replayable history is plenty. Dead letters are
+    # kept a month for someone to look at why a device's messages were refused.
+    retention_hours: float = 24.0
+    dead_letter_retention_hours: float = 30 * 24.0
 
 
 class RedisSettings(BaseModel):

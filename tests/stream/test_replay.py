@@ -1,0 +1,109 @@
+"""The replay feed without Kafka: bed assignment, continuity, pacing order, limits, bad records."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from hfrisk.model.readers import read_ecg
+from hfrisk.stream.replay import ReplayStats, feed, patient_id_for
+
+T0_US = 1_800_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def three_records(ecg_data_dir):
+    folder = ecg_data_dir / "ptbxl" / "records500" / "00000"
+    return [folder / f"0000{i}_hr.hea" for i in (1, 2, 3)]
+
+
+def _by_bed(chunks):
+    beds = defaultdict(list)
+    for _, chunk in chunks:
+        beds[chunk.patient_id].append(chunk)
+    return beds
+
+
+def test_beds_take_recordings_in_turn_and_play_them_continuously(three_records):
+    stats = ReplayStats()
+    out = list(feed(three_records, beds=2, chunk_s=1.0, start_us=T0_US, stats=stats))
+
+    assert stats.records == 3 and stats.beds == 2 and stats.records_failed == 0
+    assert stats.recordings == {"bed-0": ["00001_hr", "00003_hr"], "bed-1": ["00002_hr"]}
+    beds = _by_bed(out)
+    assert [len(beds["bed-0"]), len(beds["bed-1"])] == [20, 10]  # 10-s records, 1-s chunks
+    for patient, chunks in beds.items():
+        assert [c.sequence for c in chunks] == list(range(len(chunks)))
+        # Each chunk starts where the one before ended, across the change of recording.
+        assert all(b.acquired_at_us == a.end_us for a, b in zip(chunks, chunks[1:]))
+        assert {c.device_id for c in chunks} == {f"monitor-{patient[-1]}"}
+    # Bed 1 is staggered half a chunk after bed 0.
+    assert beds["bed-0"][0].acquired_at_us == T0_US and beds["bed-1"][0].acquired_at_us == T0_US + 500_000
+
+
+def test_chunks_come_in_due_order_and_are_due_when_their_last_sample_is_in(three_records):
+    out = list(feed(three_records, beds=2, chunk_s=0.5, start_us=T0_US))
+    dues = [due for due, _ in out]
+    assert dues == sorted(dues)
+    assert all(due == pytest.approx((chunk.end_us - T0_US) / 1e6) for due, chunk in out)
+
+
+def test_reassembled_bed_feed_is_the_recordings_in_order(three_records):
+    beds = _by_bed(feed(three_records, beds=2, chunk_s=0.3, start_us=T0_US))
+    expected = np.concatenate([read_ecg(three_records[0]).samples, read_ecg(three_records[2]).samples], axis=1)
+    got = np.concatenate([c.to_ecg().samples for c in beds["bed-0"]], axis=1)
+    assert got.tobytes() == expected.tobytes()
+    # 0.3 s at 500 Hz: 150-sample chunks, the last of each 5000-sample record 50 samples.
+    assert [c.n_samples for c in beds["bed-1"]][-2:] == [150, 50]
+
+
+def test_duration_limits_each_beds_signal_time(three_records):
+    out = list(feed(three_records, beds=3, chunk_s=1.0, duration_s=2.25, start_us=T0_US))
+    for chunks in _by_bed(out).values():
+        assert sum(c.n_samples for c in chunks) == round(2.25 * 500)
+        assert [c.n_samples for c in chunks] == [500, 500, 125]
+
+
+def test_max_records_and_loop(three_records):
+    stats = ReplayStats()
+    out = list(feed(three_records, beds=1, loop=True, max_records=5, start_us=T0_US, stats=stats))
+    assert stats.records == 5 and len(out) == 50
+    assert stats.recordings["bed-0"] == ["00001_hr", "00002_hr", "00003_hr", "00001_hr", "00002_hr"]
+
+
+def test_unreadable_recordings_are_skipped_and_counted(tmp_path, three_records):
+    broken = tmp_path / "broken.hea"
+    broken.write_text("this is not a WFDB header\n")
+    stats = ReplayStats()
+    paths = [three_records[0], tmp_path / "missing.hea", broken, three_records[1]]
+    out = list(feed(paths, beds=1, start_us=T0_US, stats=stats))
+    assert stats.records == 2 and stats.records_failed == 2 and len(out) == 20
+    assert [path for path, _ in stats.failures] == [str(tmp_path / "missing.hea"), str(broken)]
+    assert all("[unreadable]" in why for _, why in stats.failures)
+
+
+def test_a_loop_over_nothing_readable_ends(tmp_path):
+    stats = ReplayStats()
+    assert list(feed([tmp_path / "missing.hea"], loop=True, stats=stats)) == []
+    assert stats.records_failed == 1
+
+
+def test_more_beds_than_recordings_leaves_the_rest_empty(three_records):
+    stats = ReplayStats()
+    out = list(feed(three_records[:1], beds=4, start_us=T0_US, stats=stats))
+    assert stats.beds == 1 and {c.patient_id for _, c in out} == {"bed-0"}
+
+
+def test_pseudonymous_ids_are_stable_per_salt():
+    assert patient_id_for(3) == "bed-3"
+    assert patient_id_for(3, salt="ward-7") == patient_id_for(3, salt="ward-7")
+    assert patient_id_for(3, salt="ward-7") != patient_id_for(3, salt="ward-8")
+    assert patient_id_for(3, salt="ward-7").startswith("pt-") and "bed" not in patient_id_for(3, salt="ward-7")
+
+
+@pytest.mark.parametrize("kwargs", [dict(beds=0), dict(chunk_s=0), dict(duration_s=0)])
+def test_bad_arguments_are_refused(kwargs, three_records):
+    with pytest.raises(ValueError):
+        list(feed(three_records, **kwargs))
