@@ -131,6 +131,61 @@ def screen(
     console.print(table)
 
 
+@app.command()
+def serve(
+    model_repository: Annotated[Optional[Path], typer.Option(help="Triton model repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    free_ports: Annotated[bool, typer.Option("--free-ports", help="Take free ports instead of HFRISK_TRITON__*_PORT.")] = False,
+) -> None:
+    """Run the local Triton Inference Server on loopback until Ctrl-C."""
+    import signal
+    import threading
+
+    from .serving.triton_server import TritonServer
+
+    settings = get_settings()
+    overrides = {"model_repository": model_repository} if model_repository else {}
+    server = TritonServer.from_settings(settings, fixed_ports=not free_ports, **overrides)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        typer.echo(f"triton ready: grpc {server.grpc_url}  http {server.http_url}  metrics {server.metrics_url}")
+        try:
+            while not stop.wait(1.0):
+                if not server.running():
+                    typer.echo(f"tritonserver exited; log: {server.log_path}", err=True)
+                    raise typer.Exit(code=1)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def replay(
+    sources: Annotated[list[Path], typer.Argument(help="WFDB records or folders (PTB-XL folders work) to stream.")],
+    beds: Annotated[int, typer.Option(min=1, help="Simulated beds; recordings are dealt out round-robin.")] = 4,
+    chunk_s: Annotated[float, typer.Option(help="Seconds of signal per Kafka message.")] = 1.0,
+    realtime: Annotated[bool, typer.Option("--realtime/--fast", help="Pace chunks as a live monitor would, or send as fast as possible.")] = True,
+    duration_s: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of signal per bed.")] = None,
+    max_records: Annotated[Optional[int], typer.Option(help="Stop after this many recordings.")] = None,
+    loop: Annotated[bool, typer.Option(help="Start again from the first recording when all are sent.")] = False,
+    bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers; default HFRISK_KAFKA__BOOTSTRAP_SERVERS.")] = None,
+    topic: Annotated[Optional[str], typer.Option(help="Topic; default HFRISK_KAFKA__ECG_TOPIC.")] = None,
+    create_topics: Annotated[bool, typer.Option(help="Create the stream's topics first if missing.")] = True,
+) -> None:
+    """Stream recordings into Kafka as bedside monitors would."""
+    from .stream.replay import replay as run_replay
+    from .stream.topics import ensure_topics
+
+    settings = get_settings()
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap}) if bootstrap else settings.kafka
+    if create_topics:
+        ensure_topics(kafka)
+    stats = run_replay(
+        [str(s) for s in sources], kafka.bootstrap_servers, topic or kafka.ecg_topic,
+        beds=beds, chunk_s=chunk_s, realtime=realtime, duration_s=duration_s, max_records=max_records, loop=loop,
+    )
+    typer.echo(stats.summary())
+
+
 def _in_process_scorer(model: Path, model_name: str, untrained: bool):
     from .scoring import OnnxScorer
 

@@ -48,6 +48,9 @@ class InputSpec(_Frozen):
     beat_samples: int = 600
     # Samples of the beat before the R peak (0.4 s pre, 0.8 s post at 500 Hz).
     r_peak_index: int = 200
+    # The lead whose R peak sits at r_peak_index; when it is missing or unusable the usable lead
+    # with the tallest positive deflection stands in (preprocessing).
+    r_peak_lead: str = "II"
     padding: Literal["symmetric_zero"] = "symmetric_zero"
     units: Literal["mV"] = "mV"
     normalisation: Literal["per_lead_zscore"] = "per_lead_zscore"
@@ -95,13 +98,19 @@ class QualitySpec(_Frozen):
     """Thresholds of the signal-quality index that decides whether a window may be scored."""
 
     min_beats: int = 4
-    max_beats: int = 60
+    # Per window_s: 4 and 50 beats in 10 s bound the rate to ~25-300 bpm.
+    max_beats: int = 50
     flat_std_mv: float = 0.01
     saturation_fraction: float = 0.05
     lead_off_amplitude_mv: float = 15.0
     min_template_correlation: float = 0.6
     # A window needs at least this many usable leads, including both of I and II or their derivation.
     min_usable_leads: int = 6
+    required_leads: tuple[str, ...] = ("I", "II")
+    # Span (mV) of the 1-s moving average above which a lead is reported for baseline wander
+    # (reported only: the high-pass removes it). On PTB-XL records 1-500 the largest span among
+    # records not annotated baseline_drift is 3.07 mV, 99th percentile 2.24 mV.
+    baseline_wander_mv: float = 3.0
     min_score: float = 0.5
 
 
