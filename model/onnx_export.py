@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from .card import CARD_FILENAME, ModelCard
-from .ecg import ECG, to_millivolts
 from .network import HFRiskNet, ServingModule
 
 __all__ = [
@@ -206,39 +205,16 @@ def onnx_parity(
     return ParityReport(diffs, batch_size=x.shape[0], atol=atol)
 
 
-def _zscore_slice(ecg: ECG, card: ModelCard) -> np.ndarray:
-    """Fallback input: the first ``length_samples`` of each card lead, z-scored per lead."""
-    names = [n.upper() for n in ecg.lead_names]
-    rows = [ecg.samples[names.index(lead.upper())] for lead in card.input.leads]
-    x = np.stack(rows)[:, : card.input.length_samples].astype(np.float64)
-    std = x.std(axis=1, keepdims=True)
-    return ((x - x.mean(axis=1, keepdims=True)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
-
-
 def recording_inputs(record_paths: Iterable[str | Path], card: ModelCard) -> np.ndarray:
-    """Model inputs ``(n, leads, length_samples)`` from WFDB records (paths without extension).
+    """Model inputs ``(n, leads, length_samples)`` from recordings, through the served pipeline.
 
-    Uses :func:`hfrisk.model.preprocessing.prepare` (median beat, the served pipeline) when it is
-    available; otherwise the first ``length_samples`` samples of each lead, z-scored per lead.
-    Parity is checked on these rather than on noise because real beats drive the attention and
+    Parity is checked on real beats rather than on noise because they drive the attention and
     the BatchNorm statistics into the ranges the model actually serves.
     """
-    import wfdb
+    from .preprocessing import prepare
+    from .readers import read_ecg
 
-    try:
-        from .preprocessing import prepare
-    except ImportError:  # pragma: no cover - the preprocessing module is optional here
-        prepare = None
-    inputs = []
-    for record_path in record_paths:
-        record = wfdb.rdrecord(str(record_path))
-        ecg = ECG(
-            samples=to_millivolts(record.p_signal.T, record.units[0]),
-            fs_hz=record.fs,
-            lead_names=tuple(record.sig_name),
-            source=str(record_path),
-        )
-        inputs.append(prepare(ecg, card).x if prepare is not None else _zscore_slice(ecg, card))
+    inputs = [prepare(read_ecg(path), card).x for path in record_paths]
     if not inputs:
         raise ValueError("no records given")
     return np.stack(inputs).astype(np.float32)
