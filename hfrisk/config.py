@@ -68,6 +68,15 @@ class RedisSettings(BaseModel):
     # "aof" (append-only file, fsync every second), "rdb" (periodic snapshots) or "none".
     persistence: str = "aof"
     appendfsync: str = "everysec"
+    # Sink (stream/redis_sink.py, docs/redis-keys.md). Trend: a day of windows at a 5-s hop.
+    trend_max_points: int = 17_280
+    quality_max_records: int = 2_880
+    gaps_max_records: int = 2_880
+    alerts_max_len: int = 10_000
+    # Per-window idempotency records outlive Kafka's retention, so any redelivery is recognised.
+    window_ttl_s: int = 2 * 24 * 3600
+    # Per-patient keys expire after a week without a new window (discharged patients).
+    patient_ttl_s: int = 7 * 24 * 3600
 
 
 class TritonSettings(BaseModel):
@@ -102,6 +111,8 @@ class StreamSettings(BaseModel):
     batch_size: int = 32
     batch_timeout_s: float = 0.2
     metrics_port: int = 8003
+    # Seconds of later signal a chunk may be overtaken by before it is declared lost (windowing).
+    reorder_s: float = 5.0
 
 
 class Settings(BaseSettings):
