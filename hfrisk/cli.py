@@ -198,6 +198,26 @@ def _in_process_scorer(model: Path, model_name: str, untrained: bool):
         return OnnxScorer.untrained()
 
 
+def _register_stage_commands() -> None:
+    """Commands whose code lives with its stage (training/, stream/); imported lazily by typer."""
+    from .training.commands import pretrain_command
+    from .training.finetune_commands import (
+        evaluate_command,
+        export_command,
+        finetune_command,
+        synthetic_cohort_command,
+    )
+
+    app.command("pretrain")(pretrain_command)
+    app.command("finetune")(finetune_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("export")(export_command)
+    app.command("synthetic-cohort")(synthetic_cohort_command)
+
+
+_register_stage_commands()
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
 

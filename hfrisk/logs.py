@@ -10,6 +10,16 @@ import structlog
 __all__ = ["configure_logging", "get_logger"]
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is at call time: a stream bound at configuration time
+    may since have been closed (test runners and CLI harnesses swap it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     processors = [
         structlog.contextvars.merge_contextvars,
@@ -22,7 +32,7 @@ def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")

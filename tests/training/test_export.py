@@ -1,0 +1,87 @@
+"""Export: a fine-tuned checkpoint becomes a Triton repository whose card records data and run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hfrisk.model.card import CARD_FILENAME, load_card
+from hfrisk.model.onnx_export import recording_inputs
+from hfrisk.training.export import export_model
+from hfrisk.training.finetune import FinetuneConfig, finetune, load_finetuned
+from hfrisk.training.ptbxl import PTBXL
+from hfrisk.training.synthetic_cohort import synthetic_hf_cohort
+
+PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cohort = synthetic_hf_cohort(PTBXL(PTBXL_ROOT, 500), event_rate=0.25, seed=1).cohort
+        fit, val = cohort.inner_split(frac=1 / 3, seed=1)
+        run = tmp_path_factory.mktemp("finetune")
+        config = FinetuneConfig(epochs=2, batch_size=8)
+        return finetune(config, cohort.subset(fit), cohort.subset(val), run / "run", cache_dir=run / "inputs").best_checkpoint
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    return repo, export_model(checkpoint, repo, version=3, evaluation={"harrell_c": {"mean": 0.6}})
+
+
+def test_a_fine_tuned_checkpoint_exports_to_a_triton_repository(checkpoint, exported):
+    repo, result = exported
+    model_dir = repo / "hfrisk"
+    assert result.model_dir == model_dir
+    for name in ("config.pbtxt", CARD_FILENAME, "3/model.onnx", "3/model.py", f"3/{CARD_FILENAME}"):
+        assert (model_dir / name).is_file(), name
+    assert 'name: "hfrisk"' in (model_dir / "config.pbtxt").read_text()
+
+    card = load_card(model_dir / "3")
+    assert card.version == "3" and card == load_card(model_dir)
+    training = card.training
+    # The data it learnt from ...
+    assert training["data"]["n_train"] + training["data"]["n_val"] == 24
+    assert training["data"]["n_val_events"] >= 1 and training["data"]["time_unit"] == "days"
+    assert "PTB-XL" in training["data"]["cohort"]
+    # ... and the run that produced it.
+    _, meta = load_finetuned(checkpoint)
+    assert training["run"]["checkpoint"] == str(checkpoint)
+    assert len(training["run"]["checkpoint_sha256"]) == 64
+    assert training["run"]["epoch"] == meta["epoch"]
+    assert training["run"]["val_harrell_c"] == meta["extra"]["val_harrell_c"]
+    assert training["run"]["config"]["alpha"] == 0.5 and training["run"]["init_kind"] == "scratch"
+    assert training["evaluation"] == {"harrell_c": {"mean": 0.6}}
+    # Parity was checked on the validation records the checkpoint remembers.
+    assert training["parity"]["n_records"] == 8
+    assert max(training["parity"]["max_abs_diff"].values()) <= 1e-4
+    json.dumps(training)  # JSON all the way down
+
+
+def test_exported_model_scores_other_real_records_like_the_checkpoint(checkpoint, exported):
+    import onnxruntime as ort
+
+    _, result = exported
+    # MI, atrial flutter and normal records, some outside the parity set.
+    records = [PTBXL_ROOT / f"records500/00000/{i:05d}_hr" for i in (8, 17, 21)]
+    x = recording_inputs(records, result.card)
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    onnx_risk = session.run(["log_risk"], {"ecg": x})[0].reshape(-1)
+    net, _ = load_finetuned(checkpoint)
+    with torch.no_grad():
+        torch_risk = net(torch.as_tensor(x)).numpy().reshape(-1)
+    np.testing.assert_allclose(onnx_risk, torch_risk, atol=1e-4)
+
+
+def test_export_needs_real_records_for_parity(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="parity"):
+        export_model(checkpoint, tmp_path / "repo", parity_records=[tmp_path / "missing"])
