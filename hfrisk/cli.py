@@ -186,6 +186,74 @@ def replay(
     typer.echo(stats.summary())
 
 
+@app.command()
+def up(
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recordings to replay; default the bundled PTB-XL records.")] = None,
+    beds: Annotated[int, typer.Option(min=1, help="Simulated beds.")] = 6,
+    workers: Annotated[int, typer.Option(min=1, help="Stream worker processes.")] = 1,
+    realtime: Annotated[bool, typer.Option("--realtime/--fast", help="Replay at monitor pace or as fast as possible.")] = False,
+    duration_s: Annotated[Optional[float], typer.Option(help="Seconds of signal per bed to replay.")] = None,
+    loop: Annotated[bool, typer.Option(help="Replay the recordings again and again.")] = False,
+    model_repository: Annotated[Optional[Path], typer.Option(help="Triton model repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    view_s: Annotated[float, typer.Option(help="Show the live ward view this long at most (0: none).")] = 300.0,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Stop the whole stack when this command ends.")] = False,
+) -> None:
+    """Start the local stack (Kafka, Redis, Triton, workers, Prometheus), replay a ward, show flagged patients."""
+    import time
+
+    import redis as redis_lib
+    from rich.console import Console
+    from rich.live import Live
+
+    from .stack import require_model, start_replay, start_stack, stop_stack
+    from .stream.redis_sink import RedisSink
+    from .ward_view import ward_rows, ward_table
+
+    settings = get_settings()
+    console = Console()
+    repository = model_repository or settings.paths.model_repository
+    require_model(repository, settings.paths.model_name)
+    sources = sources or [Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"]
+    with console.status("starting Redis, Kafka, Triton, workers and Prometheus…"):
+        info = start_stack(settings, model_repository=repository, workers=workers)
+    console.print("stack up: " + ", ".join(f"{k} {v}" for k, v in info.urls.items()))
+    console.print(f"point other commands at it with: source {info.folder}/stack.env")
+    producer = start_replay(settings, info, sources, beds=beds, realtime=realtime, duration_s=duration_s, loop=loop)
+    sink = RedisSink(redis_lib.Redis.from_url(info.urls["redis"]), settings.redis.key_prefix)
+    try:
+        deadline = time.monotonic() + view_s
+        last_change, last_count = time.monotonic(), -1
+        with Live(ward_table(sink), console=console, refresh_per_second=1, transient=False) as live:
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                live.update(ward_table(sink))
+                count = sum(r["windows"] + r["low_quality"] for r in ward_rows(sink, 1000))
+                if count != last_count:
+                    last_change, last_count = time.monotonic(), count
+                # Replay finished and the workers have drained: nothing more will change.
+                if not producer.running() and not loop and time.monotonic() - last_change > 15:
+                    break
+        flagged = [r["patient_id"] for r in ward_rows(sink, 1000) if r["flagged"]]
+        console.print(f"flagged patients: {', '.join(flagged) if flagged else 'none'}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if foreground:
+            stop_stack(settings)
+            console.print("stack stopped")
+        else:
+            console.print("the stack keeps running (Prometheus, Redis, Triton); stop it with: hfrisk down")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `hfrisk up` started; leaves nothing running."""
+    from .stack import stop_stack
+
+    stopped = stop_stack(get_settings())
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack is running")
+
+
 def _in_process_scorer(model: Path, model_name: str, untrained: bool):
     from .scoring import OnnxScorer
 
@@ -213,6 +281,10 @@ def _register_stage_commands() -> None:
     app.command("evaluate")(evaluate_command)
     app.command("export")(export_command)
     app.command("synthetic-cohort")(synthetic_cohort_command)
+
+    from .dashboards import app as dashboards_app
+
+    app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code: write the JSON, push it to a Grafana.")
 
 
 _register_stage_commands()

@@ -153,6 +153,11 @@ class KafkaBroker:
         """Kafka's data (its "log dirs"): topic partitions and the KRaft metadata log."""
         return self.data_dir / "data"
 
+    @property
+    def pid(self) -> int | None:
+        """Process id (and process-group id) of the server, while started."""
+        return self._process.pid if self._process else None
+
     def running(self) -> bool:
         return self._process is not None and self._process.running()
 

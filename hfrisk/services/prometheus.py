@@ -98,6 +98,11 @@ class PrometheusServer:
     def log_path(self) -> Path:
         return self.data_dir / "prometheus.log"
 
+    @property
+    def pid(self) -> int | None:
+        """Process id (and process-group id) of the server, while started."""
+        return self._process.pid if self._process else None
+
     def running(self) -> bool:
         return self._process is not None and self._process.running()
 

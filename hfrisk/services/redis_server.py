@@ -96,6 +96,11 @@ class RedisServer:
         """A redis-py client for this server (``decode_responses`` etc. pass through)."""
         return redis.Redis(host=HOST, port=self.port, **kwargs)
 
+    @property
+    def pid(self) -> int | None:
+        """Process id (and process-group id) of the server, while started."""
+        return self._process.pid if self._process else None
+
     def running(self) -> bool:
         return self._process is not None and self._process.running()
 

@@ -1,0 +1,48 @@
+import os
+import sys
+from pathlib import Path
+
+from hfrisk.config import PathSettings, Settings
+from hfrisk.services.process import ManagedProcess
+from hfrisk.stack import STACK_FILE, StackInfo, read_stack, stack_dir, stop_stack
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(paths=PathSettings(state_dir=tmp_path))
+
+
+def _spawn(name: str, tmp_path: Path, *, ignore_term: bool = False) -> ManagedProcess:
+    code = "import signal, time\n"
+    if ignore_term:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    # A child of its own: down must stop the whole process group, not only the leader.
+    code += "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+    code += "time.sleep(300)\n"
+    return ManagedProcess(name, [sys.executable, "-c", code], log_path=tmp_path / f"{name}.log", ready=lambda: True).start()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_down_stops_every_recorded_process_group(tmp_path):
+    settings = _settings(tmp_path)
+    folder = stack_dir(settings)
+    folder.mkdir(parents=True)
+    polite, stubborn = _spawn("polite", tmp_path), _spawn("stubborn", tmp_path, ignore_term=True)
+    info = StackInfo(folder=str(folder), processes={"polite": polite.pid, "stubborn": stubborn.pid},
+                     env={"HFRISK_REDIS__URL": "redis://127.0.0.1:1/0"})
+    info.save()
+    assert read_stack(settings).processes == info.processes
+    assert "export HFRISK_REDIS__URL=redis://127.0.0.1:1/0" in (folder / "stack.env").read_text()
+
+    stopped = stop_stack(settings, timeout_s=1.0)  # the stubborn one needs the SIGKILL fallback
+    assert stopped == ["stubborn", "polite"]  # newest first
+    assert not _group_alive(polite.pid) and not _group_alive(stubborn.pid)
+    assert not (folder / STACK_FILE).exists()
+    assert stop_stack(settings) == []
+

@@ -1,0 +1,251 @@
+"""Every dashboard query, run for real: each Prometheus panel's PromQL against a real Prometheus
+scraping the worker's and Triton's metric names, and each Redis panel's command (as the Redis
+data source plugin sends it) against a real Redis filled by the real RedisSink.
+
+The same checks can be pointed at the full stack later: the queries come from
+``hfrisk.dashboards.panel_queries``, not from this file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+from hfrisk.model.card import CANONICAL_LEADS
+from hfrisk.stream.alerts import AlertPolicy
+from hfrisk.stream.metrics import StreamMetrics
+from hfrisk.stream.redis_sink import RedisSink, WindowResult
+from hfrisk.stream.windowing import SkippedWindows, SkipReason, window_id
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
+
+from hfrisk import dashboards as dash
+from hfrisk.services.process import free_port
+
+pytestmark = pytest.mark.integration
+
+BOARDS = dash.build_dashboards()
+RATE_WINDOW = "30s"
+
+
+# -- Prometheus ---------------------------------------------------------------------------------------
+
+
+# Growth per second of each Triton counter (1 when not listed): 8 inferences per execution.
+_TRITON_STEP = {"nv_inference_count": 24, "nv_inference_exec_count": 3, "nv_inference_request_failure": 0.1,
+                "nv_inference_queue_duration_us": 150, "nv_inference_compute_infer_duration_us": 900,
+                "nv_inference_request_duration_us": 1200}
+
+
+class _TritonMetrics:
+    """Triton's counters under their real names (no ``_total`` suffix), growing on every scrape."""
+
+    NAMES = ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+             "nv_inference_exec_count", "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
+             "nv_inference_request_duration_us")
+
+    def __init__(self):
+        self.started = time.monotonic()
+
+    def collect(self):
+        elapsed = time.monotonic() - self.started
+        for name in self.NAMES:
+            metric = Metric(name, f"Triton {name}", "unknown")
+            metric.add_sample(name, {"model": "hfrisk", "version": "1"}, 10 + elapsed * 10 * _TRITON_STEP.get(name, 1))
+            yield metric
+
+
+def _worker_step(metrics: StreamMetrics):
+    """A function that moves every worker metric a step, as a busy worker would."""
+    rng = np.random.default_rng(0)
+
+    def step() -> None:
+        for outcome, n in (("accepted", 12), ("duplicate", 1), ("late", 1), ("dead_letter", 1)):
+            metrics.chunks.labels(outcome=outcome).inc(n)
+        for outcome, n in (("scored", 3), ("low_quality", 1), ("skipped", 1), ("dead_letter", 1)):
+            metrics.windows.labels(outcome=outcome).inc(n)
+        metrics.dead_letters.labels(reason="bad_schema").inc()
+        metrics.alerts.labels(kind="raised").inc()
+        metrics.alerts.labels(kind="cleared").inc()
+        metrics.triton_latency.observe(float(rng.uniform(0.002, 0.02)))
+        metrics.end_to_end_latency.observe(float(rng.uniform(0.5, 3.0)))
+        metrics.batch_size.observe(int(rng.integers(1, 33)))
+        for partition in range(4):
+            metrics.consumer_lag.labels(partition=str(partition)).set(int(rng.integers(0, 50)))
+        metrics.patients_active.set(8)
+
+    return step
+
+
+@pytest.fixture
+def scraped_metrics(prometheus_server):
+    """The worker's StreamMetrics and Triton's counters served on loopback, changing every 0.2 s,
+    scraped under the job names of the compose deployment."""
+    metrics = StreamMetrics()  # the worker's own metric definitions
+    step = _worker_step(metrics)
+    worker_port = free_port("127.0.0.1")
+    metrics.serve(worker_port, "127.0.0.1")
+    triton_registry = CollectorRegistry()
+    triton_registry.register(_TritonMetrics())
+    triton_server = start_http_server(0, addr="127.0.0.1", registry=triton_registry)[0]
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(0.2):
+            step()
+
+    step()
+    ticker = threading.Thread(target=run, daemon=True)
+    ticker.start()
+    targets = {dash.PROMETHEUS_JOBS["worker"]: worker_port, dash.PROMETHEUS_JOBS["triton"]: triton_server.server_port}
+    for job, port in targets.items():
+        prometheus_server.add_targets(job, [f"127.0.0.1:{port}"])
+    try:
+        yield prometheus_server
+    finally:
+        stop.set()
+        for job in targets:
+            prometheus_server.remove_job(job)
+        metrics.close()
+        triton_server.shutdown()
+        triton_server.server_close()
+
+
+def test_every_prometheus_panel_returns_data(scraped_metrics):
+    prom = scraped_metrics
+    # Rates need two scrapes of growing counters inside the window.
+    prom.wait_for(f"histogram_quantile(0.5, sum by (le) (rate(hfrisk_triton_latency_seconds_bucket[{RATE_WINDOW}]))) > 0",
+                  timeout_s=60)
+    prom.wait_for(f"rate(nv_inference_exec_count[{RATE_WINDOW}]) > 0", timeout_s=30)
+    values = {"__rate_interval": RATE_WINDOW, "__range": "5m", "__interval": "5s"}
+    queries = dash.panel_queries(BOARDS["operations"], values)
+    assert len(queries) >= 15
+    for q in queries:
+        assert q.kind == "prometheus"
+        result = prom.query(q.query)
+        assert result, f"{q.title}: no series for {q.query}"
+        numbers = [float(series["value"][1]) for series in result]
+        assert any(math.isfinite(v) for v in numbers), f"{q.title}: only NaN/inf for {q.query}"
+    # Spot-check that the numbers mean what the panels say.
+    by_outcome = {s["metric"]["outcome"] for s in prom.query(values_of(queries, "Chunks by outcome")[0])}
+    assert by_outcome == {"accepted", "duplicate", "late", "dead_letter"}
+    partitions = prom.query(values_of(queries, "Consumer lag by partition")[0])
+    assert sorted(s["metric"]["partition"] for s in partitions) == ["0", "1", "2", "3"]
+    jobs = {s["metric"]["job"]: float(s["value"][1]) for s in prom.query(values_of(queries, "Scrape targets up")[0])}
+    assert jobs == {"worker": 1.0, "triton": 1.0}
+    batching = float(prom.query(values_of(queries, "Triton batching")[0])[0]["value"][1])
+    assert batching == pytest.approx(24 / 3, rel=0.05)  # inferences per execution
+
+
+def values_of(queries, title: str) -> list[str]:
+    return [q.query for q in queries if q.title == title]
+
+
+# -- Redis ----------------------------------------------------------------------------------------------
+
+
+T0_US = (time.time_ns() // 1000) - 3_600_000_000  # an hour ago, so the windows sit in the time range
+HOP_US = 5_000_000
+
+
+def _result(patient: str, k: int, log_risk: float | None, *, fit: bool = True) -> WindowResult:
+    start = T0_US + k * HOP_US
+    weights = np.linspace(1, 3, len(CANONICAL_LEADS))
+    return WindowResult(
+        patient_id=patient, window_id=window_id(T0_US, k), window_start_us=start, window_end_us=start + 10_000_000,
+        fit_to_score=fit, quality_score=0.9 if fit else 0.2,
+        quality_reasons=() if fit else ("noisy", "too_few_beats"), log_risk=log_risk, n_beats=12,
+        heart_rate_bpm=71.0, lead_attention=tuple(float(w) for w in weights / weights.sum()),
+        temporal_attention=tuple([1 / 19] * 19), model_version="live-test", scored_at_us=start + 10_300_000,
+        device_id=f"monitor-{patient}", bed=patient.upper(),
+    )
+
+
+@pytest.fixture
+def ward(redis_server):
+    """Three patients written by the real sink under a fresh prefix: bed-1 flagged (three windows
+    over the threshold), with a noisy window and a gap; bed-2 low risk; bed-3 only unfit windows."""
+    prefix = f"dash{uuid.uuid4().hex[:8]}"
+    with redis_server.client() as client:
+        sink = RedisSink(client, prefix, policy=AlertPolicy(threshold=1.0, clear_threshold=0.8, min_windows=2))
+        for k, risk in enumerate([1.3, 1.6, 1.9]):
+            sink.write_window_result(_result("bed-1", k, risk))
+        sink.write_window_result(_result("bed-1", 3, None, fit=False))
+        sink.write_skipped(SkippedWindows("bed-1", 0, T0_US, 4, 6, T0_US + 4 * HOP_US, SkipReason.TIME_GAP,
+                                          "no signal for 12 s", (T0_US + 20_000_000, T0_US + 32_000_000), None))
+        for k, risk in enumerate([0.1, 0.2]):
+            sink.write_window_result(_result("bed-2", k, risk))
+        sink.write_window_result(_result("bed-3", 0, None, fit=False))
+        # RESP2 replies as they come off the wire (flat lists of bytes), which is what the plugin
+        # (radix, RESP2) parses: no RESP3 maps and pairs, no redis-py per-command reshaping.
+        with redis_server.client(protocol=2) as raw:
+            raw.response_callbacks.clear()
+            yield raw, prefix
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def _run(client, command_line: str):
+    return client.execute_command(*dash.split_command(command_line))
+
+
+def test_every_redis_panel_and_variable_returns_data(ward):
+    client, prefix = ward
+    now_ms = time.time_ns() // 1_000_000
+    values = {"prefix": prefix, "patient": "bed-1", "patients": "bed-1",
+              "__from": str(now_ms - 6 * 3_600_000), "__to": str(now_ms + 60_000)}
+    queries = dash.panel_queries(BOARDS["ward"], values)
+    assert {q.kind for q in queries} == {"redis"}
+    results = {}
+    for q in queries:
+        assert "$" not in q.query, f"{q.title}: unsubstituted variable in {q.query}"
+        result = _run(client, q.query)
+        assert result not in (None, [], {}, b""), f"{q.title}: empty result for {q.query}"
+        results[q.title] = result
+
+    # The patient variable lists the riskiest first; the quality one every patient seen.
+    assert results["$patient (variable)"] == [b"bed-1", b"bed-2"]
+    assert sorted(results["$patients (variable)"]) == [b"bed-1", b"bed-2", b"bed-3"]
+    # Ranking: member/score pairs as the plugin's ZRANGE turns into a field per patient.
+    ranking = dict(zip(results["Patients by current risk"][::2], results["Patients by current risk"][1::2]))
+    assert {k: float(v) for k, v in ranking.items()} == {b"bed-1": 1.9, b"bed-2": 0.2}
+    assert results["Flagged now"][::2] == [b"bed-1"]
+    assert results["Alert state"] == b"1"
+    events = results["Alert events"]
+    assert [dict(zip(e[1][::2], e[1][1::2]))[b"kind"] for e in events] == [b"raised"]
+
+
+def test_trend_members_split_with_the_panels_regex(ward):
+    client, prefix = ward
+    trend = next(p for p in BOARDS["ward"]["panels"] if p["title"] == "Risk trend")
+    regex = next(t["options"]["regExp"] for t in trend["transformations"] if t["id"] == "extractFields")
+    pattern = re.compile(regex.strip("/").replace("(?<", "(?P<"))
+    command = dash.panel_queries(BOARDS["ward"], {"prefix": prefix, "patient": "bed-1"})
+    rows = _run(client, next(q.query for q in command if q.title == "Risk trend"))
+    points = [(pattern.match(m.decode()).groupdict(), float(s)) for m, s in zip(rows[::2], rows[1::2])]
+    assert [(p["window_id"], float(p["log_risk"])) for p, _ in points] == [
+        (window_id(T0_US, k), risk) for k, risk in enumerate([1.3, 1.6, 1.9])
+    ]
+    # Scores are window starts in epoch ms: what the panel converts to its time axis.
+    assert [score for _, score in points] == [(T0_US + k * HOP_US) / 1000 for k in range(3)]
+
+
+def test_json_fields_the_panels_extract_parse(ward):
+    client, prefix = ward
+    queries = {q.title: q.query for q in dash.panel_queries(BOARDS["ward"], {"prefix": prefix, "patient": "bed-1"})}
+    lead_attention = json.loads(_run(client, queries["Lead attention"]))
+    assert list(lead_attention) == list(CANONICAL_LEADS)
+    assert sum(lead_attention.values()) == pytest.approx(1, abs=1e-4)
+    assert len(json.loads(_run(client, queries["Where in the beat the network looked"]))) == 19
+    for title in ("Low-quality windows", "Data gaps"):
+        rows = _run(client, queries[title])
+        assert all(isinstance(json.loads(member), dict) for member in rows[::2]), title
+    reasons = _run(client, queries["Why windows were not scored"])
+    assert dict(zip(reasons[::2], reasons[1::2])) == {b"noisy": b"2", b"too_few_beats": b"2"}

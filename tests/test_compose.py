@@ -1,0 +1,200 @@
+"""docker-compose.yml and deploy/: valid against the Compose Specification's JSON schema, and
+consistent with the repository (paths, Dockerfiles, settings, dashboards, Prometheus jobs) and
+with the rules of this deployment (GPU for Triton, loopback ports, no secrets in the file)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfrisk import dashboards as dash
+from hfrisk.config import KafkaSettings, Settings, StreamSettings, TritonSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
+SERVICES = COMPOSE["services"]
+DEPLOY_README = (ROOT / "deploy" / "README.md").read_text()
+PROMETHEUS = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+LONG_RUNNING = {"kafka", "redis", "triton", "worker", "prometheus", "grafana"}
+
+
+def _default(value: str) -> str:
+    """A compose value with every ${VAR:-default} replaced by its default."""
+    return INTERPOLATION.sub(lambda m: m.group(2) or "", value)
+
+
+def test_compose_file_is_valid_against_the_compose_specification():
+    from importlib import resources
+
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("check_jsonschema")  # vendors the official compose-spec.json schema
+    schema_text = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    schema = json.loads(schema_text)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(COMPOSE)]
+    assert errors == []
+    # The schema is strict: a misspelled key would not pass.
+    broken = json.loads(json.dumps(COMPOSE))
+    broken["services"]["redis"]["helthcheck"] = broken["services"]["redis"].pop("healthcheck")
+    assert list(validator.iter_errors(broken))
+
+
+def test_the_stack_has_every_part():
+    assert set(SERVICES) == {"kafka", "topics", "redis", "triton", "worker", "replay", "prometheus", "grafana"}
+
+
+def test_build_contexts_and_dockerfiles_exist():
+    built = {name: s["build"] for name, s in SERVICES.items() if "build" in s}
+    assert set(built) >= {"triton", "worker", "topics", "replay"}
+    for name, build in built.items():
+        context = ROOT / build["context"]
+        assert context.is_dir(), name
+        assert (context / build["dockerfile"]).is_file(), name
+
+
+def test_triton_runs_on_one_gpu_with_the_gpu_config():
+    triton = SERVICES["triton"]
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert triton["command"][0] == "tritonserver"
+    assert set(triton["command"][1:]) >= {
+        "--model-repository=/models", "--model-control-mode=explicit", "--load-model=hfrisk", "--model-config-name=gpu",
+    }
+    assert "./triton_models:/models:ro" in triton["volumes"]
+    shm = triton["shm_size"]
+    assert re.fullmatch(r"\d+(gb|g|mb|m)", str(shm).lower()) and not str(shm).lower().endswith(("mb", "m"))
+
+
+def test_triton_image_adds_onnxruntime_gpu_and_numpy_below_2():
+    text = (ROOT / "deploy" / "triton.Dockerfile").read_text()
+    assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:\$\{TRITON_VERSION\}-py3$", text, flags=re.MULTILINE)
+    install = " ".join(re.findall(r"pip install[^\n]*", text))
+    assert '"onnxruntime-gpu' in install and '"numpy>=1.26,<2"' in install
+    assert not re.search(r'"onnxruntime[<>=]', install), "the CPU onnxruntime package would shadow onnxruntime-gpu"
+
+
+def test_hfrisk_image_copies_every_package_folder():
+    text = (ROOT / "deploy" / "hfrisk.Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, flags=re.MULTILINE))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    package_dirs = set(re.findall(r'"hfrisk(?:\.\w+)?" = "(\w+)"', pyproject))
+    assert package_dirs and copied == package_dirs
+    for folder in copied:
+        assert (ROOT / folder).is_dir()
+    lines = (ROOT / "deploy" / "hfrisk.Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "**" and {f"!{d}/**" for d in package_dirs} <= set(ignore)
+
+
+def test_bind_mounts_exist_in_the_repository():
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = _default(volume.split(":")[0])
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, missing from the repository"
+                assert volume.endswith(":ro"), f"{name}: {volume} should be read-only"
+
+
+def test_published_ports_are_loopback_only():
+    published = [(name, port) for name, s in SERVICES.items() for port in s.get("ports", [])]
+    assert published
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_no_secret_is_written_in_the_file():
+    secretish = re.compile(r"PASSWORD|SECRET|TOKEN|API_?KEY|CREDENTIAL", re.IGNORECASE)
+    for name, service in SERVICES.items():
+        for key, value in (service.get("environment") or {}).items():
+            if secretish.search(key):
+                assert key.endswith("__FILE") and str(value).startswith("/run/secrets/"), \
+                    f"{name}: {key} must come from a secret file, not a value"
+    grafana = SERVICES["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert COMPOSE["secrets"]["grafana_admin_password"] == {"environment": "GRAFANA_ADMIN_PASSWORD"}
+    assert "grafana_admin_password" in grafana["secrets"]
+
+
+def test_every_variable_the_file_reads_is_documented():
+    used = {m.group(1) for m in INTERPOLATION.finditer(COMPOSE_TEXT)}
+    used |= {s["environment"] for s in COMPOSE.get("secrets", {}).values() if "environment" in s}
+    assert used
+    missing = {var for var in used if f"`{var}`" not in DEPLOY_README}
+    assert missing == set(), "document these in deploy/README.md"
+
+
+def test_hfrisk_settings_in_the_file_are_real_settings():
+    def known(env_name: str) -> bool:
+        section, _, field = env_name.removeprefix("HFRISK_").lower().partition("__")
+        model = Settings.model_fields.get(section)
+        return model is not None and field in model.annotation.model_fields
+
+    names = {key for s in SERVICES.values() for key in (s.get("environment") or {}) if key.startswith("HFRISK_")}
+    names |= set(re.findall(r"\b(HFRISK_\w+__\w+)\b", (ROOT / "deploy" / "hfrisk.Dockerfile").read_text()))
+    assert names
+    assert {n for n in names if not known(n)} == set()
+
+
+def test_long_running_services_have_healthchecks_and_start_in_order():
+    for name in LONG_RUNNING:
+        assert SERVICES[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name, service in SERVICES.items():
+        for dependency, rule in (service.get("depends_on") or {}).items():
+            expected = "service_completed_successfully" if dependency == "topics" else "service_healthy"
+            assert rule["condition"] == expected, f"{name} -> {dependency}"
+    assert set(SERVICES["worker"]["depends_on"]) == {"topics", "redis", "triton"}
+    assert SERVICES["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert "ensure_topics" in " ".join(SERVICES["topics"]["entrypoint"])
+
+
+def test_workers_scale_and_the_replay_is_a_demo_profile():
+    worker = SERVICES["worker"]
+    assert worker["command"][0] == "worker"
+    # Prometheus scrapes from another container: the metrics endpoint cannot stay on loopback.
+    assert worker["command"][worker["command"].index("--metrics-host") + 1] == "0.0.0.0"
+    assert worker["deploy"]["replicas"] >= 1
+    assert "container_name" not in worker and "ports" not in worker  # both would block --scale
+    assert SERVICES["replay"]["profiles"] == ["demo"]
+    assert all("profiles" not in s for n, s in SERVICES.items() if n != "replay")
+
+
+def test_prometheus_scrapes_the_workers_and_triton_as_the_dashboard_expects():
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    assert set(dash.PROMETHEUS_JOBS.values()) <= set(jobs)
+    worker_sd = jobs[dash.PROMETHEUS_JOBS["worker"]]["dns_sd_configs"][0]
+    metrics_port = int(SERVICES["worker"]["environment"]["HFRISK_STREAM__METRICS_PORT"])
+    assert worker_sd["names"] == ["worker"] and worker_sd["port"] == metrics_port == StreamSettings().metrics_port
+    triton_targets = jobs[dash.PROMETHEUS_JOBS["triton"]]["static_configs"][0]["targets"]
+    assert triton_targets == [f"triton:{TritonSettings().metrics_port}"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in SERVICES["prometheus"]["volumes"]
+
+
+def test_grafana_gets_the_generated_provisioning_and_dashboards():
+    grafana = SERVICES["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning/datasources"] == "./dashboards/provisioning/datasources"
+    assert mounts["/etc/grafana/provisioning/dashboards"] == "./dashboards/provisioning/dashboards"
+    provider = yaml.safe_load(dash.provisioning_files()["provisioning/dashboards/hfrisk.yaml"])["providers"][0]
+    assert mounts[provider["options"]["path"]] == "./dashboards"
+    datasources = dash.provisioning_files()["provisioning/datasources/hfrisk.yaml"]
+    for var in re.findall(r"\$\{(\w+)\}", datasources):
+        assert var in grafana["environment"], f"provisioning reads {var}, which Grafana's environment lacks"
+    assert grafana["environment"]["GF_PLUGINS_PREINSTALL"].startswith(f"{dash.REDIS_PLUGIN}@")
+
+
+def test_kafka_and_redis_match_the_settings():
+    kafka = SERVICES["kafka"]
+    assert kafka["image"] == f"apache/kafka:{KafkaSettings().version}"
+    assert int(kafka["environment"]["KAFKA_MESSAGE_MAX_BYTES"]) >= KafkaSettings().max_message_bytes
+    assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    command = SERVICES["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert SERVICES["worker"]["environment"]["HFRISK_REDIS__URL"].startswith("redis://redis:6379")
