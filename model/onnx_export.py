@@ -130,9 +130,22 @@ def export_onnx(
             **kwargs,
         )
     program.save(str(path), external_data=False)
+    _strip_trace_metadata(path)
     if save_card:
         card.save(path.parent / CARD_FILENAME)
     return path
+
+
+def _strip_trace_metadata(path: Path) -> None:
+    """Drop the exporter's per-node provenance (Python stack traces, FX names): a quarter of the
+    file, read by no runtime, and it would leak build paths into the served model."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 @contextlib.contextmanager

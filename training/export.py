@@ -19,6 +19,7 @@ By default the parity records are the validation records the checkpoint remember
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,16 +60,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s,;]+")
+
+
 def training_section(checkpoint: Path, meta: dict[str, Any], evaluation: dict | None = None) -> dict[str, Any]:
     """The card's ``training`` entry for ``checkpoint`` (its metadata as :func:`load_finetuned` returns it)."""
     extra = meta.get("extra", {})
     provenance = dict(extra.get("provenance", {}))
     data_keys = ("cohort", "time_unit", "n_train", "n_train_events", "n_val", "n_val_events", "run")
+    # File names, not paths: the card ships with the model, and a path says where someone's
+    # scratch folder was, not what was trained on (the SHA-256 identifies the checkpoint).
+    for key in ("cohort", "init"):
+        if provenance.get(key):
+            provenance[key] = _ABSOLUTE_PATH.sub(lambda m: Path(m.group(0)).name, str(provenance[key]))
     section: dict[str, Any] = {
         "task": "incident heart failure, Cox proportional hazards (log-hazard, higher = riskier)",
         "data": {k: provenance[k] for k in data_keys if k in provenance},
         "run": {
-            "checkpoint": str(checkpoint),
+            "checkpoint": Path(checkpoint).name,
             "checkpoint_sha256": _sha256(checkpoint),
             "epoch": meta.get("epoch"),
             "val_harrell_c": extra.get("val_harrell_c"),
