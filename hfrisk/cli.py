@@ -282,6 +282,10 @@ def _register_stage_commands() -> None:
     app.command("export")(export_command)
     app.command("synthetic-cohort")(synthetic_cohort_command)
 
+    from .stream.commands import worker_command
+
+    app.command("worker")(worker_command)
+
     from .dashboards import app as dashboards_app
 
     app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code: write the JSON, push it to a Grafana.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import time
 
 from rich.table import Table
@@ -19,14 +19,14 @@ def ward_rows(sink: RedisSink, limit: int = 20) -> list[dict]:
     for patient_id, log_risk in sink.ranking(limit):
         view = sink.read_patient(patient_id)
         latest = view.latest or {}
-        attention = json.loads(latest.get("lead_attention") or "{}")
+        attention = latest.get("lead_attention") or {}
         rows.append(
             {
                 "patient_id": patient_id,
                 "log_risk": float(log_risk),
-                "hazard_ratio": float(latest.get("hazard_ratio", "nan") or "nan"),
-                "quality": float(latest.get("quality_score", "nan") or "nan"),
-                "heart_rate_bpm": latest.get("heart_rate_bpm") or "",
+                "hazard_ratio": latest.get("hazard_ratio", math.nan),
+                "quality": latest.get("quality_score", math.nan),
+                "heart_rate_bpm": latest.get("heart_rate_bpm"),
                 "windows": len(view.trend),
                 "low_quality": len(view.low_quality),
                 "top_lead": max(attention, key=attention.get) if attention else "",
@@ -45,7 +45,7 @@ def ward_table(sink: RedisSink, limit: int = 20, title: str = "Ward") -> Table:
         bpm = row["heart_rate_bpm"]
         table.add_row(
             row["patient_id"], f"{row['log_risk']:+.2f}", f"{row['hazard_ratio']:.2f}", f"{row['quality']:.2f}",
-            f"{float(bpm):.0f}" if bpm else "", str(row["windows"]), str(row["low_quality"]), row["top_lead"],
+            f"{bpm:.0f}" if bpm is not None else "", str(row["windows"]), str(row["low_quality"]), row["top_lead"],
             "[bold red]FLAGGED[/bold red]" if row["flagged"] else "",
         )
     return table
