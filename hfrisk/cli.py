@@ -90,30 +90,33 @@ def screen(
     out: Annotated[Path, typer.Option(help="Output folder (scores.csv, scores.parquet).")] = Path("runs/screen"),
     model: Annotated[Optional[Path], typer.Option(help="Model folder or Triton repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Score with ONNX Runtime in this process instead of Triton.")] = False,
+    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC address; default HFRISK_TRITON__GRPC_URL.")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="Use a randomly initialised network when no model is found (plumbing checks only).")] = False,
     threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default HFRISK_STREAM__RISK_THRESHOLD.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
 ) -> None:
-    """Population screening: score every recording, write scores, quality and flags."""
+    """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
     from rich.console import Console
     from rich.table import Table
 
     from .screening import screen as run_screen
-    from .screening import summarize
+    from .screening import summarize, write_summary
 
     settings = get_settings()
     console = Console()
-    if not in_process:
-        console.print("[red]Scoring through Triton arrives with the serving stack; use --in-process.[/red]")
-        raise typer.Exit(code=2)
-    scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained)
+    if in_process:
+        scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained)
+    else:
+        scorer = _triton_scorer(triton_url or settings.triton.grpc_url, model or settings.paths.model_repository,
+                                settings.paths.model_name)
     frame = run_screen(
         sources, scorer, out,
         threshold=settings.stream.risk_threshold if threshold is None else threshold,
         batch_size=batch_size, resume=resume,
     )
     frame.to_parquet(out / "scores.parquet", index=False)
+    write_summary(frame, out / "summary.png")
     counts = frame["status"].value_counts().to_dict()
     console.print(
         f"{len(frame)} recordings: {counts.get('scored', 0)} scored, {counts.get('low_quality', 0)} not fit to "
@@ -252,6 +255,22 @@ def down() -> None:
 
     stopped = stop_stack(get_settings())
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack is running")
+
+
+def _triton_scorer(url: str, model: Path, model_name: str):
+    from .model.card import default_card, load_card
+    from .scoring import TritonScorer, find_model_version
+    from .serving.client import TritonClientError
+
+    try:
+        card = load_card(find_model_version(model, model_name))
+    except FileNotFoundError:
+        card = default_card()
+    try:
+        return TritonScorer(url, card, model_name=model_name)
+    except TritonClientError as err:
+        typer.echo(f"Triton at {url} is not ready ({err}); start it with `hfrisk serve` or use --in-process.", err=True)
+        raise typer.Exit(code=2) from err
 
 
 def _in_process_scorer(model: Path, model_name: str, untrained: bool):

@@ -15,7 +15,7 @@ import numpy as np
 from .logs import get_logger
 from .model.card import CARD_FILENAME, ModelCard, default_card, load_card
 
-__all__ = ["OnnxScorer", "find_model_version", "MODEL_FILENAME"]
+__all__ = ["OnnxScorer", "TritonScorer", "find_model_version", "MODEL_FILENAME"]
 
 MODEL_FILENAME = "model.onnx"
 log = get_logger(__name__)
@@ -83,3 +83,23 @@ class OnnxScorer:
             raise ValueError(f"model input must be (batch, {expected[0]}, {expected[1]}), got {x.shape}")
         outputs = self.session.run(self.output_names, {self.card.input.name: x})
         return dict(zip(self.output_names, outputs))
+
+
+class TritonScorer:
+    """Scores through a running Triton server (the served model), with the same interface."""
+
+    untrained = False
+
+    def __init__(self, url: str, card: ModelCard, *, model_name: str = "hfrisk", timeout_s: float = 30.0,
+                 max_batch: int = 64):
+        from .serving.client import SyncRiskClient
+
+        self.card = card
+        self.client = SyncRiskClient(url, model_name, card=card, timeout_s=timeout_s, max_batch=max_batch)
+        self.client.wait_ready(timeout_s)
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self.client.infer(np.ascontiguousarray(x, dtype=np.float32))
+
+    def close(self) -> None:
+        self.client.close()

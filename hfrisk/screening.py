@@ -23,7 +23,7 @@ from .model.errors import ECGInputError
 from .model.preprocessing import ModelInput, prepare
 from .model.readers import iter_records, read_ecg
 
-__all__ = ["Scorer", "ScreenRow", "screen", "SCORES_FILENAME"]
+__all__ = ["Scorer", "ScreenRow", "screen", "summarize", "write_summary", "SCORES_FILENAME"]
 
 SCORES_FILENAME = "scores.csv"
 log = get_logger(__name__)
@@ -51,6 +51,8 @@ class ScreenRow:
     hazard_ratio: float = math.nan
     flagged: bool = False
     top_lead: str = ""
+    # The 12 per-lead attention weights in the card's lead order, ";"-joined (the summary's map).
+    lead_attention: str = ""
 
 
 def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
@@ -115,7 +117,9 @@ def screen(
             row.log_risk = float(outputs["log_risk"][i, 0])
             row.hazard_ratio = math.exp(row.log_risk)
             row.flagged = row.log_risk >= threshold
-            row.top_lead = card.input.leads[int(np.argmax(outputs["lead_attention"][i]))]
+            weights = outputs["lead_attention"][i]
+            row.top_lead = card.input.leads[int(np.argmax(weights))]
+            row.lead_attention = ";".join(f"{w:.4f}" for w in weights)
         pending.clear()
 
     for path in tqdm(paths, desc="screening", unit="ecg", disable=not progress):
@@ -142,3 +146,38 @@ def summarize(frame: pd.DataFrame, top: int = 10) -> Sequence[dict]:
     """The ``top`` highest-risk scored recordings, riskiest first."""
     scored = frame[frame["status"] == "scored"].sort_values("log_risk", ascending=False)
     return scored.head(top).to_dict("records")
+
+
+def write_summary(frame: pd.DataFrame, path: str | Path, top: int = 10, leads: Sequence[str] | None = None) -> Path:
+    """A PNG: the distribution of log-risk with the flag threshold's cases marked, and the top-risk
+    recordings with their lead-attention weights (which leads the model looked at)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .model.card import CANONICAL_LEADS
+
+    leads = list(leads or CANONICAL_LEADS)
+    scored = frame[frame["status"] == "scored"].sort_values("log_risk", ascending=False)
+    figure = Figure(figsize=(12, 5), layout="constrained")
+    FigureCanvasAgg(figure)
+    hist, heat = figure.subplots(1, 2, width_ratios=(1, 1.3))
+    if len(scored):
+        flagged = scored["flagged"].astype(bool)
+        hist.hist([scored.loc[~flagged, "log_risk"], scored.loc[flagged, "log_risk"]], stacked=True,
+                  bins=min(40, max(5, len(scored) // 3)), color=["#4c72b0", "#c44e52"], label=["not flagged", "flagged"])
+        hist.legend()
+    counts = frame["status"].value_counts().to_dict()
+    hist.set(xlabel="log-risk (Cox log-hazard, higher = riskier)", ylabel="recordings",
+             title=f"{counts.get('scored', 0)} scored, {int(frame['flagged'].sum())} flagged, "
+                   f"{counts.get('low_quality', 0)} low quality, {counts.get('refused', 0)} refused")
+    head = scored.head(top)
+    weights = np.array([[float(w) for w in str(a).split(";")] if a else [np.nan] * len(leads)
+                        for a in head.get("lead_attention", pd.Series([""] * len(head)))]) if len(head) else np.zeros((0, len(leads)))
+    image = heat.imshow(weights if len(head) else np.zeros((1, len(leads))), aspect="auto", cmap="magma")
+    heat.set_xticks(range(len(leads)), leads)
+    heat.set_yticks(range(len(head)), [f"{Path(r).stem}  {v:+.2f}" for r, v in zip(head["record"], head["log_risk"])])
+    heat.set_title(f"top {len(head)} by risk: lead attention")
+    figure.colorbar(image, ax=heat, label="attention weight")
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    return path

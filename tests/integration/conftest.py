@@ -52,3 +52,6 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 def prometheus_server(tmp_path_factory) -> Iterator[PrometheusServer]:
     """Prometheus with no targets yet: tests add theirs with ``add_targets`` and remove them."""
     yield from _serve("prometheus", lambda: PrometheusServer(tmp_path_factory.mktemp("prometheus")))
+
+
+from .triton_fixture import triton_server  # noqa: E402,F401  (session fixture shared by the stream tests)
