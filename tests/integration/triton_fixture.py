@@ -32,7 +32,8 @@ def triton_server(exported_model_dir, tmp_path_factory) -> Iterator[TritonServer
     repository = tmp_path_factory.mktemp("triton_repository")
     write_model_repository(exported_model_dir / "model.onnx", card, repository, intra_op_threads=1)
     try:
-        server = TritonServer(repository, "hfrisk", work_dir=tmp_path_factory.mktemp("triton_work"), ready_timeout_s=120)
+        server = TritonServer(repository, "hfrisk", work_dir=tmp_path_factory.mktemp("triton_work"),
+                              ready_timeout_s=120)
     except ServiceNotInstalled as exc:
         service_unavailable(f"tritonserver ({exc})")
     server.start()

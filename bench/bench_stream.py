@@ -1,0 +1,589 @@
+"""Stream throughput and latency: replayed beds -> Kafka -> ``hfrisk worker`` -> Triton -> Redis.
+
+    .venv/bin/python -m bench.bench_stream [--beds 4 16 64] [--duration-s 60]
+        [--realtime-beds 8 16 32 64 128 192 256] [--realtime-s 30] [--out docs/bench]
+
+Everything runs on this machine on loopback: a KRaft Kafka broker, Redis, Triton (pytriton wheel,
+untrained HFRiskNet: the compute of a trained one, one ONNX Runtime thread), and the worker as
+a subprocess exactly as ``hfrisk worker`` runs it (one preprocessing process). Measured in one run:
+
+1. **Throughput** for each ``--beds`` N: N beds of PTB-XL 500 Hz records (tests/data, looped),
+   ``--duration-s`` of signal each, replayed as fast as possible (``replay(realtime=False)``)
+   while the worker consumes. Scored windows/s = windows / (last Redis write - replay start).
+   Latency per window = its Redis write - the Kafka timestamp of the chunk that completed it
+   (when that chunk entered Kafka): under an as-fast-as-possible replay this is mostly the
+   backlog the worker is draining. **Ratio** to raw ONNX Runtime batched windows/s (batch 32, one
+   thread, measured in the same run on the same model): goal >= 0.5. The in-process offline path
+   (``prepare`` + ONNX Runtime, one thread) is reported too: it is the ceiling for one
+   preprocessing process.
+2. **Pipeline overhead without the model**: the same worker with ``--noop-model`` (decoding,
+   windowing, preprocessing, Redis writes, publishing, checkpoints; no Triton) against a raw Faust
+   consumer with the same app settings that only receives and acknowledges the same pre-produced
+   messages. Chunks/s of each, ratio goal >= 0.7.
+3. **Real time**: N beds replayed at real time (``replay(realtime=True)``, monitors staggered) for
+   ``--realtime-s``; latency = Redis write - acquisition time of the window's last sample, the
+   ``hfrisk_end_to_end_latency_seconds`` definition. A bed count is sustained when p95 <= 1 s and
+   every window is written within 5 s of the replay's end. The sweep stops at the first failure.
+
+Results go to ``docs/bench/stream.json`` and ``docs/bench/stream.md`` with the command line.
+The replay, Kafka, Redis, Triton and the worker all share the machine's CPUs (on the development
+machine also with other engineers' jobs: see the load average), so absolute figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
+WAIT_S = 600.0
+
+
+# --- the raw consumer (the baseline of part 2), run as a subprocess of the benchmark --------------
+
+
+def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
+    """A Faust app with the worker's settings whose agent only receives and acknowledges chunks."""
+    import faust
+
+    from hfrisk.config import get_settings
+    from hfrisk.stream.app import chunk_topic, create_app
+    from hfrisk.stream.metrics import StreamMetrics
+
+    settings = get_settings()
+    metrics = StreamMetrics()
+    app = create_app(settings, app_id=app_id, web_port=web_port)
+    stream_settings = settings.stream
+
+    @app.agent(chunk_topic(app, settings.kafka), name="raw-consumer")
+    async def consume(stream):
+        async for events in stream.noack_take(stream_settings.batch_size, within=stream_settings.batch_timeout_s):
+            size = 0
+            for event in events:
+                size += len(event.message.value)
+                await stream.ack(event)
+            metrics.chunks.labels(outcome="accepted").inc(len(events))
+
+    metrics.serve(metrics_port)
+    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def windows_done(port: int) -> float:
+    m = scrape(port)
+    return sum(m.get(f'hfrisk_windows_total{{outcome="{o}"}}', 0.0) for o in ("scored", "low_quality", "dead_letter"))
+
+
+def chunks_done(port: int) -> float:
+    m = scrape(port)
+    return sum(m.get(f'hfrisk_chunks_total{{outcome="{o}"}}', 0.0) for o in ("accepted", "duplicate", "late", "dead_letter"))
+
+
+def wait_for(count, target: float, timeout_s: float, proc) -> list[tuple[float, float]]:
+    """Poll ``count()`` until it reaches ``target``; returns (time, count) samples."""
+    samples = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.running():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail_log(40)}")
+        value = count()
+        samples.append((time.time(), value))
+        if value >= target:
+            return samples
+        time.sleep(0.05)
+    raise TimeoutError(f"{proc.name}: {samples[-1][1] if samples else 0} of {target} after {timeout_s:.0f} s")
+
+
+def rate_from(samples: list[tuple[float, float]]) -> float:
+    """Items/s from the first sample that saw progress to the last: start-up time excluded."""
+    first = next((i for i, (_, v) in enumerate(samples) if v > samples[0][1]), None)
+    if first is None:
+        return float("nan")
+    (t0, v0), (t1, v1) = samples[max(0, first - 1)], samples[-1]
+    return (v1 - v0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def percentiles(values_s: list[float]) -> dict[str, float]:
+    a = np.asarray(values_s, dtype=np.float64)
+    return {f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 95, 99)} | {"max": round(float(a.max()), 4)}
+
+
+_STEPS = ("decode", "window", "prepare", "infer", "write", "publish")
+
+
+def step_shares(log_path: Path, from_line: int) -> dict[str, float]:
+    """Seconds per batch step summed over the worker's "batch done" debug lines after ``from_line``."""
+    import re
+
+    totals = dict.fromkeys(_STEPS, 0.0)
+    lines = log_path.read_text(errors="replace").splitlines()[from_line:]
+    for line in lines:
+        if "batch done" in line:
+            for step, value in re.findall(r"\b(\w+)=([0-9.e-]+)", line):
+                if step in totals:
+                    totals[step] += float(value)
+    return {step: round(seconds, 3) for step, seconds in totals.items()}
+
+
+def log_lines(log_path: Path) -> int:
+    return len(log_path.read_text(errors="replace").splitlines()) if log_path.exists() else 0
+
+
+def window_records(client, prefix: str, patients: list[str]) -> list[dict]:
+    out = []
+    for pid in patients:
+        keys = list(client.scan_iter(match=f"{prefix}:window:{pid}:*", count=1000))
+        for key, raw in zip(keys, client.mget(keys) if keys else []):
+            record = json.loads(raw)
+            record["patient_id"] = pid
+            out.append(record)
+    return out
+
+
+def scores_since(bootstrap: str, topic: str, start: dict, patients: set[str]) -> dict[tuple[str, str], dict]:
+    """Score records produced after the end offsets ``start``, for ``patients``."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = list(start)
+        consumer.assign(partitions)
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        end = consumer.end_offsets(partitions)
+        out: dict[tuple[str, str], dict] = {}
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    value = json.loads(record.value)
+                    if value["patient_id"] in patients:
+                        out.setdefault((value["patient_id"], value["window_id"]), value)
+        return out
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+
+
+class Stack:
+    """Kafka, Redis and Triton on loopback, plus the worker processes of the benchmark."""
+
+    def __init__(self, work: Path, onnx_path: Path, card, partitions: int, prep_workers: int = 1):
+        from hfrisk.serving.model_repository import write_model_repository
+        from hfrisk.serving.triton_server import TritonServer
+        from hfrisk.services.kafka import KafkaBroker
+        from hfrisk.services.redis_server import RedisServer
+
+        self.work = work
+        self.partitions = partitions
+        self.prep_workers = prep_workers
+        self.kafka = KafkaBroker(work / "kafka").start()
+        self.redis = RedisServer(work / "redis").start()
+        repo = work / "repository"
+        write_model_repository(onnx_path, card, repo, intra_op_threads=1)
+        self.triton = TritonServer(repo, "hfrisk", work_dir=work / "triton").start()
+        self.processes = []
+
+    def topics(self, name: str):
+        from hfrisk.config import KafkaSettings
+        from hfrisk.stream.topics import ensure_topics
+
+        kafka = KafkaSettings(
+            bootstrap_servers=self.kafka.bootstrap_servers, partitions=self.partitions,
+            ecg_topic=f"bench.{name}.chunks", scores_topic=f"bench.{name}.scores",
+            alerts_topic=f"bench.{name}.alerts", dead_letter_topic=f"bench.{name}.dead",
+        )
+        ensure_topics(kafka)
+        return kafka
+
+    def env(self, kafka, prefix: str) -> dict[str, str]:
+        return os.environ | {
+            "HFRISK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "HFRISK_KAFKA__PARTITIONS": str(kafka.partitions),
+            "HFRISK_KAFKA__ECG_TOPIC": kafka.ecg_topic,
+            "HFRISK_KAFKA__SCORES_TOPIC": kafka.scores_topic,
+            "HFRISK_KAFKA__ALERTS_TOPIC": kafka.alerts_topic,
+            "HFRISK_KAFKA__DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+            "HFRISK_REDIS__URL": self.redis.url,
+            "HFRISK_REDIS__KEY_PREFIX": prefix,
+            "HFRISK_TRITON__GRPC_URL": self.triton.grpc_url,
+            "HFRISK_PATHS__MODEL_REPOSITORY": str(self.triton.model_repository),
+            "HFRISK_PATHS__STATE_DIR": str(self.work / "state"),
+            # DEBUG: one "batch done" line per batch with seconds per step (Faust itself stays at INFO).
+            "HFRISK_LOG__LEVEL": "DEBUG",
+        }
+
+    def start(self, name: str, argv: list[str], env: dict) -> tuple[object, int]:
+        from hfrisk.services.process import ManagedProcess, free_port, port_open
+
+        port = free_port()
+        argv = [sys.executable, *argv, "--metrics-port", str(port), "--web-port", str(free_port())]
+        proc = ManagedProcess(name, argv, log_path=self.work / f"{name}.log", env=env,
+                              ready=lambda: port_open("127.0.0.1", port), ready_timeout_s=180, stop_timeout_s=30)
+        self.processes.append(proc)
+        return proc.start(), port
+
+    def worker(self, name: str, kafka, prefix: str, *extra: str):
+        return self.start(name, ["-m", "hfrisk.stream.commands", "--app-id", name, "--prep-workers",
+                                 str(self.prep_workers), "--no-create-topics", *extra], self.env(kafka, prefix))
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+        self.triton.cleanup()
+        self.redis.stop()
+        self.kafka.stop()
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
+    """Raw ONNX Runtime batched windows/s (batch 32, one thread) and prepare+ORT windows/s."""
+    from hfrisk.model.preprocessing import prepare
+    from hfrisk.model.readers import read_ecg
+    from hfrisk.scoring import OnnxScorer
+
+    ecgs = [read_ecg(h.with_suffix("")) for h in sorted(RECORDS_DIR.rglob("*.hea"))]
+    started = time.perf_counter()
+    x = np.stack([prepare(ecg, card).x for ecg in ecgs]).astype(np.float32)
+    prepare_s = (time.perf_counter() - started) / len(ecgs)
+    scorer = OnnxScorer(onnx_path, card, threads=1)
+    batch = x[np.arange(32) % len(x)]
+    scorer.score(batch)
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        scorer.score(batch)
+        n += len(batch)
+    ort_rate = n / (time.perf_counter() - started)
+    return {
+        "ort_batched_windows_per_s": round(ort_rate, 1),
+        "prepare_ms_per_window": round(prepare_s * 1000, 2),
+        "prepare_plus_ort_windows_per_s": round(1 / (prepare_s + 1 / ort_rate), 1),
+    }
+
+
+def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, duration_s: float, card) -> dict:
+    from hfrisk.stream.replay import patient_id_for, replay
+
+    salt = f"tp{beds}-{uuid.uuid4().hex[:6]}"
+    patients = [patient_id_for(i, salt) for i in range(beds)]
+    expected = beds * (int((duration_s - card.window.window_s) // 5.0) + 1)
+    before = windows_done(port)
+    offsets = end_offsets(kafka.bootstrap_servers, kafka.scores_topic)
+    log_from = log_lines(proc.log_path)
+    started = time.time()
+    stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=False,
+                   duration_s=duration_s, loop=True, salt=salt, progress=False,
+                   start_us=time.time_ns() // 1000 - round(duration_s * 1e6))
+    samples = wait_for(lambda: windows_done(port) - before, expected, WAIT_S, proc)
+    records = window_records(stack.redis.client(), prefix, patients)
+    scores = scores_since(kafka.bootstrap_servers, kafka.scores_topic, offsets, set(patients))
+    latencies = [
+        (r["written_at_us"] - scores[(r["patient_id"], r["window_id"])]["chunk_timestamp_ms"] * 1000) / 1e6
+        for r in records if (r["patient_id"], r["window_id"]) in scores
+    ]
+    last_write = max(r["written_at_us"] for r in records) / 1e6
+    return {
+        "beds": beds,
+        "chunks": stats.chunks,
+        "windows": len(records),
+        "scored": sum(1 for r in records if r["scored"]),
+        "replay_s": round(stats.wall_s, 2),
+        "wall_s": round(last_write - started, 2),
+        "windows_per_s": round(len(records) / (last_write - started), 1),
+        "steady_windows_per_s": round(rate_from(samples), 1),
+        "latency_s": percentiles(latencies),
+        "step_seconds": step_shares(proc.log_path, log_from),
+    }
+
+
+def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
+    from hfrisk.stream.replay import replay
+
+    kafka = stack.topics(f"overhead-{uuid.uuid4().hex[:6]}")
+    stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=False,
+                   duration_s=duration_s, loop=True, progress=False,
+                   start_us=time.time_ns() // 1000 - round(duration_s * 1e6))
+    env = stack.env(kafka, f"bench-noop-{uuid.uuid4().hex[:6]}")
+    raw, raw_port = stack.start("raw-consumer", ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
+                                                 f"raw-{uuid.uuid4().hex[:6]}"], env)
+    raw_samples = wait_for(lambda: chunks_done(raw_port), stats.chunks, WAIT_S, raw)
+    raw.stop()
+    noop, noop_port = stack.worker(f"noop-{uuid.uuid4().hex[:6]}", kafka, env["HFRISK_REDIS__KEY_PREFIX"], "--noop-model")
+    noop_samples = wait_for(lambda: chunks_done(noop_port), stats.chunks, WAIT_S, noop)
+    noop.stop()
+    steps = step_shares(noop.log_path, 0)
+    raw_rate, noop_rate = rate_from(raw_samples), rate_from(noop_samples)
+    return {
+        "beds": beds,
+        "chunks": stats.chunks,
+        "raw_faust_chunks_per_s": round(raw_rate, 1),
+        "noop_pipeline_chunks_per_s": round(noop_rate, 1),
+        "ratio": round(noop_rate / raw_rate, 3),
+        "noop_step_seconds": steps,
+    }
+
+
+def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, seconds: float, card) -> dict:
+    from hfrisk.stream.replay import patient_id_for, replay
+
+    salt = f"rt{beds}-{uuid.uuid4().hex[:6]}"
+    patients = [patient_id_for(i, salt) for i in range(beds)]
+    before = windows_done(port)
+    expected = beds * (int((seconds - card.window.window_s) // 5.0) + 1)
+    stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=True,
+                   duration_s=seconds, loop=True, salt=salt, progress=False)
+    replay_end = time.monotonic()
+    try:
+        wait_for(lambda: windows_done(port) - before, expected, 60.0, proc)
+        drained_s = time.monotonic() - replay_end
+    except TimeoutError:
+        drained_s = float("inf")
+    records = window_records(stack.redis.client(), prefix, patients)
+    window_us, period_us = round(card.window.window_s * 1e6), round(1e6 / 500.0)
+    latencies = [(r["written_at_us"] - (r["window_start_us"] + window_us - period_us)) / 1e6 for r in records]
+    p = percentiles(latencies) if latencies else {"p50": None, "p95": None, "p99": None, "max": None}
+    sustained = bool(latencies) and len(records) >= expected and drained_s <= 5.0 and p["p95"] <= 1.0
+    return {
+        "beds": beds,
+        "windows": len(records),
+        "expected_windows": expected,
+        "replay_max_lag_s": round(stats.max_lag_s, 3),
+        "drained_after_replay_s": round(drained_s, 2),
+        "latency_s": p,
+        "sustained": sustained,
+    }
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def markdown(r: dict) -> str:
+    o = r["offline"]
+    lines = [
+        "# Stream benchmark: Kafka -> hfrisk worker -> Triton -> Redis",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"When: {r['when']}; machine: {r['machine']['cpus']} CPUs ({r['machine']['processor']}), load average "
+        f"{r['machine']['load_before']} before, {r['machine']['load_after']} after; no GPU.  ",
+        f"Model: {r['model']}. Worker: batch_size {r['worker']['batch_size']}, batch_timeout_s "
+        f"{r['worker']['batch_timeout_s']}, hop {r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
+        f"process(es), checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
+        "Triton with one ONNX Runtime thread.",
+        "",
+        "## Throughput: beds replayed as fast as possible",
+        "",
+        f"{r['duration_s']:g} s of 1-s chunks per bed (PTB-XL 500 Hz, looped), 10-s windows every 5 s. "
+        "Latency: Redis write - Kafka timestamp of the chunk that completed the window (the backlog being drained).",
+        "",
+        "| beds | chunks | windows | windows/s | steady windows/s | / raw ORT batched | latency p50 / p95 / p99 (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in r["throughput"]:
+        lat = row["latency_s"]
+        lines.append(
+            f"| {row['beds']} | {row['chunks']} | {row['windows']} | {row['windows_per_s']} | "
+            f"{row['steady_windows_per_s']} | **{row['ratio_to_ort']:.3f}** | {lat['p50']} / {lat['p95']} / {lat['p99']} |"
+        )
+    lines += [
+        "",
+        f"Same run, one thread: raw ONNX Runtime batched (32) **{o['ort_batched_windows_per_s']} windows/s**; "
+        f"`prepare` {o['prepare_ms_per_window']} ms/window, so prepare + ONNX Runtime in one process "
+        f"{o['prepare_plus_ort_windows_per_s']} windows/s (the ceiling of one preprocessing process). "
+        "Goal for the ratio: >= 0.5.",
+        "",
+        "## Pipeline overhead without the model",
+        "",
+        "| beds | chunks | raw Faust consumer (chunks/s) | worker --noop-model (chunks/s) | ratio |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    n = r["noop_vs_raw"]
+    lines += [
+        f"| {n['beds']} | {n['chunks']} | {n['raw_faust_chunks_per_s']} | {n['noop_pipeline_chunks_per_s']} | "
+        f"**{n['ratio']:.3f}** |",
+        "",
+        f"{r['overhead_duration_s']:g} s of signal per bed, pre-produced; both consume the same messages with the same "
+        "Faust settings; rates exclude start-up. Goal: >= 0.7.",
+        "",
+        "## Real time",
+        "",
+        f"{r['realtime_s']:g} s per run; latency = Redis write - acquisition of the window's last sample.",
+        "",
+        "| beds | windows | p50 (s) | p95 (s) | p99 (s) | drained after replay (s) | replay max lag (s) | sustained |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in r["realtime"]:
+        lat = row["latency_s"]
+        lines.append(
+            f"| {row['beds']} | {row['windows']}/{row['expected_windows']} | {lat['p50']} | {lat['p95']} | {lat['p99']} | "
+            f"{row['drained_after_replay_s']} | {row['replay_max_lag_s']} | {'yes' if row['sustained'] else 'no'} |"
+        )
+    lines += [
+        "",
+        f"**Beds sustained in real time with p95 <= 1 s: {r['realtime_beds_sustained']}** "
+        "(largest tried count that passed; the sweep stops at the first failure).",
+        "",
+        "## Where the worker's time goes",
+        "",
+        "Seconds summed over the worker's batches (its per-batch debug timings); `prepare` runs in the "
+        "preprocessing process while the worker's event loop waits for it, `infer` is the Triton call.",
+        "",
+        "| run | " + " | ".join(_STEPS) + " |",
+        "| --- |" + " ---: |" * len(_STEPS),
+    ]
+    runs = [(f"throughput, {row['beds']} beds", row["step_seconds"]) for row in r["throughput"]]
+    runs.append((f"--noop-model, {n['beds']} beds", n["noop_step_seconds"]))
+    for name, steps in runs:
+        total = sum(steps.values()) or 1.0
+        lines.append(f"| {name} | " + " | ".join(f"{steps[k]:.2f} ({100 * steps[k] / total:.0f}%)" for k in _STEPS) + " |")
+    lines += [
+        "",
+        r["note"],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--beds", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--duration-s", type=float, default=60.0, help="signal per bed in the throughput runs")
+    parser.add_argument("--overhead-beds", type=int, default=64)
+    parser.add_argument("--overhead-duration-s", type=float, default=120.0,
+                        help="signal per bed in the no-op/raw comparison (enough for the raw consumer to take >1 s)")
+    parser.add_argument("--prep-workers", type=int, default=1, help="the worker's preprocessing processes")
+    parser.add_argument("--realtime-beds", type=int, nargs="*", default=[8, 16, 32, 64, 128, 192, 256])
+    parser.add_argument("--realtime-s", type=float, default=30.0)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
+    # Internal: the raw-consumer baseline runs as a subprocess of the benchmark.
+    parser.add_argument("--raw-consumer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--app-id", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.raw_consumer:
+        raw_consumer(args.metrics_port, args.web_port, args.app_id)
+        return None
+    work = Path(tempfile.mkdtemp(prefix="hfrisk-bench-stream-"))
+    try:
+        return run(args, argv, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, argv, work: Path) -> dict:
+    import onnxruntime as ort
+
+    from bench.bench_triton import export_model
+    from hfrisk.config import StreamSettings
+    from hfrisk.model.card import default_card
+
+    card = default_card()
+    print("exporting an untrained HFRiskNet …", flush=True)
+    onnx_path = export_model(work, card)
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    stack = Stack(work, onnx_path, card, args.partitions, args.prep_workers)
+    try:
+        offline = offline_rates(onnx_path, card, seconds=2.0)
+        print("offline:", offline, flush=True)
+        kafka = stack.topics(f"scored-{uuid.uuid4().hex[:6]}")
+        prefix = f"bench-{uuid.uuid4().hex[:6]}"
+        proc, port = stack.worker("worker-triton", kafka, prefix)
+        throughput = []
+        for beds in args.beds:
+            row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
+            row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
+            print("throughput:", row, flush=True)
+            throughput.append(row)
+        realtime, sustained = [], 0
+        for beds in args.realtime_beds:
+            row = realtime_run(stack, kafka, prefix, port, proc, beds, args.realtime_s, card)
+            print("realtime:", row, flush=True)
+            realtime.append(row)
+            if not row["sustained"]:
+                break
+            sustained = beds
+        proc.stop()
+        overhead = noop_vs_raw(stack, args.overhead_beds, args.overhead_duration_s)
+        print("overhead:", overhead, flush=True)
+    finally:
+        stack.stop()
+
+    stream = StreamSettings()
+    invoked = argv if argv is not None else sys.argv[1:]
+    result = {
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.bench_stream", *invoked]),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_before": load_before,
+            "load_after": [round(v, 2) for v in os.getloadavg()],
+        },
+        "versions": {"onnxruntime": ort.__version__, "python": platform.python_version()},
+        "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
+        "partitions": args.partitions,
+        "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
+                   "prep_workers": args.prep_workers, "checkpoint_interval_s": 2.0},
+        "overhead_duration_s": args.overhead_duration_s,
+        "duration_s": args.duration_s,
+        "realtime_s": args.realtime_s,
+        "offline": offline,
+        "throughput": throughput,
+        "noop_vs_raw": overhead,
+        "realtime": realtime,
+        "realtime_beds_sustained": sustained,
+        "note": (
+            "The replay (a Python producer), Kafka, Redis, Triton and the worker share the same CPUs, on the "
+            "development machine also with other engineers' jobs (see the load average): figures are a floor."
+        ),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stream.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "stream.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,540 @@
+"""The worker's batch logic without a broker, Redis or Triton: real PTB-XL chunks, real windowing
+and real preprocessing (in a thread), with in-memory stand-ins for the sink, the buffer store,
+the publisher and the model.
+
+What is checked: windows of several patients share one model call; a message is acknowledged
+only after its windows are written and the buffers saved; Triton and Redis outages hold the batch
+instead of losing or dead-lettering it; every class of bad input becomes a dead letter with its
+reason and original bytes while good chunks in between are scored; a restarted worker restores
+the saved buffers and re-creates exactly the same windows; the metrics carry the agreed names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from hfrisk.model.card import default_card
+from hfrisk.model.preprocessing import prepare
+from hfrisk.serving.client import InferenceError, ServerNotReady
+from hfrisk.stream.alerts import AlertPolicy, AlertState
+from hfrisk.stream.dead_letter import DeadLetter, value_limit
+from hfrisk.stream.metrics import StreamMetrics
+from hfrisk.stream.redis_sink import WriteOutcome
+from hfrisk.stream.replay import feed
+from hfrisk.stream.schema import HEADER_BYTES, encode_chunk, load_schema, message_key
+from hfrisk.stream.scoring_batch import Backoff, InferenceRejected, Preprocessor, TritonScorer
+from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
+from hfrisk.stream.worker import BatchAborted, ChunkRecord, StreamWorker, WorkerOptions
+
+RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
+CARD = default_card()
+TOPIC = "ecg.chunks"
+START_US = 1_700_000_000_000_000
+# Small enough that an 8-s chunk (96 kB) is oversized, large enough for 1-s chunks (12 kB).
+MAX_BYTES = 64 * 1024
+
+
+# -- input ---------------------------------------------------------------------------------------
+
+
+def good_chunks(beds: int = 2, records: int = 4, salt: str | None = None) -> list:
+    """Chunks as monitors would send them: 1-s chunks of PTB-XL records, beds interleaved."""
+    return [chunk for _, chunk in feed([RECORDS], beds=beds, max_records=records, start_us=START_US, salt=salt)]
+
+
+def tamper(data: bytes, **changes) -> bytes:
+    """Re-write a valid message with some Avro fields changed, bypassing the encoder's checks."""
+    schema = load_schema()
+    record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_BYTES:]), schema, None)
+    record.update(changes)
+    out = io.BytesIO()
+    out.write(data[:HEADER_BYTES])
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def bad_messages(template: bytes, patient_id: str, oversized_chunk) -> dict[str, tuple[bytes, bytes, str]]:
+    """One message per class of bad input: name -> (key, value, expected dead-letter reason).
+
+    ``template`` is a valid 12-lead int16 chunk of ``patient_id``; ``oversized_chunk`` a valid
+    chunk that encodes to more than ``MAX_BYTES``.
+    """
+    key = message_key(patient_id)
+    n_leads, n = 12, 500
+    nan_samples = np.full((n_leads, n), np.nan, "<f4").tobytes()
+    leads = list(fastavro.schemaless_reader(io.BytesIO(template[HEADER_BYTES:]), load_schema(), None)["lead_names"])
+    leads[3] = "Q7"
+    return {
+        "undecodable": (key, b"\x00\x00\x00\x00\x17not an ecg chunk at all", "bad_message"),
+        "truncated": (key, template[: len(template) // 2], "bad_message"),
+        "schema_violation": (key, tamper(template, n_samples=n + 1), "bad_message"),
+        "nan": (key, tamper(template, sample_dtype="FLOAT32", samples=nan_samples, gains=[1.0] * n_leads,
+                            baselines=[0] * n_leads, units=["mV"] * n_leads), "non_finite"),
+        "unknown_lead": (key, tamper(template, lead_names=leads), "unknown_lead"),
+        "absurd_rate": (key, tamper(template, fs_hz=5e6), "bad_sampling_rate"),
+        "oversized": (key, encode_chunk(oversized_chunk, max_bytes=10 * MAX_BYTES), "oversized"),
+        "key_mismatch": (message_key("someone-else"), template, "key_mismatch"),
+    }
+
+
+def records_of(messages: list[tuple[bytes | None, bytes]], acks: list | None = None, first_offset: int = 0) -> list:
+    out = []
+    for i, (key, value) in enumerate(messages):
+        offset = first_offset + i
+
+        async def ack(offset=offset) -> None:
+            if acks is not None:
+                acks.append(offset)
+
+        out.append(ChunkRecord(value=value, key=key, topic=TOPIC, partition=0, offset=offset,
+                               timestamp_ms=1_000 + offset, ack=ack))
+    return out
+
+
+# -- stand-ins -----------------------------------------------------------------------------------
+
+
+class MemorySink:
+    """The sink's contract in memory: one write per window id, alert policy applied in order."""
+
+    def __init__(self, policy: AlertPolicy | None = None, fail_after: int | None = None):
+        self.windows: dict[tuple[str, str], object] = {}
+        self.events: dict[tuple[str, str], tuple] = {}
+        self.gaps: list = []
+        self.order: list[tuple[str, str]] = []
+        self.policy = policy or AlertPolicy(threshold=10.0, clear_threshold=9.0, min_windows=2)
+        self.states: dict[str, AlertState] = defaultdict(AlertState)
+        self.fail_after = fail_after
+
+    def write_window_result(self, result) -> WriteOutcome:
+        if self.fail_after is not None and len(self.order) >= self.fail_after:
+            self.fail_after = None  # one outage, then Redis is back
+            raise ConnectionError("redis went away")
+        key = (result.patient_id, result.window_id)
+        if key in self.windows:
+            return WriteOutcome(result.window_id, duplicate=True, events=self.events[key])
+        state, event = self.policy.observe(
+            self.states[result.patient_id], patient_id=result.patient_id, window_id=result.window_id,
+            window_start_us=result.window_start_us, log_risk=result.log_risk, fit_to_score=result.fit_to_score,
+        )
+        self.states[result.patient_id] = state
+        self.windows[key] = result
+        self.events[key] = (event,) if event else ()
+        self.order.append(key)
+        return WriteOutcome(result.window_id, duplicate=False, events=self.events[key])
+
+    def write_skipped(self, skipped) -> bool:
+        if skipped in self.gaps:
+            return False
+        self.gaps.append(skipped)
+        return True
+
+
+class MemoryStore:
+    def __init__(self):
+        self.saved: dict[str, bytes] = {}
+        self.saves = 0
+
+    def load_many(self, patient_ids):
+        return {pid: self.saved[pid] for pid in patient_ids if pid in self.saved}
+
+    def save_many(self, states):
+        self.saves += 1
+        self.saved.update(states)
+
+
+class MemoryPublisher:
+    def __init__(self, failures: int = 0):
+        self.sent: list = []
+        self.failures = failures
+
+    async def publish(self, messages):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("kafka went away")
+        self.sent.extend(messages)
+
+    def of(self, role: str) -> list:
+        return [m for m in self.sent if m.role == role]
+
+
+def reference_risk(x: np.ndarray) -> np.ndarray:
+    """A deterministic stand-in model: any function of the input will do for plumbing checks."""
+    return x.reshape(len(x), -1).astype(np.float64).std(axis=1, keepdims=True).astype(np.float32) + np.float32(
+        x[:, 1, 300:310].mean(axis=1, keepdims=True)
+    )
+
+
+class FakeScorer:
+    model_version = "test"
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    async def infer(self, x):
+        self.calls.append(len(x))
+        n = len(x)
+        return {
+            "log_risk": reference_risk(x),
+            "lead_attention": np.full((n, 12), 1 / 12, np.float32),
+            "temporal_attention": np.full((n, 12, 19), 1 / 19, np.float32),
+        }
+
+    async def close(self):
+        pass
+
+
+class FakeClient:
+    """RiskClient's surface: raises ``errors`` in turn, then answers like FakeScorer."""
+
+    model_version = "7"  # pinned, as with RiskClient(model_version="7"): no metadata lookup
+
+    def __init__(self, errors=()):
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def infer(self, x):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return await FakeScorer().infer(x)
+
+    async def close(self):
+        pass
+
+
+async def no_sleep(_seconds: float) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def preprocessor():
+    pre = Preprocessor(CARD, workers=0)
+    yield pre
+    pre.close()
+
+
+def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=None, metrics=None,
+                checkpoint_s: float = 0.0) -> StreamWorker:
+    return StreamWorker(
+        card=CARD,
+        assembler=WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0),
+        preprocessor=preprocessor,
+        scorer=scorer or FakeScorer(),
+        sink=sink or MemorySink(),
+        store=store or MemoryStore(),
+        publisher=publisher or MemoryPublisher(),
+        metrics=metrics or StreamMetrics(),
+        options=WorkerOptions(checkpoint_interval_s=checkpoint_s, backoff=Backoff(0.0, 0.0),
+                              max_message_bytes=MAX_BYTES),
+        sleep=no_sleep,
+    )
+
+
+def offline_windows(chunks) -> list[Window]:
+    assembler = WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0)
+    return [o for c in chunks for o in assembler.feed(c) if isinstance(o, Window)]
+
+
+def run_batches(worker: StreamWorker, records: list, size: int) -> list:
+    async def go():
+        reports = [await worker.handle(records[i : i + size]) for i in range(0, len(records), size)]
+        await worker.checkpoint()
+        return reports
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return good_chunks()
+
+
+@pytest.fixture(scope="module")
+def expected(chunks):
+    """Window id -> log-risk as offline scoring gives it (prepare + the same stand-in model)."""
+    out = {}
+    for window in offline_windows(chunks):
+        item = prepare(window.ecg, CARD)
+        risk = float(reference_risk(item.x[None])[0, 0]) if item.quality.fit_to_score else None
+        out[(window.patient_id, window.window_id)] = risk
+    return out
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+
+def test_windows_of_several_patients_share_one_model_call_and_match_offline_scoring(preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    sink, scorer, publisher = MemorySink(), FakeScorer(), MemoryPublisher()
+    worker = make_worker(preprocessor, sink=sink, scorer=scorer, publisher=publisher)
+    run_batches(worker, records_of(messages), size=len(messages))
+
+    assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
+    assert len({pid for pid, _ in expected}) == 2
+    # One batch held both beds' windows; the fit ones went to the model together.
+    n_fit = sum(risk is not None for risk in expected.values())
+    assert scorer.calls == [n_fit] and n_fit > 2
+    for key, risk in expected.items():
+        result = sink.windows[key]
+        if risk is None:
+            assert not result.scored
+        else:
+            assert result.scored and result.log_risk == pytest.approx(risk, abs=1e-6)
+    scores = publisher.of("scores")
+    assert len(scores) == len(expected) and not publisher.of("dead_letter")
+
+
+def test_messages_are_acknowledged_only_after_their_windows_are_written_and_buffers_saved(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    acks: list[int] = []
+    sink, store = MemorySink(), MemoryStore()
+    worker = make_worker(preprocessor, sink=sink, store=store, checkpoint_s=3600.0)
+    records = records_of(messages, acks)
+    # What had been written when each offset was acknowledged.
+    seen_at_ack: dict[int, tuple[int, int]] = {}
+    for r in records:
+        inner = r.ack
+
+        async def ack(inner=inner, offset=r.offset):
+            seen_at_ack[offset] = (len(sink.order), store.saves)
+            await inner()
+
+        object.__setattr__(r, "ack", ack)
+
+    async def go():
+        for i in range(0, len(records), 8):
+            await worker.handle(records[i : i + 8])
+        assert acks == [] and worker.pending == len(records), "nothing is acknowledged before a checkpoint"
+        await worker.tick()  # not due yet (interval 1 h)
+        assert acks == []
+        return await worker.checkpoint()
+
+    assert asyncio.run(go()) == len(records)
+    assert acks == list(range(len(records)))
+    n_windows = len(sink.order)
+    assert all(written == n_windows and saves == 1 for written, saves in seen_at_ack.values())
+    assert set(store.saved) == {c.patient_id for c in chunks}
+
+
+def test_triton_outage_holds_the_batch_and_nothing_is_lost_or_dead_lettered(preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    client = FakeClient([ServerNotReady("down"), InferenceError("deadline", "StatusCode.DEADLINE_EXCEEDED"),
+                         ServerNotReady("still down")])
+    delays: list[float] = []
+
+    async def sleep(s):
+        delays.append(s)
+
+    scorer = TritonScorer(client, backoff=Backoff(0.1, 1.0), sleep=sleep)
+    sink, publisher, acks = MemorySink(), MemoryPublisher(), []
+    worker = make_worker(preprocessor, sink=sink, publisher=publisher, scorer=scorer)
+    run_batches(worker, records_of(messages, acks), size=len(messages))
+
+    assert client.calls == 4 and delays == [0.1, 0.2, 0.4] and scorer.outages == 1
+    assert set(sink.windows) == set(expected) and not publisher.of("dead_letter")
+    assert acks == list(range(len(messages)))
+
+
+def test_a_request_triton_rejects_dead_letters_only_the_window_at_fault(preprocessor, chunks, expected):
+    class Picky(FakeScorer):
+        async def infer(self, x):
+            self.calls.append(len(x))
+            bad = np.isclose(reference_risk(x)[:, 0], poisoned)
+            if bad.any():
+                raise InferenceRejected("INVALID_ARGUMENT: bad tensor")
+            return await super().infer(x)
+
+    poisoned = next(r for r in expected.values() if r is not None)
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    sink, publisher, metrics = MemorySink(), MemoryPublisher(), StreamMetrics()
+    worker = make_worker(preprocessor, sink=sink, publisher=publisher, scorer=Picky(), metrics=metrics)
+    run_batches(worker, records_of(messages), size=len(messages))
+
+    letters = [DeadLetter.from_record(m.key, m.value, m.headers) for m in publisher.of("dead_letter")]
+    assert [(d.kind, d.reason) for d in letters] == [("window", "inference_rejected")]
+    assert letters[0].sequences and letters[0].value == b""
+    assert len(sink.windows) == len(expected) - 1
+    assert metrics.value("hfrisk_windows_total", outcome="dead_letter") == 1
+
+
+def test_bad_input_is_dead_lettered_with_its_reason_and_bytes_while_good_chunks_are_scored(preprocessor):
+    good = good_chunks(beds=1, records=2)
+    pid = good[0].patient_id
+    long_chunk = next(c for _, c in feed([RECORDS], beds=1, chunk_s=8.0, max_records=1, start_us=START_US))
+    template = encode_chunk(good[0], max_bytes=MAX_BYTES)
+    bad = bad_messages(template, pid, long_chunk)
+    assert len(bad["oversized"][1]) > MAX_BYTES
+
+    # Interleave: a bad message after every second good chunk, on the same key (same partition).
+    messages, bad_offsets = [], {}
+    bad_iter = iter(bad.items())
+    for i, chunk in enumerate(good):
+        messages.append((chunk.key, encode_chunk(chunk, max_bytes=MAX_BYTES)))
+        if i % 2 == 1:
+            item = next(bad_iter, None)
+            if item:
+                name, (key, value, reason) = item
+                bad_offsets[len(messages)] = (name, key, value, reason)
+                messages.append((key, value))
+    assert len(bad_offsets) == len(bad)
+
+    sink, publisher, metrics = MemorySink(), MemoryPublisher(), StreamMetrics()
+    worker = make_worker(preprocessor, sink=sink, publisher=publisher, metrics=metrics)
+    run_batches(worker, records_of(messages), size=7)
+
+    sent = publisher.of("dead_letter")
+    letters = {d.offset: d for d in (DeadLetter.from_record(m.key, m.value, m.headers) for m in sent)}
+    assert set(letters) == set(bad_offsets)
+    for offset, (name, key, value, reason) in bad_offsets.items():
+        letter = letters[offset]
+        assert letter.reason == reason, name
+        assert letter.key == key and letter.topic == TOPIC and letter.partition == 0 and letter.kind == "chunk"
+        assert letter.original_size == len(value) and letter.timestamp_ms == 1_000 + offset
+        if name == "oversized":
+            assert letter.truncated and letter.value == value[: value_limit(MAX_BYTES)]
+        else:
+            assert not letter.truncated and letter.value == value
+    # Every window of the good chunks is there, as if the bad ones had never been sent.
+    assert set(sink.windows) == {(w.patient_id, w.window_id) for w in offline_windows(good)}
+    assert metrics.value("hfrisk_chunks_total", outcome="dead_letter") == len(bad)
+    assert metrics.value("hfrisk_chunks_total", outcome="accepted") == len(good)
+    for _, (_, _, _, reason) in bad_offsets.items():
+        assert metrics.value("hfrisk_dead_letters_total", reason=reason) >= 1
+
+
+def test_a_restarted_worker_restores_buffers_and_recreates_identical_windows(preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    records = records_of(messages)
+    cut = 23  # mid-window for both beds
+    sink, store = MemorySink(), MemoryStore()
+    first = make_worker(preprocessor, sink=sink, store=store)
+    run_batches(first, records[:cut], size=5)  # ends with a checkpoint: offsets < cut committed
+    written_before = len(sink.order)
+    assert 0 < written_before < len(expected)
+
+    # The successor starts cold; Kafka redelivers from a few messages before the commit (as after
+    # a crash between checkpoint and commit), then the rest.
+    metrics = StreamMetrics()
+    second = make_worker(preprocessor, sink=sink, store=store, metrics=metrics)
+    run_batches(second, records[cut - 6 :], size=5)
+
+    assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
+    assert metrics.value("hfrisk_chunks_total", outcome="duplicate") == 6
+    for key, risk in expected.items():
+        assert (sink.windows[key].log_risk is None) == (risk is None)
+        if risk is not None:
+            assert sink.windows[key].log_risk == pytest.approx(risk, abs=1e-6)
+
+
+def test_redis_and_kafka_outages_mid_batch_resume_without_losing_or_double_counting(preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    sink, publisher, metrics, acks = MemorySink(fail_after=3), MemoryPublisher(failures=2), StreamMetrics(), []
+    worker = make_worker(preprocessor, sink=sink, publisher=publisher, metrics=metrics)
+    run_batches(worker, records_of(messages, acks), size=len(messages))
+
+    assert set(sink.windows) == set(expected)
+    scored = sum(r is not None for r in expected.values())
+    assert metrics.value("hfrisk_windows_total", outcome="scored") == scored
+    assert metrics.value("hfrisk_windows_total", outcome="low_quality") == len(expected) - scored
+    assert len(publisher.of("scores")) == len(expected)
+    assert acks == list(range(len(messages)))
+
+
+def test_alert_events_go_to_the_alerts_topic_once_per_write_and_again_on_redelivery(preprocessor, chunks, expected):
+    risks = sorted(r for r in expected.values() if r is not None)
+    policy = AlertPolicy(threshold=risks[0] - 1, clear_threshold=risks[0] - 2, min_windows=1)  # everyone raises
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    sink, publisher, metrics = MemorySink(policy), MemoryPublisher(), StreamMetrics()
+    worker = make_worker(preprocessor, sink=sink, publisher=publisher, metrics=metrics)
+    run_batches(worker, records_of(messages), size=len(messages))
+    alerts = publisher.of("alerts")
+    assert len(alerts) == 2 and metrics.value("hfrisk_alerts_total", kind="raised") == 2
+    assert {m.key for m in alerts} == {c.key for c in chunks}
+
+    # The same messages again (a redelivery to a fresh process): the events are re-sent, not re-counted.
+    again = make_worker(preprocessor, sink=sink, publisher=publisher, metrics=metrics)
+    run_batches(again, records_of(messages), size=len(messages))
+    assert [m.value for m in publisher.of("alerts")[2:]] == [m.value for m in alerts]
+    assert metrics.value("hfrisk_alerts_total", kind="raised") == 2
+
+
+def test_metrics_are_exposed_under_the_agreed_names():
+    metrics = StreamMetrics()
+    metrics.consumer_lag.labels(partition="0").set(3)
+    metrics.patients_active.set(2)
+    metrics.triton_latency.observe(0.01)
+    metrics.end_to_end_latency.observe(1.2)
+    metrics.batch_size.observe(8)
+    text = generate_latest(metrics.registry).decode()
+    for name in [
+        'hfrisk_chunks_total{outcome="accepted"} 0.0',
+        'hfrisk_chunks_total{outcome="duplicate"} 0.0',
+        'hfrisk_chunks_total{outcome="late"} 0.0',
+        'hfrisk_chunks_total{outcome="dead_letter"} 0.0',
+        'hfrisk_windows_total{outcome="scored"} 0.0',
+        'hfrisk_windows_total{outcome="low_quality"} 0.0',
+        'hfrisk_windows_total{outcome="skipped"} 0.0',
+        'hfrisk_windows_total{outcome="dead_letter"} 0.0',
+        'hfrisk_alerts_total{kind="raised"} 0.0',
+        'hfrisk_alerts_total{kind="cleared"} 0.0',
+        "hfrisk_triton_latency_seconds_count 1.0",
+        "hfrisk_end_to_end_latency_seconds_count 1.0",
+        "hfrisk_batch_size_count 1.0",
+        'hfrisk_consumer_lag{partition="0"} 3.0',
+        "hfrisk_patients_active 2.0",
+    ]:
+        assert name in text, name
+    assert "# TYPE hfrisk_dead_letters_total counter" in text
+
+
+def test_dead_letter_headers_round_trip():
+    letter = DeadLetter.for_message(b"x" * 100, key=b"bed-1", reason="bad_message", detail="no magic", topic=TOPIC,
+                                    partition=3, offset=42, timestamp_ms=1234, max_message_bytes=16 * 1024 + 10)
+    assert letter.truncated and letter.value == b"x" * 10 and letter.original_size == 100
+    back = DeadLetter.from_record(letter.key, letter.value, letter.headers())
+    assert back == letter
+    window = DeadLetter.for_window(patient_id="bed-1", window_id="17-3", sequences=[5, 6], reason="missing_leads",
+                                   detail="no limb leads", topic=TOPIC, partition=1, offset=9)
+    assert DeadLetter.from_record(window.key, window.value, window.headers()) == window
+    with pytest.raises(ValueError):
+        DeadLetter.from_record(b"k", b"v", [("other", b"1")])
+
+
+def test_a_batch_stuck_on_triton_is_abandoned_on_stop_without_acknowledging_or_saving_anything(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    acks: list[int] = []
+    store = MemoryStore()
+
+    async def sleep(_s):
+        await asyncio.sleep(0.01)
+
+    scorer = TritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+    worker = make_worker(preprocessor, store=store, scorer=scorer)
+
+    async def go():
+        first = records_of(messages[:14], acks)
+        await worker.handle(first)  # 7 s of each bed, no window yet: done, saved and acknowledged
+        stuck = asyncio.ensure_future(worker.handle(records_of(messages[14:], acks, first_offset=14)))
+        await asyncio.sleep(0.2)
+        assert not stuck.done() and scorer.outages == 1
+        assert await worker.drain(grace_s=60.0) is False  # still within the grace period
+        assert await worker.drain(grace_s=0.0) is True
+        with pytest.raises(BatchAborted):
+            await stuck
+        assert await worker.checkpoint() == 0  # nothing may be saved or acknowledged any more
+        with pytest.raises(BatchAborted):
+            await worker.handle(records_of(messages[:1], acks))
+
+    asyncio.run(go())
+    assert acks == list(range(14))
+    saved = {pid: PatientBuffer.from_bytes(state).next_sequence for pid, state in store.saved.items()}
+    assert saved == {c.patient_id: 7 for c in chunks}  # as of the first batch, not the abandoned one
