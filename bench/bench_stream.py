@@ -19,7 +19,12 @@ a subprocess exactly as ``hfrisk worker`` runs it (one preprocessing process). M
 2. **Pipeline overhead without the model**: the same worker with ``--noop-model`` (decoding,
    windowing, preprocessing, Redis writes, publishing, checkpoints; no Triton) against a raw Faust
    consumer with the same app settings that only receives and acknowledges the same pre-produced
-   messages. Chunks/s of each, ratio goal >= 0.7.
+   messages. Chunks/s of each, ratio goal >= 0.7. "No-op model" means the Triton call is a no-op
+   (``NoopScorer``) and nothing else: ``prepare`` stays, because it is the worker's own work on
+   every window (it runs in the worker's process pool, not in the model server) and a pipeline
+   without it would not be the pipeline. The ratio is therefore bounded by ``prepare``: with 1-s
+   chunks and a 5-s hop one window costs ``prepare`` ms per 5 chunks, which on 2 cores caps the
+   worker far below the raw consumer's rate; the per-step split below shows what is left.
 3. **Real time**: N beds replayed at real time (``replay(realtime=True)``, monitors staggered) for
    ``--realtime-s``; latency = Redis write - acquisition time of the window's last sample, the
    ``hfrisk_end_to_end_latency_seconds`` definition. A bed count is sustained when p95 <= 1 s and

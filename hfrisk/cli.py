@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -95,25 +96,30 @@ def screen(
     threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default HFRISK_STREAM__RISK_THRESHOLD.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess while this one scores; default one per CPU, 0: none.")] = None,
 ) -> None:
     """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
     from rich.console import Console
     from rich.table import Table
 
     from .screening import screen as run_screen
-    from .screening import summarize, write_summary
+    from .screening import screening_threads, summarize, write_summary
 
     settings = get_settings()
     console = Console()
     if in_process:
-        scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained)
+        scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained,
+                                    threads=screening_threads(workers))
     else:
+        # The preprocessing pool forks beside the gRPC client's threads; its processes never use gRPC,
+        # so gRPC's fork handlers (which log a line per fork when they cannot run) have nothing to do.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         scorer = _triton_scorer(triton_url or settings.triton.grpc_url, model or settings.paths.model_repository,
                                 settings.paths.model_name)
     frame = run_screen(
         sources, scorer, out,
         threshold=settings.stream.risk_threshold if threshold is None else threshold,
-        batch_size=batch_size, resume=resume,
+        batch_size=batch_size, resume=resume, workers=workers,
     )
     frame.to_parquet(out / "scores.parquet", index=False)
     write_summary(frame, out / "summary.png")
@@ -204,11 +210,11 @@ def up(
     """Start the local stack (Kafka, Redis, Triton, workers, Prometheus), replay a ward, show flagged patients."""
     import time
 
-    import redis as redis_lib
     from rich.console import Console
     from rich.live import Live
 
-    from .stack import require_model, start_replay, start_stack, stop_stack
+    from .security import redis_client
+    from .stack import plain_redis_settings, require_model, start_replay, start_stack, stop_stack
     from .stream.redis_sink import RedisSink
     from .ward_view import ward_rows, ward_table
 
@@ -222,7 +228,7 @@ def up(
     console.print("stack up: " + ", ".join(f"{k} {v}" for k, v in info.urls.items()))
     console.print(f"point other commands at it with: source {info.folder}/stack.env")
     producer = start_replay(settings, info, sources, beds=beds, realtime=realtime, duration_s=duration_s, loop=loop)
-    sink = RedisSink(redis_lib.Redis.from_url(info.urls["redis"]), settings.redis.key_prefix)
+    sink = RedisSink(redis_client(plain_redis_settings(settings), info.urls["redis"]), settings.redis.key_prefix)
     try:
         deadline = time.monotonic() + view_s
         last_change, last_count = time.monotonic(), -1
@@ -273,21 +279,21 @@ def _triton_scorer(url: str, model: Path, model_name: str):
         raise typer.Exit(code=2) from err
 
 
-def _in_process_scorer(model: Path, model_name: str, untrained: bool):
+def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: int | None = None):
     from .scoring import OnnxScorer
 
     try:
-        return OnnxScorer.from_model_dir(model, model_name)
+        return OnnxScorer.from_model_dir(model, model_name, threads=threads)
     except FileNotFoundError as err:
         if not untrained:
             typer.echo(f"{err}. Train and export a model, or pass --untrained for a plumbing check.", err=True)
             raise typer.Exit(code=2) from err
-        return OnnxScorer.untrained()
+        return OnnxScorer.untrained(threads=threads)
 
 
 def _register_stage_commands() -> None:
     """Commands whose code lives with its stage (training/, stream/); imported lazily by typer."""
-    from .training.commands import pretrain_command
+    from .training.commands import pretrain_command, probe_command
     from .training.finetune_commands import (
         evaluate_command,
         export_command,
@@ -300,6 +306,7 @@ def _register_stage_commands() -> None:
     app.command("evaluate")(evaluate_command)
     app.command("export")(export_command)
     app.command("synthetic-cohort")(synthetic_cohort_command)
+    app.command("probe")(probe_command)
 
     from .stream.commands import worker_command
 
@@ -308,6 +315,10 @@ def _register_stage_commands() -> None:
     from .dashboards import app as dashboards_app
 
     app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code: write the JSON, push it to a Grafana.")
+
+    from .pseudonym import app as pseudonym_app
+
+    app.add_typer(pseudonym_app, name="pseudonym", help="Keyed pseudonyms of patient ids (docs/security.md).")
 
 
 _register_stage_commands()

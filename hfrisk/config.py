@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "PrometheusSettings",
     "StreamSettings",
     "LogSettings",
+    "PseudonymSettings",
 ]
 
 
@@ -60,11 +63,49 @@ class KafkaSettings(BaseModel):
     # kept a month for someone to look at why a device's messages were refused.
     retention_hours: float = 24.0
     dead_letter_retention_hours: float = 30 * 24.0
+    # Client security (docs/security.md). PLAINTEXT suits loopback only; across hosts use SASL_SSL.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str | None = None
+    # The password from HFRISK_KAFKA__PASSWORD or, better, a file (a mounted secret) read at use time.
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    # A client certificate, for brokers that require mutual TLS (ssl.client.auth=required).
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    # Where the local launcher's broker listens; 0.0.0.0 (or a NIC's address) only with SASL_SSL.
+    bind_address: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set kafka.password or kafka.password_file, not both")
+        if self.security_protocol.startswith("SASL") and not self.username:
+            raise ValueError(f"kafka.security_protocol={self.security_protocol} needs kafka.username")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("kafka.ssl_certfile and kafka.ssl_keyfile go together")
+        return self
 
 
 class RedisSettings(BaseModel):
+    # rediss://host:port/0 turns TLS on. Credentials never go in the URL (it is logged and shown
+    # by `hfrisk up`): use username and password / password_file.
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "hfrisk"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # TLS: on with a rediss:// URL or ssl=True. ssl_ca_certs is the CA that signed the server's
+    # certificate; ssl_certfile/ssl_keyfile a client certificate (tls-auth-clients yes).
+    ssl: bool = False
+    ssl_ca_certs: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    # Where the local launcher's server listens (hfrisk.services.redis_server).
+    bind_address: str = "127.0.0.1"
     # "aof" (append-only file, fsync every second), "rdb" (periodic snapshots) or "none".
     persistence: str = "aof"
     appendfsync: str = "everysec"
@@ -77,6 +118,48 @@ class RedisSettings(BaseModel):
     window_ttl_s: int = 2 * 24 * 3600
     # Per-patient keys expire after a week without a new window (discharged patients).
     patient_ttl_s: int = 7 * 24 * 3600
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        if urlsplit(url).password is not None:
+            raise ValueError(
+                "the Redis URL holds a password; set HFRISK_REDIS__USERNAME and HFRISK_REDIS__PASSWORD "
+                "(or HFRISK_REDIS__PASSWORD_FILE) instead, so that it is never logged"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> RedisSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set redis.password or redis.password_file, not both")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("redis.ssl_certfile and redis.ssl_keyfile go together")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl or self.url.startswith("rediss://")
+
+
+class PseudonymSettings(BaseModel):
+    """Keyed pseudonyms for patient ids (hfrisk.pseudonym): off unless enabled with a key."""
+
+    enabled: bool = False
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    prefix: str = "p-"
+    # Hex digits of HMAC-SHA256 kept: 20 (80 bits) make a collision among a hospital's patients
+    # practically impossible while keeping Redis keys short.
+    hex_digits: int = Field(default=20, ge=16, le=64)
+
+    @model_validator(mode="after")
+    def _check_key(self) -> PseudonymSettings:
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("set pseudonym.key or pseudonym.key_file, not both")
+        if self.enabled and self.key is None and self.key_file is None:
+            raise ValueError("pseudonym.enabled needs HFRISK_PSEUDONYM__KEY or HFRISK_PSEUDONYM__KEY_FILE")
+        return self
 
 
 class TritonSettings(BaseModel):
@@ -125,6 +208,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = Field(default_factory=TritonSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
 
 
 @lru_cache(maxsize=1)

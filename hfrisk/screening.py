@@ -8,7 +8,11 @@ resumes where it stopped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +27,7 @@ from .model.errors import ECGInputError
 from .model.preprocessing import ModelInput, prepare
 from .model.readers import iter_records, read_ecg
 
-__all__ = ["Scorer", "ScreenRow", "screen", "summarize", "write_summary", "SCORES_FILENAME"]
+__all__ = ["Scorer", "ScreenRow", "screen", "prepare_record", "default_workers", "screening_threads", "summarize", "write_summary", "SCORES_FILENAME"]
 
 SCORES_FILENAME = "scores.csv"
 log = get_logger(__name__)
@@ -83,6 +87,76 @@ def _flush(rows: list[ScreenRow], scores_path: Path) -> None:
         frame.to_csv(scores_path, mode="a", header=not scores_path.exists(), index=False)
 
 
+Prepared = tuple[ScreenRow, "ModelInput | None"]
+
+
+def prepare_record(path: Path, card: ModelCard) -> Prepared:
+    """Read and preprocess one recording: its row, and the model input when it is fit to score."""
+    try:
+        ecg = read_ecg(path)
+        item = prepare(ecg, card)
+    except ECGInputError as err:
+        return ScreenRow(record=str(path), patient_id="", status="refused", reason=str(err)), None
+    return _row_for(path, item, ecg.patient_id), (item if item.quality.fit_to_score else None)
+
+
+# Set once per pool process by the initializer, so the card is not pickled with every chunk.
+_worker_card: ModelCard | None = None
+
+
+def _init_worker(card: ModelCard) -> None:
+    global _worker_card
+    _worker_card = card
+
+
+def _prepare_chunk(paths: Sequence[Path]) -> list[tuple[ScreenRow, np.ndarray | None]]:
+    assert _worker_card is not None, "pool process not initialised"
+    # Only the array the network needs travels back: the median beats and peaks stay here.
+    return [(row, item.x if item is not None else None) for row, item in
+            (prepare_record(path, _worker_card) for path in paths)]
+
+
+def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,
+                       ahead: int) -> Iterator[tuple[ScreenRow, np.ndarray | None]]:
+    """``(row, x or None)`` per path, in order. With ``workers`` >= 1, a pool of that many processes
+    reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it keeps working
+    while the caller scores, and memory stays bounded on long lists)."""
+    if workers < 1:
+        for path in paths:
+            row, item = prepare_record(path, card)
+            yield row, (item.x if item is not None else None)
+        return
+    # fork: the children inherit the preprocessing stack already imported here (neurokit2 and
+    # scipy take seconds to import: a spawned or forkserver pool paid that on every run). The
+    # parent's gRPC and ONNX Runtime threads are not a hazard because the children never score:
+    # they only read files and run numpy/scipy.
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
+    max_in_flight = max(2 * workers, math.ceil(ahead / chunk_size))
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(card,)) as pool:
+        in_flight: deque = deque()
+        for chunk in chunks:
+            in_flight.append(pool.submit(_prepare_chunk, chunk))
+            if len(in_flight) >= max_in_flight:
+                yield from in_flight.popleft().result()
+        while in_flight:
+            yield from in_flight.popleft().result()
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def screening_threads(workers: int | None) -> int | None:
+    """ONNX Runtime intra-op threads for in-process scoring beside ``workers`` preprocessing
+    processes (None: ONNX Runtime's default). The pool keeps the cores busy; more scoring threads
+    than the cores it leaves would only contend with it (and spin while waiting)."""
+    workers = default_workers() if workers is None else workers
+    if workers == 0:
+        return None
+    return max(1, default_workers() - workers)
+
+
 def screen(
     sources: Iterable[str | Path] | str | Path,
     scorer: Scorer,
@@ -92,8 +166,17 @@ def screen(
     batch_size: int = 32,
     resume: bool = True,
     progress: bool = True,
+    workers: int | None = None,
+    chunk_size: int = 4,
 ) -> pd.DataFrame:
-    """Score every recording under ``sources``; returns all rows (earlier runs' included)."""
+    """Score every recording under ``sources``; returns all rows (earlier runs' included).
+
+    ``workers`` processes (default: one per CPU; 0: all in this process) read and preprocess the
+    recordings while this process scores the previous batch, so screening runs at the speed of
+    preprocessing spread over the cores rather than of one core. Rows keep the input order and
+    the scores are the same whatever ``workers`` is.
+    """
+    workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores_path = out_dir / SCORES_FILENAME
@@ -104,15 +187,17 @@ def screen(
              if str(p) not in done]
     if done:
         log.info("resuming", already_scored=len(done), remaining=len(paths))
+    # A pool costs a second or so to start: not worth it for a handful of recordings.
+    workers = min(workers, len(paths) // chunk_size)
 
     card = scorer.card
-    pending: list[tuple[ScreenRow, ModelInput]] = []
+    pending: list[tuple[ScreenRow, np.ndarray]] = []
     rows: list[ScreenRow] = []
 
     def score_pending() -> None:
         if not pending:
             return
-        outputs = scorer.score(np.stack([item.x for _, item in pending]))
+        outputs = scorer.score(np.stack([x for _, x in pending]))
         for i, (row, _) in enumerate(pending):
             row.log_risk = float(outputs["log_risk"][i, 0])
             row.hazard_ratio = math.exp(row.log_risk)
@@ -122,17 +207,12 @@ def screen(
             row.lead_attention = ";".join(f"{w:.4f}" for w in weights)
         pending.clear()
 
-    for path in tqdm(paths, desc="screening", unit="ecg", disable=not progress):
-        try:
-            ecg = read_ecg(path)
-            item = prepare(ecg, card)
-        except ECGInputError as err:
-            rows.append(ScreenRow(record=str(path), patient_id="", status="refused", reason=str(err)))
-            continue
-        row = _row_for(path, item, ecg.patient_id)
+    # Two batches ahead: one being scored, one filling.
+    prepared = _prepared_in_order(paths, card, workers, chunk_size, ahead=2 * batch_size)
+    for row, x in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
         rows.append(row)
-        if item.quality.fit_to_score:
-            pending.append((row, item))
+        if x is not None:
+            pending.append((row, x))
         if len(pending) >= batch_size:
             score_pending()
             _flush(rows, scores_path)

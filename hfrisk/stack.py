@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import Settings
+from .config import KafkaSettings, RedisSettings, Settings
 from .logs import get_logger
 from .services.process import ManagedProcess, ServiceError, free_port, port_open
 
@@ -29,6 +29,29 @@ __all__ = ["StackInfo", "start_stack", "stop_stack", "read_stack", "stack_dir", 
 STACK_FILE = "stack.json"
 ENV_FILE = "stack.env"
 log = get_logger(__name__)
+
+
+# Client security settings (docs/security.md). The local stack starts its own loopback servers
+# without TLS or logins, so its clients must not pick up a production configuration from the
+# environment (they would try SASL against a PLAINTEXT broker and never connect).
+_SECURITY_FIELDS = {
+    section: [name for name in model.model_fields if name in (
+        "security_protocol", "sasl_mechanism", "username", "password", "password_file",
+        "ssl", "ssl_cafile", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname",
+    )]
+    for section, model in (("KAFKA", KafkaSettings), ("REDIS", RedisSettings))
+}
+
+
+def _plain_environ() -> dict[str, str]:
+    """``os.environ`` without the client-security variables (see ``_SECURITY_FIELDS``)."""
+    dropped = {f"HFRISK_{section}__{name.upper()}" for section, names in _SECURITY_FIELDS.items() for name in names}
+    return {k: v for k, v in os.environ.items() if k.upper() not in dropped}
+
+
+def plain_redis_settings(settings: Settings) -> RedisSettings:
+    """``settings.redis`` for the local stack's own Redis: no TLS, no login."""
+    return RedisSettings(**settings.redis.model_dump(exclude=set(_SECURITY_FIELDS["REDIS"])))
 
 
 def stack_dir(settings: Settings) -> Path:
@@ -156,13 +179,16 @@ def start_stack(
             "HFRISK_TRITON__GRPC_URL": triton.grpc_url,
             "HFRISK_PATHS__STATE_DIR": str(settings.paths.state_dir),
         }
-        kafka_settings = settings.kafka.model_copy(update={"bootstrap_servers": kafka.bootstrap_servers})
+        kafka_settings = KafkaSettings(**{
+            **settings.kafka.model_dump(exclude=set(_SECURITY_FIELDS["KAFKA"])),
+            "bootstrap_servers": kafka.bootstrap_servers,
+        })
         ensure_topics(kafka_settings)
 
         metrics_targets = []
         for i in range(workers):
             metrics_port, web_port = free_port(), free_port()
-            env = {**os.environ, **info.env, "HFRISK_STREAM__METRICS_PORT": str(metrics_port)}
+            env = {**_plain_environ(), **info.env, "HFRISK_STREAM__METRICS_PORT": str(metrics_port)}
             worker = ManagedProcess(
                 f"worker-{i}",
                 _python_command("worker", "--web-port", str(web_port)),
@@ -176,8 +202,9 @@ def start_stack(
             info.save()
 
         triton_metrics = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
+        # The job names the operations dashboard selects on (hfrisk.dashboards.PROMETHEUS_JOBS, deploy/prometheus.yml).
         prometheus = PrometheusServer(
-            folder / "prometheus", {"hfrisk-worker": metrics_targets, "triton": [triton_metrics]}
+            folder / "prometheus", {"worker": metrics_targets, "triton": [triton_metrics]}
         ).start()
         info.processes["prometheus"] = prometheus.pid
         info.urls["prometheus"] = prometheus.url
@@ -201,7 +228,7 @@ def start_replay(settings: Settings, info: StackInfo, sources: list[Path], *, be
     folder = Path(info.folder)
     producer = ManagedProcess(
         "replay", _python_command(*args), log_path=folder / "logs" / "replay.log",
-        env={**os.environ, **info.env}, ready=lambda: True,
+        env={**_plain_environ(), **info.env}, ready=lambda: True,
     ).start()
     info.processes["replay"] = producer.pid
     info.save()

@@ -93,17 +93,35 @@ def _min_segment_std(raw: np.ndarray, fs_hz: float) -> np.ndarray:
     size = int(round(_FLAT_SEGMENT_S * fs_hz))
     if n <= size:
         return raw.std(axis=1)
-    starts = np.r_[np.arange(0, n - size, size), n - size]
-    idx = starts[:, None] + np.arange(size)
-    return raw[:, idx].std(axis=2).min(axis=1)
+    # Whole stretches from the start are a reshape (a view, not a gathered copy), then the one
+    # that ends at the window's end.
+    whole = (n - 1) // size
+    stds = raw[:, : whole * size].reshape(raw.shape[0], whole, size).std(axis=2)
+    return np.minimum(stds.min(axis=1), raw[:, n - size :].std(axis=1))
+
+
+def _max_deviation_from_median(raw: np.ndarray, hi: np.ndarray, lo: np.ndarray, limit: float) -> np.ndarray:
+    """``max |raw - median|`` per lead compared with ``limit`` (True above it).
+
+    The deviation lies between half the range and the range (the median is inside it), so the
+    median, a partial sort of every lead, is only computed for leads that this does not settle.
+    """
+    span = (hi - lo)[:, 0]
+    above = span / 2 > limit
+    unsure = ~above & (span > limit)
+    if unsure.any():
+        part = raw[unsure]
+        med = np.median(part, axis=1, keepdims=True)
+        above[unsure] = np.abs(part - med).max(axis=1) > limit
+    return above
 
 
 def flag_leads(raw: np.ndarray, fs_hz: float, present: np.ndarray, spec: QualitySpec) -> LeadFlags:
     """Flag flat, disconnected, clipped and wandering leads of ``raw`` (n_leads, n) in mV."""
     raw = raw.astype(np.float64, copy=False)
     flat = _min_segment_std(raw, fs_hz) < spec.flat_std_mv
-    lead_off = np.abs(raw - np.median(raw, axis=1, keepdims=True)).max(axis=1) > spec.lead_off_amplitude_mv
     hi, lo = raw.max(axis=1, keepdims=True), raw.min(axis=1, keepdims=True)
+    lead_off = _max_deviation_from_median(raw, hi, lo, spec.lead_off_amplitude_mv)
     tol = _SATURATION_TOLERANCE * (hi - lo)
     pinned = ((raw >= hi - tol) | (raw <= lo + tol)).mean(axis=1)
     saturated = (pinned > spec.saturation_fraction) & ~flat  # a flat line is pinned everywhere

@@ -14,6 +14,7 @@ of them). What is configured here, and why:
 * **partitions**: ``kafka.partitions`` for every topic the app declares objects for.
 * **new consumer groups start at the earliest offset**: a worker joining after chunks were
   produced must not skip them; windows already in Redis are recognised by their ids.
+* **bounded prefetch** (``stream_buffer_maxsize``: 8 batches): back-pressure goes to Kafka.
 * **web server** (Faust's own status pages) bound to ``127.0.0.1`` on a port of your choice.
 * no tables and no RocksDB: per-patient state lives in Redis (:mod:`hfrisk.stream.worker`), so
   ``datadir`` only holds Faust's bookkeeping (under ``paths.state_dir`` by default).
@@ -31,11 +32,17 @@ from pathlib import Path
 import faust
 
 from ..config import KafkaSettings, Settings, get_settings
+from ..security import faust_broker_options
 
-__all__ = ["create_app", "chunk_topic", "raw_topic", "DEFAULT_APP_ID", "DEFAULT_WEB_PORT"]
+__all__ = ["create_app", "stream_buffer_size", "chunk_topic", "raw_topic", "DEFAULT_APP_ID", "DEFAULT_WEB_PORT"]
 
 DEFAULT_APP_ID = "hfrisk-worker"
 DEFAULT_WEB_PORT = 6066
+
+
+def stream_buffer_size(batch_size: int) -> int:
+    """Events an agent's stream may hold before Faust pauses fetching: a few batches."""
+    return max(256, 8 * batch_size)
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
@@ -76,6 +83,9 @@ def create_app(
         # On a rebalance or a stop, wait until the messages in flight are acknowledged (the worker
         # checkpoints them), so that the next owner starts from a fresh commit and saved buffers.
         stream_wait_empty=True,
+        # Prefetch a few batches, not Faust's 4,096 events: a burst then waits in Kafka (lag) rather
+        # than in the worker's memory, whatever its size (docs/reliability-input.md).
+        stream_buffer_maxsize=stream_buffer_size(settings.stream.batch_size),
         web_enabled=True,
         web_bind=web_host,
         web_host=web_host,
@@ -83,6 +93,7 @@ def create_app(
         store="memory://",
         datadir=str(datadir),
     )
+    options.update(faust_broker_options(kafka))  # TLS / SASL from the settings (docs/security.md)
     if session_timeout_s is not None:
         options["broker_session_timeout"] = session_timeout_s
         # The heartbeat must fit several times into the session, or a live worker is evicted.

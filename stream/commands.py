@@ -17,7 +17,46 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["worker_command", "load_worker_card"]
+__all__ = ["worker_command", "load_worker_card", "exit_after_teardown"]
+
+# Once Faust has stopped (offsets committed, buffers saved), how long the rest of the process's
+# teardown (metrics server, preprocessing pool, library threads at interpreter exit) may take.
+EXIT_TEARDOWN_S = 10.0
+
+
+def exit_after_teardown(timeout_s: float) -> None:
+    """Make sure the process ends within ``timeout_s`` from now, with the exit status it is ending with.
+
+    Called when the Faust worker has returned: everything that matters is committed or will be
+    redelivered, so a process still alive after ``timeout_s`` is only stuck in some library's
+    teardown (a gRPC poller thread joined at interpreter exit, for one). A supervisor would have
+    to SIGKILL it, and a rolling restart would wait for that; instead the Python stacks are dumped
+    to stderr (for the bug report) and the process leaves at once.
+    """
+    import faulthandler
+    import os
+    import sys
+    import threading
+
+    exc = sys.exc_info()[1]
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    else:
+        code = 0 if exc is None else 1
+
+    def leave() -> None:
+        from ..logs import get_logger
+
+        get_logger("hfrisk.worker").error("worker stopped but its process did not exit; leaving now",
+                                          seconds=timeout_s, exit_code=code)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code)
+
+    timer = threading.Timer(timeout_s, leave)
+    timer.daemon = True  # daemon threads keep running while the interpreter waits on the others
+    timer.start()
 
 
 def load_worker_card(card_path: Path | None, settings):
@@ -60,6 +99,14 @@ def worker_command(
     wait_for_triton_s: Annotated[
         float, typer.Option(help="Wait this long for Triton before consuming (0: start at once; batches wait anyway).")
     ] = 0.0,
+    retry_max_s: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Longest wait between retries while Triton, Redis or Kafka is unreachable: a batch resumes "
+            "at most this long after the server is back.",
+        ),
+    ] = 2.0,
 ) -> None:
     """Consume ECG chunks, score 10-s windows on Triton, write results to Redis, alerts to Kafka."""
     import asyncio
@@ -71,7 +118,7 @@ def worker_command(
     from ..serving.client import RiskClient, TritonClientError
     from .app import create_app
     from .metrics import StreamMetrics
-    from .scoring_batch import NoopScorer, Preprocessor, TritonScorer
+    from .scoring_batch import Backoff, NoopScorer, Preprocessor, TritonScorer
     from .topics import ensure_topics
     from .worker import FaustPublisher, StreamWorker, WorkerOptions, install_agents
 
@@ -82,12 +129,15 @@ def worker_command(
         ensure_topics(settings.kafka)
 
     metrics = StreamMetrics()
+    # Retrying a down server every couple of seconds costs nothing, while a long cap (10 s) was
+    # most of the recovery time after a 10-s outage (docs/reliability.md).
+    backoff = Backoff(first_s=0.2, max_s=retry_max_s)
     if noop_model:
         log.warning("--noop-model: windows are NOT scored by the model (log-risk 0); benchmarks only")
         scorer = NoopScorer(model_card, on_latency=metrics.triton_latency.observe)
     else:
         client = RiskClient.from_settings(settings, card=model_card)
-        scorer = TritonScorer(client, on_latency=metrics.triton_latency.observe)
+        scorer = TritonScorer(client, backoff=backoff, on_latency=metrics.triton_latency.observe)
         if wait_for_triton_s > 0:
             async def wait() -> None:
                 async with RiskClient.from_settings(settings, card=model_card) as probe:
@@ -110,7 +160,8 @@ def worker_command(
         publisher=FaustPublisher(app, settings.kafka),
         metrics=metrics,
         options=WorkerOptions(
-            checkpoint_interval_s=checkpoint_interval_s, max_message_bytes=settings.kafka.max_message_bytes
+            checkpoint_interval_s=checkpoint_interval_s, backoff=backoff,
+            max_message_bytes=settings.kafka.max_message_bytes,
         ),
     )
     install_agents(app, worker, settings)
@@ -127,6 +178,7 @@ def worker_command(
         faust_level = "info" if settings.log.level.upper() == "DEBUG" else settings.log.level.lower()
         faust.Worker(app, loglevel=faust_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
     finally:
+        exit_after_teardown(EXIT_TEARDOWN_S)
         metrics.close()
         preprocessor.close()
 

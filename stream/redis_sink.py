@@ -342,7 +342,9 @@ class RedisSink:
         from ..config import get_settings
 
         settings = get_settings()
-        client = client or redis.Redis.from_url(settings.redis.url)
+        from ..security import redis_client
+
+        client = client or redis_client(settings.redis)
         return cls(client, settings.redis.key_prefix,
                    policy=AlertPolicy.from_settings(settings.stream) if with_alerts else None)
 

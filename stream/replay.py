@@ -37,6 +37,7 @@ from ..config import get_settings
 from ..logs import get_logger
 from ..model.errors import ECGInputError
 from ..model.readers import iter_records, read_ecg
+from ..security import kafka_client_kwargs
 from .schema import EcgChunk, WireSamples, encode_chunk, wire_samples
 
 __all__ = ["replay", "feed", "ReplayStats", "ReplayError", "patient_id_for", "device_id_for"]
@@ -313,7 +314,7 @@ def replay(
         # A 1-s chunk is ~12 kB: Kafka's 16 kB default batch would hold one message per request.
         batch_size=256 * 1024,
         max_request_size=max_bytes,
-        **(producer_configs or {}),
+        **{**kafka_client_kwargs(settings), **(producer_configs or {})},
     )
     stats = ReplayStats()
     failed: list[BaseException] = []

@@ -189,23 +189,19 @@ class EcgChunk:
 
     def physical(self) -> np.ndarray:
         """Samples in each lead's own unit, float32: ``(samples - baseline) / gain``."""
-        gains = np.asarray(self.gains, dtype=np.float64)[:, None]
-        baselines = np.asarray(self.baselines, dtype=np.float64)[:, None]
+        gains, baselines = _calibration(self.gains, self.baselines)
         # float64 first, as WFDB computes physical values, so the float32 result is bit-for-bit
         # what hfrisk.model.wfdb_io reads from the same counts.
         return ((self.samples.astype(np.float64) - baselines) / gains).astype(np.float32)
 
     def to_ecg(self) -> ECG:
         """The chunk as an :class:`ECG` in millivolts, with its stream position in ``metadata``."""
-        scales = []
-        for unit in self.units:
-            scale = UNIT_SCALE_TO_MV.get(unit.strip().lower())
-            if scale is None:
-                raise ECGInputError(InputErrorReason.BAD_UNITS, f"unknown physical unit {unit!r}")
-            scales.append(scale)
         # Multiplying by a float32 scale is what to_millivolts does, so a WFDB record in uV reads
         # the same from a chunk as from its file.
-        mv = self.physical() * np.asarray(scales, dtype=np.float32)[:, None]
+        mv = self.physical()
+        scales = _unit_scales(self.units)
+        if scales is not None:  # all-mV chunks (the usual case) skip a multiplication by 1
+            mv *= scales
         return ECG(
             samples=mv,
             fs_hz=self.fs_hz,
@@ -275,6 +271,32 @@ class EcgChunk:
             baselines=wire.baselines,
             source=wire.source if source is None else source,
         )
+
+
+# A stream repeats the same calibration and units in every chunk of a patient: the arrays are
+# built once per distinct tuple (bounded: a handful of devices per worker).
+@lru_cache(maxsize=1024)
+def _calibration(gains: tuple[float, ...], baselines: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    g = np.asarray(gains, dtype=np.float64)[:, None]
+    b = np.asarray(baselines, dtype=np.float64)[:, None]
+    g.flags.writeable = b.flags.writeable = False
+    return g, b
+
+
+@lru_cache(maxsize=256)
+def _unit_scales(units: tuple[str, ...]) -> np.ndarray | None:
+    """float32 factors to mV, ``(n_leads, 1)``; ``None`` when every lead is already in mV."""
+    scales = []
+    for unit in units:
+        scale = UNIT_SCALE_TO_MV.get(unit.strip().lower())
+        if scale is None:
+            raise ECGInputError(InputErrorReason.BAD_UNITS, f"unknown physical unit {unit!r}")
+        scales.append(scale)
+    if all(scale == 1.0 for scale in scales):
+        return None
+    out = np.asarray(scales, dtype=np.float32)[:, None]
+    out.flags.writeable = False
+    return out
 
 
 def _fields(chunk: EcgChunk) -> tuple:
@@ -378,6 +400,18 @@ def _check_leads(lead_names: tuple[str, ...]) -> None:
         seen[name] = raw
 
 
+@lru_cache(maxsize=1024)
+def _check_calibration(units: tuple[str, ...], gains: tuple[float, ...], baselines: tuple[int, ...]) -> None:
+    # Cached like _check_leads: the same per-lead calibration arrives with every chunk of a device.
+    for unit in units:
+        if unit.strip().lower() not in UNIT_SCALE_TO_MV:
+            raise ECGInputError(InputErrorReason.BAD_UNITS, f"unknown physical unit {unit!r}; expected mV, uV or V")
+    if not all(math.isfinite(g) and g > 0 for g in gains):
+        raise _bad(f"gains must be finite and > 0, got {list(gains)}")
+    if not all(_INT32[0] <= b <= _INT32[1] for b in baselines):
+        raise _bad(f"baselines must fit in 32 bits, got {list(baselines)}")
+
+
 def validate_chunk(chunk: EcgChunk, *, window: WindowSpec | None = None) -> EcgChunk:
     """Check the content rules of a chunk; return it. Raises :class:`ECGInputError`.
 
@@ -403,19 +437,59 @@ def validate_chunk(chunk: EcgChunk, *, window: WindowSpec | None = None) -> EcgC
             f"sampling rate {chunk.fs_hz} Hz is outside {window.min_fs_hz:g}-{window.max_fs_hz:g} Hz",
         )
     _check_leads(chunk.lead_names)
-    for unit in chunk.units:
-        if unit.strip().lower() not in UNIT_SCALE_TO_MV:
-            raise ECGInputError(InputErrorReason.BAD_UNITS, f"unknown physical unit {unit!r}; expected mV, uV or V")
-    if not all(math.isfinite(g) and g > 0 for g in chunk.gains):
-        raise _bad(f"gains must be finite and > 0, got {list(chunk.gains)}")
-    if not all(_INT32[0] <= b <= _INT32[1] for b in chunk.baselines):
-        raise _bad(f"baselines must fit in 32 bits, got {list(chunk.baselines)}")
+    _check_calibration(chunk.units, chunk.gains, chunk.baselines)
     if chunk.sample_dtype == "FLOAT32":
         bad = ~np.isfinite(chunk.samples)
         if bad.any():
             leads = [chunk.lead_names[i] for i in np.flatnonzero(bad.any(axis=1))]
             raise ECGInputError(InputErrorReason.NON_FINITE, f"{int(bad.sum())} NaN/inf samples in leads {leads}")
+    _check_millivolts_finite(chunk)
     return chunk
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT16_SPAN = 32768  # the largest |count| an int16 holds
+
+
+def _check_millivolts_finite(chunk: EcgChunk) -> None:
+    """Refuse a chunk whose finite wire values overflow float32 on the way to millivolts.
+
+    A tiny gain (1e-300 counts per mV) or float32 volts near 3e38 pass the per-field rules, but
+    :meth:`EcgChunk.to_ecg` would turn them into inf and poison every window the chunk joins.
+    """
+    for i, gain, baseline, scale in _leads_that_may_overflow(
+        chunk.sample_dtype, chunk.lead_names, chunk.units, chunk.gains, chunk.baselines
+    ):
+        _refuse_overflow(chunk.lead_names[i], float(np.abs(chunk.samples[i]).max()) + abs(baseline), gain, scale,
+                         chunk.units[i])
+
+
+@lru_cache(maxsize=1024)
+def _leads_that_may_overflow(
+    sample_dtype: str, lead_names: tuple[str, ...], units: tuple[str, ...], gains: tuple[float, ...],
+    baselines: tuple[int, ...],
+) -> tuple[tuple[int, float, int, float], ...]:
+    # Cached on the calibration (the same in every chunk of a device), so a normal chunk costs one
+    # lookup. int16 is judged on the whole ADC range, without looking at the samples; float32
+    # leads are returned for a scan only where scaling can make values bigger than they are.
+    suspects = []
+    for i, (unit, gain, baseline) in enumerate(zip(units, gains, baselines)):
+        scale = UNIT_SCALE_TO_MV[unit.strip().lower()]  # units were checked before
+        if sample_dtype == "INT16":
+            _refuse_overflow(lead_names[i], float(_INT16_SPAN + abs(baseline)), gain, scale, unit)
+        elif not (scale <= 1.0 and gain >= 1.0 and baseline == 0):  # else |value| / gain * scale <= |value|
+            suspects.append((i, gain, baseline, scale))
+    return tuple(suspects)
+
+
+def _refuse_overflow(lead: str, peak: float, gain: float, scale: float, unit: str) -> None:
+    physical = peak / gain
+    if max(physical, physical * scale) > _FLOAT32_MAX:
+        raise ECGInputError(
+            InputErrorReason.NON_FINITE,
+            f"lead {lead}: values up to {peak:g} with gain {gain:g} in {unit!r} overflow float32 "
+            f"in millivolts ({physical * scale:.3g} mV)",
+        )
 
 
 _DEFAULT_WINDOW = WindowSpec()

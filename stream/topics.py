@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..config import KafkaSettings, get_settings
 from ..logs import get_logger
+from ..security import kafka_client_kwargs
 from ..services.kafka import create_topics
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics"]
@@ -72,6 +73,7 @@ def ensure_topics(settings: KafkaSettings | None = None, *, timeout_s: float = 3
     for spec in topic_specs(settings):
         groups.setdefault(tuple(sorted(spec.configs.items())), {})[spec.name] = spec.partitions
     for configs, topics in groups.items():
-        created += create_topics(settings.bootstrap_servers, topics, configs=dict(configs), timeout_s=timeout_s)
+        created += create_topics(settings.bootstrap_servers, topics, configs=dict(configs), timeout_s=timeout_s,
+                                client_kwargs=kafka_client_kwargs(settings))
     log.info("stream topics ready", bootstrap=settings.bootstrap_servers, created=created)
     return created

@@ -278,22 +278,23 @@ class _Chunk:
         )
 
 
-def _millivolts(chunk: Any) -> np.ndarray:
+def _millivolts(chunk: Any) -> tuple[np.ndarray, bool]:
+    """The chunk's samples in mV, and whether they are known to be finite already."""
     if hasattr(chunk, "to_ecg"):
-        return chunk.to_ecg().samples
+        return chunk.to_ecg().samples, True  # an ECG refuses NaN/inf when it is built
     samples = np.asarray(chunk.samples, dtype=np.float32)
     if samples.ndim != 2 or samples.shape[0] != len(chunk.lead_names) or samples.shape[1] == 0:
         raise ValueError(f"chunk samples must be (n_leads={len(chunk.lead_names)}, n>0), got {samples.shape}")
-    return samples
+    return samples, False
 
 
 def _normalise(chunk: Any) -> _Chunk:
     fs_hz = float(chunk.fs_hz)
     if not math.isfinite(fs_hz) or fs_hz <= 0:
         raise ValueError(f"chunk sampling rate must be > 0 Hz, got {chunk.fs_hz}")
-    samples = _millivolts(chunk)
+    samples, finite = _millivolts(chunk)
     # Refused before any state changes: a NaN would otherwise surface only when a window is cut.
-    if not np.isfinite(samples).all():
+    if not finite and not np.isfinite(samples).all():
         raise ValueError(f"chunk {chunk.sequence} of {chunk.patient_id!r} has NaN/inf samples")
     return _Chunk(
         sequence=int(chunk.sequence),
@@ -355,6 +356,10 @@ class PatientBuffer:
         self._filled_end = 0
         self._buf_start = 0
         self._buf = np.zeros((0, 0), np.float32)
+        # _buf is a view ending at column _block_end of _block when _append made it: the next
+        # chunk is written after it in place instead of copying the whole buffer per chunk.
+        self._block: np.ndarray | None = None
+        self._block_end = 0
         # (sequence, start position, end position) of the chunks whose samples are still in _buf.
         self._spans: list[tuple[int, int, int]] = []
         self._last_start_us = 0
@@ -599,13 +604,36 @@ class PatientBuffer:
 
     def _append(self, c: _Chunk) -> None:
         start = self._filled_end
-        self._buf = np.concatenate([self._buf, c.samples], axis=1) if self._buf.size else c.samples.copy()
+        self._buf = self._extended(c.samples)
         self._filled_end += c.n_samples
         self._spans.append((c.sequence, start, self._filled_end))
         self._last_start_us = c.start_us
         self.device_id = c.device_id or self.device_id
         self.stats.chunks += 1
         self._trim()
+
+    def _extended(self, samples: np.ndarray) -> np.ndarray:
+        """``_buf`` followed by ``samples``: written into the free end of ``_block`` when ``_buf``
+        still ends there (a trim keeps the end), else into a new block with room to spare, so a
+        sample is copied O(1) times on average instead of once per chunk while it is buffered."""
+        have, more = self._buf.shape[1], samples.shape[1]
+        block = self._block
+        if (
+            block is not None
+            and self._buf.base is block
+            and block.shape[0] == samples.shape[0]
+            and self._block_end + more <= block.shape[1]
+        ):
+            block[:, self._block_end : self._block_end + more] = samples
+            self._block_end += more
+            return block[:, self._block_end - have - more : self._block_end]
+        # Room for a window's worth of chunks after this one: each sample is then copied about
+        # (held / window) + 1 times, and a patient costs at most held + one window of memory.
+        block = np.empty((samples.shape[0], have + more + self.window_samples), np.float32)
+        block[:, :have] = self._buf
+        block[:, have : have + more] = samples
+        self._block, self._block_end = block, have + more
+        return block[:, : have + more]
 
     def _trim(self) -> None:
         """Drop samples before the start of the oldest window still to be emitted."""

@@ -77,7 +77,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import redis
@@ -86,6 +86,8 @@ from ..config import Settings, get_settings
 from ..logs import get_logger
 from ..model.card import ModelCard
 from ..model.errors import ECGInputError
+from ..pseudonym import pseudonymiser_from_settings
+from ..security import redis_client as make_redis_client
 from .alerts import AlertEvent, AlertPolicy
 from .app import chunk_topic, raw_topic
 from .dead_letter import INTERNAL_ERROR, KEY_MISMATCH, DeadLetter
@@ -190,10 +192,11 @@ class BufferStore:
 @dataclass
 class WorkerOptions:
     """``checkpoint_interval_s``: how often buffers are saved and messages acknowledged.
-    ``backoff``: waits between retries while Redis or Kafka is unreachable."""
+    ``backoff``: waits between retries while Redis or Kafka is unreachable (its cap is how long
+    a batch may keep waiting after the server is back: docs/reliability.md)."""
 
     checkpoint_interval_s: float = 2.0
-    backoff: Backoff = field(default_factory=lambda: Backoff(first_s=0.2, max_s=10.0))
+    backoff: Backoff = field(default_factory=lambda: Backoff(first_s=0.2, max_s=2.0))
     max_message_bytes: int = 4 * 1024 * 1024
 
 
@@ -265,7 +268,9 @@ class StreamWorker:
         metrics: StreamMetrics | None = None,
         options: WorkerOptions | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        pseudonymise: Callable[[str], str] | None = None,
     ):
+        self.pseudonymise = pseudonymise
         self.card = card
         self.assembler = assembler
         self.preprocessor = preprocessor
@@ -303,7 +308,7 @@ class StreamWorker:
         redis_client: redis.Redis | None = None,
     ) -> StreamWorker:
         settings = settings or get_settings()
-        client = redis_client or redis.Redis.from_url(settings.redis.url)
+        client = redis_client or make_redis_client(settings.redis)
         sink = RedisSink(client, settings.redis.key_prefix, policy=AlertPolicy.from_settings(settings.stream))
         options = options or WorkerOptions(max_message_bytes=settings.kafka.max_message_bytes)
         return cls(
@@ -316,6 +321,7 @@ class StreamWorker:
             publisher=publisher,
             metrics=metrics,
             options=options,
+            pseudonymise=pseudonymiser_from_settings(settings.pseudonym),
         )
 
     # -- one batch ------------------------------------------------------------------------------
@@ -430,6 +436,8 @@ class StreamWorker:
             refuse(KEY_MISMATCH, f"message key {record.key!r} is not the chunk's patient id {chunk.patient_id!r}",
                    chunk.patient_id)
             return None
+        if self.pseudonymise is not None:  # from here on only the pseudonym exists (docs/security.md)
+            chunk = replace(chunk, patient_id=self.pseudonymise(chunk.patient_id))
         return chunk
 
     def _feed(self, record: ChunkRecord, chunk: EcgChunk, report: BatchReport) -> list:
@@ -742,6 +750,17 @@ def install_agents(
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender, revoked, **kwargs):
         await worker.revoke({(tp.topic, tp.partition) for tp in revoked})
+
+    @app.on_before_shutdown.connect
+    async def close_model_client(sender, **kwargs):
+        # Sent once the streams are empty (every message acknowledged or abandoned), so no batch
+        # calls Triton any more. The grpc.aio channel must be closed while the event loop still
+        # runs: one left open when Faust closes the loop could hang the process at exit
+        # (seen under fault injection: a worker stuck for 30 s after "Closing event loop").
+        try:
+            await worker.scorer.close()
+        except Exception as exc:  # closing is best effort; never turn a clean stop into a crash
+            log.warning("could not close the model client", error=f"{type(exc).__name__}: {exc}")
 
     return score_chunks
 

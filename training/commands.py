@@ -1,4 +1,4 @@
-"""The ``hfrisk pretrain`` command.
+"""The ``hfrisk pretrain`` and ``hfrisk probe`` commands.
 
 A plain typer command function: ``hfrisk/cli.py`` registers it
 (``app.command("pretrain")(pretrain_command)``), so it is also callable from Python with keyword
@@ -22,7 +22,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-__all__ = ["pretrain_command"]
+__all__ = ["pretrain_command", "probe_command"]
 
 
 def _folds(text: str, option: str) -> tuple[int, ...]:
@@ -123,3 +123,31 @@ def pretrain_command(
                                             "val_cos_shuffled") if k in last},
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+def probe_command(
+    data_root: Annotated[Path, typer.Argument(help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/500).")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Pretraining checkpoint (best.pt); none: only the random encoder.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here (also printed).")] = None,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also probe the random encoder the checkpoint started from (same seed).")] = True,
+    encoder: Annotated[Literal["dual_attention", "xresnet1d101"], typer.Option(help="Encoder without a checkpoint (else the checkpoint's).")] = "dual_attention",
+    seed: Annotated[int, typer.Option(help="Initialisation seed without a checkpoint (else the checkpoint's).")] = 72,
+    sampling_rate: Annotated[int, typer.Option(help="PTB-XL release to read: 100 or 500 Hz.")] = 100,
+    n_boot: Annotated[int, typer.Option(min=0, help="Bootstrap resamples of the test fold for the AUC interval.")] = 1000,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache of model inputs; default under the state dir.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar while preprocessing.")] = True,
+) -> None:
+    """Linear probe of a frozen encoder on the PTB-XL superclasses: train folds 1-8, C on 9, macro AUC on 10."""
+    from .probe import probe_checkpoint
+
+    if sampling_rate not in (100, 500):
+        raise typer.BadParameter("sampling-rate must be 100 or 500")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise typer.BadParameter(f"{checkpoint} is not a file", param_hint="--checkpoint")
+    result = probe_checkpoint(data_root, checkpoint, encoder=encoder, seed=seed, sampling_rate=sampling_rate,
+                              baseline=baseline, n_boot=n_boot, cache_dir=cache_dir, progress=progress)
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    typer.echo(text)

@@ -13,6 +13,16 @@ The jars come from Maven Central through :mod:`hfrisk.services.jars` (cached onc
 ``kafka.Kafka server.properties``; it is ready when an admin client sees it in the cluster
 metadata. :meth:`KafkaBroker.restart` keeps the data dir and the ports, for fault tests.
 
+**Security** (docs/security.md). By default the client listener is PLAINTEXT on 127.0.0.1, which
+only local processes reach. ``security=KafkaListenerSecurity(...)`` makes it SASL_SSL instead:
+TLS with a PEM certificate (Kafka reads PEM keystores itself, ``ssl.keystore.type=PEM``) and
+SCRAM users that ``StorageTool format --add-scram`` writes into the metadata log before the first
+start, as salted hashes (never the passwords: the format command line is visible to local users).
+Brokers talk to each other on the same SASL_SSL listener as their own SCRAM user (a random
+password kept in ``data_dir/broker.secret``, mode 0600). The KRaft controller listener stays
+PLAINTEXT, on 127.0.0.1 always: it only takes controller requests, from this JVM.
+``bind_address`` (``HFRISK_KAFKA__BIND_ADDRESS``) widens where the client listener listens.
+
 Example::
 
     with KafkaBroker(tmp_path / "kafka") as broker:
@@ -22,13 +32,17 @@ Example::
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient
 
@@ -37,7 +51,15 @@ from ..logs import get_logger
 from .jars import kafka_jars
 from .process import ManagedProcess, ServiceError, ServiceNotInstalled, free_port, port_open
 
-__all__ = ["KafkaBroker", "TopicMismatchError", "create_topics", "find_java", "random_cluster_id"]
+__all__ = [
+    "KafkaBroker",
+    "KafkaListenerSecurity",
+    "TopicMismatchError",
+    "create_topics",
+    "find_java",
+    "random_cluster_id",
+    "scram_credential",
+]
 
 log = get_logger(__name__)
 
@@ -76,8 +98,53 @@ log4j.logger.kafka.authorizer.logger=INFO
 """
 
 
+# SCRAM's PBKDF2 work factor: Kafka's minimum for SCRAM-SHA-512 and what its tools use by default.
+SCRAM_ITERATIONS = 4096
+BROKER_USER = "hfrisk-broker"
+
+
 class TopicMismatchError(ValueError):
     """A topic exists with a partition count other than the one asked for."""
+
+
+@dataclass(frozen=True)
+class KafkaListenerSecurity:
+    """A SASL_SSL client listener: the broker's TLS certificate and the SCRAM users it accepts.
+
+    ``certfile``: PEM certificate chain, leaf first, naming the address clients connect to
+    (``127.0.0.1`` locally). ``keyfile``: its PEM private key in PKCS#8 form (``BEGIN PRIVATE
+    KEY``; ``openssl pkcs8 -topk8 -nocrypt`` converts others). ``cafile``: the CA that clients
+    and the broker itself (inter-broker) trust. ``users``: SCRAM user name -> password.
+    """
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    users: Mapping[str, str] = field(default_factory=dict, repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ValueError(f"mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, not {self.mechanism!r}")
+        if BROKER_USER in self.users:
+            raise ValueError(f"{BROKER_USER!r} is the broker's own user; pick another name")
+
+
+def scram_credential(mechanism: str, name: str, password: str, *, iterations: int = SCRAM_ITERATIONS,
+                     salt: bytes | None = None) -> str:
+    """One ``--add-scram`` argument of ``kafka-storage format`` holding the salted password only.
+
+    SCRAM (RFC 5802) stores ``SaltedPassword = PBKDF2-HMAC(password, salt, iterations)``; the
+    broker derives its keys from that, so the password itself never reaches the command line.
+    """
+    if any(c in name for c in ',="[]') or not name:
+        raise ValueError(f"SCRAM user names may not be empty or hold , = \" [ ]: {name!r}")
+    digest = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    salt = salt if salt is not None else secrets.token_bytes(32)
+    salted = hashlib.pbkdf2_hmac(digest, password.encode("utf-8"), salt, iterations)
+    b64 = base64.b64encode
+    return (f'{mechanism}=[name={name},iterations={iterations},'
+            f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]')
 
 
 def find_java() -> str:
@@ -122,8 +189,12 @@ class KafkaBroker:
         state_dir: Path | None = None,
         extra_properties: Mapping[str, str] | None = None,
         ready_timeout_s: float = 120.0,
+        security: KafkaListenerSecurity | None = None,
+        bind_address: str | None = None,
     ):
         settings = get_settings()
+        self.security = security
+        self.bind_address = bind_address or settings.kafka.bind_address
         self.data_dir = Path(data_dir)
         self.version = version or settings.kafka.version
         self.heap = heap or settings.kafka.heap
@@ -137,8 +208,33 @@ class KafkaBroker:
         self._process: ManagedProcess | None = None
 
     @property
+    def host(self) -> str:
+        """Where clients connect and what the broker advertises: loopback when it listens on
+        loopback or on every interface, else the one address it was bound to."""
+        return HOST if self.bind_address in (HOST, "0.0.0.0", "::") else self.bind_address
+
+    @property
     def bootstrap_servers(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def listener_protocol(self) -> str:
+        return "SASL_SSL" if self.security else "PLAINTEXT"
+
+    def client_kwargs(self, username: str | None = None, password: str | None = None) -> dict[str, Any]:
+        """kafka-python keyword arguments to reach this broker: none for PLAINTEXT; for SASL_SSL
+        the CA and SCRAM credentials (the broker's own user unless ``username`` is given)."""
+        if self.security is None:
+            return {}
+        if username is None:
+            username, password = BROKER_USER, self._broker_password()
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_cafile": str(self.security.cafile),
+            "sasl_mechanism": self.security.mechanism,
+            "sasl_plain_username": username,
+            "sasl_plain_password": password,
+        }
 
     @property
     def log_path(self) -> Path:
@@ -168,6 +264,8 @@ class KafkaBroker:
         java = find_java()
         lib_dir = kafka_jars(self.version, self.state_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The properties may hold the broker's SCRAM password (inter-broker login).
+        self.properties_path.touch(mode=0o600)
         self.properties_path.write_text(self.server_properties())
         log4j = self.data_dir / "log4j.properties"
         log4j.write_text(LOG4J_PROPERTIES)
@@ -196,7 +294,8 @@ class KafkaBroker:
         )
         started = time.monotonic()
         self._process.start()
-        log.info("kafka ready", bootstrap=self.bootstrap_servers, seconds=round(time.monotonic() - started, 1))
+        log.info("kafka ready", bootstrap=self.bootstrap_servers, protocol=self.listener_protocol,
+                 seconds=round(time.monotonic() - started, 1))
         return self
 
     def stop(self, kill: bool = False) -> None:
@@ -218,15 +317,16 @@ class KafkaBroker:
 
     def server_properties(self) -> str:
         """The broker's ``server.properties``: a combined broker+controller KRaft node."""
+        name = self.listener_protocol
         props = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
             "controller.quorum.voters": f"{NODE_ID}@{HOST}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": f"{name}://{self.bind_address}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"{name}://{self.host}:{self.port}",
+            "listener.security.protocol.map": f"{name}:{name},CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "inter.broker.listener.name": name,
             "log.dirs": str(self.log_dir),
             # Topics are created explicitly with the app's partition count (Faust tables
             # crash-loop on a mismatch); a typo must fail rather than make a 1-partition topic.
@@ -254,8 +354,49 @@ class KafkaBroker:
             "message.max.bytes": str(self.max_message_bytes),
             "replica.fetch.max.bytes": str(self.max_message_bytes),
         }
+        if self.security is not None:
+            props.update(self._security_properties())
         props.update(self.extra_properties)
         return "".join(f"{key}={value}\n" for key, value in props.items())
+
+    def _security_properties(self) -> dict[str, str]:
+        sec = self.security
+        assert sec is not None
+        key = Path(sec.keyfile).read_text()
+        if "-----BEGIN PRIVATE KEY-----" not in key:
+            raise ServiceError(
+                f"{sec.keyfile}: Kafka's PEM keystore needs an unencrypted PKCS#8 key (BEGIN PRIVATE KEY); "
+                f"convert it with: openssl pkcs8 -topk8 -nocrypt -in {sec.keyfile} -out key.pk8.pem"
+            )
+        keystore = self.data_dir / "keystore.pem"
+        keystore.touch(mode=0o600)
+        keystore.write_text(key.rstrip("\n") + "\n" + Path(sec.certfile).read_text())
+        mech = sec.mechanism.lower()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{self._broker_password()}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": sec.mechanism,
+            "sasl.mechanism.inter.broker.protocol": sec.mechanism,
+            f"listener.name.sasl_ssl.{mech}.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(Path(sec.cafile).resolve()),
+            # TLS 1.2 at least; the broker checks its own name on inter-broker connections.
+            "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+
+    def _broker_password(self) -> str:
+        """The broker's own SCRAM password: made at the first format, then read back."""
+        path = self.data_dir / "broker.secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def _format(self, jvm: list[str]) -> None:
         self.cluster_id = random_cluster_id()
@@ -271,6 +412,10 @@ class KafkaBroker:
             "-c",
             str(self.properties_path),
         ]
+        if self.security is not None:
+            users = {BROKER_USER: self._broker_password(), **self.security.users}
+            for user, password in users.items():
+                argv += ["--add-scram", scram_credential(self.security.mechanism, user, password)]
         with open(self.log_path, "ab") as log_file:
             done = subprocess.run(argv, check=False, stdout=log_file, stderr=subprocess.STDOUT, timeout=120)
         if done.returncode != 0:
@@ -286,9 +431,9 @@ class KafkaBroker:
     def _ready(self) -> bool:
         # The port opens before the broker has caught up with the metadata log; only once it
         # lists itself as a broker will topic creation and produce requests succeed.
-        if not port_open(HOST, self.port):
+        if not port_open(self.host, self.port):
             return False
-        admin = _admin(self.bootstrap_servers, timeout_s=5.0)
+        admin = _admin(self.bootstrap_servers, timeout_s=5.0, client_kwargs=self.client_kwargs())
         try:
             cluster = admin.describe_cluster()
         finally:
@@ -308,7 +453,7 @@ class KafkaBroker:
 
     def __repr__(self) -> str:
         state = "running" if self.running() else "stopped"
-        return f"KafkaBroker({self.bootstrap_servers}, version={self.version}, {state})"
+        return f"KafkaBroker({self.bootstrap_servers}, {self.listener_protocol}, version={self.version}, {state})"
 
 
 def create_topics(
@@ -318,6 +463,7 @@ def create_topics(
     *,
     configs: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Make sure each topic exists with its partition count; return the names it created.
 
@@ -325,8 +471,9 @@ def create_topics(
     another count raises :class:`TopicMismatchError` (Kafka can only add partitions, and adding
     them would move keys to other partitions, so this is for a person to decide). Returns once
     every partition of every topic has a leader, so producers can use them at once.
+    ``client_kwargs``: the admin client's security (:func:`hfrisk.security.kafka_client_kwargs`).
     """
-    admin = _admin(bootstrap_servers, timeout_s=timeout_s)
+    admin = _admin(bootstrap_servers, timeout_s=timeout_s, client_kwargs=client_kwargs)
     try:
         existing = _partition_counts(admin, list(topics))
         _check_counts(topics, existing)
@@ -356,11 +503,12 @@ def create_topics(
         admin.close()
 
 
-def _admin(bootstrap_servers: str, timeout_s: float) -> KafkaAdminClient:
+def _admin(bootstrap_servers: str, timeout_s: float, client_kwargs: Mapping[str, Any] | None = None) -> KafkaAdminClient:
     return KafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         client_id="hfrisk-admin",
         request_timeout_ms=int(timeout_s * 1000),
+        **dict(client_kwargs or {}),
     )
 
 

@@ -75,8 +75,11 @@ class PrometheusServer:
         retention: str | None = None,
         binary: str | None = None,
         ready_timeout_s: float = 30.0,
+        bind_address: str | None = None,
     ):
         settings = get_settings().prometheus
+        # Loopback unless HFRISK_PROMETHEUS__BIND_ADDRESS widens it: the API has no authentication.
+        self.bind_address = bind_address or settings.bind_address
         self.data_dir = Path(data_dir)
         self.targets: dict[str, list[str]] = {job: list(hp) for job, hp in (targets or {}).items()}
         self.scrape_interval_s = scrape_interval_s or settings.scrape_interval_s
@@ -87,8 +90,13 @@ class PrometheusServer:
         self._process: ManagedProcess | None = None
 
     @property
+    def host(self) -> str:
+        """Where clients connect: loopback unless the server is bound to one other address."""
+        return HOST if self.bind_address in (HOST, "0.0.0.0", "::") else self.bind_address
+
+    @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -115,7 +123,7 @@ class PrometheusServer:
         argv = [
             binary,
             f"--config.file={self.config_path}",
-            f"--web.listen-address={HOST}:{self.port}",
+            f"--web.listen-address={self.bind_address}:{self.port}",
             f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
             f"--storage.tsdb.retention.time={self.retention}",
             "--web.enable-lifecycle",
@@ -216,7 +224,7 @@ class PrometheusServer:
             self.reload()
 
     def _ready(self) -> bool:
-        if not port_open(HOST, self.port):
+        if not port_open(self.host, self.port):
             return False
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
             return response.status == 200

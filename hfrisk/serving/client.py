@@ -126,8 +126,24 @@ class RiskClient:
     def _grpc(self):
         if self._client is None:
             import tritonclient.grpc.aio as grpcclient
+            from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
-            self._client = grpcclient.InferenceServerClient(self.url)
+            keepalive = KeepAliveOptions()
+            self._client = grpcclient.InferenceServerClient(self.url, channel_args=[
+                # tritonclient's own defaults (channel_args replaces them all) ...
+                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+                ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+                ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+                ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+                # ... and a short reconnect backoff: gRPC's own grows to 120 s, and while it runs
+                # every call fails at once, so a restarted Triton went unused for seconds after it
+                # was ready (docs/reliability.md).
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ])
         return self._client
 
     # --- readiness ---------------------------------------------------------------------------

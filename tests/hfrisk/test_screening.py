@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -95,3 +96,49 @@ def test_cli_screen_and_inspect(ward, tmp_path, exported_model_dir):
     assert "fit to score" in result.output and "aVR" in result.output
     result = runner.invoke(app, ["inspect", str(ward / "broken")])
     assert result.exit_code == 2 and "unreadable" in result.output
+
+
+def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_data_dir, monkeypatch):
+    sources = [ecg_data_dir / "ptbxl" / "records500", ecg_data_dir / "cinc2021", ward]
+    serial = screen(sources, scorer, tmp_path / "serial", threshold=0.0, batch_size=5, workers=0, progress=False)
+
+    pids = tmp_path / "pids"
+
+    def prepare_noting_the_process(*args, **kwargs):
+        with pids.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr("hfrisk.screening.prepare", prepare_noting_the_process)
+    parallel = screen(sources, scorer, tmp_path / "parallel", threshold=0.0, batch_size=5, workers=2, chunk_size=3,
+                      progress=False)
+    assert len(serial) == 24 + 4 + 8 and set(serial["status"]) == {"scored", "low_quality", "refused"}
+    pd.testing.assert_frame_equal(serial, parallel)
+    preprocessed_in = pids.read_text().split()
+    assert len(preprocessed_in) == 24 + 4 + 7  # every readable recording, once
+    assert str(os.getpid()) not in preprocessed_in  # all of it in the pool
+
+
+def test_parallel_screening_resumes_after_an_interruption(ward, tmp_path, scorer):
+    out = tmp_path / "out"
+    calls = []
+
+    class FailsOnSecondBatch:
+        card = scorer.card
+
+        def score(self, x):
+            calls.append(len(x))
+            if len(calls) == 2:
+                raise RuntimeError("scorer went away")
+            return scorer.score(x)
+
+    with pytest.raises(RuntimeError, match="went away"):
+        screen([ward], FailsOnSecondBatch(), out, threshold=0.0, batch_size=3, workers=2, chunk_size=2, progress=False)
+    first = pd.read_csv(out / SCORES_FILENAME)
+    assert (first["status"] == "scored").sum() == 3  # the first batch was written, the second not
+    frame = screen([ward], scorer, out, threshold=0.0, batch_size=3, workers=2, chunk_size=2, progress=False)
+    assert len(frame) == 8 and frame["record"].is_unique and (frame["status"] == "scored").sum() == 6
+    reference = screen([ward], scorer, tmp_path / "ref", threshold=0.0, workers=0, progress=False)
+    assert sorted(frame["record"]) == sorted(reference["record"])
+    merged = frame.merge(reference, on="record")
+    assert ((merged["log_risk_x"] - merged["log_risk_y"]).abs().fillna(0) <= 1e-6).all()

@@ -46,3 +46,27 @@ def test_down_stops_every_recorded_process_group(tmp_path):
     assert not (folder / STACK_FILE).exists()
     assert stop_stack(settings) == []
 
+
+
+def test_the_local_stack_ignores_client_security_from_the_environment(monkeypatch):
+    # Its own servers are plain loopback ones: SASL or TLS settings meant for production would
+    # make its workers and replay fail to connect.
+    from pydantic import SecretStr
+
+    from hfrisk.config import RedisSettings, Settings
+    from hfrisk.stack import _plain_environ, plain_redis_settings
+
+    monkeypatch.setenv("HFRISK_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("HFRISK_KAFKA__USERNAME", "ward")
+    monkeypatch.setenv("HFRISK_KAFKA__PASSWORD_FILE", "/run/secrets/kafka")
+    monkeypatch.setenv("HFRISK_REDIS__SSL", "true")
+    monkeypatch.setenv("HFRISK_KAFKA__PARTITIONS", "8")
+    env = _plain_environ()
+    assert not {"HFRISK_KAFKA__SECURITY_PROTOCOL", "HFRISK_KAFKA__USERNAME", "HFRISK_KAFKA__PASSWORD_FILE",
+                "HFRISK_REDIS__SSL"} & set(env)
+    assert env["HFRISK_KAFKA__PARTITIONS"] == "8"
+
+    secured = Settings(redis=RedisSettings(username="worker", password=SecretStr("s3cret-pass"), ssl=True,
+                                           key_prefix="ward7"))
+    plain = plain_redis_settings(secured)
+    assert (plain.username, plain.password, plain.ssl, plain.key_prefix) == (None, None, False, "ward7")

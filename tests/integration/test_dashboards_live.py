@@ -2,14 +2,13 @@
 scraping the worker's and Triton's metric names, and each Redis panel's command (as the Redis
 data source plugin sends it) against a real Redis filled by the real RedisSink.
 
-The same checks can be pointed at the full stack later: the queries come from
-``hfrisk.dashboards.panel_queries``, not from this file.
+The executing helpers live in ``dashboard_queries.py``; ``test_local_stack.py`` runs the same
+queries against the whole ``hfrisk up`` stack.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 import time
@@ -27,6 +26,8 @@ from prometheus_client.metrics_core import Metric
 
 from hfrisk import dashboards as dash
 from hfrisk.services.process import free_port
+
+from .dashboard_queries import prometheus_panel_results, redis_panel_results, run_redis, titled
 
 pytestmark = pytest.mark.integration
 
@@ -124,27 +125,17 @@ def test_every_prometheus_panel_returns_data(scraped_metrics):
                   timeout_s=60)
     prom.wait_for(f"rate(nv_inference_exec_count[{RATE_WINDOW}]) > 0", timeout_s=30)
     values = {"__rate_interval": RATE_WINDOW, "__range": "5m", "__interval": "5s"}
-    queries = dash.panel_queries(BOARDS["operations"], values)
-    assert len(queries) >= 15
-    for q in queries:
-        assert q.kind == "prometheus"
-        result = prom.query(q.query)
-        assert result, f"{q.title}: no series for {q.query}"
-        numbers = [float(series["value"][1]) for series in result]
-        assert any(math.isfinite(v) for v in numbers), f"{q.title}: only NaN/inf for {q.query}"
+    results = prometheus_panel_results(prom.query, BOARDS["operations"], values, timeout_s=30)
+    assert len(results) >= 15
     # Spot-check that the numbers mean what the panels say.
-    by_outcome = {s["metric"]["outcome"] for s in prom.query(values_of(queries, "Chunks by outcome")[0])}
+    by_outcome = {s["metric"]["outcome"] for s in titled(results, "Chunks by outcome")[0]}
     assert by_outcome == {"accepted", "duplicate", "late", "dead_letter"}
-    partitions = prom.query(values_of(queries, "Consumer lag by partition")[0])
+    partitions = titled(results, "Consumer lag by partition")[0]
     assert sorted(s["metric"]["partition"] for s in partitions) == ["0", "1", "2", "3"]
-    jobs = {s["metric"]["job"]: float(s["value"][1]) for s in prom.query(values_of(queries, "Scrape targets up")[0])}
+    jobs = {s["metric"]["job"]: float(s["value"][1]) for s in titled(results, "Scrape targets up")[0]}
     assert jobs == {"worker": 1.0, "triton": 1.0}
-    batching = float(prom.query(values_of(queries, "Triton batching")[0])[0]["value"][1])
+    batching = float(titled(results, "Triton batching")[0][0]["value"][1])
     assert batching == pytest.approx(24 / 3, rel=0.05)  # inferences per execution
-
-
-def values_of(queries, title: str) -> list[str]:
-    return [q.query for q in queries if q.title == title]
 
 
 # -- Redis ----------------------------------------------------------------------------------------------
@@ -192,23 +183,12 @@ def ward(redis_server):
             client.delete(*keys)
 
 
-def _run(client, command_line: str):
-    return client.execute_command(*dash.split_command(command_line))
-
-
 def test_every_redis_panel_and_variable_returns_data(ward):
     client, prefix = ward
     now_ms = time.time_ns() // 1_000_000
     values = {"prefix": prefix, "patient": "bed-1", "patients": "bed-1",
               "__from": str(now_ms - 6 * 3_600_000), "__to": str(now_ms + 60_000)}
-    queries = dash.panel_queries(BOARDS["ward"], values)
-    assert {q.kind for q in queries} == {"redis"}
-    results = {}
-    for q in queries:
-        assert "$" not in q.query, f"{q.title}: unsubstituted variable in {q.query}"
-        result = _run(client, q.query)
-        assert result not in (None, [], {}, b""), f"{q.title}: empty result for {q.query}"
-        results[q.title] = result
+    results = redis_panel_results(client, BOARDS["ward"], values)
 
     # The patient variable lists the riskiest first; the quality one every patient seen.
     assert results["$patient (variable)"] == [b"bed-1", b"bed-2"]
@@ -228,7 +208,7 @@ def test_trend_members_split_with_the_panels_regex(ward):
     regex = next(t["options"]["regExp"] for t in trend["transformations"] if t["id"] == "extractFields")
     pattern = re.compile(regex.strip("/").replace("(?<", "(?P<"))
     command = dash.panel_queries(BOARDS["ward"], {"prefix": prefix, "patient": "bed-1"})
-    rows = _run(client, next(q.query for q in command if q.title == "Risk trend"))
+    rows = run_redis(client, next(q.query for q in command if q.title == "Risk trend"))
     points = [(pattern.match(m.decode()).groupdict(), float(s)) for m, s in zip(rows[::2], rows[1::2])]
     assert [(p["window_id"], float(p["log_risk"])) for p, _ in points] == [
         (window_id(T0_US, k), risk) for k, risk in enumerate([1.3, 1.6, 1.9])
@@ -240,12 +220,12 @@ def test_trend_members_split_with_the_panels_regex(ward):
 def test_json_fields_the_panels_extract_parse(ward):
     client, prefix = ward
     queries = {q.title: q.query for q in dash.panel_queries(BOARDS["ward"], {"prefix": prefix, "patient": "bed-1"})}
-    lead_attention = json.loads(_run(client, queries["Lead attention"]))
+    lead_attention = json.loads(run_redis(client, queries["Lead attention"]))
     assert list(lead_attention) == list(CANONICAL_LEADS)
     assert sum(lead_attention.values()) == pytest.approx(1, abs=1e-4)
-    assert len(json.loads(_run(client, queries["Where in the beat the network looked"]))) == 19
+    assert len(json.loads(run_redis(client, queries["Where in the beat the network looked"]))) == 19
     for title in ("Low-quality windows", "Data gaps"):
-        rows = _run(client, queries[title])
+        rows = run_redis(client, queries[title])
         assert all(isinstance(json.loads(member), dict) for member in rows[::2]), title
-    reasons = _run(client, queries["Why windows were not scored"])
+    reasons = run_redis(client, queries["Why windows were not scored"])
     assert dict(zip(reasons[::2], reasons[1::2])) == {b"noisy": b"2", b"too_few_beats": b"2"}

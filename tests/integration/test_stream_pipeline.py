@@ -22,47 +22,50 @@ bad ones are still scored.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import urllib.request
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from hfrisk.config import KafkaSettings, StreamSettings
+from hfrisk.config import KafkaSettings
 from hfrisk.model.card import CARD_FILENAME, default_card, load_card
-from hfrisk.model.preprocessing import prepare
-from hfrisk.services.process import ManagedProcess, free_port, port_open
-from hfrisk.stream.alerts import AlertPolicy, AlertState
+from hfrisk.stream.alerts import AlertPolicy
 from hfrisk.stream.dead_letter import DeadLetter, value_limit
 from hfrisk.stream.redis_sink import RedisSink
 from hfrisk.stream.replay import feed, replay
 from hfrisk.stream.schema import encode_chunk
 from hfrisk.stream.topics import ensure_topics
-from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
+from hfrisk.stream.windowing import PatientBuffer, Window
 from tests.stream.test_worker_unit import MAX_BYTES, bad_messages
 
 from . import conftest as _conftest
+from .stream_harness import (
+    RECORDS,
+    consume_all,
+    offline_scores,
+    redis_view,
+    script_alerts,
+    start_worker,
+    wait_until,
+    window_sequences,
+    worker_env,
+)
 
 if not hasattr(_conftest, "triton_server"):  # until conftest imports it for every module
     from .triton_fixture import triton_server  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
 BEDS = 3
 N_RECORDS = 18  # 6 per bed: 60 s of signal, 11 windows each
 CUT_S = 40  # worker A sees the first 40 s of every bed
-HOP_S = 5.0
 PARTITIONS = 3
-WAIT_S = 90.0
 
 
 @dataclass
@@ -91,109 +94,6 @@ class Run:
     log_b: str = ""
 
 
-# -- reference ---------------------------------------------------------------------------------
-
-
-def offline_scores(chunks, card, session) -> tuple[dict, dict]:
-    assembler = WindowAssembler.from_settings(card, StreamSettings(hop_s=HOP_S, reorder_s=5.0))
-    windows = {(o.patient_id, o.window_id): o for c in chunks for o in assembler.feed(c) if isinstance(o, Window)}
-    scores: dict[tuple[str, str], float | None] = {}
-    for key, window in windows.items():
-        item = prepare(window.ecg, card)
-        if item.quality.fit_to_score:
-            (risk,) = session.run(["log_risk"], {card.input.name: item.x[None].astype(np.float32)})
-            scores[key] = float(risk[0, 0])
-        else:
-            scores[key] = None
-    return windows, scores
-
-
-def simulate_alerts(sequences, policy: AlertPolicy) -> list[tuple[str, str, str]]:
-    events = []
-    for pid, seq in sequences.items():
-        state = AlertState()
-        for window, risk in seq:
-            state, event = policy.observe(state, patient_id=pid, window_id=window.window_id,
-                                          window_start_us=window.start_us, log_risk=risk,
-                                          fit_to_score=risk is not None)
-            if event:
-                events.append((event.kind.value, pid, window.window_id))
-    return events
-
-
-def script_alerts(sequences) -> tuple[AlertPolicy, list]:
-    """Thresholds between observed scores (>= 1e-3 from any) so that some bed raises then clears."""
-    risks = sorted({r for seq in sequences.values() for _, r in seq if r is not None})
-    cuts = [(a + b) / 2 for a, b in zip(risks, risks[1:]) if b - a >= 2e-3]
-    for min_windows in (2, 1):
-        for threshold in reversed(cuts):
-            for clear in reversed([c for c in cuts if c <= threshold]):
-                policy = AlertPolicy(threshold=threshold, clear_threshold=clear, min_windows=min_windows)
-                events = simulate_alerts(sequences, policy)
-                kinds = Counter(kind for kind, _, _ in events)
-                if kinds["raised"] and kinds["cleared"] and len({pid for _, pid, _ in events}) < len(sequences):
-                    return policy, events
-    raise AssertionError(f"no thresholds make an alert rise and clear on scores {risks}")
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=()) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        for w in workers:
-            assert w.running(), f"worker exited while waiting for {what}:\n{w.tail_log(60)}"
-        time.sleep(0.25)
-    logs = "\n".join(w.tail_log(60) for w in workers)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
-
-
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records, deadline = [], time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=300).values():
-                records.extend(batch)
-        for batch in consumer.poll(timeout_ms=300).values():
-            records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
-def start_worker(name: str, env: dict, tmp: Path, app_id: str) -> tuple[ManagedProcess, int]:
-    metrics_port = free_port()
-    argv = [sys.executable, "-m", "hfrisk.stream.commands", "--web-port", str(free_port()),
-            "--metrics-port", str(metrics_port), "--app-id", app_id, "--prep-workers", "1",
-            "--checkpoint-interval-s", "0.5", "--session-timeout-s", "6", "--no-create-topics"]
-    proc = ManagedProcess(name, argv, log_path=tmp / f"{name}.log", env=env,
-                          ready=lambda: port_open("127.0.0.1", metrics_port), ready_timeout_s=120, stop_timeout_s=30)
-    return proc.start(), metrics_port
-
-
-def redis_view(client, prefix: str, patients) -> tuple[dict, set]:
-    """Window id -> [(where, log-risk)] over the trend and quality sets, and the idempotency keys."""
-    members: dict[tuple[str, str], list] = defaultdict(list)
-    keys: set[tuple[str, str]] = set()
-    for pid in patients:
-        for raw in client.zrange(f"{prefix}:trend:{pid}", 0, -1):
-            wid, _, risk = raw.decode().rpartition(":")
-            members[(pid, wid)].append(("trend", float(risk)))
-        for raw in client.zrange(f"{prefix}:quality:{pid}", 0, -1):
-            record = json.loads(raw)
-            members[(pid, record["window_id"])].append(("quality", record["log_risk"]))
-        for key in client.scan_iter(match=f"{prefix}:window:{pid}:*", count=1000):
-            keys.add((pid, key.decode().rsplit(":", 1)[1]))
-    return members, keys
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -212,10 +112,7 @@ def run(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_
     dl_windows, dl_expected = offline_scores(dl_chunks, card, session)
     windows |= dl_windows
     expected |= dl_expected
-    sequences = defaultdict(list)
-    for key in sorted(windows, key=lambda k: (k[0], windows[k].start_us)):
-        sequences[key[0]].append((windows[key], expected[key]))
-    policy, expected_events = script_alerts(dict(sequences))
+    policy, expected_events = script_alerts(window_sequences(windows, expected))
 
     uid = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(
@@ -225,28 +122,9 @@ def run(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_
     )
     ensure_topics(kafka)  # 4 MiB topics; the worker itself accepts MAX_BYTES (so "oversized" can happen)
     prefix = f"test-pipeline-{uid}"
-    env = os.environ | {
-        "HFRISK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "HFRISK_KAFKA__PARTITIONS": str(PARTITIONS),
-        "HFRISK_KAFKA__ECG_TOPIC": kafka.ecg_topic,
-        "HFRISK_KAFKA__SCORES_TOPIC": kafka.scores_topic,
-        "HFRISK_KAFKA__ALERTS_TOPIC": kafka.alerts_topic,
-        "HFRISK_KAFKA__DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
-        "HFRISK_KAFKA__MAX_MESSAGE_BYTES": str(MAX_BYTES),
-        "HFRISK_REDIS__URL": redis_server.url,
-        "HFRISK_REDIS__KEY_PREFIX": prefix,
-        "HFRISK_TRITON__GRPC_URL": triton_server.grpc_url,
-        "HFRISK_PATHS__MODEL_REPOSITORY": str(triton_server.model_repository),
-        "HFRISK_PATHS__STATE_DIR": str(tmp / "state"),
-        "HFRISK_STREAM__HOP_S": str(HOP_S),
-        "HFRISK_STREAM__REORDER_S": "5.0",
-        "HFRISK_STREAM__BATCH_SIZE": "16",
-        "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.1",
-        "HFRISK_STREAM__RISK_THRESHOLD": repr(policy.threshold),
-        "HFRISK_STREAM__CLEAR_THRESHOLD": repr(policy.clear_threshold),
-        "HFRISK_STREAM__MIN_WINDOWS_TO_FLAG": str(policy.min_windows),
-        "HFRISK_LOG__LEVEL": "INFO",
-    }
+    env = worker_env(kafka=kafka, redis_url=redis_server.url, prefix=prefix, triton_grpc_url=triton_server.grpc_url,
+                     model_repository=triton_server.model_repository, state_dir=tmp / "state", policy=policy,
+                     max_message_bytes=MAX_BYTES)
     client = redis_server.client()
     app_id = f"test-pipeline-{uid}"
     bad_template = encode_chunk(dl_chunks[0], max_bytes=MAX_BYTES)

@@ -310,7 +310,10 @@ def valid_chunks(draw) -> EcgChunk:
         samples = draw(st.lists(st.integers(-32768, 32767), min_size=n_leads * n, max_size=n_leads * n))
         array = np.array(samples, dtype=np.int16).reshape(n_leads, n)
     else:
-        values = st.floats(width=32, allow_nan=False, allow_infinity=False)
+        # Valid means finite in millivolts too: 1e29 / (gain 1e-6) * 1000 (V -> mV) still fits float32
+        # (bigger values are refused as non_finite: tests/stream/test_malformed.py).
+        bound = float(np.float32(1e29))
+        values = st.floats(-bound, bound, width=32, allow_nan=False, allow_infinity=False)
         array = np.array(draw(st.lists(values, min_size=n_leads * n, max_size=n_leads * n)), dtype=np.float32)
         array = array.reshape(n_leads, n)
     per_lead = st.lists  # one value per lead

@@ -1,0 +1,82 @@
+"""The speed-ups of preprocessing give what the plain formulas give (docs/bench/preprocessing.md).
+
+Each fast path is held to the straightforward computation it replaced: the cached zero-phase
+filter to ``scipy.signal.sosfiltfilt``, the lead-off shortcut to the median deviation of every
+lead, the reshaped 2-s stretches to the gathered ones.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from scipy import signal
+
+from hfrisk.model.card import FilterSpec, default_card
+from hfrisk.model.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
+from hfrisk.model.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
+CARD = default_card()
+
+
+def record(ecg_id: int, folder: str = "records500", suffix: str = "hr") -> tuple[np.ndarray, float]:
+    rec = wfdb.rdrecord(str(DATA / folder / "00000" / f"{ecg_id:05d}_{suffix}"))
+    return rec.p_signal.T.astype(np.float32), float(rec.fs)
+
+
+@pytest.mark.parametrize(("ecg_id", "folder", "suffix"), [(1, "records500", "hr"), (2, "records100", "lr")])
+def test_filter_leads_is_sosfiltfilt_bit_for_bit(ecg_id, folder, suffix):
+    raw, fs = record(ecg_id, folder, suffix)
+    at_rate = resample(raw, fs, CARD.input.fs_hz)
+    got = filter_leads(at_rate, CARD.input.fs_hz, CARD.filters, source_fs_hz=fs)
+    sos = _chain(float(CARD.input.fs_hz), CARD.filters, fs / 2.0).sos
+    expected = signal.sosfiltfilt(sos, at_rate, axis=-1).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == at_rate.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_lowpass_is_sosfiltfilt_for_one_lead_and_many():
+    raw, fs = record(1)
+    sos = _lowpass_chain(fs, 40.0).sos
+    lead = raw[1].astype(np.float64)
+    np.testing.assert_array_equal(lowpass(lead, fs, 40.0), signal.sosfiltfilt(sos, lead))
+    np.testing.assert_array_equal(lowpass(raw, fs, 40.0), signal.sosfiltfilt(sos, raw, axis=-1))
+
+
+def test_short_signal_still_gets_scipys_padding_error():
+    spec = FilterSpec()
+    with pytest.raises(ValueError, match="padlen"):
+        filter_leads(np.zeros((12, 20), np.float32), 500.0, spec)
+
+
+@pytest.mark.parametrize("n", [999, 1000, 1001, 2000, 4999, 5000, 5500, 7250])
+def test_min_segment_std_matches_gathered_stretches(n):
+    rng = np.random.default_rng(n)
+    raw = rng.standard_normal((12, n)) * rng.uniform(0.001, 2.0, (12, 1))
+    fs = 500.0
+    size = int(round(_FLAT_SEGMENT_S * fs))
+    if n <= size:
+        expected = raw.std(axis=1)
+    else:
+        starts = np.r_[np.arange(0, n - size, size), n - size]
+        expected = raw[:, starts[:, None] + np.arange(size)].std(axis=2).min(axis=1)
+    # Same stretches; a view and a gathered copy may sum in a different order (float noise only).
+    np.testing.assert_allclose(_min_segment_std(raw, fs), expected, rtol=1e-12, atol=0)
+
+
+def test_lead_off_shortcut_matches_median_deviation():
+    rng = np.random.default_rng(7)
+    raw = rng.standard_normal((12, 5000))
+    # Ranges on both sides of the limit and in the band where only the median can decide.
+    raw[0, 100] = 40.0  # half the range above the limit: settled without a median
+    raw[1, :2500] += 16.0  # a step: range ~20, deviation from the median ~16 > 15
+    raw[2, :10] += 24.0  # a short spike: range ~28, deviation ~24 > 15
+    raw[3] *= 3.0  # range ~25, deviation ~12 < 15: the median says no
+    raw[4] *= 0.01  # tiny
+    hi, lo = raw.max(axis=1, keepdims=True), raw.min(axis=1, keepdims=True)
+    limit = 15.0
+    expected = np.abs(raw - np.median(raw, axis=1, keepdims=True)).max(axis=1) > limit
+    got = _max_deviation_from_median(raw, hi, lo, limit)
+    np.testing.assert_array_equal(got, expected)
+    assert got[0] and got.any() and not got.all()  # both outcomes occur
