@@ -152,8 +152,9 @@ def burst(kafka_broker, redis_server, triton_server, tmp_path_factory) -> Burst:
         in_flight_bytes = 2 * min(len(values), FAUST_STREAM_BUFFER) * chunk_bytes
         # One batch's windows (a chunk completes at most one window at this hop), each held as
         # its ECG, its prepared input, the pickled copy sent to the preprocessing pool and the
-        # Triton request: four float32 windows.
-        batch_bytes = BATCH_SIZE * 4 * window_bytes
+        # Triton request (four float32 windows), and in the pool process (part of the tree's RSS)
+        # as the float64 copy that prepare filters and its filtered float64 result (four more).
+        batch_bytes = BATCH_SIZE * 8 * window_bytes
         bound = idle_rss + patients_bytes + in_flight_bytes + batch_bytes
 
         samples: list[tuple[float, int, int]] = []
