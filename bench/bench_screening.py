@@ -44,6 +44,12 @@ SHIPPED_MODEL = ROOT / "triton_models"
 BATCH = 32
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies in it: results are committed."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": cpus, "processor": platform.machine(), "platform": platform.platform(),
                     "load_before": load_before, "load_after": load_average(), "shared": True},
         "versions": {"onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
-        "records": str(args.records), "n_records": len(paths), "model": str(find_model_version(args.model)),
+        "records": str(args.records), "n_records": len(paths), "model": _shown(find_model_version(args.model)),
         "ort_threads": threads, "ort_default_threads": default_threads.session.get_session_options().intra_op_num_threads,
         "workers": workers, "batch": BATCH, "rounds": args.rounds,
         "rounds_ecg_per_s": rounds, "median": median, "ratios": ratios,
