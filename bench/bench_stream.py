@@ -520,7 +520,7 @@ def run(args, argv, work: Path) -> dict:
     import onnxruntime as ort
 
     from bench.bench_triton import export_model
-    from hfrisk.config import StreamSettings
+    from hfrisk.config import get_settings
     from hfrisk.model.card import default_card
 
     card = default_card()
@@ -554,7 +554,7 @@ def run(args, argv, work: Path) -> dict:
     finally:
         stack.stop()
 
-    stream = StreamSettings()
+    stream = get_settings().stream  # what the worker subprocesses get, environment overrides included
     invoked = argv if argv is not None else sys.argv[1:]
     result = {
         "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.bench_stream", *invoked]),
