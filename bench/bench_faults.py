@@ -22,15 +22,13 @@ the load average is recorded with the results.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.record import command_line, load_average, machine
 
 FAULTS = ("worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", "kafka_kill")
 
@@ -175,7 +173,7 @@ def run(args, argv, work: Path) -> dict:
     onnx_path = export_model(work, card)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ref = Reference.build(card, session, beds=3, records=12, salt="faults")
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     repo = work / "repository"
     write_model_repository(onnx_path, card, repo, intra_op_threads=1)
     servers: dict = {}
@@ -197,12 +195,10 @@ def run(args, argv, work: Path) -> dict:
             if key in servers:
                 (servers[key].cleanup if key == "triton" else servers[key].stop)()
 
-    invoked = argv if argv is not None else sys.argv[1:]
     result = {
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.bench_faults", *invoked]),
+        "command": command_line("bench_faults", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_before": load_before, "load_after": [round(v, 2) for v in os.getloadavg()]},
+        "machine": machine(load_before),
         "repeats": args.repeats,
         "faults": faults,
         "explanation": EXPLANATION.strip(),

@@ -18,18 +18,16 @@ threads and machine. Weights are untrained (seed 0): the compute is that of a tr
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from bench.record import command_line, load_average, machine, save
 
 RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
 
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     serving = ServingModule(net)
     input_name = card.input.name
 
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     rows = []
     for batch in args.batches:
         x_np = batch_of(inputs, batch)
@@ -184,15 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         })
 
     result = {
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.bench_model", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("bench_model", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "platform": platform.platform(),
-            "load_before": load_before,
-            "load_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": {**machine(load_before), "platform": platform.platform()},
         "versions": {
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
@@ -213,9 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             "so absolute figures are noisy; the alternating rounds make the ratio the more reliable figure."
         ),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "model.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "model.md").write_text(markdown(result))
+    save(args.out, "model", result, markdown(result))
     print_table(result)
     print(f"wrote {args.out / 'model.json'} and {args.out / 'model.md'}")
     return result

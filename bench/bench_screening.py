@@ -25,11 +25,9 @@ Results go to ``<out>/screening.json`` and ``<out>/screening.md`` with the comma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
-import shlex
 import statistics
 import sys
 import tempfile
@@ -37,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.record import command_line, load_average, save
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECORDS = Path("/work/shared/data/ecg/ptbxl/records500")
@@ -48,10 +48,6 @@ def _shown(path: Path) -> str:
     """``path`` relative to the repository when it lies in it: results are committed."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def raw_ort_rate(scorer, inputs: np.ndarray, seconds: float) -> tuple[float, float]:
@@ -260,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"({cost_ms / needed_ms:.1f}x cheaper than now)." if needed_ms > 0 else
                     "; on these cores scoring alone leaves no room for it.")
     result = {
-        "command": " ".join([".venv/bin/python -m bench.bench_screening", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("bench_screening", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": {"cpus": cpus, "processor": platform.machine(), "platform": platform.platform(),
                     "load_before": load_before, "load_after": load_average(), "shared": True},
@@ -277,9 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "in_process_of_bound": median["screen_in_process"] / all_cpu},
         "goal_met": goal_met, "verdict": verdict,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "screening.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "screening.md").write_text(markdown(result))
+    save(args.out, "screening", result, markdown(result))
     print(markdown(result))
     return result
 

@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import shutil
 import sys
 import tempfile
@@ -51,6 +50,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+
+from bench.record import command_line, load_average, machine, save
 
 RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
 WAIT_S = 600.0
@@ -526,7 +527,7 @@ def run(args, argv, work: Path) -> dict:
     card = default_card()
     print("exporting an untrained HFRiskNet …", flush=True)
     onnx_path = export_model(work, card)
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     stack = Stack(work, onnx_path, card, args.partitions, args.prep_workers)
     try:
         offline = offline_rates(onnx_path, card, seconds=2.0)
@@ -555,16 +556,10 @@ def run(args, argv, work: Path) -> dict:
         stack.stop()
 
     stream = get_settings().stream  # what the worker subprocesses get, environment overrides included
-    invoked = argv if argv is not None else sys.argv[1:]
     result = {
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.bench_stream", *invoked]),
+        "command": command_line("bench_stream", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "load_before": load_before,
-            "load_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "versions": {"onnxruntime": ort.__version__, "python": platform.python_version()},
         "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
         "partitions": args.partitions,
@@ -583,9 +578,7 @@ def run(args, argv, work: Path) -> dict:
             "development machine also with other engineers' jobs (see the load average): figures are a floor."
         ),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stream.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "stream.md").write_text(markdown(result))
+    save(args.out, "stream", result, markdown(result))
     print(markdown(result))
     return result
 

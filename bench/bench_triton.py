@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
-import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -37,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.record import command_line, load_average, machine, save
 from hfrisk.model.card import ModelCard, default_card, load_card
 from hfrisk.serving.client import RiskClient
 from hfrisk.serving.model_repository import ServingOptions, write_model_repository
@@ -298,7 +296,7 @@ def run(argv: list[str] | None, work: Path) -> dict:
     delays = [args.max_queue_delay_us]
     if args.compare_delay_us >= 0 and args.compare_delay_us != args.max_queue_delay_us:
         delays.append(args.compare_delay_us)
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     concurrency_seconds = 2 * args.seconds
     overhead, batching = [], []
     for i, delay_us in enumerate(delays):
@@ -318,16 +316,10 @@ def run(argv: list[str] | None, work: Path) -> dict:
                 }
             batching += batching_rows(server, card, inputs, delay_us, concurrency_seconds)
 
-    invoked = argv if argv is not None else sys.argv[1:]
     result = {
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.bench_triton", *invoked]),
+        "command": command_line("bench_triton", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "load_before": load_before,
-            "load_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "versions": {"onnxruntime": ort.__version__, "triton": triton_version, "python": platform.python_version()},
         "model": model,
         "inputs": f"{len(inputs)} PTB-XL 500 Hz records (tests/data) through hfrisk.model.preprocessing.prepare, cycled",
@@ -344,9 +336,7 @@ def run(argv: list[str] | None, work: Path) -> dict:
             "the executed batch sizes are the figures to compare."
         ),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "triton.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "triton.md").write_text(markdown(result))
+    save(args.out, "triton", result, markdown(result))
     print(markdown(result))
     return result
 

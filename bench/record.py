@@ -1,0 +1,39 @@
+"""What every benchmark records beside its figures: the command that reproduces the run, the
+machine and its load around it, and the JSON + Markdown pair it writes (``docs/bench/<stem>.*``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """``.venv/bin/python -m bench.<module> <arguments>``, quoted for a shell; ``argv`` ``None``:
+    this process's own arguments."""
+    return shlex.join([".venv/bin/python", "-m", f"bench.{module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def load_average() -> list[float]:
+    """1-, 5- and 15-minute load averages: the machine is shared, so every result says how busy it was."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine(load_before: list[float]) -> dict:
+    """CPUs, processor, and the load averages taken before the run and now."""
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+
+
+def save(out: Path, stem: str, result: dict, markdown: str) -> None:
+    """``<out>/<stem>.json`` (the figures) and ``<out>/<stem>.md`` (the report)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown)
