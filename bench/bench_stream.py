@@ -482,6 +482,9 @@ def markdown(r: dict) -> str:
         "",
         r["note"],
         "",
+        "Runs with other settings (one or two preprocessing processes, micro-batch size) and what they show: "
+        "`docs/bench/stream-tuning.md`.",
+        "",
     ]
     return "\n".join(lines)
 
