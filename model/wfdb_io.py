@@ -111,18 +111,18 @@ def _header_fields(comments: Sequence[str]) -> dict[str, str]:
     return fields
 
 
-def _record_line(record: Path) -> list[str]:
+def _record_line(header_text: str) -> list[str]:
     """Tokens of the header's record line (the first line that is not a comment)."""
-    for line in Path(f"{record}.hea").read_text(errors="replace").splitlines():
+    for line in header_text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             return line.split()
     return []
 
 
-def _start_datetime(header: wfdb.Record, record: Path) -> tuple[datetime | None, str]:
+def _start_datetime(header: wfdb.Record, header_text: str) -> tuple[datetime | None, str]:
     """Acquisition start from the header's base date/time; also the raw text it came from."""
-    raw = " ".join(_record_line(record)[4:])
+    raw = " ".join(_record_line(header_text)[4:])
     if header.base_date is not None:
         return datetime.combine(header.base_date, header.base_time or time(0)), raw
     for fmt in _HEADER_TIME_FORMATS:
@@ -309,33 +309,49 @@ def _parse_signal_lines(lines: Sequence[str]) -> dict[str, list] | None:
     return fields
 
 
-def _read_whole_fast(record: Path) -> wfdb.Record | None:
+def _parse_header(text: str) -> tuple[dict, dict | None, list[str]] | None:
+    """``(record fields, signal fields, comment lines)`` of a header as wfdb parses it; signal
+    fields ``None`` for a multi-segment header. ``None`` when this parser cannot tell (a header wfdb
+    would refuse, or a wfdb without the modules it borrows): wfdb then reads it and names the problem.
+    """
+    if wfdb_header is None:
+        return None
+    try:
+        header_lines, comment_lines = wfdb_header.parse_header_content(text)
+        record_fields = _parse_record_line(header_lines[0]) if header_lines else None
+        if record_fields is None:
+            return None
+        if record_fields["n_seg"] is not None:
+            return record_fields, None, comment_lines
+        fields = _parse_signal_lines(header_lines[1:])
+    except Exception:
+        return None
+    return None if fields is None else (record_fields, fields, comment_lines)
+
+
+def _read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | None = None) -> wfdb.Record | None:
     """An ordinary format-16 record (PTB-XL's, and what :func:`write_wfdb` writes) read as
     ``wfdb.rdrecord(record, m2s=False)`` reads it, bit for bit, in a tenth of the time; ``None``
     for anything else (other formats, several files or segments, offsets, a file whose size is
-    not what the header says), which wfdb then reads.
+    not what the header says), which wfdb then reads. ``parsed``: :func:`_parse_header` of its
+    header, if the caller has it.
 
     wfdb spends ~3 ms of a 12-lead read in its header parser's per-field pandas lookups, more than
     all of preprocessing; ``tests/model/test_wfdb_fast_path.py`` holds this path to wfdb on every
     record in ``tests/data``.
     """
-    if wfdb_header is None:
-        return None
-    try:
-        text = Path(f"{record}.hea").read_text(encoding="ascii", errors="ignore")
-        header_lines, comment_lines = wfdb_header.parse_header_content(text)
-        if len(header_lines) < 2:
+    if parsed is None:
+        try:
+            parsed = _parse_header(Path(f"{record}.hea").read_text(encoding="ascii", errors="ignore"))
+        except OSError:
             return None
-        record_fields = _parse_record_line(header_lines[0])
-        fields = _parse_signal_lines(header_lines[1:])
-    except Exception:  # a header wfdb would refuse: let wfdb name the problem
+    if parsed is None or parsed[1] is None:
         return None
-    if fields is None or record_fields is None or record_fields.get("n_seg") is not None:
-        return None
-    n_sig, sig_len = len(header_lines) - 1, record_fields.get("sig_len")
+    record_fields, fields, comment_lines = parsed
+    n_sig, sig_len = len(fields["fmt"]), record_fields["sig_len"]
     files = set(fields["file_name"])
     ordinary = (
-        record_fields.get("n_sig") == n_sig
+        record_fields["n_sig"] == n_sig
         and sig_len
         and len(files) == 1
         and all(f == "16" for f in fields["fmt"])
@@ -369,16 +385,21 @@ def _read_whole_fast(record: Path) -> wfdb.Record | None:
     return rec
 
 
-def _read_whole(record: Path) -> wfdb.Record | None:
+def _read_whole(record: Path, header_text: str) -> wfdb.Record | None:
     """The whole record, header and samples parsed once, when it is an ordinary one (one segment,
     one sample per frame, every sample present); ``None`` sends the caller to the general path.
 
     wfdb parses a 12-lead header in ~3 ms (pandas lookups per field), and ``rdheader`` followed by
     ``rdrecord`` parses it twice: for screening that was more than the whole preprocessing.
     """
-    fast = _read_whole_fast(record)
-    if fast is not None:
-        return fast
+    parsed = _parse_header(header_text)
+    if parsed is not None:
+        fields = parsed[1]
+        if fields is None or any(k != 1 for k in fields["samps_per_frame"]):
+            return None  # several segments or samples per frame: the general path reads them once
+        fast = _read_whole_fast(record, parsed)
+        if fast is not None:
+            return fast
     try:
         rec = wfdb.rdrecord(str(record), m2s=False)
     except Exception:  # let the general path find and name the problem
@@ -388,32 +409,6 @@ def _read_whole(record: Path) -> wfdb.Record | None:
     if any(k != 1 for k in (rec.samps_per_frame or [1])) or rec.p_signal.shape[0] != rec.sig_len:
         return None
     return rec
-
-
-def _read_sliced(record: Path, channels, sampfrom: int, sampto: int | None):
-    """The general path: header first (slice checks, channel choice), then only what is needed."""
-    try:
-        header = wfdb.rdheader(str(record))
-    except Exception as exc:  # wfdb raises many types for a bad header; callers need one.
-        raise _unreadable(record, "cannot parse WFDB header", exc) from exc
-    names, units, spf = _channel_layout(header, record)
-
-    sig_len = header.sig_len
-    stop = sig_len if sampto is None else sampto
-    if stop is not None and stop <= sampfrom:
-        raise ECGInputError(
-            InputErrorReason.TOO_SHORT,
-            f"{record}: empty slice sampfrom={sampfrom}, sampto={stop} (record has {sig_len} samples)",
-        )
-    if sig_len is not None and stop > sig_len:
-        raise ECGInputError(
-            InputErrorReason.TOO_SHORT,
-            f"{record}: sampto={stop} is beyond the end of the record ({sig_len} samples)",
-        )
-
-    keep, dropped = _select_channels(names, units, channels, record)
-    signals, fs_hz, multi_rate = _read_signals(header, record, keep, spf, sampfrom, stop)
-    return header, names, units, spf, sig_len, stop, keep, dropped, signals, fs_hz, multi_rate
 
 
 def read_wfdb(
@@ -449,22 +444,46 @@ def read_wfdb(
     record = resolve_record(record_path)
     if sampfrom < 0:
         raise ValueError(f"sampfrom must be >= 0, got {sampfrom}")
-    whole = _read_whole(record) if sampfrom == 0 and sampto is None else None
+    try:
+        header_bytes = Path(f"{record}.hea").read_bytes()
+    except OSError as exc:
+        raise _unreadable(record, "cannot read WFDB header", exc) from exc
+    whole = None
+    if sampfrom == 0 and sampto is None:
+        # As wfdb decodes a header (ASCII, undecodable bytes dropped).
+        whole = _read_whole(record, header_bytes.decode("ascii", errors="ignore"))
     if whole is not None:
         header = whole
-        names, units, spf = _channel_layout(header, record)
-        sig_len = stop = header.sig_len
-        keep, dropped = _select_channels(names, units, channels, record)
-        signals, fs_hz, multi_rate = [np.asarray(whole.p_signal[:, i], dtype=np.float64) for i in keep], float(whole.fs), False
     else:
-        header, names, units, spf, sig_len, stop, keep, dropped, signals, fs_hz, multi_rate = _read_sliced(
-            record, channels, sampfrom, sampto
+        try:
+            header = wfdb.rdheader(str(record))
+        except Exception as exc:  # wfdb raises many types for a bad header; callers need one.
+            raise _unreadable(record, "cannot parse WFDB header", exc) from exc
+    names, units, spf = _channel_layout(header, record)
+
+    sig_len = header.sig_len
+    stop = sig_len if sampto is None else sampto
+    if stop is not None and stop <= sampfrom:
+        raise ECGInputError(
+            InputErrorReason.TOO_SHORT,
+            f"{record}: empty slice sampfrom={sampfrom}, sampto={stop} (record has {sig_len} samples)",
         )
+    if sig_len is not None and stop > sig_len:
+        raise ECGInputError(
+            InputErrorReason.TOO_SHORT,
+            f"{record}: sampto={stop} is beyond the end of the record ({sig_len} samples)",
+        )
+
+    keep, dropped = _select_channels(names, units, channels, record)
+    if whole is not None:
+        signals, fs_hz, multi_rate = [whole.p_signal[:, i] for i in keep], float(whole.fs), False
+    else:
+        signals, fs_hz, multi_rate = _read_signals(header, record, keep, spf, sampfrom, stop)
     samples = np.stack([to_millivolts(s, units[i]) for s, i in zip(signals, keep)])
 
     comments = list(header.comments or [])
     fields = _header_fields(comments)
-    started, raw_time = _start_datetime(header, record)
+    started, raw_time = _start_datetime(header, header_bytes.decode(errors="replace"))
     if started is not None and fields.get(_TZ_FIELD, "").upper() == "UTC":
         started = started.replace(tzinfo=timezone.utc)
     acquired_at = started + timedelta(seconds=sampfrom / float(header.fs)) if started else None

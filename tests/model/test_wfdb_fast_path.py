@@ -39,7 +39,7 @@ def _assert_same_record(fast: wfdb.Record, slow: wfdb.Record) -> None:
 
 
 def _forced_slow(monkeypatch) -> None:
-    monkeypatch.setattr(wfdb_io, "_read_whole_fast", lambda record: None)
+    monkeypatch.setattr(wfdb_io, "_read_whole_fast", lambda record, parsed=None: None)
 
 
 def test_the_shipped_records_cover_both_paths():
