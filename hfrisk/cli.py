@@ -228,7 +228,7 @@ def up(
     console.print("stack up: " + ", ".join(f"{k} {v}" for k, v in info.urls.items()))
     console.print(f"point other commands at it with: source {info.folder}/stack.env")
     producer = start_replay(settings, info, sources, beds=beds, realtime=realtime, duration_s=duration_s, loop=loop)
-    sink = RedisSink(redis_client(plain_redis_settings(settings), info.urls["redis"]), settings.redis.key_prefix)
+    sink = RedisSink(redis_client(plain_redis_settings(settings, info.urls["redis"])), settings.redis.key_prefix)
     try:
         deadline = time.monotonic() + view_s
         last_change, last_count = time.monotonic(), -1

@@ -49,9 +49,10 @@ def _plain_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in dropped}
 
 
-def plain_redis_settings(settings: Settings) -> RedisSettings:
-    """``settings.redis`` for the local stack's own Redis: no TLS, no login."""
-    return RedisSettings(**settings.redis.model_dump(exclude=set(_SECURITY_FIELDS["REDIS"])))
+def plain_redis_settings(settings: Settings, url: str) -> RedisSettings:
+    """``settings.redis`` for the local stack's own Redis at ``url``: no TLS, no login (a configured
+    ``rediss://`` URL would turn TLS back on)."""
+    return RedisSettings(**{**settings.redis.model_dump(exclude=set(_SECURITY_FIELDS["REDIS"])), "url": url})
 
 
 def stack_dir(settings: Settings) -> Path:

@@ -54,6 +54,7 @@ def test_the_local_stack_ignores_client_security_from_the_environment(monkeypatc
     from pydantic import SecretStr
 
     from hfrisk.config import RedisSettings, Settings
+    from hfrisk.security import redis_client_kwargs, redis_url
     from hfrisk.stack import _plain_environ, plain_redis_settings
 
     monkeypatch.setenv("HFRISK_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
@@ -68,5 +69,10 @@ def test_the_local_stack_ignores_client_security_from_the_environment(monkeypatc
 
     secured = Settings(redis=RedisSettings(username="worker", password=SecretStr("s3cret-pass"), ssl=True,
                                            key_prefix="ward7"))
-    plain = plain_redis_settings(secured)
+    plain = plain_redis_settings(secured, "redis://127.0.0.1:6390/0")
     assert (plain.username, plain.password, plain.ssl, plain.key_prefix) == (None, None, False, "ward7")
+    # A TLS URL configured for the hospital's Redis must not turn TLS on for the stack's own one.
+    remote = Settings(redis=RedisSettings(url="rediss://redis.ward.example:6380/0", key_prefix="ward7"))
+    plain = plain_redis_settings(remote, "redis://127.0.0.1:6390/0")
+    assert not plain.tls and redis_url(plain) == "redis://127.0.0.1:6390/0"
+    assert redis_client_kwargs(plain) == {}
