@@ -141,4 +141,6 @@ def test_parallel_screening_resumes_after_an_interruption(ward, tmp_path, scorer
     reference = screen([ward], scorer, tmp_path / "ref", threshold=0.0, workers=0, progress=False)
     assert sorted(frame["record"]) == sorted(reference["record"])
     merged = frame.merge(reference, on="record")
+    assert (merged["status_x"] == merged["status_y"]).all()
+    assert (merged["log_risk_x"].isna() == merged["log_risk_y"].isna()).all()
     assert ((merged["log_risk_x"] - merged["log_risk_y"]).abs().fillna(0) <= 1e-6).all()

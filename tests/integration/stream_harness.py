@@ -253,7 +253,8 @@ class FaultOutcome:
     expected_events: list
     recover_first_s: float | None
     recover_drained_s: float
-    during_fault: int | None = 0  # windows written while the fault lasted (None: not a downtime)
+    during_fault: int | None = 0  # windows written while the fault lasted (None: not measured)
+    left_at_fault: int | None = None  # expected windows not yet in Redis when the fault began
     notes: list[str] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)  # workers stopped with SIGTERM
@@ -378,7 +379,8 @@ class StreamScenario:
     # -- verdict --
 
     def outcome(self, *, what: str, fault_s: float, recover_first_s: float | None, recover_drained_s: float,
-                during_fault: int = 0, notes: Iterable[str] = ()) -> FaultOutcome:
+                during_fault: int | None = 0, left_at_fault: int | None = None,
+                notes: Iterable[str] = ()) -> FaultOutcome:
         client = self.redis_client()
         try:
             members, keys = redis_view(client, self.prefix, self.ref.patients)
@@ -402,7 +404,7 @@ class StreamScenario:
             unexpected=sorted(set(members) - set(expected) | keys - set(expected)),
             wrong_scores=wrong, alert_events=events, expected_events=list(self.ref.expected_events),
             recover_first_s=recover_first_s, recover_drained_s=recover_drained_s, during_fault=during_fault,
-            notes=list(notes), expected_keys=set(expected),
+            left_at_fault=left_at_fault, notes=list(notes), expected_keys=set(expected),
         )
 
     def stop(self) -> None:
@@ -480,7 +482,8 @@ def run_worker_kill(sc: StreamScenario) -> FaultOutcome:
         first, drained = sc.watch_recovery(t1)
         return _finish(sc, dict(what="worker SIGKILL mid-backlog, replacement started at once", fault_s=t1 - t0,
                                 recover_first_s=first, recover_drained_s=drained,
-                                during_fault=at_kill - len(before)), notes)
+                                during_fault=at_kill - len(before),
+                                left_at_fault=len(sc.ref.expected) - at_kill), notes)
     finally:
         sc.stop()
 
@@ -552,7 +555,8 @@ def run_redis_outage(sc: StreamScenario, redis_server, down_s: float = 10.0, kil
         t1 = time.monotonic()
         first, drained = sc.watch_recovery(t1)
         return _finish(sc, dict(what=f"Redis stopped ({how}) {down_s:.0f} s, restarted from its AOF",
-                                fault_s=t1 - t0, recover_first_s=first, recover_drained_s=drained), notes)
+                                fault_s=t1 - t0, recover_first_s=first, recover_drained_s=drained,
+                                during_fault=None), notes)
     finally:
         sc.stop()
 

@@ -90,7 +90,7 @@ def test_worker_sigkill_mid_backlog_then_replacement(scenario):
     assert_recovered(out)
     # The kill did land mid-stream: some windows were still to be written by the replacement,
     # which rebuilt them from the buffers the dead worker had saved.
-    assert out.written - out.during_fault > 0
+    assert out.left_at_fault > 0, out.notes
     assert "window buffer restored" in out.logs["b"], _tails(out)
 
 
@@ -116,7 +116,6 @@ def test_redis_killed_and_restarted_from_its_aof(scenario, tmp_path_factory):
         out = _run(scenario, "redis", run_redis_outage, own_redis, redis=own_redis, kill=True)
         assert own_redis.running()
         assert_recovered(out)
-        assert out.during_fault == 0  # nothing can be written while Redis is down
         assert out.recover_first_s is not None
 
 
