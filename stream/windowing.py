@@ -278,24 +278,24 @@ class _Chunk:
         )
 
 
-def _millivolts(chunk: Any) -> tuple[np.ndarray, bool]:
-    """The chunk's samples in mV, and whether they are known to be finite already."""
+def _millivolts(chunk: Any) -> np.ndarray:
+    """The chunk's samples in mV; raises ``ValueError`` for a wrong shape or NaN/inf samples."""
     if hasattr(chunk, "to_ecg"):
-        return chunk.to_ecg().samples, True  # an ECG refuses NaN/inf when it is built
+        return chunk.to_ecg().samples  # an ECG refuses NaN/inf when it is built
     samples = np.asarray(chunk.samples, dtype=np.float32)
     if samples.ndim != 2 or samples.shape[0] != len(chunk.lead_names) or samples.shape[1] == 0:
         raise ValueError(f"chunk samples must be (n_leads={len(chunk.lead_names)}, n>0), got {samples.shape}")
-    return samples, False
+    if not np.isfinite(samples).all():
+        raise ValueError(f"chunk {chunk.sequence} of {chunk.patient_id!r} has NaN/inf samples")
+    return samples
 
 
 def _normalise(chunk: Any) -> _Chunk:
     fs_hz = float(chunk.fs_hz)
     if not math.isfinite(fs_hz) or fs_hz <= 0:
         raise ValueError(f"chunk sampling rate must be > 0 Hz, got {chunk.fs_hz}")
-    samples, finite = _millivolts(chunk)
     # Refused before any state changes: a NaN would otherwise surface only when a window is cut.
-    if not finite and not np.isfinite(samples).all():
-        raise ValueError(f"chunk {chunk.sequence} of {chunk.patient_id!r} has NaN/inf samples")
+    samples = _millivolts(chunk)
     return _Chunk(
         sequence=int(chunk.sequence),
         start_us=int(chunk.acquired_at_us),

@@ -415,26 +415,28 @@ class StreamWorker:
         log.debug("batch done", chunks=len(records), windows=len(windows), **report.timings)
         return report
 
-    def _decode(self, record: ChunkRecord, report: BatchReport) -> EcgChunk | None:
-        def refuse(reason: str, detail: str, patient_id: str = "") -> None:
-            report.dead_letters.append(DeadLetter.for_message(
-                record.value, key=record.key, reason=reason, detail=detail, topic=record.topic,
-                partition=record.partition, offset=record.offset, timestamp_ms=record.timestamp_ms,
-                patient_id=patient_id, max_message_bytes=self.options.max_message_bytes,
-            ))
-            report.chunks["dead_letter"] += 1
+    def _refuse(self, record: ChunkRecord, report: BatchReport, reason: str, detail: str, patient_id: str = "") -> None:
+        """Dead-letter the message ``record`` (its original bytes) with ``reason``."""
+        report.dead_letters.append(DeadLetter.for_message(
+            record.value, key=record.key, reason=reason, detail=detail, topic=record.topic,
+            partition=record.partition, offset=record.offset, timestamp_ms=record.timestamp_ms,
+            patient_id=patient_id, max_message_bytes=self.options.max_message_bytes,
+        ))
+        report.chunks["dead_letter"] += 1
 
+    def _decode(self, record: ChunkRecord, report: BatchReport) -> EcgChunk | None:
         try:
             chunk = decode_chunk(record.value, max_bytes=self.options.max_message_bytes, window=self.card.window)
         except ECGInputError as err:
-            refuse(err.reason.value, err.detail)
+            self._refuse(record, report, err.reason.value, err.detail)
             return None
         except Exception as exc:  # the decoder promises ECGInputError; anything else is a bug, not a crash
-            refuse(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            self._refuse(record, report, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
             return None
         if record.key is None or bytes(record.key) != message_key(chunk.patient_id):
-            refuse(KEY_MISMATCH, f"message key {record.key!r} is not the chunk's patient id {chunk.patient_id!r}",
-                   chunk.patient_id)
+            self._refuse(record, report, KEY_MISMATCH,
+                         f"message key {record.key!r} is not the chunk's patient id {chunk.patient_id!r}",
+                         chunk.patient_id)
             return None
         if self.pseudonymise is not None:  # from here on only the pseudonym exists (docs/security.md)
             chunk = replace(chunk, patient_id=self.pseudonymise(chunk.patient_id))
@@ -446,13 +448,7 @@ class StreamWorker:
         try:
             outcomes = buffer.feed(chunk)
         except Exception as exc:  # a decoded chunk the buffer cannot take: keep it, do not stop
-            report.dead_letters.append(DeadLetter.for_message(
-                record.value, key=record.key, reason=INTERNAL_ERROR, detail=f"windowing: {type(exc).__name__}: {exc}",
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                timestamp_ms=record.timestamp_ms, patient_id=chunk.patient_id,
-                max_message_bytes=self.options.max_message_bytes,
-            ))
-            report.chunks["dead_letter"] += 1
+            self._refuse(record, report, INTERNAL_ERROR, f"windowing: {type(exc).__name__}: {exc}", chunk.patient_id)
             return []
         if buffer.stats.duplicates > duplicates:
             report.chunks["duplicate"] += 1
@@ -593,7 +589,6 @@ class StreamWorker:
 
     def abort(self) -> None:
         """Abandon the running batch and stop saving or acknowledging anything (shutdown)."""
-        self._aborted = True
         self._abandon()
         if self._batch is not None:
             self._batch.cancel()

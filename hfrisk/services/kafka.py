@@ -49,7 +49,7 @@ from kafka import KafkaAdminClient
 from ..config import get_settings
 from ..logs import get_logger
 from .jars import kafka_jars
-from .process import ManagedProcess, ServiceError, ServiceNotInstalled, free_port, port_open
+from .process import ManagedProcess, ServiceError, ServiceNotInstalled, client_host, free_port, port_open
 
 __all__ = [
     "KafkaBroker",
@@ -211,7 +211,7 @@ class KafkaBroker:
     def host(self) -> str:
         """Where clients connect and what the broker advertises: loopback when it listens on
         loopback or on every interface, else the one address it was bound to."""
-        return HOST if self.bind_address in (HOST, "0.0.0.0", "::") else self.bind_address
+        return client_host(self.bind_address, HOST)
 
     @property
     def bootstrap_servers(self) -> str:

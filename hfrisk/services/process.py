@@ -33,6 +33,16 @@ class ServiceNotInstalled(ServiceError):
     """
 
 
+# What servers bind to when told to listen on every interface (Redis writes "* -::*").
+_EVERY_INTERFACE = ("0.0.0.0", "::", "* -::*")
+
+
+def client_host(bind_address: str, loopback: str = "127.0.0.1") -> str:
+    """Where a client on this machine connects to a server bound to ``bind_address``: loopback
+    when it listens there or on every interface, else the one address it was bound to."""
+    return loopback if bind_address == loopback or bind_address in _EVERY_INTERFACE else bind_address
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

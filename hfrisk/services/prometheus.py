@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..config import get_settings
 from ..logs import get_logger
-from .process import ManagedProcess, ServiceError, ServiceNotInstalled, free_port, port_open
+from .process import ManagedProcess, ServiceError, ServiceNotInstalled, client_host, free_port, port_open
 
 __all__ = ["PrometheusServer", "find_prometheus", "prometheus_config"]
 
@@ -92,7 +92,7 @@ class PrometheusServer:
     @property
     def host(self) -> str:
         """Where clients connect: loopback unless the server is bound to one other address."""
-        return HOST if self.bind_address in (HOST, "0.0.0.0", "::") else self.bind_address
+        return client_host(self.bind_address, HOST)
 
     @property
     def url(self) -> str:

@@ -34,7 +34,7 @@ import redis
 
 from ..config import get_settings
 from ..logs import get_logger
-from .process import ManagedProcess, ServiceNotInstalled, free_port, port_open
+from .process import ManagedProcess, ServiceNotInstalled, client_host, free_port, port_open
 
 __all__ = ["PERSISTENCE_MODES", "WORKER_COMMANDS", "RedisServer", "RedisTLS", "RedisUser", "find_redis_server"]
 
@@ -146,7 +146,7 @@ class RedisServer:
     @property
     def host(self) -> str:
         """Where clients connect: loopback unless the server is bound to one other address."""
-        return HOST if self.bind_address in (HOST, "0.0.0.0", "::", "* -::*") else self.bind_address
+        return client_host(self.bind_address, HOST)
 
     @property
     def url(self) -> str:
