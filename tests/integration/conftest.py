@@ -9,49 +9,33 @@ leave it running.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 
 from hfrisk.services.kafka import KafkaBroker
-from hfrisk.services.process import ServiceNotInstalled
 from hfrisk.services.prometheus import PrometheusServer
 from hfrisk.services.redis_server import RedisServer
 
-from .service_required import service_unavailable
-
-Server = TypeVar("Server", KafkaBroker, RedisServer, PrometheusServer)
-
-
-def _serve(what: str, make: Callable[[], Server]) -> Iterator[Server]:
-    server = make()
-    try:
-        server.start()
-    except ServiceNotInstalled as exc:
-        service_unavailable(f"{what} ({exc})")
-    try:
-        yield server
-    finally:
-        server.stop()
+from .service_required import serve
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> Iterator[KafkaBroker]:
     """A single-node KRaft Kafka (jars from the cache under state_dir); ``.bootstrap_servers``."""
-    yield from _serve("Kafka broker", lambda: KafkaBroker(tmp_path_factory.mktemp("kafka")))
+    yield from serve("Kafka broker", lambda: KafkaBroker(tmp_path_factory.mktemp("kafka")))
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     """Redis with AOF persistence; ``.url``, ``.client()``."""
-    yield from _serve("redis-server", lambda: RedisServer(tmp_path_factory.mktemp("redis")))
+    yield from serve("redis-server", lambda: RedisServer(tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(scope="session")
 def prometheus_server(tmp_path_factory) -> Iterator[PrometheusServer]:
     """Prometheus with no targets yet: tests add theirs with ``add_targets`` and remove them."""
-    yield from _serve("prometheus", lambda: PrometheusServer(tmp_path_factory.mktemp("prometheus")))
+    yield from serve("prometheus", lambda: PrometheusServer(tmp_path_factory.mktemp("prometheus")))
 
 
 from .triton_fixture import triton_server  # noqa: E402,F401  (session fixture shared by the stream tests)

@@ -7,8 +7,21 @@ reason to pass quietly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 import pytest
+
+from hfrisk.services.process import ServiceNotInstalled
+
+
+class _Server(Protocol):
+    def start(self): ...
+
+    def stop(self): ...
+
+
+Server = TypeVar("Server", bound=_Server)
 
 
 def in_ci() -> bool:
@@ -20,3 +33,16 @@ def service_unavailable(what: str) -> None:
     if in_ci():
         pytest.fail(f"{what} is required in CI but could not be started", pytrace=False)
     pytest.skip(f"{what} not available on this machine")
+
+
+def serve(what: str, make: Callable[[], Server]) -> Iterator[Server]:
+    """A fixture body: ``make()`` started, yielded, stopped; not installed: :func:`service_unavailable`."""
+    server = make()
+    try:
+        server.start()
+    except ServiceNotInstalled as exc:
+        service_unavailable(f"{what} ({exc})")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -148,8 +148,12 @@ def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=()) -> None:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0, **consumer_options) -> list:
+    """Every record of every partition of ``topic`` from the beginning (no consumer group): until
+    ``expected`` arrived or ``timeout_s``, then one more poll, so that duplicates beyond
+    ``expected`` show."""
+    options = {"max_partition_fetch_bytes": 4 << 20, **consumer_options}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(partitions)

@@ -38,11 +38,7 @@ from hfrisk.stream.replay import feed
 from hfrisk.stream.schema import encode_chunk
 from hfrisk.stream.windowing import Window, WindowAssembler
 
-from . import conftest as _conftest
 from .stream_harness import HOP_S, RECORDS, redis_view, start_worker, stream_topics, wait_until, worker_env
-
-if not hasattr(_conftest, "triton_server"):
-    from .triton_fixture import triton_server  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

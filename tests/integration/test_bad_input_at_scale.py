@@ -35,7 +35,6 @@ from hfrisk.stream.replay import feed
 from hfrisk.stream.schema import encode_chunk
 from tests.stream.malformed import draw_messages, mutated_messages, named_corpus, refusal, template_messages
 
-from . import conftest as _conftest
 from .stream_harness import (
     RECORDS,
     consume_all,
@@ -46,9 +45,6 @@ from .stream_harness import (
     wait_until,
     worker_env,
 )
-
-if not hasattr(_conftest, "triton_server"):
-    from .triton_fixture import triton_server  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

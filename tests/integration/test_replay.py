@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import defaultdict
 
 import numpy as np
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from hfrisk.config import KafkaSettings
@@ -17,6 +16,8 @@ from hfrisk.services.kafka import create_topics
 from hfrisk.stream.replay import replay
 from hfrisk.stream.schema import decode_chunk, message_key
 from hfrisk.stream.topics import ensure_topics, topic_specs
+
+from .stream_harness import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -53,30 +54,6 @@ def _describe(bootstrap: str, names: list[str]) -> tuple[dict[str, int], dict[st
     return counts, configs
 
 
-def _consume_topic(broker, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    """Every record of every partition of ``topic`` from the beginning (no consumer group)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap_servers,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=broker.max_message_bytes,
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        # One more poll: anything beyond `expected` would be a duplicate.
-        for batch in consumer.poll(timeout_ms=500).values():
-            records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
 def test_ensure_topics_creates_the_streams_topics_with_their_partitions(kafka_broker):
     settings = _settings(kafka_broker, partitions=3)
     names = [spec.name for spec in topic_specs(settings)]
@@ -104,7 +81,8 @@ def test_replay_three_ptbxl_records_for_two_beds(kafka_broker, ecg_data_dir):
 
     assert (stats.records, stats.records_failed, stats.beds, stats.chunks) == (3, 0, 2, 30)
     assert stats.int16_chunks == 30 and stats.bytes < 30 * 15_000
-    messages = _consume_topic(kafka_broker, settings.ecg_topic, expected=stats.chunks)
+    messages = consume_all(kafka_broker.bootstrap_servers, settings.ecg_topic, stats.chunks,
+                           max_partition_fetch_bytes=kafka_broker.max_message_bytes)
     assert len(messages) == stats.chunks and sum(len(m.value) for m in messages) == stats.bytes
 
     by_bed = defaultdict(list)
@@ -140,7 +118,7 @@ def test_realtime_replay_is_paced_and_skips_unreadable_records(kafka_broker, ecg
     assert stats.records_failed == 1 and stats.records == 2 and stats.chunks == 8
     # The last chunk (bed 1, staggered by half a chunk) is due 1.125 s after the start.
     assert 1.1 <= stats.wall_s < 3.0, stats.summary()
-    messages = _consume_topic(kafka_broker, topic, expected=8)
+    messages = consume_all(kafka_broker.bootstrap_servers, topic, 8, max_partition_fetch_bytes=kafka_broker.max_message_bytes)
     assert sorted((decode_chunk(m.value).patient_id, decode_chunk(m.value).sequence) for m in messages) == [
         (bed, seq) for bed in ("bed-0", "bed-1") for seq in range(4)
     ]

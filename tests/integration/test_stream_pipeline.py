@@ -44,7 +44,6 @@ from hfrisk.stream.topics import ensure_topics
 from hfrisk.stream.windowing import PatientBuffer, Window
 from tests.stream.test_worker_unit import MAX_BYTES, bad_messages
 
-from . import conftest as _conftest
 from .stream_harness import (
     RECORDS,
     consume_all,
@@ -56,9 +55,6 @@ from .stream_harness import (
     window_sequences,
     worker_env,
 )
-
-if not hasattr(_conftest, "triton_server"):  # until conftest imports it for every module
-    from .triton_fixture import triton_server  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,9 +17,8 @@ import pytest
 
 from hfrisk.config import KafkaSettings, RedisSettings
 from hfrisk.services.kafka import KafkaBroker, KafkaListenerSecurity
-from hfrisk.services.process import ServiceNotInstalled
 from hfrisk.services.redis_server import RedisServer, RedisTLS, RedisUser
-from tests.integration.service_required import service_unavailable
+from tests.integration.service_required import serve
 
 from .certs import CertFiles, make_pki
 
@@ -61,34 +60,18 @@ def secure_kafka(pki, secrets_dir, tmp_path_factory) -> Iterator[Secured]:
     """Kafka with one SASL_SSL (SCRAM-SHA-512) client listener; user ``hfrisk-worker``."""
     password = secrets.token_urlsafe(24)
     security = KafkaListenerSecurity(pki.certfile, pki.keyfile, pki.cafile, users={KAFKA_USER: password})
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-sasl"), security=security)
-    try:
-        broker.start()
-    except ServiceNotInstalled as exc:
-        service_unavailable(f"Kafka broker ({exc})")
-    try:
+    for broker in serve("Kafka broker", lambda: KafkaBroker(tmp_path_factory.mktemp("kafka-sasl"), security=security)):
         yield Secured(broker, password, _secret_file(secrets_dir, "kafka-password", password))
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="session")
 def secure_redis(pki, secrets_dir, tmp_path_factory) -> Iterator[Secured]:
     """Redis on a TLS-only port with ACLs: the default user off, ``hfrisk-worker`` on ``hfrisk:*``."""
     password = secrets.token_urlsafe(24)
-    server = RedisServer(
-        tmp_path_factory.mktemp("redis-tls"),
-        users=[RedisUser(REDIS_USER, password, key_patterns=(f"{REDIS_PREFIX}:*",))],
-        tls=RedisTLS(pki.certfile, pki.keyfile, pki.cafile),
-    )
-    try:
-        server.start()
-    except ServiceNotInstalled as exc:
-        service_unavailable(f"redis-server ({exc})")
-    try:
+    users = [RedisUser(REDIS_USER, password, key_patterns=(f"{REDIS_PREFIX}:*",))]
+    tls = RedisTLS(pki.certfile, pki.keyfile, pki.cafile)
+    for server in serve("redis-server", lambda: RedisServer(tmp_path_factory.mktemp("redis-tls"), users=users, tls=tls)):
         yield Secured(server, password, _secret_file(secrets_dir, "redis-password", password))
-    finally:
-        server.stop()
 
 
 def kafka_client_settings(secured: Secured, pki: CertFiles, **changes) -> KafkaSettings:

@@ -33,6 +33,7 @@ from hfrisk.stream.schema import HEADER_BYTES, encode_chunk, load_schema, messag
 from hfrisk.stream.scoring_batch import Backoff, InferenceRejected, Preprocessor, TritonScorer
 from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
 from hfrisk.stream.worker import BatchAborted, ChunkRecord, StreamWorker, WorkerOptions
+from tests.stream.malformed import tamper
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
 CARD = default_card()
@@ -48,17 +49,6 @@ MAX_BYTES = 64 * 1024
 def good_chunks(beds: int = 2, records: int = 4, salt: str | None = None) -> list:
     """Chunks as monitors would send them: 1-s chunks of PTB-XL records, beds interleaved."""
     return [chunk for _, chunk in feed([RECORDS], beds=beds, max_records=records, start_us=START_US, salt=salt)]
-
-
-def tamper(data: bytes, **changes) -> bytes:
-    """Re-write a valid message with some Avro fields changed, bypassing the encoder's checks."""
-    schema = load_schema()
-    record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_BYTES:]), schema, None)
-    record.update(changes)
-    out = io.BytesIO()
-    out.write(data[:HEADER_BYTES])
-    fastavro.schemaless_writer(out, schema, record)
-    return out.getvalue()
 
 
 def bad_messages(template: bytes, patient_id: str, oversized_chunk) -> dict[str, tuple[bytes, bytes, str]]:
