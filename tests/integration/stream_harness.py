@@ -355,10 +355,16 @@ class StreamScenario:
 
         wait_until(what, done, timeout_s=timeout_s, workers=self.live_workers())
 
-    def watch_recovery(self, since: float, timeout_s: float = WAIT_S) -> tuple[float | None, float]:
+    def watch_recovery(self, since: float, timeout_s: float = WAIT_S,
+                       baseline: set | None = None) -> tuple[float | None, float]:
         """Poll Redis from ``since`` (monotonic, the end of the fault): seconds until the first
-        window new since then is written, and until every expected window is in Redis."""
-        before = None
+        window new since then is written, and until every expected window is in Redis.
+
+        ``baseline``: the windows in Redis while the fault still held. Without it the first poll is
+        the baseline, and a worker that recovers before that poll (Triton is ready to the worker
+        before ``restart()`` returns) would leave nothing "new" to time.
+        """
+        before = baseline
         first = None
         expected = set(self.ref.expected)
         deadline = since + timeout_s
@@ -479,11 +485,12 @@ def run_worker_kill(sc: StreamScenario) -> FaultOutcome:
             time.sleep(0.02)
         t0 = time.monotonic()
         a.stop(kill=True)
-        at_kill = len(sc.written())
+        written_at_kill = sc.written()
+        at_kill = len(written_at_kill)
         sc.start_worker("b")
         t1 = time.monotonic()
         notes.append(f"{at_kill}/{len(sc.ref.expected)} windows in Redis at the kill")
-        first, drained = sc.watch_recovery(t1)
+        first, drained = sc.watch_recovery(t1, baseline=written_at_kill)
         return _finish(sc, dict(what="worker SIGKILL mid-backlog, replacement started at once", fault_s=t1 - t0,
                                 recover_first_s=first, recover_drained_s=drained,
                                 during_fault=at_kill - len(before),
@@ -533,10 +540,11 @@ def run_triton_outage(sc: StreamScenario, triton, down_s: float = 10.0) -> Fault
         triton.stop()
         sc.produce(sc.ref.chunks_between(CUT_S))
         time.sleep(max(0.0, t0 + down_s - time.monotonic()))
-        during = len(sc.written() - before)
+        written_down = sc.written()
+        during = len(written_down - before)
         triton.restart()  # same ports, waits until the model is ready
         t1 = time.monotonic()
-        first, drained = sc.watch_recovery(t1)
+        first, drained = sc.watch_recovery(t1, baseline=written_down)
         return _finish(sc, dict(what=f"Triton stopped {down_s:.0f} s, restarted (same ports)", fault_s=t1 - t0,
                                 recover_first_s=first, recover_drained_s=drained, during_fault=during), notes)
     finally:
@@ -551,13 +559,14 @@ def run_redis_outage(sc: StreamScenario, redis_server, down_s: float = 10.0, kil
     try:
         sc.start_worker("w")
         _first_half(sc)
+        before = sc.written()
         t0 = time.monotonic()
         redis_server.stop(kill=kill)
         sc.produce(sc.ref.chunks_between(CUT_S))
         time.sleep(max(0.0, t0 + down_s - time.monotonic()))
         redis_server.start()
         t1 = time.monotonic()
-        first, drained = sc.watch_recovery(t1)
+        first, drained = sc.watch_recovery(t1, baseline=before)
         return _finish(sc, dict(what=f"Redis stopped ({how}) {down_s:.0f} s, restarted from its AOF",
                                 fault_s=t1 - t0, recover_first_s=first, recover_drained_s=drained,
                                 during_fault=None), notes)
