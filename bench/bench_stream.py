@@ -409,7 +409,8 @@ def markdown(r: dict) -> str:
         f"When: {r['when']}; machine: {r['machine']['cpus']} CPUs ({r['machine']['processor']}), load average "
         f"{r['machine']['load_before']} before, {r['machine']['load_after']} after; no GPU.  ",
         f"Model: {r['model']}. Worker: batch_size {r['worker']['batch_size']}, batch_timeout_s "
-        f"{r['worker']['batch_timeout_s']}, hop {r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
+        f"{r['worker']['batch_timeout_s']}, {r['worker'].get('batches_in_flight', 1)} batch(es) in flight, hop "
+        f"{r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
         f"process(es), checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
         "Triton with one ONNX Runtime thread.",
         "",
@@ -567,7 +568,8 @@ def run(args, argv, work: Path) -> dict:
         "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
         "partitions": args.partitions,
         "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
-                   "prep_workers": args.prep_workers, "checkpoint_interval_s": 2.0},
+                   "batches_in_flight": stream.batches_in_flight, "prep_workers": args.prep_workers,
+                   "checkpoint_interval_s": 2.0},
         "overhead_duration_s": args.overhead_duration_s,
         "duration_s": args.duration_s,
         "realtime_s": args.realtime_s,

@@ -193,6 +193,9 @@ class StreamSettings(BaseModel):
     min_windows_to_flag: int = 2
     batch_size: int = 32
     batch_timeout_s: float = 0.2
+    # Micro-batches scored and written at once by a worker: the next one is windowed and
+    # preprocessed while the last one is written (1: strictly one after the other).
+    batches_in_flight: int = Field(default=2, ge=1, le=8)
     metrics_port: int = 8003
     # Seconds of later signal a chunk may be overtaken by before it is declared lost (windowing).
     reorder_s: float = 5.0

@@ -162,6 +162,7 @@ def worker_command(
         options=WorkerOptions(
             checkpoint_interval_s=checkpoint_interval_s, backoff=backoff,
             max_message_bytes=settings.kafka.max_message_bytes,
+            batches_in_flight=settings.stream.batches_in_flight,
         ),
     )
     install_agents(app, worker, settings)

@@ -19,13 +19,22 @@ across all patients of the worker's partitions):
 6. **checkpoint** (at most every ``checkpoint_interval_s``): save every changed patient buffer to
    Redis, then acknowledge the messages processed since the last checkpoint.
 
+**Batches in flight.** Steps 1-2 run in the agent (:meth:`StreamWorker.submit`); steps 3-5 run in
+a task per batch, so that the agent fetches and windows the next batch while the last one is
+preprocessed, scored and written: up to ``stream.batches_in_flight`` batches (default 2) at once.
+Otherwise the event loop waits in turn on the preprocessing processes, Triton and Redis and the
+cores sit half idle (docs/bench/stream-tuning.md). Batches are scored concurrently but write
+and publish strictly in the order they were taken, so each patient's windows reach the alert
+policy in time order. A checkpoint first waits until no batch is in flight.
+
 **At-least-once, and why it holds.** Faust commits a partition's offset only up to the oldest
 message not yet acknowledged. ``take()`` would acknowledge a batch as soon as the loop body asks
 for the next one (and also when the generator is closed by a shutdown or an exception, i.e. also
 for a batch that was never written). The agent therefore uses ``noack_take()`` and acknowledges
 explicitly, and only in step 6: after the windows those messages completed are in Redis (step 4),
 their alerts and dead letters are on Kafka (step 5), and the buffers holding their samples are
-saved (step 6). Messages are acknowledged in the order they were consumed and all at once, so no
+saved (step 6). Buffers are saved only with no batch in flight: a saved buffer holding chunks of
+a batch not written yet would make a restart take them for duplicates and skip their windows. Messages are acknowledged in the order they were consumed and all at once, so no
 acknowledged message ever sits above an unacknowledged one (Faust would commit past a one-message
 hole). A worker that dies anywhere before step 6 (SIGKILL between the Triton call and the Redis
 write included) leaves the messages uncommitted; its successor restores each patient's buffer as
@@ -36,7 +45,8 @@ window written twice into a no-op that hands back its alert events to re-send. S
 lands in Redis exactly once, and every alert and score reaches Kafka at least once (consumers
 deduplicate on ``event_id`` / ``(patient_id, window_id)``). Triton or Redis being down only stops
 the batch where it is: nothing is acknowledged, nothing valid is dead-lettered. An unexpected
-exception (a bug) stops the worker rather than skipping messages.
+exception (a bug) stops the worker rather than skipping messages: from the failed batch on,
+nothing is saved or acknowledged (:class:`BatchFailed`), and the batches after it are not written.
 
 **Rebalances and stops.** Faust (``stream_wait_empty``) waits for the messages in flight to be
 acknowledged before it gives partitions away or stops; the checkpoint task then checkpoints at
@@ -99,6 +109,7 @@ from .windowing import SkippedWindows, Window, WindowAssembler
 
 __all__ = [
     "BatchAborted",
+    "BatchFailed",
     "ChunkRecord",
     "OutboundMessage",
     "Publisher",
@@ -133,6 +144,11 @@ except ImportError:  # pragma: no cover - aiokafka comes with faust
 
 class BatchAborted(RuntimeError):
     """The batch was abandoned because the worker is stopping; none of its messages was acknowledged."""
+
+
+class BatchFailed(RuntimeError):
+    """An earlier batch failed (a bug): its windows were never written, so the worker must stop
+    without saving or acknowledging anything more; a restart redoes it from the last checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -193,11 +209,13 @@ class BufferStore:
 class WorkerOptions:
     """``checkpoint_interval_s``: how often buffers are saved and messages acknowledged.
     ``backoff``: waits between retries while Redis or Kafka is unreachable (its cap is how long
-    a batch may keep waiting after the server is back: docs/reliability.md)."""
+    a batch may keep waiting after the server is back: docs/reliability.md).
+    ``batches_in_flight``: micro-batches being scored and written at once (1: one after the other)."""
 
     checkpoint_interval_s: float = 2.0
     backoff: Backoff = field(default_factory=lambda: Backoff(first_s=0.2, max_s=2.0))
     max_message_bytes: int = 4 * 1024 * 1024
+    batches_in_flight: int = 2
 
 
 @dataclass
@@ -281,15 +299,19 @@ class StreamWorker:
         self.metrics = metrics or StreamMetrics()
         self.options = options or WorkerOptions()
         self._sleep = sleep
-        # One batch or checkpoint at a time: buffers must not move while they are being saved.
+        # Held while a batch goes into the buffers and while they are saved (with no batch in
+        # flight: a saved buffer must never hold chunks whose windows are not written yet).
         self._lock = asyncio.Lock()
         self._pending: list[ChunkRecord] = []  # processed, not yet acknowledged
         self._dirty: set[str] = set()  # patients whose buffers changed since the last checkpoint
         self._partition_of: dict[str, tuple[str, int]] = {}
         self._next_offset: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
-        self._batch: asyncio.Task | None = None
-        self._batch_started = 0.0
+        self._assembling: asyncio.Future | None = None
+        self._assembling_since = 0.0
+        # Batches being scored, written and published, oldest first -> when they were started.
+        self._in_flight: dict[asyncio.Future, float] = {}
+        self._failure: BaseException | None = None
         # Set by abort(): buffers may hold chunks whose windows were never written, so nothing
         # may be saved or acknowledged any more; a restart redoes it all from the last checkpoint.
         self._aborted = False
@@ -310,7 +332,9 @@ class StreamWorker:
         settings = settings or get_settings()
         client = redis_client or make_redis_client(settings.redis)
         sink = RedisSink(client, settings.redis.key_prefix, policy=AlertPolicy.from_settings(settings.stream))
-        options = options or WorkerOptions(max_message_bytes=settings.kafka.max_message_bytes)
+        options = options or WorkerOptions(
+            max_message_bytes=settings.kafka.max_message_bytes, batches_in_flight=settings.stream.batches_in_flight
+        )
         return cls(
             card=card,
             assembler=WindowAssembler.from_settings(card, settings.stream),
@@ -326,51 +350,90 @@ class StreamWorker:
 
     # -- one batch ------------------------------------------------------------------------------
 
-    async def handle(self, records: Sequence[ChunkRecord]) -> BatchReport:
-        """Process one micro-batch; its messages are acknowledged at the next checkpoint.
+    async def submit(self, records: Sequence[ChunkRecord]) -> asyncio.Future:
+        """Start one micro-batch and return as soon as it is under way.
 
-        Raises :class:`BatchAborted` if :meth:`abort` cut it short (the worker is stopping).
+        The batch's chunks go into the buffers now (decode, window); scoring, the Redis write and
+        publishing run in a task of their own, the returned future (its :class:`BatchReport`), so
+        that the next batch is fetched and windowed while this one is preprocessed and written.
+        At most ``options.batches_in_flight`` run at once, and their writes happen in the order
+        they were submitted (a patient's windows reach the alert policy in order). Messages are
+        acknowledged at the next checkpoint after their batch is written.
+
+        Raises :class:`BatchAborted` if the worker is stopping, :class:`BatchFailed` if an earlier
+        batch failed (its windows are lost to this process: it must stop and be restarted).
         """
+        while len(self._in_flight) >= max(1, self.options.batches_in_flight):
+            self._check_usable()
+            await asyncio.wait(list(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
         async with self._lock:
-            if self._aborted:
-                raise BatchAborted("the worker is stopping")
+            self._check_usable()
+            if time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s:
+                await self._settle()
+                await self._checkpoint()
+                self._check_usable()
+            report = BatchReport()
             # In a task of its own so that abort() can cancel the batch without cancelling the caller.
-            self._batch = asyncio.ensure_future(self._process(records))
-            self._batch_started = time.monotonic()
+            self._assembling = asyncio.ensure_future(self._assemble(records, report))
+            self._assembling_since = time.monotonic()
             try:
-                report = await self._batch
+                windows = await self._assembling
             except asyncio.CancelledError:
-                self._batch.cancel()
-                self._abandon()
+                self._assembling.cancel()
+                self._abandon()  # the buffers may hold part of the batch
                 if self._aborted and not _cancelling():
                     raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
                 raise
             finally:
-                self._batch = None
-            self._pending.extend(records)
-            for record in records:
-                tp = (record.topic, record.partition)
-                self._next_offset[tp] = max(self._next_offset.get(tp, 0), record.offset + 1)
-            if time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s:
-                await self._checkpoint()
-            return report
+                self._assembling = None
+            previous = next(reversed(self._in_flight), None)
+            batch = asyncio.ensure_future(self._finish(records, windows, report, previous))
+            self._in_flight[batch] = time.monotonic()
+            batch.add_done_callback(self._finished)
+            return batch
 
-    async def _process(self, records: Sequence[ChunkRecord]) -> BatchReport:
-        report = BatchReport()
-        clock = time.perf_counter()
+    async def handle(self, records: Sequence[ChunkRecord]) -> BatchReport:
+        """:meth:`submit` one micro-batch and wait until it is written and published."""
+        batch = await self.submit(records)
+        try:
+            return await batch
+        except asyncio.CancelledError:
+            if self._aborted and not _cancelling():
+                raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
+            raise
 
-        def lap(step: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            report.timings[step] = round(now - clock, 6)
-            clock = now
+    def _check_usable(self) -> None:
+        if self._failure is not None and not isinstance(self._failure, BatchAborted):
+            raise BatchFailed("an earlier batch failed; stopping so that its messages are redelivered") \
+                from self._failure
+        if self._aborted:
+            raise BatchAborted("the worker is stopping")
 
+    def _finished(self, batch: asyncio.Future) -> None:
+        self._in_flight.pop(batch, None)
+        if batch.cancelled():
+            self._abandon()
+        elif batch.exception() is not None:
+            # Its chunks are in the buffers but its windows were never written: saving the buffers
+            # now would lose those windows for good, so nothing more is saved or acknowledged.
+            self._failure = self._failure or batch.exception()
+            self._abandon()
+
+    async def _settle(self) -> None:
+        """Wait until every batch in flight has finished (written, failed or cancelled)."""
+        while self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+
+    async def _assemble(self, records: Sequence[ChunkRecord], report: BatchReport) -> list[tuple[Window, ChunkRecord]]:
+        """Decode ``records`` and feed them to the buffers: the windows they complete."""
+        started = time.perf_counter()
         decoded: list[tuple[ChunkRecord, EcgChunk]] = []
         for record in records:
             chunk = self._decode(record, report)
             if chunk is not None:
                 decoded.append((record, chunk))
-        lap("decode")
+        decoded_at = time.perf_counter()
+        report.timings["decode"] = round(decoded_at - started, 6)
 
         await self._restore({chunk.patient_id for _, chunk in decoded} - set(self.assembler.buffers))
         windows: list[tuple[Window, ChunkRecord]] = []
@@ -381,13 +444,29 @@ class StreamWorker:
                 else:
                     report.skipped.append(outcome)
         self.metrics.patients_active.set(len(self.assembler.buffers))
-        lap("window")
+        report.timings["window"] = round(time.perf_counter() - decoded_at, 6)
+        return windows
 
+    async def _finish(
+        self,
+        records: Sequence[ChunkRecord],
+        windows: list[tuple[Window, ChunkRecord]],
+        report: BatchReport,
+        previous: asyncio.Future | None,
+    ) -> BatchReport:
+        """Score, write and publish one batch's windows (after ``previous`` has written its own)."""
         scores = await score_windows(
             [window.ecg for window, _ in windows], self.preprocessor, self.scorer,
             on_batch=self.metrics.batch_size.observe, timings=report.timings,
         )
         clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            report.timings[step] = round(now - clock, 6)
+            clock = now
+
         results: list[tuple[WindowResult, Window, ChunkRecord]] = []
         scored_at_us = time.time_ns() // 1000
         for (window, record), score in zip(windows, scores):
@@ -405,6 +484,11 @@ class StreamWorker:
                 lead_names=self.card.input.leads, scored_at_us=scored_at_us,
             )
             results.append((result, window, record))
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None:
+                raise BatchAborted("an earlier batch did not finish; this one will be redelivered")
+        lap("wait")
 
         written = await self._write(results, report.skipped)
         lap("write")
@@ -412,6 +496,10 @@ class StreamWorker:
         await self._retrying("kafka", lambda: self.publisher.publish(messages))
         lap("publish")
         self._count(results, written, report)
+        self._pending.extend(records)
+        for record in records:
+            tp = (record.topic, record.partition)
+            self._next_offset[tp] = max(self._next_offset.get(tp, 0), record.offset + 1)
         log.debug("batch done", chunks=len(records), windows=len(windows), **report.timings)
         return report
 
@@ -563,8 +651,11 @@ class StreamWorker:
 
     async def tick(self, *, force: bool = False) -> None:
         """Called by a timer: checkpoint if one is due (``force``: now) and no batch is running
-        (a running batch checkpoints when it ends if one is due)."""
-        if self._aborted or not (self._pending or self._dirty) or self._lock.locked():
+        (the next batch checkpoints first if one is due). Raises :class:`BatchFailed` once a
+        batch has failed, so that an idle worker stops too."""
+        if self._failure is not None and not isinstance(self._failure, BatchAborted):
+            self._check_usable()
+        if self._aborted or not (self._pending or self._dirty) or self._lock.locked() or self._in_flight:
             return
         if force or time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s:
             async with self._lock:
@@ -574,10 +665,13 @@ class StreamWorker:
         """Called repeatedly while the worker stops: acknowledge what is done at once, and abandon
         a batch that has been stuck (Triton or Redis down) for more than ``grace_s``.
         Returns whether a batch has been abandoned."""
-        if self._lock.locked():
-            if self._batch is not None and time.monotonic() - self._batch_started > grace_s:
+        started = list(self._in_flight.values())
+        if self._assembling is not None:
+            started.append(self._assembling_since)
+        if started or self._lock.locked():
+            if started and time.monotonic() - min(started) > grace_s:
                 log.warning("stopping: abandoning a batch stuck for too long; it will be redelivered",
-                            seconds=round(time.monotonic() - self._batch_started, 1))
+                            seconds=round(time.monotonic() - min(started), 1))
                 self.abort()
         else:
             await self.tick(force=True)
@@ -588,10 +682,12 @@ class StreamWorker:
         return self._aborted
 
     def abort(self) -> None:
-        """Abandon the running batch and stop saving or acknowledging anything (shutdown)."""
+        """Abandon the running batches and stop saving or acknowledging anything (shutdown)."""
         self._abandon()
-        if self._batch is not None:
-            self._batch.cancel()
+        if self._assembling is not None:
+            self._assembling.cancel()
+        for batch in list(self._in_flight):
+            batch.cancel()
 
     def _abandon(self) -> None:
         # Drop every reference to unacknowledged messages: Faust waits for them on shutdown and
@@ -601,8 +697,10 @@ class StreamWorker:
         self._dirty.clear()
 
     async def checkpoint(self) -> int:
-        """Save changed buffers, then acknowledge everything processed; returns messages acknowledged."""
+        """Wait for the batches in flight, save changed buffers, then acknowledge everything
+        processed; returns messages acknowledged."""
         async with self._lock:
+            await self._settle()
             return await self._checkpoint()
 
     async def _checkpoint(self) -> int:
@@ -633,6 +731,7 @@ class StreamWorker:
         them from Redis) and their unacknowledged messages (the new owner is sent them again)."""
         lost = set(partitions)
         async with self._lock:
+            await self._settle()  # their windows are written; their messages are the new owner's
             dropped = [pid for pid, tp in self._partition_of.items() if tp in lost]
             for pid in dropped:
                 self.assembler.drop(pid)
@@ -696,7 +795,7 @@ def install_agents(
                 records = [_record(stream, event) for event in events]
                 del events
                 try:
-                    await worker.handle(records)
+                    await worker.submit(records)
                 except BatchAborted:
                     return  # stopping: the batch was not acknowledged and will be redelivered
                 except asyncio.CancelledError:

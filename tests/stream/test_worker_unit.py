@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from hfrisk.stream.replay import feed
 from hfrisk.stream.schema import HEADER_BYTES, encode_chunk, load_schema, message_key
 from hfrisk.stream.scoring_batch import Backoff, InferenceRejected, Preprocessor, TritonScorer
 from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
-from hfrisk.stream.worker import BatchAborted, ChunkRecord, StreamWorker, WorkerOptions
+from hfrisk.stream.worker import BatchAborted, BatchFailed, ChunkRecord, StreamWorker, WorkerOptions
 from tests.stream.malformed import tamper
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
@@ -213,7 +214,7 @@ def preprocessor():
 
 
 def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=None, metrics=None,
-                checkpoint_s: float = 0.0) -> StreamWorker:
+                checkpoint_s: float = 0.0, in_flight: int = 2) -> StreamWorker:
     return StreamWorker(
         card=CARD,
         assembler=WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0),
@@ -224,7 +225,7 @@ def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=N
         publisher=publisher or MemoryPublisher(),
         metrics=metrics or StreamMetrics(),
         options=WorkerOptions(checkpoint_interval_s=checkpoint_s, backoff=Backoff(0.0, 0.0),
-                              max_message_bytes=MAX_BYTES),
+                              max_message_bytes=MAX_BYTES, batches_in_flight=in_flight),
         sleep=no_sleep,
     )
 
@@ -528,3 +529,175 @@ def test_a_batch_stuck_on_triton_is_abandoned_on_stop_without_acknowledging_or_s
     assert acks == list(range(14))
     saved = {pid: PatientBuffer.from_bytes(state).next_sequence for pid, state in store.saved.items()}
     assert saved == {c.patient_id: 7 for c in chunks}  # as of the first batch, not the abandoned one
+
+
+# -- batches in flight ---------------------------------------------------------------------------
+
+
+class CountingPreprocessor:
+    """The real preprocessor, noting each call; ``second`` is set when a second batch's windows
+    reach preprocessing."""
+
+    def __init__(self, inner: Preprocessor):
+        self.inner = inner
+        self.calls = 0
+        self.second = threading.Event()
+
+    async def prepare(self, ecgs):
+        self.calls += bool(ecgs)
+        if self.calls >= 2:
+            self.second.set()
+        return await self.inner.prepare(ecgs)
+
+
+class GatedSink(MemorySink):
+    """Its first window write (in the worker's write thread) waits up to ``wait_s`` for ``gate``;
+    ``opened`` says whether the gate opened during that write."""
+
+    def __init__(self, gate: threading.Event, wait_s: float):
+        super().__init__()
+        self.gate, self.wait_s = gate, wait_s
+        self.opened: bool | None = None
+
+    def write_window_result(self, result):
+        if self.opened is None:
+            self.opened = self.gate.wait(self.wait_s)
+        return super().write_window_result(result)
+
+
+def submit_all(worker: StreamWorker, records: list, size: int) -> None:
+    """What the Faust agent does: submit batch after batch without waiting for their writes."""
+
+    async def go():
+        for i in range(0, len(records), size):
+            await worker.submit(records[i : i + size])
+        await worker.checkpoint()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_the_next_batch_is_preprocessed_while_the_last_one_is_written(preprocessor, chunks, expected, in_flight):
+    # Batches of 5 s per bed: from the second on, each completes one window per bed.
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    counting = CountingPreprocessor(preprocessor)
+    # With two in flight the first write must see the next batch reach preprocessing (waited
+    # for up to 20 s); one after the other it cannot, however long it waits.
+    sink = GatedSink(counting.second, wait_s=20.0 if in_flight == 2 else 0.3)
+    worker = make_worker(counting, sink=sink, checkpoint_s=3600.0, in_flight=in_flight)
+    acks: list[int] = []
+    submit_all(worker, records_of(messages, acks), size=10)
+
+    assert sink.opened is (in_flight == 2)
+    assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
+    assert acks == list(range(len(messages)))
+
+
+class UnevenScorer(FakeScorer):
+    """Every other call is slow: a batch often finishes scoring before the one submitted before it."""
+
+    started = 0
+
+    async def infer(self, x):
+        self.started += 1
+        await asyncio.sleep(0.04 if self.started % 2 else 0.0)
+        return await super().infer(x)
+
+
+def test_batches_in_flight_write_in_order_and_checkpoints_never_save_unwritten_chunks(preprocessor):
+    chunks = good_chunks(beds=3, records=12, salt="order")
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    offline = offline_windows(chunks)
+    sink = MemorySink()
+    violations: list[str] = []
+
+    class CheckingStore(MemoryStore):
+        def save_many(self, states):
+            # Every window completed by a chunk the saved buffer holds must be written already,
+            # or a restart from this state would skip it for good.
+            for pid, state in states.items():
+                held = PatientBuffer.from_bytes(state).next_sequence
+                for w in offline:
+                    if w.patient_id == pid and max(w.sequences) < held and (pid, w.window_id) not in sink.windows:
+                        violations.append(f"{pid} {w.window_id} saved before it was written")
+            super().save_many(states)
+
+    store = CheckingStore()
+    worker = make_worker(preprocessor, sink=sink, store=store, scorer=UnevenScorer(), checkpoint_s=0.03, in_flight=3)
+
+    submit_all(worker, records_of(messages), size=15)  # 5 s per bed: every batch completes windows
+    assert sink.order == [(w.patient_id, w.window_id) for w in offline]  # the order of the feed
+    assert not violations
+    assert store.saves >= 2  # besides the final one, a checkpoint came due while batches were in flight
+
+
+def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anything_more(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+
+    class BuggyScorer(FakeScorer):
+        async def infer(self, x):
+            if self.calls:
+                raise RuntimeError("a bug in the second model call")
+            return await super().infer(x)
+
+    acks: list[int] = []
+    store, sink = MemoryStore(), MemorySink()
+    worker = make_worker(preprocessor, sink=sink, store=store, scorer=BuggyScorer(), checkpoint_s=3600.0)
+    records = records_of(messages, acks)
+
+    async def go():
+        with pytest.raises(BatchFailed) as failed:
+            for i in range(0, len(records), 10):
+                await worker.submit(records[i : i + 10])
+            await asyncio.sleep(0.1)
+            await worker.tick(force=True)  # an idle worker learns of the failure from its timer
+        assert "second model call" in str(failed.value.__cause__)
+        assert await worker.checkpoint() == 0
+
+    asyncio.run(go())
+    assert acks == [] and store.saves == 0
+    assert len(sink.order) == 2  # the batch before the failure was written; nothing after it
+
+
+def test_batches_in_flight_stuck_on_triton_are_all_abandoned_on_stop(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    acks: list[int] = []
+    store = MemoryStore()
+
+    async def sleep(_s):
+        await asyncio.sleep(0.01)
+
+    scorer = TritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+    worker = make_worker(preprocessor, store=store, scorer=scorer, checkpoint_s=3600.0)
+
+    async def go():
+        first = await worker.submit(records_of(messages[:20], acks))  # completes the first windows
+        second = await worker.submit(records_of(messages[20:30], acks, first_offset=20))
+        await asyncio.sleep(0.2)
+        # Both are scored concurrently, so both are waiting for Triton.
+        assert not first.done() and not second.done() and scorer.outages == 2
+        assert await worker.drain(grace_s=60.0) is False
+        assert await worker.drain(grace_s=0.0) is True
+        await asyncio.wait([first, second])
+        assert first.cancelled() and second.cancelled()
+        assert await worker.checkpoint() == 0
+        with pytest.raises(BatchAborted):
+            await worker.submit(records_of(messages[30:31], acks, first_offset=30))
+
+    asyncio.run(go())
+    assert acks == [] and store.saves == 0
+
+
+def test_batches_in_flight_come_from_the_settings_and_their_environment(monkeypatch, preprocessor):
+    from pydantic import ValidationError
+
+    from hfrisk.config import Settings
+
+    monkeypatch.setenv("HFRISK_STREAM__BATCHES_IN_FLIGHT", "3")
+    settings = Settings()
+    worker = StreamWorker.from_settings(settings, card=CARD, preprocessor=preprocessor, scorer=FakeScorer(),
+                                        publisher=MemoryPublisher())
+    assert worker.options.batches_in_flight == 3
+    monkeypatch.setenv("HFRISK_STREAM__BATCHES_IN_FLIGHT", "0")
+    with pytest.raises(ValidationError, match="batches_in_flight"):
+        Settings()
