@@ -206,6 +206,15 @@ async def no_sleep(_seconds: float) -> None:
     return None
 
 
+def triton_down_scorer() -> TritonScorer:
+    """A scorer whose Triton stays down: every batch that reaches it waits, retrying every 10 ms."""
+
+    async def sleep(_s):
+        await asyncio.sleep(0.01)
+
+    return TritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+
+
 @pytest.fixture(scope="module")
 def preprocessor():
     pre = Preprocessor(CARD, workers=0)
@@ -504,11 +513,7 @@ def test_a_batch_stuck_on_triton_is_abandoned_on_stop_without_acknowledging_or_s
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     acks: list[int] = []
     store = MemoryStore()
-
-    async def sleep(_s):
-        await asyncio.sleep(0.01)
-
-    scorer = TritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+    scorer = triton_down_scorer()
     worker = make_worker(preprocessor, store=store, scorer=scorer)
 
     async def go():
@@ -663,11 +668,7 @@ def test_batches_in_flight_stuck_on_triton_are_all_abandoned_on_stop(preprocesso
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     acks: list[int] = []
     store = MemoryStore()
-
-    async def sleep(_s):
-        await asyncio.sleep(0.01)
-
-    scorer = TritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+    scorer = triton_down_scorer()
     worker = make_worker(preprocessor, store=store, scorer=scorer, checkpoint_s=3600.0)
 
     async def go():
