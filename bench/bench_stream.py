@@ -238,21 +238,13 @@ class Stack:
         return kafka
 
     def env(self, kafka, prefix: str) -> dict[str, str]:
-        return os.environ | {
-            "HFRISK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "HFRISK_KAFKA__PARTITIONS": str(kafka.partitions),
-            "HFRISK_KAFKA__ECG_TOPIC": kafka.ecg_topic,
-            "HFRISK_KAFKA__SCORES_TOPIC": kafka.scores_topic,
-            "HFRISK_KAFKA__ALERTS_TOPIC": kafka.alerts_topic,
-            "HFRISK_KAFKA__DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
-            "HFRISK_REDIS__URL": self.redis.url,
-            "HFRISK_REDIS__KEY_PREFIX": prefix,
-            "HFRISK_TRITON__GRPC_URL": self.triton.grpc_url,
-            "HFRISK_PATHS__MODEL_REPOSITORY": str(self.triton.model_repository),
-            "HFRISK_PATHS__STATE_DIR": str(self.work / "state"),
-            # DEBUG: one "batch done" line per batch with seconds per step (Faust itself stays at INFO).
-            "HFRISK_LOG__LEVEL": "DEBUG",
-        }
+        from tests.integration.stream_harness import services_env
+
+        services = services_env(kafka=kafka, redis_url=self.redis.url, prefix=prefix,
+                                triton_grpc_url=self.triton.grpc_url,
+                                model_repository=self.triton.model_repository, state_dir=self.work / "state")
+        # DEBUG: one "batch done" line per batch with seconds per step (Faust itself stays at INFO).
+        return os.environ | services | {"HFRISK_LOG__LEVEL": "DEBUG"}
 
     def start(self, name: str, argv: list[str], env: dict) -> tuple[object, int]:
         from hfrisk.services.process import ManagedProcess, free_port, port_open

@@ -31,6 +31,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from hfrisk.config import KafkaSettings, StreamSettings
+from hfrisk.model.card import CARD_FILENAME, ModelCard, default_card, load_card
 from hfrisk.model.preprocessing import prepare
 from hfrisk.services.process import ManagedProcess, free_port, port_open
 from hfrisk.stream.alerts import AlertPolicy, AlertState
@@ -179,22 +180,44 @@ def start_worker(name: str, env: dict, tmp: Path, app_id: str) -> tuple[ManagedP
     return proc.start(), metrics_port
 
 
-def worker_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc_url: str, model_repository,
-               state_dir: Path, policy: AlertPolicy, max_message_bytes: int | None = None) -> dict[str, str]:
-    """The ``HFRISK_*`` environment of a test worker (everything else: the settings' defaults)."""
-    return os.environ | {
+def topic_env(kafka: KafkaSettings) -> dict[str, str]:
+    """``HFRISK_KAFKA__*`` naming ``kafka``'s broker, partition count and four stream topics."""
+    return {
         "HFRISK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "HFRISK_KAFKA__PARTITIONS": str(kafka.partitions),
         "HFRISK_KAFKA__ECG_TOPIC": kafka.ecg_topic,
         "HFRISK_KAFKA__SCORES_TOPIC": kafka.scores_topic,
         "HFRISK_KAFKA__ALERTS_TOPIC": kafka.alerts_topic,
         "HFRISK_KAFKA__DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
-        "HFRISK_KAFKA__MAX_MESSAGE_BYTES": str(max_message_bytes or kafka.max_message_bytes),
+    }
+
+
+def services_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc_url: str, model_repository,
+                 state_dir: Path) -> dict[str, str]:
+    """``HFRISK_*`` pointing a worker at its Kafka topics, Redis (under ``prefix``), Triton and
+    model repository: what a test or benchmark worker must be told, the rest being its choice."""
+    return topic_env(kafka) | {
         "HFRISK_REDIS__URL": redis_url,
         "HFRISK_REDIS__KEY_PREFIX": prefix,
         "HFRISK_TRITON__GRPC_URL": triton_grpc_url,
         "HFRISK_PATHS__MODEL_REPOSITORY": str(model_repository),
         "HFRISK_PATHS__STATE_DIR": str(state_dir),
+    }
+
+
+def served_card(model_repository) -> ModelCard:
+    """The card served beside the model in ``model_repository`` (the default card if it has none)."""
+    path = Path(model_repository) / "hfrisk" / CARD_FILENAME
+    return load_card(path) if path.is_file() else default_card()
+
+
+def worker_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc_url: str, model_repository,
+               state_dir: Path, policy: AlertPolicy, max_message_bytes: int | None = None) -> dict[str, str]:
+    """The ``HFRISK_*`` environment of a test worker (everything else: the settings' defaults)."""
+    services = services_env(kafka=kafka, redis_url=redis_url, prefix=prefix, triton_grpc_url=triton_grpc_url,
+                            model_repository=model_repository, state_dir=state_dir)
+    return os.environ | services | {
+        "HFRISK_KAFKA__MAX_MESSAGE_BYTES": str(max_message_bytes or kafka.max_message_bytes),
         "HFRISK_STREAM__HOP_S": str(HOP_S),
         "HFRISK_STREAM__REORDER_S": "5.0",
         "HFRISK_STREAM__BATCH_SIZE": "16",

@@ -24,21 +24,28 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 import pytest
 from kafka import KafkaProducer
 
 from hfrisk.config import StreamSettings
-from hfrisk.model.card import CARD_FILENAME, default_card, load_card
 from hfrisk.stream.alerts import AlertPolicy
 from hfrisk.stream.app import stream_buffer_size
 from hfrisk.stream.replay import feed
 from hfrisk.stream.schema import encode_chunk
 from hfrisk.stream.windowing import Window, WindowAssembler
 
-from .stream_harness import HOP_S, RECORDS, redis_view, start_worker, stream_topics, wait_until, worker_env
+from .stream_harness import (
+    HOP_S,
+    RECORDS,
+    redis_view,
+    served_card,
+    start_worker,
+    stream_topics,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,8 +113,7 @@ def buffer_bytes(card, chunk_s: float, fs_hz: float, n_leads: int) -> int:
 @pytest.fixture(scope="module")
 def burst(kafka_broker, redis_server, triton_server, tmp_path_factory) -> Burst:
     tmp = tmp_path_factory.mktemp("backpressure")
-    card_path = Path(triton_server.model_repository) / "hfrisk" / CARD_FILENAME
-    card = load_card(card_path) if card_path.is_file() else default_card()
+    card = served_card(triton_server.model_repository)
     start_us = time.time_ns() // 1000 - 3_600_000_000
     uid = uuid.uuid4().hex[:8]
     kafka = stream_topics(kafka_broker.bootstrap_servers, f"backpressure.{uid}", PARTITIONS)

@@ -22,13 +22,11 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 from kafka import KafkaProducer
 
-from hfrisk.model.card import CARD_FILENAME, default_card, load_card
 from hfrisk.stream.alerts import AlertPolicy
 from hfrisk.stream.dead_letter import INTERNAL_ERROR, DeadLetter, value_limit
 from hfrisk.stream.replay import feed
@@ -40,6 +38,7 @@ from .stream_harness import (
     consume_all,
     offline_scores,
     redis_view,
+    served_card,
     start_worker,
     stream_topics,
     wait_until,
@@ -78,8 +77,7 @@ class Outcome:
 @pytest.fixture(scope="module")
 def outcome(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_factory) -> Outcome:
     tmp = tmp_path_factory.mktemp("bad_input_at_scale")
-    card_path = Path(triton_server.model_repository) / "hfrisk" / CARD_FILENAME
-    card = load_card(card_path) if card_path.is_file() else default_card()
+    card = served_card(triton_server.model_repository)
     start_us = time.time_ns() // 1000 - 3_600_000_000
     uid = uuid.uuid4().hex[:8]
     kafka = stream_topics(kafka_broker.bootstrap_servers, f"badinput.{uid}", PARTITIONS)

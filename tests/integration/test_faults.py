@@ -23,15 +23,12 @@ hits a worker draining a backlog):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import onnxruntime as ort
 import pytest
 
-from hfrisk.model.card import CARD_FILENAME, default_card, load_card
 from hfrisk.services.redis_server import RedisServer
 
-from .stream_harness import FaultOutcome, Reference, StreamScenario
+from .stream_harness import FaultOutcome, Reference, StreamScenario, served_card
 from .stream_harness import run_kafka_restart, run_rebalance, run_redis_outage, run_triton_outage, run_worker_kill
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,8 +40,7 @@ RECOVER_WITHIN_S = 60.0  # generous: the machine is shared; the figures are in d
 
 @pytest.fixture(scope="module")
 def reference(triton_server, exported_model_dir) -> Reference:
-    card_path = Path(triton_server.model_repository) / "hfrisk" / CARD_FILENAME
-    card = load_card(card_path) if card_path.is_file() else default_card()
+    card = served_card(triton_server.model_repository)
     session = ort.InferenceSession(str(exported_model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     return Reference.build(card, session, beds=BEDS, records=BEDS * RECORDS_PER_BED, salt="faults")
 

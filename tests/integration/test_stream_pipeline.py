@@ -27,14 +27,12 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 from kafka import KafkaProducer
 
 from hfrisk.config import KafkaSettings
-from hfrisk.model.card import CARD_FILENAME, default_card, load_card
 from hfrisk.stream.alerts import AlertPolicy
 from hfrisk.stream.dead_letter import DeadLetter, value_limit
 from hfrisk.stream.redis_sink import RedisSink
@@ -50,6 +48,7 @@ from .stream_harness import (
     offline_scores,
     redis_view,
     script_alerts,
+    served_card,
     start_worker,
     wait_until,
     window_sequences,
@@ -96,8 +95,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_factory) -> Run:
     tmp = tmp_path_factory.mktemp("stream_pipeline")
-    card_path = Path(triton_server.model_repository) / "hfrisk" / CARD_FILENAME
-    card = load_card(card_path) if card_path.is_file() else default_card()
+    card = served_card(triton_server.model_repository)
     session = ort.InferenceSession(str(exported_model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     start_us = time.time_ns() // 1000 - 3_600_000_000  # an hour ago: acquisition times in the past
 

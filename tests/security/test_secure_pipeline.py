@@ -20,7 +20,7 @@ from hfrisk.security import kafka_client_kwargs, redis_client
 from hfrisk.services.process import ManagedProcess, free_port, port_open
 from hfrisk.stream.schema import encode_chunk
 from hfrisk.stream.topics import ensure_topics
-from tests.integration.stream_harness import wait_until
+from tests.integration.stream_harness import topic_env, wait_until
 from tests.stream.test_worker_unit import good_chunks
 
 from .conftest import KAFKA_USER, REDIS_PREFIX, REDIS_USER, kafka_client_settings, redis_client_settings
@@ -73,13 +73,7 @@ def test_a_secured_worker_keeps_raw_ids_and_secrets_out_of_redis_kafka_and_logs(
     ensure_topics(kafka)
     key_file = tmp_path / "pseudonym.key"
     key_file.write_text(PSEUDONYM_KEY)
-    env = os.environ | {
-        "HFRISK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "HFRISK_KAFKA__PARTITIONS": "2",
-        "HFRISK_KAFKA__ECG_TOPIC": kafka.ecg_topic,
-        "HFRISK_KAFKA__SCORES_TOPIC": kafka.scores_topic,
-        "HFRISK_KAFKA__ALERTS_TOPIC": kafka.alerts_topic,
-        "HFRISK_KAFKA__DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+    env = os.environ | topic_env(kafka) | {
         "HFRISK_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
         "HFRISK_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
         "HFRISK_KAFKA__USERNAME": KAFKA_USER,
