@@ -39,7 +39,8 @@ from hfrisk.stream.redis_sink import RedisSink
 from hfrisk.stream.replay import feed
 from hfrisk.stream.schema import EcgChunk, encode_chunk
 from hfrisk.stream.topics import ensure_topics
-from hfrisk.stream.windowing import Window, WindowAssembler
+from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
+from hfrisk.stream.worker import BufferStore
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
 HOP_S = 5.0
@@ -371,6 +372,19 @@ class StreamScenario:
         except Exception:  # redis.ConnectionError, or Redis still loading its AOF (BusyLoadingError)
             return None
 
+    def saved_through(self, end_s: int) -> bool:
+        """Whether the buffer every bed saved at its last checkpoint already holds second ``end_s - 1``."""
+        try:
+            client = self.redis_client()
+            try:
+                states = BufferStore(client, self.prefix, ttl_s=0).load_many(self.ref.patients)
+            finally:
+                client.close()
+        except Exception:  # Redis unreachable: not saved, as far as anyone can tell
+            return False
+        return len(states) == len(self.ref.patients) and all(
+            PatientBuffer.from_bytes(s).next_sequence >= end_s for s in states.values())
+
     def wait_written(self, keys: set, what: str, timeout_s: float = WAIT_S) -> None:
         def done() -> bool:
             got = self.written()
@@ -500,6 +514,10 @@ def run_worker_kill(sc: StreamScenario) -> FaultOutcome:
     try:
         a = sc.start_worker("a")
         _first_half(sc)
+        # The replacement must rebuild the windows that straddle the kill from a's saved buffers:
+        # kill only after a checkpoint holds the first half.
+        wait_until(f"{sc.name}: worker a to checkpoint the first {CUT_S} s", lambda: sc.saved_through(CUT_S),
+                   workers=[a])
         before = sc.written()
         sc.produce(sc.ref.chunks_between(CUT_S))
         deadline = time.monotonic() + WAIT_S
