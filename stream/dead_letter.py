@@ -8,9 +8,10 @@ the next message.
 
 **Record layout** (a plain Kafka record, no Avro, so any client can read it):
 
-* **key**: the original message's key, unchanged (the patient id in UTF-8 for chunks; absent if
-  the original had none). The topic has the stream's partition count, so a patient's dead letters
-  share its partition number.
+* **key**: for a message, its original key, unchanged (the patient id in UTF-8; absent if the
+  original had none). For a window, the patient id the worker knows it by: the pseudonym when
+  pseudonymisation is on (docs/security.md), because windows are built after it. The topic has the
+  stream's partition count, so a patient's message dead letters share its partition number.
 * **value**: the original message bytes, unchanged, so a fixed consumer can re-read them (or they
   can be produced to the chunk topic again). Two exceptions: a value that would not fit the
   dead-letter topic's limit is cut to its first :func:`value_limit` bytes (header
@@ -34,7 +35,9 @@ the next message.
   ``hfrisk.dlq.dead_lettered_at_us``  when the worker gave up on it (epoch µs)
   ``hfrisk.dlq.original_size``    length of the original value in bytes
   ``hfrisk.dlq.truncated``        ``1`` when the value was cut to fit
-  ``hfrisk.dlq.patient_id``       the patient, when the message could be decoded far enough
+  ``hfrisk.dlq.patient_id``       the patient, when the message could be decoded far enough (the
+                                  producer's id for a message, the pseudonym for a window when
+                                  pseudonymisation is on)
   ``hfrisk.dlq.window_id``        window dead letters: the window id
   ``hfrisk.dlq.sequences``        window dead letters: its chunks' sequence numbers, JSON list
   ``hfrisk.dlq.worker``           the worker that wrote it (host:pid)

@@ -13,9 +13,12 @@ from typer.testing import CliRunner
 from hfrisk.cli import app as cli_app
 from hfrisk.config import PseudonymSettings
 from hfrisk.pseudonym import Pseudonymiser, pseudonym_map, pseudonymiser_from_settings
+from hfrisk.stream.dead_letter import DeadLetter
 from hfrisk.stream.schema import encode_chunk
+from hfrisk.stream.scoring_batch import InferenceRejected
 from tests.stream.test_worker_unit import (
     MAX_BYTES,
+    FakeScorer,
     MemoryPublisher,
     MemorySink,
     MemoryStore,
@@ -111,3 +114,28 @@ def test_the_worker_replaces_ids_right_after_decoding(preprocessor):  # noqa: F8
     for message in scores:
         assert not any(pid.encode() in message.key + message.value for pid in raw_ids)
         assert any(alias.encode() in message.value for alias in aliases)
+
+
+def test_message_dead_letters_keep_the_producers_id_and_window_dead_letters_only_the_pseudonym(preprocessor):  # noqa: F811
+    class Refusing(FakeScorer):
+        async def infer(self, x):
+            raise InferenceRejected("INVALID_ARGUMENT: refused")
+
+    chunks = good_chunks(beds=1, records=1)
+    raw_id = chunks[0].patient_id
+    pseudonymise = Pseudonymiser(KEY)
+    publisher = MemoryPublisher()
+    worker = make_worker(preprocessor, publisher=publisher, scorer=Refusing())
+    worker.pseudonymise = pseudonymise
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    messages.append((b"someone-else", messages[0][1]))  # key mismatch: a message dead letter
+    run_batches(worker, records_of(messages), size=len(messages))
+
+    letters = [DeadLetter.from_record(m.key, m.value, m.headers) for m in publisher.of("dead_letter")]
+    by_kind = {kind: [d for d in letters if d.kind == kind] for kind in ("chunk", "window")}
+    assert [d.reason for d in by_kind["chunk"]] == ["key_mismatch"]
+    assert by_kind["chunk"][0].key == b"someone-else" and by_kind["chunk"][0].patient_id == raw_id
+    assert by_kind["window"], "every window was refused by the scorer"
+    for letter in by_kind["window"]:
+        assert letter.key == pseudonymise(raw_id).encode() and letter.patient_id == pseudonymise(raw_id)
+        assert raw_id.encode() not in b"".join([letter.key, letter.value, *(v for _, v in letter.headers())])
