@@ -139,7 +139,7 @@ def percentiles(values_s: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 95, 99)} | {"max": round(float(a.max()), 4)}
 
 
-_STEPS = ("decode", "window", "prepare", "infer", "write", "publish")
+_STEPS = ("decode", "window", "prepare", "infer", "wait", "write", "publish")
 
 
 def step_shares(log_path: Path, from_line: int) -> dict[str, float]:
@@ -461,7 +461,9 @@ def markdown(r: dict) -> str:
         "## Where the worker's time goes",
         "",
         "Seconds summed over the worker's batches (its per-batch debug timings); `prepare` runs in the "
-        "preprocessing process while the worker's event loop waits for it, `infer` is the Triton call.",
+        "preprocessing process while the worker's event loop waits for it, `infer` is the Triton call, "
+        "`wait` is a scored batch waiting for the batch before it to be written (writes keep their order). "
+        "With more than one batch in flight the steps of different batches overlap in time.",
         "",
         "| run | " + " | ".join(_STEPS) + " |",
         "| --- |" + " ---: |" * len(_STEPS),
