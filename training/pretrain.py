@@ -560,15 +560,17 @@ def pretrain(
     )
 
 
-def load_pretrained_encoder(path: str | Path, net: HFRiskNet) -> dict[str, Any]:
+def load_pretrained_encoder(path: str | Path, net: HFRiskNet, state: Any = None) -> dict[str, Any]:
     """Copy the encoder and decoder weights of a pretraining checkpoint into ``net`` (for fine-tuning).
 
     Accepts a :func:`pretrain` checkpoint (``best.pt``/``last.pt``), a ``{"state_dict": ...}`` file
     or a bare state dict. Every encoder tensor of ``net`` must be found with the same shape (a
     checkpoint for another lead set or length raises); the decoder is copied when both have one.
-    The risk head is left as it is: pretraining never trains it. Returns what was loaded.
+    The risk head is left as it is: pretraining never trains it. ``state``: the file's contents
+    when the caller has already read them (``path`` then only names it). Returns what was loaded.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if state is None:
+        state = torch.load(Path(path), map_location="cpu", weights_only=False)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         weights, epoch = state["model"], state.get("epoch")
     elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

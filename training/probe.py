@@ -120,9 +120,10 @@ def pretrained_encoder(checkpoint: str | Path, card: ModelCard | None = None) ->
     from .checkpoint import load_checkpoint
     from .pretrain import load_pretrained_encoder
 
-    config = load_checkpoint(checkpoint)["config"]
+    state = load_checkpoint(checkpoint)
+    config = state["config"]
     net = random_encoder(config.get("encoder", "dual_attention"), int(config.get("seed", 72)), card)
-    load_pretrained_encoder(checkpoint, net)
+    load_pretrained_encoder(checkpoint, net, state=state)
     return net, config
 
 
