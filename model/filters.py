@@ -79,31 +79,30 @@ class _ZeroPhase:
     """
 
     sos: np.ndarray
-    zi: np.ndarray  # (n_sections, 1, 2): broadcasts over the leads of a 2-D input
+    zi: np.ndarray  # (n_sections, 2): scaled per signal by its first sample
     edge: int
 
     @classmethod
     def of(cls, sos: np.ndarray) -> "_ZeroPhase":
         ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-        return cls(sos=sos, zi=signal.sosfilt_zi(sos)[:, None, :], edge=3 * ntaps)
+        return cls(sos=sos, zi=signal.sosfilt_zi(sos), edge=3 * ntaps)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Zero-phase filtered ``x`` (1-D, or 2-D along the last axis); float64 out."""
-        flat = x.ndim == 1
-        x = x[None, :] if flat else x
+        """Zero-phase filtered ``x`` along its last axis (any number of leading axes); float64 out."""
         if x.shape[-1] <= self.edge:
             # scipy's own message for a window too short to pad
-            return signal.sosfiltfilt(self.sos, x[0] if flat else x, axis=-1)
+            return signal.sosfiltfilt(self.sos, x, axis=-1)
         e = self.edge
         # Odd extension in the input's dtype, as scipy's ``odd_ext`` does (float32 windows stay
         # bit-identical to ``sosfiltfilt``).
         ext = np.concatenate(
-            (2 * x[:, :1] - x[:, e:0:-1], x, 2 * x[:, -1:] - x[:, -2 : -e - 2 : -1]), axis=-1
+            (2 * x[..., :1] - x[..., e:0:-1], x, 2 * x[..., -1:] - x[..., -2 : -e - 2 : -1]), axis=-1
         )
-        y, _ = signal.sosfilt(self.sos, ext, axis=-1, zi=self.zi * ext[:, :1])
-        y, _ = signal.sosfilt(self.sos, y[:, ::-1], axis=-1, zi=self.zi * y[:, -1:])
-        y = y[:, ::-1][:, e:-e]
-        return y[0] if flat else y
+        # sosfilt wants zi as (n_sections, *leading axes, 2)
+        zi = self.zi.reshape((len(self.sos),) + (1,) * (x.ndim - 1) + (2,))
+        y, _ = signal.sosfilt(self.sos, ext, axis=-1, zi=zi * ext[..., :1])
+        y, _ = signal.sosfilt(self.sos, y[..., ::-1], axis=-1, zi=zi * y[..., -1:])
+        return y[..., ::-1][..., e:-e]
 
 
 @lru_cache(maxsize=64)

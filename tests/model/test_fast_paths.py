@@ -36,12 +36,14 @@ def test_filter_leads_is_sosfiltfilt_bit_for_bit(ecg_id, folder, suffix):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_lowpass_is_sosfiltfilt_for_one_lead_and_many():
+def test_lowpass_is_sosfiltfilt_for_one_lead_many_and_a_batch():
     raw, fs = record(1)
     sos = _lowpass_chain(fs, 40.0).sos
     lead = raw[1].astype(np.float64)
     np.testing.assert_array_equal(lowpass(lead, fs, 40.0), signal.sosfiltfilt(sos, lead))
     np.testing.assert_array_equal(lowpass(raw, fs, 40.0), signal.sosfiltfilt(sos, raw, axis=-1))
+    batch = np.stack([raw, raw[::-1], -raw])  # (records, leads, samples): every row its own signal
+    np.testing.assert_array_equal(lowpass(batch, fs, 40.0), signal.sosfiltfilt(sos, batch, axis=-1))
 
 
 def test_short_signal_still_gets_scipys_padding_error():
