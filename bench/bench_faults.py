@@ -116,10 +116,13 @@ EXPLANATION = """## What the figures say
   per-window idempotency record, and chunk messages are acknowledged (so committed) only after their windows
   are written and the patients' buffers saved (`stream/worker.py`). A fault therefore only delays windows:
   what was in flight is redelivered, rebuilt from the saved buffers with the same ids and recognised
-  (*redelivered* counts the score records re-sent for them; Redis holds each window once).
+  (*redelivered*, summed over the runs, counts the score records re-sent for them; Redis holds each
+  window once).
 * **Worker SIGKILL**: almost all of the *fault* time is the replacement process starting (imports, the
-  preprocessing process warming up) on a loaded 2-core machine; once up it joins the group, restores the
-  buffers and redoes everything after the last commit in about 2 s. Partitions of a worker that vanishes
+  preprocessing process warming up) on the 2-core machine; once up it joins the group, restores the
+  buffers and redoes everything after the last commit within about 2 s. The kill comes after a checkpoint
+  has saved the first 20 s (so that some windows can only be rebuilt from saved buffers); the backlog
+  windows written since then are the ones redone and re-sent. Partitions of a worker that vanishes
   without a replacement move after the session timeout (6 s here; Faust's default is 60 s).
 * **Rebalance**: the joining worker gets partitions as soon as it is up (see the notes) and restores their
   patients' buffers; the leaving one checkpoints first (SIGTERM), so its partitions resume at once on the
