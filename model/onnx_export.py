@@ -40,6 +40,7 @@ __all__ = [
     "ParityError",
     "recording_inputs",
     "wfdb_record_paths",
+    "store_weights_float16",
     "PARITY_ATOL",
 ]
 
@@ -146,6 +147,40 @@ def _strip_trace_metadata(path: Path) -> None:
         del node.metadata_props[:]
         node.doc_string = ""
     onnx.save(model, str(path))
+
+
+def store_weights_float16(path: str | Path, min_elements: int = 1024) -> int:
+    """Store the float32 weights of ``path`` (tensors of ``min_elements`` or more) as float16,
+    each followed by a Cast back to float32; rewrites the file, returns the tensors converted.
+
+    Halves the file (the bundled model ships in the repository). Only the stored weights are
+    rounded: every computation stays float32, and ONNX Runtime folds the Casts when it loads the
+    model, so scoring is as fast as before. Rounding moves the outputs slightly; callers measure by
+    how much (:func:`hfrisk.training.export.export_model` records it in the card).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers, casts = [], []
+    for tensor in graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        if values.dtype != np.float32 or values.size < min_elements:
+            initializers.append(tensor)
+            continue
+        stored = numpy_helper.from_array(values.astype(np.float16), f"{tensor.name}__float16")
+        initializers.append(stored)
+        casts.append(helper.make_node("Cast", [stored.name], [tensor.name], to=TensorProto.FLOAT,
+                                      name=f"{tensor.name}__to_float32"))
+    nodes = casts + list(graph.node)  # a Cast must precede the nodes reading its output
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return len(casts)
 
 
 @contextlib.contextmanager

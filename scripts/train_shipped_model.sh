@@ -13,4 +13,4 @@ $H pretrain --data-root "$DATA" --sampling-rate 500 --max-epochs 40 --batch-size
 $H synthetic-cohort "$DATA" --out "$WORK/cohort" --sampling-rate 100 --event-rate 0.05 --seed 0
 $H finetune "$WORK/cohort/cohort.csv" --records-root "$DATA" --init "$WORK/pretrain/best.pt" \
   --epochs 40 --batch-size 128 --out "$WORK/finetune" --cache-dir "$WORK/cache" --patience 15
-$H export "$WORK/finetune/best.pt" --repo-dir triton_models --version 1
+$H export "$WORK/finetune/best.pt" --repo-dir triton_models --version 1 --weights float16

@@ -176,6 +176,7 @@ def export_command(
     parity_records: Annotated[Optional[list[Path]], typer.Option("--parity-record", help="WFDB record for the ONNX parity check (repeatable); default: the checkpoint's validation records.")] = None,
     evaluation: Annotated[Optional[Path], typer.Option(help="summary.json of `hfrisk evaluate`, copied into the card.")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Triton max_batch_size.")] = 64,
+    weights: Annotated[str, typer.Option(help="float32, or float16: weights stored at half the size (outputs move by <= 1e-2, recorded in the card).")] = "float32",
 ) -> None:
     """Export a fine-tuned checkpoint to ONNX (parity-checked on real records) and a Triton repository."""
     from hfrisk.config import get_settings
@@ -187,7 +188,7 @@ def export_command(
     result = export_model(
         checkpoint, repo_dir or settings.paths.model_repository, version,
         model_name=model_name or settings.paths.model_name, parity_records=parity_records, evaluation=summary,
-        max_batch_size=max_batch_size,
+        max_batch_size=max_batch_size, weights=weights,
     )
     typer.echo(f"exported to {result.model_dir}/{version}: ONNX parity {result.parity.worst:.2e} "
                f"(<= {result.parity.atol:g}) on {result.parity.batch_size} real records")

@@ -85,3 +85,33 @@ def test_exported_model_scores_other_real_records_like_the_checkpoint(checkpoint
 def test_export_needs_real_records_for_parity(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="parity"):
         export_model(checkpoint, tmp_path / "repo", parity_records=[tmp_path / "missing"])
+
+
+def test_float16_weights_halve_the_file_and_the_card_says_how_far_scores_moved(checkpoint, exported, tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from hfrisk.training.export import FLOAT16_ATOL
+
+    _, float32 = exported
+    result = export_model(checkpoint, tmp_path, version=3, weights="float16")
+    assert result.onnx_path.stat().st_size < 0.6 * float32.onnx_path.stat().st_size
+    sizes: dict[int, list[int]] = {}
+    for t in onnx.load(str(result.onnx_path)).graph.initializer:
+        sizes.setdefault(t.data_type, []).append(int(np.prod(t.dims)))
+    assert sizes[TensorProto.FLOAT16] and max(sizes.get(TensorProto.FLOAT, [0])) < 1024  # only small tensors kept
+    # The float32 graph was parity-checked first; the card records both checks.
+    assert result.card.training["parity"] == float32.card.training["parity"]
+    weights = result.card.training["weights"]
+    assert weights["dtype"] == "float16" and weights["atol"] == FLOAT16_ATOL and weights["n_records"] == 8
+    assert 0 < weights["max_abs_diff"]["log_risk"] <= FLOAT16_ATOL
+    assert "weights" not in float32.card.training
+
+    _, meta = load_finetuned(checkpoint)
+    x = recording_inputs(meta["extra"]["provenance"]["parity_records"], result.card)
+    got = ort.InferenceSession(str(result.onnx_path)).run(["log_risk"], {"ecg": x})[0]
+    ref = ort.InferenceSession(str(float32.onnx_path)).run(["log_risk"], {"ecg": x})[0]
+    assert np.abs(got - ref).max() <= FLOAT16_ATOL
+    with pytest.raises(ValueError, match="weights must be"):
+        export_model(checkpoint, tmp_path, weights="int8")
