@@ -34,9 +34,9 @@ for a batch that was never written). The agent therefore uses ``noack_take()`` a
 explicitly, and only in step 6: after the windows those messages completed are in Redis (step 4),
 their alerts and dead letters are on Kafka (step 5), and the buffers holding their samples are
 saved (step 6). Buffers are saved only with no batch in flight: a saved buffer holding chunks of
-a batch not written yet would make a restart take them for duplicates and skip their windows. Messages are acknowledged in the order they were consumed and all at once, so no
-acknowledged message ever sits above an unacknowledged one (Faust would commit past a one-message
-hole). A worker that dies anywhere before step 6 (SIGKILL between the Triton call and the Redis
+a batch not written yet would make a restart take them for duplicates and skip their windows.
+Messages are acknowledged in the order they were consumed and all at once, so no acknowledged
+message ever sits above an unacknowledged one (Faust would commit past a one-message hole). A worker that dies anywhere before step 6 (SIGKILL between the Triton call and the Redis
 write included) leaves the messages uncommitted; its successor restores each patient's buffer as
 of the last checkpoint and is sent everything after the last commit again. Chunks already in the
 restored buffer are ignored as duplicates, the rest rebuild exactly the same windows with the
@@ -403,11 +403,14 @@ class StreamWorker:
             raise
 
     def _check_usable(self) -> None:
+        self._raise_if_failed()
+        if self._aborted:
+            raise BatchAborted("the worker is stopping")
+
+    def _raise_if_failed(self) -> None:
         if self._failure is not None and not isinstance(self._failure, BatchAborted):
             raise BatchFailed("an earlier batch failed; stopping so that its messages are redelivered") \
                 from self._failure
-        if self._aborted:
-            raise BatchAborted("the worker is stopping")
 
     def _finished(self, batch: asyncio.Future) -> None:
         self._in_flight.pop(batch, None)
@@ -653,8 +656,7 @@ class StreamWorker:
         """Called by a timer: checkpoint if one is due (``force``: now) and no batch is running
         (the next batch checkpoints first if one is due). Raises :class:`BatchFailed` once a
         batch has failed, so that an idle worker stops too."""
-        if self._failure is not None and not isinstance(self._failure, BatchAborted):
-            self._check_usable()
+        self._raise_if_failed()
         if self._aborted or not (self._pending or self._dirty) or self._lock.locked() or self._in_flight:
             return
         if force or time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s:
