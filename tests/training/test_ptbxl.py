@@ -151,10 +151,11 @@ def test_record_path_reads_as_a_twelve_lead_ecg():
 @pytest.mark.skipif(not (SHARED / "ptbxl_database.csv").is_file(), reason="shared PTB-XL subset not present")
 def test_shared_subset_counts_match_its_readme():
     lr = PTBXL(SHARED, sampling_rate=100)
-    assert len(lr) == 897 and lr.records_without_row == 1102
-    assert lr.rows_without_record == 6144 - 897
+    # The shared metadata is the complete official v1.0.1 file (21,837 rows); its README gives these counts.
+    assert len(lr) == 1999 and lr.records_without_row == 0
+    assert lr.rows_without_record == 21837 - 1999
     counts = lr.metadata["strat_fold"].value_counts().sort_index().tolist()
-    assert counts == [106, 85, 67, 83, 81, 69, 89, 73, 133, 111]
+    assert counts == [214, 179, 179, 193, 208, 156, 197, 173, 245, 255]
     hr = PTBXL(SHARED, sampling_rate=500)
     assert len(hr) == 500 and hr.records_without_row == 0
     assert np.array_equal(hr.ids, np.arange(1, 501))
