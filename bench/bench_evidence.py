@@ -250,14 +250,14 @@ def _markdown(r: dict, a: argparse.Namespace) -> str:
                       f"ΔC = {p['mean_diff']:+.3f} (95 % CI {p['ci_low']:+.3f} to {p['ci_high']:+.3f}, "
                       f"pretrained better in {p['wins']}/{p['n']} runs)."]
     lines += ["", "The t-interval is over the 10 runs, which share subjects: it is narrower than an interval over "
-                  "independent cohorts would be (training/protocol.py).", ""]
+                  "independent cohorts would be (training/evaluation/protocol.py).", ""]
     probe = r["probe"]
     if probe:
         lines += ["## Linear probe of the frozen encoder (PTB-XL diagnostic superclasses)", "",
                   f"{probe['n_records']} labelled {probe['sampling_rate']}-Hz records with a superclass; one-vs-rest "
                   "logistic regression on the standardised 512-d embedding of the median-beat input, trained on folds "
                   "1–8, C chosen on fold 9, macro AUC (NORM, MI, STTC, HYP, CD) on fold 10 with a 1000-resample "
-                  "bootstrap interval. Code: `training/probe.py` (`hfrisk probe`).", "",
+                  "bootstrap interval. Code: `training/evaluation/probe.py` (`hfrisk probe`).", "",
                   "| encoder | C | val macro AUC | test macro AUC (95 % bootstrap CI) | " +
                   " | ".join(f"{k} AUC" for k in ("NORM", "MI", "STTC", "HYP", "CD")) + " |",
                   "| --- | --- | --- | --- | " + " | ".join(["---"] * 5) + " |"]

@@ -5,7 +5,7 @@
 
 Starts its own Kafka (KRaft), Redis (AOF, fsync every second) and Triton (pytriton wheel,
 untrained HFRiskNet, one ONNX Runtime thread) on loopback, then runs the fault scenarios of
-``tests/integration/test_faults.py`` (the same runners, from ``tests/integration/stream_harness.py``):
+``tests/integration/test_faults.py`` (the same runners, from ``hfrisk/testing/stream_harness.py``):
 3 beds of real PTB-XL 500 Hz recordings, 40 s each (21 windows), replayed as fast as possible, the
 first 20 s before the fault. Every run is checked window by window against the offline reference
 (``prepare`` + ONNX Runtime) and the table says what was found: windows expected / written /
@@ -34,7 +34,7 @@ FAULTS = ("worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", 
 
 
 def run_fault(name: str, ref, servers: dict, work: Path, down_s: float):
-    from tests.integration.stream_harness import (
+    from hfrisk.testing.stream_harness import (
         StreamScenario,
         run_kafka_restart,
         run_rebalance,
@@ -114,7 +114,7 @@ EXPLANATION = """## What the figures say
 
 * **Exactly once held in every run.** Each window is written to Redis in one transaction with a
   per-window idempotency record, and chunk messages are acknowledged (so committed) only after their windows
-  are written and the patients' buffers saved (`stream/worker.py`). A fault therefore only delays windows:
+  are written and the patients' buffers saved (`stream/worker/pipeline.py`). A fault therefore only delays windows:
   what was in flight is redelivered, rebuilt from the saved buffers with the same ids and recognised
   (*redelivered*, summed over the runs, counts the score records re-sent for them; Redis holds each
   window once).
@@ -165,12 +165,12 @@ def run(args, argv, work: Path) -> dict:
     from tqdm import tqdm
 
     from bench.bench_triton import export_model
-    from hfrisk.model.card import default_card
+    from hfrisk.model.contract.card import default_card
     from hfrisk.serving.model_repository import write_model_repository
-    from hfrisk.serving.triton_server import TritonServer
-    from hfrisk.services.kafka import KafkaBroker
-    from hfrisk.services.redis_server import RedisServer
-    from tests.integration.stream_harness import Reference
+    from hfrisk.stack.triton_server import TritonServer
+    from hfrisk.stack.kafka import KafkaBroker
+    from hfrisk.stack.redis_server import RedisServer
+    from hfrisk.testing.stream_harness import Reference
 
     card = default_card()
     onnx_path = export_model(work, card)

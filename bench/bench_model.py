@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.bench_model [--batches 1 32 128] [--rounds 5] [--seconds 1.5] [--threads N] [--out docs/bench]
 
-Both engines run the served graph (:class:`~hfrisk.model.network.ServingModule`: log-risk and the
+Both engines run the served graph (:class:`~hfrisk.model.network.hfrisk_net.ServingModule`: log-risk and the
 three attention outputs) on the same real inputs — the bundled PTB-XL 500 Hz records through
-:func:`~hfrisk.model.onnx_export.recording_inputs`, cycled to fill each batch — with the same
+:func:`~hfrisk.model.network.onnx_export.recording_inputs`, cycled to fill each batch — with the same
 number of intra-op threads. After a warm-up, each round measures back-to-back calls for
 ``--seconds`` per engine and batch size; PyTorch and ONNX Runtime alternate within a round, so
 load from other processes hits both alike. The median round is reported, with the per-call
@@ -33,7 +33,7 @@ RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "
 
 
 def real_inputs(card) -> np.ndarray:
-    from hfrisk.model.onnx_export import recording_inputs
+    from hfrisk.model.network.onnx_export import recording_inputs
 
     heads = sorted(RECORDS_DIR.rglob("*.hea"))
     return recording_inputs([h.with_suffix("") for h in heads], card)
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
     import onnxruntime as ort
     import torch
 
-    from hfrisk.model.card import default_card
-    from hfrisk.model.network import HFRiskNet, ServingModule, count_parameters
-    from hfrisk.model.onnx_export import export_onnx, onnx_parity
+    from hfrisk.model.contract.card import default_card
+    from hfrisk.model.network.hfrisk_net import HFRiskNet, ServingModule, count_parameters
+    from hfrisk.model.network.onnx_export import export_onnx, onnx_parity
 
     torch.set_num_threads(args.threads)
     card = default_card()
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
         },
         "model": model,
-        "inputs": f"{len(inputs)} PTB-XL 500 Hz records (tests/data) through hfrisk.model.onnx_export.recording_inputs, cycled",
+        "inputs": f"{len(inputs)} PTB-XL 500 Hz records (tests/data) through hfrisk.model.network.onnx_export.recording_inputs, cycled",
         "threads": args.threads,
         "rounds": args.rounds,
         "seconds": args.seconds,

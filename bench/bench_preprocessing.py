@@ -27,9 +27,9 @@ import numpy as np
 import scipy
 import wfdb
 
-from hfrisk.model.card import default_card
-from hfrisk.model.ecg import ECG
-from hfrisk.model.preprocessing import prepare, prepare_many
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.preprocessing import prepare, prepare_many
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "tests" / "data" / "ecg" / "ptbxl" / "records500"

@@ -11,7 +11,7 @@ its card) and the same ONNX Runtime thread count as ``hfrisk screen --in-process
    ``--in-process``, ``--workers`` preprocessing processes (default: one per CPU), and serially
    (``workers=0``) to show what the pool buys.
 3. **Screening through Triton**: the same, scoring through a real local ``tritonserver`` started
-   with :class:`hfrisk.serving.triton_server.TritonServer` on the shipped model.
+   with :class:`hfrisk.stack.triton_server.TritonServer` on the shipped model.
 
 Each round runs all of them back to back, so that load from other processes hits them alike; the
 median round is reported with the ratios to raw ORT (goal: >= 0.8). Screening runs time the
@@ -85,9 +85,9 @@ def screening_rate(records: Path, scorer, workers: int, n_records: int) -> tuple
 
 def breakdown(paths: list[Path], card) -> tuple[np.ndarray, dict]:
     """Model inputs of every fit recording, and the serial ms per record of reading and preprocessing."""
-    from hfrisk.model.errors import ECGInputError
-    from hfrisk.model.preprocessing import prepare
-    from hfrisk.model.readers import read_ecg
+    from hfrisk.model.contract.errors import ECGInputError
+    from hfrisk.model.frontend.preprocessing import prepare
+    from hfrisk.model.readers.dispatch import read_ecg
 
     # CPU time, not wall time: on a shared machine it is what the bound below needs.
     read_s = prep_s = 0.0
@@ -186,12 +186,12 @@ def main(argv: list[str] | None = None) -> dict:
     import onnxruntime
 
     from hfrisk.cli import _in_process_scorer
-    from hfrisk.model.readers import iter_records
-    from hfrisk.scoring import TritonScorer, find_model_version
-    from hfrisk.scoring import OnnxScorer
+    from hfrisk.model.readers.dispatch import iter_records
+    from hfrisk.serving.scorers import TritonScorer, find_model_version
+    from hfrisk.serving.scorers import OnnxScorer
     from hfrisk.screening import default_workers, screening_threads
     from hfrisk.serving.model_repository import write_model_repository
-    from hfrisk.serving.triton_server import TritonServer
+    from hfrisk.stack.triton_server import TritonServer
 
     load_before = load_average()
     workers = default_workers() if args.workers is None else args.workers

@@ -64,9 +64,9 @@ def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
     """A Faust app with the worker's settings whose agent only receives and acknowledges chunks."""
     import faust
 
-    from hfrisk.config import get_settings
-    from hfrisk.stream.app import chunk_topic, create_app
-    from hfrisk.stream.metrics import StreamMetrics
+    from hfrisk.core.config import get_settings
+    from hfrisk.stream.worker.app import chunk_topic, create_app
+    from hfrisk.stream.worker.metrics import StreamMetrics
 
     settings = get_settings()
     metrics = StreamMetrics()
@@ -211,9 +211,9 @@ class Stack:
 
     def __init__(self, work: Path, onnx_path: Path, card, partitions: int, prep_workers: int = 1):
         from hfrisk.serving.model_repository import write_model_repository
-        from hfrisk.serving.triton_server import TritonServer
-        from hfrisk.services.kafka import KafkaBroker
-        from hfrisk.services.redis_server import RedisServer
+        from hfrisk.stack.triton_server import TritonServer
+        from hfrisk.stack.kafka import KafkaBroker
+        from hfrisk.stack.redis_server import RedisServer
 
         self.work = work
         self.partitions = partitions
@@ -226,8 +226,8 @@ class Stack:
         self.processes = []
 
     def topics(self, name: str):
-        from hfrisk.config import KafkaSettings
-        from hfrisk.stream.topics import ensure_topics
+        from hfrisk.core.config import KafkaSettings
+        from hfrisk.stream.ingest.topics import ensure_topics
 
         kafka = KafkaSettings(
             bootstrap_servers=self.kafka.bootstrap_servers, partitions=self.partitions,
@@ -238,7 +238,7 @@ class Stack:
         return kafka
 
     def env(self, kafka, prefix: str) -> dict[str, str]:
-        from tests.integration.stream_harness import services_env
+        from hfrisk.testing.stream_harness import services_env
 
         services = services_env(kafka=kafka, redis_url=self.redis.url, prefix=prefix,
                                 triton_grpc_url=self.triton.grpc_url,
@@ -247,7 +247,7 @@ class Stack:
         return os.environ | services | {"HFRISK_LOG__LEVEL": "DEBUG"}
 
     def start(self, name: str, argv: list[str], env: dict) -> tuple[object, int]:
-        from hfrisk.services.process import ManagedProcess, free_port, port_open
+        from hfrisk.stack.process import ManagedProcess, free_port, port_open
 
         port = free_port()
         argv = [sys.executable, *argv, "--metrics-port", str(port), "--web-port", str(free_port())]
@@ -257,7 +257,7 @@ class Stack:
         return proc.start(), port
 
     def worker(self, name: str, kafka, prefix: str, *extra: str):
-        return self.start(name, ["-m", "hfrisk.stream.commands", "--app-id", name, "--prep-workers",
+        return self.start(name, ["-m", "hfrisk.stream.worker.command", "--app-id", name, "--prep-workers",
                                  str(self.prep_workers), "--no-create-topics", *extra], self.env(kafka, prefix))
 
     def stop(self) -> None:
@@ -273,9 +273,9 @@ class Stack:
 
 def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
     """Raw ONNX Runtime batched windows/s (batch 32, one thread) and prepare+ORT windows/s."""
-    from hfrisk.model.preprocessing import prepare
-    from hfrisk.model.readers import read_ecg
-    from hfrisk.scoring import OnnxScorer
+    from hfrisk.model.frontend.preprocessing import prepare
+    from hfrisk.model.readers.dispatch import read_ecg
+    from hfrisk.serving.scorers import OnnxScorer
 
     ecgs = [read_ecg(h.with_suffix("")) for h in sorted(RECORDS_DIR.rglob("*.hea"))]
     started = time.perf_counter()
@@ -297,7 +297,7 @@ def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
 
 
 def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, duration_s: float, card) -> dict:
-    from hfrisk.stream.replay import patient_id_for, replay
+    from hfrisk.stream.ingest.replay import patient_id_for, replay
 
     salt = f"tp{beds}-{uuid.uuid4().hex[:6]}"
     patients = [patient_id_for(i, salt) for i in range(beds)]
@@ -332,7 +332,7 @@ def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int,
 
 
 def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
-    from hfrisk.stream.replay import replay
+    from hfrisk.stream.ingest.replay import replay
 
     kafka = stack.topics(f"overhead-{uuid.uuid4().hex[:6]}")
     stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=False,
@@ -359,7 +359,7 @@ def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
 
 
 def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, seconds: float, card) -> dict:
-    from hfrisk.stream.replay import patient_id_for, replay
+    from hfrisk.stream.ingest.replay import patient_id_for, replay
 
     salt = f"rt{beds}-{uuid.uuid4().hex[:6]}"
     patients = [patient_id_for(i, salt) for i in range(beds)]
@@ -519,8 +519,8 @@ def run(args, argv, work: Path) -> dict:
     import onnxruntime as ort
 
     from bench.bench_triton import export_model
-    from hfrisk.config import get_settings
-    from hfrisk.model.card import default_card
+    from hfrisk.core.config import get_settings
+    from hfrisk.model.contract.card import default_card
 
     card = default_card()
     print("exporting an untrained HFRiskNet …", flush=True)

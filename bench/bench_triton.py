@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.record import command_line, load_average, machine, save
-from hfrisk.model.card import ModelCard, default_card, load_card
+from hfrisk.model.contract.card import ModelCard, default_card, load_card
 from hfrisk.serving.client import RiskClient
 from hfrisk.serving.model_repository import ServingOptions, write_model_repository
-from hfrisk.serving.triton_server import TritonServer
+from hfrisk.stack.triton_server import TritonServer
 
 RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
 CONCURRENCY = (1, 4, 16)
@@ -49,7 +49,7 @@ BATCHES = (1, 32)
 
 
 def real_inputs(card: ModelCard) -> np.ndarray:
-    from hfrisk.model.onnx_export import recording_inputs
+    from hfrisk.model.network.onnx_export import recording_inputs
 
     heads = sorted(RECORDS_DIR.rglob("*.hea"))
     return recording_inputs([h.with_suffix("") for h in heads], card)
@@ -63,8 +63,8 @@ def batch_of(inputs: np.ndarray, size: int, start: int = 0) -> np.ndarray:
 def export_model(folder: Path, card: ModelCard) -> Path:
     import torch
 
-    from hfrisk.model.network import HFRiskNet
-    from hfrisk.model.onnx_export import export_onnx
+    from hfrisk.model.network.hfrisk_net import HFRiskNet
+    from hfrisk.model.network.onnx_export import export_onnx
 
     torch.manual_seed(0)
     return export_onnx(HFRiskNet.from_card(card), folder / "model.onnx", card, save_card=False)
@@ -322,7 +322,7 @@ def run(argv: list[str] | None, work: Path) -> dict:
         "machine": machine(load_before),
         "versions": {"onnxruntime": ort.__version__, "triton": triton_version, "python": platform.python_version()},
         "model": model,
-        "inputs": f"{len(inputs)} PTB-XL 500 Hz records (tests/data) through hfrisk.model.preprocessing.prepare, cycled",
+        "inputs": f"{len(inputs)} PTB-XL 500 Hz records (tests/data) through hfrisk.model.frontend.preprocessing.prepare, cycled",
         "threads": args.threads,
         "seconds": args.seconds,
         "concurrency_seconds": concurrency_seconds,

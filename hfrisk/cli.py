@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import get_settings
-from .logs import configure_logging
+from hfrisk.core.config import get_settings
+from hfrisk.core.logs import configure_logging
 
 app = typer.Typer(
     name="hfrisk",
@@ -33,7 +33,7 @@ def card(
     model_dir: Annotated[Optional[Path], typer.Argument(help="A model folder holding model_card.json; default: the built-in card.")] = None,
 ) -> None:
     """Print the model card: the input contract and the meaning of every output."""
-    from .model.card import default_card, load_card
+    from hfrisk.model.contract.card import default_card, load_card
 
     typer.echo((load_card(model_dir) if model_dir else default_card()).to_json())
 
@@ -50,10 +50,10 @@ def inspect(
     from rich.markup import escape
     from rich.table import Table
 
-    from .model.card import default_card
-    from .model.errors import ECGInputError
-    from .model.preprocessing import prepare
-    from .model.readers import read_ecg
+    from hfrisk.model.contract.card import default_card
+    from hfrisk.model.contract.errors import ECGInputError
+    from hfrisk.model.frontend.preprocessing import prepare
+    from hfrisk.model.readers.dispatch import read_ecg
 
     console = Console()
     card = default_card()
@@ -102,8 +102,8 @@ def screen(
     from rich.console import Console
     from rich.table import Table
 
-    from .screening import screen as run_screen
-    from .screening import screening_threads, summarize, write_summary
+    from hfrisk.screening import screen as run_screen
+    from hfrisk.screening import screening_threads, summarize, write_summary
 
     settings = get_settings()
     console = Console()
@@ -149,7 +149,7 @@ def serve(
     import signal
     import threading
 
-    from .serving.triton_server import TritonServer
+    from hfrisk.stack.triton_server import TritonServer
 
     settings = get_settings()
     overrides = {"model_repository": model_repository} if model_repository else {}
@@ -181,8 +181,8 @@ def replay(
     create_topics: Annotated[bool, typer.Option(help="Create the stream's topics first if missing.")] = True,
 ) -> None:
     """Stream recordings into Kafka as bedside monitors would."""
-    from .stream.replay import replay as run_replay
-    from .stream.topics import ensure_topics
+    from hfrisk.stream.ingest.replay import replay as run_replay
+    from hfrisk.stream.ingest.topics import ensure_topics
 
     settings = get_settings()
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap}) if bootstrap else settings.kafka
@@ -213,10 +213,10 @@ def up(
     from rich.console import Console
     from rich.live import Live
 
-    from .security import redis_client
-    from .stack import plain_redis_settings, require_model, start_replay, start_stack, stop_stack
-    from .stream.redis_sink import RedisSink
-    from .ward_view import ward_rows, ward_table
+    from hfrisk.core.security import redis_client
+    from hfrisk.stack.local import plain_redis_settings, require_model, start_replay, start_stack, stop_stack
+    from hfrisk.stream.sinks.redis_sink import RedisSink
+    from hfrisk.stack.ward_view import ward_rows, ward_table
 
     settings = get_settings()
     console = Console()
@@ -257,16 +257,16 @@ def up(
 @app.command()
 def down() -> None:
     """Stop everything `hfrisk up` started; leaves nothing running."""
-    from .stack import stop_stack
+    from hfrisk.stack.local import stop_stack
 
     stopped = stop_stack(get_settings())
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack is running")
 
 
 def _triton_scorer(url: str, model: Path, model_name: str):
-    from .model.card import default_card, load_card
-    from .scoring import TritonScorer, find_model_version
-    from .serving.client import TritonClientError
+    from hfrisk.model.contract.card import default_card, load_card
+    from hfrisk.serving.scorers import TritonScorer, find_model_version
+    from hfrisk.serving.client import TritonClientError
 
     try:
         card = load_card(find_model_version(model, model_name))
@@ -280,7 +280,7 @@ def _triton_scorer(url: str, model: Path, model_name: str):
 
 
 def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: int | None = None):
-    from .scoring import OnnxScorer
+    from hfrisk.serving.scorers import OnnxScorer
 
     try:
         return OnnxScorer.from_model_dir(model, model_name, threads=threads)
@@ -293,8 +293,8 @@ def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: i
 
 def _register_stage_commands() -> None:
     """Commands whose code lives with its stage (training/, stream/); imported lazily by typer."""
-    from .training.commands import pretrain_command, probe_command
-    from .training.finetune_commands import (
+    from hfrisk.training.pretrain.commands import pretrain_command, probe_command
+    from hfrisk.training.finetune.commands import (
         evaluate_command,
         export_command,
         finetune_command,
@@ -308,15 +308,15 @@ def _register_stage_commands() -> None:
     app.command("synthetic-cohort")(synthetic_cohort_command)
     app.command("probe")(probe_command)
 
-    from .stream.commands import worker_command
+    from hfrisk.stream.worker.command import worker_command
 
     app.command("worker")(worker_command)
 
-    from .dashboards import app as dashboards_app
+    from hfrisk.dashboards import app as dashboards_app
 
     app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code: write the JSON, push it to a Grafana.")
 
-    from .pseudonym import app as pseudonym_app
+    from hfrisk.core.pseudonym import app as pseudonym_app
 
     app.add_typer(pseudonym_app, name="pseudonym", help="Keyed pseudonyms of patient ids (docs/security.md).")
 

@@ -55,7 +55,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as mcommon
 from grafana_foundation_sdk.models import dashboard as mdash
 
-from .config import RedisSettings, StreamSettings
+from hfrisk.core.config import RedisSettings, StreamSettings
 
 __all__ = [
     "DASHBOARD_UIDS",
@@ -579,7 +579,7 @@ def build_dashboards(
     Thresholds come from ``stream`` (default: ``StreamSettings()``'s defaults, not the
     environment, so the committed files do not depend on who generated them).
     """
-    from .model.card import default_card
+    from hfrisk.model.contract.card import default_card
 
     card = default_card()
     stream = stream or StreamSettings()

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .logs import get_logger
-from .model.card import ModelCard
-from .model.errors import ECGInputError
-from .model.preprocessing import ModelInput, prepare
-from .model.readers import iter_records, read_ecg
+from hfrisk.core.logs import get_logger
+from hfrisk.model.contract.card import ModelCard
+from hfrisk.model.contract.errors import ECGInputError
+from hfrisk.model.frontend.preprocessing import ModelInput, prepare
+from hfrisk.model.readers.dispatch import iter_records, read_ecg
 
 __all__ = ["Scorer", "ScreenRow", "screen", "prepare_record", "default_workers", "screening_threads", "summarize", "write_summary", "SCORES_FILENAME"]
 
@@ -234,7 +234,7 @@ def write_summary(frame: pd.DataFrame, path: str | Path, top: int = 10, leads: S
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .model.card import CANONICAL_LEADS
+    from hfrisk.model.contract.card import CANONICAL_LEADS
 
     leads = list(leads or CANONICAL_LEADS)
     scored = frame[frame["status"] == "scored"].sort_values("log_risk", ascending=False)

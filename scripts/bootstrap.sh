@@ -30,8 +30,8 @@ if [ -f .ci/install-system.sh ]; then
   bash .ci/install-system.sh
 fi
 
-if .venv/bin/python -c "import hfrisk.services.jars" >/dev/null 2>&1; then
+if .venv/bin/python -c "import hfrisk.stack.jars" >/dev/null 2>&1; then
   log "resolving Kafka jars"
-  .venv/bin/python -m hfrisk.services.jars
+  .venv/bin/python -m hfrisk.stack.jars
 fi
 log "ready"

@@ -1,7 +1,7 @@
 """Shared test fixtures: where the real recordings in tests/data/ecg are.
 
 Record fixtures are WFDB record paths without extension (the form ``wfdb`` and
-``hfrisk.model.wfdb_io.read_wfdb`` take); ``dicom_ecg_path`` is pydicom's 12-lead ECG file.
+``hfrisk.model.readers.wfdb_io.read_wfdb`` take); ``dicom_ecg_path`` is pydicom's 12-lead ECG file.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def exported_model_dir(tmp_path_factory) -> Path:
     ``<dir>/model_card.json``. Its scores are deterministic but meaningless."""
     import torch
 
-    from hfrisk.model.card import default_card
-    from hfrisk.model.network import HFRiskNet
-    from hfrisk.model.onnx_export import export_onnx
+    from hfrisk.model.contract.card import default_card
+    from hfrisk.model.network.hfrisk_net import HFRiskNet
+    from hfrisk.model.network.onnx_export import export_onnx
 
     folder = tmp_path_factory.mktemp("exported-model")
     torch.manual_seed(0)

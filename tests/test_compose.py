@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from hfrisk import dashboards as dash
-from hfrisk.config import KafkaSettings, Settings, StreamSettings, TritonSettings
+from hfrisk.core.config import KafkaSettings, Settings, StreamSettings, TritonSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()

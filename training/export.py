@@ -2,11 +2,11 @@
 
 :func:`export_model`:
 
-1. loads the checkpoint into :class:`~hfrisk.model.network.HFRiskNet` (eval mode);
+1. loads the checkpoint into :class:`~hfrisk.model.network.hfrisk_net.HFRiskNet` (eval mode);
 2. writes the card's ``training`` section: the data (cohort, sizes, events, time unit), the run
    (checkpoint file and SHA-256, epoch, validation C, fine-tuning settings, initialisation) and,
    if given, the cross-validated evaluation;
-3. exports ONNX with :func:`~hfrisk.model.onnx_export.export_onnx`;
+3. exports ONNX with :func:`~hfrisk.model.network.onnx_export.export_onnx`;
 4. checks ONNX Runtime against the checkpoint on REAL inputs (WFDB records through the card's
    preprocessing) to ``PARITY_ATOL`` = 1e-4 on every output, and refuses to go on otherwise;
 5. writes the repository with :func:`~hfrisk.serving.model_repository.write_model_repository`.
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from hfrisk.model.card import ModelCard
-from hfrisk.model.onnx_export import (
+from hfrisk.model.contract.card import ModelCard
+from hfrisk.model.network.onnx_export import (
     PARITY_ATOL,
     ParityReport,
     export_onnx,
@@ -40,9 +40,9 @@ from hfrisk.model.onnx_export import (
 )
 
 import hfrisk
-from hfrisk.logs import get_logger
+from hfrisk.core.logs import get_logger
 
-from .finetune import load_finetuned
+from hfrisk.training.finetune.loop import load_finetuned
 
 __all__ = ["ExportResult", "export_model", "training_section"]
 
@@ -142,7 +142,7 @@ def export_model(
     ``weights="float16"`` stores the weights at half the size (:func:`store_weights_float16`) once
     the float32 graph has passed the parity check; the card's ``training.weights`` records how far
     that moved the outputs from PyTorch (at most :data:`FLOAT16_ATOL`).
-    Raises :class:`~hfrisk.model.onnx_export.ParityError` when ONNX Runtime and PyTorch disagree.
+    Raises :class:`~hfrisk.model.network.onnx_export.ParityError` when ONNX Runtime and PyTorch disagree.
     """
     if weights not in WEIGHT_DTYPES:
         raise ValueError(f"weights must be one of {WEIGHT_DTYPES}, not {weights!r}")

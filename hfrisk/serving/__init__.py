@@ -1,16 +1,25 @@
-"""Triton model repository, server launcher and client."""
+"""Serving the model: the Triton model repository and its python backend, the Triton clients and the in-process scorers."""
 
-from .client import InferenceError, ModelNotReady, RiskClient, ServerNotReady, SyncRiskClient, TritonClientError
-from .model_repository import OnnxContractError, ServingOptions, render_config, write_model_repository
-from .triton_server import TritonServer, find_triton
+from hfrisk.serving.client import (
+    InferenceError,
+    ModelNotReady,
+    RiskClient,
+    ServerNotReady,
+    SyncRiskClient,
+    TritonClientError,
+)
+from hfrisk.serving.model_repository import (
+    OnnxContractError,
+    ServingOptions,
+    render_config,
+    write_model_repository,
+)
 
 __all__ = [
     "write_model_repository",
     "render_config",
     "ServingOptions",
     "OnnxContractError",
-    "TritonServer",
-    "find_triton",
     "RiskClient",
     "SyncRiskClient",
     "TritonClientError",

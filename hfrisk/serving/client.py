@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..logs import get_logger
-from ..model.card import ModelCard, default_card
+from hfrisk.core.logs import get_logger
+from hfrisk.model.contract.card import ModelCard, default_card
 
 __all__ = [
     "RiskClient",
@@ -109,8 +109,8 @@ class RiskClient:
 
     @classmethod
     def from_settings(cls, settings=None, **overrides) -> "RiskClient":
-        """A client configured from :class:`hfrisk.config.Settings` (``HFRISK_TRITON__*``)."""
-        from ..config import get_settings
+        """A client configured from :class:`hfrisk.core.config.Settings` (``HFRISK_TRITON__*``)."""
+        from hfrisk.core.config import get_settings
 
         settings = settings or get_settings()
         kwargs = dict(

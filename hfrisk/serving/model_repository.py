@@ -15,7 +15,7 @@ explains the choice. The layout::
             model.py          # hfrisk/serving/backend_model.py, copied
             model_card.json   # the card this ONNX file was exported with
 
->>> from hfrisk.model.card import default_card
+>>> from hfrisk.model.contract.card import default_card
 >>> text = render_config(default_card(), "hfrisk", ServingOptions(max_batch_size=32))
 >>> "max_batch_size: 32" in text and 'backend: "python"' in text
 True
@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from ..model.card import CARD_FILENAME, ModelCard
-from . import backend_model
+from hfrisk.model.contract.card import CARD_FILENAME, ModelCard
+from hfrisk.serving import backend_model
 
 __all__ = [
     "ServingOptions",

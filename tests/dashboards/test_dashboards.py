@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import pytest
 import yaml
-from hfrisk.model.card import default_card
-from hfrisk.stream.redis_sink import KEY_SCHEMA
+from hfrisk.model.contract.card import default_card
+from hfrisk.stream.sinks.redis_sink import KEY_SCHEMA
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,13 +30,13 @@ from pydantic import (
 from typer.testing import CliRunner
 
 from hfrisk import dashboards as dash
-from hfrisk.config import StreamSettings
+from hfrisk.core.config import StreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARDS = dash.build_dashboards()
 # Grafana's global variables (https://grafana.com/docs/grafana/latest/dashboards/variables/add-template-variables/).
 GLOBAL_VARIABLES = {"__rate_interval", "__interval", "__range", "__from", "__to", "__value", "__url_time_range", "__all"}
-# Triton's metrics endpoint (the worker's come from stream/metrics.py itself, below).
+# Triton's metrics endpoint (the worker's come from stream/worker/metrics.py itself, below).
 TRITON_METRICS = {
     "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
     "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us", "nv_inference_request_duration_us",
@@ -311,7 +311,7 @@ def test_ward_reads_only_documented_redis_keys_with_supported_commands():
 def test_operations_queries_name_only_exported_metrics():
     """Every series the panels query is one the worker's StreamMetrics or Triton exports, and
     every worker metric has a panel."""
-    from hfrisk.stream.metrics import StreamMetrics
+    from hfrisk.stream.worker.metrics import StreamMetrics
 
     families = list(StreamMetrics().registry.collect())
     # The series names each family exposes (labelled families have no samples until first use).

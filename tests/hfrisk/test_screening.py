@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hfrisk.cli import app
-from hfrisk.model.preprocessing import prepare
-from hfrisk.model.readers import read_ecg
-from hfrisk.scoring import OnnxScorer, find_model_version
+from hfrisk.model.frontend.preprocessing import prepare
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.serving.scorers import OnnxScorer, find_model_version
 from hfrisk.screening import SCORES_FILENAME, screen
 
 

@@ -2,9 +2,9 @@ import os
 import sys
 from pathlib import Path
 
-from hfrisk.config import PathSettings, Settings
-from hfrisk.services.process import ManagedProcess
-from hfrisk.stack import STACK_FILE, StackInfo, read_stack, stack_dir, stop_stack
+from hfrisk.core.config import PathSettings, Settings
+from hfrisk.stack.process import ManagedProcess
+from hfrisk.stack.local import STACK_FILE, StackInfo, read_stack, stack_dir, stop_stack
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -53,9 +53,9 @@ def test_the_local_stack_ignores_client_security_from_the_environment(monkeypatc
     # make its workers and replay fail to connect.
     from pydantic import SecretStr
 
-    from hfrisk.config import RedisSettings, Settings
-    from hfrisk.security import redis_client_kwargs, redis_url
-    from hfrisk.stack import _plain_environ, plain_redis_settings
+    from hfrisk.core.config import RedisSettings, Settings
+    from hfrisk.core.security import redis_client_kwargs, redis_url
+    from hfrisk.stack.local import _plain_environ, plain_redis_settings
 
     monkeypatch.setenv("HFRISK_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("HFRISK_KAFKA__USERNAME", "ward")

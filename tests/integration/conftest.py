@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from hfrisk.services.kafka import KafkaBroker
-from hfrisk.services.prometheus import PrometheusServer
-from hfrisk.services.redis_server import RedisServer
+from hfrisk.stack.kafka import KafkaBroker
+from hfrisk.stack.prometheus import PrometheusServer
+from hfrisk.stack.redis_server import RedisServer
 
-from .service_required import serve
+from tests.integration.service_required import serve
 
 
 @pytest.fixture(scope="session")
@@ -38,4 +38,4 @@ def prometheus_server(tmp_path_factory) -> Iterator[PrometheusServer]:
     yield from serve("prometheus", lambda: PrometheusServer(tmp_path_factory.mktemp("prometheus")))
 
 
-from .triton_fixture import triton_server  # noqa: E402,F401  (session fixture shared by the stream tests)
+from tests.integration.triton_fixture import triton_server  # noqa: E402,F401  (session fixture shared by the stream tests)

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from hfrisk.services.process import ServiceNotInstalled
+from hfrisk.stack.process import ServiceNotInstalled
 
 
 class _Server(Protocol):

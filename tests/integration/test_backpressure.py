@@ -29,14 +29,14 @@ import psutil
 import pytest
 from kafka import KafkaProducer
 
-from hfrisk.config import StreamSettings
-from hfrisk.stream.alerts import AlertPolicy
-from hfrisk.stream.app import stream_buffer_size
-from hfrisk.stream.replay import feed
-from hfrisk.stream.schema import encode_chunk
-from hfrisk.stream.windowing import Window, WindowAssembler
+from hfrisk.core.config import StreamSettings
+from hfrisk.stream.alerts.policy import AlertPolicy
+from hfrisk.stream.worker.app import stream_buffer_size
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.windowing.buffers import Window, WindowAssembler
 
-from .stream_harness import (
+from hfrisk.testing.stream_harness import (
     HOP_S,
     RECORDS,
     redis_view,

@@ -27,13 +27,13 @@ import onnxruntime as ort
 import pytest
 from kafka import KafkaProducer
 
-from hfrisk.stream.alerts import AlertPolicy
-from hfrisk.stream.dead_letter import INTERNAL_ERROR, DeadLetter, value_limit
-from hfrisk.stream.replay import feed
-from hfrisk.stream.schema import encode_chunk
+from hfrisk.stream.alerts.policy import AlertPolicy
+from hfrisk.stream.messages.dead_letter import INTERNAL_ERROR, DeadLetter, value_limit
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.messages.chunk import encode_chunk
 from tests.stream.malformed import draw_messages, mutated_messages, named_corpus, refusal, template_messages
 
-from .stream_harness import (
+from hfrisk.testing.stream_harness import (
     RECORDS,
     consume_all,
     offline_scores,

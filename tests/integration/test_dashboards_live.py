@@ -16,18 +16,23 @@ import uuid
 
 import numpy as np
 import pytest
-from hfrisk.model.card import CANONICAL_LEADS
-from hfrisk.stream.alerts import AlertPolicy
-from hfrisk.stream.metrics import StreamMetrics
-from hfrisk.stream.redis_sink import RedisSink, WindowResult
-from hfrisk.stream.windowing import SkippedWindows, SkipReason, window_id
+from hfrisk.model.contract.card import CANONICAL_LEADS
+from hfrisk.stream.alerts.policy import AlertPolicy
+from hfrisk.stream.worker.metrics import StreamMetrics
+from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult
+from hfrisk.stream.windowing.buffers import SkippedWindows, SkipReason, window_id
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
 from hfrisk import dashboards as dash
-from hfrisk.services.process import free_port
+from hfrisk.stack.process import free_port
 
-from .dashboard_queries import prometheus_panel_results, redis_panel_results, run_redis, titled
+from tests.integration.dashboard_queries import (
+    prometheus_panel_results,
+    redis_panel_results,
+    run_redis,
+    titled,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,16 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from hfrisk.services.redis_server import RedisServer
+from hfrisk.stack.redis_server import RedisServer
 
-from .stream_harness import FaultOutcome, Reference, StreamScenario, served_card
-from .stream_harness import run_kafka_restart, run_rebalance, run_redis_outage, run_triton_outage, run_worker_kill
+from hfrisk.testing.stream_harness import FaultOutcome, Reference, StreamScenario, served_card
+from hfrisk.testing.stream_harness import (
+    run_kafka_restart,
+    run_rebalance,
+    run_redis_outage,
+    run_triton_outage,
+    run_worker_kill,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -130,7 +136,7 @@ def test_a_worker_stuck_in_teardown_still_exits_with_its_status(tmp_path):
 
     script = (
         "import threading, time\n"
-        "from hfrisk.stream.commands import exit_after_teardown\n"
+        "from hfrisk.stream.worker.command import exit_after_teardown\n"
         "threading.Thread(target=time.sleep, args=(600,)).start()\n"
         "try:\n"
         "    raise SystemExit(3)\n"

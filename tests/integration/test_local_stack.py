@@ -22,15 +22,21 @@ import redis
 from kafka import KafkaProducer
 
 from hfrisk import dashboards as dash
-from hfrisk.config import get_settings
-from hfrisk.services.process import ServiceNotInstalled
-from hfrisk.services.prometheus import find_prometheus
-from hfrisk.services.redis_server import find_redis_server
-from hfrisk.stream.replay import feed
-from hfrisk.stream.schema import encode_chunk
+from hfrisk.core.config import get_settings
+from hfrisk.stack.process import ServiceNotInstalled
+from hfrisk.stack.prometheus import find_prometheus
+from hfrisk.stack.redis_server import find_redis_server
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.messages.chunk import encode_chunk
 
-from .dashboard_queries import prometheus_panel_results, prometheus_query, raw_redis, redis_panel_results, titled
-from .service_required import service_unavailable
+from tests.integration.dashboard_queries import (
+    prometheus_panel_results,
+    prometheus_query,
+    raw_redis,
+    redis_panel_results,
+    titled,
+)
+from tests.integration.service_required import service_unavailable
 
 pytestmark = pytest.mark.integration
 

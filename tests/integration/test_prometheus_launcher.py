@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from hfrisk.services.process import ServiceError, free_port
+from hfrisk.stack.process import ServiceError, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hfrisk.services.process import ServiceNotInstalled
-from hfrisk.services.redis_server import RedisServer
+from hfrisk.stack.process import ServiceNotInstalled
+from hfrisk.stack.redis_server import RedisServer
 
-from .service_required import service_unavailable
+from tests.integration.service_required import service_unavailable
 
 pytestmark = pytest.mark.integration
 

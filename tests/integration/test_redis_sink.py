@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hfrisk.model.ecg import ECG
-from hfrisk.model.quality import QualityReason
-from hfrisk.stream.alerts import AlertKind, AlertPolicy, AlertState
-from hfrisk.stream.redis_sink import KEY_SCHEMA, RedisSink, WindowResult, temporal_summary
-from hfrisk.stream.windowing import SkippedWindows, SkipReason, Window, window_id
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.quality import QualityReason
+from hfrisk.stream.alerts.policy import AlertKind, AlertPolicy, AlertState
+from hfrisk.stream.sinks.redis_sink import KEY_SCHEMA, RedisSink, WindowResult, temporal_summary
+from hfrisk.stream.windowing.buffers import SkippedWindows, SkipReason, Window, window_id
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,14 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from hfrisk.config import KafkaSettings
-from hfrisk.model.readers import read_ecg
-from hfrisk.services.kafka import create_topics
-from hfrisk.stream.replay import replay
-from hfrisk.stream.schema import decode_chunk, message_key
-from hfrisk.stream.topics import ensure_topics, topic_specs
+from hfrisk.core.config import KafkaSettings
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.stack.kafka import create_topics
+from hfrisk.stream.ingest.replay import replay
+from hfrisk.stream.messages.chunk import decode_chunk, message_key
+from hfrisk.stream.ingest.topics import ensure_topics, topic_specs
 
-from .stream_harness import consume_all
+from hfrisk.testing.stream_harness import consume_all
 
 pytestmark = pytest.mark.integration
 

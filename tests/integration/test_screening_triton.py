@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hfrisk.cli import app
-from hfrisk.scoring import OnnxScorer, TritonScorer
+from hfrisk.serving.scorers import OnnxScorer, TritonScorer
 from hfrisk.screening import screen
 
 pytestmark = pytest.mark.integration

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfrisk.model.card import default_card
+from hfrisk.model.contract.card import default_card
 from hfrisk.serving.client import SyncRiskClient
 from hfrisk.serving.model_repository import write_model_repository
-from hfrisk.serving.triton_server import find_triton
-from hfrisk.services.process import ServiceNotInstalled
+from hfrisk.stack.triton_server import find_triton
+from hfrisk.stack.process import ServiceNotInstalled
 
-from .service_required import service_unavailable
+from tests.integration.service_required import service_unavailable
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,17 +32,17 @@ import onnxruntime as ort
 import pytest
 from kafka import KafkaProducer
 
-from hfrisk.config import KafkaSettings
-from hfrisk.stream.alerts import AlertPolicy
-from hfrisk.stream.dead_letter import DeadLetter, value_limit
-from hfrisk.stream.redis_sink import RedisSink
-from hfrisk.stream.replay import feed, replay
-from hfrisk.stream.schema import encode_chunk
-from hfrisk.stream.topics import ensure_topics
-from hfrisk.stream.windowing import PatientBuffer, Window
+from hfrisk.core.config import KafkaSettings
+from hfrisk.stream.alerts.policy import AlertPolicy
+from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
+from hfrisk.stream.sinks.redis_sink import RedisSink
+from hfrisk.stream.ingest.replay import feed, replay
+from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.ingest.topics import ensure_topics
+from hfrisk.stream.windowing.buffers import PatientBuffer, Window
 from tests.stream.test_worker_unit import MAX_BYTES, bad_messages
 
-from .stream_harness import (
+from hfrisk.testing.stream_harness import (
     RECORDS,
     consume_all,
     offline_scores,

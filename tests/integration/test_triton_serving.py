@@ -17,11 +17,11 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc.aio as grpcclient
 
-from hfrisk.model.card import default_card
+from hfrisk.model.contract.card import default_card
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, SyncRiskClient
 from hfrisk.serving.model_repository import write_model_repository
-from hfrisk.serving.triton_server import TritonServer, server_environment
-from hfrisk.services.process import ServiceNotInstalled
+from hfrisk.stack.triton_server import TritonServer, server_environment
+from hfrisk.stack.process import ServiceNotInstalled
 from tests.integration.service_required import service_unavailable
 from tests.serving import ecg_windows, exported_model
 

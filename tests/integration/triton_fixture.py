@@ -15,12 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from hfrisk.model.card import CARD_FILENAME, default_card, load_card
+from hfrisk.model.contract.card import CARD_FILENAME, default_card, load_card
 from hfrisk.serving.model_repository import write_model_repository
-from hfrisk.serving.triton_server import TritonServer
-from hfrisk.services.process import ServiceNotInstalled
+from hfrisk.stack.triton_server import TritonServer
+from hfrisk.stack.process import ServiceNotInstalled
 
-from .service_required import service_unavailable
+from tests.integration.service_required import service_unavailable
 
 __all__ = ["triton_server"]
 

@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from hfrisk.model.card import CANONICAL_LEADS, ModelCard, default_card, load_card
+from hfrisk.model.contract.card import CANONICAL_LEADS, ModelCard, default_card, load_card
 
 
 def test_card_round_trips_through_json(tmp_path):

@@ -10,10 +10,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from hfrisk.model.card import CANONICAL_LEADS
-from hfrisk.model.dicom_io import clean_lead_label, is_dicom_file, read_dicom
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.leads import normalise_lead_name
+from hfrisk.model.contract.card import CANONICAL_LEADS
+from hfrisk.model.readers.dicom_io import clean_lead_label, is_dicom_file, read_dicom
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.contract.leads import normalise_lead_name
 
 
 def _stored(ds, group: int) -> np.ndarray:

@@ -3,8 +3,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from hfrisk.model.ecg import ECG, to_millivolts
-from hfrisk.model.errors import ECGInputError, InputErrorReason
+from hfrisk.model.contract.ecg import ECG, to_millivolts
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 
 
 def _ecg(samples, names=("I", "II"), fs=500.0, **kw):

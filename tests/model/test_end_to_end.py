@@ -5,10 +5,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hfrisk.model.card import default_card
-from hfrisk.model.network import HFRiskNet, ServingModule
-from hfrisk.model.preprocessing import prepare
-from hfrisk.model.readers import read_ecg
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.network.hfrisk_net import HFRiskNet, ServingModule
+from hfrisk.model.frontend.preprocessing import prepare
+from hfrisk.model.readers.dispatch import read_ecg
 
 SOURCES = {
     "ptbxl_500hz": ("ptbxl/records500/00000/00009_hr", 12),
@@ -73,7 +73,7 @@ def test_network_and_onnx_agree_on_every_format(inputs, session, card):
 
 def test_dicom_and_wfdb_copies_of_a_rhythm_agree(dicom_ecg_path, tmp_path, card):
     """Writing the DICOM rhythm strip to WFDB and reading it back changes nothing downstream."""
-    from hfrisk.model.wfdb_io import write_wfdb
+    from hfrisk.model.readers.wfdb_io import write_wfdb
 
     ecg = read_ecg(dicom_ecg_path)
     record = write_wfdb(ecg, tmp_path, "dicom_copy")

@@ -12,9 +12,9 @@ import pytest
 import wfdb
 from scipy import signal
 
-from hfrisk.model.card import FilterSpec, default_card
-from hfrisk.model.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
-from hfrisk.model.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
+from hfrisk.model.contract.card import FilterSpec, default_card
+from hfrisk.model.frontend.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
+from hfrisk.model.frontend.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 CARD = default_card()

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import wfdb
 
-from hfrisk.model.card import CANONICAL_LEADS
-from hfrisk.model.ecg import ECG
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.leads import conform_leads, normalise_lead_name
+from hfrisk.model.contract.card import CANONICAL_LEADS
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.contract.leads import conform_leads, normalise_lead_name
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 

@@ -3,18 +3,18 @@
 import pytest
 import torch
 
-from hfrisk.model.attention import DualAttention
-from hfrisk.model.card import InputSpec, ModelCard, default_card
-from hfrisk.model.errors import ECGInputError
-from hfrisk.model.layers import BatchwiseDropout, ResidualBlock2d
-from hfrisk.model.network import (
+from hfrisk.model.network.attention import DualAttention
+from hfrisk.model.contract.card import InputSpec, ModelCard, default_card
+from hfrisk.model.contract.errors import ECGInputError
+from hfrisk.model.network.layers import BatchwiseDropout, ResidualBlock2d
+from hfrisk.model.network.hfrisk_net import (
     AlignmentHeads,
     HFRiskNet,
     ServingModule,
     build_encoder,
     count_parameters,
 )
-from hfrisk.model.xresnet1d import xresnet1d101
+from hfrisk.model.network.xresnet1d import xresnet1d101
 
 # One thread: on a shared, oversubscribed CPU, OpenMP threads that wait on each other cost 100x.
 torch.set_num_threads(1)

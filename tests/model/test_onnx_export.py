@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hfrisk.model.card import CARD_FILENAME, InputSpec, ModelCard, default_card, load_card
-from hfrisk.model.network import HFRiskNet
-from hfrisk.model.onnx_export import (
+from hfrisk.model.contract.card import CARD_FILENAME, InputSpec, ModelCard, default_card, load_card
+from hfrisk.model.network.hfrisk_net import HFRiskNet
+from hfrisk.model.network.onnx_export import (
     PARITY_ATOL,
     ParityError,
     export_onnx,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import wfdb
 
-from hfrisk.model.beats import median_beat, select_beats
-from hfrisk.model.card import InputSpec, ModelCard, WindowSpec, default_card
-from hfrisk.model.ecg import ECG
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.filters import resample, resample_ratio
-from hfrisk.model.preprocessing import cleaned_beat, pad_beat, prepare, prepare_many, zscore_leads
+from hfrisk.model.frontend.beats import median_beat, select_beats
+from hfrisk.model.contract.card import InputSpec, ModelCard, WindowSpec, default_card
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.frontend.filters import resample, resample_ratio
+from hfrisk.model.frontend.preprocessing import cleaned_beat, pad_beat, prepare, prepare_many, zscore_leads
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 CARD = default_card()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import wfdb
 
-from hfrisk.model.card import QualitySpec, WindowSpec, default_card
-from hfrisk.model.ecg import ECG
-from hfrisk.model.filters import resample
-from hfrisk.model.preprocessing import prepare
-from hfrisk.model.quality import BLOCKING_REASONS, LeadFlags, QualityReason, assess, flag_leads
+from hfrisk.model.contract.card import QualitySpec, WindowSpec, default_card
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.filters import resample
+from hfrisk.model.frontend.preprocessing import prepare
+from hfrisk.model.frontend.quality import BLOCKING_REASONS, LeadFlags, QualityReason, assess, flag_leads
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 CARD = default_card()

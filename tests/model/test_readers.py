@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import wfdb
 
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.readers import iter_records, read_ecg
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.readers.dispatch import iter_records, read_ecg
 
 
 @pytest.mark.parametrize("suffix", ["", ".hea", ".mat"])
@@ -97,7 +97,7 @@ def test_iter_records_from_a_list(tmp_path, ptbxl_record_lr, cinc_record, ecg_da
 
 def test_every_lead_name_read_from_test_data_is_known_to_leads(ecg_data_dir, dicom_ecg_path):
     # Readers keep names as found; the contract is that leads.py understands all of them.
-    from hfrisk.model.leads import normalise_lead_name
+    from hfrisk.model.contract.leads import normalise_lead_name
 
     names = set()
     for path in [*iter_records(ecg_data_dir), dicom_ecg_path]:

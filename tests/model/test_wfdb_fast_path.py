@@ -1,6 +1,6 @@
 """The format-16 fast path of ``read_wfdb`` reads what ``wfdb.rdrecord`` reads, bit for bit.
 
-``hfrisk.model.wfdb_io._read_whole_fast`` parses ordinary headers with wfdb's own grammar and
+``hfrisk.model.readers.wfdb_io._read_whole_fast`` parses ordinary headers with wfdb's own grammar and
 field specs and reads the samples with numpy (docs/bench/screening.md: ~3 ms of wfdb's header
 parsing per 12-lead record). Every record shipped in tests/data goes through both readers; the
 fast path must either decline (``None``) or agree on every header field and every sample.
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import wfdb
 
-from hfrisk.model import wfdb_io
-from hfrisk.model.ecg import ECG
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.wfdb_io import read_wfdb, write_wfdb
+from hfrisk.model.readers import wfdb_io
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.readers.wfdb_io import read_wfdb, write_wfdb
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 RECORDS = sorted(p.with_suffix("") for p in DATA.rglob("*.hea"))

@@ -11,9 +11,9 @@ import pytest
 import wfdb
 from scipy.signal import resample_poly
 
-from hfrisk.model.ecg import ECG
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.wfdb_io import is_ecg_channel, read_wfdb, resolve_record, write_wfdb
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.readers.wfdb_io import is_ecg_channel, read_wfdb, resolve_record, write_wfdb
 
 PTBXL_NAMES = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 CINC_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from hfrisk.config import KafkaSettings, RedisSettings
-from hfrisk.services.kafka import KafkaBroker, KafkaListenerSecurity
-from hfrisk.services.redis_server import RedisServer, RedisTLS, RedisUser
+from hfrisk.core.config import KafkaSettings, RedisSettings
+from hfrisk.stack.kafka import KafkaBroker, KafkaListenerSecurity
+from hfrisk.stack.redis_server import RedisServer, RedisTLS, RedisUser
 from tests.integration.service_required import serve
 
-from .certs import CertFiles, make_pki
+from tests.security.certs import CertFiles, make_pki
 
 KAFKA_USER = "hfrisk-worker"
 REDIS_USER = "hfrisk-worker"

@@ -1,5 +1,5 @@
 """Kafka over SASL_SSL with SCRAM-SHA-512: a kafka-python producer and an aiokafka consumer set up
-exactly as Faust sets it up (hfrisk.security), and the connections the broker must refuse."""
+exactly as Faust sets it up (hfrisk.core.security), and the connections the broker must refuse."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
-from hfrisk.security import faust_broker_options, kafka_client_kwargs
-from hfrisk.services.kafka import create_topics
+from hfrisk.core.security import faust_broker_options, kafka_client_kwargs
+from hfrisk.stack.kafka import create_topics
 
-from .conftest import kafka_client_settings
+from tests.security.conftest import kafka_client_settings
 
 pytestmark = pytest.mark.integration
 

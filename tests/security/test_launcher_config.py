@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from hfrisk.services.kafka import BROKER_USER, KafkaBroker, KafkaListenerSecurity, scram_credential
-from hfrisk.services.redis_server import RedisServer, RedisTLS, RedisUser
+from hfrisk.stack.kafka import BROKER_USER, KafkaBroker, KafkaListenerSecurity, scram_credential
+from hfrisk.stack.redis_server import RedisServer, RedisTLS, RedisUser
 
 PASSWORD = "pencil, with = and ] in it"
 

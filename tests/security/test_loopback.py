@@ -9,13 +9,13 @@ import ipaddress
 import psutil
 import pytest
 
-from hfrisk.config import Settings
-from hfrisk.model.card import CARD_FILENAME, default_card, load_card
+from hfrisk.core.config import Settings
+from hfrisk.model.contract.card import CARD_FILENAME, default_card, load_card
 from hfrisk.serving.model_repository import write_model_repository
-from hfrisk.serving.triton_server import TritonServer
-from hfrisk.services.process import ServiceNotInstalled
-from hfrisk.services.prometheus import PrometheusServer
-from hfrisk.services.redis_server import RedisServer
+from hfrisk.stack.triton_server import TritonServer
+from hfrisk.stack.process import ServiceNotInstalled
+from hfrisk.stack.prometheus import PrometheusServer
+from hfrisk.stack.redis_server import RedisServer
 from tests.integration.service_required import service_unavailable
 
 pytestmark = pytest.mark.integration
@@ -96,8 +96,8 @@ def test_bind_addresses_are_settings_that_widen_on_request(monkeypatch, tmp_path
             defaults.prometheus.bind_address} == {"127.0.0.1"}
     for section in ("KAFKA", "REDIS", "TRITON", "PROMETHEUS"):
         monkeypatch.setenv(f"HFRISK_{section}__BIND_ADDRESS", "0.0.0.0")
-    from hfrisk.config import get_settings
-    from hfrisk.services.kafka import KafkaBroker
+    from hfrisk.core.config import get_settings
+    from hfrisk.stack.kafka import KafkaBroker
 
     get_settings.cache_clear()
     try:

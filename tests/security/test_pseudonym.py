@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hfrisk.cli import app as cli_app
-from hfrisk.config import PseudonymSettings
-from hfrisk.pseudonym import Pseudonymiser, pseudonym_map, pseudonymiser_from_settings
-from hfrisk.stream.dead_letter import DeadLetter
-from hfrisk.stream.schema import encode_chunk
-from hfrisk.stream.scoring_batch import InferenceRejected
+from hfrisk.core.config import PseudonymSettings
+from hfrisk.core.pseudonym import Pseudonymiser, pseudonym_map, pseudonymiser_from_settings
+from hfrisk.stream.messages.dead_letter import DeadLetter
+from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.scoring.batch import InferenceRejected
 from tests.stream.test_worker_unit import (
     MAX_BYTES,
     FakeScorer,
@@ -72,7 +72,7 @@ def test_map_command_prints_the_table_and_writes_it_only_on_request(tmp_path, mo
     key_file = tmp_path / "pseudonym.key"
     key_file.write_text(KEY.decode())
     monkeypatch.setenv("HFRISK_PSEUDONYM__KEY_FILE", str(key_file))
-    from hfrisk.config import get_settings
+    from hfrisk.core.config import get_settings
 
     get_settings.cache_clear()
     try:

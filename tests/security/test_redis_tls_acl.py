@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from hfrisk.security import redis_client
-from hfrisk.services.redis_server import RedisServer, RedisUser
-from hfrisk.stream.redis_sink import RedisSink, WindowResult
+from hfrisk.core.security import redis_client
+from hfrisk.stack.redis_server import RedisServer, RedisUser
+from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult
 
-from .conftest import REDIS_PREFIX, redis_client_settings
+from tests.security.conftest import REDIS_PREFIX, redis_client_settings
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Security settings: secrets from the environment or files, never printed, and the client
-arguments that hfrisk.security builds from them."""
+arguments that hfrisk.core.security builds from them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import faust
 import pytest
 from pydantic import ValidationError
 
-from hfrisk.config import KafkaSettings, RedisSettings, Settings
-from hfrisk.logs import configure_logging, get_logger
-from hfrisk.security import (
+from hfrisk.core.config import KafkaSettings, RedisSettings, Settings
+from hfrisk.core.logs import configure_logging, get_logger
+from hfrisk.core.security import (
     SecretError,
     faust_broker_options,
     kafka_client_kwargs,

@@ -15,15 +15,21 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from hfrisk.pseudonym import Pseudonymiser
-from hfrisk.security import kafka_client_kwargs, redis_client
-from hfrisk.services.process import ManagedProcess, free_port, port_open
-from hfrisk.stream.schema import encode_chunk
-from hfrisk.stream.topics import ensure_topics
-from tests.integration.stream_harness import topic_env, wait_until
+from hfrisk.core.pseudonym import Pseudonymiser
+from hfrisk.core.security import kafka_client_kwargs, redis_client
+from hfrisk.stack.process import ManagedProcess, free_port, port_open
+from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.ingest.topics import ensure_topics
+from hfrisk.testing.stream_harness import topic_env, wait_until
 from tests.stream.test_worker_unit import good_chunks
 
-from .conftest import KAFKA_USER, REDIS_PREFIX, REDIS_USER, kafka_client_settings, redis_client_settings
+from tests.security.conftest import (
+    KAFKA_USER,
+    REDIS_PREFIX,
+    REDIS_USER,
+    kafka_client_settings,
+    redis_client_settings,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -92,7 +98,7 @@ def test_a_secured_worker_keeps_raw_ids_and_secrets_out_of_redis_kafka_and_logs(
         "HFRISK_LOG__LEVEL": "DEBUG",  # the most the worker ever writes about a patient
     }
     metrics_port = free_port()
-    argv = [sys.executable, "-m", "hfrisk.stream.commands", "--noop-model", "--web-port", str(free_port()),
+    argv = [sys.executable, "-m", "hfrisk.stream.worker.command", "--noop-model", "--web-port", str(free_port()),
             "--metrics-port", str(metrics_port), "--app-id", f"test-{name}", "--prep-workers", "0",
             "--checkpoint-interval-s", "0.5", "--no-create-topics"]
     worker = ManagedProcess(f"worker-{name}", argv, log_path=tmp_path / "worker.log", env=env,

@@ -1,7 +1,7 @@
 """Tests of hfrisk.serving, and the ONNX model and inputs they serve.
 
 :func:`exported_model` exports the real network (``HFRiskNet`` through
-:func:`hfrisk.model.onnx_export.export_onnx`, untrained weights from a fixed seed) once per test
+:func:`hfrisk.model.network.onnx_export.export_onnx`, untrained weights from a fixed seed) once per test
 process, so the unit tests here and tests/integration/test_triton_serving.py share one export
 (~20 s on two cores).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hfrisk.model.card import ModelCard
+from hfrisk.model.contract.card import ModelCard
 
 __all__ = ["exported_model", "ecg_windows", "RECORDS_DIR"]
 
@@ -27,8 +27,8 @@ RECORDS_DIR = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "
 def _export(card_json: str) -> Path:
     import torch
 
-    from hfrisk.model.network import HFRiskNet
-    from hfrisk.model.onnx_export import export_onnx
+    from hfrisk.model.network.hfrisk_net import HFRiskNet
+    from hfrisk.model.network.onnx_export import export_onnx
 
     card = ModelCard.model_validate_json(card_json)
     folder = Path(tempfile.mkdtemp(prefix="hfrisk-test-onnx-"))
@@ -48,11 +48,11 @@ _prepared: dict[str, list[np.ndarray]] = {}
 def ecg_windows(card: ModelCard, n: int) -> np.ndarray:
     """``n`` model inputs ``(n, 12, 608)`` float32 from the bundled PTB-XL 500 Hz recordings.
 
-    Each record becomes one input through :func:`hfrisk.model.preprocessing.prepare` (the served
+    Each record becomes one input through :func:`hfrisk.model.frontend.preprocessing.prepare` (the served
     pipeline: median beat, per-lead z-score); they repeat in order past the 24 bundled records.
     Records are prepared on first need only (about half a second each) and kept for the process.
     """
-    from hfrisk.model.onnx_export import recording_inputs
+    from hfrisk.model.network.onnx_export import recording_inputs
 
     headers = sorted(RECORDS_DIR.rglob("*.hea"))
     if not headers:

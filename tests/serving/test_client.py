@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from hfrisk.model.card import default_card
+from hfrisk.model.contract.card import default_card
 from hfrisk.serving.client import (
     InferenceError,
     ModelNotReady,
@@ -166,7 +166,7 @@ def test_sync_wrapper_and_close():
 
 
 def test_from_settings_reads_triton_settings():
-    from hfrisk.config import Settings
+    from hfrisk.core.config import Settings
 
     settings = Settings()
     settings.triton.grpc_url = "127.0.0.1:9999"

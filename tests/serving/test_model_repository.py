@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from hfrisk.model.card import CARD_FILENAME, InputSpec, ModelCard, default_card, load_card
+from hfrisk.model.contract.card import CARD_FILENAME, InputSpec, ModelCard, default_card, load_card
 from hfrisk.serving import backend_model
 from hfrisk.serving.model_repository import (
     GPU_CONFIG_NAME,

@@ -35,11 +35,11 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from hfrisk.model.card import WindowSpec
-from hfrisk.model.errors import ECGInputError
-from hfrisk.stream.dead_letter import KEY_MISMATCH
-from hfrisk.stream.replay import feed
-from hfrisk.stream.schema import (
+from hfrisk.model.contract.card import WindowSpec
+from hfrisk.model.contract.errors import ECGInputError
+from hfrisk.stream.messages.dead_letter import KEY_MISMATCH
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.messages.chunk import (
     HEADER_BYTES,
     MAGIC,
     SCHEMA_VERSION,

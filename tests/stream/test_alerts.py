@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hfrisk.config import StreamSettings
-from hfrisk.stream.alerts import AlertEvent, AlertKind, AlertPolicy, AlertState
+from hfrisk.core.config import StreamSettings
+from hfrisk.stream.alerts.policy import AlertEvent, AlertKind, AlertPolicy, AlertState
 
 PATIENT = "bed-7"
 T0_US = 1_700_000_000_000_000

@@ -15,13 +15,20 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from hfrisk.model.card import default_card
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.stream.dead_letter import KEY_MISMATCH
-from hfrisk.stream.replay import feed
-from hfrisk.stream.schema import EcgChunk, decode_chunk, encode_chunk, validate_chunk
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.stream.messages.dead_letter import KEY_MISMATCH
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.messages.chunk import EcgChunk, decode_chunk, encode_chunk, validate_chunk
 
-from .malformed import draw_messages, field_spans, mutated_messages, named_corpus, refusal, template_messages
+from tests.stream.malformed import (
+    draw_messages,
+    field_spans,
+    mutated_messages,
+    named_corpus,
+    refusal,
+    template_messages,
+)
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
 START_US = 1_700_000_000_000_000

@@ -7,8 +7,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from hfrisk.model.readers import read_ecg
-from hfrisk.stream.replay import ReplayStats, feed, patient_id_for
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.stream.ingest.replay import ReplayStats, feed, patient_id_for
 
 T0_US = 1_800_000_000_000_000
 

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hfrisk.config import get_settings
-from hfrisk.model.card import CANONICAL_LEADS
-from hfrisk.model.errors import ECGInputError, InputErrorReason
-from hfrisk.model.readers import read_ecg
-from hfrisk.stream.schema import (
+from hfrisk.core.config import get_settings
+from hfrisk.model.contract.card import CANONICAL_LEADS
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.stream.messages.chunk import (
     MAGIC,
     SCHEMA_PATH,
     SCHEMA_VERSION,

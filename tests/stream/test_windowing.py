@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hfrisk.config import StreamSettings
-from hfrisk.model.card import default_card
-from hfrisk.model.readers import read_ecg
-from hfrisk.stream.schema import EcgChunk, wire_samples
-from hfrisk.stream.windowing import (
+from hfrisk.core.config import StreamSettings
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.stream.messages.chunk import EcgChunk, wire_samples
+from hfrisk.stream.windowing.buffers import (
     PatientBuffer,
     SkippedWindows,
     SkipReason,

@@ -22,18 +22,18 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from hfrisk.model.card import default_card
-from hfrisk.model.preprocessing import prepare
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.frontend.preprocessing import prepare
 from hfrisk.serving.client import InferenceError, ServerNotReady
-from hfrisk.stream.alerts import AlertPolicy, AlertState
-from hfrisk.stream.dead_letter import DeadLetter, value_limit
-from hfrisk.stream.metrics import StreamMetrics
-from hfrisk.stream.redis_sink import WriteOutcome
-from hfrisk.stream.replay import feed
-from hfrisk.stream.schema import HEADER_BYTES, encode_chunk, load_schema, message_key
-from hfrisk.stream.scoring_batch import Backoff, InferenceRejected, Preprocessor, TritonScorer
-from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
-from hfrisk.stream.worker import BatchAborted, BatchFailed, ChunkRecord, StreamWorker, WorkerOptions
+from hfrisk.stream.alerts.policy import AlertPolicy, AlertState
+from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
+from hfrisk.stream.worker.metrics import StreamMetrics
+from hfrisk.stream.sinks.redis_sink import WriteOutcome
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.messages.chunk import HEADER_BYTES, encode_chunk, load_schema, message_key
+from hfrisk.stream.scoring.batch import Backoff, InferenceRejected, Preprocessor, TritonScorer
+from hfrisk.stream.windowing.buffers import PatientBuffer, Window, WindowAssembler
+from hfrisk.stream.worker.pipeline import BatchAborted, BatchFailed, ChunkRecord, StreamWorker, WorkerOptions
 from tests.stream.malformed import tamper
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
@@ -692,7 +692,7 @@ def test_batches_in_flight_stuck_on_triton_are_all_abandoned_on_stop(preprocesso
 def test_batches_in_flight_come_from_the_settings_and_their_environment(monkeypatch, preprocessor):
     from pydantic import ValidationError
 
-    from hfrisk.config import Settings
+    from hfrisk.core.config import Settings
 
     monkeypatch.setenv("HFRISK_STREAM__BATCHES_IN_FLIGHT", "3")
     settings = Settings()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from hfrisk.model.card import CANONICAL_LEADS
-from hfrisk.training.augment import (
+from hfrisk.model.contract.card import CANONICAL_LEADS
+from hfrisk.training.data.augment import (
     LEAD_SUBSETS,
     SUBSET_PROBABILITIES,
     LeadSubsetMasking,

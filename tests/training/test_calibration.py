@@ -8,8 +8,8 @@ from sksurv.compare import compare_survival
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
-import hfrisk.training.calibration as calibration
-from hfrisk.training.calibration import (
+import hfrisk.training.evaluation.calibration as calibration
+from hfrisk.training.evaluation.calibration import (
     calibration_summary,
     calibration_table,
     km_by_risk_group,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hfrisk.training.cohort import Cohort, CohortError, cohort_from_ptbxl, load_cohort
-from hfrisk.training.ptbxl import PTBXL
+from hfrisk.training.data.cohort import Cohort, CohortError, cohort_from_ptbxl, load_cohort
+from hfrisk.training.data.ptbxl import PTBXL
 
 PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hfrisk.training.cohort import Cohort
-from hfrisk.training.cox_baseline import CoxBaseline, CoxBaselineConfig, Standardiser, cox_method
-from hfrisk.training.measurements import MEASUREMENTS
-from hfrisk.training.metrics import HarrellC
-from hfrisk.training.protocol import cross_validate
+from hfrisk.training.data.cohort import Cohort
+from hfrisk.training.evaluation.cox_baseline import CoxBaseline, CoxBaselineConfig, Standardiser, cox_method
+from hfrisk.training.data.measurements import MEASUREMENTS
+from hfrisk.training.evaluation.metrics import HarrellC
+from hfrisk.training.evaluation.protocol import cross_validate
 
 
 def _measurements(n: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from hfrisk.model.card import default_card
-from hfrisk.model.ecg import ECG
-from hfrisk.model.preprocessing import cleaned_beat, prepare
-from hfrisk.model.readers import read_ecg
-from hfrisk.model.wfdb_io import write_wfdb
-from hfrisk.training import dataset
-from hfrisk.training.dataset import model_inputs, ptbxl_inputs
-from hfrisk.training.ptbxl import PTBXL
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.preprocessing import cleaned_beat, prepare
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.model.readers.wfdb_io import write_wfdb
+from hfrisk.training.data import dataset
+from hfrisk.training.data.dataset import model_inputs, ptbxl_inputs
+from hfrisk.training.data.ptbxl import PTBXL
 
 torch.set_num_threads(1)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hfrisk.model.card import CARD_FILENAME, load_card
-from hfrisk.model.onnx_export import recording_inputs
+from hfrisk.model.contract.card import CARD_FILENAME, load_card
+from hfrisk.model.network.onnx_export import recording_inputs
 from hfrisk.training.export import export_model
-from hfrisk.training.finetune import FinetuneConfig, finetune, load_finetuned
-from hfrisk.training.ptbxl import PTBXL
-from hfrisk.training.synthetic_cohort import synthetic_hf_cohort
+from hfrisk.training.finetune.loop import FinetuneConfig, finetune, load_finetuned
+from hfrisk.training.data.ptbxl import PTBXL
+from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort
 
 PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 

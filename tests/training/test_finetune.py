@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hfrisk.model.card import default_card
-from hfrisk.model.network import HFRiskNet
-from hfrisk.training.checkpoint import save_checkpoint
-from hfrisk.training.finetune import (
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.network.hfrisk_net import HFRiskNet
+from hfrisk.training.runs.checkpoint import save_checkpoint
+from hfrisk.training.finetune.loop import (
     FinetuneConfig,
     FinetuneData,
     finetune,
@@ -20,11 +20,11 @@ from hfrisk.training.finetune import (
     load_finetuned,
     predict_log_risk,
 )
-from hfrisk.training.metrics import HarrellC
-from hfrisk.training.protocol import cross_validate
-from hfrisk.training.ptbxl import PTBXL
-from hfrisk.training.run_dir import RunDir
-from hfrisk.training.synthetic_cohort import synthetic_hf_cohort
+from hfrisk.training.evaluation.metrics import HarrellC
+from hfrisk.training.evaluation.protocol import cross_validate
+from hfrisk.training.data.ptbxl import PTBXL
+from hfrisk.training.runs.run_dir import RunDir
+from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort
 
 PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 
@@ -121,7 +121,7 @@ def test_xresnet_encoder_trains(tmp_path):
 
 def test_finetune_method_plugs_into_the_protocol(tmp_path):
     data = _easy_data(48, 4)
-    from hfrisk.training.cohort import Cohort
+    from hfrisk.training.data.cohort import Cohort
 
     cohort = Cohort(pd.DataFrame({"record": [f"r{i}" for i in range(48)], "time": data.time.numpy(),
                                   "event": data.event.numpy()}))

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hfrisk.model.card import default_card
-from hfrisk.model.ecg import ECG
-from hfrisk.model.preprocessing import prepare
-from hfrisk.model.readers import read_ecg
-from hfrisk.training.measurements import MEASUREMENTS, frontal_axis_deg, measure_ecg, measure_records
-from hfrisk.training.ptbxl import PTBXL
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.preprocessing import prepare
+from hfrisk.model.readers.dispatch import read_ecg
+from hfrisk.training.data.measurements import MEASUREMENTS, frontal_axis_deg, measure_ecg, measure_records
+from hfrisk.training.data.ptbxl import PTBXL
 
 PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 BBB_CODES = {"CLBBB", "CRBBB", "ILBBB", "IRBBB", "LAFB/LPFB", "IVCD"}

@@ -15,12 +15,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hfrisk.model.card import default_card, load_card
-from hfrisk.model.network import HFRiskNet
-from hfrisk.training import pretrain as pretrain_module
-from hfrisk.training.checkpoint import load_checkpoint
-from hfrisk.training.commands import pretrain_command
-from hfrisk.training.pretrain import (
+from hfrisk.model.contract.card import default_card, load_card
+from hfrisk.model.network.hfrisk_net import HFRiskNet
+from hfrisk.training.pretrain import loop as pretrain_module
+from hfrisk.training.runs.checkpoint import load_checkpoint
+from hfrisk.training.pretrain.commands import pretrain_command
+from hfrisk.training.pretrain.loop import (
     CosineAlignmentLoss,
     InfoNCELoss,
     PretrainConfig,
@@ -28,8 +28,8 @@ from hfrisk.training.pretrain import (
     masked_mse,
     pretrain,
 )
-from hfrisk.training.run_dir import RunDir
-from hfrisk.training.schedule import WarmupCosine, warmup_cosine_schedule
+from hfrisk.training.runs.run_dir import RunDir
+from hfrisk.training.runs.schedule import WarmupCosine, warmup_cosine_schedule
 
 torch.set_num_threads(1)
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hfrisk.model.card import default_card
-from hfrisk.training.checkpoint import save_checkpoint
-from hfrisk.training.probe import embed, fit_probe, pretrained_encoder, probe_data, random_encoder
-from hfrisk.training.ptbxl import PTBXL, SUPERCLASSES
+from hfrisk.model.contract.card import default_card
+from hfrisk.training.runs.checkpoint import save_checkpoint
+from hfrisk.training.evaluation.probe import embed, fit_probe, pretrained_encoder, probe_data, random_encoder
+from hfrisk.training.data.ptbxl import PTBXL, SUPERCLASSES
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hfrisk.training.cohort import PAPER_CV_SEEDS, Cohort
-from hfrisk.training.protocol import (
+from hfrisk.training.data.cohort import PAPER_CV_SEEDS, Cohort
+from hfrisk.training.evaluation.protocol import (
     RUNS_FILENAME,
     SUMMARY_FILENAME,
     MethodResult,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hfrisk.training.ptbxl import PTBXL, SUPERCLASSES
+from hfrisk.training.data.ptbxl import PTBXL, SUPERCLASSES
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 SHARED = Path("/work/shared/data/ecg/ptbxl")
@@ -142,7 +142,7 @@ def test_reports_are_the_free_text_whitespace_normalised():
 
 
 def test_record_path_reads_as_a_twelve_lead_ecg():
-    wfdb_io = pytest.importorskip("hfrisk.model.wfdb_io")
+    wfdb_io = pytest.importorskip("hfrisk.model.readers.wfdb_io")
     ds = PTBXL(ROOT, sampling_rate=500)
     ecg = wfdb_io.read_wfdb(ds.record_path(3))
     assert ecg.n_leads == 12 and ecg.fs_hz == 500 and ecg.n_samples == 5000

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
-import hfrisk.training.sampling as sampling
-from hfrisk.training.sampling import EventStratifiedBatchSampler
-from hfrisk.training.survival_loss import cox_loss
+import hfrisk.training.data.sampling as sampling
+from hfrisk.training.data.sampling import EventStratifiedBatchSampler
+from hfrisk.training.finetune.survival_loss import cox_loss
 
 cohorts = st.integers(1, 400).flatmap(
     lambda n: st.tuples(

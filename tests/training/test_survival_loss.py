@@ -15,8 +15,8 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
-import hfrisk.training.survival_loss as survival_loss
-from hfrisk.training.survival_loss import cox_loss
+import hfrisk.training.finetune.survival_loss as survival_loss
+from hfrisk.training.finetune.survival_loss import cox_loss
 
 
 def brute_force_breslow(eta, event, time):

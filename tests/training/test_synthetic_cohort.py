@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hfrisk.training.cohort import load_cohort
-from hfrisk.training.ptbxl import PTBXL
-from hfrisk.training.synthetic_cohort import (
+from hfrisk.training.data.cohort import load_cohort
+from hfrisk.training.data.ptbxl import PTBXL
+from hfrisk.training.data.synthetic_cohort import (
     ORACLE_FILENAME,
     SPEC_FILENAME,
     HazardSpec,
@@ -55,7 +55,7 @@ def test_event_rate_is_the_requested_one(rate):
 def test_oracle_c_is_informative():
     covariates = _covariates(4000)
     outcomes = simulate_outcomes(covariates, event_rate=0.03, seed=0)
-    from hfrisk.training.metrics import HarrellC
+    from hfrisk.training.evaluation.metrics import HarrellC
 
     assert HarrellC()(outcomes.log_hazard, outcomes.event, outcomes.time) > 0.65
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hfrisk.training.report_text import read_scp_statements, statement_text
-from hfrisk.training.text_encoder import (
+from hfrisk.training.data.report_text import read_scp_statements, statement_text
+from hfrisk.training.pretrain.text_encoder import (
     EmbeddingCache,
     TextEncoder,
     likelihood_weights,

@@ -3,7 +3,7 @@
 :func:`hfrisk.serving.model_repository.write_model_repository` copies this file, unchanged, to
 ``<repository>/<model>/<version>/model.py``. Triton's python backend imports it there, outside
 hfrisk's package, so it depends only on numpy, onnxruntime and ``triton_python_backend_utils``
-(and reads the model card as plain JSON rather than through :mod:`hfrisk.model.card`).
+(and reads the model card as plain JSON rather than through :mod:`hfrisk.model.contract.card`).
 
 What it does for Triton:
 

@@ -1,0 +1,219 @@
+"""Typed configuration. Every field has a default and an environment override.
+
+Environment variables use the prefix ``HFRISK_`` and ``__`` between section and field, e.g.
+``HFRISK_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`` or ``HFRISK_STREAM__HOP_S=5``. Secrets are
+never defaults: they come from the environment or from files named by ``*_FILE`` settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "Settings",
+    "get_settings",
+    "PathSettings",
+    "KafkaSettings",
+    "RedisSettings",
+    "TritonSettings",
+    "PrometheusSettings",
+    "StreamSettings",
+    "LogSettings",
+    "PseudonymSettings",
+]
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".cache" / "hfrisk"
+
+
+class PathSettings(BaseModel):
+    # Downloaded jars, server data dirs, cached text embeddings, logs of the local stack.
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    model_repository: Path = Path("triton_models")
+    model_name: str = "hfrisk"
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    json_logs: bool = False
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    version: str = "3.9.1"
+    heap: str = "512m"
+    # Broker-side cap on one record batch. A 10-s 12-lead window is 120 kB as int16 at 500 Hz but
+    # 480 kB as float32 at 1000 Hz (DICOM ECGs), more as JSON: Kafka's ~1 MB default leaves too
+    # little margin. Producers must raise max_request_size to match.
+    max_message_bytes: int = 4 * 1024 * 1024
+    ecg_topic: str = "ecg.chunks"
+    scores_topic: str = "ecg.scores"
+    alerts_topic: str = "ecg.alerts"
+    dead_letter_topic: str = "ecg.dead-letter"
+    partitions: int = 4
+    # Chunks, scores and alerts are a live feed (Redis keeps the trends): a 500 Hz 12-lead bed
+    # writes ~1 GB of chunks a day, so a day of replayable history is plenty. Dead letters are
+    # kept a month for someone to look at why a device's messages were refused.
+    retention_hours: float = 24.0
+    dead_letter_retention_hours: float = 30 * 24.0
+    # Client security (docs/security.md). PLAINTEXT suits loopback only; across hosts use SASL_SSL.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str | None = None
+    # The password from HFRISK_KAFKA__PASSWORD or, better, a file (a mounted secret) read at use time.
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    # A client certificate, for brokers that require mutual TLS (ssl.client.auth=required).
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    # Where the local launcher's broker listens; 0.0.0.0 (or a NIC's address) only with SASL_SSL.
+    bind_address: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set kafka.password or kafka.password_file, not both")
+        if self.security_protocol.startswith("SASL") and not self.username:
+            raise ValueError(f"kafka.security_protocol={self.security_protocol} needs kafka.username")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("kafka.ssl_certfile and kafka.ssl_keyfile go together")
+        return self
+
+
+class RedisSettings(BaseModel):
+    # rediss://host:port/0 turns TLS on. Credentials never go in the URL (it is logged and shown
+    # by `hfrisk up`): use username and password / password_file.
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "hfrisk"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # TLS: on with a rediss:// URL or ssl=True. ssl_ca_certs is the CA that signed the server's
+    # certificate; ssl_certfile/ssl_keyfile a client certificate (tls-auth-clients yes).
+    ssl: bool = False
+    ssl_ca_certs: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    # Where the local launcher's server listens (hfrisk.stack.redis_server).
+    bind_address: str = "127.0.0.1"
+    # "aof" (append-only file, fsync every second), "rdb" (periodic snapshots) or "none".
+    persistence: str = "aof"
+    appendfsync: str = "everysec"
+    # Sink (stream/sinks/redis_sink.py, docs/redis-keys.md). Trend: a day of windows at a 5-s hop.
+    trend_max_points: int = 17_280
+    quality_max_records: int = 2_880
+    gaps_max_records: int = 2_880
+    alerts_max_len: int = 10_000
+    # Per-window idempotency records outlive Kafka's retention, so any redelivery is recognised.
+    window_ttl_s: int = 2 * 24 * 3600
+    # Per-patient keys expire after a week without a new window (discharged patients).
+    patient_ttl_s: int = 7 * 24 * 3600
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        if urlsplit(url).password is not None:
+            raise ValueError(
+                "the Redis URL holds a password; set HFRISK_REDIS__USERNAME and HFRISK_REDIS__PASSWORD "
+                "(or HFRISK_REDIS__PASSWORD_FILE) instead, so that it is never logged"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> RedisSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set redis.password or redis.password_file, not both")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("redis.ssl_certfile and redis.ssl_keyfile go together")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl or self.url.startswith("rediss://")
+
+
+class PseudonymSettings(BaseModel):
+    """Keyed pseudonyms for patient ids (hfrisk.core.pseudonym): off unless enabled with a key."""
+
+    enabled: bool = False
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    prefix: str = "p-"
+    # Hex digits of HMAC-SHA256 kept: 20 (80 bits) make a collision among a hospital's patients
+    # practically impossible while keeping Redis keys short.
+    hex_digits: int = Field(default=20, ge=16, le=64)
+
+    @model_validator(mode="after")
+    def _check_key(self) -> PseudonymSettings:
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("set pseudonym.key or pseudonym.key_file, not both")
+        if self.enabled and self.key is None and self.key_file is None:
+            raise ValueError("pseudonym.enabled needs HFRISK_PSEUDONYM__KEY or HFRISK_PSEUDONYM__KEY_FILE")
+        return self
+
+
+class TritonSettings(BaseModel):
+    grpc_url: str = "127.0.0.1:8001"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    bind_address: str = "127.0.0.1"
+    timeout_s: float = 10.0
+    retries: int = 3
+    max_batch: int = 64
+    # None: NVIDIA's container layout (/opt/tritonserver) if present, else the nvidia-pytriton wheel.
+    binary: Path | None = None
+    # "gpu" selects <model>/configs/gpu.pbtxt (KIND_GPU instances); None the default config.pbtxt.
+    model_config_name: str | None = None
+    ready_timeout_s: float = 120.0
+
+
+class PrometheusSettings(BaseModel):
+    port: int = 9090
+    bind_address: str = "127.0.0.1"
+    # Short so that the local stack's dashboards and tests see a new sample within seconds.
+    scrape_interval_s: float = 2.0
+    retention: str = "2d"
+
+
+class StreamSettings(BaseModel):
+    hop_s: float = 5.0
+    risk_threshold: float = 1.0
+    clear_threshold: float = 0.8
+    min_windows_to_flag: int = 2
+    batch_size: int = 32
+    batch_timeout_s: float = 0.2
+    # Micro-batches scored and written at once by a worker: the next one is windowed and
+    # preprocessed while the last one is written (1: strictly one after the other).
+    batches_in_flight: int = Field(default=2, ge=1, le=8)
+    metrics_port: int = 8003
+    # Seconds of later signal a chunk may be overtaken by before it is declared lost (windowing).
+    reorder_s: float = 5.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HFRISK_", env_nested_delimiter="__", extra="ignore")
+
+    paths: PathSettings = Field(default_factory=PathSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,1 +1,0 @@
-"""Launchers for the real servers of the local stack (Kafka, Redis, Triton, Prometheus)."""

@@ -1,0 +1,105 @@
+"""In-process scoring with ONNX Runtime: the same exported model Triton serves, without a server.
+
+Screening uses it when asked (``--in-process``) and benchmarks use it as the baseline that Triton
+and the stream are compared against.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from hfrisk.core.logs import get_logger
+from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, default_card, load_card
+
+__all__ = ["OnnxScorer", "TritonScorer", "find_model_version", "MODEL_FILENAME"]
+
+MODEL_FILENAME = "model.onnx"
+log = get_logger(__name__)
+
+
+def find_model_version(path: str | Path, model_name: str = "hfrisk") -> Path:
+    """The folder holding ``model.onnx``: ``path`` itself, a model folder's newest numeric
+    version, or that of ``<repository>/<model_name>``."""
+    path = Path(path)
+    for candidate in (path, path / model_name):
+        if (candidate / MODEL_FILENAME).is_file():
+            return candidate
+        versions = sorted(
+            (p for p in candidate.glob("*") if p.name.isdigit() and (p / MODEL_FILENAME).is_file()),
+            key=lambda p: int(p.name),
+        )
+        if versions:
+            return versions[-1]
+    raise FileNotFoundError(f"no {MODEL_FILENAME} in {path} or its version folders")
+
+
+class OnnxScorer:
+    """Runs an exported hfrisk model; ``score(x)`` returns the card's outputs by name."""
+
+    def __init__(self, onnx_path: str | Path, card: ModelCard, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        self.onnx_path = Path(onnx_path)
+        self.card = card
+        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in card.outputs]
+        self.untrained = False
+
+    @classmethod
+    def from_model_dir(cls, path: str | Path, model_name: str = "hfrisk", **kw) -> "OnnxScorer":
+        version_dir = find_model_version(path, model_name)
+        card_path = version_dir / CARD_FILENAME
+        if not card_path.is_file():
+            card_path = version_dir.parent / CARD_FILENAME
+        return cls(version_dir / MODEL_FILENAME, load_card(card_path), **kw)
+
+    @classmethod
+    def untrained(cls, card: ModelCard | None = None, *, seed: int = 0, **kw) -> "OnnxScorer":
+        """A randomly initialised network: for plumbing checks only, its scores mean nothing."""
+        import torch
+
+        from hfrisk.model.network.hfrisk_net import HFRiskNet
+        from hfrisk.model.network.onnx_export import export_onnx
+
+        card = card or default_card()
+        torch.manual_seed(seed)
+        net = HFRiskNet.from_card(card).eval()
+        folder = Path(tempfile.mkdtemp(prefix="hfrisk-untrained-"))
+        scorer = cls(export_onnx(net, folder / MODEL_FILENAME, card), card, **kw)
+        scorer.untrained = True
+        log.warning("scoring with an UNTRAINED network: scores are meaningless", seed=seed)
+        return scorer
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        expected = self.card.input.shape[1:]
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise ValueError(f"model input must be (batch, {expected[0]}, {expected[1]}), got {x.shape}")
+        outputs = self.session.run(self.output_names, {self.card.input.name: x})
+        return dict(zip(self.output_names, outputs))
+
+
+class TritonScorer:
+    """Scores through a running Triton server (the served model), with the same interface."""
+
+    untrained = False
+
+    def __init__(self, url: str, card: ModelCard, *, model_name: str = "hfrisk", timeout_s: float = 30.0,
+                 max_batch: int = 64):
+        from hfrisk.serving.client import SyncRiskClient
+
+        self.card = card
+        self.client = SyncRiskClient(url, model_name, card=card, timeout_s=timeout_s, max_batch=max_batch)
+        self.client.wait_ready(timeout_s)
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self.client.infer(np.ascontiguousarray(x, dtype=np.float32))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,175 @@
+"""A server process owned by hfrisk: started on loopback, waited for, stopped cleanly.
+
+Every launcher (Kafka, Redis, Triton, Prometheus) builds on :class:`ManagedProcess` so that
+start-up, readiness, logs and shutdown behave the same for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from hfrisk.core.logs import get_logger
+
+__all__ = ["ManagedProcess", "ServiceError", "ServiceNotInstalled", "free_port", "port_open", "wait_for_port"]
+
+log = get_logger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A server did not start, did not become ready, or is not reachable."""
+
+
+class ServiceNotInstalled(ServiceError):
+    """What a server needs (its program, Java, its jars) cannot be had on this machine.
+
+    Tests turn this, and only this, into ``service_unavailable``: a server that is installed but
+    fails to start is a real failure.
+    """
+
+
+# What servers bind to when told to listen on every interface (Redis writes "* -::*").
+_EVERY_INTERFACE = ("0.0.0.0", "::", "* -::*")
+
+
+def client_host(bind_address: str, loopback: str = "127.0.0.1") -> str:
+    """Where a client on this machine connects to a server bound to ``bind_address``: loopback
+    when it listens there or on every interface, else the one address it was bound to."""
+    return loopback if bind_address == loopback or bind_address in _EVERY_INTERFACE else bind_address
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"nothing listening on {host}:{port} after {timeout_s:.0f} s")
+
+
+class ManagedProcess:
+    """One child process with a log file, a readiness probe and a clean stop.
+
+    ``ready`` is called repeatedly until it returns True (exceptions count as not ready).
+    The child runs in its own process group so that stopping it also stops anything it spawned
+    (Triton's backend stubs, the JVM's children).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        ready: Callable[[], bool],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ready_timeout_s: float = 60.0,
+        stop_timeout_s: float = 20.0,
+    ):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self.ready = ready
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, wait: bool = True) -> "ManagedProcess":
+        if self.running():
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.log_path, "ab")
+        log.info("starting", service=self.name, argv=" ".join(self.argv[:3]) + " …", log=str(self.log_path))
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        log_file.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise ServiceError(
+                    f"{self.name} exited with code {self.proc.returncode if self.proc else '?'} "
+                    f"before it was ready; last log lines:\n{self.tail_log()}"
+                )
+            try:
+                if self.ready():
+                    log.info("ready", service=self.name, pid=self.pid)
+                    return
+            except Exception:  # a probe that throws just means "not yet"
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise ServiceError(
+            f"{self.name} not ready after {self.ready_timeout_s:.0f} s; last log lines:\n{self.tail_log()}"
+        )
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM the process group (SIGKILL with ``kill=True`` or after the stop timeout)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            sig = signal.SIGKILL if kill else signal.SIGTERM
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("did not stop in time, killing", service=self.name, pid=self.pid)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        log.info("stopped", service=self.name, returncode=self.proc.returncode)
+
+    def tail_log(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> "ManagedProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,100 @@
+"""The canonical in-memory ECG: every reader produces it, every pipeline consumes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import numpy as np
+
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+
+__all__ = ["ECG", "to_millivolts", "UNIT_SCALE_TO_MV"]
+
+# Physical units readers meet in WFDB/DICOM headers, and the factor to millivolts.
+UNIT_SCALE_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
+
+
+def to_millivolts(samples: np.ndarray, units: str) -> np.ndarray:
+    """Scale ``samples`` given in ``units`` (mV, uV, µV or V, any case) to millivolts."""
+    scale = UNIT_SCALE_TO_MV.get(units.strip().lower())
+    if scale is None:
+        raise ECGInputError(
+            InputErrorReason.BAD_UNITS,
+            f"unknown physical unit {units!r}; expected one of mV, uV, V",
+        )
+    return np.asarray(samples, dtype=np.float32) * np.float32(scale)
+
+
+@dataclass(frozen=True)
+class ECG:
+    """A multi-lead ECG recording in physical units.
+
+    ``samples`` has shape ``(n_leads, n_samples)``, lead-major, in ``units`` (mV after any
+    reader in this package). ``lead_names`` are as found in the source; :mod:`hfrisk.model.contract.leads`
+    normalises and reorders them to the model's order.
+    """
+
+    samples: np.ndarray
+    fs_hz: float
+    lead_names: tuple[str, ...]
+    units: str = "mV"
+    patient_id: str = ""
+    device_id: str = ""
+    acquired_at: datetime | None = None
+    source: str = ""
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        samples = np.asarray(self.samples)
+        if samples.ndim != 2:
+            raise ECGInputError(
+                InputErrorReason.BAD_SHAPE,
+                f"samples must be 2-D (n_leads, n_samples), got shape {samples.shape}",
+            )
+        if samples.shape[0] != len(self.lead_names):
+            raise ECGInputError(
+                InputErrorReason.BAD_SHAPE,
+                f"{samples.shape[0]} signal rows but {len(self.lead_names)} lead names "
+                f"{list(self.lead_names)}; samples must be (n_leads, n_samples)",
+            )
+        if samples.shape[1] == 0:
+            raise ECGInputError(InputErrorReason.TOO_SHORT, "recording has no samples")
+        if not np.isfinite(self.fs_hz) or self.fs_hz <= 0:
+            raise ECGInputError(
+                InputErrorReason.BAD_SAMPLING_RATE, f"sampling rate must be > 0 Hz, got {self.fs_hz}"
+            )
+        if not np.issubdtype(samples.dtype, np.number):
+            raise ECGInputError(InputErrorReason.BAD_SHAPE, f"samples must be numeric, got {samples.dtype}")
+        bad = ~np.isfinite(samples)
+        if bad.any():
+            leads = [self.lead_names[i] for i in np.flatnonzero(bad.any(axis=1))]
+            raise ECGInputError(
+                InputErrorReason.NON_FINITE,
+                f"{int(bad.sum())} NaN/inf samples in leads {leads}; repair or drop those leads first",
+            )
+        object.__setattr__(self, "samples", samples.astype(np.float32, copy=False))
+        object.__setattr__(self, "lead_names", tuple(str(n) for n in self.lead_names))
+        object.__setattr__(self, "fs_hz", float(self.fs_hz))
+
+    @property
+    def n_leads(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def n_samples(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.fs_hz
+
+    def in_millivolts(self) -> "ECG":
+        if self.units.strip().lower() == "mv":
+            return self
+        return replace(self, samples=to_millivolts(self.samples, self.units), units="mV")
+
+    def slice_s(self, start_s: float, stop_s: float) -> "ECG":
+        """The part of the recording between ``start_s`` and ``stop_s`` seconds."""
+        start, stop = int(round(start_s * self.fs_hz)), int(round(stop_s * self.fs_hz))
+        return replace(self, samples=self.samples[:, start:stop])

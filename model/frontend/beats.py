@@ -1,0 +1,219 @@
+"""R-peak detection, beat extraction and the median beat.
+
+Detection runs NeuroKit2's QRS detector on one signal that combines every usable lead, so a flat,
+missing or disconnected lead cannot hide the rhythm; each detection is then moved to the R peak
+of one reference lead, because the model expects that lead's R peak at a fixed sample.
+
+>>> import numpy as np
+>>> x = np.zeros((2, 1000), dtype=np.float32); x[:, [200, 600]] = 1.0
+>>> beats, kept = extract_beats(x, np.array([30, 200, 600, 950]), pre_samples=50, beat_samples=120)
+>>> beats.shape, kept.tolist()                      # beats too close to an edge are dropped
+((2, 2, 120), [200, 600])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import neurokit2 as nk
+import numpy as np
+
+from hfrisk.model.frontend.filters import lowpass
+
+__all__ = [
+    "detect_r_peaks",
+    "reference_lead",
+    "extract_beats",
+    "BeatSelection",
+    "select_beats",
+    "median_beat",
+    "heart_rate_bpm",
+]
+
+# How far (s) the R peak of the reference lead may lie from the QRS peak of the combined signal.
+_REFINE_HALF_WIDTH_S = 0.06
+# The R peak is located on the reference lead low-passed to this band (< the 50-Hz Nyquist
+# frequency of the lowest accepted rate, 100 Hz).
+_FIDUCIAL_BAND_HZ = 40.0
+# Half-width (s) of the window in which a detection's QRS slope is measured.
+_QRS_HALF_WIDTH_S = 0.05
+# A detection less steep than this fraction of the typical QRS is a T wave (see _drop_slow_waves).
+_MIN_RELATIVE_SLOPE = 0.3
+# Two R peaks closer than this are one beat (400 bpm): above the card's largest rate (max_beats
+# per window, 300 bpm by default) so that such rates are measured and reported, not hidden.
+_REFRACTORY_S = 0.15
+
+
+def _combined(leads: np.ndarray) -> np.ndarray:
+    """Root-mean-square across ``leads``, each scaled to unit std: one QRS envelope."""
+    leads = leads - leads.mean(axis=1, keepdims=True)
+    leads /= leads.std(axis=1, keepdims=True)
+    return np.sqrt(np.mean(leads**2, axis=0))
+
+
+def _slope(leads: np.ndarray) -> np.ndarray:
+    """Root-mean-square across ``leads`` of the derivative, each scaled to unit std."""
+    grad = np.gradient(leads, axis=1)
+    grad /= grad.std(axis=1, keepdims=True)
+    return np.sqrt(np.mean(grad**2, axis=0))
+
+
+def _windows(peaks: np.ndarray, half: int, n: int) -> np.ndarray:
+    """Indices ``(n_peaks, 2*half+1)`` around each peak, clipped to the signal."""
+    return np.clip(peaks[:, None] + np.arange(-half, half + 1), 0, n - 1)
+
+
+def _drop_slow_waves(leads: np.ndarray, peaks: np.ndarray, fs_hz: float) -> np.ndarray:
+    """Drop detections whose steepest slope is far below that of the typical QRS.
+
+    NeuroKit's adaptive threshold averages over 0.75 s, so in bradycardia (< ~45 bpm) tall T waves
+    pass it; a T wave is several times less steep than a QRS complex, which this test uses. The
+    reference is the median of the steeper half of the detections, so up to half of them may be
+    T waves without moving it.
+    """
+    if peaks.size < 2:
+        return peaks
+    slope = _slope(leads)
+    steepest = slope[_windows(peaks, int(round(_QRS_HALF_WIDTH_S * fs_hz)), slope.size)].max(axis=1)
+    typical = np.median(np.sort(steepest)[peaks.size // 2 :])
+    return peaks[steepest >= _MIN_RELATIVE_SLOPE * typical]
+
+
+def reference_lead(samples: np.ndarray, usable: np.ndarray, preferred: int | None) -> int | None:
+    """Index of the lead to align beats on: ``preferred`` if usable, else the usable lead with
+    the tallest positive deflection (the clearest R wave); ``None`` when no lead is usable."""
+    if preferred is not None and usable[preferred]:
+        return preferred
+    if not usable.any():
+        return None
+    height = samples.max(axis=1) - np.median(samples, axis=1)
+    return int(np.argmax(np.where(usable, height, -np.inf)))
+
+
+def detect_r_peaks(
+    samples: np.ndarray, fs_hz: float, usable: np.ndarray, reference: int | None
+) -> np.ndarray:
+    """Sample indices of R peaks in filtered ``samples`` (n_leads, n), aligned on ``reference``.
+
+    Returns an empty int array when no lead is usable or no QRS complex is found.
+    """
+    if reference is None or not usable.any():
+        return np.zeros(0, dtype=np.int64)
+    leads = samples[usable].astype(np.float64)
+    try:
+        found = nk.ecg_findpeaks(
+            _combined(leads), sampling_rate=int(round(fs_hz)), method="neurokit", mindelay=_REFRACTORY_S
+        )
+    except (ValueError, IndexError):  # NeuroKit raises on signals without any QRS-like event
+        return np.zeros(0, dtype=np.int64)
+    peaks = _drop_slow_waves(leads, np.asarray(found["ECG_R_Peaks"], dtype=np.int64), fs_hz)
+    if peaks.size == 0:
+        return peaks
+    return _refine(samples[reference], peaks, fs_hz)
+
+
+def _refine(lead: np.ndarray, peaks: np.ndarray, fs_hz: float) -> np.ndarray:
+    """Move each detection to the R peak (largest positive deflection) of ``lead`` nearby.
+
+    The lead is first smoothed to the band every accepted source rate shares, so a notched R wave
+    gets the same fiducial point from a 100-Hz and a 500-Hz recording of the same heart.
+    """
+    smooth = lowpass(lead.astype(np.float64), fs_hz, _FIDUCIAL_BAND_HZ)
+    idx = _windows(peaks, max(1, int(round(_REFINE_HALF_WIDTH_S * fs_hz))), lead.size)
+    refined = idx[np.arange(len(peaks)), np.argmax(smooth[idx], axis=1)]
+    return _dedupe(np.unique(refined), int(round(_REFRACTORY_S * fs_hz)))
+
+
+def _dedupe(peaks: np.ndarray, min_gap: int) -> np.ndarray:
+    keep = [peaks[0]] if peaks.size else []
+    for p in peaks[1:]:
+        if p - keep[-1] >= min_gap:
+            keep.append(p)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def extract_beats(
+    samples: np.ndarray, peaks: np.ndarray, *, pre_samples: int, beat_samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beats ``(n_leads, n_beats, beat_samples)`` with each R peak at ``pre_samples``, and the peaks
+    kept; beats that would run past either edge of the window are dropped."""
+    n = samples.shape[-1]
+    starts = peaks - pre_samples
+    inside = (starts >= 0) & (starts + beat_samples <= n)
+    kept = peaks[inside]
+    idx = kept[:, None] - pre_samples + np.arange(beat_samples)
+    return samples[:, idx], kept
+
+
+@dataclass(frozen=True)
+class BeatSelection:
+    """Which beats form the median.
+
+    ``correlation`` (n_beats,): each beat's correlation with the average of the *other* beats over
+    the usable leads (leave-one-out, so that a window with two or three beats does not look
+    consistent just because each beat is part of its own template; 0 with a single beat).
+    ``keep`` (n_beats,) bool: the beats that form the median (all of them when fewer than two
+    pass, so that a median still exists). ``lead_correlation`` (n_leads,):
+    per lead, the same leave-one-out correlation averaged over the kept beats (0 for unusable).
+    """
+
+    keep: np.ndarray
+    correlation: np.ndarray
+    lead_correlation: np.ndarray
+
+
+def _leave_one_out(beats: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out correlations of zero-mean ``beats`` (n_leads, n_beats, t) among the ``keep``
+    beats: ``(overall (n_beats,), per_lead (n_leads, n_beats))``; each beat against the sum of
+    the kept beats other than itself (the mean's scale does not matter to a correlation).
+
+    Written with dot products, <b, S - b> = <b, S> - |b|², so nothing of size n_beats² is built.
+    """
+    total = beats[:, keep].sum(axis=1)  # (n_leads, t)
+    dot = np.einsum("lbt,lt->lb", beats, total)
+    own = np.einsum("lbt,lbt->lb", beats, beats)
+    own_kept = np.where(keep, own, 0.0)  # a beat outside ``keep`` is not part of ``total``
+    num = dot - own_kept
+    rest = np.einsum("lt,lt->l", total, total)[:, None] - 2.0 * np.where(keep, dot, 0.0) + own_kept
+    per_lead = np.divide(num, np.sqrt(own * rest), out=np.zeros_like(num), where=(own * rest) > 0)
+    den = own.sum(axis=0) * rest.sum(axis=0)
+    overall = np.divide(num.sum(axis=0), np.sqrt(den), out=np.zeros(beats.shape[1]), where=den > 0)
+    return overall, per_lead
+
+
+def select_beats(beats: np.ndarray, usable: np.ndarray, min_correlation: float) -> BeatSelection:
+    """Drop outlier beats (ectopics, artefacts): leave-one-out correlation below
+    ``min_correlation``. If every beat is an outlier all are kept, and the low correlation is
+    left for the quality index to report."""
+    n_leads, n_beats, _ = beats.shape
+    if n_beats < 2 or not usable.any():
+        return BeatSelection(np.ones(n_beats, bool), np.zeros(n_beats), np.zeros(n_leads))
+    use = beats[usable].astype(np.float64)  # (n_usable, n_beats, t)
+    # Centre each lead of each beat so a lead's offset does not count as shape.
+    use -= use.mean(axis=-1, keepdims=True)
+    correlation, _ = _leave_one_out(use, np.ones(n_beats, bool))
+    keep = correlation >= min_correlation
+    if keep.sum() < 2:
+        keep = np.ones(n_beats, bool)
+    _, per_lead = _leave_one_out(use, keep)
+    lead_correlation = np.zeros(n_leads)
+    lead_correlation[usable] = per_lead[:, keep].mean(axis=1)
+    return BeatSelection(keep, correlation, lead_correlation)
+
+
+def median_beat(beats: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Sample-wise median of the kept beats per lead: ``(n_leads, beat_samples)`` float32."""
+    if not keep.any():
+        return np.zeros((beats.shape[0], beats.shape[2]), dtype=np.float32)
+    # np.median over a short axis is several times slower than a sort of the same data.
+    ordered = np.sort(beats[:, keep], axis=1)
+    n = ordered.shape[1]
+    middle = ordered[:, (n - 1) // 2 : n // 2 + 1]
+    return middle.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def heart_rate_bpm(peaks: np.ndarray, fs_hz: float) -> float | None:
+    """Rate from the median R–R interval of consecutive detections; ``None`` with < 2 beats."""
+    if peaks.size < 2:
+        return None
+    return float(60.0 * fs_hz / np.median(np.diff(peaks)))

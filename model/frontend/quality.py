@@ -1,0 +1,228 @@
+"""The signal-quality index: may this window be scored, and if not, why.
+
+Two kinds of evidence, both thresholded by the card's :class:`~hfrisk.model.contract.card.QualitySpec`:
+
+* per lead, from the raw window (mV, source rate, before any filter): a **flat line** (std below
+  ``flat_std_mv`` over any 2 s: a dead or intermittent electrode), a **lead off** (an excursion
+  beyond ``lead_off_amplitude_mv``), **saturation** (more than ``saturation_fraction`` of samples
+  pinned at the window's extreme values: ADC clipping) and **baseline wander** (the 1-s moving
+  average spans more than ``baseline_wander_mv``).
+  Flat, lead-off and saturated leads are *unusable*: preprocessing zeroes and masks them.
+  Baseline wander is only reported: the high-pass filter removes it, and if it leaks into the
+  beats the template correlation drops.
+* per window, from the beats: too few beats for a median (``min_beats``), too many for the window
+  (a heart rate above ``max_beats`` per ``window_s``: 300 bpm by default), too few usable leads
+  (``min_usable_leads``, and every one of ``required_leads``), and **noisy**: the mean correlation of
+  the individual beats with the template formed by the other beats is below
+  ``min_template_correlation`` (NeuroKit's ``ecg_quality`` measures the same thing per lead at
+  ~6 ms a lead, too slow for a 12-lead stream).
+
+The score is ``consistency × usable / present``: the mean beat-to-template correlation (clipped to
+[0, 1]) times the fraction of the source's leads that are usable; 0 when there is no beat. A window
+is ``fit_to_score`` when no blocking reason applies and ``score >= min_score``.
+
+Reason codes (:class:`QualityReason`) are stable strings: the stream stores them with every
+window, dashboards count them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+from hfrisk.model.contract.card import QualitySpec, WindowSpec
+
+__all__ = ["QualityReason", "BLOCKING_REASONS", "LeadFlags", "flag_leads", "QualityReport", "assess"]
+
+
+class QualityReason(str, Enum):
+    FLAT_LINE = "flat_line"
+    LEAD_OFF = "lead_off"
+    SATURATION = "saturation"
+    BASELINE_WANDER = "baseline_wander"
+    TOO_FEW_BEATS = "too_few_beats"
+    TOO_MANY_BEATS = "too_many_beats"
+    TOO_FEW_LEADS = "too_few_leads"
+    NOISY = "noisy"
+    LOW_SCORE = "low_score"
+
+
+# Reasons that on their own make a window unfit. Lead-level reasons only mask their leads; they
+# block through TOO_FEW_LEADS or the score when too many leads are lost.
+BLOCKING_REASONS = frozenset(
+    {
+        QualityReason.TOO_FEW_BEATS,
+        QualityReason.TOO_MANY_BEATS,
+        QualityReason.TOO_FEW_LEADS,
+        QualityReason.NOISY,
+        QualityReason.LOW_SCORE,
+    }
+)
+
+# Samples within this fraction of the window's range from its max (min) count as pinned there;
+# real ADC clipping holds one code exactly, a clean R peak touches its maximum for 1–3 samples.
+_SATURATION_TOLERANCE = 1e-3
+# A lead is flat if it is flat over any stretch this long: at 30 bpm or faster every such stretch
+# holds a QRS complex. On PTB-XL records 1-500 the smallest 2-s std of any lead is 0.018 mV.
+_FLAT_SEGMENT_S = 2.0
+# Window (s) of the moving average that estimates the baseline: longer than any QRS-T.
+_BASELINE_WINDOW_S = 1.0
+
+
+@dataclass(frozen=True)
+class LeadFlags:
+    """Per-lead findings on the raw window, each ``(n_leads,)`` bool (False for absent leads)."""
+
+    flat: np.ndarray
+    lead_off: np.ndarray
+    saturated: np.ndarray
+    baseline_wander: np.ndarray
+
+    @property
+    def unusable(self) -> np.ndarray:
+        return self.flat | self.lead_off | self.saturated
+
+
+def _min_segment_std(raw: np.ndarray, fs_hz: float) -> np.ndarray:
+    """Per lead, the smallest std over consecutive stretches of _FLAT_SEGMENT_S covering the window
+    (the last one ends at the window's end); the whole window's std if it is shorter."""
+    n = raw.shape[1]
+    size = int(round(_FLAT_SEGMENT_S * fs_hz))
+    if n <= size:
+        return raw.std(axis=1)
+    # Whole stretches from the start are a reshape (a view, not a gathered copy), then the one
+    # that ends at the window's end.
+    whole = (n - 1) // size
+    stds = raw[:, : whole * size].reshape(raw.shape[0], whole, size).std(axis=2)
+    return np.minimum(stds.min(axis=1), raw[:, n - size :].std(axis=1))
+
+
+def _max_deviation_from_median(raw: np.ndarray, hi: np.ndarray, lo: np.ndarray, limit: float) -> np.ndarray:
+    """``max |raw - median|`` per lead compared with ``limit`` (True above it).
+
+    The deviation lies between half the range and the range (the median is inside it), so the
+    median, a partial sort of every lead, is only computed for leads that this does not settle.
+    """
+    span = (hi - lo)[:, 0]
+    above = span / 2 > limit
+    unsure = ~above & (span > limit)
+    if unsure.any():
+        part = raw[unsure]
+        med = np.median(part, axis=1, keepdims=True)
+        above[unsure] = np.abs(part - med).max(axis=1) > limit
+    return above
+
+
+def flag_leads(raw: np.ndarray, fs_hz: float, present: np.ndarray, spec: QualitySpec) -> LeadFlags:
+    """Flag flat, disconnected, clipped and wandering leads of ``raw`` (n_leads, n) in mV."""
+    raw = raw.astype(np.float64, copy=False)
+    flat = _min_segment_std(raw, fs_hz) < spec.flat_std_mv
+    hi, lo = raw.max(axis=1, keepdims=True), raw.min(axis=1, keepdims=True)
+    lead_off = _max_deviation_from_median(raw, hi, lo, spec.lead_off_amplitude_mv)
+    tol = _SATURATION_TOLERANCE * (hi - lo)
+    pinned = ((raw >= hi - tol) | (raw <= lo + tol)).mean(axis=1)
+    saturated = (pinned > spec.saturation_fraction) & ~flat  # a flat line is pinned everywhere
+    size = max(1, int(round(_BASELINE_WINDOW_S * fs_hz)))
+    baseline = uniform_filter1d(raw, size=size, axis=1, mode="nearest")
+    edge = size // 2  # the average is one-sided there
+    inner = baseline[:, edge:-edge] if raw.shape[1] > 2 * edge + 1 else baseline
+    wander = np.ptp(inner, axis=1) > spec.baseline_wander_mv
+    return LeadFlags(
+        flat=flat & present,
+        lead_off=lead_off & present & ~flat,
+        saturated=saturated & present,
+        baseline_wander=wander & present & ~(flat | lead_off | saturated),
+    )
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Quality of one window; ``to_dict()`` is what the stream stores."""
+
+    score: float
+    fit_to_score: bool
+    reasons: tuple[str, ...]
+    usable_leads: tuple[str, ...]
+    flat_leads: tuple[str, ...]
+    lead_off_leads: tuple[str, ...]
+    saturated_leads: tuple[str, ...]
+    baseline_wander_leads: tuple[str, ...]
+    # Mean correlation of the kept beats with the median beat, per lead (0 = unusable/absent).
+    lead_correlation: dict[str, float]
+    template_correlation: float
+    n_beats_detected: int
+    n_beats_used: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _names(leads: tuple[str, ...], flags: np.ndarray) -> tuple[str, ...]:
+    return tuple(name for name, on in zip(leads, flags) if on)
+
+
+def assess(
+    *,
+    leads: tuple[str, ...],
+    present: np.ndarray,
+    flags: LeadFlags,
+    beat_correlation: np.ndarray,
+    lead_correlation: np.ndarray,
+    n_beats_detected: int,
+    n_beats_used: int,
+    heart_rate_bpm: float | None,
+    spec: QualitySpec,
+    window: WindowSpec,
+) -> QualityReport:
+    """Combine lead flags and beat statistics into a :class:`QualityReport`.
+
+    ``beat_correlation`` holds, for every beat inside the window, its correlation with the
+    provisional median beat over the usable leads.
+    """
+    usable = present & ~flags.unusable
+    reasons: list[QualityReason] = []
+    for reason, on in (
+        (QualityReason.FLAT_LINE, flags.flat),
+        (QualityReason.LEAD_OFF, flags.lead_off),
+        (QualityReason.SATURATION, flags.saturated),
+        (QualityReason.BASELINE_WANDER, flags.baseline_wander),
+    ):
+        if on.any():
+            reasons.append(reason)
+
+    usable_names = _names(leads, usable)
+    if usable.sum() < spec.min_usable_leads or not set(spec.required_leads) <= set(usable_names):
+        reasons.append(QualityReason.TOO_FEW_LEADS)
+    if n_beats_used < spec.min_beats:
+        reasons.append(QualityReason.TOO_FEW_BEATS)
+    # max_beats is stated per card window: a rate. The median R-R interval measures it even when
+    # a detector misses some beats of a fast rhythm.
+    if heart_rate_bpm is not None and heart_rate_bpm > spec.max_beats * 60.0 / window.window_s:
+        reasons.append(QualityReason.TOO_MANY_BEATS)
+
+    consistency = float(np.clip(beat_correlation, 0.0, 1.0).mean()) if beat_correlation.size else 0.0
+    # One beat says nothing about noise: it is reported as too few beats instead.
+    if beat_correlation.size >= 2 and consistency < spec.min_template_correlation:
+        reasons.append(QualityReason.NOISY)
+    n_present = int(present.sum())
+    score = consistency * (int(usable.sum()) / n_present) if n_present else 0.0
+    if score < spec.min_score and not any(r in BLOCKING_REASONS for r in reasons):
+        reasons.append(QualityReason.LOW_SCORE)
+
+    return QualityReport(
+        score=round(score, 4),
+        fit_to_score=not any(r in BLOCKING_REASONS for r in reasons),
+        reasons=tuple(r.value for r in reasons),
+        usable_leads=usable_names,
+        flat_leads=_names(leads, flags.flat),
+        lead_off_leads=_names(leads, flags.lead_off),
+        saturated_leads=_names(leads, flags.saturated),
+        baseline_wander_leads=_names(leads, flags.baseline_wander),
+        lead_correlation={name: round(float(c), 4) for name, c in zip(leads, lead_correlation)},
+        template_correlation=round(consistency, 4),
+        n_beats_detected=int(n_beats_detected),
+        n_beats_used=int(n_beats_used),
+    )

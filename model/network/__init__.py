@@ -1,0 +1,1 @@
+"""The dual-attention network (Chen et al.), its layers, the xresnet1d baseline and the ONNX export."""

@@ -1,0 +1,1 @@
+"""Readers that turn recordings (WFDB, DICOM) into the canonical ECG type."""

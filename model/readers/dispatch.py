@@ -1,0 +1,109 @@
+"""One entry point for ECG files of any supported format, and record discovery for batches.
+
+``read_ecg`` picks the reader from the extension, else from the content (the DICOM ``DICM``
+magic, or a WFDB header next to an extension-less record path). ``iter_records`` walks folders
+and yields one path per record: a WFDB record's ``.hea`` file (its signal files are not records
+of their own) or a DICOM file.
+
+Example::
+
+    for path in iter_records("tests/data/ecg/cinc2021"):
+        ecg = read_ecg(path)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from hfrisk.model.readers.dicom_io import is_dicom_file, read_dicom
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.readers.wfdb_io import WFDB_EXTENSIONS, read_wfdb
+
+__all__ = ["read_ecg", "iter_records", "DICOM_EXTENSIONS"]
+
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
+# Files that are never records themselves: skipped without opening them.
+_NOT_RECORDS = WFDB_EXTENSIONS - {".hea"} | {".csv", ".txt", ".md", ".json", ".tsv", ".gz", ".zip", ".py"}
+
+
+def read_ecg(path: str | Path, **kwargs) -> ECG:
+    """Read a WFDB record or a DICOM ECG file as an :class:`ECG` in millivolts.
+
+    ``kwargs`` go to the reader: :func:`~hfrisk.model.readers.wfdb_io.read_wfdb` (``channels``,
+    ``sampfrom``, ``sampto``, ``patient_id``, ``device_id``) or
+    :func:`~hfrisk.model.readers.dicom_io.read_dicom` (``waveform``, ``patient_id``, ``device_id``).
+    Raises ``ECGInputError(UNREADABLE)`` for a file that is neither.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in DICOM_EXTENSIONS:
+        return read_dicom(path, **kwargs)
+    if suffix in WFDB_EXTENSIONS:
+        return read_wfdb(path, **kwargs)
+    if path.is_file() and is_dicom_file(path):
+        return read_dicom(path, **kwargs)
+    if Path(f"{path}.hea").is_file():
+        return read_wfdb(path, **kwargs)
+    if not path.exists():
+        raise ECGInputError(InputErrorReason.UNREADABLE, f"{path}: no such file or WFDB record")
+    raise ECGInputError(
+        InputErrorReason.UNREADABLE,
+        f"{path}: not a recognised ECG file; expected a WFDB record (.hea with .dat/.mat) or DICOM",
+    )
+
+
+def _segment_headers(header: Path) -> set[str]:
+    """Segment record names listed by a multi-segment WFDB header; empty for ordinary ones."""
+    try:
+        lines = [
+            line.split("#", 1)[0].split()
+            for line in header.read_text(errors="replace").splitlines()
+        ]
+    except OSError:
+        return set()
+    lines = [tokens for tokens in lines if tokens]
+    # A multi-segment record line reads "name/n_segments n_signals fs ...".
+    if not lines or "/" not in lines[0][0]:
+        return set()
+    return {tokens[0] for tokens in lines[1:] if tokens[0] != "~"}
+
+
+def _records_in(folder: Path) -> list[Path]:
+    headers, dicoms = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        suffix = path.suffix.lower()
+        if suffix == ".hea":
+            headers.append(path)
+        elif suffix in DICOM_EXTENSIONS or (suffix not in _NOT_RECORDS and is_dicom_file(path)):
+            dicoms.append(path)
+    # Segments of a multi-segment record are read through its master header, not on their own.
+    segments = {
+        (header.parent / name).with_suffix(".hea")
+        for header in headers
+        for name in _segment_headers(header)
+    }
+    return sorted([h for h in headers if h not in segments] + dicoms)
+
+
+def iter_records(folder_or_list: str | Path | Iterable[str | Path]) -> Iterator[Path]:
+    """Yield one path per ECG record, ready for :func:`read_ecg`, in sorted order per folder.
+
+    A folder is searched recursively: WFDB records are found by their ``.hea`` files (segments
+    of a multi-segment record are left to its master header), DICOM files by their ``.dcm``
+    extension or ``DICM`` magic. A list may mix folders and files; a listed WFDB data file or
+    extension-less record path is turned into its ``.hea`` path, and any other listed path is
+    yielded as given, so that :func:`read_ecg` reports what is wrong with it.
+    """
+    items = [folder_or_list] if isinstance(folder_or_list, (str, Path)) else folder_or_list
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            yield from _records_in(path)
+        elif Path(f"{path}.hea").is_file():
+            yield Path(f"{path}.hea")
+        elif path.suffix.lower() in WFDB_EXTENSIONS and path.with_suffix(".hea").is_file():
+            yield path.with_suffix(".hea")
+        else:
+            yield path

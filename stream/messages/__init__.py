@@ -1,0 +1,1 @@
+"""What travels on the Kafka topics: the ECG chunk record and its Avro codec, and dead-letter records."""

@@ -1,0 +1,359 @@
+"""Micro-batches of windows across patients: preprocessing off the event loop, one model call.
+
+The worker collects the windows that one batch of chunk messages completed (many patients at
+once) and hands them to :func:`score_windows`:
+
+1. :class:`Preprocessor` runs :func:`hfrisk.model.frontend.preprocessing.prepare` (the one pipeline shared
+   with training and screening) on every window in a **process pool**. ``prepare`` costs ~4 ms of
+   pure-Python/NumPy/SciPy work per window and holds the GIL for much of it; in a thread it would
+   still stall the event loop (Kafka heartbeats, Triton calls, Redis writes) and could not use a
+   second core. A pool of ``workers`` processes (``spawn``ed: forking a process that already runs
+   gRPC and asyncio threads is unsafe) does both; a batch is split evenly across them. With
+   ``workers=0`` it runs in one thread of this process instead (tests, tiny machines).
+2. Windows that are fit to score are stacked and sent to the model in **one call**
+   (:class:`TritonScorer`: ``RiskClient.infer`` splits by ``max_batch`` and sends the parts
+   concurrently). Windows that are not fit are returned without outputs: they are stored as
+   low-quality results and never reach Triton.
+3. A Triton that is down, restarting or not serving the model is waited for: the call is retried
+   with exponential backoff for as long as it takes, so nothing is acknowledged and nothing valid
+   is dead-lettered. Only a request Triton *rejects* (``INVALID_ARGUMENT``) is split up to find
+   the window at fault, which is then dead-lettered.
+
+Example::
+
+    pre = Preprocessor(card, workers=1)
+    scorer = TritonScorer(RiskClient.from_settings(card=card))
+    scored = await score_windows([w.ecg for w in windows], pre, scorer)
+    scored[0].prepared.quality.fit_to_score, scored[0].outputs["log_risk"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+from hfrisk.core.logs import get_logger
+from hfrisk.model.contract.card import ModelCard
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.errors import ECGInputError
+from hfrisk.model.frontend.preprocessing import ModelInput, prepare
+from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
+from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
+
+__all__ = [
+    "PrepareFailure",
+    "WindowScore",
+    "Preprocessor",
+    "Scorer",
+    "TritonScorer",
+    "NoopScorer",
+    "InferenceRejected",
+    "score_windows",
+    "Backoff",
+]
+
+log = get_logger(__name__)
+
+# Statuses that mean "this request is wrong", not "the server is not there": retrying cannot help.
+REJECTED_STATUSES = frozenset({"StatusCode.INVALID_ARGUMENT"})
+
+
+@dataclass(frozen=True)
+class PrepareFailure:
+    """Why ``prepare`` refused a window: a dead-letter reason code and the message.
+
+    (``ECGInputError`` itself does not survive pickling back from a pool process.)
+    """
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """One window after the batch: prepared (or refused), with the model's outputs if scored."""
+
+    prepared: ModelInput | None
+    outputs: dict[str, np.ndarray] | None = None
+    failure: PrepareFailure | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.outputs is not None
+
+
+# -- preprocessing ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _card(card_json: str) -> ModelCard:
+    return ModelCard.model_validate_json(card_json)
+
+
+def _prepare_all(ecgs: Sequence[ECG], card_json: str) -> list[ModelInput | PrepareFailure]:
+    """Runs in a pool process: ``prepare`` each window; refusals come back as values, never raised."""
+    card = _card(card_json)
+    out: list[ModelInput | PrepareFailure] = []
+    for ecg in ecgs:
+        try:
+            out.append(prepare(ecg, card))
+        except ECGInputError as err:
+            out.append(PrepareFailure(err.reason.value, err.detail))
+        except Exception as exc:  # a bug in preprocessing must not take the batch down with it
+            out.append(PrepareFailure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _ignore_stop_signals() -> None:
+    # A stop signal goes to the worker's whole process group; the pool must outlive it until the
+    # worker has finished or abandoned its batch (it exits when the worker closes it or dies).
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _warm(card_json: str) -> bool:
+    # Imports preprocessing (SciPy, NeuroKit2: seconds) and fills caches before the first batch.
+    _prepare_all([ECG(samples=np.zeros((12, 5000), np.float32), fs_hz=500.0, lead_names=_card(card_json).input.leads)],
+                 card_json)
+    return True
+
+
+class Preprocessor:
+    """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here)."""
+
+    def __init__(self, card: ModelCard, workers: int = 1):
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.card = card
+        self.workers = workers
+        self._card_json = card.to_json()
+        self._executor: Executor = (
+            ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_stop_signals
+            )
+            if workers > 0
+            else ThreadPoolExecutor(1, thread_name_prefix="hfrisk-prepare")
+        )
+
+    def warm_up(self) -> None:
+        """Block until every pool process has imported the pipeline (call before serving)."""
+        futures = [self._executor.submit(_warm, self._card_json) for _ in range(max(1, self.workers))]
+        for future in futures:
+            future.result()
+
+    async def prepare(self, ecgs: Sequence[ECG]) -> list[ModelInput | PrepareFailure]:
+        """``prepare`` every window, in order; a refused window gives a :class:`PrepareFailure`."""
+        if not ecgs:
+            return []
+        loop = asyncio.get_running_loop()
+        parts = max(1, min(self.workers, len(ecgs)))
+        size = -(-len(ecgs) // parts)
+        slices = [list(ecgs[i : i + size]) for i in range(0, len(ecgs), size)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _prepare_all, part, self._card_json) for part in slices)
+        )
+        return [item for part in results for item in part]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+class InferenceRejected(RuntimeError):
+    """The model server refused the request itself (bad tensor): retrying will not help."""
+
+
+class Scorer(Protocol):
+    """What :func:`score_windows` needs of a model: a batch in, the card's outputs out."""
+
+    model_version: str
+
+    async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff without an attempt limit: ``first_s``, doubling, capped at ``max_s``."""
+
+    first_s: float = 0.2
+    max_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_s, self.first_s * 2 ** min(attempt, 30))
+
+
+class TritonScorer:
+    """The model on Triton through :class:`RiskClient`, waiting out outages.
+
+    ``RiskClient`` retries a few times by itself; past that, an unavailable server, a model not
+    (yet) loaded or a timeout is retried here with :class:`Backoff` until it answers, so a Triton
+    restart only delays the stream. ``on_latency`` gets the seconds of each successful call.
+    """
+
+    def __init__(
+        self,
+        client: RiskClient,
+        *,
+        backoff: Backoff | None = None,
+        on_latency: Callable[[float], None] | None = None,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ):
+        self.client = client
+        self.backoff = backoff or Backoff()
+        self.on_latency = on_latency
+        self.model_version = client.model_version or ""
+        self._version_asked = False
+        self.outages = 0
+        self._sleep = sleep
+
+    async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                outputs = await self.client.infer(x)
+            except (ServerNotReady, ModelNotReady) as exc:
+                problem: Exception = exc
+            except InferenceError as exc:
+                if exc.status in REJECTED_STATUSES:
+                    raise InferenceRejected(str(exc)) from exc
+                problem = exc  # timeouts, internal errors of a restarting backend
+            else:
+                if self.on_latency is not None:
+                    self.on_latency(time.perf_counter() - started)
+                if attempt:
+                    log.info("triton is back", attempts=attempt + 1)
+                if not self.model_version and not self._version_asked:
+                    self._version_asked = True
+                    self.model_version = await self._served_version()
+                return outputs
+            delay = self.backoff.delay(attempt)
+            if attempt == 0:
+                self.outages += 1
+            log.warning("triton unavailable; holding the batch and retrying", windows=len(x), attempt=attempt + 1,
+                        delay_s=round(delay, 2), error=str(problem))
+            attempt += 1
+            await self._sleep(delay)
+
+    async def _served_version(self) -> str:
+        """The newest version Triton serves (what the results record as ``model_version``)."""
+        import tritonclient.grpc.aio as grpcclient
+
+        probe = None
+        try:
+            probe = grpcclient.InferenceServerClient(self.client.url)
+            meta = await probe.get_model_metadata(self.client.model_name, as_json=True)
+            versions = sorted(meta.get("versions", []), key=lambda v: int(v) if str(v).isdigit() else -1)
+            return str(versions[-1]) if versions else ""
+        except Exception as exc:  # cosmetic: never hold up scoring for it
+            log.warning("could not read the served model version", error=str(exc))
+            return ""
+        finally:
+            if probe is not None:
+                await probe.close()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class NoopScorer:
+    """A stand-in model that costs nothing: log-risk 0 and uniform attention for every window.
+
+    For measuring the pipeline without the model (``hfrisk worker --noop-model``). Never use it
+    for patients: its scores mean nothing.
+    """
+
+    model_version = "noop"
+
+    def __init__(self, card: ModelCard, *, on_latency: Callable[[float], None] | None = None):
+        self.card = card
+        self.on_latency = on_latency
+
+    async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(x)
+        out = {}
+        for spec in self.card.outputs:
+            shape = (n, *spec.shape[1:])
+            out[spec.name] = (
+                np.zeros(shape, np.float32) if spec.name == "log_risk" else np.full(shape, 1.0 / shape[-1], np.float32)
+            )
+        if self.on_latency is not None:
+            self.on_latency(0.0)
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+# -- one batch ----------------------------------------------------------------------------------
+
+
+def _rows(outputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    return {name: value[i : i + 1] for name, value in outputs.items()}
+
+
+async def _infer_rows(scorer: Scorer, x: np.ndarray) -> list[dict[str, np.ndarray] | PrepareFailure]:
+    """One call for the whole batch; if Triton rejects it, one call per window to find the bad one."""
+    try:
+        outputs = await scorer.infer(x)
+        return [_rows(outputs, i) for i in range(len(x))]
+    except InferenceRejected as exc:
+        if len(x) == 1:
+            return [PrepareFailure(INFERENCE_REJECTED, str(exc))]
+        log.warning("triton rejected a batch; scoring its windows one by one", windows=len(x), error=str(exc))
+    rows: list[dict[str, np.ndarray] | PrepareFailure] = []
+    for i in range(len(x)):
+        rows.extend(await _infer_rows(scorer, x[i : i + 1]))
+    return rows
+
+
+async def score_windows(
+    ecgs: Sequence[ECG],
+    preprocessor: Preprocessor,
+    scorer: Scorer,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[WindowScore]:
+    """Prepare every window, score the fit ones in one model call; results in input order.
+
+    ``on_batch`` gets the number of windows sent to the model (not called when none is fit);
+    ``timings``, if given, receives the seconds spent in ``prepare`` and ``infer``.
+    """
+    started = time.perf_counter()
+    prepared = await preprocessor.prepare(ecgs)
+    if timings is not None:
+        timings["prepare"] = round(time.perf_counter() - started, 6)
+    results: list[WindowScore] = [
+        WindowScore(None, failure=p) if isinstance(p, PrepareFailure) else WindowScore(p) for p in prepared
+    ]
+    fit = [i for i, r in enumerate(results) if r.prepared is not None and r.prepared.quality.fit_to_score]
+    if not fit:
+        return results
+    x = np.ascontiguousarray(np.stack([results[i].prepared.x for i in fit]), dtype=np.float32)
+    if on_batch is not None:
+        on_batch(len(fit))
+    started = time.perf_counter()
+    rows = await _infer_rows(scorer, x)
+    if timings is not None:
+        timings["infer"] = round(time.perf_counter() - started, 6)
+    for i, row in zip(fit, rows):
+        if isinstance(row, PrepareFailure):
+            results[i] = WindowScore(results[i].prepared, failure=row)
+        else:
+            results[i] = WindowScore(results[i].prepared, outputs=row)
+    return results

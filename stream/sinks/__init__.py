@@ -1,0 +1,1 @@
+"""Where scored windows go: Redis (latest score, trend, ward ranking, quality, alerts state)."""

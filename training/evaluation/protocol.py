@@ -1,0 +1,318 @@
+"""The paper's evaluation protocol, for any risk model: repeated stratified 2-fold cross-validation.
+
+Paper §3.2: for each seed in :data:`~hfrisk.training.data.cohort.PAPER_CV_SEEDS` the cohort is split
+into 2 folds stratified on the event indicator; each fold is the test set once. Inside the other
+(training) fold a stratified 80/20 split gives a validation part on which the model is chosen
+(checkpoint by validation C for the network, penalty for the Cox baseline). The reported figure
+is the mean test Harrell C over the 10 runs.
+
+A *method* is any callable ``method(split, run_dir) -> MethodResult`` that trains on
+``split.fit``, selects on ``split.val`` and scores ``split.train`` (the whole training fold, whose
+risks fit the Breslow baseline and censoring weights) and ``split.test``:
+:func:`hfrisk.training.finetune.loop.finetune_method` and :func:`hfrisk.training.evaluation.cox_baseline.cox_method`
+are the two in this package.
+
+Results come as a tidy frame (one row per run) and a JSON summary: mean ± SD over runs, a
+t-interval of the mean (the 10 runs share subjects, so it is narrower than an interval over
+independent cohorts would be), and the paper's own "std" (the mean over seeds of the SD of the
+two folds).
+
+>>> result = cross_validate(cohort, cox_method(), "runs/cv-cox")  # doctest: +SKIP
+>>> result.summary["metrics"]["harrell_c"]["mean"]                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from hfrisk.core.logs import get_logger
+
+from hfrisk.training.data.cohort import PAPER_CV_SEEDS, Cohort
+from hfrisk.training.evaluation.metrics import HarrellC, summarize
+
+__all__ = [
+    "Split",
+    "MethodResult",
+    "Method",
+    "ProtocolResult",
+    "paper_splits",
+    "fixed_split",
+    "run_protocol",
+    "cross_validate",
+    "evaluate_fixed_split",
+    "harrell_c_or_nan",
+    "METRICS",
+    "RUNS_FILENAME",
+    "SUMMARY_FILENAME",
+]
+
+log = get_logger(__name__)
+
+METRICS: tuple[str, ...] = ("harrell_c", "uno_c", "mean_auc", "ibs")
+RUNS_FILENAME = "runs.csv"
+SUMMARY_FILENAME = "summary.json"
+PREDICTIONS_FILENAME = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One run: the training fold (with its inner fit/validation split) and the test fold.
+
+    ``fit_index`` and ``val_index`` are positions in ``train``; ``train_index`` and ``test_index``
+    positions in the cohort the split was made from.
+    """
+
+    seed: int
+    fold: int
+    train: Cohort
+    test: Cohort
+    fit_index: np.ndarray
+    val_index: np.ndarray
+    train_index: np.ndarray
+    test_index: np.ndarray
+
+    @property
+    def fit(self) -> Cohort:
+        return self.train.subset(self.fit_index)
+
+    @property
+    def val(self) -> Cohort:
+        return self.train.subset(self.val_index)
+
+    @property
+    def name(self) -> str:
+        return f"seed{self.seed}-fold{self.fold}"
+
+    def test_fingerprint(self) -> str:
+        """A short hash of the test records: equal for equal test folds."""
+        joined = "\n".join(sorted(self.test.records)).encode()
+        return hashlib.sha1(joined).hexdigest()[:12]
+
+
+def harrell_c_or_nan(risk, event, time) -> float:
+    """Harrell's C, or NaN where it is undefined (no comparable pair in a tiny part)."""
+    try:
+        return HarrellC()(risk, event, time)
+    except ValueError:
+        return float("nan")
+
+
+class MethodResult(NamedTuple):
+    """Log-risks (higher = riskier) of the whole training fold and of the test fold, plus details."""
+
+    train_risk: np.ndarray
+    test_risk: np.ndarray
+    info: dict
+
+
+Method = Callable[[Split, Path], MethodResult]
+
+
+def paper_splits(
+    cohort: Cohort,
+    seeds: Sequence[int] = PAPER_CV_SEEDS,
+    n_folds: int = 2,
+    val_frac: float = 0.2,
+) -> list[Split]:
+    """The ``len(seeds) × n_folds`` splits of the paper; the inner split uses the same seed."""
+    splits = []
+    for seed in seeds:
+        for fold, (train_index, test_index) in enumerate(cohort.stratified_folds(n_folds, seed)):
+            train = cohort.subset(train_index)
+            fit_index, val_index = train.inner_split(val_frac, seed)
+            splits.append(Split(seed, fold, train, cohort.subset(test_index), fit_index, val_index, train_index, test_index))
+    return splits
+
+
+def fixed_split(train: Cohort, test: Cohort, seed: int = 42, val_frac: float = 0.2) -> Split:
+    """One run on a given train/test partition (e.g. PTB-XL folds 1–8 vs 10), inner split as usual."""
+    fit_index, val_index = train.inner_split(val_frac, seed)
+    return Split(seed, 0, train, test, fit_index, val_index, np.arange(len(train)), np.arange(len(test)))
+
+
+def _evaluate(split: Split, result: MethodResult, n_boot: int) -> dict[str, Any]:
+    train, test = split.train, split.test
+    train_risk = np.asarray(result.train_risk, dtype=np.float64).reshape(-1)
+    test_risk = np.asarray(result.test_risk, dtype=np.float64).reshape(-1)
+    if len(train_risk) != len(train) or len(test_risk) != len(test):
+        raise ValueError(
+            f"{split.name}: the method returned {len(train_risk)} train and {len(test_risk)} test risks "
+            f"for folds of {len(train)} and {len(test)}"
+        )
+    try:
+        metrics = summarize(train_risk, train.event, train.time, test_risk, test.event, test.time, n_boot=n_boot,
+                            seed=split.seed)
+    except ValueError as error:
+        # Tiny or event-poor test folds leave the time-dependent metrics undefined; C still is.
+        log.warning("protocol.metrics_partial", run=split.name, reason=str(error))
+        metrics = {name: float("nan") for name in METRICS}
+        metrics["harrell_c"] = harrell_c_or_nan(test_risk, test.event, test.time)
+        metrics.update(n_test=len(test), n_test_events=test.n_events)
+    return metrics
+
+
+def _t_quantile(level: float, dof: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2.0, dof))
+
+
+def _aggregate(runs: pd.DataFrame, level: float) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = {}
+    for metric in METRICS:
+        values = runs[metric].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        n = len(values)
+        if n == 0:
+            continue
+        mean = float(values.mean())
+        sd = float(values.std(ddof=1)) if n > 1 else float("nan")
+        half = _t_quantile(level, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+        entry = {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n_runs": n,
+                 "min": float(values.min()), "max": float(values.max())}
+        per_seed = runs.groupby("seed")[metric].std(ddof=0)
+        if len(per_seed) and runs.groupby("seed").size().min() > 1:
+            # The paper's code prints this as "std": within-seed SD over folds, averaged over seeds.
+            entry["paper_std"] = float(per_seed.mean())
+        summary[metric] = entry
+    return summary
+
+
+@dataclass
+class ProtocolResult:
+    """Per-run metrics (``runs``, tidy) and their aggregate (``summary``), for one method."""
+
+    method: str
+    runs: pd.DataFrame
+    summary: dict[str, Any]
+    info: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "summary": self.summary,
+            "runs": json.loads(self.runs.to_json(orient="records")),
+            "info": self.info,
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.runs.to_csv(out / RUNS_FILENAME, index=False)
+        (out / SUMMARY_FILENAME).write_text(json.dumps(self.to_json(), indent=2, default=_json_default) + "\n")
+        return out
+
+    def describe(self, metric: str = "harrell_c") -> str:
+        s = self.summary["metrics"].get(metric)
+        if s is None:
+            return f"{self.method}: {metric} undefined"
+        return (f"{self.method}: {metric} {s['mean']:.4f} ± {s['sd']:.4f} (SD over {s['n_runs']} runs; "
+                f"{int(100 * self.summary['ci_level'])}% CI {s['ci_low']:.4f}–{s['ci_high']:.4f})")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def run_protocol(
+    splits: Sequence[Split],
+    method: Method,
+    out_dir: str | Path,
+    *,
+    method_name: str | None = None,
+    n_boot: int = 0,
+    ci_level: float = 0.95,
+    progress: bool = True,
+) -> ProtocolResult:
+    """Run ``method`` on every split, evaluate each test fold with :func:`summarize`, aggregate.
+
+    Each run gets ``out_dir/<seed>-<fold>/`` for its artefacts and a ``predictions.csv`` (record,
+    time, event, log_risk, part). ``runs.csv`` and ``summary.json`` land in ``out_dir``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = method_name or getattr(method, "name", getattr(method, "__name__", "method"))
+    rows, infos = [], []
+    iterator: Sequence[Split] = splits
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(splits, desc=f"{name} runs", unit="run")
+    for split in iterator:
+        run_dir = out / split.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        result = method(split, run_dir)
+        seconds = time.perf_counter() - started
+        metrics = _evaluate(split, result, n_boot)
+        _write_predictions(run_dir / PREDICTIONS_FILENAME, split, result)
+        rows.append({
+            "method": name, "seed": split.seed, "fold": split.fold,
+            **{m: metrics.get(m, float("nan")) for m in METRICS},
+            "n_train": len(split.train), "n_train_events": split.train.n_events,
+            "n_fit": len(split.fit_index), "n_val": len(split.val_index),
+            "n_val_events": int(split.train.event[split.val_index].sum()),
+            "n_test": len(split.test), "n_test_events": split.test.n_events,
+            "val_harrell_c": result.info.get("val_harrell_c", float("nan")),
+            "test_fingerprint": split.test_fingerprint(), "seconds": seconds, "run_dir": str(run_dir),
+        })
+        infos.append({"run": split.name, **result.info, "metrics": metrics})
+        log.info("protocol.run_done", method=name, run=split.name, harrell_c=round(metrics["harrell_c"], 4),
+                 seconds=round(seconds, 1))
+    runs = pd.DataFrame(rows)
+    summary = {"ci_level": ci_level, "n_runs": len(runs), "metrics": _aggregate(runs, ci_level)}
+    result = ProtocolResult(name, runs, summary, infos)
+    result.save(out)
+    log.info("protocol.done", method=name, summary=result.describe())
+    return result
+
+
+def _write_predictions(path: Path, split: Split, result: MethodResult) -> None:
+    parts = []
+    for part, cohort, risk in (("train", split.train, result.train_risk), ("test", split.test, result.test_risk)):
+        frame = pd.DataFrame({"record": cohort.records, "time": cohort.time, "event": cohort.event,
+                              "log_risk": np.asarray(risk, dtype=np.float64).reshape(-1), "part": part})
+        if part == "train":
+            frame.loc[split.val_index, "part"] = "val"
+        parts.append(frame)
+    pd.concat(parts, ignore_index=True).to_csv(path, index=False)
+
+
+def cross_validate(
+    cohort: Cohort,
+    method: Method,
+    out_dir: str | Path,
+    *,
+    seeds: Sequence[int] = PAPER_CV_SEEDS,
+    n_folds: int = 2,
+    val_frac: float = 0.2,
+    **kwargs,
+) -> ProtocolResult:
+    """The paper's protocol: ``len(seeds) × n_folds`` runs of :func:`paper_splits`, then :func:`run_protocol`."""
+    return run_protocol(paper_splits(cohort, seeds, n_folds, val_frac), method, out_dir, **kwargs)
+
+
+def evaluate_fixed_split(
+    train: Cohort, test: Cohort, method: Method, out_dir: str | Path, *, seed: int = 42, val_frac: float = 0.2,
+    **kwargs,
+) -> ProtocolResult:
+    """One run on a fixed train/test partition, with the same inner selection and evaluation."""
+    return run_protocol([fixed_split(train, test, seed, val_frac)], method, out_dir, **kwargs)

@@ -1,0 +1,1 @@
+"""Cox fine-tuning of the pretrained network on a survival cohort."""

@@ -1,0 +1,219 @@
+"""Command functions for ``hfrisk finetune``, ``evaluate``, ``export`` and ``synthetic-cohort``.
+
+Plain typer command functions: ``hfrisk/cli.py`` registers them (``app.command("finetune")(finetune_command)``),
+so each is also callable from Python with keyword arguments. Heavy imports happen inside the
+functions, so ``hfrisk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["finetune_command", "evaluate_command", "export_command", "synthetic_cohort_command"]
+
+_ENCODERS = ("dual_attention", "xresnet1d101")
+_METHODS = ("finetune", "cox", "both")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _config(encoder: str, epochs: Optional[int], batch_size: int, lr: float, alpha: float, lead_mask_prob: float,
+            seed: int, device: str, patience: Optional[int]):
+    from hfrisk.training.finetune.loop import FinetuneConfig
+
+    return FinetuneConfig(encoder=_check_choice(encoder, _ENCODERS, "encoder"), epochs=epochs, batch_size=batch_size,
+                          lr=lr, alpha=alpha, lead_mask_prob=lead_mask_prob, seed=seed, device=device,
+                          patience=patience)
+
+
+def _load(cohort: Path, records_root: Optional[Path], time_unit: str):
+    from hfrisk.training.data.cohort import load_cohort
+
+    # A synthetic cohort's records are relative to the PTB-XL root it names in its JSON.
+    if records_root is None:
+        spec = cohort.parent / "synthetic_cohort.json"
+        if spec.exists():
+            root = json.loads(spec.read_text()).get("records_root")
+            records_root = Path(root) if root else None
+    return load_cohort(cohort, records_root=records_root, time_unit=time_unit)
+
+
+CohortArg = Annotated[Path, typer.Argument(help="Cohort CSV/Parquet: record, time, event (+ covariates).")]
+RecordsRootOpt = Annotated[Optional[Path], typer.Option(help="Folder the cohort's record paths are relative to.")]
+TimeUnitOpt = Annotated[str, typer.Option(help="Unit of the cohort's time column.")]
+EncoderOpt = Annotated[str, typer.Option(help="dual_attention (the paper's) or xresnet1d101 (baseline CNN).")]
+InitOpt = Annotated[Optional[Path], typer.Option(help="Pretrained (or fine-tuned) checkpoint; none = from scratch.")]
+EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Epochs; default 100 from a pretrained encoder, 400 from scratch.")]
+BatchOpt = Annotated[int, typer.Option(min=2, help="Batch size (paper: 128 for ~800 subjects, 1024 for ~11k).")]
+LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.")]
+AlphaOpt = Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the Cox loss (1 - alpha: reconstruction).")]
+LeadMaskOpt = Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability that a batch gets a lead subset masked.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+PatienceOpt = Annotated[Optional[int], typer.Option(min=1, help="Stop after this many epochs without a better validation C.")]
+CacheOpt = Annotated[Optional[Path], typer.Option(help="Folder for cached model inputs.")]
+
+
+def finetune_command(
+    cohort: CohortArg,
+    out: Annotated[Path, typer.Option(help="Run folder: best.pt, last.pt, history.csv.")] = Path("runs/finetune"),
+    records_root: RecordsRootOpt = None,
+    time_unit: TimeUnitOpt = "days",
+    init: InitOpt = None,
+    encoder: EncoderOpt = "dual_attention",
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = 128,
+    lr: LrOpt = 1e-4,
+    alpha: AlphaOpt = 0.5,
+    lead_mask_prob: LeadMaskOpt = 0.5,
+    val_frac: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share held out (stratified) to choose the epoch.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the batches and the weights.")] = 42,
+    device: DeviceOpt = "auto",
+    patience: PatienceOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Fine-tune for HF risk on a cohort; keeps the epoch with the best validation C-index."""
+    from hfrisk.training.finetune.loop import finetune
+
+    data = _load(cohort, records_root, time_unit)
+    fit_index, val_index = data.inner_split(val_frac, seed)
+    config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, seed, device, patience)
+    result = finetune(config, data.subset(fit_index), data.subset(val_index), out, init, cache_dir=cache_dir,
+                      progress=True)
+    typer.echo(f"best epoch {result.best_epoch}: validation Harrell C {result.best_val_c:.4f}; "
+               f"{len(result.history)} epochs in {result.seconds:.0f} s; checkpoint {result.best_checkpoint}")
+
+
+def evaluate_command(
+    cohort: CohortArg,
+    out: Annotated[Path, typer.Option(help="Folder for runs.csv, summary.json and one folder per run.")] = Path("runs/evaluate"),
+    method: Annotated[str, typer.Option(help="finetune (the network), cox (measurements baseline) or both.")] = "finetune",
+    records_root: RecordsRootOpt = None,
+    time_unit: TimeUnitOpt = "days",
+    test_cohort: Annotated[Optional[Path], typer.Option(help="Fixed-split mode: train on COHORT, test on this cohort.")] = None,
+    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="CV seeds (repeatable); default the paper's 42 2021 2022 2023 2024.")] = None,
+    n_folds: Annotated[int, typer.Option(min=2, help="Folds per seed.")] = 2,
+    init: InitOpt = None,
+    encoder: EncoderOpt = "dual_attention",
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = 128,
+    lr: LrOpt = 1e-4,
+    alpha: AlphaOpt = 0.5,
+    lead_mask_prob: LeadMaskOpt = 0.5,
+    device: DeviceOpt = "auto",
+    patience: PatienceOpt = None,
+    n_boot: Annotated[int, typer.Option(min=0, help="Bootstrap resamples per test fold for metric intervals.")] = 0,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """The paper's protocol: 5 seeds x 2 stratified folds, inner 80/20 selection, test-fold metrics.
+
+    For a synthetic cohort (oracle_log_hazard.csv beside it) the true hazard is scored on the same folds, as the ceiling.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from hfrisk.training.data.cohort import PAPER_CV_SEEDS
+    from hfrisk.training.evaluation.cox_baseline import cohort_measurements, cox_method
+    from hfrisk.training.finetune.loop import FinetuneData, finetune_method
+    from hfrisk.training.evaluation.protocol import cross_validate, evaluate_fixed_split
+    from hfrisk.training.data.synthetic_cohort import ORACLE_FILENAME, oracle_method, read_oracle
+
+    _check_choice(method, _METHODS, "method")
+    data = _load(cohort, records_root, time_unit)
+    test = _load(test_cohort, records_root, time_unit) if test_cohort else None
+    whole = data if test is None else _concat(data, test)
+    methods = []
+    if method in ("finetune", "both"):
+        config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, 42, device, patience)
+        inputs = FinetuneData.from_cohort(whole, cache_dir=cache_dir)  # preprocessed once for all runs
+        methods.append(finetune_method(config, init, inputs=inputs, cohort=whole))
+    if method in ("cox", "both"):
+        measurements = cohort_measurements(whole, cache=out / "measurements.parquet", progress=True)
+        methods.append(cox_method(measurements.set_axis(whole.records)))
+    if (cohort.parent / ORACLE_FILENAME).exists():
+        methods.append(oracle_method(read_oracle(cohort)))
+    console = Console()
+    results = []
+    for m in methods:
+        folder = out / m.name
+        if test is None:
+            result = cross_validate(data, m, folder, seeds=seeds or PAPER_CV_SEEDS, n_folds=n_folds, n_boot=n_boot)
+        else:
+            result = evaluate_fixed_split(data, test, m, folder, n_boot=n_boot)
+        results.append(result)
+    table = Table("method", "runs", "Harrell C mean ± SD", "95% CI", "Uno C", "mean AUC", "IBS", title=str(cohort))
+    for result in results:
+        metrics = result.summary["metrics"]
+        c = metrics.get("harrell_c", {})
+        means = [f"{metrics[name]['mean']:.3f}" if name in metrics else "—" for name in ("uno_c", "mean_auc", "ibs")]
+        table.add_row(result.method, str(result.summary["n_runs"]),
+                      f"{c.get('mean', float('nan')):.4f} ± {c.get('sd', float('nan')):.4f}",
+                      f"{c.get('ci_low', float('nan')):.3f}–{c.get('ci_high', float('nan')):.3f}", *means)
+    console.print(table)
+    console.print(f"results in {out}/<method>/summary.json")
+
+
+def _concat(a, b):
+    import pandas as pd
+
+    from hfrisk.training.data.cohort import Cohort
+
+    return Cohort(pd.concat([a.table, b.table], ignore_index=True), a.time_unit, a.records_root, a.source)
+
+
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A fine-tuning checkpoint (best.pt).")],
+    repo_dir: Annotated[Optional[Path], typer.Option(help="Triton model repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    version: Annotated[int, typer.Option(min=1, help="Triton model version folder.")] = 1,
+    model_name: Annotated[Optional[str], typer.Option(help="Model name; default HFRISK_PATHS__MODEL_NAME.")] = None,
+    parity_records: Annotated[Optional[list[Path]], typer.Option("--parity-record", help="WFDB record for the ONNX parity check (repeatable); default: the checkpoint's validation records.")] = None,
+    evaluation: Annotated[Optional[Path], typer.Option(help="summary.json of `hfrisk evaluate`, copied into the card.")] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Triton max_batch_size.")] = 64,
+    weights: Annotated[str, typer.Option(help="float32, or float16: weights stored at half the size (outputs move by <= 1e-2, recorded in the card).")] = "float32",
+) -> None:
+    """Export a fine-tuned checkpoint to ONNX (parity-checked on real records) and a Triton repository."""
+    from hfrisk.core.config import get_settings
+
+    from hfrisk.training.export import export_model
+
+    settings = get_settings()
+    summary = json.loads(evaluation.read_text())["summary"] if evaluation else None
+    result = export_model(
+        checkpoint, repo_dir or settings.paths.model_repository, version,
+        model_name=model_name or settings.paths.model_name, parity_records=parity_records, evaluation=summary,
+        max_batch_size=max_batch_size, weights=weights,
+    )
+    typer.echo(f"exported to {result.model_dir}/{version}: ONNX parity {result.parity.worst:.2e} "
+               f"(<= {result.parity.atol:g}) on {result.parity.batch_size} real records")
+
+
+def synthetic_cohort_command(
+    ptbxl_root: Annotated[Path, typer.Argument(help="PTB-XL folder (ptbxl_database.csv, records100/ or records500/).")],
+    out: Annotated[Path, typer.Option(help="Folder for cohort.csv, oracle_log_hazard.csv, synthetic_cohort.json.")] = Path("runs/synthetic-cohort"),
+    sampling_rate: Annotated[int, typer.Option(help="100 or 500 Hz records.")] = 500,
+    event_rate: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of subjects with an observed HF event.")] = 0.03,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated outcomes.")] = 0,
+    validated_only: Annotated[bool, typer.Option(help="Only records whose report a cardiologist validated.")] = False,
+) -> None:
+    """Simulate HF outcomes on real PTB-XL ECGs from a stated hazard of their diagnoses, age and sex."""
+    from hfrisk.training.data.ptbxl import PTBXL
+    from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort, write_synthetic_cohort
+
+    if sampling_rate not in (100, 500):
+        raise typer.BadParameter("sampling-rate must be 100 or 500")
+    dataset = PTBXL(ptbxl_root, sampling_rate)
+    if validated_only:
+        dataset = dataset.validated()
+    synth = synthetic_hf_cohort(dataset, event_rate=event_rate, seed=seed)
+    path = write_synthetic_cohort(synth, out)
+    summary = synth.summary()
+    typer.echo(f"{summary['n']} records, {summary['n_events']} events ({100 * summary['event_rate']:.1f} %), "
+               f"median follow-up {summary['median_follow_up_days']:.0f} days; oracle Harrell C "
+               f"{summary['oracle_harrell_c']:.3f}; hazard {summary['hazard']}; written to {path}")
