@@ -56,6 +56,7 @@ from grafana_foundation_sdk.models import common as mcommon
 from grafana_foundation_sdk.models import dashboard as mdash
 
 from hfrisk.core.config import RedisSettings, StreamSettings
+from hfrisk.stream.sinks.keys import key_pattern
 
 __all__ = [
     "DASHBOARD_UIDS",
@@ -90,6 +91,16 @@ QUALITY_RECORDS = 100
 _PROM = mdash.DataSourceRef(type_val=PROMETHEUS_PLUGIN, uid="${prometheus}")
 _REDIS = mdash.DataSourceRef(type_val=REDIS_PLUGIN, uid="${redis}")
 _QUANTILES = (0.5, 0.95, 0.99)
+
+
+def _key(name: str, patient: str = "${patient}") -> str:
+    """A key of docs/redis-keys.md in Grafana's terms: the ``prefix`` constant and a patient variable."""
+    return key_pattern(name, prefix="${prefix}", patient_id=patient)
+
+
+def _named(name: str) -> str:
+    """A key as panel descriptions name it for people (``hfrisk:latest:<patient>``)."""
+    return key_pattern(name, prefix="hfrisk", patient_id="<patient>")
 
 
 class PanelQuery(NamedTuple):
@@ -244,12 +255,12 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     patient_var = (
         gdash.QueryVariable("patient").label("Patient").datasource(_REDIS)
         # Riskiest first, so the default selection is the patient most worth a look.
-        .query("ZREVRANGE ${prefix}:ranking 0 -1")
+        .query(f"ZREVRANGE {_key('ranking')} 0 -1")
         .refresh(mdash.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(mdash.VariableSort.DISABLED)
     )
     patients_var = (
         gdash.QueryVariable("patients").label("Signal quality of").datasource(_REDIS)
-        .query("ZRANGE ${prefix}:patients 0 -1")
+        .query(f"ZRANGE {_key('patients')} 0 -1")
         .refresh(mdash.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(mdash.VariableSort.ALPHABETICAL_ASC)
         .multi(True).include_all(True)
         .current(mdash.VariableOption(selected=True, text=["All"], value=["$__all"]))
@@ -277,7 +288,7 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
         table.Panel().title("Patients by current risk").datasource(_REDIS).grid_pos(_pos(0, 1, 12, 11))
         .description("Latest log-hazard of each patient's newest scored window, riskiest first. "
                      f"Orange from {stream.clear_threshold:g} (clear threshold), red from {stream.risk_threshold:g}.")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:ranking", min="0", max="-1"))
+        .with_target(RedisQuery(command="zrange", key=_key("ranking"), min="0", max="-1"))
         .transformations(_zset_rows("patient", "log-risk"))
         .thresholds(risk_steps).decimals(2)
         .override_by_name("log-risk", [
@@ -288,16 +299,16 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     )
     board = board.with_panel(
         _stat("Flagged now", _pos(12, 1, 6, 5), datasource=_REDIS)
-        .description("Patients whose alert is raised (hfrisk:flagged).")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:flagged", min="0", max="-1"))
+        .description(f"Patients whose alert is raised ({_named('flagged')}).")
+        .with_target(RedisQuery(command="zrange", key=_key("flagged"), min="0", max="-1"))
         .transformations(_zset_rows("patient", "flagged since"))
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["count"]).fields("/^flagged since$/"))
         .thresholds(_steps((None, "green"), (1, "red"))).no_value("0")
     )
     board = board.with_panel(
         _stat("Patients online", _pos(18, 1, 6, 5), datasource=_REDIS)
-        .description("Patients with at least one window (hfrisk:patients).")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:patients", min="0", max="-1"))
+        .description(f"Patients with at least one window ({_named('patients')}).")
+        .with_target(RedisQuery(command="zrange", key=_key("patients"), min="0", max="-1"))
         .transformations(_zset_rows("patient", "last seen"))
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["count"]).fields("/^last seen$/"))
         .thresholds(_steps((None, "blue"))).no_value("0")
@@ -305,14 +316,14 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     board = board.with_panel(
         table.Panel().title("Flagged patients").datasource(_REDIS).grid_pos(_pos(12, 6, 12, 6))
         .description("Each flagged patient and the start of the window that raised the flag.")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:flagged", min="0", max="-1"))
+        .with_target(RedisQuery(command="zrange", key=_key("flagged"), min="0", max="-1"))
         .transformations(_zset_rows("patient", "flagged since", score_is_time=True, sort_desc=False))
         .override_by_name("patient", [mdash.DynamicConfigValue(id_val="links", value=[open_patient])])
     )
     board = board.with_panel(
         table.Panel().title("Alert events").datasource(_REDIS).grid_pos(_pos(0, 12, 14, 8))
-        .description("Raised and cleared flags in the time range, newest first (the hfrisk:alerts stream).")
-        .with_target(RedisQuery(command="xrevrange", key="${prefix}:alerts", count=200))
+        .description(f"Raised and cleared flags in the time range, newest first (the {_named('alerts')} stream).")
+        .with_target(RedisQuery(command="xrevrange", key=_key("alerts"), count=200))
         .transformations([_transform("organize", {
             "excludeByName": {"event_id": True, "window_start_us": True, "$streamId": True},
             "indexByName": {"at": 0, "kind": 1, "patient_id": 2, "log_risk": 3, "threshold": 4, "windows": 5,
@@ -322,8 +333,8 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     board = board.with_panel(
         bargauge.Panel().title("Why windows were not scored").datasource(_REDIS).grid_pos(_pos(14, 12, 10, 8))
         .description("Windows refused by the quality gate, by reason code, since the counters began "
-                     "(hfrisk:quality_reasons).")
-        .with_target(RedisQuery(command="hgetall", key="${prefix}:quality_reasons"))
+                     f"({_named('quality_reasons')}).")
+        .with_target(RedisQuery(command="hgetall", key=_key("quality_reasons")))
         .orientation(mcommon.VizOrientation.HORIZONTAL).display_mode(mcommon.BarGaugeDisplayMode.BASIC)
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["lastNotNull"]))
         .thresholds(_steps((None, "orange"))).min(0).unit("none")
@@ -333,8 +344,8 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     board = board.with_panel(
         _stat("Current risk", _pos(0, 21, 8, 6), datasource=_REDIS)
         .description("Newest scored window: log-hazard (higher = riskier), hazard ratio = exp(log-hazard), "
-                     "heart rate and signal quality (hfrisk:latest:<patient>).")
-        .with_target(RedisQuery(command="hgetall", key="${prefix}:latest:${patient}"))
+                     f"heart rate and signal quality ({_named('latest')}).")
+        .with_target(RedisQuery(command="hgetall", key=_key("latest")))
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["lastNotNull"])
                         .fields("/^(log_risk|hazard_ratio|heart_rate_bpm|quality_score)$/"))
         .decimals(2).thresholds(risk_steps)
@@ -346,8 +357,8 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     )
     board = board.with_panel(
         _stat("Alert state", _pos(8, 21, 4, 6), datasource=_REDIS)
-        .description("Whether the patient is flagged now (hfrisk:alert:<patient>).")
-        .with_target(RedisQuery(command="hget", key="${prefix}:alert:${patient}", field="flagged"))
+        .description(f"Whether the patient is flagged now ({_named('alert')}).")
+        .with_target(RedisQuery(command="hget", key=_key("alert"), field="flagged"))
         .mappings([
             mdash.ValueMap(options={"1": mdash.ValueMappingResult(text="FLAGGED", color="red"),
                                     "0": mdash.ValueMappingResult(text="not flagged", color="green")}),
@@ -356,8 +367,8 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     )
     board = board.with_panel(
         table.Panel().title("Patient").datasource(_REDIS).grid_pos(_pos(12, 21, 12, 6))
-        .description("Bed, device, newest window seen and its quality (hfrisk:patient:<patient>).")
-        .with_target(RedisQuery(command="hgetall", key="${prefix}:patient:${patient}"))
+        .description(f"Bed, device, newest window seen and its quality ({_named('patient')}).")
+        .with_target(RedisQuery(command="hgetall", key=_key("patient")))
         .transformations([_transform("organize", {
             "excludeByName": {"last_window_start_us": True, "last_seen_us": True},
             "indexByName": {"patient_id": 0, "bed": 1, "device_id": 2, "last_seen": 3, "last_quality_score": 4,
@@ -366,9 +377,9 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     )
     board = board.with_panel(
         timeseries.Panel().title("Risk trend").datasource(_REDIS).grid_pos(_pos(0, 27, 16, 10))
-        .description(f"Log-hazard of the newest {TREND_POINTS} scored windows (hfrisk:trend:<patient>); "
+        .description(f"Log-hazard of the newest {TREND_POINTS} scored windows ({_named('trend')}); "
                      "dashed lines: the clear and raise thresholds.")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:trend:${patient}", min=f"-{TREND_POINTS}", max="-1"))
+        .with_target(RedisQuery(command="zrange", key=_key("trend"), min=f"-{TREND_POINTS}", max="-1"))
         .transformations([
             _transform("reduce", {"mode": "seriesToRows", "reducers": ["lastNotNull"], "includeTimeField": False}),
             # Members are "<window_id>:<log_risk>" (the id holds no colon): split at the last colon.
@@ -389,7 +400,7 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
         bargauge.Panel().title("Lead attention").datasource(_REDIS).grid_pos(_pos(16, 27, 8, 10))
         .description(f"How much each of the {len(leads)} leads weighed in the newest score (weights sum to 1), "
                      "in the model card's lead order.")
-        .with_target(RedisQuery(command="hget", key="${prefix}:latest:${patient}", field="lead_attention"))
+        .with_target(RedisQuery(command="hget", key=_key("latest"), field="lead_attention"))
         .transformations([_transform("extractFields", {"source": "lead_attention", "format": "json", "replace": True})])
         .orientation(mcommon.VizOrientation.HORIZONTAL).display_mode(mcommon.BarGaugeDisplayMode.GRADIENT)
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["lastNotNull"]))
@@ -399,7 +410,7 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     board = board.with_panel(
         bargauge.Panel().title("Where in the beat the network looked").datasource(_REDIS).grid_pos(_pos(0, 37, 24, 6))
         .description("Temporal attention of the newest score over the median beat's encoder steps, averaged over leads.")
-        .with_target(RedisQuery(command="hget", key="${prefix}:latest:${patient}", field="temporal_attention"))
+        .with_target(RedisQuery(command="hget", key=_key("latest"), field="temporal_attention"))
         .transformations([_transform("extractFields", {"source": "temporal_attention", "format": "json", "replace": True})])
         .orientation(mcommon.VizOrientation.VERTICAL).display_mode(mcommon.BarGaugeDisplayMode.GRADIENT)
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["lastNotNull"]))
@@ -410,20 +421,20 @@ def _ward(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Se
     board = board.with_panel(
         table.Panel().title("Low-quality windows").datasource(_REDIS).grid_pos(_pos(0, 44, 12, 8))
         .description(f"The patient's newest {QUALITY_RECORDS} windows not fit to score, with the quality gate's reasons.")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:quality:${patient}", min=f"-{QUALITY_RECORDS}", max="-1"))
+        .with_target(RedisQuery(command="zrange", key=_key("quality"), min=f"-{QUALITY_RECORDS}", max="-1"))
         .transformations(_zset_json_rows("window start"))
     )
     board = board.with_panel(
         table.Panel().title("Data gaps").datasource(_REDIS).grid_pos(_pos(12, 44, 12, 8))
         .description("Windows never emitted: lost chunks, time gaps, rate or lead changes, device resets.")
-        .with_target(RedisQuery(command="zrange", key="${prefix}:gaps:${patient}", min=f"-{QUALITY_RECORDS}", max="-1"))
+        .with_target(RedisQuery(command="zrange", key=_key("gaps"), min=f"-{QUALITY_RECORDS}", max="-1"))
         .transformations(_zset_json_rows("first window start"))
     )
     board = board.with_panel(
         _stat("Quality ${patients}", _pos(0, 52, 4, 4), datasource=_REDIS)
         .description("Quality score of each patient's newest window (fit to score from "
                      f"{min_quality:g}); one panel per patient chosen in 'Signal quality of'.")
-        .with_target(RedisQuery(command="hget", key="${prefix}:patient:${patients}", field="last_quality_score"))
+        .with_target(RedisQuery(command="hget", key=_key("patient", "${patients}"), field="last_quality_score"))
         .repeat("patients").repeat_direction("h").max_per_row(6)
         .decimals(2).min(0).max(1).thresholds(quality_steps)
     )

@@ -1,7 +1,7 @@
 """The Redis sink: what the ward dashboard reads, written once per window, atomically.
 
-docs/redis-keys.md documents every key (:data:`KEY_SCHEMA` is the same list in code; a test keeps
-them in step). In short, under a prefix ``p`` (``RedisSettings.key_prefix``):
+docs/redis-keys.md documents every key (its table is generated from
+:data:`~hfrisk.stream.sinks.keys.KEY_SCHEMA`, which also names the keys written here). In short, under a prefix ``p`` (``RedisSettings.key_prefix``):
 
 * per patient: ``p:latest:<pid>`` (hash, the newest scored window), ``p:trend:<pid>`` (sorted set of
   scored windows by start time), ``p:quality:<pid>`` (low-quality windows), ``p:gaps:<pid>`` (windows
@@ -53,6 +53,7 @@ import redis
 
 from hfrisk.model.contract.card import CANONICAL_LEADS
 from hfrisk.stream.alerts.policy import AlertEvent, AlertPolicy, AlertState
+from hfrisk.stream.sinks.keys import KEY_SCHEMA, KeySpec, RedisKeys
 from hfrisk.stream.windowing.buffers import SkippedWindows, Window, us_to_datetime
 
 __all__ = [
@@ -66,84 +67,6 @@ __all__ = [
     "RedisSink",
     "temporal_summary",
 ]
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One key family: ``pattern`` with ``{prefix}``, ``{patient_id}``, ``{window_id}`` placeholders."""
-
-    name: str
-    pattern: str
-    type: str
-
-
-KEY_SCHEMA: tuple[KeySpec, ...] = (
-    KeySpec("latest", "{prefix}:latest:{patient_id}", "hash"),
-    KeySpec("trend", "{prefix}:trend:{patient_id}", "zset"),
-    KeySpec("quality", "{prefix}:quality:{patient_id}", "zset"),
-    KeySpec("gaps", "{prefix}:gaps:{patient_id}", "zset"),
-    KeySpec("alert", "{prefix}:alert:{patient_id}", "hash"),
-    KeySpec("patient", "{prefix}:patient:{patient_id}", "hash"),
-    KeySpec("window", "{prefix}:window:{patient_id}:{window_id}", "string"),
-    KeySpec("ranking", "{prefix}:ranking", "zset"),
-    KeySpec("flagged", "{prefix}:flagged", "zset"),
-    KeySpec("patients", "{prefix}:patients", "zset"),
-    KeySpec("alerts", "{prefix}:alerts", "stream"),
-    KeySpec("quality_reasons", "{prefix}:quality_reasons", "hash"),
-)
-
-
-class RedisKeys:
-    """Key names under one prefix (the patterns of :data:`KEY_SCHEMA`)."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def latest(self, patient_id: str) -> str:
-        return f"{self.prefix}:latest:{patient_id}"
-
-    def trend(self, patient_id: str) -> str:
-        return f"{self.prefix}:trend:{patient_id}"
-
-    def quality(self, patient_id: str) -> str:
-        return f"{self.prefix}:quality:{patient_id}"
-
-    def gaps(self, patient_id: str) -> str:
-        return f"{self.prefix}:gaps:{patient_id}"
-
-    def alert(self, patient_id: str) -> str:
-        return f"{self.prefix}:alert:{patient_id}"
-
-    def patient(self, patient_id: str) -> str:
-        return f"{self.prefix}:patient:{patient_id}"
-
-    def window(self, patient_id: str, window_id: str) -> str:
-        return f"{self.prefix}:window:{patient_id}:{window_id}"
-
-    def per_patient(self, patient_id: str) -> list[str]:
-        """Every per-patient key except the per-window records."""
-        return [self.latest(patient_id), self.trend(patient_id), self.quality(patient_id), self.gaps(patient_id),
-                self.alert(patient_id), self.patient(patient_id)]
-
-    @property
-    def ranking(self) -> str:
-        return f"{self.prefix}:ranking"
-
-    @property
-    def flagged(self) -> str:
-        return f"{self.prefix}:flagged"
-
-    @property
-    def patients(self) -> str:
-        return f"{self.prefix}:patients"
-
-    @property
-    def alerts(self) -> str:
-        return f"{self.prefix}:alerts"
-
-    @property
-    def quality_reasons(self) -> str:
-        return f"{self.prefix}:quality_reasons"
 
 
 def temporal_summary(temporal_attention: np.ndarray) -> list[float]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pytest
 import yaml
 from hfrisk.model.contract.card import default_card
-from hfrisk.stream.sinks.redis_sink import KEY_SCHEMA
+from hfrisk.stream.sinks.keys import KEY_SCHEMA
 from pydantic import (
     BaseModel,
     ConfigDict,

@@ -15,7 +15,8 @@ import pytest
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.frontend.quality import QualityReason
 from hfrisk.stream.alerts.policy import AlertKind, AlertPolicy, AlertState
-from hfrisk.stream.sinks.redis_sink import KEY_SCHEMA, RedisSink, WindowResult, temporal_summary
+from hfrisk.stream.sinks.keys import KEY_SCHEMA
+from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult, temporal_summary
 from hfrisk.stream.windowing.buffers import SkippedWindows, SkipReason, Window, window_id
 
 pytestmark = pytest.mark.integration
@@ -105,8 +106,9 @@ def test_a_ward_of_writes_creates_exactly_the_documented_keys_with_their_types_a
     sink.write_skipped(SkippedWindows("bed-2", 0, T0_US, 1, 3, T0_US + HOP_US, SkipReason.MISSING_CHUNKS, "lost",
                                       (T0_US + 7_000_000, T0_US + 8_000_000), (7, 8)))
 
-    documented = {spec.name: _pattern_regex(spec.pattern, prefix) for spec in KEY_SCHEMA}
-    types = {spec.name: spec.type for spec in KEY_SCHEMA}
+    sink_keys = [spec for spec in KEY_SCHEMA if spec.owner == "sink"]  # not the worker's saved buffers
+    documented = {spec.name: _pattern_regex(spec.pattern, prefix) for spec in sink_keys}
+    types = {spec.name: spec.type for spec in sink_keys}
     seen = set()
     for key, (kind, _, ttl_ms) in _snapshot(client, prefix).items():
         name = key.decode()
