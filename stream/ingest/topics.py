@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from hfrisk.core.config import KafkaSettings, get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.core.security import kafka_client_kwargs
-from hfrisk.stack.kafka import create_topics
+from hfrisk.stream.ingest.kafka_admin import create_topics
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics"]
 
@@ -63,7 +63,7 @@ def ensure_topics(settings: KafkaSettings | None = None, *, timeout_s: float = 3
     """Create the stream's topics that do not exist yet; return the names created.
 
     Idempotent. A topic that exists with another partition count raises
-    :class:`~hfrisk.stack.kafka.TopicMismatchError`; an existing topic's configs are left as
+    :class:`~hfrisk.stream.ingest.kafka_admin.TopicMismatchError`; an existing topic's configs are left as
     they are (change them with Kafka's tools). Returns once every partition has a leader.
     """
     settings = settings or get_settings().kafka

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from hfrisk.stack.kafka import TopicMismatchError, create_topics
+from hfrisk.stream.ingest.kafka_admin import TopicMismatchError, create_topics
 
 pytestmark = pytest.mark.integration
 

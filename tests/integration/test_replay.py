@@ -12,7 +12,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from hfrisk.core.config import KafkaSettings
 from hfrisk.model.readers.dispatch import read_ecg
-from hfrisk.stack.kafka import create_topics
+from hfrisk.stream.ingest.kafka_admin import create_topics
 from hfrisk.stream.ingest.replay import replay
 from hfrisk.stream.messages.chunk import decode_chunk, message_key
 from hfrisk.stream.ingest.topics import ensure_topics, topic_specs

@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
 from hfrisk.core.security import faust_broker_options, kafka_client_kwargs
-from hfrisk.stack.kafka import create_topics
+from hfrisk.stream.ingest.kafka_admin import create_topics
 
 from tests.security.conftest import kafka_client_settings
 
