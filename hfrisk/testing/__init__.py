@@ -1,1 +1,3 @@
-"""Test and benchmark helpers shared by `tests/` and `bench/`: the stream scenario harness that drives real servers."""
+"""Test and benchmark helpers shared by `tests/` and `bench/`: the stream scenario harness that drives real
+servers.
+"""

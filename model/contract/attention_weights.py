@@ -12,6 +12,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
+__all__ = ["DECIMALS", "lead_weights", "encode_lead_weights", "decode_lead_weights"]
+
 DECIMALS = 6
 
 

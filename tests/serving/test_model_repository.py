@@ -114,6 +114,15 @@ def test_repository_layout(repository):
     assert parse((repository / "config.pbtxt").read_text()).max_batch_size == 8
 
 
+def test_the_committed_backend_is_a_byte_copy_of_the_one_export_writes():
+    """Triton imports triton_models/hfrisk/1/model.py outside the package; export writes it from
+    backend_model.py, so an edit to either alone would serve code no test ran."""
+    committed = Path(__file__).resolve().parents[2] / "triton_models" / "hfrisk" / "1" / "model.py"
+    assert committed.read_bytes() == Path(backend_model.__file__).read_bytes(), (
+        "triton_models/hfrisk/1/model.py differs from hfrisk/serving/backend_model.py: re-run `hfrisk export` "
+        "or copy the backend")
+
+
 def test_repository_onnx_gives_the_same_scores(onnx_path, repository):
     x = ecg_windows(CARD, 3)
     names = [o.name for o in CARD.outputs]
