@@ -36,7 +36,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
-from hfrisk.stream.windowing.buffers import us_to_datetime
+from hfrisk.stream.windowing import us_to_datetime
 
 __all__ = ["AlertKind", "AlertEvent", "AlertState", "AlertPolicy"]
 

@@ -20,7 +20,7 @@ from hfrisk.model.contract.card import CANONICAL_LEADS
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.worker.metrics import StreamMetrics
 from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult
-from hfrisk.stream.windowing.buffers import SkippedWindows, SkipReason, window_id
+from hfrisk.stream.windowing import SkippedWindows, SkipReason, window_id
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 

@@ -16,8 +16,8 @@ from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.frontend.quality import QualityReason
 from hfrisk.stream.alerts.policy import AlertKind, AlertPolicy, AlertState
 from hfrisk.stream.sinks.keys import KEY_SCHEMA
-from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult, temporal_summary
-from hfrisk.stream.windowing.buffers import SkippedWindows, SkipReason, Window, window_id
+from hfrisk.stream.sinks import RedisSink, WindowResult, temporal_summary
+from hfrisk.stream.windowing import SkippedWindows, SkipReason, Window, window_id
 
 pytestmark = pytest.mark.integration
 
