@@ -1,16 +1,8 @@
 """The Apache Kafka broker's jars, resolved from Maven Central once and cached under ``state_dir``.
 
-No Debian or PyPI package ships the Kafka broker, but Maven Central has every module of it:
-``org.apache.kafka:kafka_2.13`` depends on the server, raft, metadata, storage and clients modules.
-Maven resolves that graph into one folder of jars (``mvn dependency:copy-dependencies`` on a tiny
-generated pom), and the JVM runs from it with ``-cp 'lib/*'``.
-
-The cache is complete when ``classpath.txt`` sits beside the jars (written last, after an atomic
-rename of the folder): then nothing touches the network again, so a warm cache works offline.
-A lock file keeps two processes (two pytest sessions, ``hfrisk up`` and a test) from resolving
-the same version at once.
-
-Run ``python -m hfrisk.stack.jars [VERSION]`` to fill the cache ahead of time (bootstrap does).
+Maven resolves ``org.apache.kafka:kafka_2.13`` into one folder of jars that the JVM runs from; a
+warm cache works offline, and a lock keeps two processes from resolving one version at once
+(docs/local-stack.md). ``python -m hfrisk.stack.jars [VERSION]`` fills the cache (bootstrap does).
 """
 
 from __future__ import annotations

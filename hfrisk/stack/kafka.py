@@ -1,32 +1,13 @@
 """A real Apache Kafka broker: one KRaft node (broker and controller in one JVM) on loopback.
 
-Why Kafka 3.9.x (``KafkaSettings.version``, 3.9.1 by default): it is the newest line that every
-Python client this project touches speaks to without caveats: aiokafka 0.14 (which Faust uses),
-kafka-python 3 and confluent-kafka. Kafka 4.0 removed the old request versions (KIP-896), so any
-client or Faust code path that still sends one breaks against it, and it moved to log4j 2; 3.9
-keeps every request version and already runs without ZooKeeper (KRaft): one JVM is the cluster.
-3.9.2 is on Maven Central too; set ``HFRISK_KAFKA__VERSION`` to run another version.
-
-The jars come from Maven Central through :mod:`hfrisk.stack.jars` (cached once under
-``state_dir``). Starting a broker writes ``server.properties``, formats the storage with
-``kafka.tools.StorageTool`` the first time (a fresh random cluster id), then runs
-``kafka.Kafka server.properties``; it is ready when an admin client sees it in the cluster
-metadata. :meth:`KafkaBroker.restart` keeps the data dir and the ports, for fault tests.
-
-**Security** (docs/security.md). By default the client listener is PLAINTEXT on 127.0.0.1, which
-only local processes reach. ``security=KafkaListenerSecurity(...)`` makes it SASL_SSL instead:
-TLS with a PEM certificate (Kafka reads PEM keystores itself, ``ssl.keystore.type=PEM``) and
-SCRAM users that ``StorageTool format --add-scram`` writes into the metadata log before the first
-start, as salted hashes (never the passwords: the format command line is visible to local users).
-Brokers talk to each other on the same SASL_SSL listener as their own SCRAM user (a random
-password kept in ``data_dir/broker.secret``, mode 0600). The KRaft controller listener stays
-PLAINTEXT, on 127.0.0.1 always: it only takes controller requests, from this JVM.
-``bind_address`` (``HFRISK_KAFKA__BIND_ADDRESS``) widens where the client listener listens.
+Kafka 3.9 by default (``HFRISK_KAFKA__VERSION``), its jars from Maven Central (:mod:`hfrisk.stack.jars`).
+The client listener is PLAINTEXT on 127.0.0.1, or SASL_SSL with ``security=KafkaListenerSecurity(...)``.
+Why this version, how the storage is formatted and how the listener is secured: docs/local-stack.md.
 
 Example::
 
     with KafkaBroker(tmp_path / "kafka") as broker:
-        create_topics(broker.bootstrap_servers, {"ecg.chunks": 4})
+        create_topics(broker.bootstrap_servers, {"ecg.chunks": 4})  # hfrisk.stream.ingest.kafka_admin
 """
 
 from __future__ import annotations
@@ -37,32 +18,21 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
-
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.stack.jars import kafka_jars
-from hfrisk.stack.process import (
-    ManagedProcess,
-    ServiceError,
-    ServiceNotInstalled,
-    client_host,
-    free_port,
-    port_open,
-)
+from hfrisk.stack.process import LOOPBACK, ServerLauncher, ServiceError, ServiceNotInstalled, free_port, port_open
+from hfrisk.stream.ingest.kafka_admin import admin_client
 
 __all__ = [
     "KafkaBroker",
     "KafkaListenerSecurity",
-    "TopicMismatchError",
-    "create_topics",
     "find_java",
     "random_cluster_id",
     "scram_credential",
@@ -70,10 +40,8 @@ __all__ = [
 
 log = get_logger(__name__)
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 NODE_ID = 1
-# Kafka's TOPIC_ALREADY_EXISTS error code: another creator won the race, which is fine.
-TOPIC_ALREADY_EXISTS = 36
 
 # JVM flags for a 2-core machine shared with the rest of the stack. G1 with short pauses as in
 # Kafka's own kafka-run-class.sh, but with GC and JIT thread pools sized for two cores instead
@@ -108,10 +76,6 @@ log4j.logger.kafka.authorizer.logger=INFO
 # SCRAM's PBKDF2 work factor: Kafka's minimum for SCRAM-SHA-512 and what its tools use by default.
 SCRAM_ITERATIONS = 4096
 BROKER_USER = "hfrisk-broker"
-
-
-class TopicMismatchError(ValueError):
-    """A topic exists with a partition count other than the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -177,12 +141,18 @@ def random_cluster_id() -> str:
             return cluster_id
 
 
-class KafkaBroker:
+class KafkaBroker(ServerLauncher):
     """One single-node KRaft Kafka cluster with its data in ``data_dir``.
 
     Ports are picked free when the broker is made (or given) and stay the same across
-    :meth:`restart`, so clients keep their ``bootstrap_servers``.
+    :meth:`restart`, so clients keep their ``bootstrap_servers``. After ``restart(kill=True)``
+    the broker is back ~10 s later than after a clean stop: the controller keeps the dead
+    broker's registration until ``broker.session.timeout.ms`` (9 s) runs out.
     """
+
+    service = "kafka"
+    log_name = "server.log"
+    stop_timeout_s = 30.0
 
     def __init__(
         self,
@@ -206,19 +176,12 @@ class KafkaBroker:
         self.version = version or settings.kafka.version
         self.heap = heap or settings.kafka.heap
         self.port = port or free_port(HOST)
-        self.controller_port = controller_port or free_port(HOST)
+        self.controller_port = controller_port or free_port(HOST, avoid={self.port})
         self.max_message_bytes = max_message_bytes or settings.kafka.max_message_bytes
         self.state_dir = Path(state_dir) if state_dir is not None else settings.paths.state_dir
         self.extra_properties = dict(extra_properties or {})
         self.ready_timeout_s = ready_timeout_s
         self.cluster_id: str | None = None
-        self._process: ManagedProcess | None = None
-
-    @property
-    def host(self) -> str:
-        """Where clients connect and what the broker advertises: loopback when it listens on
-        loopback or on every interface, else the one address it was bound to."""
-        return client_host(self.bind_address, HOST)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -244,10 +207,6 @@ class KafkaBroker:
         }
 
     @property
-    def log_path(self) -> Path:
-        return self.data_dir / "server.log"
-
-    @property
     def properties_path(self) -> Path:
         return self.data_dir / "server.properties"
 
@@ -256,18 +215,8 @@ class KafkaBroker:
         """Kafka's data (its "log dirs"): topic partitions and the KRaft metadata log."""
         return self.data_dir / "data"
 
-    @property
-    def pid(self) -> int | None:
-        """Process id (and process-group id) of the server, while started."""
-        return self._process.pid if self._process else None
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def start(self) -> KafkaBroker:
-        """Resolve the jars if needed, format the storage the first time, start and wait."""
-        if self.running():
-            return self
+    def _command(self) -> list[str]:
+        """Resolve the jars if needed, write the config, format the storage the first time."""
         java = find_java()
         lib_dir = kafka_jars(self.version, self.state_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -290,37 +239,10 @@ class KafkaBroker:
             self._format(jvm)
         else:
             self.cluster_id = self._read_cluster_id()
-        self._process = ManagedProcess(
-            f"kafka-{self.port}",
-            [*jvm, "kafka.Kafka", str(self.properties_path)],
-            log_path=self.log_path,
-            ready=self._ready,
-            cwd=self.data_dir,
-            ready_timeout_s=self.ready_timeout_s,
-            stop_timeout_s=30.0,
-        )
-        started = time.monotonic()
-        self._process.start()
-        log.info("kafka ready", bootstrap=self.bootstrap_servers, protocol=self.listener_protocol,
-                 seconds=round(time.monotonic() - started, 1))
-        return self
+        return [*jvm, "kafka.Kafka", str(self.properties_path)]
 
-    def stop(self, kill: bool = False) -> None:
-        """Stop the broker (a controlled shutdown; ``kill=True`` is a crash). The data stays."""
-        if self._process is not None:
-            self._process.stop(kill=kill)
-
-    def restart(self, kill: bool = False) -> KafkaBroker:
-        """Stop and start again on the same ports with the same data (topics, records, offsets).
-
-        After ``kill=True`` the restart takes ~10 s longer: the controller keeps the dead broker's
-        registration until ``broker.session.timeout.ms`` (9 s) runs out before it accepts the new one.
-        """
-        self.stop(kill=kill)
-        return self.start()
-
-    def tail_log(self, lines: int = 30) -> str:
-        return self._process.tail_log(lines) if self._process else "(not started)"
+    def _addresses(self) -> dict[str, str]:
+        return {"bootstrap": self.bootstrap_servers, "protocol": self.listener_protocol}
 
     def server_properties(self) -> str:
         """The broker's ``server.properties``: a combined broker+controller KRaft node."""
@@ -440,7 +362,7 @@ class KafkaBroker:
         # lists itself as a broker will topic creation and produce requests succeed.
         if not port_open(self.host, self.port):
             return False
-        admin = _admin(self.bootstrap_servers, timeout_s=5.0, client_kwargs=self.client_kwargs())
+        admin = admin_client(self.bootstrap_servers, timeout_s=5.0, client_kwargs=self.client_kwargs())
         try:
             cluster = admin.describe_cluster()
         finally:
@@ -452,107 +374,5 @@ class KafkaBroker:
         # kafka-python 3 names the field broker_id; 2.x named it node_id.
         return any(b.get("broker_id", b.get("node_id")) == NODE_ID for b in cluster.get("brokers", []))
 
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running() else "stopped"
-        return f"KafkaBroker({self.bootstrap_servers}, {self.listener_protocol}, version={self.version}, {state})"
-
-
-def create_topics(
-    bootstrap_servers: str,
-    topics: Mapping[str, int],
-    replication: int = 1,
-    *,
-    configs: Mapping[str, str] | None = None,
-    timeout_s: float = 30.0,
-    client_kwargs: Mapping[str, Any] | None = None,
-) -> list[str]:
-    """Make sure each topic exists with its partition count; return the names it created.
-
-    Idempotent: a topic that already has the asked-for partition count is left alone. One with
-    another count raises :class:`TopicMismatchError` (Kafka can only add partitions, and adding
-    them would move keys to other partitions, so this is for a person to decide). Returns once
-    every partition of every topic has a leader, so producers can use them at once.
-    ``client_kwargs``: the admin client's security (:func:`hfrisk.core.security.kafka_client_kwargs`).
-    """
-    admin = _admin(bootstrap_servers, timeout_s=timeout_s, client_kwargs=client_kwargs)
-    try:
-        existing = _partition_counts(admin, list(topics))
-        _check_counts(topics, existing)
-        missing = [name for name in topics if name not in existing]
-        if missing:
-            request = {
-                name: {
-                    "num_partitions": topics[name],
-                    "replication_factor": replication,
-                    "configs": dict(configs or {}),
-                }
-                for name in missing
-            }
-            result = admin.create_topics(request, timeout_ms=int(timeout_s * 1000), raise_errors=False)
-            errors = [
-                f"{t['name']}: {t.get('error_message') or t['error_code']}"
-                for t in result["topics"]
-                if t["error_code"] not in (0, TOPIC_ALREADY_EXISTS)
-            ]
-            if errors:
-                raise ServiceError("could not create topics: " + "; ".join(errors))
-            log.info("topics created", topics={name: topics[name] for name in missing})
-        # Checked again after creating: a concurrent creator may have used other counts.
-        _check_counts(topics, _wait_for_leaders(admin, list(topics), timeout_s))
-        return missing
-    finally:
-        admin.close()
-
-
-def _admin(bootstrap_servers: str, timeout_s: float, client_kwargs: Mapping[str, Any] | None = None) -> KafkaAdminClient:
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        client_id="hfrisk-admin",
-        request_timeout_ms=int(timeout_s * 1000),
-        **dict(client_kwargs or {}),
-    )
-
-
-def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partition count of each of ``names`` that exists (unknown topics are left out)."""
-    counts = {}
-    for topic in admin.describe_topics(names):
-        if topic.get("error_code", 0) == 0:
-            counts[topic["name"]] = len(topic["partitions"])
-    return counts
-
-
-def _check_counts(wanted: Mapping[str, int], existing: Mapping[str, int]) -> None:
-    wrong = {name: existing[name] for name in wanted if name in existing and existing[name] != wanted[name]}
-    if wrong:
-        detail = ", ".join(f"{name} has {wrong[name]} (want {wanted[name]})" for name in wrong)
-        raise TopicMismatchError(f"topics exist with other partition counts: {detail}")
-
-
-def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        described = admin.describe_topics(names)
-        ready = {
-            topic["name"]: len(topic["partitions"])
-            for topic in described
-            if topic.get("error_code", 0) == 0
-            and topic["partitions"]
-            and all(p.get("error_code", 0) == 0 and _leader(p) >= 0 for p in topic["partitions"])
-        }
-        if len(ready) == len(names):
-            return ready
-        if time.monotonic() > deadline:
-            raise ServiceError(f"topics without leaders after {timeout_s:.0f} s: {sorted(set(names) - set(ready))}")
-        time.sleep(0.1)
-
-
-def _leader(partition: Mapping) -> int:
-    # kafka-python 3 names the field leader_id; 2.x named it leader.
-    return partition.get("leader_id", partition.get("leader", -1))
+    def _describe(self) -> str:
+        return f"{self.bootstrap_servers}, {self.listener_protocol}, version={self.version}"

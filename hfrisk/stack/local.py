@@ -1,12 +1,9 @@
 """The local stack without Docker: ``hfrisk up`` starts it, ``hfrisk down`` stops it.
 
-``up`` starts, on loopback and free ports, Redis, Kafka (with the stream's topics), Triton
-serving the repository's model, the stream workers and Prometheus (scraping workers and Triton),
-then replays recordings for a ward of simulated beds and shows the ward live. Every server runs
-in its own process group and outlives ``up`` (unless ``--foreground``), so the dashboards' data
-stays queryable; ``stack.json`` in the stack folder records each process group and address, and
-``stack.env`` the ``HFRISK_*`` variables that point other commands at this stack. ``down`` stops
-every recorded process group (SIGTERM, then SIGKILL) and leaves nothing running.
+:func:`start_stack` starts Redis, Kafka (with the stream's topics), Triton, the stream workers and
+Prometheus on loopback; each outlives ``up`` in its own process group, recorded in ``stack.json``
+(and ``stack.env``, the ``HFRISK_*`` variables that reach it) so that :func:`stop_stack` can stop
+them all. The whole walk-through: docs/local-stack.md.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from pathlib import Path
 
 from hfrisk.core.config import KafkaSettings, RedisSettings, Settings
 from hfrisk.core.logs import get_logger
-from hfrisk.stack.process import ManagedProcess, ServiceError, free_port, port_open
+from hfrisk.stack.process import ManagedProcess, ServiceError, ServiceTimeout, free_port, port_open, wait_until
 
 __all__ = ["StackInfo", "start_stack", "stop_stack", "read_stack", "stack_dir", "STACK_FILE"]
 
@@ -100,15 +97,15 @@ def _stop_group(name: str, pgid: int, timeout_s: float = 20.0) -> None:
     if not _alive(pgid):
         return
     os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(pgid):
-        time.sleep(0.2)
-    if _alive(pgid):
+    try:
+        wait_until(lambda: not _alive(pgid), timeout_s, interval_s=0.2)
+    except ServiceTimeout:
         log.warning("did not stop in time, killing", service=name, pgid=pgid)
         os.killpg(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 10.0
-        while _alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: not _alive(pgid), 10.0)
+        except ServiceTimeout:
+            log.warning("still there after SIGKILL", service=name, pgid=pgid)
     log.info("stopped", service=name, pgid=pgid)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,19 +24,20 @@ from pathlib import Path
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.stack.process import (
-    ManagedProcess,
+    LOOPBACK,
+    ServerLauncher,
     ServiceError,
     ServiceNotInstalled,
-    client_host,
     free_port,
     port_open,
+    wait_until,
 )
 
 __all__ = ["PrometheusServer", "find_prometheus", "prometheus_config"]
 
 log = get_logger(__name__)
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 
 
 def find_prometheus() -> str:
@@ -69,8 +69,11 @@ def prometheus_config(targets: Mapping[str, Sequence[str]], scrape_interval_s: f
     )
 
 
-class PrometheusServer:
+class PrometheusServer(ServerLauncher):
     """One Prometheus process with its TSDB in ``data_dir``; the port stays across restarts."""
+
+    service = "prometheus"
+    log_name = "prometheus.log"
 
     def __init__(
         self,
@@ -94,12 +97,6 @@ class PrometheusServer:
         self.retention = retention or settings.retention
         self.binary = binary
         self.ready_timeout_s = ready_timeout_s
-        self._process: ManagedProcess | None = None
-
-    @property
-    def host(self) -> str:
-        """Where clients connect: loopback unless the server is bound to one other address."""
-        return client_host(self.bind_address, HOST)
 
     @property
     def url(self) -> str:
@@ -109,25 +106,11 @@ class PrometheusServer:
     def config_path(self) -> Path:
         return self.data_dir / "prometheus.yml"
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "prometheus.log"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id (and process-group id) of the server, while started."""
-        return self._process.pid if self._process else None
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def start(self) -> PrometheusServer:
-        if self.running():
-            return self
+    def _command(self) -> list[str]:
         binary = self.binary or find_prometheus()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        argv = [
+        return [
             binary,
             f"--config.file={self.config_path}",
             f"--web.listen-address={self.bind_address}:{self.port}",
@@ -135,29 +118,9 @@ class PrometheusServer:
             f"--storage.tsdb.retention.time={self.retention}",
             "--web.enable-lifecycle",
         ]
-        self._process = ManagedProcess(
-            f"prometheus-{self.port}",
-            argv,
-            log_path=self.log_path,
-            ready=self._ready,
-            cwd=self.data_dir,
-            ready_timeout_s=self.ready_timeout_s,
-        )
-        started = time.monotonic()
-        self._process.start()
-        log.info("prometheus ready", url=self.url, seconds=round(time.monotonic() - started, 2))
-        return self
 
-    def stop(self, kill: bool = False) -> None:
-        if self._process is not None:
-            self._process.stop(kill=kill)
-
-    def restart(self, kill: bool = False) -> PrometheusServer:
-        self.stop(kill=kill)
-        return self.start()
-
-    def tail_log(self, lines: int = 30) -> str:
-        return self._process.tail_log(lines) if self._process else "(not started)"
+    def _addresses(self) -> dict[str, str]:
+        return {"url": self.url}
 
     def set_targets(self, targets: Mapping[str, Sequence[str]]) -> None:
         """Scrape exactly ``targets`` from now on (reloads a running server).
@@ -197,14 +160,12 @@ class PrometheusServer:
 
     def wait_for(self, promql: str, timeout_s: float = 30.0) -> list[dict]:
         """Poll ``query`` until it returns a non-empty result; ServiceError after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            result = self.query(promql)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise ServiceError(f"no result for {promql!r} after {timeout_s:.0f} s; targets: {self.target_health()}")
-            time.sleep(min(0.5, self.scrape_interval_s / 2))
+        return wait_until(
+            lambda: self.query(promql),
+            timeout_s,
+            interval_s=min(0.5, self.scrape_interval_s / 2),
+            what=lambda: f"no result for {promql!r} after {timeout_s:.0f} s; targets: {self.target_health()}",
+        )
 
     def target_health(self) -> dict[str, str]:
         """``scrape URL -> health`` ("up", "down", "unknown") of each active target."""
@@ -236,15 +197,8 @@ class PrometheusServer:
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
             return response.status == 200
 
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running() else "stopped"
-        return f"PrometheusServer({self.url}, jobs={sorted(self.targets)}, {state})"
+    def _describe(self) -> str:
+        return f"{self.url}, jobs={sorted(self.targets)}"
 
 
 def _duration(seconds: float) -> str:

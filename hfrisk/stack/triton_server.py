@@ -1,16 +1,8 @@
-"""Starts NVIDIA Triton Inference Server on loopback for one model repository, and stops it cleanly.
+"""NVIDIA Triton Inference Server on loopback for one model repository, started and stopped cleanly.
 
-Two layouts are understood:
-
-* NVIDIA's Triton container: ``/opt/tritonserver/bin/tritonserver`` with every backend in
-  ``/opt/tritonserver/backends``; nothing to assemble.
-* The ``nvidia-pytriton`` wheel (a laptop, CI): the binary lives in
-  ``site-packages/pytriton/tritonserver/bin`` and only the python backend is shipped, with one
-  stub per Python version. :func:`assemble_backend_directory` links the backend library,
-  ``triton_python_backend_utils.py`` and the running interpreter's stub into
-  ``<work_dir>/backends/python/``; the server gets this environment's ``bin`` first on ``PATH``
-  (the stub finds its site-packages, numpy<2 and onnxruntime through ``python3``) and the
-  interpreter's ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (else the stub can load another libpython).
+Runs NVIDIA's container layout (``/opt/tritonserver``) or the ``nvidia-pytriton`` wheel's binary,
+for which :func:`assemble_backend_directory` and :func:`server_environment` supply the python
+backend this interpreter can run (docs/local-stack.md explains both layouts).
 
 >>> with TritonServer("triton_models", "hfrisk") as server:  # doctest: +SKIP
 ...     print(server.grpc_url, server.metrics_url)
@@ -28,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfrisk.core.logs import get_logger
-from hfrisk.stack.process import ManagedProcess, ServiceError, ServiceNotInstalled, free_port
+from hfrisk.stack.process import ServerLauncher, ServiceError, ServiceNotInstalled, free_port
 
 __all__ = [
     "TritonServer",
@@ -135,14 +127,17 @@ def _has_gpu() -> bool:
     return Path("/dev/nvidia0").exists() or bool(shutil.which("nvidia-smi"))
 
 
-class TritonServer:
+class TritonServer(ServerLauncher):
     """A ``tritonserver`` process serving ``model_name`` from ``model_repository``.
 
-    Ports default to free ones (pass ``http_port=8000`` … to pin them). The model is loaded in
-    explicit control mode, so other folders in the repository (half-written exports, other models)
-    cannot stop the server from starting. Ready means: server ready AND ``model_name`` ready.
-    ``model_config_name="gpu"`` selects ``<model>/configs/gpu.pbtxt`` (KIND_GPU instances).
+    Ports default to free ones, chosen at start (pass ``http_port=8000`` … to pin them). The model
+    is loaded in explicit control mode, so other folders in the repository (half-written exports,
+    other models) cannot stop the server from starting. Ready means: server ready AND
+    ``model_name`` ready. ``model_config_name="gpu"`` selects ``<model>/configs/gpu.pbtxt``.
     """
+
+    service = "triton"
+    process_name = "tritonserver"
 
     def __init__(
         self,
@@ -163,7 +158,7 @@ class TritonServer:
     ):
         self.model_repository = Path(model_repository).resolve()
         self.model_name = model_name
-        self.host = host
+        self.bind_address = host
         self._requested_ports = (http_port, grpc_port, metrics_port)
         self.install = find_triton(binary)
         if self.install.from_wheel:
@@ -175,9 +170,9 @@ class TritonServer:
         self._log_path = Path(log_path) if log_path is not None else None
         self.ready_timeout_s = ready_timeout_s
         self.exit_timeout_s = exit_timeout_s
+        self.stop_timeout_s = exit_timeout_s + 10
         self.extra_args = list(extra_args)
         self.http_port = self.grpc_port = self.metrics_port = 0
-        self._process: ManagedProcess | None = None
         self._probe = None  # tritonclient gRPC client used by the readiness check
 
     @classmethod
@@ -211,6 +206,10 @@ class TritonServer:
         return self._work_dir
 
     @property
+    def working_dir(self) -> Path:
+        return self.work_dir
+
+    @property
     def log_path(self) -> Path:
         return self._log_path or self.work_dir / "tritonserver.log"
 
@@ -227,13 +226,6 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
     # --- lifecycle ---------------------------------------------------------------------------
     def argv(self) -> list[str]:
         """The tritonserver command line (ports must have been chosen)."""
@@ -242,11 +234,11 @@ class TritonServer:
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
             f"--load-model={self.model_name}",
-            f"--http-address={self.host}",
+            f"--http-address={self.bind_address}",
             f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
+            f"--grpc-address={self.bind_address}",
             f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={self.bind_address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             # Without a GPU the GPU metrics only add NVML/DCGM warnings to the log.
@@ -265,12 +257,10 @@ class TritonServer:
 
     def _choose_ports(self) -> None:
         http, grpc, metrics = self._requested_ports
-        self.http_port = http or free_port(self.host)
-        self.grpc_port = grpc or free_port(self.host)
-        self.metrics_port = metrics or free_port(self.host)
-        if len({self.http_port, self.grpc_port, self.metrics_port}) < 3:
-            # Three separate free_port() calls may, rarely, hand out the same port twice.
-            self._choose_ports()
+        taken = {p for p in self._requested_ports if p}
+        self.http_port = http or free_port(self.bind_address, avoid=taken)
+        self.grpc_port = grpc or free_port(self.bind_address, avoid=taken | {self.http_port})
+        self.metrics_port = metrics or free_port(self.bind_address, avoid=taken | {self.http_port, self.grpc_port})
 
     def is_ready(self) -> bool:
         """Server ready and the model ready, asked over gRPC."""
@@ -281,44 +271,38 @@ class TritonServer:
         probe = self._probe
         return bool(probe.is_server_ready(client_timeout=2) and probe.is_model_ready(self.model_name, client_timeout=2))
 
-    def start(self) -> "TritonServer":
-        if self.running():
-            return self
+    def _ready(self) -> bool:
+        return self.is_ready()
+
+    def _command(self) -> list[str]:
         if not (self.model_repository / self.model_name).is_dir():
             raise ServiceError(f"no model {self.model_name!r} in {self.model_repository}")
         self._choose_ports()
-        self._process = ManagedProcess(
-            "tritonserver",
-            self.argv(),
-            log_path=self.log_path,
-            ready=self.is_ready,
-            env=server_environment(self.install),
-            cwd=self.work_dir,
-            ready_timeout_s=self.ready_timeout_s,
-            stop_timeout_s=self.exit_timeout_s + 10,
-        )
+        return self.argv()
+
+    def _environment(self) -> dict[str, str]:
+        return server_environment(self.install)
+
+    def _addresses(self) -> dict[str, str]:
+        return {"model": self.model_name, "grpc": self.grpc_url, "http": self.http_url, "metrics": self.metrics_url}
+
+    def start(self) -> "TritonServer":
         try:
-            self._process.start()
+            return super().start()
         except ServiceError:
             self._close_probe()
             raise
-        log.info("triton serving", model=self.model_name, grpc=self.grpc_url, http=self.http_url, metrics=self.metrics_url)
-        return self
 
     def stop(self, kill: bool = False) -> None:
         """Stop the server and its python-backend stubs (they share its process group)."""
         self._close_probe()
-        if self._process is not None:
-            self._process.stop(kill=kill)
+        super().stop(kill=kill)
 
-    def restart(self) -> "TritonServer":
+    def restart(self, kill: bool = False) -> "TritonServer":
         """Stop and start again on the same ports (clients keep their address)."""
-        self.stop()
+        self.stop(kill=kill)
         self._requested_ports = (self.http_port, self.grpc_port, self.metrics_port)
         return self.start()
-
-    def tail_log(self, lines: int = 30) -> str:
-        return self._process.tail_log(lines) if self._process else "(not started)"
 
     def cleanup(self) -> None:
         """Stop, and remove the work directory when this object created it."""
@@ -333,9 +317,6 @@ class TritonServer:
                 self._probe.close()
             finally:
                 self._probe = None
-
-    def __enter__(self) -> "TritonServer":
-        return self.start()
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
