@@ -21,7 +21,7 @@ DATASOURCE_UIDS = {"prometheus": "hfrisk-prometheus", "redis": "hfrisk-redis"}
 # Scrape job names in deploy/prometheus.yml, used by the "targets up" panel.
 PROMETHEUS_JOBS = {"worker": "worker", "triton": "triton"}
 FOLDER_UID = "hfrisk"
-# The plugin cannot bound a ZRANGE by the time picker (see the module docstring): an hour at a 5-s hop.
+# The plugin cannot bound a ZRANGE by the time picker (see hfrisk.dashboards.ward): an hour at a 5-s hop.
 TREND_POINTS = 720
 QUALITY_RECORDS = 100
 

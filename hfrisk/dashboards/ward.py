@@ -54,6 +54,7 @@ def _named(name: str) -> str:
 
 
 def ward_dashboard(stream: StreamSettings, key_prefix: str, min_quality: float, leads: Sequence[str]) -> gdash.Dashboard:
+    """The ward board; thresholds from ``stream``, the quality line at ``min_quality``."""
     risk_steps = threshold_steps((None, "green"), (stream.clear_threshold, "orange"), (stream.risk_threshold, "red"))
     quality_steps = threshold_steps((None, "red"), (min_quality, "green"))
     patient_var = (

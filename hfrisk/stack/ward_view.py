@@ -1,4 +1,8 @@
-"""The terminal ward view: patients ranked by current risk, flagged ones first, read from Redis."""
+"""The terminal ward view (``hfrisk ward``): patients ranked by current risk, flagged ones first, read from Redis.
+
+It reads through :class:`~hfrisk.stream.sinks.SinkReader`, so lead attention arrives decoded by
+the one wire form (:func:`~hfrisk.model.contract.attention_weights.decode_lead_weights`).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,20 @@ import time
 
 from rich.table import Table
 
-from hfrisk.stream.sinks.redis_sink import RedisSink
+from hfrisk.model.contract.attention_weights import decode_lead_weights
+from hfrisk.stream.sinks import SinkReader
 
 __all__ = ["ward_table", "ward_rows"]
 
 
-def ward_rows(sink: RedisSink, limit: int = 20) -> list[dict]:
+def ward_rows(sink: SinkReader, limit: int = 20) -> list[dict]:
     """One dict per patient in the ranking, riskiest first, with what the ward view shows."""
     flagged = sink.flagged()
     rows = []
     for patient_id, log_risk in sink.ranking(limit):
         view = sink.read_patient(patient_id)
         latest = view.latest or {}
-        attention = latest.get("lead_attention") or {}
+        attention = _lead_weights(latest.get("lead_attention"))
         rows.append(
             {
                 "patient_id": patient_id,
@@ -38,7 +43,12 @@ def ward_rows(sink: RedisSink, limit: int = 20) -> list[dict]:
     return rows
 
 
-def ward_table(sink: RedisSink, limit: int = 20, title: str = "Ward") -> Table:
+def _lead_weights(value: dict[str, float] | str | None) -> dict[str, float]:
+    # The sink decodes the stored JSON; a raw stored value (str) goes through the same decoder.
+    return decode_lead_weights(value) if value is None or isinstance(value, str) else value
+
+
+def ward_table(sink: SinkReader, limit: int = 20, title: str = "Ward") -> Table:
     table = Table("patient", "log-risk", "HR x", "quality", "bpm", "windows", "low-q", "top lead", "status",
                   title=f"{title} — {time.strftime('%H:%M:%S')}")
     for row in ward_rows(sink, limit):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
 from hfrisk.stream.alerts.policy import AlertEvent
 from hfrisk.stream.sinks.records import TrendPoint, WindowResult
 from hfrisk.stream.windowing import SkippedWindows, us_to_datetime
@@ -64,10 +65,6 @@ def parse_trend_member(member: Any, score: float) -> TrendPoint:
 def latest_fields(r: WindowResult) -> dict[str, str]:
     """The ``latest`` hash of a scored window."""
     scored_at_us = r.scored_at_us if r.scored_at_us is not None else now_us()
-    lead_attention = (
-        {name: round(float(w), 6) for name, w in zip(r.lead_names, r.lead_attention)}
-        if r.lead_attention is not None else None
-    )
     temporal = [round(float(w), 6) for w in r.temporal_attention] if r.temporal_attention is not None else None
     return {
         "patient_id": r.patient_id,
@@ -82,8 +79,7 @@ def latest_fields(r: WindowResult) -> dict[str, str]:
         "quality_reasons": compact_json(list(r.quality_reasons)),
         "n_beats": str(r.n_beats),
         "heart_rate_bpm": "" if r.heart_rate_bpm is None else num(r.heart_rate_bpm),
-        # Not sorted: the model card's lead order is part of the meaning.
-        "lead_attention": json.dumps(lead_attention, separators=(",", ":")),
+        "lead_attention": encode_lead_weights(r.lead_names, r.lead_attention),
         "temporal_attention": compact_json(temporal),
         "model_version": r.model_version,
         "scored_at_us": str(scored_at_us),
@@ -101,8 +97,9 @@ def parse_latest(fields: Mapping) -> dict[str, Any]:
         out[name] = float(f[name])
     out["heart_rate_bpm"] = float(f["heart_rate_bpm"]) if f["heart_rate_bpm"] else None
     out["fit_to_score"] = f["fit_to_score"] == "1"
-    for name in ("quality_reasons", "lead_attention", "temporal_attention"):
+    for name in ("quality_reasons", "temporal_attention"):
         out[name] = json.loads(f[name])
+    out["lead_attention"] = decode_lead_weights(f["lead_attention"])  # {} when the model gave none
     return out
 
 
