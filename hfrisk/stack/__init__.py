@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hfrisk.stack.kafka import KafkaBroker, KafkaListenerSecurity
     from hfrisk.stack.local import StackInfo, start_stack, stop_stack
-    from hfrisk.stack.process import ManagedProcess, ServerLauncher, ServiceError, ServiceNotInstalled, free_port
+    from hfrisk.stack.launcher import ServerLauncher
+    from hfrisk.stack.process import ManagedProcess, ServiceError, ServiceNotInstalled, free_port
     from hfrisk.stack.prometheus import PrometheusServer
     from hfrisk.stack.redis_server import RedisServer, RedisTLS, RedisUser
     from hfrisk.stack.triton_server import TritonServer
@@ -37,7 +38,7 @@ _EXPORTS = {
     "RedisUser": "hfrisk.stack.redis_server",
     "PrometheusServer": "hfrisk.stack.prometheus",
     "TritonServer": "hfrisk.stack.triton_server",
-    "ServerLauncher": "hfrisk.stack.process",
+    "ServerLauncher": "hfrisk.stack.launcher",
     "ManagedProcess": "hfrisk.stack.process",
     "ServiceError": "hfrisk.stack.process",
     "ServiceNotInstalled": "hfrisk.stack.process",

@@ -27,7 +27,8 @@ from typing import Any
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.stack.jars import kafka_jars
-from hfrisk.stack.process import LOOPBACK, ServerLauncher, ServiceError, ServiceNotInstalled, free_port, port_open
+from hfrisk.stack.launcher import ServerLauncher
+from hfrisk.stack.process import LOOPBACK, ServiceError, ServiceNotInstalled, free_port, port_open
 from hfrisk.stream.ingest.kafka_admin import admin_client
 
 __all__ = [

@@ -23,15 +23,8 @@ from pathlib import Path
 
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
-from hfrisk.stack.process import (
-    LOOPBACK,
-    ServerLauncher,
-    ServiceError,
-    ServiceNotInstalled,
-    free_port,
-    port_open,
-    wait_until,
-)
+from hfrisk.stack.launcher import ServerLauncher
+from hfrisk.stack.process import LOOPBACK, ServiceError, ServiceNotInstalled, free_port, port_open, wait_until
 
 __all__ = ["PrometheusServer", "find_prometheus", "prometheus_config"]
 

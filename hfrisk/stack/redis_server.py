@@ -24,7 +24,8 @@ import redis
 
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
-from hfrisk.stack.process import LOOPBACK, ServerLauncher, ServiceNotInstalled, free_port, port_open
+from hfrisk.stack.launcher import ServerLauncher
+from hfrisk.stack.process import LOOPBACK, ServiceNotInstalled, free_port, port_open
 
 __all__ = ["PERSISTENCE_MODES", "WORKER_COMMANDS", "RedisServer", "RedisTLS", "RedisUser", "find_redis_server"]
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfrisk.core.logs import get_logger
-from hfrisk.stack.process import ServerLauncher, ServiceError, ServiceNotInstalled, free_port
+from hfrisk.stack.launcher import ServerLauncher
+from hfrisk.stack.process import ServiceError, ServiceNotInstalled, free_port
 
 __all__ = [
     "TritonServer",

@@ -2,8 +2,11 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from hfrisk.core.config import PathSettings, Settings
-from hfrisk.stack.process import ManagedProcess
+from hfrisk.stack.launcher import ServerLauncher
+from hfrisk.stack.process import ManagedProcess, ServiceError, ServiceTimeout, free_port, port_open, wait_until
 from hfrisk.stack.local import STACK_FILE, StackInfo, read_stack, stack_dir, stop_stack
 
 
@@ -76,3 +79,66 @@ def test_the_local_stack_ignores_client_security_from_the_environment(monkeypatc
     plain = plain_redis_settings(remote, "redis://127.0.0.1:6390/0")
     assert not plain.tls and redis_url(plain) == "redis://127.0.0.1:6390/0"
     assert redis_client_kwargs(plain) == {}
+
+
+class _EchoServer(ServerLauncher):
+    """The smallest launcher: a Python TCP server, ready once its port answers."""
+
+    service = "echo"
+
+    def __init__(self, data_dir: Path, *, crash: bool = False, ready_timeout_s: float = 20.0):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.crash = crash
+        self.ready_timeout_s = ready_timeout_s
+
+    def _command(self) -> list[str]:
+        if self.crash:
+            return [sys.executable, "-c", "import sys; print('no config here'); sys.exit(3)"]
+        serve = f"import socketserver as s; s.TCPServer(('127.0.0.1', {self.port}), s.BaseRequestHandler).serve_forever()"
+        return [sys.executable, "-c", serve]
+
+    def _ready(self) -> bool:
+        return port_open(self.host, self.port)
+
+    def _addresses(self) -> dict[str, str]:
+        return {"address": f"{self.host}:{self.port}"}
+
+
+def test_a_launcher_starts_restarts_on_its_port_and_stops(tmp_path):
+    server = _EchoServer(tmp_path)
+    assert repr(server) == f"_EchoServer(address=127.0.0.1:{server.port}, stopped)" and server.pid is None
+    with server:
+        first_pid, port = server.pid, server.port
+        assert server.running() and port_open("127.0.0.1", port) and _group_alive(first_pid)
+        assert server.start().pid == first_pid  # a no-op while it runs
+        server.restart(kill=True)
+        assert server.port == port and server.pid != first_pid and port_open("127.0.0.1", port)
+    assert not server.running() and not _group_alive(server.pid)
+    assert server.log_path == tmp_path / "server.log" and server.log_path.exists()
+
+
+def test_a_launcher_that_exits_early_fails_with_its_log(tmp_path):
+    server = _EchoServer(tmp_path, crash=True)
+    with pytest.raises(ServiceError, match="(?s)exited with code 3.*no config here"):
+        server.start()
+    assert "no config here" in server.tail_log()
+
+
+def test_wait_until_returns_the_first_true_result_or_times_out():
+    calls = []
+
+    def third_time_lucky():
+        calls.append(1)
+        return len(calls) if len(calls) >= 3 else None
+
+    assert wait_until(third_time_lucky, 5.0, interval_s=0.01) == 3
+    with pytest.raises(ServiceTimeout, match="never, after"):
+        wait_until(lambda: False, 0.05, interval_s=0.01, what=lambda: "never, after 0.05 s")
+    with pytest.raises(ZeroDivisionError):  # a check's own error is not swallowed
+        wait_until(lambda: 1 / 0, 1.0)
+
+
+def test_free_port_avoids_the_ports_already_handed_out():
+    taken = {free_port()}
+    assert free_port(avoid=taken) not in taken
