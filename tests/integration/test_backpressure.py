@@ -34,7 +34,7 @@ from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.worker.app import stream_buffer_size
 from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.messages.chunk import encode_chunk
-from hfrisk.stream.windowing.buffers import Window, WindowAssembler
+from hfrisk.stream.windowing import Window, WindowAssembler
 
 from hfrisk.testing.stream_harness import (
     HOP_S,

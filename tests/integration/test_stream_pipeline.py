@@ -39,7 +39,7 @@ from hfrisk.stream.sinks.redis_sink import RedisSink
 from hfrisk.stream.ingest.replay import feed, replay
 from hfrisk.stream.messages.chunk import encode_chunk
 from hfrisk.stream.ingest.topics import ensure_topics
-from hfrisk.stream.windowing.buffers import PatientBuffer, Window
+from hfrisk.stream.windowing import PatientBuffer, Window
 from tests.stream.test_worker_unit import MAX_BYTES, bad_messages
 
 from hfrisk.testing.stream_harness import (

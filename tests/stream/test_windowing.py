@@ -20,7 +20,8 @@ from hfrisk.core.config import StreamSettings
 from hfrisk.model.contract.card import default_card
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.stream.messages.chunk import EcgChunk, wire_samples
-from hfrisk.stream.windowing.buffers import (
+from hfrisk.stream.windowing import (
+    STATE_VERSION,
     PatientBuffer,
     SkippedWindows,
     SkipReason,
@@ -309,6 +310,85 @@ def test_restored_state_continues_with_identical_windows_and_redelivery_recreate
     assert redelivered == after_original
 
 
+# A buffer saved by the hand-written to_dict that preceded the pydantic models (captured from that
+# code: 2 leads at 10 Hz, 2-s windows every 1 s, chunks of 0.5 s fed as 1 0 2 3 5 6 7 8 9 11, so
+# sequence 4 was declared lost and 11 waits for 10). Workers in the field hold states like this one.
+OLD_STATE = {
+    "buf": {
+        "f4le": "AAAAQQAABEEAAAhBAAAMQQAAEEEAABBBAAAUQQAAGEEAABxBAAAgQQAAFEEAABhBAAAcQQAAIEEAACRBAAAkQQAAKEEAACxBAAAwQQAANEE=",
+        "shape": [2, 10],
+    },
+    "buf_start": 40, "closed": False, "device_id": "mon-7", "filled_end": 50, "fs_hz": 10.0, "hop_s": 1.0,
+    "last_start_us": 1700000004500000, "lead_names": ["I", "II"], "lost": [[4, 5]], "max_pending": 16,
+    "next_index": 4, "next_sequence": 10, "origin_us": 1700000000000000, "patient_id": "bed-9",
+    "pending": [
+        {
+            "device_id": "mon-7", "fs_hz": 10.0, "lead_names": ["I", "II"],
+            "samples": {"f4le": "AAAwQQAANEEAADhBAAA8QQAAQEEAAERBAABIQQAATEEAAFBBAABUQQ==", "shape": [2, 5]},
+            "sequence": 11, "start_us": 1700000005500000,
+        }
+    ],
+    "reorder_s": 1.0, "segment": 0, "spans": [[8, 40, 45], [9, 45, 50]], "state_version": 1,
+    "stats": {"chunks": 9, "duplicates": 0, "late": 0, "lost_chunks": 1, "segments": 1, "windows": 2,
+              "windows_skipped": 2},
+    "time_tolerance_s": 0.05, "window_s": 2.0,
+}
+
+
+def _old_chunk(seq: int):
+    class Plain:  # how OLD_STATE's chunks were made: samples already in mV
+        patient_id, sequence, acquired_at_us, fs_hz, lead_names, device_id = (
+            "bed-9", seq, 1_700_000_000_000_000 + seq * 500_000, 10.0, ("I", "II"), "mon-7")
+        samples = np.arange(10, dtype=np.float32).reshape(2, 5) * 0.25 + seq
+
+    return Plain()
+
+
+def test_a_state_saved_before_the_pydantic_models_still_loads_and_is_written_back_unchanged():
+    import json
+
+    stored = json.dumps(OLD_STATE, separators=(",", ":"), sort_keys=True).encode()
+    for restored in (PatientBuffer.from_dict(OLD_STATE), PatientBuffer.from_bytes(stored)):
+        assert restored.to_dict() == OLD_STATE
+        assert restored.to_bytes() == stored
+        assert (restored.next_sequence, restored.pending, restored.buffered_samples) == (10, 1, 10)
+        assert restored.stats.lost_chunks == 1 and restored.stats.windows == 2
+        # The missing chunk completes window 4 from the saved samples and the waiting chunk 11,
+        # with the values the old code produced.
+        (window,) = restored.feed(_old_chunk(10))
+        assert window.window_id == "1700000000000000-4" and window.sequences == (8, 9, 10, 11)
+        lead_i = [8.0, 8.25, 8.5, 8.75, 9.0, 9.0, 9.25, 9.5, 9.75, 10.0,
+                  10.0, 10.25, 10.5, 10.75, 11.0, 11.0, 11.25, 11.5, 11.75, 12.0]
+        assert window.ecg.samples[0].tolist() == lead_i
+        assert window.ecg.samples[1].tolist() == [v + 1.25 for v in lead_i]
+        assert restored.stats.chunks == 11 and restored.stats.windows == 3
+        # A lost chunk turning up now is late, as the saved lost ranges say.
+        assert restored.feed(_old_chunk(4)) == [] and restored.stats.late == 1
+
+    # Pending chunks saved without a device id (allowed by the old loader) still load.
+    no_device = json.loads(stored)
+    del no_device["pending"][0]["device_id"]
+    assert PatientBuffer.from_dict(no_device).to_state().pending[0].device_id == ""
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"state_version": STATE_VERSION + 1}, "state version 2, expected 1"),
+        ({"buf": {"shape": [2, 10]}}, "f4le"),
+        ({"buf": {"shape": [3, 10], "f4le": OLD_STATE["buf"]["f4le"]}}, "reshape"),
+        ({"stats": None}, "stats"),
+    ],
+)
+def test_an_unusable_state_is_refused_with_a_value_error(change, match):
+    # The worker catches ValueError and starts that patient afresh.
+    with pytest.raises(ValueError, match=match):
+        PatientBuffer.from_dict(OLD_STATE | change)
+    without = {k: v for k, v in OLD_STATE.items() if k != "spans"}
+    with pytest.raises(ValueError, match="spans"):
+        PatientBuffer.from_dict(without)
+
+
 def test_assembler_routes_patients_and_refuses_a_state_with_another_grid(feed):
     chunks, signal = feed
     other = [replace(c, patient_id="bed-2", acquired_at_us=c.acquired_at_us + 400_000) for c in chunks[:25]]
@@ -383,7 +463,10 @@ def test_property_any_order_within_the_horizon_any_duplicates_any_losses(feed, d
     duplicates = data.draw(st.lists(st.sampled_from(order), max_size=8), label="duplicates")
     delivered = [chunks[i] for i in order]
     for i in duplicates:
-        delivered.insert(data.draw(st.integers(order.index(i) + 1, len(delivered))), chunks[i])
+        # After the chunk's first delivery in the list as it now stands (earlier insertions shift
+        # it): a copy placed before it would be reordering beyond the horizon, not duplication.
+        first = next(p for p, c in enumerate(delivered) if c is chunks[i])
+        delivered.insert(data.draw(st.integers(first + 1, len(delivered))), chunks[i])
 
     event(f"{len(dropped)} lost, {len(duplicates)} duplicated, spread {int(spread)}")
     out, buffer = _run(delivered)

@@ -1,0 +1,183 @@
+"""What a :class:`~hfrisk.stream.windowing.buffer.PatientBuffer` holds and saves, as pydantic models.
+
+The worker stores a buffer's :class:`BufferState` in Redis (JSON, ``STATE_VERSION``) and restores
+it after a restart; the stored form and why it must not drift are in docs/windowing.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, field_validator
+
+__all__ = [
+    "ChunkLike",
+    "BufferedChunk",
+    "BufferStats",
+    "BufferState",
+    "STATE_VERSION",
+    "encode_array",
+    "decode_array",
+]
+
+STATE_VERSION = 1
+
+
+@runtime_checkable
+class ChunkLike(Protocol):
+    """What the buffer needs of a chunk. :class:`~hfrisk.stream.messages.chunk.EcgChunk` is one.
+
+    If the chunk has ``to_ecg()`` its samples are taken from there (physical mV); otherwise
+    ``samples`` must already be ``(n_leads, n)`` in mV.
+    """
+
+    patient_id: str
+    sequence: int
+    acquired_at_us: int
+    fs_hz: float
+    lead_names: tuple[str, ...]
+    samples: np.ndarray
+
+
+def encode_array(a: np.ndarray) -> dict:
+    """``{"shape": [...], "f4le": base64}``: little-endian float32 whatever the host, bit for bit."""
+    a = np.ascontiguousarray(a, dtype="<f4")
+    return {"shape": list(a.shape), "f4le": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_array(data: dict) -> np.ndarray:
+    raw = base64.b64decode(data["f4le"])
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(data["shape"])
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):  # a live buffer's array, not a stored one
+        return value
+    try:
+        return decode_array(value)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"expected {{'shape': [...], 'f4le': base64}}, got {type(value).__name__}: {exc}") from None
+
+
+# A float32 array held as numpy and stored in encode_array's form.
+F4Array = Annotated[np.ndarray, PlainValidator(_as_array), PlainSerializer(encode_array, return_type=dict)]
+
+# inf (reorder_s=inf: never declare a chunk lost) is stored as JSON's Infinity, as json.dumps always did.
+_CONFIG = ConfigDict(ser_json_inf_nan="constants")
+
+
+class BufferedChunk(BaseModel):
+    """A chunk as the buffer keeps it, waiting for an earlier one: samples already in float32 mV."""
+
+    # Frozen: a snapshot (BufferState) and the live buffer share these.
+    model_config = ConfigDict(ser_json_inf_nan="constants", frozen=True)
+
+    sequence: int
+    start_us: int
+    fs_hz: float
+    lead_names: tuple[str, ...]
+    device_id: str = ""
+    samples: F4Array
+
+    @property
+    def n_samples(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def end_us(self) -> int:
+        return self.start_us + round(self.n_samples * 1e6 / self.fs_hz)
+
+    @classmethod
+    def from_chunk(cls, chunk: ChunkLike) -> BufferedChunk:
+        """``chunk`` in the buffer's form; ``ValueError`` for a bad rate, shape or NaN/inf samples.
+
+        Refused here, before any buffer state changes: a NaN would otherwise surface only when a
+        window is cut.
+        """
+        fs_hz = float(chunk.fs_hz)
+        if not math.isfinite(fs_hz) or fs_hz <= 0:
+            raise ValueError(f"chunk sampling rate must be > 0 Hz, got {chunk.fs_hz}")
+        # Every field is converted above or here: skip pydantic's per-chunk validation on the hot path.
+        return cls.model_construct(
+            sequence=int(chunk.sequence),
+            start_us=int(chunk.acquired_at_us),
+            fs_hz=fs_hz,
+            lead_names=tuple(str(n) for n in chunk.lead_names),
+            device_id=str(getattr(chunk, "device_id", "") or ""),
+            samples=_millivolts(chunk),
+        )
+
+
+def _millivolts(chunk: Any) -> np.ndarray:
+    if hasattr(chunk, "to_ecg"):
+        return chunk.to_ecg().samples  # an ECG refuses NaN/inf when it is built
+    samples = np.asarray(chunk.samples, dtype=np.float32)
+    if samples.ndim != 2 or samples.shape[0] != len(chunk.lead_names) or samples.shape[1] == 0:
+        raise ValueError(f"chunk samples must be (n_leads={len(chunk.lead_names)}, n>0), got {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise ValueError(f"chunk {chunk.sequence} of {chunk.patient_id!r} has NaN/inf samples")
+    return samples
+
+
+class BufferStats(BaseModel):
+    """Counters of one patient's feed (kept in the state, so they survive restarts)."""
+
+    chunks: int = 0  # placed on the grid
+    duplicates: int = 0
+    late: int = 0  # arrived after being declared lost
+    lost_chunks: int = 0  # sequence numbers declared lost
+    windows: int = 0
+    windows_skipped: int = 0
+    segments: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return self.model_dump()
+
+
+class BufferState(BaseModel):
+    """The complete state of a ``PatientBuffer``: its settings, grid, samples, waiting chunks, counters.
+
+    Positions (``filled_end``, ``buf_start``, ``spans``) are sample counts from the segment origin;
+    ``buf`` holds samples ``[buf_start, filled_end)``; ``spans`` are ``(sequence, start, end)`` of
+    the chunks still in ``buf``; ``lost`` the ``[first, stop)`` sequence ranges declared lost.
+    """
+
+    model_config = _CONFIG
+
+    state_version: int
+    patient_id: str
+    window_s: float
+    hop_s: float
+    reorder_s: float
+    time_tolerance_s: float
+    max_pending: int
+    segment: int
+    origin_us: int
+    fs_hz: float
+    lead_names: tuple[str, ...]
+    device_id: str
+    next_index: int
+    next_sequence: int | None
+    filled_end: int
+    buf_start: int
+    buf: F4Array
+    spans: list[tuple[int, int, int]]
+    last_start_us: int
+    pending: list[BufferedChunk]
+    lost: list[tuple[int, int]]
+    closed: bool
+    stats: BufferStats
+
+    @field_validator("state_version", mode="before")
+    @classmethod
+    def _known_version(cls, version: Any) -> Any:
+        if version != STATE_VERSION:
+            raise ValueError(f"window buffer state version {version!r}, expected {STATE_VERSION}")
+        return version
+
+    def to_dict(self) -> dict:
+        """JSON-safe data, the stored form: tuples as lists, arrays as :func:`encode_array` dicts."""
+        return self.model_dump(mode="json")
