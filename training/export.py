@@ -42,7 +42,7 @@ from hfrisk.model.network.onnx_export import (
 import hfrisk
 from hfrisk.core.logs import get_logger
 
-from hfrisk.training.finetune.loop import load_finetuned
+from hfrisk.training.finetune.checkpoints import load_finetuned
 
 __all__ = ["ExportResult", "export_model", "training_section"]
 

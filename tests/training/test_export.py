@@ -11,7 +11,9 @@ import torch
 from hfrisk.model.contract.card import CARD_FILENAME, load_card
 from hfrisk.model.network.onnx_export import recording_inputs
 from hfrisk.training.export import export_model
-from hfrisk.training.finetune.loop import FinetuneConfig, finetune, load_finetuned
+from hfrisk.training.finetune.checkpoints import load_finetuned
+from hfrisk.training.finetune.config import FinetuneConfig
+from hfrisk.training.finetune.loop import finetune
 from hfrisk.training.data.ptbxl import PTBXL
 from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort
 

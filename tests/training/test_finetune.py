@@ -11,15 +11,11 @@ import torch
 from hfrisk.model.contract.card import default_card
 from hfrisk.model.network.hfrisk_net import HFRiskNet
 from hfrisk.training.runs.checkpoint import save_checkpoint
-from hfrisk.training.finetune.loop import (
-    FinetuneConfig,
-    FinetuneData,
-    finetune,
-    finetune_method,
-    finetune_tensors,
-    load_finetuned,
-    predict_log_risk,
-)
+from hfrisk.training.finetune.checkpoints import load_finetuned
+from hfrisk.training.finetune.config import FinetuneConfig
+from hfrisk.training.finetune.data import FinetuneData
+from hfrisk.training.finetune.loop import finetune, finetune_tensors, predict_log_risk
+from hfrisk.training.finetune.method import finetune_method
 from hfrisk.training.evaluation.metrics import HarrellC
 from hfrisk.training.evaluation.protocol import cross_validate
 from hfrisk.training.data.ptbxl import PTBXL

@@ -20,14 +20,10 @@ from hfrisk.model.network.hfrisk_net import HFRiskNet
 from hfrisk.training.pretrain import loop as pretrain_module
 from hfrisk.training.runs.checkpoint import load_checkpoint
 from hfrisk.training.pretrain.commands import pretrain_command
-from hfrisk.training.pretrain.loop import (
-    CosineAlignmentLoss,
-    InfoNCELoss,
-    PretrainConfig,
-    load_pretrained_encoder,
-    masked_mse,
-    pretrain,
-)
+from hfrisk.training.pretrain.config import PretrainConfig
+from hfrisk.training.pretrain.encoder_weights import load_pretrained_encoder
+from hfrisk.training.pretrain.losses import CosineAlignmentLoss, InfoNCELoss, masked_mse
+from hfrisk.training.pretrain.loop import pretrain
 from hfrisk.training.runs.run_dir import RunDir
 from hfrisk.training.runs.schedule import WarmupCosine, warmup_cosine_schedule
 

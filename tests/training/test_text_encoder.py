@@ -10,16 +10,9 @@ import pytest
 import torch
 
 from hfrisk.training.data.report_text import read_scp_statements, statement_text
-from hfrisk.training.pretrain.text_encoder import (
-    EmbeddingCache,
-    TextEncoder,
-    likelihood_weights,
-    mean_pool,
-    padded_mean_pool,
-    raw_text_embeddings,
-    record_text_embeddings,
-    resolve_default_encoder,
-)
+from hfrisk.training.pretrain.embedding_cache import EmbeddingCache
+from hfrisk.training.pretrain.text_embeddings import likelihood_weights, raw_text_embeddings, record_text_embeddings
+from hfrisk.training.pretrain.text_encoder import TextEncoder, mean_pool, padded_mean_pool, resolve_default_encoder
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 SHORT = "Normal/abnormal: normal ECG"

@@ -109,7 +109,7 @@ def embed(net: HFRiskNet, x: np.ndarray | torch.Tensor, batch_size: int = 256) -
 
 def random_encoder(encoder: str = "dual_attention", seed: int = 72, card: ModelCard | None = None) -> HFRiskNet:
     """The network as :func:`~hfrisk.training.pretrain.loop.pretrain` initialises it under ``seed``."""
-    from hfrisk.training.pretrain.loop import seed_everything
+    from hfrisk.training.runs.environment import seed_everything
 
     seed_everything(seed)
     return HFRiskNet.from_card(card or default_card(), encoder=encoder)
@@ -118,7 +118,7 @@ def random_encoder(encoder: str = "dual_attention", seed: int = 72, card: ModelC
 def pretrained_encoder(checkpoint: str | Path, card: ModelCard | None = None) -> tuple[HFRiskNet, dict[str, Any]]:
     """The network with a pretraining checkpoint's encoder; also returns the run's config (seed, encoder)."""
     from hfrisk.training.runs.checkpoint import load_checkpoint
-    from hfrisk.training.pretrain.loop import load_pretrained_encoder
+    from hfrisk.training.pretrain.encoder_weights import load_pretrained_encoder
 
     state = load_checkpoint(checkpoint)
     config = state["config"]

@@ -9,7 +9,7 @@ is the mean test Harrell C over the 10 runs.
 A *method* is any callable ``method(split, run_dir) -> MethodResult`` that trains on
 ``split.fit``, selects on ``split.val`` and scores ``split.train`` (the whole training fold, whose
 risks fit the Breslow baseline and censoring weights) and ``split.test``:
-:func:`hfrisk.training.finetune.loop.finetune_method` and :func:`hfrisk.training.evaluation.cox_baseline.cox_method`
+:func:`hfrisk.training.finetune.method.finetune_method` and :func:`hfrisk.training.evaluation.cox_baseline.cox_method`
 are the two in this package.
 
 Results come as a tidy frame (one row per run) and a JSON summary: mean ± SD over runs, a

@@ -27,7 +27,7 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
 
 def _config(encoder: str, epochs: Optional[int], batch_size: int, lr: float, alpha: float, lead_mask_prob: float,
             seed: int, device: str, patience: Optional[int]):
-    from hfrisk.training.finetune.loop import FinetuneConfig
+    from hfrisk.training.finetune.config import FinetuneConfig
 
     return FinetuneConfig(encoder=_check_choice(encoder, _ENCODERS, "encoder"), epochs=epochs, batch_size=batch_size,
                           lr=lr, alpha=alpha, lead_mask_prob=lead_mask_prob, seed=seed, device=device,
@@ -121,7 +121,8 @@ def evaluate_command(
 
     from hfrisk.training.data.cohort import PAPER_CV_SEEDS
     from hfrisk.training.evaluation.cox_baseline import cohort_measurements, cox_method
-    from hfrisk.training.finetune.loop import FinetuneData, finetune_method
+    from hfrisk.training.finetune.data import FinetuneData
+    from hfrisk.training.finetune.method import finetune_method
     from hfrisk.training.evaluation.protocol import cross_validate, evaluate_fixed_split
     from hfrisk.training.data.synthetic_cohort import ORACLE_FILENAME, oracle_method, read_oracle
 

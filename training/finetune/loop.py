@@ -1,26 +1,14 @@
-r"""Fine-tuning the network for heart-failure risk (paper §3.2), from pretrained weights or from scratch.
-
-The objective is the paper's
+r"""The fine-tuning loop (paper §3.2): Cox plus reconstruction loss, from pretrained weights or from scratch.
 
 .. math::
 
     L = \alpha\, L_\mathrm{Cox}(\eta, \delta, T) + (1 - \alpha)\, \mathrm{MSE}(\hat x, x), \qquad \alpha = 0.5
 
-with :math:`\eta` the log-risk (higher = riskier), :func:`~hfrisk.training.finetune.survival_loss.cox_loss`
-computed within each batch, and the reconstruction error of the unmasked input :math:`x` taken
-over every lead the record has (:func:`~hfrisk.training.pretrain.loop.masked_mse`, as in pretraining:
-leads the augmentation dropped are rebuilt from the others). What keeps the in-batch Cox loss meaningful with 1–5 % events:
-
-* :class:`~hfrisk.training.data.sampling.EventStratifiedBatchSampler`: every batch holds events in
-  the cohort's proportion;
-* ``BatchwiseDropout`` inside the network (one dropout mask per batch);
-* whole-lead subset masking with one mask for the whole batch (probability
-  ``lead_mask_prob``), so that the subjects a Cox term compares see the same leads.
-
+with :math:`\eta` the log-risk (higher = riskier) and the Cox loss computed within each batch.
 AdamW (lr 1e-4, weight decay 1e-2), gradient-norm clipping at 100, no scheduler; 100 epochs from
-a pretrained encoder, 400 from scratch. After every epoch the model scores the validation part
-and the checkpoint with the best validation Harrell C is kept (``best.pt``); ties keep the
-earlier epoch.
+a pretrained encoder, 400 from scratch; ``best.pt`` is the epoch with the best validation Harrell
+C (ties keep the earlier). What keeps an in-batch Cox loss meaningful with 1–5 % events is told
+in docs/training/finetuning.md.
 
 >>> result = finetune(FinetuneConfig(), fit_cohort, val_cohort, "runs/ft", init="pretrain/best.pt")  # doctest: +SKIP
 >>> result.best_epoch, result.best_val_c                                                          # doctest: +SKIP
@@ -33,127 +21,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from hfrisk.model.contract.card import ModelCard, default_card
-from hfrisk.model.network.hfrisk_net import HFRiskNet
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hfrisk.core.logs import get_logger
-
+from hfrisk.model.contract.card import ModelCard, default_card
+from hfrisk.model.network.hfrisk_net import HFRiskNet
 from hfrisk.training.data.augment import LeadSubsetMasking
-from hfrisk.training.runs.checkpoint import load_checkpoint, save_checkpoint
 from hfrisk.training.data.cohort import Cohort
-from hfrisk.training.data.dataset import model_inputs
-from hfrisk.training.pretrain.loop import masked_mse
-from hfrisk.training.evaluation.protocol import harrell_c_or_nan
-from hfrisk.training.runs.run_dir import RunDir
 from hfrisk.training.data.sampling import EventStratifiedBatchSampler
+from hfrisk.training.evaluation.protocol import harrell_c_or_nan
+from hfrisk.training.finetune.checkpoints import FinetuneCheckpointInfo, FinetuneRunRecord, load_finetuned, load_init
+from hfrisk.training.finetune.config import FinetuneConfig
+from hfrisk.training.finetune.data import FinetuneData
 from hfrisk.training.finetune.survival_loss import cox_loss
+from hfrisk.training.pretrain.losses import masked_mse
+from hfrisk.training.runs.checkpoint import save_checkpoint
+from hfrisk.training.runs.environment import torch_device
+from hfrisk.training.runs.run_dir import RunDir
 
-__all__ = [
-    "FinetuneConfig",
-    "FinetuneData",
-    "FinetuneResult",
-    "finetune",
-    "finetune_tensors",
-    "finetune_method",
-    "predict_log_risk",
-    "load_finetuned",
-    "STAGE",
-]
+__all__ = ["FinetuneResult", "finetune", "finetune_tensors", "predict_log_risk", "PARITY_RECORDS"]
 
 log = get_logger(__name__)
 
-# Checkpoints are hfrisk.training.runs.checkpoint's; ``extra["stage"]`` tells fine-tuned from pretrained.
-STAGE = "finetune"
-_PARITY_RECORDS = 8
-
-
-class FinetuneConfig(BaseModel):
-    """Every fine-tuning setting; defaults are the paper's (§3.2)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    encoder: Literal["dual_attention", "xresnet1d101"] = "dual_attention"
-    # Weight of the Cox loss; 1 - alpha weighs the reconstruction.
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    grad_clip: float = Field(100.0, gt=0)
-    # 128 for UKB-MI (800 subjects), 1024 for UKB-HYP.
-    batch_size: int = Field(128, ge=2)
-    # None: 100 epochs from a pretrained encoder, 400 from scratch.
-    epochs: int | None = Field(None, ge=1)
-    epochs_pretrained: int = Field(100, ge=1)
-    epochs_scratch: int = Field(400, ge=1)
-    # Probability that a batch has a lead subset masked (one mask for the whole batch).
-    lead_mask_prob: float = Field(0.5, ge=0.0, le=1.0)
-    freeze_encoder: bool = False
-    seed: int = 42
-    device: str = "auto"
-    # Stop when the validation C has not improved for this many epochs (None: never, as the paper).
-    patience: int | None = Field(None, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
-
-    def resolved_epochs(self, pretrained: bool) -> int:
-        if self.epochs is not None:
-            return self.epochs
-        return self.epochs_pretrained if pretrained else self.epochs_scratch
-
-
-@dataclass(frozen=True)
-class FinetuneData:
-    """Model inputs and outcomes of one cohort part, as tensors.
-
-    ``x`` ``(n, leads, T)`` float32 (the card's input), ``lead_mask`` ``(n, leads)`` bool (True
-    where the record has the lead), ``event`` ``(n,)`` 0/1 and ``time`` ``(n,)``. The
-    reconstruction target is ``x`` itself (paper §3.2: MSE(decoder(z), x)).
-    """
-
-    x: torch.Tensor
-    lead_mask: torch.Tensor
-    event: torch.Tensor
-    time: torch.Tensor
-
-    def __post_init__(self) -> None:
-        n = self.x.shape[0]
-        if not (self.lead_mask.shape[0] == self.event.shape[0] == self.time.shape[0] == n):
-            raise ValueError("x, lead_mask, event and time must have the same length")
-        if self.x.ndim != 3 or self.lead_mask.shape != self.x.shape[:2]:
-            raise ValueError(f"x must be (n, leads, T) and lead_mask (n, leads), got {tuple(self.x.shape)}, "
-                             f"{tuple(self.lead_mask.shape)}")
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    @classmethod
-    def from_arrays(cls, x, lead_mask, event, time) -> FinetuneData:
-        return cls(
-            torch.as_tensor(np.asarray(x, dtype=np.float32)),
-            torch.as_tensor(np.asarray(lead_mask, dtype=bool)),
-            torch.as_tensor(np.array(event, dtype=np.int64)),  # copies: cohort arrays may be read-only
-            torch.as_tensor(np.array(time, dtype=np.float64)),
-        )
-
-    @classmethod
-    def from_cohort(cls, cohort: Cohort, card: ModelCard | None = None, cache_dir: str | Path | None = None) -> FinetuneData:
-        """Model inputs of every record of ``cohort`` with its outcomes, one row per cohort row.
-
-        Inputs come from :func:`hfrisk.training.data.dataset.model_inputs` (the card's preprocessing,
-        cached under ``cache_dir``, default ``<state_dir>/model_inputs``). Records the
-        preprocessing refuses stay as all-zero rows, so rows still line up with the cohort; they
-        are counted in a warning.
-        """
-        inputs = model_inputs(cohort.record_paths(), card or default_card(), cache_dir=cache_dir, keep="all")
-        if inputs.failed.any():
-            log.warning("finetune.records_failed", failed=int(inputs.failed.sum()), records=len(inputs),
-                        first=str(inputs.reasons[inputs.failed][0]))
-        return cls.from_arrays(inputs.x, inputs.lead_mask, cohort.event, cohort.time)
+# Validation records a checkpoint remembers, as real inputs for the export's ONNX parity check.
+PARITY_RECORDS = 8
 
 
 @dataclass
@@ -174,12 +70,6 @@ class FinetuneResult:
                 "checkpoint": str(self.best_checkpoint), "seconds": self.seconds}
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def predict_log_risk(net: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 256,
                      device: torch.device | str | None = None) -> np.ndarray:
     """Log-risk ``(n,)`` of inputs ``x`` in eval mode (no dropout, BatchNorm running statistics)."""
@@ -193,39 +83,6 @@ def predict_log_risk(net: nn.Module, x: torch.Tensor | np.ndarray, batch_size: i
             out.append(net(x[start : start + batch_size].to(device)).reshape(-1).double().cpu())
     net.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0)
-
-
-def _load_init(net: HFRiskNet, init: str | Path) -> dict[str, Any]:
-    """Initialise ``net`` from a checkpoint: a fine-tuned one (all weights) or a pretrained one
-    (encoder and decoder, through :func:`hfrisk.training.pretrain.loop.load_pretrained_encoder`)."""
-    path = Path(init)
-    try:
-        state = load_checkpoint(path)
-    except ValueError:
-        state = None
-    if state is not None and state.get("extra", {}).get("stage") == STAGE:
-        net.load_state_dict(state["model"])
-        return {"init": str(path), "init_kind": "finetuned"}
-    from hfrisk.training.pretrain.loop import load_pretrained_encoder
-
-    loaded = load_pretrained_encoder(path, net)
-    return {"init": str(path), "init_kind": "pretrained", "init_epoch": loaded.get("epoch"),
-            "init_decoder": loaded.get("decoder")}
-
-
-def load_finetuned(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[HFRiskNet, dict[str, Any]]:
-    """The network of a fine-tuning checkpoint (eval mode) and the checkpoint without its weights.
-
-    ``meta["extra"]`` holds ``stage``, ``val_harrell_c`` and ``provenance`` (data, initialisation).
-    """
-    state = load_checkpoint(checkpoint)
-    if state.get("extra", {}).get("stage") != STAGE:
-        raise ValueError(f"{checkpoint} is not a fine-tuning checkpoint (extra.stage != {STAGE!r})")
-    card = ModelCard.model_validate(state["card"])
-    net = HFRiskNet.from_card(card, encoder=state["config"]["encoder"])
-    net.load_state_dict(state["model"])
-    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
-    return net.to(device).eval(), meta
 
 
 def finetune_tensors(
@@ -252,11 +109,11 @@ def finetune_tensors(
     if val.event.sum() == 0:
         raise ValueError("the validation part has no event: checkpoints cannot be chosen by C-index")
     torch.manual_seed(config.seed)
-    device = _device(config.device)
+    device = torch_device(config.device)
     net = HFRiskNet.from_card(card, encoder=config.encoder)
     provenance = {**(provenance or {}), "encoder": config.encoder}
     if init is not None:
-        provenance.update(_load_init(net, init))
+        provenance.update(load_init(net, init))
     else:
         provenance.update(init=None, init_kind="scratch")
     net.to(device)
@@ -270,16 +127,17 @@ def finetune_tensors(
     # One lead subset per batch: the subjects a Cox term compares see the same leads.
     masking = LeadSubsetMasking(card.input.leads, config.lead_mask_prob, same_mask_per_batch=True)
     generators = {"lead_mask": torch.Generator().manual_seed(config.seed)}
-    run.write_config({"stage": STAGE, "config": config.model_dump(mode="json"), "epochs": epochs,
-                      "provenance": provenance, "n_train": len(train), "n_train_events": int(train.event.sum()),
-                      "n_val": len(val), "n_val_events": int(val.event.sum())})
+    record = FinetuneRunRecord(config=config, epochs=epochs, provenance=provenance, n_train=len(train),
+                               n_train_events=int(train.event.sum()), n_val=len(val),
+                               n_val_events=int(val.event.sum()))
+    run.write_config(record.model_dump(mode="json"))
     card.save(run.path)
     run.metrics_path.unlink(missing_ok=True)
 
     def save(path: Path, epoch: int, val_c: float) -> None:
         save_checkpoint(path, model=net, epoch=epoch, config=config.model_dump(mode="json"), card=card,
                         optimizer=optimiser, generators=generators,
-                        extra={"stage": STAGE, "val_harrell_c": val_c, "provenance": provenance})
+                        extra=FinetuneCheckpointInfo(val_harrell_c=val_c, provenance=provenance).model_dump())
 
     history: list[dict[str, float]] = []
     best_c, best_epoch, stale = -math.inf, -1, 0
@@ -371,75 +229,8 @@ def finetune(
         "n_val": len(cohort_val),
         "n_val_events": cohort_val.n_events,
         # Real inputs for the export's ONNX parity check.
-        "parity_records": [str(p.resolve()) for p in cohort_val.record_paths()[:_PARITY_RECORDS]],
+        "parity_records": [str(p.resolve()) for p in cohort_val.record_paths()[:PARITY_RECORDS]],
     }
     train = FinetuneData.from_cohort(cohort_train, card, cache_dir)
     val = FinetuneData.from_cohort(cohort_val, card, cache_dir)
     return finetune_tensors(config, train, val, run_dir, init, card=card, provenance=provenance, progress=progress)
-
-
-def finetune_method(
-    config: FinetuneConfig | None = None,
-    init: str | Path | None = None,
-    *,
-    card: ModelCard | None = None,
-    cache_dir: str | Path | None = None,
-    inputs: FinetuneData | None = None,
-    cohort: Cohort | None = None,
-):
-    """Fine-tuning as a :mod:`~hfrisk.training.evaluation.protocol` method (one network per run, seeded by the split).
-
-    Model inputs are looked up by record: in ``inputs`` (made from ``cohort``) when given,
-    otherwise preprocessed once for all the records the first split shows (training and test
-    fold together: the whole cohort under the paper's splits) and reused by the other runs.
-    """
-    from hfrisk.training.evaluation.protocol import MethodResult
-
-    config = config or FinetuneConfig()
-    card = card or default_card()
-    if (inputs is None) != (cohort is None):
-        raise ValueError("pass inputs together with the cohort they were made from")
-    table: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    if inputs is not None:
-        table.update({r: (inputs.x[i], inputs.lead_mask[i]) for i, r in enumerate(cohort.records)})
-
-    def ensure(split) -> None:
-        missing = [c for c in (split.train, split.test) if any(r not in table for r in c.records)]
-        if not missing:
-            return
-        if inputs is not None:
-            raise KeyError("the split has records that the given inputs do not cover")
-        union = Cohort(pd.concat([c.table for c in missing]).drop_duplicates("record").sort_values("record"),
-                       split.train.time_unit, split.train.records_root, split.train.source)
-        data = FinetuneData.from_cohort(union, card, cache_dir)
-        table.update({r: (data.x[i], data.lead_mask[i]) for i, r in enumerate(union.records)})
-
-    def data_of(part: Cohort) -> FinetuneData:
-        x = torch.stack([table[r][0] for r in part.records])
-        lead_mask = torch.stack([table[r][1] for r in part.records])
-        return FinetuneData(x, lead_mask, torch.as_tensor(np.array(part.event)), torch.as_tensor(np.array(part.time)))
-
-    def method(split, run_dir: Path) -> MethodResult:
-        run_config = config.model_copy(update={"seed": split.seed})
-        ensure(split)
-        train_all = data_of(split.train)
-        fit_rows, val_rows = torch.as_tensor(split.fit_index), torch.as_tensor(split.val_index)
-
-        def rows(data: FinetuneData, index: torch.Tensor) -> FinetuneData:
-            return FinetuneData(data.x[index], data.lead_mask[index], data.event[index], data.time[index])
-
-        provenance = {"cohort": split.train.source, "run": split.name, "time_unit": split.train.time_unit,
-                      "n_train": len(split.fit_index), "n_train_events": int(train_all.event[fit_rows].sum()),
-                      "n_val": len(split.val_index), "n_val_events": int(train_all.event[val_rows].sum()),
-                      "parity_records": [str(p.resolve()) for p in split.val.record_paths()[:_PARITY_RECORDS]]}
-        result = finetune_tensors(run_config, rows(train_all, fit_rows), rows(train_all, val_rows), run_dir, init,
-                                  card=card, provenance=provenance)
-        device = next(result.net.parameters()).device
-        return MethodResult(
-            train_risk=predict_log_risk(result.net, train_all.x, config.eval_batch_size, device),
-            test_risk=predict_log_risk(result.net, data_of(split.test).x, config.eval_batch_size, device),
-            info={**result.summary(), "val_harrell_c": result.best_val_c},
-        )
-
-    method.name = f"finetune_{config.encoder}_{'pretrained' if init else 'scratch'}"  # type: ignore[attr-defined]
-    return method

