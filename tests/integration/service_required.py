@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import pytest
 
+from hfrisk.stack.launcher import ServerLauncher
 from hfrisk.stack.process import ServiceNotInstalled
 
-
-class _Server(Protocol):
-    def start(self): ...
-
-    def stop(self): ...
-
-
-Server = TypeVar("Server", bound=_Server)
+Server = TypeVar("Server", bound=ServerLauncher)
 
 
 def in_ci() -> bool:
@@ -37,8 +31,8 @@ def service_unavailable(what: str) -> None:
 
 def serve(what: str, make: Callable[[], Server]) -> Iterator[Server]:
     """A fixture body: ``make()`` started, yielded, stopped; not installed: :func:`service_unavailable`."""
-    server = make()
     try:
+        server = make()
         server.start()
     except ServiceNotInstalled as exc:
         service_unavailable(f"{what} ({exc})")

@@ -22,7 +22,7 @@ from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, Syn
 from hfrisk.serving.model_repository import write_model_repository
 from hfrisk.stack.triton_server import TritonServer, server_environment
 from hfrisk.stack.process import ServiceNotInstalled
-from tests.integration.service_required import service_unavailable
+from tests.integration.service_required import serve, service_unavailable
 from tests.serving import ecg_windows, exported_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,9 +52,8 @@ def start_server(repository: Path, work_dir: Path) -> TritonServer:
 
 @pytest.fixture(scope="module")
 def server(repository, tmp_path_factory):
-    server = start_server(repository, tmp_path_factory.mktemp("triton_work"))
-    yield server
-    server.stop()
+    work_dir = tmp_path_factory.mktemp("triton_work")
+    yield from serve("tritonserver", lambda: TritonServer(repository, "hfrisk", work_dir=work_dir, ready_timeout_s=120))
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,8 @@ import pytest
 from hfrisk.model.contract.card import CARD_FILENAME, default_card, load_card
 from hfrisk.serving.model_repository import write_model_repository
 from hfrisk.stack.triton_server import TritonServer
-from hfrisk.stack.process import ServiceNotInstalled
 
-from tests.integration.service_required import service_unavailable
+from tests.integration.service_required import serve
 
 __all__ = ["triton_server"]
 
@@ -31,13 +30,5 @@ def triton_server(exported_model_dir, tmp_path_factory) -> Iterator[TritonServer
     card = load_card(card_path) if card_path.is_file() else default_card()
     repository = tmp_path_factory.mktemp("triton_repository")
     write_model_repository(exported_model_dir / "model.onnx", card, repository, intra_op_threads=1)
-    try:
-        server = TritonServer(repository, "hfrisk", work_dir=tmp_path_factory.mktemp("triton_work"),
-                              ready_timeout_s=120)
-    except ServiceNotInstalled as exc:
-        service_unavailable(f"tritonserver ({exc})")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    work_dir = tmp_path_factory.mktemp("triton_work")
+    yield from serve("tritonserver", lambda: TritonServer(repository, "hfrisk", work_dir=work_dir, ready_timeout_s=120))
