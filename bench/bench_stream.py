@@ -562,7 +562,7 @@ def run(args, argv, work: Path) -> dict:
         "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
         "partitions": args.partitions,
         "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
-                   "batches_in_flight": stream.batches_in_flight, "prep_workers": args.prep_workers,
+                   "batches_in_flight": 1, "prep_workers": args.prep_workers,
                    "checkpoint_interval_s": 2.0},
         "overhead_duration_s": args.overhead_duration_s,
         "duration_s": args.duration_s,

@@ -193,12 +193,36 @@ class StreamSettings(BaseModel):
     min_windows_to_flag: int = 2
     batch_size: int = 32
     batch_timeout_s: float = 0.2
-    # Micro-batches scored and written at once by a worker: the next one is windowed and
-    # preprocessed while the last one is written (1: strictly one after the other).
-    batches_in_flight: int = Field(default=2, ge=1, le=8)
     metrics_port: int = 8003
     # Seconds of later signal a chunk may be overtaken by before it is declared lost (windowing).
     reorder_s: float = 5.0
+    # -- one `hfrisk worker` process (its command-line options override these) --
+    # Faust app id = the Kafka consumer group the workers share.
+    app_id: str = "hfrisk-worker"
+    # Port of Faust's status web server (bound to 127.0.0.1).
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    # Address the Prometheus endpoint binds to.
+    metrics_host: str = "127.0.0.1"
+    # Processes running the preprocessing (0: a thread of the worker itself).
+    prep_workers: int = Field(default=1, ge=0)
+    # Model card JSON; None: the one the Triton repository serves beside the model.
+    card_path: Path | None = None
+    # With no card served, use the built-in default card instead of stopping (plumbing checks only).
+    builtin_card: bool = False
+    # Seconds between saving patient buffers to Redis and committing offsets.
+    checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    # Seconds before a vanished worker's partitions move to the others; None: Faust's 60 s.
+    session_timeout_s: float | None = Field(default=None, gt=0)
+    # Skip Triton: log-risk 0 for every window (benchmarks only).
+    noop_model: bool = False
+    # Create missing stream topics before consuming.
+    create_topics: bool = True
+    # Wait this long for Triton before consuming (0: start at once; batches wait anyway).
+    wait_for_triton_s: float = Field(default=0.0, ge=0)
+    # Longest wait between retries while Triton, Redis or Kafka is unreachable: a batch resumes at
+    # most this long after the server is back (a 10-s cap was most of the recovery time after a
+    # 10-s outage: docs/reliability.md).
+    retry_max_s: float = Field(default=2.0, ge=0.1)
 
 
 class Settings(BaseSettings):

@@ -186,7 +186,8 @@ def start_stack(
         metrics_targets = []
         for i in range(workers):
             metrics_port, web_port = free_port(), free_port()
-            env = {**_plain_environ(), **info.env, "HFRISK_STREAM__METRICS_PORT": str(metrics_port)}
+            env = {**_plain_environ(), **info.env, "HFRISK_STREAM__METRICS_PORT": str(metrics_port),
+                   "HFRISK_PATHS__MODEL_REPOSITORY": str(model_repository)}  # the worker reads the served card
             worker = ManagedProcess(
                 f"worker-{i}",
                 _python_command("worker", "--web-port", str(web_port)),

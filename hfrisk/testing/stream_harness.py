@@ -31,7 +31,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from hfrisk.core.config import KafkaSettings, StreamSettings
-from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, default_card, load_card
+from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, load_card
 from hfrisk.model.frontend.preprocessing import prepare
 from hfrisk.stack.process import ManagedProcess, free_port, port_open
 from hfrisk.stream.alerts.policy import AlertPolicy, AlertState
@@ -39,8 +39,8 @@ from hfrisk.stream.sinks.redis_sink import RedisSink
 from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.messages.chunk import EcgChunk, encode_chunk
 from hfrisk.stream.ingest.topics import ensure_topics
-from hfrisk.stream.windowing.buffers import PatientBuffer, Window, WindowAssembler
-from hfrisk.stream.worker.pipeline import BufferStore
+from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
+from hfrisk.stream.worker.buffer_store import BufferStore
 
 RECORDS = Path(__file__).resolve().parents[2] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
 HOP_S = 5.0
@@ -207,9 +207,8 @@ def services_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_gr
 
 
 def served_card(model_repository) -> ModelCard:
-    """The card served beside the model in ``model_repository`` (the default card if it has none)."""
-    path = Path(model_repository) / "hfrisk" / CARD_FILENAME
-    return load_card(path) if path.is_file() else default_card()
+    """The card served beside the model in ``model_repository`` (FileNotFoundError if it has none)."""
+    return load_card(Path(model_repository) / "hfrisk" / CARD_FILENAME)
 
 
 def worker_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc_url: str, model_repository,

@@ -1,1 +1,28 @@
-"""Scoring micro-batches of windows: preprocessing in worker processes and inference through Triton."""
+"""Scoring micro-batches of windows: ``prepare`` in worker processes, one model call per batch.
+
+``score_windows`` is what the stream worker calls; ``AsyncTritonScorer`` waits out Triton outages,
+``NoopScorer`` stands in for the model in benchmarks, and anything with ``infer``/``close`` is an
+``AsyncScorer``. (The blocking scorers of screening are in :mod:`hfrisk.serving.scorers`.)
+"""
+
+from hfrisk.stream.scoring.batch import (
+    AsyncScorer,
+    AsyncTritonScorer,
+    InferenceRejected,
+    NoopScorer,
+    PrepareFailure,
+    Preprocessor,
+    WindowScore,
+    score_windows,
+)
+
+__all__ = [
+    "score_windows",
+    "Preprocessor",
+    "AsyncScorer",
+    "AsyncTritonScorer",
+    "NoopScorer",
+    "InferenceRejected",
+    "PrepareFailure",
+    "WindowScore",
+]

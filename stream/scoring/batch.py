@@ -11,7 +11,7 @@ once) and hands them to :func:`score_windows`:
    gRPC and asyncio threads is unsafe) does both; a batch is split evenly across them. With
    ``workers=0`` it runs in one thread of this process instead (tests, tiny machines).
 2. Windows that are fit to score are stacked and sent to the model in **one call**
-   (:class:`TritonScorer`: ``RiskClient.infer`` splits by ``max_batch`` and sends the parts
+   (:class:`AsyncTritonScorer`: ``RiskClient.infer`` splits by ``max_batch`` and sends the parts
    concurrently). Windows that are not fit are returned without outputs: they are stored as
    low-quality results and never reach Triton.
 3. A Triton that is down, restarting or not serving the model is waited for: the call is retried
@@ -22,7 +22,7 @@ once) and hands them to :func:`score_windows`:
 Example::
 
     pre = Preprocessor(card, workers=1)
-    scorer = TritonScorer(RiskClient.from_settings(card=card))
+    scorer = AsyncTritonScorer(RiskClient.from_settings(card=card))
     scored = await score_windows([w.ecg for w in windows], pre, scorer)
     scored[0].prepared.quality.fit_to_score, scored[0].outputs["log_risk"]
 """
@@ -46,18 +46,18 @@ from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
+from hfrisk.serving.retries import Backoff, retrying
 from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
 
 __all__ = [
     "PrepareFailure",
     "WindowScore",
     "Preprocessor",
-    "Scorer",
-    "TritonScorer",
+    "AsyncScorer",
+    "AsyncTritonScorer",
     "NoopScorer",
     "InferenceRejected",
     "score_windows",
-    "Backoff",
 ]
 
 log = get_logger(__name__)
@@ -175,7 +175,7 @@ class InferenceRejected(RuntimeError):
     """The model server refused the request itself (bad tensor): retrying will not help."""
 
 
-class Scorer(Protocol):
+class AsyncScorer(Protocol):
     """What :func:`score_windows` needs of a model: a batch in, the card's outputs out."""
 
     model_version: str
@@ -185,22 +185,11 @@ class Scorer(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff without an attempt limit: ``first_s``, doubling, capped at ``max_s``."""
-
-    first_s: float = 0.2
-    max_s: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.first_s * 2 ** min(attempt, 30))
-
-
-class TritonScorer:
+class AsyncTritonScorer:
     """The model on Triton through :class:`RiskClient`, waiting out outages.
 
     ``RiskClient`` retries a few times by itself; past that, an unavailable server, a model not
-    (yet) loaded or a timeout is retried here with :class:`Backoff` until it answers, so a Triton
+    (yet) loaded or a timeout is retried here with ``backoff`` until it answers, so a Triton
     restart only delays the stream. ``on_latency`` gets the seconds of each successful call.
     """
 
@@ -221,33 +210,38 @@ class TritonScorer:
         self._sleep = sleep
 
     async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        attempt = 0
-        while True:
+        failures = 0
+
+        def on_retry(exc: BaseException, attempt: int, delay_s: float) -> None:
+            nonlocal failures
+            failures = attempt
+            if attempt == 1:
+                self.outages += 1
+            log.warning("triton unavailable; holding the batch and retrying", windows=len(x), attempt=attempt,
+                        delay_s=round(delay_s, 2), error=str(exc))
+
+        async def once() -> dict[str, np.ndarray]:
             started = time.perf_counter()
             try:
                 outputs = await self.client.infer(x)
-            except (ServerNotReady, ModelNotReady) as exc:
-                problem: Exception = exc
             except InferenceError as exc:
                 if exc.status in REJECTED_STATUSES:
                     raise InferenceRejected(str(exc)) from exc
-                problem = exc  # timeouts, internal errors of a restarting backend
-            else:
-                if self.on_latency is not None:
-                    self.on_latency(time.perf_counter() - started)
-                if attempt:
-                    log.info("triton is back", attempts=attempt + 1)
-                if not self.model_version and not self._version_asked:
-                    self._version_asked = True
-                    self.model_version = await self._served_version()
-                return outputs
-            delay = self.backoff.delay(attempt)
-            if attempt == 0:
-                self.outages += 1
-            log.warning("triton unavailable; holding the batch and retrying", windows=len(x), attempt=attempt + 1,
-                        delay_s=round(delay, 2), error=str(problem))
-            attempt += 1
-            await self._sleep(delay)
+                raise  # timeouts, internal errors of a restarting backend: retried
+            if self.on_latency is not None:
+                self.on_latency(time.perf_counter() - started)
+            return outputs
+
+        outputs = await retrying(
+            retry_on=(ServerNotReady, ModelNotReady, InferenceError), backoff=self.backoff, on_retry=on_retry,
+            sleep=self._sleep,
+        )(once)
+        if failures:
+            log.info("triton is back", attempts=failures + 1)
+        if not self.model_version and not self._version_asked:
+            self._version_asked = True
+            self.model_version = await self._served_version()
+        return outputs
 
     async def _served_version(self) -> str:
         """The newest version Triton serves (what the results record as ``model_version``)."""
@@ -306,7 +300,7 @@ def _rows(outputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     return {name: value[i : i + 1] for name, value in outputs.items()}
 
 
-async def _infer_rows(scorer: Scorer, x: np.ndarray) -> list[dict[str, np.ndarray] | PrepareFailure]:
+async def _infer_rows(scorer: AsyncScorer, x: np.ndarray) -> list[dict[str, np.ndarray] | PrepareFailure]:
     """One call for the whole batch; if Triton rejects it, one call per window to find the bad one."""
     try:
         outputs = await scorer.infer(x)
@@ -324,7 +318,7 @@ async def _infer_rows(scorer: Scorer, x: np.ndarray) -> list[dict[str, np.ndarra
 async def score_windows(
     ecgs: Sequence[ECG],
     preprocessor: Preprocessor,
-    scorer: Scorer,
+    scorer: AsyncScorer,
     *,
     on_batch: Callable[[int], None] | None = None,
     timings: dict[str, float] | None = None,

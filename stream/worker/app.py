@@ -16,7 +16,7 @@ of them). What is configured here, and why:
   produced must not skip them; windows already in Redis are recognised by their ids.
 * **bounded prefetch** (``stream_buffer_maxsize``: 8 batches): back-pressure goes to Kafka.
 * **web server** (Faust's own status pages) bound to ``127.0.0.1`` on a port of your choice.
-* no tables and no RocksDB: per-patient state lives in Redis (:mod:`hfrisk.stream.worker.pipeline`), so
+* no tables and no RocksDB: per-patient state lives in Redis (:mod:`hfrisk.stream.worker.buffer_store`), so
   ``datadir`` only holds Faust's bookkeeping (under ``paths.state_dir`` by default).
 
 Example::

@@ -2,12 +2,12 @@
 
 Registered on the ``hfrisk`` command line as ``worker``; also runnable on its own as
 ``python -m hfrisk.stream.worker.command [OPTIONS]`` (what the integration tests start and kill).
-Everything not given as an option comes from :class:`hfrisk.core.config.Settings` (``HFRISK_*``
-environment variables): Kafka, Redis and Triton addresses, topics, hop, batch size and timeout,
-alert thresholds, metrics port.
+Every setting is a field of :class:`hfrisk.core.config.StreamSettings` (``HFRISK_STREAM__*``);
+an option given on the command line overrides it. Kafka, Redis and Triton come from the other
+sections of :class:`~hfrisk.core.config.Settings`.
 
 SIGTERM/SIGINT stop it cleanly; messages processed since the last checkpoint are simply
-delivered again to whoever takes the partitions next (see :mod:`hfrisk.stream.worker.pipeline`).
+delivered again to whoever takes the partitions next (docs/stream-worker.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["worker_command", "load_worker_card", "exit_after_teardown"]
+__all__ = ["worker_command", "load_worker_card", "ModelCardMissing", "exit_after_teardown"]
 
 # Once Faust has stopped (offsets committed, buffers saved), how long the rest of the process's
 # teardown (metrics server, preprocessing pool, library threads at interpreter exit) may take.
@@ -59,89 +59,150 @@ def exit_after_teardown(timeout_s: float) -> None:
     timer.start()
 
 
-def load_worker_card(card_path: Path | None, settings):
-    """The model card: ``card_path``, else the one the Triton repository serves, else the default."""
+class ModelCardMissing(RuntimeError):
+    """No usable model card for the worker: it must not score windows under a contract it guessed."""
+
+
+def load_worker_card(card_path: Path | None, settings, *, builtin_card: bool = False):
+    """The model card: ``card_path``, else the one the Triton repository serves beside the model.
+
+    Raises :class:`ModelCardMissing` when that card is missing or unreadable, unless
+    ``builtin_card`` asks for the built-in default card in place of a missing served one
+    (plumbing checks only: a served model trained under another card would be fed the wrong input).
+    """
     from hfrisk.model.contract.card import CARD_FILENAME, default_card, load_card
 
-    if card_path is not None:
-        return load_card(card_path)
     served = Path(settings.paths.model_repository) / settings.paths.model_name / CARD_FILENAME
-    return load_card(served) if served.is_file() else default_card()
+    path = card_path if card_path is not None else served
+    if card_path is None and builtin_card and not served.is_file():
+        return default_card()
+    try:
+        return load_card(path)
+    except FileNotFoundError as exc:
+        hint = "" if card_path is not None else (
+            " (export a model into the repository, give --card, or --builtin-card for a plumbing check)"
+        )
+        raise ModelCardMissing(f"no model card at {path}{hint}") from exc
+    except (OSError, ValueError) as exc:  # unreadable, not JSON, or not a card (pydantic's error is a ValueError)
+        raise ModelCardMissing(f"model card {path} is unusable: {type(exc).__name__}: {exc}") from exc
+
+
+def _override(settings, **options):
+    """``settings`` with the options given on the command line (not None) in its ``stream`` section."""
+    given = {name: value for name, value in options.items() if value is not None}
+    stream = settings.stream.model_validate(settings.stream.model_dump() | given)
+    return settings.model_copy(update={"stream": stream})
 
 
 def worker_command(
-    web_port: Annotated[int, typer.Option(help="Port of Faust's status web server (bound to 127.0.0.1).")] = 6066,
-    metrics_port: Annotated[
-        Optional[int], typer.Option(help="Prometheus /metrics port (default HFRISK_STREAM__METRICS_PORT; 0: off).")
+    web_port: Annotated[
+        Optional[int], typer.Option(help="Port of Faust's status web server, on 127.0.0.1 [HFRISK_STREAM__WEB_PORT: 6066].")
     ] = None,
-    metrics_host: Annotated[str, typer.Option(help="Address the metrics endpoint binds to.")] = "127.0.0.1",
+    metrics_port: Annotated[
+        Optional[int], typer.Option(help="Prometheus /metrics port, 0: off [HFRISK_STREAM__METRICS_PORT: 8003].")
+    ] = None,
+    metrics_host: Annotated[
+        Optional[str], typer.Option(help="Address the metrics endpoint binds to [HFRISK_STREAM__METRICS_HOST: 127.0.0.1].")
+    ] = None,
     app_id: Annotated[
-        str, typer.Option(help="Faust app id = Kafka consumer group shared by the workers.")
-    ] = "hfrisk-worker",
+        Optional[str],
+        typer.Option(help="Faust app id = Kafka consumer group shared by the workers [HFRISK_STREAM__APP_ID: hfrisk-worker]."),
+    ] = None,
     prep_workers: Annotated[
-        int, typer.Option(help="Processes running the preprocessing (0: a thread of the worker itself).")
-    ] = 1,
+        Optional[int],
+        typer.Option(min=0, help="Processes running the preprocessing, 0: a thread of the worker "
+                     "[HFRISK_STREAM__PREP_WORKERS: 1]."),
+    ] = None,
     card: Annotated[
-        Optional[Path], typer.Option(help="Model card JSON (default: the served repository's, else built-in).")
+        Optional[Path],
+        typer.Option(help="Model card JSON [HFRISK_STREAM__CARD_PATH; default: the served repository's]."),
+    ] = None,
+    builtin_card: Annotated[
+        Optional[bool],
+        typer.Option("--builtin-card/--no-builtin-card",
+                     help="With no card served, use the built-in default card instead of stopping "
+                     "(plumbing checks only) [HFRISK_STREAM__BUILTIN_CARD: no]."),
     ] = None,
     checkpoint_interval_s: Annotated[
-        float, typer.Option(help="Seconds between saving patient buffers to Redis and committing offsets.")
-    ] = 2.0,
+        Optional[float],
+        typer.Option(help="Seconds between saving patient buffers to Redis and committing offsets "
+                     "[HFRISK_STREAM__CHECKPOINT_INTERVAL_S: 2]."),
+    ] = None,
     session_timeout_s: Annotated[
-        Optional[float], typer.Option(help="Seconds before a vanished worker's partitions move (Faust default 60).")
+        Optional[float],
+        typer.Option(help="Seconds before a vanished worker's partitions move "
+                     "[HFRISK_STREAM__SESSION_TIMEOUT_S; default: Faust's 60]."),
     ] = None,
     noop_model: Annotated[
-        bool, typer.Option("--noop-model", help="Skip Triton: log-risk 0 for every window (benchmarks only).")
-    ] = False,
+        Optional[bool],
+        typer.Option("--noop-model/--no-noop-model",
+                     help="Skip Triton: log-risk 0 for every window, benchmarks only [HFRISK_STREAM__NOOP_MODEL: no]."),
+    ] = None,
     create_topics: Annotated[
-        bool, typer.Option("--create-topics/--no-create-topics", help="Create missing stream topics first.")
-    ] = True,
+        Optional[bool],
+        typer.Option("--create-topics/--no-create-topics",
+                     help="Create missing stream topics first [HFRISK_STREAM__CREATE_TOPICS: yes]."),
+    ] = None,
     wait_for_triton_s: Annotated[
-        float, typer.Option(help="Wait this long for Triton before consuming (0: start at once; batches wait anyway).")
-    ] = 0.0,
+        Optional[float],
+        typer.Option(help="Wait this long for Triton before consuming, 0: start at once; batches wait anyway "
+                     "[HFRISK_STREAM__WAIT_FOR_TRITON_S: 0]."),
+    ] = None,
     retry_max_s: Annotated[
-        float,
-        typer.Option(
-            min=0.1,
-            help="Longest wait between retries while Triton, Redis or Kafka is unreachable: a batch resumes "
-            "at most this long after the server is back.",
-        ),
-    ] = 2.0,
+        Optional[float],
+        typer.Option(help="Longest wait between retries while Triton, Redis or Kafka is unreachable: a batch "
+                     "resumes at most this long after the server is back [HFRISK_STREAM__RETRY_MAX_S: 2]."),
+    ] = None,
 ) -> None:
     """Consume ECG chunks, score 10-s windows on Triton, write results to Redis, alerts to Kafka."""
     import asyncio
 
     import faust
+    from pydantic import ValidationError
 
     from hfrisk.core.config import get_settings
     from hfrisk.core.logs import get_logger
     from hfrisk.serving.client import RiskClient, TritonClientError
+    from hfrisk.serving.retries import Backoff
+    from hfrisk.stream.ingest.topics import ensure_topics
+    from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopScorer, Preprocessor
+    from hfrisk.stream.worker.agents import FaustPublisher, install_agents
     from hfrisk.stream.worker.app import create_app
     from hfrisk.stream.worker.metrics import StreamMetrics
-    from hfrisk.stream.scoring.batch import Backoff, NoopScorer, Preprocessor, TritonScorer
-    from hfrisk.stream.ingest.topics import ensure_topics
-    from hfrisk.stream.worker.pipeline import FaustPublisher, StreamWorker, WorkerOptions, install_agents
+    from hfrisk.stream.worker.pipeline import StreamWorker, WorkerOptions
 
     log = get_logger("hfrisk.worker")
-    settings = get_settings()
-    model_card = load_worker_card(card, settings)
-    if create_topics:
+    try:
+        settings = _override(
+            get_settings(), web_port=web_port, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id,
+            prep_workers=prep_workers, card_path=card, builtin_card=builtin_card,
+            checkpoint_interval_s=checkpoint_interval_s, session_timeout_s=session_timeout_s, noop_model=noop_model,
+            create_topics=create_topics, wait_for_triton_s=wait_for_triton_s, retry_max_s=retry_max_s,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    stream = settings.stream
+    try:
+        model_card = load_worker_card(stream.card_path, settings, builtin_card=stream.builtin_card)
+    except ModelCardMissing as exc:
+        typer.echo(f"hfrisk worker: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    if stream.create_topics:
         ensure_topics(settings.kafka)
 
     metrics = StreamMetrics()
-    # Retrying a down server every couple of seconds costs nothing, while a long cap (10 s) was
-    # most of the recovery time after a 10-s outage (docs/reliability.md).
-    backoff = Backoff(first_s=0.2, max_s=retry_max_s)
-    if noop_model:
+    options = WorkerOptions.from_settings(settings)
+    if stream.noop_model:
         log.warning("--noop-model: windows are NOT scored by the model (log-risk 0); benchmarks only")
         scorer = NoopScorer(model_card, on_latency=metrics.triton_latency.observe)
     else:
         client = RiskClient.from_settings(settings, card=model_card)
-        scorer = TritonScorer(client, backoff=backoff, on_latency=metrics.triton_latency.observe)
-        if wait_for_triton_s > 0:
+        scorer = AsyncTritonScorer(client, backoff=Backoff(first_s=0.2, max_s=stream.retry_max_s),
+                                   on_latency=metrics.triton_latency.observe)
+        if stream.wait_for_triton_s > 0:
             async def wait() -> None:
                 async with RiskClient.from_settings(settings, card=model_card) as probe:
-                    await probe.wait_ready(timeout_s=wait_for_triton_s)
+                    await probe.wait_ready(timeout_s=stream.wait_for_triton_s)
 
             try:
                 asyncio.run(wait())
@@ -149,30 +210,22 @@ def worker_command(
                 log.warning("triton not ready yet; batches will wait for it", error=str(exc))
 
     # Before the event loop and any gRPC thread exist: the pool's processes start clean.
-    preprocessor = Preprocessor(model_card, workers=prep_workers)
+    preprocessor = Preprocessor(model_card, workers=stream.prep_workers)
     preprocessor.warm_up()
-    app = create_app(settings, app_id=app_id, web_port=web_port, session_timeout_s=session_timeout_s)
+    app = create_app(settings, app_id=stream.app_id, web_port=stream.web_port,
+                     session_timeout_s=stream.session_timeout_s)
     worker = StreamWorker.from_settings(
-        settings,
-        card=model_card,
-        preprocessor=preprocessor,
-        scorer=scorer,
-        publisher=FaustPublisher(app, settings.kafka),
-        metrics=metrics,
-        options=WorkerOptions(
-            checkpoint_interval_s=checkpoint_interval_s, backoff=backoff,
-            max_message_bytes=settings.kafka.max_message_bytes,
-            batches_in_flight=settings.stream.batches_in_flight,
-        ),
+        settings, card=model_card, preprocessor=preprocessor, scorer=scorer,
+        publisher=FaustPublisher(app, settings.kafka), metrics=metrics, options=options,
     )
     install_agents(app, worker, settings)
-    port = settings.stream.metrics_port if metrics_port is None else metrics_port
-    if port:
-        metrics.serve(port, metrics_host)
+    if stream.metrics_port:
+        metrics.serve(stream.metrics_port, stream.metrics_host)
     log.info(
-        "worker starting", app_id=app_id, bootstrap=settings.kafka.bootstrap_servers, topic=settings.kafka.ecg_topic,
-        redis=settings.redis.url, triton=None if noop_model else settings.triton.grpc_url, metrics_port=port,
-        batch_size=settings.stream.batch_size, prep_workers=prep_workers, model=model_card.name,
+        "worker starting", app_id=stream.app_id, bootstrap=settings.kafka.bootstrap_servers,
+        topic=settings.kafka.ecg_topic, redis=settings.redis.url,
+        triton=None if stream.noop_model else settings.triton.grpc_url, metrics_port=stream.metrics_port,
+        batch_size=stream.batch_size, prep_workers=stream.prep_workers, model=model_card.name,
     )
     try:
         # Faust's own DEBUG output is a flood; hfrisk's DEBUG (per-batch timings) keeps Faust at INFO.

@@ -98,7 +98,7 @@ def test_a_secured_worker_keeps_raw_ids_and_secrets_out_of_redis_kafka_and_logs(
         "HFRISK_LOG__LEVEL": "DEBUG",  # the most the worker ever writes about a patient
     }
     metrics_port = free_port()
-    argv = [sys.executable, "-m", "hfrisk.stream.worker.command", "--noop-model", "--web-port", str(free_port()),
+    argv = [sys.executable, "-m", "hfrisk.stream.worker.command", "--noop-model", "--builtin-card", "--web-port", str(free_port()),
             "--metrics-port", str(metrics_port), "--app-id", f"test-{name}", "--prep-workers", "0",
             "--checkpoint-interval-s", "0.5", "--no-create-topics"]
     worker = ManagedProcess(f"worker-{name}", argv, log_path=tmp_path / "worker.log", env=env,

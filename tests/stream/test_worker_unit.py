@@ -28,12 +28,14 @@ from hfrisk.serving.client import InferenceError, ServerNotReady
 from hfrisk.stream.alerts.policy import AlertPolicy, AlertState
 from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
 from hfrisk.stream.worker.metrics import StreamMetrics
-from hfrisk.stream.sinks.redis_sink import WriteOutcome
+from hfrisk.stream.sinks import WriteOutcome
 from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.messages.chunk import HEADER_BYTES, encode_chunk, load_schema, message_key
-from hfrisk.stream.scoring.batch import Backoff, InferenceRejected, Preprocessor, TritonScorer
-from hfrisk.stream.windowing.buffers import PatientBuffer, Window, WindowAssembler
-from hfrisk.stream.worker.pipeline import BatchAborted, BatchFailed, ChunkRecord, StreamWorker, WorkerOptions
+from hfrisk.serving.retries import Backoff
+from hfrisk.stream.scoring.batch import AsyncTritonScorer, InferenceRejected, Preprocessor
+from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
+from hfrisk.stream.worker.pipeline import StreamWorker, WorkerOptions
+from hfrisk.stream.worker.records import BatchAborted, BatchFailed, ChunkRecord
 from tests.stream.malformed import tamper
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl" / "records500"
@@ -206,13 +208,13 @@ async def no_sleep(_seconds: float) -> None:
     return None
 
 
-def triton_down_scorer() -> TritonScorer:
+def triton_down_scorer() -> AsyncTritonScorer:
     """A scorer whose Triton stays down: every batch that reaches it waits, retrying every 10 ms."""
 
     async def sleep(_s):
         await asyncio.sleep(0.01)
 
-    return TritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+    return AsyncTritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,7 @@ def preprocessor():
 
 
 def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=None, metrics=None,
-                checkpoint_s: float = 0.0, in_flight: int = 2) -> StreamWorker:
+                checkpoint_s: float = 0.0) -> StreamWorker:
     return StreamWorker(
         card=CARD,
         assembler=WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0),
@@ -234,7 +236,7 @@ def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=N
         publisher=publisher or MemoryPublisher(),
         metrics=metrics or StreamMetrics(),
         options=WorkerOptions(checkpoint_interval_s=checkpoint_s, backoff=Backoff(0.0, 0.0),
-                              max_message_bytes=MAX_BYTES, batches_in_flight=in_flight),
+                              max_message_bytes=MAX_BYTES),
         sleep=no_sleep,
     )
 
@@ -334,7 +336,7 @@ def test_triton_outage_holds_the_batch_and_nothing_is_lost_or_dead_lettered(prep
     async def sleep(s):
         delays.append(s)
 
-    scorer = TritonScorer(client, backoff=Backoff(0.1, 1.0), sleep=sleep)
+    scorer = AsyncTritonScorer(client, backoff=Backoff(0.1, 1.0), sleep=sleep)
     sink, publisher, acks = MemorySink(), MemoryPublisher(), []
     worker = make_worker(preprocessor, sink=sink, publisher=publisher, scorer=scorer)
     run_batches(worker, records_of(messages, acks), size=len(messages))
@@ -536,7 +538,7 @@ def test_a_batch_stuck_on_triton_is_abandoned_on_stop_without_acknowledging_or_s
     assert saved == {c.patient_id: 7 for c in chunks}  # as of the first batch, not the abandoned one
 
 
-# -- batches in flight ---------------------------------------------------------------------------
+# -- one batch at a time ------------------------------------------------------------------------
 
 
 class CountingPreprocessor:
@@ -570,36 +572,34 @@ class GatedSink(MemorySink):
         return super().write_window_result(result)
 
 
-def submit_all(worker: StreamWorker, records: list, size: int) -> None:
-    """What the Faust agent does: submit batch after batch without waiting for their writes."""
+def handle_concurrently(worker: StreamWorker, records: list, size: int) -> None:
+    """Batch after batch handed over at once, as if by several callers: the worker still takes
+    them one at a time."""
 
     async def go():
-        for i in range(0, len(records), size):
-            await worker.submit(records[i : i + size])
+        await asyncio.gather(*(worker.handle(records[i : i + size]) for i in range(0, len(records), size)))
         await worker.checkpoint()
 
     asyncio.run(go())
 
 
-@pytest.mark.parametrize("in_flight", [1, 2])
-def test_the_next_batch_is_preprocessed_while_the_last_one_is_written(preprocessor, chunks, expected, in_flight):
+def test_the_next_batch_waits_until_the_last_one_is_written(preprocessor, chunks, expected):
     # Batches of 5 s per bed: from the second on, each completes one window per bed.
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     counting = CountingPreprocessor(preprocessor)
-    # With two in flight the first write must see the next batch reach preprocessing (waited
-    # for up to 20 s); one after the other it cannot, however long it waits.
-    sink = GatedSink(counting.second, wait_s=20.0 if in_flight == 2 else 0.3)
-    worker = make_worker(counting, sink=sink, checkpoint_s=3600.0, in_flight=in_flight)
+    # One batch after the other: the first write cannot see the next batch reach preprocessing.
+    sink = GatedSink(counting.second, wait_s=0.3)
+    worker = make_worker(counting, sink=sink, checkpoint_s=3600.0)
     acks: list[int] = []
-    submit_all(worker, records_of(messages, acks), size=10)
+    handle_concurrently(worker, records_of(messages, acks), size=10)
 
-    assert sink.opened is (in_flight == 2)
+    assert sink.opened is False
     assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
     assert acks == list(range(len(messages)))
 
 
 class UnevenScorer(FakeScorer):
-    """Every other call is slow: a batch often finishes scoring before the one submitted before it."""
+    """Every other call is slow: a batch handled concurrently with the next would finish after it."""
 
     started = 0
 
@@ -609,7 +609,7 @@ class UnevenScorer(FakeScorer):
         return await super().infer(x)
 
 
-def test_batches_in_flight_write_in_order_and_checkpoints_never_save_unwritten_chunks(preprocessor):
+def test_batches_write_in_order_and_checkpoints_never_save_unwritten_chunks(preprocessor):
     chunks = good_chunks(beds=3, records=12, salt="order")
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     offline = offline_windows(chunks)
@@ -628,12 +628,27 @@ def test_batches_in_flight_write_in_order_and_checkpoints_never_save_unwritten_c
             super().save_many(states)
 
     store = CheckingStore()
-    worker = make_worker(preprocessor, sink=sink, store=store, scorer=UnevenScorer(), checkpoint_s=0.03, in_flight=3)
+    worker = make_worker(preprocessor, sink=sink, store=store, scorer=UnevenScorer(), checkpoint_s=0.03)
 
-    submit_all(worker, records_of(messages), size=15)  # 5 s per bed: every batch completes windows
+    async def go():
+        batches = [worker.handle(records_of(messages)[i : i + 15]) for i in range(0, len(messages), 15)]
+        ticking = True
+
+        async def ticker():  # the checkpoint timer, firing while batches run
+            while ticking:
+                await worker.tick()
+                await asyncio.sleep(0.005)
+
+        timer = asyncio.ensure_future(ticker())
+        await asyncio.gather(*batches)  # 5 s per bed: every batch completes windows
+        ticking = False
+        await timer
+        await worker.checkpoint()
+
+    asyncio.run(go())
     assert sink.order == [(w.patient_id, w.window_id) for w in offline]  # the order of the feed
     assert not violations
-    assert store.saves >= 2  # besides the final one, a checkpoint came due while batches were in flight
+    assert store.saves >= 2  # besides the final one, a checkpoint came due between batches
 
 
 def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anything_more(preprocessor, chunks):
@@ -653,10 +668,12 @@ def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anythin
     async def go():
         with pytest.raises(BatchFailed) as failed:
             for i in range(0, len(records), 10):
-                await worker.submit(records[i : i + 10])
-            await asyncio.sleep(0.1)
-            await worker.tick(force=True)  # an idle worker learns of the failure from its timer
+                await worker.handle(records[i : i + 10])
         assert "second model call" in str(failed.value.__cause__)
+        with pytest.raises(BatchFailed):
+            await worker.tick(force=True)  # an idle worker learns of the failure from its timer
+        with pytest.raises(BatchFailed):
+            await worker.handle(records[:1])
         assert await worker.checkpoint() == 0
 
     asyncio.run(go())
@@ -664,41 +681,19 @@ def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anythin
     assert len(sink.order) == 2  # the batch before the failure was written; nothing after it
 
 
-def test_batches_in_flight_stuck_on_triton_are_all_abandoned_on_stop(preprocessor, chunks):
-    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
-    acks: list[int] = []
-    store = MemoryStore()
-    scorer = triton_down_scorer()
-    worker = make_worker(preprocessor, store=store, scorer=scorer, checkpoint_s=3600.0)
-
-    async def go():
-        first = await worker.submit(records_of(messages[:20], acks))  # completes the first windows
-        second = await worker.submit(records_of(messages[20:30], acks, first_offset=20))
-        await asyncio.sleep(0.2)
-        # Both are scored concurrently, so both are waiting for Triton.
-        assert not first.done() and not second.done() and scorer.outages == 2
-        assert await worker.drain(grace_s=60.0) is False
-        assert await worker.drain(grace_s=0.0) is True
-        await asyncio.wait([first, second])
-        assert first.cancelled() and second.cancelled()
-        assert await worker.checkpoint() == 0
-        with pytest.raises(BatchAborted):
-            await worker.submit(records_of(messages[30:31], acks, first_offset=30))
-
-    asyncio.run(go())
-    assert acks == [] and store.saves == 0
-
-
-def test_batches_in_flight_come_from_the_settings_and_their_environment(monkeypatch, preprocessor):
+def test_worker_settings_come_from_the_settings_and_their_environment(monkeypatch, preprocessor):
     from pydantic import ValidationError
 
     from hfrisk.core.config import Settings
 
-    monkeypatch.setenv("HFRISK_STREAM__BATCHES_IN_FLIGHT", "3")
+    monkeypatch.setenv("HFRISK_STREAM__CHECKPOINT_INTERVAL_S", "0.75")
+    monkeypatch.setenv("HFRISK_STREAM__RETRY_MAX_S", "5")
     settings = Settings()
     worker = StreamWorker.from_settings(settings, card=CARD, preprocessor=preprocessor, scorer=FakeScorer(),
                                         publisher=MemoryPublisher())
-    assert worker.options.batches_in_flight == 3
-    monkeypatch.setenv("HFRISK_STREAM__BATCHES_IN_FLIGHT", "0")
-    with pytest.raises(ValidationError, match="batches_in_flight"):
+    assert worker.options.checkpoint_interval_s == 0.75
+    assert worker.options.backoff == Backoff(first_s=0.2, max_s=5.0)
+    assert worker.options.max_message_bytes == settings.kafka.max_message_bytes
+    monkeypatch.setenv("HFRISK_STREAM__RETRY_MAX_S", "0")
+    with pytest.raises(ValidationError, match="retry_max_s"):
         Settings()

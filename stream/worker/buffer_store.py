@@ -1,0 +1,40 @@
+"""Saved window buffers in Redis: what a restarted worker, or a partition's next owner, resumes from.
+
+``{prefix}:buffer:{patient_id}`` (a Redis string, TTL ``redis.patient_ttl_s``) holds
+:meth:`~hfrisk.stream.windowing.PatientBuffer.to_bytes`. The worker writes it only at a
+checkpoint (docs/stream-worker.md, "Saved buffers").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+
+__all__ = ["BufferStore"]
+
+
+class BufferStore:
+    """Saved window buffers in Redis: ``{prefix}:buffer:{patient_id}`` -> ``PatientBuffer.to_bytes()``."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+
+    def key(self, patient_id: str) -> str:
+        return f"{self.prefix}:buffer:{patient_id}"
+
+    def load_many(self, patient_ids: Iterable[str]) -> dict[str, bytes]:
+        ids = list(patient_ids)
+        if not ids:
+            return {}
+        values = self.client.mget([self.key(pid) for pid in ids])
+        return {pid: value for pid, value in zip(ids, values) if value is not None}
+
+    def save_many(self, states: dict[str, bytes]) -> None:
+        # One round trip; MULTI so that a crash never leaves half of a checkpoint.
+        with self.client.pipeline(transaction=True) as pipe:
+            for pid, state in states.items():
+                pipe.set(self.key(pid), state, ex=self.ttl_s)
+            pipe.execute()
