@@ -11,10 +11,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from hfrisk.core.logs import get_logger
 
@@ -64,17 +65,21 @@ def wait_until(
 ) -> T:
     """Call ``check`` until it returns something true and return that, or raise :class:`ServiceTimeout`.
 
-    ``what`` (or what it returns, asked only on timeout) is the error message. Exceptions from
-    ``check`` propagate: a probe that may fail while a server starts catches its own.
+    A tenacity policy, like every retry of hfrisk. ``what`` (or what it returns, asked only on
+    timeout) is the error message. Exceptions from ``check`` propagate: a probe that may fail
+    while a server starts catches its own.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise ServiceTimeout(what() if callable(what) else what)
-        time.sleep(interval_s)
+
+    def give_up(_state: RetryCallState) -> T:
+        raise ServiceTimeout(what() if callable(what) else what)
+
+    policy = Retrying(
+        retry=retry_if_result(lambda result: not result),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(interval_s),
+        retry_error_callback=give_up,
+    )
+    return policy(check)
 
 
 def client_host(bind_address: str, loopback: str = LOOPBACK) -> str:

@@ -11,11 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from hfrisk.core.logs import get_logger
 
@@ -107,20 +107,28 @@ def _check_counts(wanted: Mapping[str, int], existing: Mapping[str, int]) -> Non
 
 def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float) -> dict[str, int]:
     """Partition counts once every partition of ``names`` has a leader (new topics take a moment)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ready = {
-            topic["name"]: len(topic["partitions"])
-            for topic in admin.describe_topics(names)
-            if topic.get("error_code", 0) == 0
-            and topic["partitions"]
-            and all(p.get("error_code", 0) == 0 and _leader(p) >= 0 for p in topic["partitions"])
-        }
-        if len(ready) == len(names):
-            return ready
-        if time.monotonic() > deadline:
-            raise KafkaAdminError(f"topics without leaders after {timeout_s:.0f} s: {sorted(set(names) - set(ready))}")
-        time.sleep(_POLL_INTERVAL_S)
+
+    def give_up(state: RetryCallState) -> dict[str, int]:
+        missing = sorted(set(names) - set(state.outcome.result()))
+        raise KafkaAdminError(f"topics without leaders after {timeout_s:.0f} s: {missing}")
+
+    policy = Retrying(
+        retry=retry_if_result(lambda ready: len(ready) < len(names)),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(_POLL_INTERVAL_S),
+        retry_error_callback=give_up,
+    )
+    return policy(_topics_with_leaders, admin, names)
+
+
+def _topics_with_leaders(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    return {
+        topic["name"]: len(topic["partitions"])
+        for topic in admin.describe_topics(names)
+        if topic.get("error_code", 0) == 0
+        and topic["partitions"]
+        and all(p.get("error_code", 0) == 0 and _leader(p) >= 0 for p in topic["partitions"])
+    }
 
 
 def _leader(partition: Mapping) -> int:
