@@ -31,113 +31,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, replace
-from enum import Enum
+from dataclasses import dataclass
 
-from hfrisk.stream.windowing import us_to_datetime
+from hfrisk.stream.alerts.state import AlertEvent, AlertKind, AlertState
 
 __all__ = ["AlertKind", "AlertEvent", "AlertState", "AlertPolicy"]
-
-
-class AlertKind(str, Enum):
-    RAISED = "raised"
-    CLEARED = "cleared"
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    """A flag raised or cleared by one window; what goes to the alerts topic and Redis stream.
-
-    ``threshold`` is the one crossed (``threshold`` for raised, ``clear_threshold`` for cleared);
-    ``windows`` the run length that triggered it.
-    """
-
-    kind: AlertKind
-    patient_id: str
-    window_id: str
-    window_start_us: int
-    log_risk: float
-    threshold: float
-    windows: int
-
-    @property
-    def event_id(self) -> str:
-        """Unique per (patient, window, kind): consumers deduplicate on it."""
-        return f"{self.patient_id}/{self.window_id}/{self.kind.value}"
-
-    @property
-    def at(self):
-        """When it happened: the start of the window that triggered it (UTC)."""
-        return us_to_datetime(self.window_start_us)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["kind"] = self.kind.value
-        data["event_id"] = self.event_id
-        data["at"] = self.at.isoformat()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AlertEvent:
-        return cls(
-            kind=AlertKind(data["kind"]),
-            patient_id=str(data["patient_id"]),
-            window_id=str(data["window_id"]),
-            window_start_us=int(data["window_start_us"]),
-            log_risk=float(data["log_risk"]),
-            threshold=float(data["threshold"]),
-            windows=int(data["windows"]),
-        )
-
-    def to_json(self) -> bytes:
-        """Message value for the alerts topic (key: the patient id)."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class AlertState:
-    """One patient's alert state.
-
-    ``run``: consecutive counted windows towards the next transition (raise when not flagged,
-    clear when flagged). ``last_window_*``: the newest window counted; older ones are ignored.
-    ``since_*``: the window that raised the current flag.
-    """
-
-    flagged: bool = False
-    run: int = 0
-    last_window_id: str = ""
-    last_window_start_us: int | None = None
-    since_window_id: str = ""
-    since_us: int | None = None
-
-    def to_fields(self) -> dict[str, str]:
-        """As flat strings for a Redis hash (``None`` as empty string)."""
-        return {
-            "flagged": "1" if self.flagged else "0",
-            "run": str(self.run),
-            "last_window_id": self.last_window_id,
-            "last_window_start_us": "" if self.last_window_start_us is None else str(self.last_window_start_us),
-            "since_window_id": self.since_window_id,
-            "since_us": "" if self.since_us is None else str(self.since_us),
-        }
-
-    @classmethod
-    def from_fields(cls, fields: dict) -> AlertState:
-        """From :meth:`to_fields` (str or bytes keys and values); empty: the initial state."""
-        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-             for k, v in fields.items()}
-        if not f:
-            return cls()
-        return cls(
-            flagged=f.get("flagged") == "1",
-            run=int(f.get("run") or 0),
-            last_window_id=f.get("last_window_id", ""),
-            last_window_start_us=int(f["last_window_start_us"]) if f.get("last_window_start_us") else None,
-            since_window_id=f.get("since_window_id", ""),
-            since_us=int(f["since_us"]) if f.get("since_us") else None,
-        )
 
 
 @dataclass(frozen=True)
@@ -182,18 +81,24 @@ class AlertPolicy:
             return state, None
         if state.last_window_start_us is not None and window_start_us <= state.last_window_start_us:
             return state, None
-        counted = replace(state, last_window_id=window_id, last_window_start_us=int(window_start_us))
+        counted = state.model_copy(update={"last_window_id": window_id, "last_window_start_us": int(window_start_us)})
         if not state.flagged:
             run = state.run + 1 if log_risk >= self.threshold else 0
             if run < self.min_windows:
-                return replace(counted, run=run), None
-            event = AlertEvent(AlertKind.RAISED, patient_id, window_id, int(window_start_us), float(log_risk),
-                               self.threshold, run)
-            flagged = replace(counted, flagged=True, run=0, since_window_id=window_id, since_us=int(window_start_us))
+                return counted.model_copy(update={"run": run}), None
+            event = _event(AlertKind.RAISED, patient_id, window_id, window_start_us, log_risk, self.threshold, run)
+            flagged = counted.model_copy(update={"flagged": True, "run": 0, "since_window_id": window_id,
+                                                 "since_us": int(window_start_us)})
             return flagged, event
         run = state.run + 1 if log_risk < self.clear_threshold else 0
         if run < self.min_windows:
-            return replace(counted, run=run), None
-        event = AlertEvent(AlertKind.CLEARED, patient_id, window_id, int(window_start_us), float(log_risk),
-                           self.clear_threshold, run)
-        return replace(counted, flagged=False, run=0, since_window_id="", since_us=None), event
+            return counted.model_copy(update={"run": run}), None
+        event = _event(AlertKind.CLEARED, patient_id, window_id, window_start_us, log_risk, self.clear_threshold, run)
+        cleared = counted.model_copy(update={"flagged": False, "run": 0, "since_window_id": "", "since_us": None})
+        return cleared, event
+
+
+def _event(kind: AlertKind, patient_id: str, window_id: str, window_start_us: int, log_risk: float, threshold: float,
+           run: int) -> AlertEvent:
+    return AlertEvent(kind=kind, patient_id=patient_id, window_id=window_id, window_start_us=int(window_start_us),
+                      log_risk=float(log_risk), threshold=threshold, windows=run)

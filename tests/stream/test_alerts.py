@@ -108,6 +108,28 @@ def test_state_and_events_round_trip_through_their_wire_forms():
     assert b'"kind":"raised"' in raised.to_json()
 
 
+def test_wire_forms_are_fixed():
+    """The alerts topic's JSON, the Redis stream entry (all strings) and the alert hash, byte for byte."""
+    event = AlertEvent(kind=AlertKind.RAISED, patient_id="bed-3", window_id="1700000000123456-1",
+                       window_start_us=1_700_000_005_123_456, log_risk=1.4, threshold=1.0, windows=2)
+    assert event.to_json() == (
+        b'{"at":"2023-11-14T22:13:25.123456+00:00","event_id":"bed-3/1700000000123456-1/raised","kind":"raised",'
+        b'"log_risk":1.4,"patient_id":"bed-3","threshold":1.0,"window_id":"1700000000123456-1",'
+        b'"window_start_us":1700000005123456,"windows":2}'
+    )
+    entry = {f.encode(): str(v).encode() for f, v in event.to_dict().items()}  # as XRANGE returns it
+    assert list(event.to_dict()) == ["kind", "patient_id", "window_id", "window_start_us", "log_risk", "threshold",
+                                     "windows", "event_id", "at"]
+    assert AlertEvent.from_dict(entry) == event
+    state = AlertState(flagged=True, run=1, last_window_id="w3", last_window_start_us=7, since_window_id="w2",
+                       since_us=5)
+    assert state.to_fields() == {"flagged": "1", "run": "1", "last_window_id": "w3", "last_window_start_us": "7",
+                                 "since_window_id": "w2", "since_us": "5"}
+    assert AlertState().to_fields() == {"flagged": "0", "run": "0", "last_window_id": "", "last_window_start_us": "",
+                                        "since_window_id": "", "since_us": ""}
+    assert AlertState.from_fields(AlertState().to_fields()) == AlertState()
+
+
 def test_policy_comes_from_settings_and_refuses_inverted_thresholds():
     policy = AlertPolicy.from_settings(StreamSettings(risk_threshold=2.0, clear_threshold=1.5, min_windows_to_flag=3))
     assert policy == AlertPolicy(2.0, 1.5, 3)
