@@ -160,8 +160,7 @@ class RedisSink(SinkReader):
             pipe.expire(k.alert(pid), patient_ttl)
             if event is not None:
                 events = (event,)
-                pipe.xadd(k.alerts, enc.alert_entry(event),
-                          maxlen=self.alerts_max_len, approximate=True)
+                pipe.xadd(k.alerts, enc.alert_entry(event), maxlen=self.alerts_max_len, approximate=True)
 
         if newest_seen:
             pipe.zadd(k.patients, {pid: enc.ms(r.window_end_us)})
