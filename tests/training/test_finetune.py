@@ -133,3 +133,18 @@ def test_finetune_method_preprocesses_real_records_once(tmp_path):
     result = cross_validate(cohort, method, tmp_path / "cv", seeds=(42,), progress=False)
     assert len(result.runs) == 2 and np.isfinite(result.runs["harrell_c"]).all()
     assert len(list((tmp_path / "inputs").glob("*.npz"))) == 1  # both folds share one preprocessing pass
+
+
+def test_run_record_and_checkpoint_info_keep_their_stored_form():
+    from hfrisk.training.finetune.checkpoints import STAGE, FinetuneCheckpointInfo, FinetuneRunRecord, is_finetuned
+
+    config = FinetuneConfig(epochs=3)
+    record = FinetuneRunRecord(config=config, epochs=3, provenance={"init_kind": "scratch"}, n_train=10,
+                               n_train_events=2, n_val=5, n_val_events=1)
+    assert record.model_dump(mode="json") == {
+        "stage": STAGE, "config": config.model_dump(mode="json"), "epochs": 3, "provenance": {"init_kind": "scratch"},
+        "n_train": 10, "n_train_events": 2, "n_val": 5, "n_val_events": 1}
+    info = FinetuneCheckpointInfo(val_harrell_c=0.7, provenance={"n_train": 10})
+    assert info.model_dump() == {"stage": STAGE, "val_harrell_c": 0.7, "provenance": {"n_train": 10}}
+    assert is_finetuned({"extra": info.model_dump()}) and not is_finetuned({"extra": {"best_epoch": 1}})
+    assert FinetuneRunRecord.model_validate(record.model_dump(mode="json")) == record

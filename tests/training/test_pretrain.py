@@ -247,3 +247,28 @@ def test_command_runs_and_resumes(base_config, tmp_path):
     summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
     assert summary["epochs_run"] == 2 and summary["n_train"] == 17
     assert [row["epoch"] for row in RunDir(tmp_path / "cli").read_metrics()] == [1, 2]
+
+
+# --- stored form of the run state -----------------------------------------------------------------
+
+
+def test_progress_is_stored_as_the_plain_dict_older_checkpoints_hold():
+    from hfrisk.training.pretrain.state import PretrainProgress, PretrainProvenance
+
+    provenance = {"text_encoder": "minilm", "text_dim": 384, "n_train": 17, "n_val": 6, "steps_per_epoch": 2}
+    # What a checkpoint written before the `stopped_early` flag holds in its `extra`.
+    old = {"best_value": 0.5, "best_epoch": 3, "monitor": "val_recon", "metrics": {"epoch": 4, "val_recon": 0.6},
+           "provenance": provenance}
+    progress = PretrainProgress.model_validate(old)
+    assert progress.stopped_early is False and progress.provenance == PretrainProvenance(**provenance)
+    assert progress.model_dump() == old | {"stopped_early": False}
+
+
+def test_from_run_config_drops_provenance_and_takes_only_runtime_settings(base_config, tmp_path):
+    saved = base_config.model_dump(mode="json") | {"provenance": {"text_dim": 384}}
+    config = PretrainConfig.from_run_config(saved, device="cpu", workers=2, cache_dir=tmp_path, progress=False)
+    assert config == base_config.model_copy(update={"device": "cpu", "workers": 2, "cache_dir": tmp_path})
+    assert config.resume_differences(base_config.model_dump(mode="json")) == []
+    assert config.resume_differences(base_config.model_dump(mode="json") | {"lr": 0.1}) == ["lr"]
+    with pytest.raises(ValueError, match="may change on resume"):
+        PretrainConfig.from_run_config(saved, lr=0.1)

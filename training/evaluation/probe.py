@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel
 
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard, default_card
@@ -58,8 +58,7 @@ log = get_logger(__name__)
 DEFAULT_CS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
-@dataclass
-class ProbeResult:
+class ProbeResult(BaseModel):
     """One probe: chosen ``C``, validation and test macro AUC (with a bootstrap interval), per class AUC."""
 
     encoder: str
@@ -73,11 +72,11 @@ class ProbeResult:
     n_val: int
     n_test: int
     positives_test: dict[str, int]
-    val_auc_by_c: dict[str, float] = field(default_factory=dict)
+    val_auc_by_c: dict[str, float] = {}
     n_boot: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 def probe_data(ds: PTBXL, card: ModelCard | None = None, *, cache_dir: str | Path | None = None,
