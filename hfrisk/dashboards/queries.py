@@ -108,6 +108,9 @@ def redis_command(target: Mapping[str, Any]) -> str:
     raise ValueError(f"no Redis command line known for the plugin command {command!r}")
 
 
+# -- every query of a dashboard, as text --------------------------------------------------------
+
+
 def _constants(board: Mapping[str, Any]) -> dict[str, str]:
     return {v["name"]: v["query"] for v in board.get("templating", {}).get("list", []) if v.get("type") == "constant"}
 
