@@ -37,7 +37,7 @@ from hfrisk.stack.process import ManagedProcess, free_port, port_open
 from hfrisk.stream.alerts.policy import AlertPolicy, AlertState
 from hfrisk.stream.sinks.redis_sink import RedisSink
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import EcgChunk, encode_chunk
+from hfrisk.stream.messages import EcgChunk, encode_chunk
 from hfrisk.stream.ingest.topics import ensure_topics
 from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
 from hfrisk.stream.worker.buffer_store import BufferStore

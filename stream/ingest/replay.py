@@ -38,7 +38,7 @@ from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.readers.dispatch import iter_records, read_ecg
 from hfrisk.core.security import kafka_client_kwargs
-from hfrisk.stream.messages.chunk import EcgChunk, WireSamples, encode_chunk, wire_samples
+from hfrisk.stream.messages import EcgChunk, WireSamples, encode_chunk, wire_samples
 
 __all__ = ["replay", "feed", "ReplayStats", "ReplayError", "patient_id_for", "device_id_for"]
 

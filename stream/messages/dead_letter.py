@@ -1,55 +1,6 @@
-"""Dead letters: what the worker could not use, kept on the dead-letter topic with why.
-
-The worker never stops for bad input. A message it cannot use (undecodable bytes, a schema
-violation, NaN samples, an unknown lead, an absurd sampling rate, an oversized message, a key that
-does not name the chunk's patient) and a window that preprocessing or the model refuses become one
-record on ``KafkaSettings.dead_letter_topic`` (``ecg.dead-letter``); the worker then goes on with
-the next message.
-
-**Record layout** (a plain Kafka record, no Avro, so any client can read it):
-
-* **key**: for a message, its original key, unchanged (the patient id in UTF-8; absent if the
-  original had none). For a window, the patient id the worker knows it by: the pseudonym when
-  pseudonymisation is on (docs/security.md), because windows are built after it. The topic has the
-  stream's partition count, so a patient's message dead letters share its partition number.
-* **value**: the original message bytes, unchanged, so a fixed consumer can re-read them (or they
-  can be produced to the chunk topic again). Two exceptions: a value that would not fit the
-  dead-letter topic's limit is cut to its first :func:`value_limit` bytes (header
-  ``hfrisk.dlq.truncated`` says so and ``hfrisk.dlq.original_size`` keeps the real size); a
-  *window* dead letter (``hfrisk.dlq.kind = window``) has an empty value, because a window is not
-  one message (its chunks were valid and stay on the chunk topic: ``hfrisk.dlq.sequences`` names
-  them).
-* **headers** (UTF-8 text, one value each; absent when empty):
-
-  ==============================  ===========================================================
-  header                          value
-  ==============================  ===========================================================
-  ``hfrisk.dlq.version``          ``1``: this layout
-  ``hfrisk.dlq.kind``             ``chunk`` (a message) or ``window`` (a window of chunks)
-  ``hfrisk.dlq.reason``           reason code (below)
-  ``hfrisk.dlq.detail``           human-readable detail (the decoder's or preprocessing's message)
-  ``hfrisk.dlq.topic``            topic of the original message
-  ``hfrisk.dlq.partition``        its partition (decimal)
-  ``hfrisk.dlq.offset``           its offset (decimal); for a window, the chunk that completed it
-  ``hfrisk.dlq.timestamp_ms``     its Kafka timestamp (epoch ms), if it had one
-  ``hfrisk.dlq.dead_lettered_at_us``  when the worker gave up on it (epoch µs)
-  ``hfrisk.dlq.original_size``    length of the original value in bytes
-  ``hfrisk.dlq.truncated``        ``1`` when the value was cut to fit
-  ``hfrisk.dlq.patient_id``       the patient, when the message could be decoded far enough (the
-                                  producer's id for a message, the pseudonym for a window when
-                                  pseudonymisation is on)
-  ``hfrisk.dlq.window_id``        window dead letters: the window id
-  ``hfrisk.dlq.sequences``        window dead letters: its chunks' sequence numbers, JSON list
-  ``hfrisk.dlq.worker``           the worker that wrote it (host:pid)
-  ==============================  ===========================================================
-
-**Reason codes** are :class:`~hfrisk.model.contract.errors.InputErrorReason` values for input the decoder
-or preprocessing refused (``bad_message`` for undecodable bytes and schema violations,
-``non_finite``, ``unknown_lead``, ``duplicate_lead``, ``bad_sampling_rate``, ``bad_units``,
-``oversized``, ``missing_leads`` …) plus the worker's own: ``key_mismatch`` (the key is not the
-chunk's patient id, so the chunk may sit on another patient's partition), ``inference_rejected``
-(Triton refused the window's tensor) and ``internal_error`` (a bug: the detail has the exception).
-Triton or Redis being *unavailable* is never a reason: the worker waits and retries instead.
+"""Dead letters: what the worker could not use (a message or a window), kept with why on the
+dead-letter topic as a plain Kafka record any client can read. The worker never stops for bad
+input. Record layout and reason codes: docs/dead-letters.md.
 
 Example::
 

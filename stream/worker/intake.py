@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.contract.card import WindowSpec
-from hfrisk.stream.messages.chunk import EcgChunk, decode_chunk, message_key
+from hfrisk.stream.messages import EcgChunk, decode_chunk, message_key
 from hfrisk.stream.messages.dead_letter import INTERNAL_ERROR, KEY_MISMATCH, DeadLetter
 from hfrisk.stream.worker.records import BatchReport, ChunkRecord
 

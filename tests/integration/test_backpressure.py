@@ -33,7 +33,7 @@ from hfrisk.core.config import StreamSettings
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.worker.app import stream_buffer_size
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.messages import encode_chunk
 from hfrisk.stream.windowing import Window, WindowAssembler
 
 from hfrisk.testing.stream_harness import (

@@ -30,7 +30,7 @@ from kafka import KafkaProducer
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.messages.dead_letter import INTERNAL_ERROR, DeadLetter, value_limit
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.messages import encode_chunk
 from tests.stream.malformed import draw_messages, mutated_messages, named_corpus, refusal, template_messages
 
 from hfrisk.testing.stream_harness import (

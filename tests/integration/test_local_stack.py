@@ -27,7 +27,7 @@ from hfrisk.stack.process import ServiceNotInstalled
 from hfrisk.stack.prometheus import find_prometheus
 from hfrisk.stack.redis_server import find_redis_server
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.messages import encode_chunk
 
 from tests.integration.dashboard_queries import (
     prometheus_panel_results,

@@ -14,7 +14,7 @@ from hfrisk.core.config import KafkaSettings
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.stream.ingest.kafka_admin import create_topics
 from hfrisk.stream.ingest.replay import replay
-from hfrisk.stream.messages.chunk import decode_chunk, message_key
+from hfrisk.stream.messages import decode_chunk, message_key
 from hfrisk.stream.ingest.topics import ensure_topics, topic_specs
 
 from hfrisk.testing.stream_harness import consume_all

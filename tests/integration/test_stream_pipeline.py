@@ -37,7 +37,7 @@ from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
 from hfrisk.stream.sinks.redis_sink import RedisSink
 from hfrisk.stream.ingest.replay import feed, replay
-from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.messages import encode_chunk
 from hfrisk.stream.ingest.topics import ensure_topics
 from hfrisk.stream.windowing import PatientBuffer, Window
 from tests.stream.test_worker_unit import MAX_BYTES, bad_messages

@@ -14,7 +14,7 @@ from hfrisk.cli import app as cli_app
 from hfrisk.core.config import PseudonymSettings
 from hfrisk.core.pseudonym import Pseudonymiser, pseudonym_map, pseudonymiser_from_settings
 from hfrisk.stream.messages.dead_letter import DeadLetter
-from hfrisk.stream.messages.chunk import encode_chunk
+from hfrisk.stream.messages import encode_chunk
 from hfrisk.stream.scoring.batch import InferenceRejected
 from tests.stream.test_worker_unit import (
     MAX_BYTES,

@@ -39,7 +39,7 @@ from hfrisk.model.contract.card import WindowSpec
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.stream.messages.dead_letter import KEY_MISMATCH
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import (
+from hfrisk.stream.messages import (
     HEADER_BYTES,
     MAGIC,
     SCHEMA_VERSION,

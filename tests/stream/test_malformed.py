@@ -19,7 +19,7 @@ from hfrisk.model.contract.card import default_card
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.stream.messages.dead_letter import KEY_MISMATCH
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import EcgChunk, decode_chunk, encode_chunk, validate_chunk
+from hfrisk.stream.messages import EcgChunk, decode_chunk, encode_chunk, validate_chunk
 
 from tests.stream.malformed import (
     draw_messages,

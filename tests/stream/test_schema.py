@@ -18,7 +18,7 @@ from hfrisk.core.config import get_settings
 from hfrisk.model.contract.card import CANONICAL_LEADS
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.model.readers.dispatch import read_ecg
-from hfrisk.stream.messages.chunk import (
+from hfrisk.stream.messages import (
     MAGIC,
     SCHEMA_PATH,
     SCHEMA_VERSION,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hfrisk.core.config import StreamSettings
 from hfrisk.model.contract.card import default_card
 from hfrisk.model.readers.dispatch import read_ecg
-from hfrisk.stream.messages.chunk import EcgChunk, wire_samples
+from hfrisk.stream.messages import EcgChunk, wire_samples
 from hfrisk.stream.windowing import (
     STATE_VERSION,
     PatientBuffer,

@@ -30,7 +30,7 @@ from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
 from hfrisk.stream.worker.metrics import StreamMetrics
 from hfrisk.stream.sinks import WriteOutcome
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.messages.chunk import HEADER_BYTES, encode_chunk, load_schema, message_key
+from hfrisk.stream.messages import HEADER_BYTES, encode_chunk, load_schema, message_key
 from hfrisk.serving.retries import Backoff
 from hfrisk.stream.scoring.batch import AsyncTritonScorer, InferenceRejected, Preprocessor
 from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
