@@ -1,17 +1,6 @@
-"""``hfrisk replay``: stream ECG recordings into Kafka the way bedside monitors would.
-
-Each of ``beds`` simulated beds is one patient (``bed-<i>``, or a pseudonymous id) on one monitor
-(``monitor-<i>``). Beds take recordings from the list in turn (bed 0 the first, bed 1 the second,
-...; after that, whichever bed finishes its recording first takes the next one, which with
-recordings of equal length is plain round-robin) and cut each into chunks of ``chunk_s`` seconds.
-A bed's feed is continuous: its next recording starts at the acquisition time where the last one
-ended, and its sequence numbers keep counting, so a consumer sees one long ECG per patient.
-
-A chunk is due when its last sample has been acquired. In real time each chunk is sent at its due
-time (beds are staggered across the chunk period, as unsynchronised monitors are); otherwise as
-fast as possible, in the same order. Samples go as int16 ADC counts at the record's gain when that
-reproduces the record exactly (WFDB), else float32 (:func:`~hfrisk.stream.messages.chunk.wire_samples`).
-Recordings that cannot be read are logged, counted and skipped: the feed goes on.
+"""``hfrisk replay``: stream ECG recordings into Kafka the way bedside monitors would, one
+continuous feed per simulated bed, in real time or as fast as possible. How beds take recordings
+and when chunks are due: docs/replay.md.
 
 Example::
 
