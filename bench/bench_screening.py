@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from hfrisk.cli import _in_process_scorer
     from hfrisk.model.readers.dispatch import iter_records
-    from hfrisk.serving.scorers import TritonScorer, find_model_version
+    from hfrisk.serving.scorers import SyncTritonScorer, find_model_version
     from hfrisk.serving.scorers import OnnxScorer
     from hfrisk.screening import default_workers, screening_threads
     from hfrisk.serving.model_repository import write_model_repository
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_model_repository(scorer.onnx_path, scorer.card, repository, intra_op_threads=threads)
         # A loaded shared machine can take minutes to import the python backend's stub.
         with TritonServer(repository, "hfrisk", work_dir=Path(tmp) / "work", ready_timeout_s=400) as server:
-            served = TritonScorer(server.grpc_url, scorer.card)
+            served = SyncTritonScorer(server.grpc_url, scorer.card)
             try:
                 for i in range(args.rounds):
                     ecg_per_s, cpu_ms = raw_ort_rate(scorer, inputs, args.seconds)

@@ -264,16 +264,21 @@ def down() -> None:
 
 
 def _triton_scorer(url: str, model: Path, model_name: str):
-    from hfrisk.model.contract.card import default_card, load_card
-    from hfrisk.serving.scorers import TritonScorer, find_model_version
+    from hfrisk.model.contract.card import CARD_FILENAME, load_card
     from hfrisk.serving.client import TritonClientError
+    from hfrisk.serving.scorers import SyncTritonScorer, find_model_version
 
+    # The card of the served model, never a guessed one: recordings prepared under another
+    # contract would be scored without any error.
     try:
-        card = load_card(find_model_version(model, model_name))
-    except FileNotFoundError:
-        card = default_card()
+        version = find_model_version(model, model_name)
+        card = load_card(next((p for p in (version, version.parent) if (p / CARD_FILENAME).is_file()), version))
+    except (OSError, ValueError) as err:
+        typer.echo(f"no usable model card for the served model in {model} ({err}); export the model there first.",
+                   err=True)
+        raise typer.Exit(code=2) from err
     try:
-        return TritonScorer(url, card, model_name=model_name)
+        return SyncTritonScorer(url, card, model_name=model_name)
     except TritonClientError as err:
         typer.echo(f"Triton at {url} is not ready ({err}); start it with `hfrisk serve` or use --in-process.", err=True)
         raise typer.Exit(code=2) from err

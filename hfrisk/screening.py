@@ -22,18 +22,32 @@ import pandas as pd
 from tqdm import tqdm
 
 from hfrisk.core.logs import get_logger
+from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare
 from hfrisk.model.readers.dispatch import iter_records, read_ecg
 
-__all__ = ["Scorer", "ScreenRow", "screen", "prepare_record", "default_workers", "screening_threads", "summarize", "write_summary", "SCORES_FILENAME"]
+__all__ = [
+    "SyncScorer",
+    "ScreenRow",
+    "screen",
+    "prepare_record",
+    "default_workers",
+    "screening_threads",
+    "summarize",
+    "write_summary",
+    "SCORES_FILENAME",
+]
 
 SCORES_FILENAME = "scores.csv"
 log = get_logger(__name__)
 
 
-class Scorer(Protocol):
+class SyncScorer(Protocol):
+    """A blocking model (:class:`~hfrisk.serving.scorers.OnnxScorer`,
+    :class:`~hfrisk.serving.scorers.SyncTritonScorer`): a batch in, the card's outputs out."""
+
     card: ModelCard
 
     def score(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
@@ -55,7 +69,8 @@ class ScreenRow:
     hazard_ratio: float = math.nan
     flagged: bool = False
     top_lead: str = ""
-    # The 12 per-lead attention weights in the card's lead order, ";"-joined (the summary's map).
+    # {lead: weight} in the card's lead order, the one JSON form of
+    # hfrisk.model.contract.attention_weights (the summary's map reads it back).
     lead_attention: str = ""
 
 
@@ -159,7 +174,7 @@ def screening_threads(workers: int | None) -> int | None:
 
 def screen(
     sources: Iterable[str | Path] | str | Path,
-    scorer: Scorer,
+    scorer: SyncScorer,
     out_dir: str | Path,
     *,
     threshold: float,
@@ -204,7 +219,7 @@ def screen(
             row.flagged = row.log_risk >= threshold
             weights = outputs["lead_attention"][i]
             row.top_lead = card.input.leads[int(np.argmax(weights))]
-            row.lead_attention = ";".join(f"{w:.4f}" for w in weights)
+            row.lead_attention = encode_lead_weights(card.input.leads, weights)
         pending.clear()
 
     # Two batches ahead: one being scored, one filling.
@@ -251,8 +266,8 @@ def write_summary(frame: pd.DataFrame, path: str | Path, top: int = 10, leads: S
              title=f"{counts.get('scored', 0)} scored, {int(frame['flagged'].sum())} flagged, "
                    f"{counts.get('low_quality', 0)} low quality, {counts.get('refused', 0)} refused")
     head = scored.head(top)
-    weights = np.array([[float(w) for w in str(a).split(";")] if a else [np.nan] * len(leads)
-                        for a in head.get("lead_attention", pd.Series([""] * len(head)))]) if len(head) else np.zeros((0, len(leads)))
+    attention = [decode_lead_weights(a) for a in head.get("lead_attention", pd.Series([None] * len(head)))]
+    weights = np.array([[by_lead.get(lead, np.nan) for lead in leads] for by_lead in attention], dtype=float)
     image = heat.imshow(weights if len(head) else np.zeros((1, len(leads))), aspect="auto", cmap="magma")
     heat.set_xticks(range(len(leads)), leads)
     heat.set_yticks(range(len(head)), [f"{Path(r).stem}  {v:+.2f}" for r, v in zip(head["record"], head["log_risk"])])

@@ -1,4 +1,8 @@
-"""Serving the model: the Triton model repository and its python backend, the Triton clients and the in-process scorers."""
+"""Serving the model: the Triton model repository (``model_repository``) and its python backend,
+the Triton clients (``client``: async ``RiskClient``, blocking ``SyncRiskClient``), the blocking
+scorers of screening (``scorers``: ``OnnxScorer`` in process, ``SyncTritonScorer`` through Triton)
+and the one retry mechanism (``retries``). Importing it loads neither ONNX Runtime nor tritonclient.
+"""
 
 from hfrisk.serving.client import (
     InferenceError,
@@ -14,6 +18,8 @@ from hfrisk.serving.model_repository import (
     render_config,
     write_model_repository,
 )
+from hfrisk.serving.retries import Backoff, retrying
+from hfrisk.serving.scorers import MODEL_FILENAME, OnnxScorer, SyncTritonScorer, find_model_version
 
 __all__ = [
     "write_model_repository",
@@ -26,4 +32,10 @@ __all__ = [
     "ServerNotReady",
     "ModelNotReady",
     "InferenceError",
+    "OnnxScorer",
+    "SyncTritonScorer",
+    "find_model_version",
+    "MODEL_FILENAME",
+    "Backoff",
+    "retrying",
 ]

@@ -16,13 +16,13 @@ Triton's own message.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 
 import numpy as np
 
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard, default_card
+from hfrisk.serving.retries import Backoff, retrying
 
 __all__ = [
     "RiskClient",
@@ -64,6 +64,15 @@ class InferenceError(TritonClientError):
 def _status(exc: Exception) -> str | None:
     status = getattr(exc, "status", None)
     return status() if callable(status) else None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.TimeoutError) or _status(exc) == "StatusCode.DEADLINE_EXCEEDED"
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Only what a retry can fix: the server unavailable (restarting, model reloading) or a timeout."""
+    return _status(exc) in RETRYABLE_STATUSES or _timed_out(exc)
 
 
 def _message(exc: Exception) -> str:
@@ -210,31 +219,30 @@ class RiskClient:
         request = grpcclient.InferInput(self.card.input.name, list(chunk.shape), np_to_triton_dtype(chunk.dtype))
         request.set_data_from_numpy(chunk)
         outputs = [grpcclient.InferRequestedOutput(name) for name in self.output_names]
-        attempt = 0
-        while True:
-            try:
-                result = await self._grpc().infer(
-                    self.model_name,
-                    [request],
-                    model_version=self.model_version,
-                    outputs=outputs,
-                    client_timeout=self.timeout_s,
-                )
-                return {name: result.as_numpy(name) for name in self.output_names}
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                status = _status(exc)
-                timed_out = isinstance(exc, asyncio.TimeoutError) or status == "StatusCode.DEADLINE_EXCEEDED"
-                if (status in RETRYABLE_STATUSES or timed_out) and attempt < self.retries:
-                    delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-                    log.warning(
-                        "triton retry", model=self.model_name, status=status, attempt=attempt + 1, delay_s=round(delay, 3)
-                    )
-                    attempt += 1
-                    await asyncio.sleep(delay)
-                    continue
-                raise self._translate(exc, status, timed_out) from None
+
+        async def once() -> dict[str, np.ndarray]:
+            result = await self._grpc().infer(
+                self.model_name,
+                [request],
+                model_version=self.model_version,
+                outputs=outputs,
+                client_timeout=self.timeout_s,
+            )
+            return {name: result.as_numpy(name) for name in self.output_names}
+
+        def on_retry(exc: BaseException, attempt: int, delay_s: float) -> None:
+            log.warning("triton retry", model=self.model_name, status=_status(exc), attempt=attempt,
+                        delay_s=round(delay_s, 3))
+
+        try:
+            return await retrying(
+                retry_on=_retryable, backoff=Backoff(self.backoff_s, self.max_backoff_s, jitter=True),
+                attempts=self.retries, on_retry=on_retry,
+            )(once)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, _status(exc), _timed_out(exc)) from None
 
     def _translate(self, exc: Exception, status: str | None, timed_out: bool) -> TritonClientError:
         message = _message(exc)

@@ -1,7 +1,9 @@
-"""In-process scoring with ONNX Runtime: the same exported model Triton serves, without a server.
+"""Blocking scorers for screening and scripts: ``score(x)`` returns the card's outputs by name.
 
-Screening uses it when asked (``--in-process``) and benchmarks use it as the baseline that Triton
-and the stream are compared against.
+:class:`OnnxScorer` runs the exported model in this process with ONNX Runtime (screening's
+``--in-process``, and the baseline benchmarks compare Triton and the stream against);
+:class:`SyncTritonScorer` sends the same batches to a running Triton. The stream worker's
+asynchronous scorers are in :mod:`hfrisk.stream.scoring`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, default_card, load_card
 
-__all__ = ["OnnxScorer", "TritonScorer", "find_model_version", "MODEL_FILENAME"]
+__all__ = ["OnnxScorer", "SyncTritonScorer", "find_model_version", "MODEL_FILENAME"]
 
 MODEL_FILENAME = "model.onnx"
 log = get_logger(__name__)
@@ -85,8 +87,8 @@ class OnnxScorer:
         return dict(zip(self.output_names, outputs))
 
 
-class TritonScorer:
-    """Scores through a running Triton server (the served model), with the same interface."""
+class SyncTritonScorer:
+    """Scores through a running Triton server (the served model), with :class:`OnnxScorer`'s interface."""
 
     untrained = False
 

@@ -58,6 +58,26 @@ def test_screen_scores_every_record_with_stream_preprocessing(ward, tmp_path, sc
     path = ward / "00003_hr.hea"
     expected = scorer.score(prepare(read_ecg(path), scorer.card).x[None])["log_risk"][0, 0]
     assert by_name["00003_hr.hea"]["log_risk"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_lead_attention_is_the_one_json_wire_form_and_the_summary_reads_it_back(ward, tmp_path, scorer):
+    from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
+    from hfrisk.screening import write_summary
+
+    frame = screen([ward], scorer, tmp_path / "out", threshold=0.0, batch_size=4, progress=False, workers=0)
+    scored = frame[frame["status"] == "scored"]
+    path = ward / "00003_hr.hea"
+    weights = scorer.score(prepare(read_ecg(path), scorer.card).x[None])["lead_attention"][0]
+    row = scored[scored["record"] == str(path)].iloc[0]
+    expected = decode_lead_weights(encode_lead_weights(scorer.card.input.leads, weights))
+    assert decode_lead_weights(row["lead_attention"]) == pytest.approx(expected, abs=1e-5)  # batched vs alone
+    for text, top in zip(scored["lead_attention"], scored["top_lead"]):
+        by_lead = decode_lead_weights(text)
+        assert list(by_lead) == list(scorer.card.input.leads)
+        assert max(by_lead, key=by_lead.get) == top
+    assert frame.loc[frame["status"] != "scored", "lead_attention"].isna().all()
+    picture = write_summary(frame, tmp_path / "summary.png", leads=scorer.card.input.leads)
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (scored["flagged"] == (scored["log_risk"] >= 0.0)).all()
     assert np.allclose(scored["hazard_ratio"], np.exp(scored["log_risk"]))
 

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hfrisk.cli import app
-from hfrisk.serving.scorers import OnnxScorer, TritonScorer
+from hfrisk.serving.scorers import OnnxScorer, SyncTritonScorer
 from hfrisk.screening import screen
 
 pytestmark = pytest.mark.integration
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_screening_through_triton_matches_in_process(triton_server, exported_model_dir, ecg_data_dir, tmp_path):
     folder = ecg_data_dir / "ptbxl" / "records500" / "00000"
     local = OnnxScorer.from_model_dir(exported_model_dir, threads=1)
-    served = TritonScorer(triton_server.grpc_url, local.card)
+    served = SyncTritonScorer(triton_server.grpc_url, local.card)
     try:
         via_triton = screen([folder], served, tmp_path / "triton", threshold=0.0, batch_size=7, progress=False)
     finally:

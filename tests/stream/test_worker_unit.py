@@ -697,3 +697,36 @@ def test_worker_settings_come_from_the_settings_and_their_environment(monkeypatc
     monkeypatch.setenv("HFRISK_STREAM__RETRY_MAX_S", "0")
     with pytest.raises(ValidationError, match="retry_max_s"):
         Settings()
+
+
+def test_a_missing_or_unreadable_served_card_is_an_error_unless_the_builtin_card_is_asked_for(tmp_path):
+    from hfrisk.core.config import Settings
+    from hfrisk.model.contract.card import CARD_FILENAME
+    from hfrisk.stream.worker.command import ModelCardMissing, load_worker_card
+
+    settings = Settings(paths={"model_repository": tmp_path / "repository"})
+    with pytest.raises(ModelCardMissing, match="--builtin-card"):
+        load_worker_card(None, settings)
+    assert load_worker_card(None, settings, builtin_card=True) == CARD
+    with pytest.raises(ModelCardMissing, match="no model card"):
+        load_worker_card(tmp_path / "nowhere.json", settings, builtin_card=True)  # a named card must exist
+
+    served = tmp_path / "repository" / settings.paths.model_name / CARD_FILENAME
+    served.parent.mkdir(parents=True)
+    served.write_text("{not json")
+    for builtin in (False, True):  # a served card that cannot be read is never replaced
+        with pytest.raises(ModelCardMissing, match="unusable"):
+            load_worker_card(None, settings, builtin_card=builtin)
+    served.write_text(CARD.to_json())
+    assert load_worker_card(None, settings) == CARD
+
+
+def test_worker_options_override_their_settings_and_only_when_given(monkeypatch):
+    from hfrisk.core.config import Settings
+    from hfrisk.stream.worker.command import _override
+
+    monkeypatch.setenv("HFRISK_STREAM__PREP_WORKERS", "3")
+    monkeypatch.setenv("HFRISK_STREAM__APP_ID", "from-env")
+    settings = _override(Settings(), prep_workers=0, app_id=None, noop_model=True)
+    assert (settings.stream.prep_workers, settings.stream.app_id, settings.stream.noop_model) == (0, "from-env", True)
+    assert settings.stream.checkpoint_interval_s == 2.0  # neither given nor set: the default
