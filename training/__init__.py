@@ -1,1 +1,41 @@
-"""Offline training: pretraining, Cox fine-tuning, survival evaluation, export."""
+"""Offline training: the model that the stream serves is made here, from PTB-XL and a survival cohort.
+
+* :mod:`~hfrisk.training.data`: PTB-XL and cohort loaders, cached model inputs, augmentation;
+* :mod:`~hfrisk.training.pretrain`: ECG–report pretraining (``hfrisk pretrain``, ``hfrisk probe``);
+* :mod:`~hfrisk.training.finetune`: Cox fine-tuning (``hfrisk finetune``, ``evaluate``, ``export``);
+* :mod:`~hfrisk.training.evaluation`: survival metrics, calibration, the cross-validation protocol,
+  the Cox baseline and the linear probe;
+* :mod:`~hfrisk.training.runs`: run folders, checkpoints that resume exactly, schedules, seeding;
+* :mod:`~hfrisk.training.export`: checkpoint to Triton model repository, with its model card.
+
+docs/training/ tells the story (pretraining.md, finetuning.md, synthetic_cohort.md, evidence.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module of this package that defines it, imported on first use:
+# ``import hfrisk.training`` loads no torch.
+_EXPORTS = {
+    "PretrainConfig": "pretrain.config",
+    "FinetuneConfig": "finetune.config",
+    "RunDir": "runs.run_dir",
+    "export_model": "export",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,1 +1,54 @@
-"""Training data: PTB-XL and cohort loaders, report texts, model inputs cached on disk, ECG measurements, simulated outcomes, augmentation and sampling."""
+"""Training data: one loader per source (PTB-XL, cohort files), report texts, model inputs cached on disk,
+ECG measurements, the semi-synthetic cohort, lead-subset augmentation and event-stratified batches."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module of this package that defines it, imported on first use:
+# ``import hfrisk.training.data.ptbxl`` must not pay for torch.
+_EXPORTS = {
+    "PTBXL": "ptbxl",
+    "SPLIT_FOLDS": "ptbxl",
+    "SUPERCLASSES": "ptbxl",
+    "read_ptbxl_database": "ptbxl",
+    "read_scp_statements": "report_text",
+    "statement_texts": "report_text",
+    "clean_raw_report": "report_text",
+    "Cohort": "cohort",
+    "CohortError": "cohort",
+    "load_cohort": "cohort",
+    "cohort_from_ptbxl": "cohort",
+    "PAPER_CV_SEEDS": "cohort",
+    "ModelInputs": "dataset",
+    "model_inputs": "dataset",
+    "ptbxl_inputs": "dataset",
+    "MEASUREMENTS": "measurements",
+    "measure_ecg": "measurements",
+    "measure_record": "measurements",
+    "measure_records": "measurements",
+    "HazardSpec": "synthetic_cohort",
+    "SyntheticCohort": "synthetic_cohort",
+    "synthetic_hf_cohort": "synthetic_cohort",
+    "write_synthetic_cohort": "synthetic_cohort",
+    "read_oracle": "synthetic_cohort",
+    "oracle_method": "synthetic_cohort",
+    "LeadSubsetMasking": "augment",
+    "EventStratifiedBatchSampler": "sampling",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,1 +1,41 @@
-"""Cox fine-tuning of the pretrained network on a survival cohort."""
+"""Cox fine-tuning for heart-failure risk (paper §3.2), from pretrained weights or from scratch.
+
+``finetune(FinetuneConfig(), fit_cohort, val_cohort, run_dir, init=...)`` keeps the epoch with the
+best validation Harrell C; :func:`load_finetuned` reads it back; docs/training/finetuning.md tells why.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module of this package that defines it, imported on first use:
+# the commands module must stay cheap for ``hfrisk --help``.
+_EXPORTS = {
+    "FinetuneConfig": "config",
+    "FinetuneData": "data",
+    "finetune": "loop",
+    "finetune_tensors": "loop",
+    "predict_log_risk": "loop",
+    "FinetuneResult": "loop",
+    "finetune_method": "method",
+    "load_finetuned": "checkpoints",
+    "FinetuneCheckpointInfo": "checkpoints",
+    "FinetuneRunRecord": "checkpoints",
+    "cox_loss": "survival_loss",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,1 +1,48 @@
-"""LLM-informed pretraining: report texts embedded by a language model, ECG-report alignment and reconstruction."""
+"""LLM-informed pretraining (paper §3.1): masked beat reconstruction aligned with report-text embeddings.
+
+``pretrain(PretrainConfig(data_root=...), run_dir)`` trains and resumes; :func:`load_pretrained_encoder`
+hands the encoder to fine-tuning; docs/training/pretraining.md is the guided tour.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module of this package that defines it, imported on first use:
+# the commands module must stay cheap for ``hfrisk --help``.
+_EXPORTS = {
+    "PretrainConfig": "config",
+    "pretrain": "loop",
+    "PretrainResult": "loop",
+    "masked_mse": "losses",
+    "InfoNCELoss": "losses",
+    "CosineAlignmentLoss": "losses",
+    "alignment_loss": "losses",
+    "PretrainSplit": "data",
+    "load_pretraining_data": "data",
+    "PretrainProgress": "state",
+    "PretrainProvenance": "state",
+    "load_pretrained_encoder": "encoder_weights",
+    "TextEncoder": "text_encoder",
+    "resolve_default_encoder": "text_encoder",
+    "record_text_embeddings": "text_embeddings",
+    "raw_text_embeddings": "text_embeddings",
+    "likelihood_weights": "text_embeddings",
+    "EmbeddingCache": "embedding_cache",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
