@@ -8,9 +8,8 @@ import json
 import math
 from collections import deque
 
-import numpy as np
-
 from hfrisk.model.contract.ecg import ECG
+from hfrisk.stream.windowing.held_signal import HeldSignal
 from hfrisk.stream.windowing.state import BufferedChunk, BufferState, BufferStats, ChunkLike, STATE_VERSION
 from hfrisk.stream.windowing.windows import Outcome, SkippedWindows, SkipReason, Window, us_to_datetime, window_id
 
@@ -56,16 +55,8 @@ class PatientBuffer:
         self.lead_names: tuple[str, ...] = ()
         self.device_id = ""
         self.next_index = 0
-        # Sample positions are counted from the segment origin. _buf holds [_buf_start, _filled_end).
-        self._filled_end = 0
-        self._buf_start = 0
-        self._buf = np.zeros((0, 0), np.float32)
-        # _buf is a view ending at column _block_end of _block when _append made it: the next
-        # chunk is written after it in place instead of copying the whole buffer per chunk.
-        self._block: np.ndarray | None = None
-        self._block_end = 0
-        # (sequence, start position, end position) of the chunks whose samples are still in _buf.
-        self._spans: list[tuple[int, int, int]] = []
+        # Sample positions are counted from the segment origin; _held.end is where signal stops.
+        self._held = HeldSignal()
         self._last_start_us = 0
         self.next_sequence: int | None = None
         self._pending: dict[int, BufferedChunk] = {}
@@ -105,7 +96,7 @@ class PatientBuffer:
     @property
     def buffered_samples(self) -> int:
         """Samples held for windows still to come (bounded by one window plus one chunk)."""
-        return self._buf.shape[1]
+        return self._held.samples.shape[1]
 
     @property
     def pending(self) -> int:
@@ -187,7 +178,7 @@ class PatientBuffer:
 
     def _is_sequence_reset(self, c: BufferedChunk) -> bool:
         tolerance_us = self.time_tolerance_s * 1e6
-        return c.start_us > self._last_start_us and c.start_us >= self._time_at(self._filled_end) - tolerance_us
+        return c.start_us > self._last_start_us and c.start_us >= self._time_at(self._held.end) - tolerance_us
 
     def _maybe_anchor(self, out: list[Outcome], *, force: bool) -> None:
         """Before the first chunk is placed: wait for ``reorder_s`` of signal, then anchor on the
@@ -212,7 +203,7 @@ class PatientBuffer:
                 c = self._pending.pop(self.next_sequence)
                 self._place(c, None, out)
                 continue
-            reach_us = max(c.end_us for c in self._pending.values()) - self._time_at(self._filled_end)
+            reach_us = max(c.end_us for c in self._pending.values()) - self._time_at(self._held.end)
             if not (force or reach_us > self.reorder_s * 1e6 or len(self._pending) > self.max_pending):
                 return
             first = min(self._pending)
@@ -231,11 +222,11 @@ class PatientBuffer:
                 c, SkipReason.LEAD_CHANGE, f"{list(self.lead_names)} -> {list(c.lead_names)}", out
             )
         else:
-            drift = self._position_of(c.start_us) - self._filled_end
+            drift = self._position_of(c.start_us) - self._held.end
             tolerance = max(0, round(self.time_tolerance_s * self.fs_hz))
             if drift > tolerance:
                 reason = SkipReason.MISSING_CHUNKS if missing else SkipReason.TIME_GAP
-                self._hole(self._filled_end + drift, reason, missing, out)
+                self._hole(self._held.end + drift, reason, missing, out)
             elif drift < -tolerance:
                 self._new_segment(
                     c, SkipReason.TIME_DISCONTINUITY,
@@ -245,17 +236,15 @@ class PatientBuffer:
         self._emit_ready(out)
 
     def _hole(self, resume: int, reason: SkipReason, missing: tuple[int, int] | None, out: list[Outcome]) -> None:
-        """No signal in [_filled_end, resume): skip every window overlapping it, resume the grid after it."""
-        hole_start = self._filled_end
+        """No signal in [_held.end, resume): skip every window overlapping it, resume the grid after it."""
+        hole_start = self._held.end
         stop = self._first_index_from(resume)
         hole_us = (self._time_at(hole_start), self._time_at(resume))
         detail = f"{(resume - hole_start) / self.fs_hz:.3f} s without signal"
         if missing is not None:
             detail = f"sequences {missing[0]}..{missing[1] - 1} lost, {detail}"
         self._skip(stop, reason, detail, out, hole_us=hole_us, missing=missing)
-        self._filled_end = self._buf_start = resume
-        self._buf = np.zeros((len(self.lead_names), 0), np.float32)
-        self._spans = []
+        self._held = HeldSignal(len(self.lead_names), resume)
 
     def _new_segment(self, c: BufferedChunk, reason: SkipReason | None, detail: str, out: list[Outcome]) -> None:
         if reason is not None and self.segment >= 0:
@@ -269,13 +258,11 @@ class PatientBuffer:
         self.fs_hz = c.fs_hz
         self.lead_names = c.lead_names
         self.next_index = 0
-        self._filled_end = self._buf_start = 0
-        self._buf = np.zeros((len(c.lead_names), 0), np.float32)
-        self._spans = []
+        self._held = HeldSignal(len(c.lead_names), 0)
 
     def _skip_started(self, reason: SkipReason, detail: str, out: list[Outcome]) -> None:
         """Skip the windows of this segment that have started but cannot complete."""
-        stop = self._first_index_from(self._filled_end)
+        stop = self._first_index_from(self._held.end)
         self._skip(stop, reason, detail, out)
 
     def _skip(
@@ -307,55 +294,23 @@ class PatientBuffer:
             self.next_index = stop
 
     def _append(self, c: BufferedChunk) -> None:
-        start = self._filled_end
-        self._buf = self._extended(c.samples)
-        self._filled_end += c.n_samples
-        self._spans.append((c.sequence, start, self._filled_end))
+        self._held.append(c.sequence, c.samples, spare=self.window_samples)
         self._last_start_us = c.start_us
         self.device_id = c.device_id or self.device_id
         self.stats.chunks += 1
         self._trim()
 
-    def _extended(self, samples: np.ndarray) -> np.ndarray:
-        """``_buf`` followed by ``samples``: written into the free end of ``_block`` when ``_buf``
-        still ends there (a trim keeps the end), else into a new block with room to spare, so a
-        sample is copied O(1) times on average instead of once per chunk while it is buffered."""
-        have, more = self._buf.shape[1], samples.shape[1]
-        block = self._block
-        if (
-            block is not None
-            and self._buf.base is block
-            and block.shape[0] == samples.shape[0]
-            and self._block_end + more <= block.shape[1]
-        ):
-            block[:, self._block_end : self._block_end + more] = samples
-            self._block_end += more
-            return block[:, self._block_end - have - more : self._block_end]
-        # Room for a window's worth of chunks after this one: each sample is then copied about
-        # (held / window) + 1 times, and a patient costs at most held + one window of memory.
-        block = np.empty((samples.shape[0], have + more + self.window_samples), np.float32)
-        block[:, :have] = self._buf
-        block[:, have : have + more] = samples
-        self._block, self._block_end = block, have + more
-        return block[:, : have + more]
-
     def _trim(self) -> None:
         """Drop samples before the start of the oldest window still to be emitted."""
-        keep_from = min(self.window_start_sample(self.next_index), self._filled_end)
-        drop = keep_from - self._buf_start
-        if drop > 0:
-            self._buf = self._buf[:, drop:]
-            self._buf_start = keep_from
-        self._spans = [span for span in self._spans if span[2] > keep_from]
+        self._held.drop_before(self.window_start_sample(self.next_index))
 
     def _emit_ready(self, out: list[Outcome]) -> None:
         n = self.window_samples
         while True:
             start = self.window_start_sample(self.next_index)
-            if start + n > self._filled_end:
+            if start + n > self._held.end:
                 break
-            offset = start - self._buf_start
-            samples = self._buf[:, offset : offset + n].copy()
+            samples, sequences = self._held.cut(start, n)
             k = self.next_index
             start_us = self.window_start_us(k)
             wid = window_id(self.origin_us, k)
@@ -379,7 +334,7 @@ class PatientBuffer:
                     start_us=start_us,
                     end_us=start_us + round(n * 1e6 / self.fs_hz),
                     ecg=ecg,
-                    sequences=tuple(seq for seq, a, b in self._spans if a < start + n and b > start),
+                    sequences=sequences,
                 )
             )
             self.stats.windows += 1
@@ -405,10 +360,10 @@ class PatientBuffer:
             device_id=self.device_id,
             next_index=self.next_index,
             next_sequence=self.next_sequence,
-            filled_end=self._filled_end,
-            buf_start=self._buf_start,
-            buf=self._buf,
-            spans=self._spans,
+            filled_end=self._held.end,
+            buf_start=self._held.start,
+            buf=self._held.samples,
+            spans=self._held.spans,
             last_start_us=self._last_start_us,
             pending=[self._pending[seq] for seq in sorted(self._pending)],
             lost=list(self._lost),
@@ -434,10 +389,7 @@ class PatientBuffer:
         buffer.device_id = state.device_id
         buffer.next_index = state.next_index
         buffer.next_sequence = state.next_sequence
-        buffer._filled_end = state.filled_end
-        buffer._buf_start = state.buf_start
-        buffer._buf = state.buf
-        buffer._spans = list(state.spans)
+        buffer._held = HeldSignal(at=state.buf_start, samples=state.buf, end=state.filled_end, spans=list(state.spans))
         buffer._last_start_us = state.last_start_us
         buffer._pending = {c.sequence: c for c in state.pending}
         buffer._lost = deque(state.lost, maxlen=_LOST_MEMORY)

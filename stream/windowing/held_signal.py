@@ -1,0 +1,80 @@
+"""The samples a :class:`~hfrisk.stream.windowing.buffer.PatientBuffer` holds for windows still to
+come: :class:`HeldSignal`, one segment's columns ``[start, end)`` and the chunks they came from,
+appended in place so that holding a window's worth of signal does not copy it once per chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["HeldSignal"]
+
+
+class HeldSignal:
+    """Columns ``[start, end)`` of one segment's signal (positions in samples from its origin).
+
+    ``spans`` are ``(sequence, start, end)`` of the chunks whose samples are still held.
+    """
+
+    def __init__(
+        self,
+        n_leads: int = 0,
+        at: int = 0,
+        *,
+        samples: np.ndarray | None = None,
+        end: int | None = None,
+        spans: list[tuple[int, int, int]] | None = None,
+    ):
+        self.start = at
+        self.samples = np.zeros((n_leads, 0), np.float32) if samples is None else samples
+        self.end = at if end is None else end
+        self.spans: list[tuple[int, int, int]] = [] if spans is None else spans
+        # samples is a view ending at column _block_end of _block when append made it: the next
+        # chunk is written after it in place instead of copying everything held per chunk.
+        self._block: np.ndarray | None = None
+        self._block_end = 0
+
+    def append(self, sequence: int, samples: np.ndarray, *, spare: int) -> None:
+        """Hold ``samples`` (a chunk) after the last column; ``spare``: columns of room to allocate
+        beyond them when a new block is needed (a window's worth)."""
+        start = self.end
+        self.samples = self._extended(samples, spare)
+        self.end += samples.shape[1]
+        self.spans.append((sequence, start, self.end))
+
+    def _extended(self, samples: np.ndarray, spare: int) -> np.ndarray:
+        """``self.samples`` followed by ``samples``: written into the free end of ``_block`` when
+        ``self.samples`` still ends there (dropping keeps the end), else into a new block with room
+        to spare, so a sample is copied O(1) times on average instead of once per chunk while held."""
+        have, more = self.samples.shape[1], samples.shape[1]
+        block = self._block
+        if (
+            block is not None
+            and self.samples.base is block
+            and block.shape[0] == samples.shape[0]
+            and self._block_end + more <= block.shape[1]
+        ):
+            block[:, self._block_end : self._block_end + more] = samples
+            self._block_end += more
+            return block[:, self._block_end - have - more : self._block_end]
+        # Room for a window's worth of chunks after this one: each sample is then copied about
+        # (held / window) + 1 times, and a patient costs at most held + one window of memory.
+        block = np.empty((samples.shape[0], have + more + spare), np.float32)
+        block[:, :have] = self.samples
+        block[:, have : have + more] = samples
+        self._block, self._block_end = block, have + more
+        return block[:, : have + more]
+
+    def drop_before(self, position: int) -> None:
+        """Forget the samples before ``position`` (never past the end)."""
+        keep_from = min(position, self.end)
+        drop = keep_from - self.start
+        if drop > 0:
+            self.samples = self.samples[:, drop:]
+            self.start = keep_from
+        self.spans = [span for span in self.spans if span[2] > keep_from]
+
+    def cut(self, start: int, n: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """A copy of columns ``[start, start + n)`` and the sequences of the chunks they came from."""
+        offset = start - self.start
+        samples = self.samples[:, offset : offset + n].copy()
+        return samples, tuple(seq for seq, a, b in self.spans if a < start + n and b > start)
