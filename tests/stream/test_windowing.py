@@ -310,6 +310,27 @@ def test_restored_state_continues_with_identical_windows_and_redelivery_recreate
     assert redelivered == after_original
 
 
+def test_held_signal_appends_in_place_cuts_exact_columns_and_forgets_what_no_window_needs():
+    from hfrisk.stream.windowing.held_signal import HeldSignal
+
+    held = HeldSignal(2, 0)
+    chunk = np.arange(10, dtype=np.float32).reshape(2, 5)
+    held.append(0, chunk, spare=10)
+    block = held.samples.base
+    for seq in (1, 2):
+        held.append(seq, chunk + 10 * seq, spare=10)
+        assert held.samples.base is block  # written into the room left, not copied
+    assert (held.start, held.end, held.spans) == (0, 15, [(0, 0, 5), (1, 5, 10), (2, 10, 15)])
+    samples, sequences = held.cut(3, 4)
+    assert sequences == (0, 1) and samples.tolist() == [[3, 4, 10, 11], [8, 9, 15, 16]]
+    held.drop_before(5)
+    assert (held.start, held.spans, held.samples.shape) == (5, [(1, 5, 10), (2, 10, 15)], (2, 10))
+    held.append(3, chunk, spare=10)  # past the block's room: a new block, the held columns copied once
+    assert held.samples.base is not block and held.cut(5, 15)[0][0, :5].tolist() == [10, 11, 12, 13, 14]
+    held.drop_before(100)  # never past the end
+    assert (held.start, held.end, held.spans) == (20, 20, [])
+
+
 # A buffer saved by the hand-written to_dict that preceded the pydantic models (captured from that
 # code: 2 leads at 10 Hz, 2-s windows every 1 s, chunks of 0.5 s fed as 1 0 2 3 5 6 7 8 9 11, so
 # sequence 4 was declared lost and 11 waits for 10). Workers in the field hold states like this one.
