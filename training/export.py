@@ -1,17 +1,8 @@
 """From a fine-tuned checkpoint to a servable Triton model repository, with the card saying where it came from.
 
-:func:`export_model`:
-
-1. loads the checkpoint into :class:`~hfrisk.model.network.hfrisk_net.HFRiskNet` (eval mode);
-2. writes the card's ``training`` section: the data (cohort, sizes, events, time unit), the run
-   (checkpoint file and SHA-256, epoch, validation C, fine-tuning settings, initialisation) and,
-   if given, the cross-validated evaluation;
-3. exports ONNX with :func:`~hfrisk.model.network.onnx_export.export_onnx`;
-4. checks ONNX Runtime against the checkpoint on REAL inputs (WFDB records through the card's
-   preprocessing) to ``PARITY_ATOL`` = 1e-4 on every output, and refuses to go on otherwise;
-5. writes the repository with :func:`~hfrisk.serving.model_repository.write_model_repository`.
-
-By default the parity records are the validation records the checkpoint remembers (up to 8).
+:func:`export_model` loads the checkpoint, writes the card's ``training`` section, exports ONNX,
+checks ONNX Runtime against PyTorch on real records (``PARITY_ATOL``) and refuses to go on
+otherwise, then writes the repository; the steps: docs/training/finetuning.md.
 
 >>> export_model("runs/ft/best.pt", "triton_models", version=2)  # doctest: +SKIP
 """

@@ -1,27 +1,9 @@
 """Whole-lead subset masking: the paper's augmentation for median beats (§3.1, after ISIBrnoAIMT).
 
-With probability ``p`` (0.5) an ECG keeps only one lead subset and every other lead becomes exactly
-zero, which is how the model card's input contract fills absent leads (``missing_lead_fill:
-"zero"``), so the network learns to score the reduced lead sets it will meet at the bedside. The
-subset is drawn from :data:`LEAD_SUBSETS` with :data:`SUBSET_PROBABILITIES`:
-
-=========================  ===========
-kept leads                 probability
-=========================  ===========
-I, II                      0.1
-I, II, V2                  0.1
-I, II, III, V2             0.1
-the 6 limb leads           0.1
-I, II, V1–V6               0.1
-all 12                     0.5
-=========================  ===========
-
-so a triggered draw still keeps all 12 leads half of the time: about 25 % of ECGs lose leads.
-Pretraining draws a subset per ECG; fine-tuning uses one subset for the whole batch
-(``same_mask_per_batch=True``), so the Cox risk sets compare subjects under the same leads.
-
-Random draws use a ``torch.Generator`` when one is given: the training loop keeps its own, so that
-a checkpoint can store its state and a resumed run draws the same masks.
+With probability ``p`` an ECG keeps one lead subset of :data:`LEAD_SUBSETS` (drawn with
+:data:`SUBSET_PROBABILITIES`) and every other lead becomes zero, as the model card fills absent
+leads, so the network learns the reduced lead sets of the bedside (table and reasons:
+docs/training/data.md). Draws use the caller's ``torch.Generator``, so a resumed run draws the same.
 
 >>> masking = LeadSubsetMasking(p=1.0)
 >>> x_masked, keep = masking(torch.ones(4, 12, 608), generator=torch.Generator().manual_seed(0))

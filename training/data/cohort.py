@@ -1,24 +1,8 @@
 """The fine-tuning cohort: one ECG per subject with a time to heart failure or to censoring.
 
-File format (CSV, or Parquet for ``.parquet``/``.pq``), one row per subject:
-
-=========== ==================================================================================
-column      meaning
-=========== ==================================================================================
-``record``  the subject's ECG: a path (relative to ``records_root``, or absolute) or an id
-``time``    time from the ECG to the HF event or to censoring, >= 0. Any unit; say which with
-            ``time_unit`` (default ``"days"``, the unit of the paper's labels)
-``event``   1 = heart failure observed at ``time``, 0 = censored at ``time``
-others      covariates (age, sex, …), kept as given; ``eid``/``ecg_id``/``patient_id``/
-            ``subject_id`` are identifiers, not covariates
-=========== ==================================================================================
-
-Times are used as given. The paper trained on ``days / 30 + 1`` ("months plus one");
-:meth:`Cohort.in_paper_months` converts to that only when asked, so that C-indices are unchanged
-(a monotone map) and hazards stay in the unit the user wrote.
-
-Validation happens once, on loading: every problem of every row is reported together, as a
-:class:`CohortError` naming the rows (0-based data rows, header excluded).
+A CSV or Parquet file with ``record``, ``time`` and ``event`` columns plus covariates (the format:
+docs/training/data.md), validated once on loading: every problem of every row is reported
+together as a :class:`CohortError`. Times are used in the unit given (``time_unit``).
 
 >>> cohort = load_cohort("cohort.csv", records_root="ecgs/")          # doctest: +SKIP
 >>> for train, test in cohort.stratified_folds(n_splits=2, seed=42):  # doctest: +SKIP

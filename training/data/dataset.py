@@ -1,20 +1,10 @@
 """Model inputs for a set of records, computed once with the shared preprocessing and cached on disk.
 
-Every record goes through :func:`hfrisk.model.frontend.preprocessing.prepare`, the very code that streaming
-and screening run, and :func:`~hfrisk.model.frontend.preprocessing.cleaned_beat` for the pretraining
-reconstruction target. Preprocessing 21.8k PTB-XL records takes minutes and gives the same arrays
-every time, so the result is cached as one ``.npz`` under ``<state_dir>/model_inputs`` keyed by
-the model card, the record list, and a fingerprint of the preprocessing code and the libraries it
-depends on: a changed card, record list or filter gives a new file instead of stale inputs.
-
-Records the preprocessing refuses (unreadable, too short, wrong rate: ``ECGInputError``) are
-*failed*; records it can read but whose window is not fit to score are *unfit*. Both are counted
-and logged. ``keep`` chooses which rows come back:
-
-* ``"all"`` (default): every record, in the order given, so rows line up with the caller's
-  labels; failed rows are all zero with an empty lead mask and ``failed=True``;
-* ``"usable"``: records with at least one usable lead (fit or not);
-* ``"fit"``: only records fit to score (what pretraining trains on).
+Every record goes through :func:`hfrisk.model.frontend.preprocessing.prepare`, the code streaming
+and screening run; the result is one ``.npz`` under ``<state_dir>/model_inputs`` keyed by the card,
+the record list and a fingerprint of the preprocessing code, so nothing stale is ever read.
+``keep`` chooses ``"all"`` rows (aligned with the caller's), ``"usable"`` or ``"fit"`` ones
+(docs/training/data.md).
 
 >>> inputs = model_inputs(["tests/data/ecg/ptbxl/records100/00000/00001_lr"], default_card(),
 ...                       cache_dir="/tmp/inputs", keep="fit")     # doctest: +SKIP

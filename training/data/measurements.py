@@ -1,39 +1,8 @@
-"""Standard ECG measurements of a 10-s 12-lead strip: the inputs of the conventional Cox baseline.
+"""Standard ECG measurements of a 10-s 12-lead strip (rate, intervals, axes, voltages): the Cox baseline's inputs.
 
-The paper's baseline (§3.2) is a Cox model on ECG biomarkers: rate, intervals, axes, voltage. UK
-Biobank ships them from the device; PTB-XL does not, so they are measured here with NeuroKit2:
-
-1. The card's window (``card.window.window_s`` from the start), the card's lead order with limb
-   leads derived where possible (:func:`~hfrisk.model.contract.leads.conform_leads`), resampled to
-   ``card.input.fs_hz`` and cleaned per lead with ``nk.ecg_clean`` ("neurokit" method).
-2. R peaks: ``nk.ecg_peaks`` on lead II (the first present lead of :data:`RHYTHM_LEADS`). This is
-   independent of the model's own beat detector, so the two heart rates can check each other.
-3. Delineation: ``nk.ecg_delineate(method="prominence")`` on every present lead, each lead
-   turned positive first (the method expects an upright R; on aVR or V1 it otherwise returns
-   20-ms "QRS complexes"). The "dwt" method was measured and rejected: on PTB-XL normal records
-   its QRS durations are 150–200 ms.
-4. Global fiducials per beat, across leads (:data:`_GLOBAL_PERCENTILE`): P and QRS onsets are
-   the 15th percentile of the per-lead onsets (the *earliest* onset, as a 12-lead device
-   measures, but robust to one lead firing early) and the QRS offset the 85th percentile. P and
-   T offsets are the median: on PTB-XL normal records the late percentiles of NeuroKit's T
-   offsets come from V1–V3 and gave QTc ≈ 480 ms, the median ≈ 420 ms. Per-lead QRS durations
-   shorter than :data:`_MIN_QRS_MS` or longer than :data:`_MAX_QRS_MS` are delineation failures
-   and dropped.
-5. Each interval is the median over beats; a measurement defined on fewer than half of the beats
-   is NaN (no P wave in atrial fibrillation or flutter gives NaN PR, not a number).
-
-Measurements (:data:`MEASUREMENTS`, units in the names):
-
-* ``heart_rate_bpm`` = 60 / median RR; ``rr_ms``
-* ``p_duration_ms`` (P onset → P offset), ``pr_ms`` (P onset → QRS onset),
-  ``qrs_ms`` (QRS onset → offset), ``qt_ms`` (QRS onset → T offset)
-* ``qtc_ms`` = QT / sqrt(RR in s) (Bazett)
-* ``p_axis_deg``, ``qrs_axis_deg``, ``t_axis_deg``: frontal-plane axes from the net areas of
-  leads I and aVF over each wave of the average beat, baseline at the PR segment:
-  ``atan2(2/sqrt(3)·aVF, I)`` (Einthoven: aVF = (√3/2)·E·sin θ, I = E·cos θ), degrees in (−180, 180]
-* ``qrs_t_angle_deg``: |QRS axis − T axis| folded into [0, 180]
-* ``sokolow_lyon_mv``: S depth in V1 + the larger R of V5/V6 (LVH index, > 3.5 mV)
-* ``limb_qrs_mv``: the largest peak-to-peak QRS amplitude among the limb leads (low voltage < 0.5)
+PTB-XL ships no device measurements, so they are measured here with NeuroKit2 (R peaks on lead II,
+delineation on every lead, global fiducials across leads, medians over beats); each step and why
+it is done that way: docs/training/data.md. Units are in the names (:data:`MEASUREMENTS`).
 
 >>> from hfrisk.model.readers.dispatch import read_ecg
 >>> m = measure_ecg(read_ecg("tests/data/ecg/ptbxl/records500/00000/00001_hr"))  # doctest: +SKIP

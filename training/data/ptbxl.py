@@ -1,11 +1,7 @@
 """PTB-XL: metadata, SCP codes, labels and standard folds for the records present on disk.
 
-The loader joins ``ptbxl_database.csv`` (one row per ECG, index ``ecg_id``) with the WFDB records
-found under ``records100/`` or ``records500/``. It works on the official layout
-(``records100/00000/00001_lr`` … ``records100/21000/21837_lr``) whether the copy is complete or a
-subset: rows whose record is missing and records that have no row are both dropped, counted and
-logged (``rows_without_record``, ``records_without_row``), so every id the dataset lists has both
-a waveform and labels.
+Works on a complete copy or a subset: rows without a record and records without a row are
+dropped, counted and logged, so every id the dataset lists has a waveform and labels.
 
 >>> ds = PTBXL("tests/data/ecg/ptbxl", sampling_rate=100)          # doctest: +SKIP
 >>> train = ds.split("train")  # folds 1-8                         # doctest: +SKIP

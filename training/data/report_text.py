@@ -1,19 +1,8 @@
-"""Report text for ECG–text pretraining: structured SCP statements, or the raw free-text report.
+"""Report text for ECG–text pretraining: structured English SCP statements, or the raw free-text report.
 
-PTB-XL reports are mostly German, some English or Swedish. The paper does not translate them: it
-writes a *structured* English report from the SCP codes instead, one statement per code, using two
-columns of ``scp_statements.csv``::
-
-    "<Statement Category>: <SCP-ECG Statement Description>"
-    e.g. IMI -> "Myocardial Infarction: inferior myocardial infarction"
-
-Codes whose likelihood is 0 are left out of a record's text. The raw ``report`` column is kept as
-the alternative the paper's code also has (``--ECG2RawText``).
-
-The paper's prompt wrapped each statement as ``"[CLS] " + text + " [SCP]"`` and tokenised without
-special tokens. We leave both markers out: the tokenizer adds its own ``[CLS]``/``[SEP]``, and
-``[SCP]`` is not a token of any vocabulary (BERT splits it into ``[``, ``sc``, ``##p``, ``]``), so
-it only adds the same noise to every statement.
+PTB-XL reports are mostly German; as the paper, a record's text is one
+``"<Statement Category>: <SCP-ECG Statement Description>"`` per SCP code of nonzero likelihood
+(why without the paper's ``[CLS]``/``[SCP]`` markers: docs/training/data.md).
 
 >>> import pandas as pd
 >>> table = pd.DataFrame({CATEGORY_COLUMN: ["Myocardial Infarction"],

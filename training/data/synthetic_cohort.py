@@ -1,42 +1,9 @@
 r"""A semi-synthetic heart-failure cohort on REAL PTB-XL ECGs, with a known true hazard.
 
-PTB-XL has no follow-up, so the fine-tuning pipeline cannot be checked end to end on it as is.
-This module keeps every ECG real and simulates only the outcome, from a proportional-hazards
-model whose log-hazard is a stated function of each record's real diagnostic labels and
-demographics. Because the true log-hazard is known, the best C-index any model could reach on
-the cohort (the *oracle* C: Harrell's C of the true log-hazard) is known too, and a fitted
-model can be judged against it.
-
-The hazard (defaults of :class:`HazardSpec`)
---------------------------------------------
-
-.. math::
-
-    h(t \mid x) = \lambda\, k\, t^{k-1} \exp(\eta(x)),\qquad
-    S(t \mid x) = \exp\!\big(-\lambda\, t^{k} e^{\eta(x)}\big)
-
-    \eta(x) = 0.9\,\mathrm{MI} + 0.7\,\mathrm{HYP} + 0.6\,\mathrm{CD} + 0.4\,\mathrm{STTC}
-              + 0.5\,\frac{\mathrm{age} - 60}{10} + 0.25\,\mathrm{male}
-
-* MI, HYP, CD, STTC: the record's PTB-XL diagnostic superclasses (0/1, several may be 1), from
-  :meth:`~hfrisk.training.data.ptbxl.PTBXL.superclass_labels`. Hazard ratios e^β: MI 2.46, HYP (LVH)
-  2.01, CD (conduction disturbance, e.g. LBBB) 1.82, STTC 1.49 — the order of the ECG risk
-  markers for incident HF in the literature, not fitted to any data.
-* age in years (a missing age takes the cohort median), hazard ratio 1.65 per decade; male = 1
-  for PTB-XL ``sex == 0``, hazard ratio 1.28.
-* Weibull shape ``k = 1.3`` (hazard rising with time); ``k = 1`` gives the exponential model.
-  Time is in days.
-* The scale :math:`\lambda` is not chosen by hand: it is solved (bisection on
-  :math:`\log\lambda`) so that the cohort has exactly ``round(event_rate · N)`` observed events
-  under the censoring below, with the seed's own random draws.
-
-Event and censoring times (all independent of each other and of x given the seed):
-
-* event time :math:`T = \big(E / (\lambda e^{\eta})\big)^{1/k}`, :math:`E \sim \mathrm{Exp}(1)`;
-* administrative censoring :math:`A \sim \mathrm{Uniform}(3\,\mathrm{y}, 7\,\mathrm{y})` (staggered
-  entry into a study that ends on one date; UKB-MI's follow-up is at most 83 months);
-* loss to follow-up :math:`D \sim \mathrm{Exp}` with 2 % per year;
-* observed ``time = ceil(min(T, A, D))`` days (at least 1), ``event = T <= min(A, D)``.
+PTB-XL has no follow-up, so every ECG stays real and only the outcome is simulated, from a Weibull
+proportional-hazards model on each record's diagnostic superclasses, age and sex
+(:class:`HazardSpec`). The true log-hazard being known, so is the best C-index any model could
+reach (the *oracle* C). Formulas, censoring and measured results: docs/training/synthetic_cohort.md.
 
 >>> from hfrisk.training.data.ptbxl import PTBXL
 >>> synth = synthetic_hf_cohort(PTBXL("tests/data/ecg/ptbxl", 500), event_rate=0.25, seed=0)  # doctest: +SKIP

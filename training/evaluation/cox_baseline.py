@@ -1,22 +1,9 @@
 """The conventional baseline: a penalised Cox proportional-hazards model on standard ECG measurements.
 
-The paper (§3.2) fits lifelines' ``CoxPHFitter`` with an L2 penalty on 15 ECG biomarkers and tunes
-the penalty on the inner 80/20 split of each training fold. Here the features are the continuous
-measurements of :mod:`hfrisk.training.data.measurements` (rate, intervals, axes, voltages), and:
-
-1. Imputation and scaling are fitted on the inner-train part only: each feature's median fills
-   its NaNs, then it is standardised with that part's mean and SD. Features with no value, or
-   no spread, on the inner-train part are dropped (lifelines cannot fit a constant column).
-2. The penalizer is chosen from a log grid (:attr:`CoxBaselineConfig.penalizers`, 1e-3 … 1e3)
-   by Harrell's C on the validation part; ties go to the larger penalty (the simpler model). A
-   grid replaces the paper's particle-swarm search: one dimension needs no swarm. When the
-   validation part is too small for any comparable pair, its partial likelihood decides.
-3. With ``refit=True`` (default) the model is refitted with that penalizer on the whole
-   training fold (inner-train + validation, imputation and scaling refitted too), as usual
-   after tuning a hyper-parameter; ``refit=False`` keeps the inner-train fit.
-
-The log-risk is lifelines' partial hazard in logs, ``x·β`` (higher = riskier), the same sign
-as the network's output.
+As the paper's (§3.2), lifelines' ``CoxPHFitter`` with an L2 penalty, here on the measurements of
+:mod:`hfrisk.training.data.measurements`; imputation and scaling are fitted on the inner-train
+part, the penalty is chosen on a log grid by validation C, then refitted on the whole training
+fold (docs/training/evaluation.md). The log-risk ``x·β`` has the network's sign: higher = riskier.
 
 >>> base = CoxBaseline().fit(train_features, train_event, train_time,                     # doctest: +SKIP
 ...                          val_features, val_event, val_time)

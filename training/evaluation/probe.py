@@ -1,21 +1,8 @@
-"""Linear probe of a frozen ECG encoder on the PTB-XL diagnostic superclasses.
+"""Linear probe of a frozen ECG encoder on the PTB-XL diagnostic superclasses: what pretraining learnt.
 
-Does pretraining give the encoder an embedding that already knows the diagnoses? The probe
-answers without any fine-tuning: every record's model input (the shared preprocessing's median
-beat, :func:`~hfrisk.training.data.dataset.ptbxl_inputs`) goes through the frozen encoder to its 512-d
-embedding; one logistic regression per superclass (one-vs-rest, standardised features) is trained
-on the PTB-XL folds 1–8, its inverse regularisation ``C`` is chosen by macro AUC on fold 9, and
-the macro AUC over NORM, MI, STTC, HYP and CD is reported on fold 10 with a percentile
-bootstrap interval over the test records.
-
-The same probe on a randomly initialised encoder is the baseline: :func:`random_encoder` builds
-the network under the pretraining run's own seed, i.e. the very weights pretraining started from,
-so the difference between the two is what pretraining learnt. A random conv/attention stack is
-not a weak baseline on its own (random features of a median beat separate NORM from MI quite
-well), which is why the baseline is needed at all.
-
-Records with no diagnostic superclass are left out, as in the PTB-XL benchmark; failed or
-all-lead-missing records are left out too (their input is all zeros).
+Logistic regressions on the frozen 512-d embedding (folds 1–8 train, C chosen on 9, macro AUC on
+10), for the pretrained encoder and for the random initialisation it started from, whose
+difference is what pretraining learnt (docs/training/evaluation.md).
 
 >>> result = probe_checkpoint("/data/ptbxl", "runs/pretrain/best.pt")   # doctest: +SKIP
 >>> result["pretrained"]["test_macro_auc"], result["random"]["test_macro_auc"]   # doctest: +SKIP

@@ -1,21 +1,9 @@
 """The paper's evaluation protocol, for any risk model: repeated stratified 2-fold cross-validation.
 
-Paper §3.2: for each seed in :data:`~hfrisk.training.data.cohort.PAPER_CV_SEEDS` the cohort is split
-into 2 folds stratified on the event indicator; each fold is the test set once. Inside the other
-(training) fold a stratified 80/20 split gives a validation part on which the model is chosen
-(checkpoint by validation C for the network, penalty for the Cox baseline). The reported figure
-is the mean test Harrell C over the 10 runs.
-
-A *method* is any callable ``method(split, run_dir) -> MethodResult`` that trains on
-``split.fit``, selects on ``split.val`` and scores ``split.train`` (the whole training fold, whose
-risks fit the Breslow baseline and censoring weights) and ``split.test``:
-:func:`hfrisk.training.finetune.method.finetune_method` and :func:`hfrisk.training.evaluation.cox_baseline.cox_method`
-are the two in this package.
-
-Results come as a tidy frame (one row per run) and a JSON summary: mean ± SD over runs, a
-t-interval of the mean (the 10 runs share subjects, so it is narrower than an interval over
-independent cohorts would be), and the paper's own "std" (the mean over seeds of the SD of the
-two folds).
+For each of the paper's seeds, 2 folds stratified on the event; inside each training fold an
+80/20 split chooses the model; the figure is the mean test Harrell C over the 10 runs. A *method*
+is any ``method(split, run_dir) -> MethodResult`` (:func:`hfrisk.training.finetune.method.finetune_method`,
+:func:`hfrisk.training.evaluation.cox_baseline.cox_method`). Details: docs/training/evaluation.md.
 
 >>> result = cross_validate(cohort, cox_method(), "runs/cv-cox")  # doctest: +SKIP
 >>> result.summary["metrics"]["harrell_c"]["mean"]                # doctest: +SKIP

@@ -1,19 +1,9 @@
-"""Cox negative partial log-likelihood for fine-tuning on time-to-HF data.
+"""Cox negative partial log-likelihood (Breslow risk sets, mean over events) for fine-tuning.
 
 Sign convention (shared by all of ``hfrisk.training``): a score is a log-hazard, HIGHER = RISKIER.
-
-Why not call ``torchsurv.loss.cox.neg_partial_log_likelihood`` directly? The installed 0.2.0 was checked
-and three of its behaviours do not fit the paper's loss (§3.2: Breslow risk sets, normalised by events):
-
-1. When no two *events* share a time it takes a "no ties" path whose risk set is a suffix of an
-   unstable sort, so a censored subject tied with an event at the same time may drop out of that
-   event's risk set (standard Cox, lifelines and scikit-survival all keep it).
-2. ``reduction="mean"`` divides by the number of distinct event times, not by the number of events,
-   so the scale of the loss changes with how coarse the follow-up times are.
-3. It casts ``log_hz`` to float32, and its no-event guard returns a fresh leaf tensor (no grad_fn).
-
-The formula is short, so it is written out here; the tests check it against torchsurv's Breslow path
-(which is correct whenever it is taken), lifelines' ``CoxPHFitter`` and a brute-force sum.
+Written out rather than taken from torchsurv, whose 0.2.0 differs from the paper's loss in three
+ways (docs/training/finetuning.md); the tests check it against torchsurv's Breslow path, lifelines
+and a brute-force sum.
 """
 
 from __future__ import annotations

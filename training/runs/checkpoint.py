@@ -1,18 +1,8 @@
 """Training checkpoints that resume exactly: weights, optimiser, schedule, epoch and every RNG state.
 
-A checkpoint is one ``torch.save`` dict (:data:`CHECKPOINT_KIND`):
-
-* ``model``, ``heads``, ``criterion``: state dicts (on the CPU) of the network, the pretraining
-  projection heads and the loss (its learnable temperature, if any);
-* ``optimizer``, ``scheduler``: their state dicts;
-* ``epoch``: the last finished epoch (1-based);
-* ``rng``: Python, NumPy, torch CPU and CUDA states, plus the states of the loop's own
-  ``torch.Generator`` objects (shuffling, lead masking);
-* ``config``, ``card``: the run's configuration and model card as JSON-ready dicts;
-* ``extra``: anything else the loop needs to continue (best score so far, ...).
-
-Restoring all of it and continuing gives the same numbers as a run that never stopped, which
-``tests/training/test_pretrain.py`` checks.
+One ``torch.save`` dict (:data:`CHECKPOINT_KIND`; its keys: docs/training/runs.md), written
+atomically. Restoring all of it and continuing gives the same numbers as a run that never stopped,
+which ``tests/training/test_pretrain.py`` checks.
 
 >>> save_checkpoint("last.pt", model=net, optimizer=opt, scheduler=sched, epoch=3,
 ...                 config=cfg.model_dump(mode="json"), card=card)          # doctest: +SKIP
