@@ -1,0 +1,54 @@
+"""The one retry mechanism (hfrisk.serving.retries): waits, limits, what is retried and what is logged."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hfrisk.serving.retries import Backoff, retrying
+
+
+def test_backoff_doubles_from_its_first_wait_up_to_its_cap_and_jitter_only_shortens():
+    assert [Backoff(0.1, 1.0).delay(i) for i in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert Backoff(0.2, 2.0).delay(10_000) == 2.0  # no overflow on a long outage
+    for attempt in range(6):
+        plain = Backoff(0.1, 1.0).delay(attempt)
+        assert all(plain / 2 <= Backoff(0.1, 1.0, jitter=True).delay(attempt) < plain for _ in range(50))
+
+
+def run(policy, errors: list[BaseException]):
+    calls = []
+
+    async def call():
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return "done"
+
+    return asyncio.run(policy(call)), len(calls)
+
+
+def test_retries_what_it_is_told_with_the_backoff_and_reports_each_wait():
+    waits, seen = [], []
+
+    async def sleep(s):
+        waits.append(s)
+
+    policy = retrying(retry_on=ConnectionError, backoff=Backoff(0.1, 1.0), sleep=sleep,
+                      on_retry=lambda exc, attempt, delay: seen.append((str(exc), attempt, delay)))
+    assert run(policy, [ConnectionError("a"), ConnectionError("b"), ConnectionError("c")]) == ("done", 4)
+    assert waits == [0.1, 0.2, 0.4]
+    assert seen == [("a", 1, 0.1), ("b", 2, 0.2), ("c", 3, 0.4)]
+
+
+def test_other_errors_and_spent_attempts_raise_the_error_itself():
+    async def sleep(_s):
+        pass
+
+    with pytest.raises(ValueError, match="not transient"):
+        run(retrying(retry_on=ConnectionError, backoff=Backoff(), sleep=sleep), [ValueError("not transient")])
+    limited = retrying(retry_on=lambda exc: "retry" in str(exc), backoff=Backoff(), attempts=2, sleep=sleep)
+    with pytest.raises(ConnectionError, match="retry 3"):
+        run(limited, [ConnectionError("retry 1"), ConnectionError("retry 2"), ConnectionError("retry 3")])
+    assert run(limited, [ConnectionError("retry 1"), ConnectionError("retry 2")]) == ("done", 3)
