@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from dataclasses import replace
 
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.windowing.held_signal import HeldSignal
@@ -368,7 +369,7 @@ class PatientBuffer:
             pending=[self._pending[seq] for seq in sorted(self._pending)],
             lost=list(self._lost),
             closed=self._closed,
-            stats=self.stats.model_copy(),
+            stats=replace(self.stats),
         )
 
     @classmethod
@@ -394,7 +395,7 @@ class PatientBuffer:
         buffer._pending = {c.sequence: c for c in state.pending}
         buffer._lost = deque(state.lost, maxlen=_LOST_MEMORY)
         buffer._closed = state.closed
-        buffer.stats = state.stats.model_copy()
+        buffer.stats = replace(state.stats)
         return buffer
 
     def to_dict(self) -> dict:

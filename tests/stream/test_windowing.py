@@ -392,6 +392,15 @@ def test_a_state_saved_before_the_pydantic_models_still_loads_and_is_written_bac
     assert PatientBuffer.from_dict(no_device).to_state().pending[0].device_id == ""
 
 
+def test_a_buffer_that_never_declares_chunks_lost_round_trips():
+    # reorder_s=inf is stored as JSON's Infinity, as json.dumps always wrote it.
+    buffer = PatientBuffer("bed-9", 2.0, 1.0, reorder_s=float("inf"))
+    buffer.feed(_old_chunk(0))
+    saved = buffer.to_bytes()
+    assert b'"reorder_s":Infinity' in saved
+    assert PatientBuffer.from_bytes(saved).reorder_s == float("inf") and PatientBuffer.from_bytes(saved).to_bytes() == saved
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
