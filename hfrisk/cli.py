@@ -298,11 +298,12 @@ def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: i
 
 def _register_stage_commands() -> None:
     """Commands whose code lives with its stage (training/, stream/); imported lazily by typer."""
-    from hfrisk.training.pretrain.commands import pretrain_command, probe_command
-    from hfrisk.training.finetune.commands import (
+    from hfrisk.training.commands import (
         evaluate_command,
         export_command,
         finetune_command,
+        pretrain_command,
+        probe_command,
         synthetic_cohort_command,
     )
 

@@ -8,8 +8,8 @@ from sksurv.compare import compare_survival
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
-import hfrisk.training.evaluation.calibration as calibration
-from hfrisk.training.evaluation.calibration import (
+import hfrisk.training.metrics.calibration as calibration
+from hfrisk.training.metrics.calibration import (
     calibration_summary,
     calibration_table,
     km_by_risk_group,

@@ -8,7 +8,7 @@ import pytest
 from hfrisk.training.data.cohort import Cohort
 from hfrisk.training.evaluation.cox_baseline import CoxBaseline, CoxBaselineConfig, Standardiser, cox_method
 from hfrisk.training.data.measurements import MEASUREMENTS
-from hfrisk.training.evaluation.metrics import HarrellC
+from hfrisk.training.metrics import HarrellC
 from hfrisk.training.evaluation.protocol import cross_validate
 
 

@@ -16,7 +16,7 @@ from hfrisk.training.finetune.config import FinetuneConfig
 from hfrisk.training.finetune.data import FinetuneData
 from hfrisk.training.finetune.loop import finetune, finetune_tensors, predict_log_risk
 from hfrisk.training.finetune.method import finetune_method
-from hfrisk.training.evaluation.metrics import HarrellC
+from hfrisk.training.metrics import HarrellC
 from hfrisk.training.evaluation.protocol import cross_validate
 from hfrisk.training.data.ptbxl import PTBXL
 from hfrisk.training.runs.run_dir import RunDir

@@ -14,7 +14,7 @@ PACKAGES = [
     "hfrisk.training.pretrain",
     "hfrisk.training.finetune",
     "hfrisk.training.evaluation",
-    "hfrisk.training.evaluation.metrics",
+    "hfrisk.training.metrics",
     "hfrisk.training.runs",
 ]
 
@@ -31,7 +31,7 @@ def test_every_exported_name_resolves(name):
 def test_front_doors_and_commands_do_not_import_torch():
     modules = ["hfrisk.training", "hfrisk.training.data", "hfrisk.training.data.ptbxl", "hfrisk.training.pretrain",
                "hfrisk.training.finetune", "hfrisk.training.evaluation", "hfrisk.training.runs.run_dir",
-               "hfrisk.training.pretrain.commands", "hfrisk.training.finetune.commands"]
+               "hfrisk.training.metrics", "hfrisk.training.commands"]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(m for m in ('torch', 'sksurv', 'lifelines') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -22,8 +22,8 @@ from sksurv.metrics import (
 from sksurv.util import Surv
 from torchsurv.loss.cox import baseline_survival_function
 
-import hfrisk.training.evaluation.metrics as metrics
-from hfrisk.training.evaluation.metrics import (
+import hfrisk.training.metrics as metrics
+from hfrisk.training.metrics import (
     BreslowBaseline,
     HarrellC,
     IntegratedBrier,

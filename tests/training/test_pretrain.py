@@ -19,7 +19,7 @@ from hfrisk.model.contract.card import default_card, load_card
 from hfrisk.model.network.hfrisk_net import HFRiskNet
 from hfrisk.training.pretrain import loop as pretrain_module
 from hfrisk.training.runs.checkpoint import load_checkpoint
-from hfrisk.training.pretrain.commands import pretrain_command
+from hfrisk.training.commands import pretrain_command
 from hfrisk.training.pretrain.config import PretrainConfig
 from hfrisk.training.pretrain.encoder_weights import load_pretrained_encoder
 from hfrisk.training.pretrain.losses import CosineAlignmentLoss, InfoNCELoss, masked_mse

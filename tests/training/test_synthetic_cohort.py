@@ -55,7 +55,7 @@ def test_event_rate_is_the_requested_one(rate):
 def test_oracle_c_is_informative():
     covariates = _covariates(4000)
     outcomes = simulate_outcomes(covariates, event_rate=0.03, seed=0)
-    from hfrisk.training.evaluation.metrics import HarrellC
+    from hfrisk.training.metrics import HarrellC
 
     assert HarrellC()(outcomes.log_hazard, outcomes.event, outcomes.time) > 0.65
 

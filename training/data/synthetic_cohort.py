@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hfrisk.core.logs import get_logger
 
 from hfrisk.training.data.cohort import Cohort, cohort_from_ptbxl
-from hfrisk.training.evaluation.metrics import HarrellC
+from hfrisk.training.metrics import HarrellC
 
 __all__ = [
     "HazardSpec",
@@ -275,7 +275,7 @@ def oracle_method(log_hazard_by_id: pd.Series):
     Run through the same splits as a model, it gives the oracle C of every test fold: the
     ceiling that model is measured against.
     """
-    from hfrisk.training.evaluation.protocol import MethodResult, harrell_c_or_nan
+    from hfrisk.training.metrics.results import MethodResult, harrell_c_or_nan
 
     def method(split, run_dir: Path) -> MethodResult:
         def eta(cohort: Cohort) -> np.ndarray:

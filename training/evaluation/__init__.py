@@ -1,5 +1,5 @@
-"""Evaluation of risk scores: survival metrics (Harrell/Uno C, td-AUC, Brier), calibration, the paper's
-cross-validation protocol, the Cox baseline on ECG measurements and the linear probe of an encoder."""
+"""Evaluation of risk models: the paper's cross-validation protocol, the Cox baseline on ECG measurements and
+the linear probe of an encoder (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,7 @@ from typing import Any
 # name -> module of this package that defines it, imported on first use:
 # lifelines, scikit-survival and torch load only when a name is used.
 _EXPORTS = {
-    "HarrellC": "metrics",
-    "UnoC": "metrics",
-    "TimeDependentAUC": "metrics",
-    "IntegratedBrier": "metrics",
-    "BreslowBaseline": "metrics",
-    "summarize": "metrics",
-    "survival_arrays": "metrics",
-    "calibration_summary": "calibration",
-    "calibration_table": "calibration",
-    "plot_calibration": "calibration",
     "Split": "protocol",
-    "MethodResult": "protocol",
     "ProtocolResult": "protocol",
     "cross_validate": "protocol",
     "evaluate_fixed_split": "protocol",

@@ -25,7 +25,7 @@ from hfrisk.core.logs import get_logger
 
 from hfrisk.training.data.cohort import Cohort
 from hfrisk.training.data.measurements import MEASUREMENTS, measure_records
-from hfrisk.training.evaluation.protocol import harrell_c_or_nan
+from hfrisk.training.metrics.results import harrell_c_or_nan
 
 __all__ = ["CoxBaselineConfig", "Standardiser", "CoxBaseline", "cohort_measurements", "cox_method"]
 
@@ -209,7 +209,7 @@ def cox_method(
     ``record`` strings), e.g. from :func:`cohort_measurements` on the whole cohort once; without
     it each split measures its records (``cache`` avoids doing that twice).
     """
-    from hfrisk.training.evaluation.protocol import MethodResult
+    from hfrisk.training.metrics.results import MethodResult
 
     def features_of(cohort: Cohort) -> pd.DataFrame:
         if measurements is None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,11 @@ import pandas as pd
 from hfrisk.core.logs import get_logger
 
 from hfrisk.training.data.cohort import PAPER_CV_SEEDS, Cohort
-from hfrisk.training.evaluation.metrics import HarrellC, summarize
+from hfrisk.training.metrics.results import MethodResult, harrell_c_or_nan
+from hfrisk.training.metrics.summary import summarize
 
 __all__ = [
     "Split",
-    "MethodResult",
     "Method",
     "ProtocolResult",
     "paper_splits",
@@ -38,7 +38,6 @@ __all__ = [
     "run_protocol",
     "cross_validate",
     "evaluate_fixed_split",
-    "harrell_c_or_nan",
     "METRICS",
     "RUNS_FILENAME",
     "SUMMARY_FILENAME",
@@ -85,22 +84,6 @@ class Split:
         """A short hash of the test records: equal for equal test folds."""
         joined = "\n".join(sorted(self.test.records)).encode()
         return hashlib.sha1(joined).hexdigest()[:12]
-
-
-def harrell_c_or_nan(risk, event, time) -> float:
-    """Harrell's C, or NaN where it is undefined (no comparable pair in a tiny part)."""
-    try:
-        return HarrellC()(risk, event, time)
-    except ValueError:
-        return float("nan")
-
-
-class MethodResult(NamedTuple):
-    """Log-risks (higher = riskier) of the whole training fold and of the test fold, plus details."""
-
-    train_risk: np.ndarray
-    test_risk: np.ndarray
-    info: dict
 
 
 Method = Callable[[Split, Path], MethodResult]

@@ -34,7 +34,7 @@ from hfrisk.model.network.hfrisk_net import HFRiskNet
 from hfrisk.training.data.augment import LeadSubsetMasking
 from hfrisk.training.data.cohort import Cohort
 from hfrisk.training.data.sampling import EventStratifiedBatchSampler
-from hfrisk.training.evaluation.protocol import harrell_c_or_nan
+from hfrisk.training.metrics.results import harrell_c_or_nan
 from hfrisk.training.finetune.checkpoints import FinetuneCheckpointInfo, FinetuneRunRecord, load_finetuned, load_init
 from hfrisk.training.finetune.config import FinetuneConfig
 from hfrisk.training.finetune.data import FinetuneData

@@ -32,7 +32,7 @@ def finetune_method(
     otherwise preprocessed once for all the records the first split shows (training and test
     fold together: the whole cohort under the paper's splits) and reused by the other runs.
     """
-    from hfrisk.training.evaluation.protocol import MethodResult
+    from hfrisk.training.metrics.results import MethodResult
 
     config = config or FinetuneConfig()
     card = card or default_card()

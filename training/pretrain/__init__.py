@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 # name -> module of this package that defines it, imported on first use:
-# the commands module must stay cheap for ``hfrisk --help``.
+# torch loads only when a name is used.
 _EXPORTS = {
     "PretrainConfig": "config",
     "pretrain": "loop",

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from hfrisk.training.evaluation.metrics.auc import TimeDependentAUC
-from hfrisk.training.evaluation.metrics.base import SurvivalMetric
-from hfrisk.training.evaluation.metrics.breslow import BreslowBaseline
-from hfrisk.training.evaluation.metrics.brier_score import IntegratedBrier
-from hfrisk.training.evaluation.metrics.cindex import HarrellC, UnoC
-from hfrisk.training.evaluation.metrics.inputs import ArrayLike, check_times, survival_arrays, to_numpy
+from hfrisk.training.metrics.auc import TimeDependentAUC
+from hfrisk.training.metrics.base import SurvivalMetric
+from hfrisk.training.metrics.breslow import BreslowBaseline
+from hfrisk.training.metrics.brier_score import IntegratedBrier
+from hfrisk.training.metrics.cindex import HarrellC, UnoC
+from hfrisk.training.metrics.inputs import ArrayLike, check_times, survival_arrays, to_numpy
 
 __all__ = ["DEFAULT_TIME_QUANTILES", "evaluation_times", "summarize"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sksurv.util import Surv
 
-from hfrisk.training.evaluation.metrics.inputs import ArrayLike, survival_arrays, train_survival
+from hfrisk.training.metrics.inputs import ArrayLike, survival_arrays, train_survival
 
 __all__ = ["SurvivalMetric", "IPCWMetric"]
 

@@ -21,7 +21,7 @@ from lifelines.statistics import logrank_test
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hfrisk.training.evaluation.metrics import ArrayLike, survival_arrays
+from hfrisk.training.metrics.inputs import ArrayLike, survival_arrays
 
 __all__ = [
     "RiskGroups",

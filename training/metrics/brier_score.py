@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sksurv.metrics import brier_score, integrated_brier_score
 
-from hfrisk.training.evaluation.metrics.base import IPCWMetric
-from hfrisk.training.evaluation.metrics.inputs import ArrayLike, SurvivalFn, check_times, to_numpy
+from hfrisk.training.metrics.base import IPCWMetric
+from hfrisk.training.metrics.inputs import ArrayLike, SurvivalFn, check_times, to_numpy
 
 __all__ = ["IntegratedBrier"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sksurv.metrics import cumulative_dynamic_auc
 
-from hfrisk.training.evaluation.metrics.base import IPCWMetric
-from hfrisk.training.evaluation.metrics.inputs import ArrayLike, check_times
+from hfrisk.training.metrics.base import IPCWMetric
+from hfrisk.training.metrics.inputs import ArrayLike, check_times
 
 __all__ = ["TimeDependentAUC"]
 

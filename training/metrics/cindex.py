@@ -12,8 +12,8 @@ from lifelines.utils import concordance_index
 from sksurv.metrics import concordance_index_ipcw
 from sksurv.util import Surv
 
-from hfrisk.training.evaluation.metrics.base import IPCWMetric, SurvivalMetric
-from hfrisk.training.evaluation.metrics.inputs import ArrayLike
+from hfrisk.training.metrics.base import IPCWMetric, SurvivalMetric
+from hfrisk.training.metrics.inputs import ArrayLike
 
 __all__ = ["HarrellC", "UnoC"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hfrisk.training.evaluation.metrics.inputs import ArrayLike, survival_arrays, to_numpy
+from hfrisk.training.metrics.inputs import ArrayLike, survival_arrays, to_numpy
 
 __all__ = ["BreslowBaseline"]
 
