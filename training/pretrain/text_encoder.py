@@ -119,19 +119,13 @@ class TextEncoder:
         device: torch device for the forward passes.
         max_length: tokens per text, longer texts are truncated (a warning counts them).
         batch_size: texts per forward pass.
-        pooling: ``"mean"`` (default) averages over the real tokens only. ``"padded_mean"``
-            reproduces the paper's notebook, which padded every text to ``max_length`` and averaged
-            over all positions, padding included. We deliberately do not do that by default: the
-            padding states are an artefact of the tokenizer, and with them a statement's vector
-            depends on ``max_length`` and is pulled towards a common "padding" direction.
+        pooling: ``"mean"`` (default) averages over the real tokens only; ``"padded_mean"``
+            reproduces the paper's notebook, padding included (why not by default:
+            docs/training/pretraining.md).
         backend: ``"transformers"`` (AutoTokenizer/AutoModel and the pooling above),
-            ``"sentence-transformers"`` (the model's own pipeline) or ``"auto"``. Auto takes
-            sentence-transformers only for a sentence-transformers package whose pipeline the
-            transformers path cannot reproduce (CLS or max pooling, dense layers, a hub name not yet
-            cached). A package that is just mean pooling plus optional normalisation, like
-            all-MiniLM-L6-v2, runs through transformers with the same result (a test checks the
-            two agree): one pooling code path for every model, and no sentence-transformers
-            import (seconds) on top of transformers'.
+            ``"sentence-transformers"`` (the model's own pipeline) or ``"auto"``, which takes
+            sentence-transformers only where the transformers path cannot reproduce the package's
+            pipeline (CLS or max pooling, dense layers, a hub name not yet cached).
         normalize: L2-normalise each vector. ``None`` (default): as the model is packaged, i.e.
             when its ``modules.json`` ends in ``Normalize``; plain BERT models (Bio_ClinicalBERT)
             are not normalised, as in the paper.
