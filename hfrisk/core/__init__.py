@@ -1,6 +1,5 @@
 """The foundation every other package stands on: typed settings, structured logs, secrets and TLS clients,
-patient pseudonyms. Imports nothing else of hfrisk.
-"""
+patient pseudonyms. Imports nothing else of hfrisk."""
 
 from hfrisk.core.config import (
     Settings,
@@ -34,6 +33,11 @@ from hfrisk.core.pseudonym import (
     pseudonym_map,
     pseudonymiser_from_settings,
 )
+from hfrisk.core.retries import (
+    Backoff,
+    retrying,
+    wait_until,
+)
 
 __all__ = [
     "Settings",
@@ -60,4 +64,7 @@ __all__ = [
     "Pseudonymiser",
     "pseudonym_map",
     "pseudonymiser_from_settings",
+    "Backoff",
+    "retrying",
+    "wait_until",
 ]

@@ -1,7 +1,7 @@
 """Serving the model: the Triton model repository (``model_repository``) and its python backend,
 the Triton clients (``client``: async ``RiskClient``, blocking ``SyncRiskClient``), the blocking
 scorers of screening (``scorers``: ``OnnxScorer`` in process, ``SyncTritonScorer`` through Triton)
-and the one retry mechanism (``retries``). Importing it loads neither ONNX Runtime nor tritonclient.
+. Importing it loads neither ONNX Runtime nor tritonclient.
 """
 
 from hfrisk.serving.client import (
@@ -18,7 +18,6 @@ from hfrisk.serving.model_repository import (
     render_config,
     write_model_repository,
 )
-from hfrisk.serving.retries import Backoff, retrying
 from hfrisk.serving.scorers import MODEL_FILENAME, OnnxScorer, SyncTritonScorer, find_model_version
 
 __all__ = [
@@ -36,6 +35,4 @@ __all__ = [
     "SyncTritonScorer",
     "find_model_version",
     "MODEL_FILENAME",
-    "Backoff",
-    "retrying",
 ]

@@ -22,7 +22,7 @@ import numpy as np
 
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard, default_card
-from hfrisk.serving.retries import Backoff, retrying
+from hfrisk.core.retries import Backoff, retrying
 
 __all__ = [
     "RiskClient",

@@ -15,8 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
-
+from hfrisk.core import retries
 from hfrisk.core.logs import get_logger
 
 __all__ = [
@@ -63,23 +62,10 @@ def wait_until(
     interval_s: float = 0.1,
     what: str | Callable[[], str] = "the condition",
 ) -> T:
-    """Call ``check`` until it returns something true and return that, or raise :class:`ServiceTimeout`.
-
-    A tenacity policy, like every retry of hfrisk. ``what`` (or what it returns, asked only on
-    timeout) is the error message. Exceptions from ``check`` propagate: a probe that may fail
-    while a server starts catches its own.
-    """
-
-    def give_up(_state: RetryCallState) -> T:
-        raise ServiceTimeout(what() if callable(what) else what)
-
-    policy = Retrying(
-        retry=retry_if_result(lambda result: not result),
-        stop=stop_after_delay(timeout_s),
-        wait=wait_fixed(interval_s),
-        retry_error_callback=give_up,
-    )
-    return policy(check)
+    """:func:`hfrisk.core.retries.wait_until` raising :class:`ServiceTimeout`; ``what`` (or what it
+    returns, asked only on timeout) is the error message."""
+    return retries.wait_until(check, timeout_s, interval_s=interval_s, error=ServiceTimeout,
+                              what=(lambda _last: what()) if callable(what) else what)
 
 
 def client_host(bind_address: str, loopback: str = LOOPBACK) -> str:

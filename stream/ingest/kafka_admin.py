@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from hfrisk.core.logs import get_logger
+from hfrisk.core.retries import wait_until
 
 __all__ = ["KafkaAdminError", "TOPIC_ALREADY_EXISTS", "TopicMismatchError", "admin_client", "create_topics"]
 
@@ -107,18 +107,17 @@ def _check_counts(wanted: Mapping[str, int], existing: Mapping[str, int]) -> Non
 
 def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float) -> dict[str, int]:
     """Partition counts once every partition of ``names`` has a leader (new topics take a moment)."""
+    last: dict[str, int] = {}
 
-    def give_up(state: RetryCallState) -> dict[str, int]:
-        missing = sorted(set(names) - set(state.outcome.result()))
-        raise KafkaAdminError(f"topics without leaders after {timeout_s:.0f} s: {missing}")
+    def all_led() -> dict[str, int]:
+        nonlocal last
+        last = _topics_with_leaders(admin, names)
+        return last if len(last) == len(names) else {}
 
-    policy = Retrying(
-        retry=retry_if_result(lambda ready: len(ready) < len(names)),
-        stop=stop_after_delay(timeout_s),
-        wait=wait_fixed(_POLL_INTERVAL_S),
-        retry_error_callback=give_up,
+    return wait_until(
+        all_led, timeout_s, interval_s=_POLL_INTERVAL_S, error=KafkaAdminError,
+        what=lambda _: f"topics without leaders after {timeout_s:.0f} s: {sorted(set(names) - set(last))}",
     )
-    return policy(_topics_with_leaders, admin, names)
 
 
 def _topics_with_leaders(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:

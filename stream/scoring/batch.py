@@ -46,7 +46,7 @@ from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
-from hfrisk.serving.retries import Backoff, retrying
+from hfrisk.core.retries import Backoff, retrying
 from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
 
 __all__ = [

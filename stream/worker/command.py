@@ -163,7 +163,7 @@ def worker_command(
     from hfrisk.core.config import get_settings
     from hfrisk.core.logs import get_logger
     from hfrisk.serving.client import RiskClient, TritonClientError
-    from hfrisk.serving.retries import Backoff
+    from hfrisk.core.retries import Backoff
     from hfrisk.stream.ingest.topics import ensure_topics
     from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopScorer, Preprocessor
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents

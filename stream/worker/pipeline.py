@@ -22,7 +22,7 @@ from hfrisk.core.logs import get_logger
 from hfrisk.core.pseudonym import pseudonymiser_from_settings
 from hfrisk.core.security import redis_client as make_redis_client
 from hfrisk.model.contract.card import ModelCard
-from hfrisk.serving.retries import Backoff, retrying
+from hfrisk.core.retries import Backoff, retrying
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.messages.chunk import EcgChunk
 from hfrisk.stream.messages.dead_letter import INTERNAL_ERROR, DeadLetter

@@ -31,7 +31,7 @@ from hfrisk.stream.worker.metrics import StreamMetrics
 from hfrisk.stream.sinks import WriteOutcome
 from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.messages import HEADER_BYTES, encode_chunk, load_schema, message_key
-from hfrisk.serving.retries import Backoff
+from hfrisk.core.retries import Backoff
 from hfrisk.stream.scoring.batch import AsyncTritonScorer, InferenceRejected, Preprocessor
 from hfrisk.stream.windowing import PatientBuffer, Window, WindowAssembler
 from hfrisk.stream.worker.pipeline import StreamWorker, WorkerOptions

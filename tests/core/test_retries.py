@@ -1,4 +1,4 @@
-"""The one retry mechanism (hfrisk.serving.retries): waits, limits, what is retried and what is logged."""
+"""The one retry mechanism (hfrisk.core.retries): waits, limits, what is retried and what is logged."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hfrisk.serving.retries import Backoff, retrying
+from hfrisk.core.retries import Backoff, retrying
 
 
 def test_backoff_doubles_from_its_first_wait_up_to_its_cap_and_jitter_only_shortens():

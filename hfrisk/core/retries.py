@@ -1,8 +1,9 @@
 """Retrying with exponential backoff, on tenacity: the one retry mechanism of hfrisk.
 
-Two policies are built from it: :class:`~hfrisk.serving.client.RiskClient` retries a Triton request
-a few times (with jitter) before giving up, and the stream worker holds a batch and retries for as
-long as it takes while Triton, Redis or Kafka is unreachable (``attempts=None``).
+:func:`retrying` (async, exponential backoff): :class:`~hfrisk.serving.client.RiskClient` retries a
+Triton request a few times (with jitter) before giving up, and the stream worker holds a batch and
+retries for as long as it takes while Triton, Redis or Kafka is unreachable (``attempts=None``).
+:func:`wait_until` (sync, fixed interval): every wait for a server, a port or a Kafka topic leader.
 
 >>> import asyncio
 >>> calls = []
@@ -22,18 +23,24 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception,
     retry_if_exception_type,
+    retry_if_result,
     stop_after_attempt,
+    stop_after_delay,
     stop_never,
+    wait_fixed,
 )
 
-__all__ = ["Backoff", "retrying"]
+__all__ = ["Backoff", "retrying", "wait_until"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,3 +95,31 @@ def retrying(
         sleep=sleep,
         reraise=True,
     )
+
+
+def wait_until(
+    check: Callable[[], T],
+    timeout_s: float,
+    *,
+    interval_s: float = 0.1,
+    what: str | Callable[[T], str] = "the condition",
+    error: type[Exception] = TimeoutError,
+) -> T:
+    """Call ``check`` every ``interval_s`` until it returns something true and return that; after
+    ``timeout_s`` raise ``error`` with ``what`` (a text, or made from the last result). Exceptions
+    from ``check`` propagate: a probe that may fail while a server starts catches its own.
+
+    >>> wait_until(lambda: 42, timeout_s=1.0)
+    42
+    """
+
+    def give_up(state: RetryCallState) -> T:
+        raise error(what(state.outcome.result()) if callable(what) else what)
+
+    policy = Retrying(
+        retry=retry_if_result(lambda result: not result),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(interval_s),
+        retry_error_callback=give_up,
+    )
+    return policy(check)
