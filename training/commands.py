@@ -1,6 +1,6 @@
 """The training subcommands of ``hfrisk``: ``pretrain``, ``probe``, ``finetune``, ``evaluate``, ``export``, ``synthetic-cohort``.
 
-Plain typer command functions: ``hfrisk/cli.py`` registers them (``app.command("pretrain")(pretrain_command)``),
+Plain typer command functions: ``hfrisk.cli.app`` registers them (``app.command("pretrain")(pretrain_command)``),
 so each is also callable from Python with keyword arguments. ``pretrain``'s options mirror
 :class:`~hfrisk.training.pretrain.config.PretrainConfig` field by field, with the same defaults (a test
 compares them). Heavy imports happen inside the functions, so ``hfrisk --help`` stays fast.

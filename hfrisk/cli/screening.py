@@ -1,0 +1,106 @@
+"""``hfrisk screen``: population screening through Triton or in process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hfrisk.core.config import get_settings
+
+__all__ = ["register"]
+
+
+def screen(
+    sources: Annotated[list[Path], typer.Argument(help="Folders, WFDB records or DICOM files to score.")],
+    out: Annotated[Path, typer.Option(help="Output folder (scores.csv, scores.parquet).")] = Path("runs/screen"),
+    model: Annotated[Optional[Path], typer.Option(help="Model folder or Triton repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Score with ONNX Runtime in this process instead of Triton.")] = False,
+    triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC address; default HFRISK_TRITON__GRPC_URL.")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Use a randomly initialised network when no model is found (plumbing checks only).")] = False,
+    threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default HFRISK_STREAM__RISK_THRESHOLD.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess while this one scores; default one per CPU, 0: none.")] = None,
+) -> None:
+    """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hfrisk.screening import screen as run_screen
+    from hfrisk.screening import screening_threads, summarize, write_summary
+
+    settings = get_settings()
+    console = Console()
+    if in_process:
+        scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained,
+                                    threads=screening_threads(workers))
+    else:
+        # The preprocessing pool forks beside the gRPC client's threads; its processes never use gRPC,
+        # so gRPC's fork handlers (which log a line per fork when they cannot run) have nothing to do.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+        scorer = _triton_scorer(triton_url or settings.triton.grpc_url, model or settings.paths.model_repository,
+                                settings.paths.model_name)
+    frame = run_screen(
+        sources, scorer, out,
+        threshold=settings.stream.risk_threshold if threshold is None else threshold,
+        batch_size=batch_size, resume=resume, workers=workers,
+    )
+    frame.to_parquet(out / "scores.parquet", index=False)
+    write_summary(frame, out / "summary.png")
+    counts = frame["status"].value_counts().to_dict()
+    console.print(
+        f"{len(frame)} recordings: {counts.get('scored', 0)} scored, {counts.get('low_quality', 0)} not fit to "
+        f"score, {counts.get('refused', 0)} refused; {int(frame['flagged'].sum())} flagged. Written to {out}/"
+    )
+    if scorer.untrained:
+        console.print("[bold red]UNTRAINED network: these scores are meaningless.[/bold red]")
+    table = Table("record", "log-risk", "HR x", "quality", "bpm", "top lead", "flag", title="Highest risk")
+    for row in summarize(frame):
+        table.add_row(
+            Path(row["record"]).name, f"{row['log_risk']:.2f}", f"{row['hazard_ratio']:.2f}",
+            f"{row['quality_score']:.2f}", f"{row['heart_rate_bpm']:.0f}", str(row["top_lead"]),
+            "[bold red]FLAG[/bold red]" if row["flagged"] else "",
+        )
+    console.print(table)
+
+
+
+def _triton_scorer(url: str, model: Path, model_name: str):
+    from hfrisk.model.contract.card import CARD_FILENAME, load_card
+    from hfrisk.serving.client import TritonClientError
+    from hfrisk.serving.scorers import SyncTritonScorer, find_model_version
+
+    # The card of the served model, never a guessed one: recordings prepared under another
+    # contract would be scored without any error.
+    try:
+        version = find_model_version(model, model_name)
+        card = load_card(next((p for p in (version, version.parent) if (p / CARD_FILENAME).is_file()), version))
+    except (OSError, ValueError) as err:
+        typer.echo(f"no usable model card for the served model in {model} ({err}); export the model there first.",
+                   err=True)
+        raise typer.Exit(code=2) from err
+    try:
+        return SyncTritonScorer(url, card, model_name=model_name)
+    except TritonClientError as err:
+        typer.echo(f"Triton at {url} is not ready ({err}); start it with `hfrisk serve` or use --in-process.", err=True)
+        raise typer.Exit(code=2) from err
+
+
+def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: int | None = None):
+    from hfrisk.serving.scorers import OnnxScorer
+
+    try:
+        return OnnxScorer.from_model_dir(model, model_name, threads=threads)
+    except FileNotFoundError as err:
+        if not untrained:
+            typer.echo(f"{err}. Train and export a model, or pass --untrained for a plumbing check.", err=True)
+            raise typer.Exit(code=2) from err
+        return OnnxScorer.untrained(threads=threads)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``hfrisk`` app."""
+    app.command()(screen)

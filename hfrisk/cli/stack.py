@@ -1,0 +1,139 @@
+"""``hfrisk serve``, ``replay``, ``up`` and ``down``: the local servers and a replayed ward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hfrisk.core.config import get_settings
+
+__all__ = ["register"]
+
+
+def serve(
+    model_repository: Annotated[Optional[Path], typer.Option(help="Triton model repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    free_ports: Annotated[bool, typer.Option("--free-ports", help="Take free ports instead of HFRISK_TRITON__*_PORT.")] = False,
+) -> None:
+    """Run the local Triton Inference Server on loopback until Ctrl-C."""
+    import signal
+    import threading
+
+    from hfrisk.stack.triton_server import TritonServer
+
+    settings = get_settings()
+    overrides = {"model_repository": model_repository} if model_repository else {}
+    server = TritonServer.from_settings(settings, fixed_ports=not free_ports, **overrides)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        typer.echo(f"triton ready: grpc {server.grpc_url}  http {server.http_url}  metrics {server.metrics_url}")
+        try:
+            while not stop.wait(1.0):
+                if not server.running():
+                    typer.echo(f"tritonserver exited; log: {server.log_path}", err=True)
+                    raise typer.Exit(code=1)
+        except KeyboardInterrupt:
+            pass
+
+
+def replay(
+    sources: Annotated[list[Path], typer.Argument(help="WFDB records or folders (PTB-XL folders work) to stream.")],
+    beds: Annotated[int, typer.Option(min=1, help="Simulated beds; recordings are dealt out round-robin.")] = 4,
+    chunk_s: Annotated[float, typer.Option(help="Seconds of signal per Kafka message.")] = 1.0,
+    realtime: Annotated[bool, typer.Option("--realtime/--fast", help="Pace chunks as a live monitor would, or send as fast as possible.")] = True,
+    duration_s: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of signal per bed.")] = None,
+    max_records: Annotated[Optional[int], typer.Option(help="Stop after this many recordings.")] = None,
+    loop: Annotated[bool, typer.Option(help="Start again from the first recording when all are sent.")] = False,
+    bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers; default HFRISK_KAFKA__BOOTSTRAP_SERVERS.")] = None,
+    topic: Annotated[Optional[str], typer.Option(help="Topic; default HFRISK_KAFKA__ECG_TOPIC.")] = None,
+    create_topics: Annotated[bool, typer.Option(help="Create the stream's topics first if missing.")] = True,
+) -> None:
+    """Stream recordings into Kafka as bedside monitors would."""
+    from hfrisk.stream.ingest.replay import replay as run_replay
+    from hfrisk.stream.ingest.topics import ensure_topics
+
+    settings = get_settings()
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap}) if bootstrap else settings.kafka
+    if create_topics:
+        ensure_topics(kafka)
+    stats = run_replay(
+        [str(s) for s in sources], kafka.bootstrap_servers, topic or kafka.ecg_topic,
+        beds=beds, chunk_s=chunk_s, realtime=realtime, duration_s=duration_s, max_records=max_records, loop=loop,
+    )
+    typer.echo(stats.summary())
+
+
+def up(
+    sources: Annotated[Optional[list[Path]], typer.Argument(help="Recordings to replay; default the bundled PTB-XL records.")] = None,
+    beds: Annotated[int, typer.Option(min=1, help="Simulated beds.")] = 6,
+    workers: Annotated[int, typer.Option(min=1, help="Stream worker processes.")] = 1,
+    realtime: Annotated[bool, typer.Option("--realtime/--fast", help="Replay at monitor pace or as fast as possible.")] = False,
+    duration_s: Annotated[Optional[float], typer.Option(help="Seconds of signal per bed to replay.")] = None,
+    loop: Annotated[bool, typer.Option(help="Replay the recordings again and again.")] = False,
+    model_repository: Annotated[Optional[Path], typer.Option(help="Triton model repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    view_s: Annotated[float, typer.Option(help="Show the live ward view this long at most (0: none).")] = 300.0,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Stop the whole stack when this command ends.")] = False,
+) -> None:
+    """Start the local stack (Kafka, Redis, Triton, workers, Prometheus), replay a ward, show flagged patients."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from hfrisk.core.security import redis_client
+    from hfrisk.stack.local import plain_redis_settings, require_model, start_replay, start_stack, stop_stack
+    from hfrisk.stream.sinks.redis_sink import RedisSink
+    from hfrisk.stack.ward_view import ward_rows, ward_table
+
+    settings = get_settings()
+    console = Console()
+    repository = model_repository or settings.paths.model_repository
+    require_model(repository, settings.paths.model_name)
+    sources = sources or [Path(__file__).resolve().parents[2] / "tests" / "data" / "ecg" / "ptbxl" / "records500"]
+    with console.status("starting Redis, Kafka, Triton, workers and Prometheus…"):
+        info = start_stack(settings, model_repository=repository, workers=workers)
+    console.print("stack up: " + ", ".join(f"{k} {v}" for k, v in info.urls.items()))
+    console.print(f"point other commands at it with: source {info.folder}/stack.env")
+    producer = start_replay(settings, info, sources, beds=beds, realtime=realtime, duration_s=duration_s, loop=loop)
+    sink = RedisSink(redis_client(plain_redis_settings(settings, info.urls["redis"])), settings.redis.key_prefix)
+    try:
+        deadline = time.monotonic() + view_s
+        last_change, last_count = time.monotonic(), -1
+        with Live(ward_table(sink), console=console, refresh_per_second=1, transient=False) as live:
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                live.update(ward_table(sink))
+                count = sum(r["windows"] + r["low_quality"] for r in ward_rows(sink, 1000))
+                if count != last_count:
+                    last_change, last_count = time.monotonic(), count
+                # Replay finished and the workers have drained: nothing more will change.
+                if not producer.running() and not loop and time.monotonic() - last_change > 15:
+                    break
+        flagged = [r["patient_id"] for r in ward_rows(sink, 1000) if r["flagged"]]
+        console.print(f"flagged patients: {', '.join(flagged) if flagged else 'none'}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if foreground:
+            stop_stack(settings)
+            console.print("stack stopped")
+        else:
+            console.print("the stack keeps running (Prometheus, Redis, Triton); stop it with: hfrisk down")
+
+
+def down() -> None:
+    """Stop everything `hfrisk up` started; leaves nothing running."""
+    from hfrisk.stack.local import stop_stack
+
+    stopped = stop_stack(get_settings())
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack is running")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``hfrisk`` app."""
+    app.command()(serve)
+    app.command()(replay)
+    app.command()(up)
+    app.command()(down)
