@@ -1,6 +1,6 @@
 """The format-16 fast path of ``read_wfdb`` reads what ``wfdb.rdrecord`` reads, bit for bit.
 
-``hfrisk.model.readers.wfdb_io._read_whole_fast`` parses ordinary headers with wfdb's own grammar and
+``hfrisk.model.readers.wfdb_fast.read_whole_fast`` parses ordinary headers with wfdb's own grammar and
 field specs and reads the samples with numpy (docs/bench/screening.md: ~3 ms of wfdb's header
 parsing per 12-lead record). Every record shipped in tests/data goes through both readers; the
 fast path must either decline (``None``) or agree on every header field and every sample.
@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import wfdb
 
-from hfrisk.model.readers import wfdb_io
+from hfrisk.model.readers import wfdb_fast
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.model.readers.wfdb_io import read_wfdb, write_wfdb
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 RECORDS = sorted(p.with_suffix("") for p in DATA.rglob("*.hea"))
-TAKEN = [r for r in RECORDS if wfdb_io._read_whole_fast(r) is not None]
+TAKEN = [r for r in RECORDS if wfdb_fast.read_whole_fast(r) is not None]
 FIELDS = (
     "record_name", "n_sig", "fs", "counter_freq", "base_counter", "sig_len", "base_time", "base_date",
     "file_name", "fmt", "samps_per_frame", "skew", "byte_offset", "adc_gain", "baseline", "units",
@@ -40,7 +40,7 @@ def _assert_same_record(fast: wfdb.Record, slow: wfdb.Record) -> None:
 
 
 def _forced_slow(monkeypatch) -> None:
-    monkeypatch.setattr(wfdb_io, "_read_whole_fast", lambda record, parsed=None: None)
+    monkeypatch.setattr(wfdb_fast, "read_whole_fast", lambda record, parsed=None: None)
 
 
 def test_the_shipped_records_cover_both_paths():
@@ -54,7 +54,7 @@ def test_the_shipped_records_cover_both_paths():
 @pytest.mark.parametrize("record", TAKEN, ids=lambda p: str(p.relative_to(DATA)))
 def test_fast_path_reads_what_wfdb_reads(record):
     # Declined records are read by wfdb itself (test_read_wfdb_is_the_same_either_way).
-    _assert_same_record(wfdb_io._read_whole_fast(record), wfdb.rdrecord(str(record), m2s=False))
+    _assert_same_record(wfdb_fast.read_whole_fast(record), wfdb.rdrecord(str(record), m2s=False))
 
 
 def _same_ecg(a: ECG, b: ECG) -> None:
@@ -98,7 +98,7 @@ def test_header_defaults_and_special_cases_follow_wfdb(tmp_path):
         "#Age: 61\n"
     )
     record = _write(tmp_path, header, digital)
-    fast = wfdb_io._read_whole_fast(record)
+    fast = wfdb_fast.read_whole_fast(record)
     assert fast is not None
     _assert_same_record(fast, wfdb.rdrecord(str(record), m2s=False))
     assert fast.adc_gain == [200.0, 500.0, 200.0] and fast.baseline == [40, -3, 0]
@@ -121,7 +121,7 @@ def test_header_defaults_and_special_cases_follow_wfdb(tmp_path):
 )
 def test_fast_path_declines_what_it_does_not_read(tmp_path, why, header, rows):
     record = _write(tmp_path, header, np.zeros((rows, 2)))
-    assert wfdb_io._read_whole_fast(record) is None, why
+    assert wfdb_fast.read_whole_fast(record) is None, why
 
 
 def test_truncated_file_is_still_an_unreadable_error(tmp_path):
@@ -140,7 +140,7 @@ def test_what_write_wfdb_writes_takes_the_fast_path(tmp_path, monkeypatch):
         acquired_at=datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc),
     )  # fmt: skip
     record = write_wfdb(ecg, tmp_path, "made")
-    assert wfdb_io._read_whole_fast(record) is not None
+    assert wfdb_fast.read_whole_fast(record) is not None
     fast = read_wfdb(record)
     assert fast.acquired_at == ecg.acquired_at and fast.patient_id == "p-7"
     _forced_slow(monkeypatch)
@@ -150,7 +150,7 @@ def test_what_write_wfdb_writes_takes_the_fast_path(tmp_path, monkeypatch):
 def test_copied_ptbxl_record_with_signal_file_missing(tmp_path):
     src = next(r for r in RECORDS if "ptbxl" in str(r))
     shutil.copy(f"{src}.hea", tmp_path / f"{src.name}.hea")
-    assert wfdb_io._read_whole_fast(tmp_path / src.name) is None
+    assert wfdb_fast.read_whole_fast(tmp_path / src.name) is None
     with pytest.raises(ECGInputError) as exc:
         read_wfdb(tmp_path / src.name)
     assert exc.value.reason is InputErrorReason.UNREADABLE

@@ -1,0 +1,191 @@
+"""The format-16 fast path of the WFDB reader: headers parsed with wfdb's own grammar, samples read
+with one ``np.fromfile``.
+
+wfdb spends ~3 ms of a 12-lead read in its header parser's per-field pandas lookups, more than all of
+preprocessing; for PTB-XL-like records this reads the same ``wfdb.Record`` bit for bit in a tenth of
+the time, and hands anything unusual back to ``wfdb.rdrecord``
+(``tests/model/test_wfdb_fast_path.py`` holds it to wfdb on every record in ``tests/data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+try:  # wfdb's header grammar and field specs
+    from wfdb.io import _header as wfdb_header_specs
+    from wfdb.io import header as wfdb_header
+except ImportError:  # pragma: no cover - a wfdb that moved them: wfdb.rdrecord reads every record
+    wfdb_header_specs = wfdb_header = None
+
+__all__ = ["parse_header", "read_whole", "read_whole_fast"]
+
+
+@lru_cache(maxsize=2)
+def _specs(table: str) -> dict[str, tuple[tuple[type, ...], object]]:
+    """wfdb's own types and read defaults of the header fields (``SIGNAL_SPECS`` or
+    ``RECORD_SPECS``), looked up once: wfdb looks each one up in a pandas table for every field
+    of every channel, which is most of a read."""
+    specs = getattr(wfdb_header_specs, table)
+    return {f: (specs.loc[f, "allowed_types"], specs.loc[f, "read_default"]) for f in specs.index}
+
+
+def _parse_record_line(line: str) -> dict[str, object] | None:
+    """wfdb's record-line parsing (``wfdb.io._header._parse_record_line``) with the specs looked
+    up once; ``None`` on a line wfdb would refuse."""
+    match = wfdb_header.rx_record.match(line)
+    if match is None:
+        return None
+    fields: dict[str, object] = match.groupdict()
+    for field, (types, default) in _specs("RECORD_SPECS").items():
+        value = fields[field]
+        if value == "":
+            fields[field] = default
+        elif types == wfdb_header_specs.int_types:
+            fields[field] = int(value)
+        elif types == wfdb_header_specs.float_types:
+            value = float(value)
+            if field == "fs" and round(value, 8) == float(int(value)):
+                value = int(value)  # wfdb: a whole rate is an int
+            fields[field] = value
+        elif field == "base_time":
+            fields[field] = wfdb_header.wfdb_strptime(value)
+        elif field == "base_date":
+            fields[field] = datetime.strptime(value, "%d/%m/%Y").date()
+    if fields["base_date"] and fields["base_time"]:
+        fields["base_datetime"] = datetime.combine(fields["base_date"], fields["base_time"])
+    return fields
+
+
+def _parse_signal_lines(lines: Sequence[str]) -> dict[str, list] | None:
+    """wfdb's signal-line parsing (``wfdb.io._header._parse_signal_lines``), same grammar, types
+    and defaults, with the field specs looked up once; ``None`` on a line wfdb would refuse."""
+    specs = _specs("SIGNAL_SPECS")
+    fields: dict[str, list] = {f: [None] * len(lines) for f in specs}
+    for ch, line in enumerate(lines):
+        match = wfdb_header.rx_signal.match(line)
+        if match is None:
+            return None
+        raw = match.groupdict()
+        for field, (types, default) in specs.items():
+            value = raw[field]
+            if value == "":
+                value = default
+                # wfdb: a missing baseline is the ADC zero when there is one.
+                if field == "baseline" and raw["adc_zero"] != "":
+                    value = int(raw["adc_zero"])
+            elif types is wfdb_header_specs.int_types:
+                value = int(value)
+            elif types is wfdb_header_specs.float_types:
+                value = float(value)
+                if field == "adc_gain" and value == 0:
+                    value = 200.0  # wfdb: a gain of 0 means 200
+            fields[field][ch] = value
+    return fields
+
+
+def parse_header(text: str) -> tuple[dict, dict | None, list[str]] | None:
+    """``(record fields, signal fields, comment lines)`` of a header as wfdb parses it; signal
+    fields ``None`` for a multi-segment header. ``None`` when this parser cannot tell (a header wfdb
+    would refuse, or a wfdb without the modules it borrows): wfdb then reads it and names the problem.
+    """
+    if wfdb_header is None:
+        return None
+    try:
+        header_lines, comment_lines = wfdb_header.parse_header_content(text)
+        record_fields = _parse_record_line(header_lines[0]) if header_lines else None
+        if record_fields is None:
+            return None
+        if record_fields["n_seg"] is not None:
+            return record_fields, None, comment_lines
+        fields = _parse_signal_lines(header_lines[1:])
+    except Exception:
+        return None
+    return None if fields is None else (record_fields, fields, comment_lines)
+
+
+def read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | None = None) -> wfdb.Record | None:
+    """An ordinary format-16 record (PTB-XL's, and what :func:`write_wfdb` writes) read as
+    ``wfdb.rdrecord(record, m2s=False)`` reads it, bit for bit, in a tenth of the time; ``None``
+    for anything else (other formats, several files or segments, offsets, a file whose size is
+    not what the header says), which wfdb then reads. ``parsed``: :func:`parse_header` of its
+    header, if the caller has it.
+
+    wfdb spends ~3 ms of a 12-lead read in its header parser's per-field pandas lookups, more than
+    all of preprocessing; ``tests/model/test_wfdb_fast_path.py`` holds this path to wfdb on every
+    record in ``tests/data``.
+    """
+    if parsed is None:
+        try:
+            parsed = parse_header(Path(f"{record}.hea").read_text(encoding="ascii", errors="ignore"))
+        except OSError:
+            return None
+    if parsed is None or parsed[1] is None:
+        return None
+    record_fields, fields, comment_lines = parsed
+    n_sig, sig_len = len(fields["fmt"]), record_fields["sig_len"]
+    files = set(fields["file_name"])
+    ordinary = (
+        record_fields["n_sig"] == n_sig
+        and sig_len
+        and len(files) == 1
+        and all(f == "16" for f in fields["fmt"])
+        and all(k == 1 for k in fields["samps_per_frame"])
+        and all(not k for k in fields["skew"])
+        and all(not k for k in fields["byte_offset"])
+    )
+    if not ordinary:
+        return None
+    dat = record.parent / files.pop()
+    try:
+        if dat.stat().st_size != 2 * n_sig * sig_len:
+            return None
+        digital = np.fromfile(dat, dtype="<i2").reshape(sig_len, n_sig)
+    except OSError:
+        return None
+    # wfdb's ``dac``: float64, minus baseline, over gain; format 16's -32768 marks a missing sample.
+    physical = digital.astype(np.float64)
+    np.subtract(physical, fields["baseline"], physical)
+    np.divide(physical, fields["adc_gain"], physical)
+    physical[digital == -32768] = np.nan
+
+    rec = wfdb.Record()
+    for field, value in fields.items():
+        setattr(rec, field, value)
+    for field, value in record_fields.items():
+        if field != "n_seg":
+            setattr(rec, field, value)
+    rec.comments = [line.strip(" \t#") for line in comment_lines]
+    rec.p_signal = physical
+    return rec
+
+
+def read_whole(record: Path, header_text: str) -> wfdb.Record | None:
+    """The whole record, header and samples parsed once, when it is an ordinary one (one segment,
+    one sample per frame, every sample present); ``None`` sends the caller to the general path.
+
+    wfdb parses a 12-lead header in ~3 ms (pandas lookups per field), and ``rdheader`` followed by
+    ``rdrecord`` parses it twice: for screening that was more than the whole preprocessing.
+    """
+    parsed = parse_header(header_text)
+    if parsed is not None:
+        fields = parsed[1]
+        if fields is None or any(k != 1 for k in fields["samps_per_frame"]):
+            return None  # several segments or samples per frame: the general path reads them once
+        fast = read_whole_fast(record, parsed)
+        if fast is not None:
+            return fast
+    try:
+        rec = wfdb.rdrecord(str(record), m2s=False)
+    except Exception:  # let the general path find and name the problem
+        return None
+    if isinstance(rec, wfdb.MultiRecord) or rec.p_signal is None:
+        return None
+    if any(k != 1 for k in (rec.samps_per_frame or [1])) or rec.p_signal.shape[0] != rec.sig_len:
+        return None
+    return rec
