@@ -225,3 +225,17 @@ def test_the_checker_catches_a_violation(tmp_path):
     assert allowed("hfrisk.stream.worker", "hfrisk.stream.sinks.keys")
     assert allowed("hfrisk.model.network", "hfrisk.model.contract.card")
     assert group_of("hfrisk.model") and not allowed("hfrisk.model", "hfrisk.stream.worker")
+
+
+def test_every_package_has_a_front_door():
+    """Each package's ``__init__`` says what it holds (a docstring) and what it offers (``__all__``)."""
+    missing = []
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        has_all = any(isinstance(node, (ast.Assign, ast.AnnAssign)) and "__all__" in ast.unparse(node).split("=")[0]
+                      for node in tree.body)
+        if not ast.get_docstring(tree) or (not has_all and not group_of(name) and name != ROOT_PACKAGE):
+            missing.append(name)
+    assert not missing, f"packages without a docstring or __all__ in __init__.py: {missing}"
