@@ -5,7 +5,7 @@
 
 Starts its own Kafka (KRaft), Redis (AOF, fsync every second) and Triton (pytriton wheel,
 untrained HFRiskNet, one ONNX Runtime thread) on loopback, then runs the fault scenarios of
-``tests/integration/test_faults.py`` (the same runners, from ``hfrisk/testing/stream_harness.py``):
+``tests/integration/test_faults.py`` (the same runners, from ``hfrisk.testing``):
 3 beds of real PTB-XL 500 Hz recordings, 40 s each (21 windows), replayed as fast as possible, the
 first 20 s before the fault. Every run is checked window by window against the offline reference
 (``prepare`` + ONNX Runtime) and the table says what was found: windows expected / written /
@@ -34,7 +34,7 @@ FAULTS = ("worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", 
 
 
 def run_fault(name: str, ref, servers: dict, work: Path, down_s: float):
-    from hfrisk.testing.stream_harness import (
+    from hfrisk.testing import (
         StreamScenario,
         run_kafka_restart,
         run_rebalance,
@@ -170,7 +170,7 @@ def run(args, argv, work: Path) -> dict:
     from hfrisk.stack.triton_server import TritonServer
     from hfrisk.stack.kafka import KafkaBroker
     from hfrisk.stack.redis_server import RedisServer
-    from hfrisk.testing.stream_harness import Reference
+    from hfrisk.testing import Reference
 
     card = default_card()
     onnx_path = export_model(work, card)

@@ -238,7 +238,7 @@ class Stack:
         return kafka
 
     def env(self, kafka, prefix: str) -> dict[str, str]:
-        from hfrisk.testing.stream_harness import services_env
+        from hfrisk.testing import services_env
 
         services = services_env(kafka=kafka, redis_url=self.redis.url, prefix=prefix,
                                 triton_grpc_url=self.triton.grpc_url,

@@ -36,7 +36,7 @@ from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.messages import encode_chunk
 from hfrisk.stream.windowing import Window, WindowAssembler
 
-from hfrisk.testing.stream_harness import (
+from hfrisk.testing import (
     HOP_S,
     RECORDS,
     redis_view,

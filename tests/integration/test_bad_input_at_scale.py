@@ -33,7 +33,7 @@ from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.messages import encode_chunk
 from tests.stream.malformed import draw_messages, mutated_messages, named_corpus, refusal, template_messages
 
-from hfrisk.testing.stream_harness import (
+from hfrisk.testing import (
     RECORDS,
     consume_all,
     offline_scores,

@@ -28,13 +28,16 @@ import pytest
 
 from hfrisk.stack.redis_server import RedisServer
 
-from hfrisk.testing.stream_harness import FaultOutcome, Reference, StreamScenario, served_card
-from hfrisk.testing.stream_harness import (
+from hfrisk.testing import (
+    FaultOutcome,
+    Reference,
+    StreamScenario,
     run_kafka_restart,
     run_rebalance,
     run_redis_outage,
     run_triton_outage,
     run_worker_kill,
+    served_card,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

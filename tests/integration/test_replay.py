@@ -17,7 +17,7 @@ from hfrisk.stream.ingest.replay import replay
 from hfrisk.stream.messages import decode_chunk, message_key
 from hfrisk.stream.ingest.topics import ensure_topics, topic_specs
 
-from hfrisk.testing.stream_harness import consume_all
+from hfrisk.testing import consume_all
 
 pytestmark = pytest.mark.integration
 

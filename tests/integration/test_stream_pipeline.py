@@ -42,7 +42,7 @@ from hfrisk.stream.ingest.topics import ensure_topics
 from hfrisk.stream.windowing import PatientBuffer, Window
 from tests.stream.test_worker_unit import MAX_BYTES, bad_messages
 
-from hfrisk.testing.stream_harness import (
+from hfrisk.testing import (
     RECORDS,
     consume_all,
     offline_scores,

@@ -20,7 +20,7 @@ from hfrisk.core.security import kafka_client_kwargs, redis_client
 from hfrisk.stack.process import ManagedProcess, free_port, port_open
 from hfrisk.stream.messages import encode_chunk
 from hfrisk.stream.ingest.topics import ensure_topics
-from hfrisk.testing.stream_harness import topic_env, wait_until
+from hfrisk.testing import topic_env, wait_until
 from tests.stream.test_worker_unit import good_chunks
 
 from tests.security.conftest import (

@@ -1,0 +1,169 @@
+"""Plumbing around real servers for stream tests and benchmarks: worker processes and their
+``HFRISK_*`` environment, fresh Kafka topics, reading topics back, and what the workers left in Redis.
+
+Workers (:func:`start_worker`, :func:`worker_env`) run as ``python -m hfrisk.stream.worker.command``
+subprocesses, configured only through ``HFRISK_*`` variables, exactly as deployed.
+:func:`redis_view` reads Redis window by window: which windows are in the trend / quality sets and
+how often, and which idempotency records exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from hfrisk.core import retries
+from hfrisk.core.config import KafkaSettings
+from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, load_card
+from hfrisk.stack.process import ManagedProcess, free_port, port_open
+from hfrisk.stream.alerts.policy import AlertPolicy
+from hfrisk.stream.ingest.topics import ensure_topics
+from hfrisk.stream.sinks.keys import RedisKeys
+from hfrisk.testing.reference import HOP_S
+
+__all__ = [
+    "WAIT_S",
+    "CHUNK_BYTES",
+    "wait_until",
+    "consume_all",
+    "start_worker",
+    "topic_env",
+    "services_env",
+    "served_card",
+    "worker_env",
+    "stream_topics",
+    "redis_view",
+]
+
+WAIT_S = 90.0
+CHUNK_BYTES = 4 << 20
+
+
+def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=()) -> None:
+    """Poll ``check`` until it is true; fail at once if one of ``workers`` exits meanwhile, and
+    with the workers' logs after ``timeout_s``."""
+
+    def probe() -> bool:
+        if check():
+            return True
+        for w in workers:
+            assert w.running(), f"worker exited while waiting for {what}:\n{w.tail_log(60)}"
+        return False
+
+    try:
+        retries.wait_until(probe, timeout_s, interval_s=0.25, what=what)
+    except TimeoutError:
+        logs = "\n".join(w.tail_log(60) for w in workers)
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}") from None
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0, **consumer_options) -> list:
+    """Every record of every partition of ``topic`` from the beginning (no consumer group): until
+    ``expected`` arrived or ``timeout_s``, then one more poll, so that duplicates beyond
+    ``expected`` show."""
+    options = {"max_partition_fetch_bytes": 4 << 20, **consumer_options}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records, deadline = [], time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+        for batch in consumer.poll(timeout_ms=300).values():
+            records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def start_worker(name: str, env: dict, tmp: Path, app_id: str) -> tuple[ManagedProcess, int]:
+    metrics_port = free_port()
+    argv = [sys.executable, "-m", "hfrisk.stream.worker.command", "--web-port", str(free_port()),
+            "--metrics-port", str(metrics_port), "--app-id", app_id, "--prep-workers", "1",
+            "--checkpoint-interval-s", "0.5", "--session-timeout-s", "6", "--no-create-topics"]
+    proc = ManagedProcess(name, argv, log_path=tmp / f"{name}.log", env=env,
+                          ready=lambda: port_open("127.0.0.1", metrics_port), ready_timeout_s=120, stop_timeout_s=30)
+    return proc.start(), metrics_port
+
+
+def topic_env(kafka: KafkaSettings) -> dict[str, str]:
+    """``HFRISK_KAFKA__*`` naming ``kafka``'s broker, partition count and four stream topics."""
+    return {
+        "HFRISK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "HFRISK_KAFKA__PARTITIONS": str(kafka.partitions),
+        "HFRISK_KAFKA__ECG_TOPIC": kafka.ecg_topic,
+        "HFRISK_KAFKA__SCORES_TOPIC": kafka.scores_topic,
+        "HFRISK_KAFKA__ALERTS_TOPIC": kafka.alerts_topic,
+        "HFRISK_KAFKA__DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+    }
+
+
+def services_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc_url: str, model_repository,
+                 state_dir: Path) -> dict[str, str]:
+    """``HFRISK_*`` pointing a worker at its Kafka topics, Redis (under ``prefix``), Triton and
+    model repository: what a test or benchmark worker must be told, the rest being its choice."""
+    return topic_env(kafka) | {
+        "HFRISK_REDIS__URL": redis_url,
+        "HFRISK_REDIS__KEY_PREFIX": prefix,
+        "HFRISK_TRITON__GRPC_URL": triton_grpc_url,
+        "HFRISK_PATHS__MODEL_REPOSITORY": str(model_repository),
+        "HFRISK_PATHS__STATE_DIR": str(state_dir),
+    }
+
+
+def served_card(model_repository) -> ModelCard:
+    """The card served beside the model in ``model_repository`` (FileNotFoundError if it has none)."""
+    return load_card(Path(model_repository) / "hfrisk" / CARD_FILENAME)
+
+
+def worker_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc_url: str, model_repository,
+               state_dir: Path, policy: AlertPolicy, max_message_bytes: int | None = None) -> dict[str, str]:
+    """The ``HFRISK_*`` environment of a test worker (everything else: the settings' defaults)."""
+    services = services_env(kafka=kafka, redis_url=redis_url, prefix=prefix, triton_grpc_url=triton_grpc_url,
+                            model_repository=model_repository, state_dir=state_dir)
+    return os.environ | services | {
+        "HFRISK_KAFKA__MAX_MESSAGE_BYTES": str(max_message_bytes or kafka.max_message_bytes),
+        "HFRISK_STREAM__HOP_S": str(HOP_S),
+        "HFRISK_STREAM__REORDER_S": "5.0",
+        "HFRISK_STREAM__BATCH_SIZE": "16",
+        "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.1",
+        "HFRISK_STREAM__RISK_THRESHOLD": repr(policy.threshold),
+        "HFRISK_STREAM__CLEAR_THRESHOLD": repr(policy.clear_threshold),
+        "HFRISK_STREAM__MIN_WINDOWS_TO_FLAG": str(policy.min_windows),
+        "HFRISK_LOG__LEVEL": "INFO",
+    }
+
+
+def stream_topics(bootstrap: str, name: str, partitions: int) -> KafkaSettings:
+    """Fresh chunk/scores/alerts/dead-letter topics named after ``name``, created."""
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap, partitions=partitions, ecg_topic=f"test.{name}.chunks",
+        scores_topic=f"test.{name}.scores", alerts_topic=f"test.{name}.alerts", dead_letter_topic=f"test.{name}.dead",
+    )
+    ensure_topics(kafka)
+    return kafka
+
+
+def redis_view(client, prefix: str, patients) -> tuple[dict, set]:
+    """Window id -> [(where, log-risk)] over the trend and quality sets, and the idempotency keys."""
+    keys_of = RedisKeys(prefix)
+    members: dict[tuple[str, str], list] = defaultdict(list)
+    keys: set[tuple[str, str]] = set()
+    for pid in patients:
+        for raw in client.zrange(keys_of.trend(pid), 0, -1):
+            wid, _, risk = raw.decode().rpartition(":")
+            members[(pid, wid)].append(("trend", float(risk)))
+        for raw in client.zrange(keys_of.quality(pid), 0, -1):
+            record = json.loads(raw)
+            members[(pid, record["window_id"])].append(("quality", record["log_risk"]))
+        for key in client.scan_iter(match=keys_of.window(pid, "*"), count=1000):
+            keys.add((pid, key.decode().rsplit(":", 1)[1]))
+    return members, keys
