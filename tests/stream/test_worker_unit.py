@@ -208,13 +208,16 @@ async def no_sleep(_seconds: float) -> None:
     return None
 
 
-def triton_down_scorer() -> AsyncTritonScorer:
-    """A scorer whose Triton stays down: every batch that reaches it waits, retrying every 10 ms."""
+def triton_down_scorer() -> tuple[AsyncTritonScorer, asyncio.Event]:
+    """A scorer whose Triton stays down: every batch that reaches it waits, retrying every 10 ms.
+    The event is set once a call has failed (the outage counted) and the scorer holds its batch."""
+    holding = asyncio.Event()
 
     async def sleep(_s):
+        holding.set()
         await asyncio.sleep(0.01)
 
-    return AsyncTritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep)
+    return AsyncTritonScorer(FakeClient([ServerNotReady("down")] * 10_000), sleep=sleep), holding
 
 
 @pytest.fixture(scope="module")
@@ -515,14 +518,14 @@ def test_a_batch_stuck_on_triton_is_abandoned_on_stop_without_acknowledging_or_s
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     acks: list[int] = []
     store = MemoryStore()
-    scorer = triton_down_scorer()
+    scorer, holding = triton_down_scorer()
     worker = make_worker(preprocessor, store=store, scorer=scorer)
 
     async def go():
         first = records_of(messages[:14], acks)
         await worker.handle(first)  # 7 s of each bed, no window yet: done, saved and acknowledged
         stuck = asyncio.ensure_future(worker.handle(records_of(messages[14:], acks, first_offset=14)))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(holding.wait(), timeout=30.0)
         assert not stuck.done() and scorer.outages == 1
         assert await worker.drain(grace_s=60.0) is False  # still within the grace period
         assert await worker.drain(grace_s=0.0) is True
