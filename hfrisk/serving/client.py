@@ -7,8 +7,11 @@ exponential backoff only what a retry can fix: the server being unavailable (res
 reloading) and timeouts. A request Triton rejects (wrong shape, NaN …) fails at once with
 Triton's own message.
 
->>> async def score(windows):  # doctest: +SKIP
-...     async with RiskClient("127.0.0.1:8001") as client:
+The client needs the served model's card (input name, outputs): the one written beside the model
+in the repository (``load_card(repository / "hfrisk" / CARD_FILENAME)``), never a default.
+
+>>> async def score(windows, card):  # doctest: +SKIP
+...     async with RiskClient("127.0.0.1:8001", card=card) as client:
 ...         await client.wait_ready(timeout_s=30)
 ...         return (await client.infer(windows))["log_risk"]
 """
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hfrisk.core.logs import get_logger
-from hfrisk.model.contract.card import ModelCard, default_card
+from hfrisk.model.contract.card import ModelCard
 from hfrisk.core.retries import Backoff, retrying
 
 __all__ = [
@@ -84,6 +87,7 @@ class RiskClient:
     """Async gRPC client of the hfrisk model on Triton.
 
     One client per event loop: the gRPC channel is opened on first use inside the running loop.
+    ``card`` is the served model's card: its input name and outputs name the request's tensors.
     ``max_in_flight`` bounds how many requests of one :meth:`infer` call are outstanding at once.
     """
 
@@ -92,7 +96,7 @@ class RiskClient:
         url: str = "127.0.0.1:8001",
         model_name: str = "hfrisk",
         *,
-        card: ModelCard | None = None,
+        card: ModelCard,
         max_batch: int = 64,
         timeout_s: float = 10.0,
         retries: int = 3,
@@ -105,7 +109,7 @@ class RiskClient:
             raise ValueError("max_batch and max_in_flight must be >= 1, retries >= 0, timeout_s > 0")
         self.url = url
         self.model_name = model_name
-        self.card = card or default_card()
+        self.card = card
         self.output_names = [o.name for o in self.card.outputs]
         self.max_batch = max_batch
         self.timeout_s = timeout_s
@@ -117,12 +121,14 @@ class RiskClient:
         self._client = None
 
     @classmethod
-    def from_settings(cls, settings=None, **overrides) -> "RiskClient":
-        """A client configured from :class:`hfrisk.core.config.Settings` (``HFRISK_TRITON__*``)."""
+    def from_settings(cls, settings=None, *, card: ModelCard, **overrides) -> "RiskClient":
+        """A client of the model ``card`` describes, configured from :class:`hfrisk.core.config.Settings`
+        (``HFRISK_TRITON__*``)."""
         from hfrisk.core.config import get_settings
 
         settings = settings or get_settings()
         kwargs = dict(
+            card=card,
             url=settings.triton.grpc_url,
             model_name=settings.paths.model_name,
             max_batch=settings.triton.max_batch,
@@ -273,8 +279,9 @@ class SyncRiskClient:
     """
 
     def __init__(self, *args, **kwargs):
+        """:class:`RiskClient`'s arguments (``card`` among them)."""
+        self.client = RiskClient(*args, **kwargs)  # first: bad arguments must not leave a loop open
         self._loop = asyncio.new_event_loop()
-        self.client = RiskClient(*args, **kwargs)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._loop.run_until_complete(self.client.infer(batch))

@@ -17,6 +17,7 @@ from hfrisk.serving.client import SyncRiskClient
 from hfrisk.serving.model_repository import write_model_repository
 from hfrisk.stack.triton_server import find_triton
 from hfrisk.stack.process import ServiceNotInstalled
+from hfrisk.testing import served_card
 
 from tests.integration.service_required import service_unavailable
 
@@ -60,7 +61,7 @@ def test_serve_runs_until_sigterm_and_leaves_nothing(exported_model_dir, tmp_pat
             match = re.search(r"triton ready: grpc (127\.0\.0\.1:\d+)", line)
             grpc = match.group(1) if match else None
         assert grpc, "".join(lines[-20:])
-        with SyncRiskClient(grpc, "hfrisk") as client:
+        with SyncRiskClient(grpc, "hfrisk", card=served_card(repository)) as client:
             out = client.infer(np.zeros((3, 12, 608), dtype=np.float32))
         assert out["log_risk"].shape == (3, 1)
         assert _processes_mentioning(str(repository)), "the server should be running now"

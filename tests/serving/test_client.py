@@ -171,5 +171,15 @@ def test_from_settings_reads_triton_settings():
     settings = Settings()
     settings.triton.grpc_url = "127.0.0.1:9999"
     settings.triton.max_batch = 16
-    client = RiskClient.from_settings(settings, retries=0)
+    client = RiskClient.from_settings(settings, card=CARD, retries=0)
     assert (client.url, client.max_batch, client.retries, client.model_name) == ("127.0.0.1:9999", 16, 0, "hfrisk")
+    assert client.card is CARD
+
+
+def test_a_client_needs_the_served_models_card():
+    with pytest.raises(TypeError, match="card"):
+        RiskClient("127.0.0.1:1")
+    with pytest.raises(TypeError, match="card"):
+        SyncRiskClient("127.0.0.1:1")
+    with pytest.raises(TypeError, match="card"):
+        RiskClient.from_settings()
