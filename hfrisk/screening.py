@@ -62,7 +62,8 @@ class ScreenRow:
     fs_hz: float = math.nan
     duration_s: float = math.nan
     quality_score: float = math.nan
-    n_beats: int = 0
+    n_beats_detected: int = 0
+    n_beats_used: int = 0
     heart_rate_bpm: float = math.nan
     missing_leads: str = ""
     log_risk: float = math.nan
@@ -84,7 +85,8 @@ def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
         fs_hz=item.fs_hz,
         duration_s=item.duration_s,
         quality_score=q.score,
-        n_beats=item.n_beats,
+        n_beats_detected=item.n_beats_detected,
+        n_beats_used=item.n_beats_used,
         heart_rate_bpm=item.heart_rate_bpm if item.heart_rate_bpm is not None else math.nan,
         missing_leads=";".join(lead for lead, ok in zip(item.leads, item.lead_mask) if not ok),
     )

@@ -47,7 +47,8 @@ def inspect(
     q = model_input.quality
     console.print(
         f"{record}: {ecg.n_leads} channels at {ecg.fs_hz:g} Hz, {ecg.duration_s:.1f} s; "
-        f"{model_input.n_beats} beats, {model_input.heart_rate_bpm:.0f} bpm; quality {q.score:.2f} "
+        f"{model_input.n_beats_detected} beats detected ({_rate(model_input.heart_rate_bpm)}), "
+        f"{model_input.n_beats_used} used for the median beat; quality {q.score:.2f} "
         f"({'fit to score' if q.fit_to_score else 'NOT fit to score: ' + ', '.join(q.reasons)})"
     )
     table = Table("lead", "present", "derived", "min", "max")
@@ -64,6 +65,10 @@ def inspect(
     if save:
         np.save(save, model_input.x)
         console.print(f"model input written to {save}")
+
+
+def _rate(bpm: float | None) -> str:
+    return "no rate" if bpm is None else f"{bpm:.0f} bpm"
 
 
 def register(app: typer.Typer) -> None:

@@ -75,16 +75,23 @@ class ModelInput:
     ``lead_mask`` (len(leads),) bool: True where ``x`` carries a real or derived lead; absent and
     unusable (flat, lead-off, saturated) leads are False and exactly zero in ``x``.
     ``median_beat_mv`` (len(leads), beat_samples): the filtered median beat in mV before scaling
-    (for plots and :func:`cleaned_beat`). ``r_peaks_s``: R peaks of the beats used, seconds from
-    the window start. ``fs_hz``: the source's sampling rate. ``heart_rate_bpm`` is ``None`` with
-    fewer than two detected beats.
+    (for plots and :func:`cleaned_beat`). ``fs_hz``: the source's sampling rate.
+
+    Beats are counted twice, because they answer different questions: ``n_beats_detected`` R peaks
+    were found in the window (``detected_r_peaks_s``, seconds from the window start), and
+    ``n_beats_used`` of them formed the median beat (``r_peaks_s``): beats that run past the
+    window's edges and outlier beats are detected but not used. ``heart_rate_bpm`` comes from the
+    detected beats (the median R-R interval, so dropping an ectopic does not halve the rate) and is
+    ``None`` with fewer than two.
     """
 
     x: np.ndarray
     lead_mask: np.ndarray
     quality: QualityReport
     r_peaks_s: np.ndarray
-    n_beats: int
+    detected_r_peaks_s: np.ndarray
+    n_beats_detected: int
+    n_beats_used: int
     heart_rate_bpm: float | None
     fs_hz: float
     derived_leads: tuple[str, ...]
@@ -181,6 +188,7 @@ def prepare(
     median = median_beat(beats, selection.keep)
     n_used = int(selection.keep.sum())
     lead_mask = usable if n_used else np.zeros_like(usable)
+    # From every detected beat: the used ones can have holes where outliers were dropped.
     rate_bpm = heart_rate_bpm(peaks, fs_out)
     clock.lap("beats_and_median")
     quality = assess(
@@ -203,7 +211,9 @@ def prepare(
         lead_mask=lead_mask,
         quality=quality,
         r_peaks_s=beat_peaks[selection.keep] / fs_out,
-        n_beats=n_used,
+        detected_r_peaks_s=peaks / fs_out,
+        n_beats_detected=len(peaks),
+        n_beats_used=n_used,
         heart_rate_bpm=rate_bpm,
         fs_hz=ecg.fs_hz,
         derived_leads=conformed.derived,

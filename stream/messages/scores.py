@@ -3,7 +3,8 @@
 Key: the patient id (:func:`hfrisk.stream.messages.chunk.message_key`). Value: a JSON object with
 ``patient_id``, ``window_id``, ``window_start_us``, ``window_end_us``, ``scored``, ``fit_to_score``,
 ``log_risk`` (null unless scored), ``hazard_ratio``, ``quality_score``, ``quality_reasons``,
-``n_beats``, ``heart_rate_bpm``, ``lead_attention`` (lead -> weight, the one wire form of
+``n_beats_detected`` (R peaks found), ``n_beats_used`` (beats in the median beat), ``heart_rate_bpm``
+(from the detected beats), ``lead_attention`` (lead -> weight, the one wire form of
 :mod:`hfrisk.model.contract.attention_weights`), ``model_version``, ``scored_at_us``, ``device_id``,
 ``chunk_timestamp_ms`` (Kafka timestamp of the chunk that completed the window) and
 ``redelivered`` (the window had been written before: a re-send). Consumers deduplicate on
@@ -34,7 +35,8 @@ def score_record(result: Any, *, redelivered: bool, chunk_timestamp_ms: int | No
         "hazard_ratio": result.hazard_ratio,
         "quality_score": result.quality_score,
         "quality_reasons": list(result.quality_reasons),
-        "n_beats": result.n_beats,
+        "n_beats_detected": result.n_beats_detected,
+        "n_beats_used": result.n_beats_used,
         "heart_rate_bpm": result.heart_rate_bpm,
         "lead_attention": lead_weights(result.lead_names, result.lead_attention),
         "model_version": result.model_version,

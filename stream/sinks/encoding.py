@@ -20,7 +20,8 @@ from hfrisk.stream.windowing import SkippedWindows, us_to_datetime
 
 __all__ = [
     "text", "num", "ms", "us", "compact_json", "now_us",
-    "trend_member", "parse_trend_member", "latest_fields", "parse_latest", "quality_record", "patient_fields",
+    "trend_member", "parse_trend_member", "latest_fields", "parse_latest", "quality_record", "parse_quality_record",
+    "patient_fields",
     "window_record", "recorded_events", "gap_record", "alert_entry", "parse_alert_entry",
 ]
 
@@ -77,7 +78,8 @@ def latest_fields(r: WindowResult) -> dict[str, str]:
         "quality_score": num(r.quality_score),
         "fit_to_score": "1" if r.fit_to_score else "0",
         "quality_reasons": compact_json(list(r.quality_reasons)),
-        "n_beats": str(r.n_beats),
+        "n_beats_detected": str(r.n_beats_detected),
+        "n_beats_used": str(r.n_beats_used),
         "heart_rate_bpm": "" if r.heart_rate_bpm is None else num(r.heart_rate_bpm),
         "lead_attention": encode_lead_weights(r.lead_names, r.lead_attention),
         "temporal_attention": compact_json(temporal),
@@ -88,11 +90,17 @@ def latest_fields(r: WindowResult) -> dict[str, str]:
 
 
 def parse_latest(fields: Mapping) -> dict[str, Any]:
-    """:func:`latest_fields` read back (bytes or str), with numbers, flags and JSON decoded."""
+    """:func:`latest_fields` read back (bytes or str), with numbers, flags and JSON decoded.
+
+    A hash written before beats were counted apart has one ``n_beats`` (the beats used): it reads
+    as ``n_beats_used``, with ``n_beats_detected`` None (not known).
+    """
     f = {text(k): text(v) for k, v in fields.items()}
-    out: dict[str, Any] = dict(f)
-    for name in ("window_start_us", "window_end_us", "n_beats", "scored_at_us"):
+    out: dict[str, Any] = _split_beat_count(dict(f))
+    for name in ("window_start_us", "window_end_us", "scored_at_us"):
         out[name] = int(f[name])
+    for name in ("n_beats_detected", "n_beats_used"):
+        out[name] = int(out[name]) if out[name] not in (None, "") else None
     for name in ("log_risk", "hazard_ratio", "quality_score"):
         out[name] = float(f[name])
     out["heart_rate_bpm"] = float(f["heart_rate_bpm"]) if f["heart_rate_bpm"] else None
@@ -109,9 +117,24 @@ def quality_record(r: WindowResult) -> str:
         "window_id": r.window_id,
         "quality_score": round(r.quality_score, 6),
         "reasons": list(r.quality_reasons),
-        "n_beats": r.n_beats,
+        "n_beats_detected": r.n_beats_detected,
+        "n_beats_used": r.n_beats_used,
         "log_risk": r.log_risk,
     })
+
+
+def parse_quality_record(member: Any) -> dict[str, Any]:
+    """:func:`quality_record` read back; an older member's ``n_beats`` reads as ``n_beats_used``."""
+    return _split_beat_count(json.loads(member))
+
+
+def _split_beat_count(values: dict[str, Any]) -> dict[str, Any]:
+    # Before beats detected and used were told apart, one ``n_beats`` counted the beats used.
+    if "n_beats" in values and "n_beats_used" not in values:
+        values["n_beats_used"] = values.pop("n_beats")
+    values.setdefault("n_beats_used", None)
+    values.setdefault("n_beats_detected", None)
+    return values
 
 
 def patient_fields(r: WindowResult, *, newest_seen: bool) -> dict[str, str]:

@@ -62,9 +62,10 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
         "dashboards (patient panel), `read_patient`",
         "the newest scored window, replaced whole: `patient_id`, `window_id`, `window_start_us`, `window_end_us`, "
         "`window_start` (ISO), `log_risk` (Cox log-hazard, higher = riskier), `hazard_ratio` (= exp(log_risk)), "
-        "`quality_score`, `fit_to_score` (`1`), `quality_reasons` (JSON list), `n_beats`, `heart_rate_bpm` "
-        "(empty if unknown), `lead_attention` (JSON object lead → weight, 12 leads in the model card's order, "
-        "sum 1; `hfrisk.model.contract.attention_weights`), `temporal_attention` (JSON list, one weight per "
+        "`quality_score`, `fit_to_score` (`1`), `quality_reasons` (JSON list), `n_beats_detected` (R peaks "
+        "found in the window), `n_beats_used` (those that formed the median beat; a hash written before the "
+        "split has one `n_beats`, read as this), `heart_rate_bpm` (from the detected beats; empty if unknown), "
+        "`lead_attention` (JSON object lead → weight, 12 leads in the model card's order, sum 1; `hfrisk.model.contract.attention_weights`), `temporal_attention` (JSON list, one weight per "
         "encoder step averaged over leads, sum 1), `model_version`, `scored_at_us`, `scored_at` (ISO)",
         "newest scored window: log-risk, hazard ratio, quality, beats, heart rate, lead attention, "
         "temporal attention, model version",
@@ -81,8 +82,9 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
         "quality", "{prefix}:quality:{patient_id}", "zset", "patient_ttl_s",
         "sink, windows not fit to score",
         "dashboards (signal quality), `read_patient`",
-        'member JSON `{"window_id", "quality_score", "reasons", "n_beats", "log_risk"}` (`log_risk` null unless '
-        "it was scored anyway), score = window start (epoch ms); newest `quality_max_records` (2,880) kept",
+        'member JSON `{"window_id", "quality_score", "reasons", "n_beats_detected", "n_beats_used", "log_risk"}` '
+        "(`log_risk` null unless it was scored anyway; older members have one `n_beats`, the beats used), "
+        "score = window start (epoch ms); newest `quality_max_records` (2,880) kept",
         "windows not fit to score (quality gate reasons)",
     ),
     KeySpec(

@@ -50,7 +50,7 @@ class SinkReader:
             alert=AlertState.from_fields(alert),
             flagged=flagged is not None,
             info={enc.text(f): enc.text(v) for f, v in info.items()},
-            low_quality=[json.loads(m) | {"window_start_us": enc.us(s)} for m, s in quality],
+            low_quality=[enc.parse_quality_record(m) | {"window_start_us": enc.us(s)} for m, s in quality],
             gaps=[json.loads(m) | {"first_start_us": enc.us(s)} for m, s in gaps],
         )
 

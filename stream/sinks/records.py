@@ -41,7 +41,8 @@ class WindowResult:
     A window is *scored* when ``fit_to_score`` and it has a ``log_risk``; otherwise it is a
     low-quality record (a score computed anyway is kept with it, but ranks and alerts nothing).
     ``lead_attention`` is in ``lead_names`` order; ``temporal_attention`` is the per-step summary
-    of :func:`temporal_summary`.
+    of :func:`temporal_summary`. ``n_beats_detected``: R peaks found in the window (the heart
+    rate's beats); ``n_beats_used``: those that formed the median beat.
     """
 
     patient_id: str
@@ -52,7 +53,8 @@ class WindowResult:
     quality_score: float
     quality_reasons: tuple[str, ...] = ()
     log_risk: float | None = None
-    n_beats: int = 0
+    n_beats_detected: int = 0
+    n_beats_used: int = 0
     heart_rate_bpm: float | None = None
     lead_attention: tuple[float, ...] | None = None
     lead_names: tuple[str, ...] = CANONICAL_LEADS
@@ -103,7 +105,8 @@ class WindowResult:
             quality_score=float(quality.score),
             quality_reasons=tuple(_code(r) for r in quality.reasons),
             log_risk=log_risk,
-            n_beats=int(prepared.n_beats),
+            n_beats_detected=int(prepared.n_beats_detected),
+            n_beats_used=int(prepared.n_beats_used),
             heart_rate_bpm=None if hr is None else float(hr),
             lead_attention=lead_attention,
             lead_names=tuple(lead_names),

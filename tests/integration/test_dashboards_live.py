@@ -156,7 +156,7 @@ def _result(patient: str, k: int, log_risk: float | None, *, fit: bool = True) -
     return WindowResult(
         patient_id=patient, window_id=window_id(T0_US, k), window_start_us=start, window_end_us=start + 10_000_000,
         fit_to_score=fit, quality_score=0.9 if fit else 0.2,
-        quality_reasons=() if fit else ("noisy", "too_few_beats"), log_risk=log_risk, n_beats=12,
+        quality_reasons=() if fit else ("noisy", "too_few_beats"), log_risk=log_risk, n_beats_detected=12, n_beats_used=12,
         heart_rate_bpm=71.0, lead_attention=tuple(float(w) for w in weights / weights.sum()),
         temporal_attention=tuple([1 / 19] * 19), model_version="live-test", scored_at_us=start + 10_300_000,
         device_id=f"monitor-{patient}", bed=patient.upper(),

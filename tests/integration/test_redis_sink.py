@@ -17,6 +17,7 @@ from hfrisk.model.frontend.quality import QualityReason
 from hfrisk.stream.alerts.policy import AlertKind, AlertPolicy, AlertState
 from hfrisk.stream.sinks.keys import KEY_SCHEMA
 from hfrisk.stream.sinks import RedisSink, WindowResult, temporal_summary
+from hfrisk.stream.sinks import encoding as enc
 from hfrisk.stream.windowing import SkippedWindows, SkipReason, Window, window_id
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ HOP_US = 5_000_000
 POLICY = AlertPolicy(threshold=1.0, clear_threshold=0.8, min_windows=2)
 LATEST_FIELDS = {
     "patient_id", "window_id", "window_start_us", "window_end_us", "window_start", "log_risk", "hazard_ratio",
-    "quality_score", "fit_to_score", "quality_reasons", "n_beats", "heart_rate_bpm", "lead_attention",
+    "quality_score", "fit_to_score", "quality_reasons", "n_beats_detected", "n_beats_used", "heart_rate_bpm", "lead_attention",
     "temporal_attention", "model_version", "scored_at_us", "scored_at",
 }
 
@@ -64,7 +65,8 @@ def _result(patient: str, k: int, log_risk: float | None, *, fit: bool = True, o
         quality_score=0.93 if fit else 0.21,
         quality_reasons=() if fit else ("noisy", "too_few_beats"),
         log_risk=log_risk,
-        n_beats=11,
+        n_beats_detected=12,
+        n_beats_used=11,
         heart_rate_bpm=66.5,
         lead_attention=tuple(float(w) for w in np.linspace(1, 2, 12) / np.linspace(1, 2, 12).sum()),
         temporal_attention=tuple([1 / 19] * 19),
@@ -130,7 +132,8 @@ def test_a_ward_of_writes_creates_exactly_the_documented_keys_with_their_types_a
     latest = view.latest
     assert latest["window_id"] == window_id(T0_US, 1) and latest["log_risk"] == 1.4
     assert latest["hazard_ratio"] == pytest.approx(np.exp(1.4))
-    assert latest["heart_rate_bpm"] == 66.5 and latest["n_beats"] == 11 and latest["fit_to_score"] is True
+    assert latest["heart_rate_bpm"] == 66.5 and latest["fit_to_score"] is True
+    assert (latest["n_beats_detected"], latest["n_beats_used"]) == (12, 11)
     assert list(latest["lead_attention"]) == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
     assert sum(latest["lead_attention"].values()) == pytest.approx(1, abs=1e-5)
     assert len(latest["temporal_attention"]) == 19
@@ -141,7 +144,8 @@ def test_a_ward_of_writes_creates_exactly_the_documented_keys_with_their_types_a
     assert view.info["bed"] == "ICU-4" and view.info["last_window_id"] == window_id(T0_US, 2)
     assert view.info["last_fit_to_score"] == "0"  # the newest window seen was the noisy one
     assert view.low_quality == [{"window_id": window_id(T0_US, 2), "quality_score": 0.21, "log_risk": None,
-                                 "reasons": ["noisy", "too_few_beats"], "n_beats": 11,
+                                 "reasons": ["noisy", "too_few_beats"],
+                                 "n_beats_detected": 12, "n_beats_used": 11,
                                  "window_start_us": T0_US + 2 * HOP_US}]
     assert client.hgetall(f"{prefix}:quality_reasons") == {b"noisy": b"1", b"too_few_beats": b"1"}
     (gap,) = sink.read_patient("bed-2").gaps
@@ -282,7 +286,7 @@ def test_results_from_a_real_window_and_model_outputs(client, prefix, sink):
     start = T0_US + 3 * HOP_US
     window = Window("bed-9", 0, 3, T0_US, start, start + 10_000_000, ecg, tuple(range(15, 25)))
     quality = SimpleNamespace(score=0.88, fit_to_score=True, reasons=(QualityReason.BASELINE_WANDER,))
-    prepared = SimpleNamespace(quality=quality, n_beats=12, heart_rate_bpm=72.0)
+    prepared = SimpleNamespace(quality=quality, n_beats_detected=14, n_beats_used=12, heart_rate_bpm=72.0)
     temporal = rng.dirichlet(np.ones(19), size=12).astype(np.float32)
     outputs = {
         "log_risk": np.array([[0.75]], np.float32),
@@ -298,13 +302,32 @@ def test_results_from_a_real_window_and_model_outputs(client, prefix, sink):
     assert sum(temporal_summary(temporal)) == pytest.approx(1.0, abs=1e-5)
     latest = sink.read_patient("bed-9").latest
     assert latest["log_risk"] == pytest.approx(0.75) and latest["model_version"] == "7"
+    assert (latest["n_beats_detected"], latest["n_beats_used"], latest["heart_rate_bpm"]) == (14, 12, 72.0)
     assert latest["quality_reasons"] == ["baseline_wander"]
     np.testing.assert_allclose(list(latest["lead_attention"].values()), outputs["lead_attention"][0], atol=1e-6)
     unscored = WindowResult.from_scoring(window, SimpleNamespace(quality=SimpleNamespace(
-        score=0.1, fit_to_score=False, reasons=("flat_line",)), n_beats=0, heart_rate_bpm=None))
+        score=0.1, fit_to_score=False, reasons=("flat_line",)), n_beats_detected=0, n_beats_used=0,
+        heart_rate_bpm=None))
     assert unscored.log_risk is None and not unscored.scored
     with pytest.raises(ValueError, match="no log_risk"):
         sink.write_window_result(WindowResult("bed-9", "x-1", 0, 1, True, 0.9))
+
+
+def test_values_written_before_beats_were_counted_apart_still_read(client, prefix, sink):
+    """A latest hash and a quality member from before the split hold one ``n_beats`` (the beats
+    used): they read as ``n_beats_used``, the detected count unknown."""
+    new = _result("bed-1", 0, 1.1)
+    sink.write_window_result(new)
+    old_hash = {f: v for f, v in enc.latest_fields(new).items() if not f.startswith("n_beats")} | {"n_beats": "11"}
+    client.delete(f"{prefix}:latest:bed-1")
+    client.hset(f"{prefix}:latest:bed-1", mapping=old_hash)
+    old_member = '{"log_risk":null,"n_beats":9,"quality_score":0.2,"reasons":["noisy"],"window_id":"w-1"}'
+    client.zadd(f"{prefix}:quality:bed-1", {old_member: T0_US / 1000})
+    view = sink.read_patient("bed-1")
+    assert (view.latest["n_beats_used"], view.latest["n_beats_detected"]) == (11, None)
+    assert "n_beats" not in view.latest and view.latest["log_risk"] == 1.1
+    (old,) = view.low_quality
+    assert (old["n_beats_used"], old["n_beats_detected"], old["reasons"]) == (9, None, ["noisy"])
 
 
 def test_a_client_decoding_responses_reads_the_same(redis_server, prefix, sink):

@@ -60,7 +60,9 @@ def test_output_contract_on_every_source(rel):
     np.testing.assert_allclose(beat.mean(axis=1), 0, atol=1e-5)
     np.testing.assert_allclose(beat.std(axis=1), 1, atol=1e-4)
     assert item.quality.fit_to_score, item.quality
-    assert item.n_beats >= CARD.quality.min_beats and len(item.r_peaks_s) == item.n_beats
+    assert item.n_beats_used >= CARD.quality.min_beats and len(item.r_peaks_s) == item.n_beats_used
+    assert item.n_beats_detected == len(item.detected_r_peaks_s) >= item.n_beats_used
+    assert (item.quality.n_beats_detected, item.quality.n_beats_used) == (item.n_beats_detected, item.n_beats_used)
     assert 0 <= item.r_peaks_s.min() and item.r_peaks_s.max() <= item.duration_s
     assert 30 < item.heart_rate_bpm < 160
     assert item.fs_hz == record(rel).fs_hz
@@ -150,6 +152,21 @@ def test_heart_rate_matches_mit_bih_reference_annotations():
         assert item.quality.reasons == ("too_few_leads",)  # two leads are not enough to score
         assert item.lead_mask.sum() == 2
     assert np.abs(errors).max() < 2.0
+
+
+def test_beats_detected_and_used_are_counted_apart():
+    """MIT-BIH 100 has beats cut by the window edges and an occasional ectopic: the beats used are
+    a subset of the beats detected, and the heart rate is the detected beats' rate."""
+    ecg = record("wfdb-samples/100", sampto=int(3 * 60 * 360))
+    fewer = 0
+    for start in np.arange(0, 170, 10.0):
+        item = prepare(ecg, CARD, window_start_s=start)
+        detected, used = item.detected_r_peaks_s, item.r_peaks_s
+        assert item.n_beats_detected == len(detected) and item.n_beats_used == len(used)
+        assert np.isin(np.round(used, 6), np.round(detected, 6)).all()
+        assert item.heart_rate_bpm == pytest.approx(60.0 / np.median(np.diff(detected)))
+        fewer += item.n_beats_used < item.n_beats_detected
+    assert fewer > 0  # the edges alone drop a beat now and then
 
 
 def test_long_record_windows_follow_window_start():

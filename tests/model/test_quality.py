@@ -130,7 +130,7 @@ def test_heavy_baseline_wander_is_reported_but_filtered_out():
 def test_flat_recording_is_still_a_model_input():
     ecg = corrupt(ptbxl(1), lambda x, t: x.__imul__(0.0))
     item = prepare(ecg, CARD)
-    assert (item.x == 0).all() and not item.lead_mask.any() and item.n_beats == 0
+    assert (item.x == 0).all() and not item.lead_mask.any() and item.n_beats_used == 0
     assert item.heart_rate_bpm is None and item.quality.score == 0.0
     assert set(item.quality.reasons) == {"flat_line", "too_few_leads", "too_few_beats"}
     assert not item.quality.fit_to_score
