@@ -45,7 +45,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -89,24 +88,17 @@ def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def windows_done(port: int) -> float:
-    m = scrape(port)
+    from hfrisk.testing import scrape_metrics
+
+    m = scrape_metrics(port)
     return sum(m.get(f'hfrisk_windows_total{{outcome="{o}"}}', 0.0) for o in ("scored", "low_quality", "dead_letter"))
 
 
 def chunks_done(port: int) -> float:
-    m = scrape(port)
+    from hfrisk.testing import scrape_metrics
+
+    m = scrape_metrics(port)
     return sum(m.get(f'hfrisk_chunks_total{{outcome="{o}"}}', 0.0) for o in ("accepted", "duplicate", "late", "dead_letter"))
 
 
@@ -139,7 +131,7 @@ def percentiles(values_s: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 95, 99)} | {"max": round(float(a.max()), 4)}
 
 
-_STEPS = ("decode", "window", "prepare", "infer", "wait", "write", "publish")
+_STEPS = ("decode", "window", "prepare", "infer", "write", "publish")
 
 
 def step_shares(log_path: Path, from_line: int) -> dict[str, float]:
@@ -158,17 +150,6 @@ def step_shares(log_path: Path, from_line: int) -> dict[str, float]:
 
 def log_lines(log_path: Path) -> int:
     return len(log_path.read_text(errors="replace").splitlines()) if log_path.exists() else 0
-
-
-def window_records(client, prefix: str, patients: list[str]) -> list[dict]:
-    out = []
-    for pid in patients:
-        keys = list(client.scan_iter(match=f"{prefix}:window:{pid}:*", count=1000))
-        for key, raw in zip(keys, client.mget(keys) if keys else []):
-            record = json.loads(raw)
-            record["patient_id"] = pid
-            out.append(record)
-    return out
 
 
 def scores_since(bootstrap: str, topic: str, start: dict, patients: set[str]) -> dict[tuple[str, str], dict]:
@@ -226,16 +207,9 @@ class Stack:
         self.processes = []
 
     def topics(self, name: str):
-        from hfrisk.core.config import KafkaSettings
-        from hfrisk.stream.ingest.topics import ensure_topics
+        from hfrisk.testing import stream_topics
 
-        kafka = KafkaSettings(
-            bootstrap_servers=self.kafka.bootstrap_servers, partitions=self.partitions,
-            ecg_topic=f"bench.{name}.chunks", scores_topic=f"bench.{name}.scores",
-            alerts_topic=f"bench.{name}.alerts", dead_letter_topic=f"bench.{name}.dead",
-        )
-        ensure_topics(kafka)
-        return kafka
+        return stream_topics(self.kafka.bootstrap_servers, name, self.partitions, namespace="bench")
 
     def env(self, kafka, prefix: str) -> dict[str, str]:
         from hfrisk.testing import services_env
@@ -298,6 +272,7 @@ def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
 
 def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, duration_s: float, card) -> dict:
     from hfrisk.stream.ingest.replay import patient_id_for, replay
+    from hfrisk.testing import window_records
 
     salt = f"tp{beds}-{uuid.uuid4().hex[:6]}"
     patients = [patient_id_for(i, salt) for i in range(beds)]
@@ -360,6 +335,7 @@ def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
 
 def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, seconds: float, card) -> dict:
     from hfrisk.stream.ingest.replay import patient_id_for, replay
+    from hfrisk.testing import window_records
 
     salt = f"rt{beds}-{uuid.uuid4().hex[:6]}"
     patients = [patient_id_for(i, salt) for i in range(beds)]
@@ -401,7 +377,7 @@ def markdown(r: dict) -> str:
         f"When: {r['when']}; machine: {r['machine']['cpus']} CPUs ({r['machine']['processor']}), load average "
         f"{r['machine']['load_before']} before, {r['machine']['load_after']} after; no GPU.  ",
         f"Model: {r['model']}. Worker: batch_size {r['worker']['batch_size']}, batch_timeout_s "
-        f"{r['worker']['batch_timeout_s']}, {r['worker'].get('batches_in_flight', 1)} batch(es) in flight, hop "
+        f"{r['worker']['batch_timeout_s']}, one batch at a time, hop "
         f"{r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
         f"process(es), checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
         "Triton with one ONNX Runtime thread.",
@@ -461,9 +437,9 @@ def markdown(r: dict) -> str:
         "## Where the worker's time goes",
         "",
         "Seconds summed over the worker's batches (its per-batch debug timings); `prepare` runs in the "
-        "preprocessing process while the worker's event loop waits for it, `infer` is the Triton call, "
-        "`wait` is a scored batch waiting for the batch before it to be written (writes keep their order). "
-        "With more than one batch in flight the steps of different batches overlap in time.",
+        "preprocessing process while the worker's event loop waits for it, `infer` is the Triton call. "
+        "The worker handles one batch at a time, so the steps follow one another and add up to the time "
+        "it spent on batches.",
         "",
         "| run | " + " | ".join(_STEPS) + " |",
         "| --- |" + " ---: |" * len(_STEPS),
@@ -562,7 +538,7 @@ def run(args, argv, work: Path) -> dict:
         "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
         "partitions": args.partitions,
         "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
-                   "batches_in_flight": 1, "prep_workers": args.prep_workers,
+                   "prep_workers": args.prep_workers,
                    "checkpoint_interval_s": 2.0},
         "overhead_duration_s": args.overhead_duration_s,
         "duration_s": args.duration_s,

@@ -48,13 +48,16 @@ if TYPE_CHECKING:
         topic_env,
         wait_until,
         worker_env,
+        window_records,
+        scrape_metrics,
     )
 
 _MODULES = {
     "hfrisk.testing.reference": ["RECORDS", "HOP_S", "Reference", "offline_scores", "script_alerts",
                                  "simulate_alerts", "window_sequences"],
     "hfrisk.testing.services": ["WAIT_S", "CHUNK_BYTES", "wait_until", "consume_all", "start_worker", "topic_env",
-                                "services_env", "served_card", "worker_env", "stream_topics", "redis_view"],
+                                "services_env", "served_card", "worker_env", "stream_topics", "redis_view",
+                                "window_records", "scrape_metrics"],
     "hfrisk.testing.scenario": ["FaultOutcome", "StreamScenario"],
     "hfrisk.testing.faults": ["CUT_S", "run_worker_kill", "run_rebalance", "run_triton_outage", "run_redis_outage",
                               "run_kafka_restart"],

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,6 +40,8 @@ __all__ = [
     "worker_env",
     "stream_topics",
     "redis_view",
+    "window_records",
+    "scrape_metrics",
 ]
 
 WAIT_S = 90.0
@@ -142,11 +145,12 @@ def worker_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc
     }
 
 
-def stream_topics(bootstrap: str, name: str, partitions: int) -> KafkaSettings:
-    """Fresh chunk/scores/alerts/dead-letter topics named after ``name``, created."""
+def stream_topics(bootstrap: str, name: str, partitions: int, *, namespace: str = "test") -> KafkaSettings:
+    """Fresh chunk/scores/alerts/dead-letter topics named ``<namespace>.<name>.*``, created."""
+    base = f"{namespace}.{name}"
     kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, partitions=partitions, ecg_topic=f"test.{name}.chunks",
-        scores_topic=f"test.{name}.scores", alerts_topic=f"test.{name}.alerts", dead_letter_topic=f"test.{name}.dead",
+        bootstrap_servers=bootstrap, partitions=partitions, ecg_topic=f"{base}.chunks",
+        scores_topic=f"{base}.scores", alerts_topic=f"{base}.alerts", dead_letter_topic=f"{base}.dead",
     )
     ensure_topics(kafka)
     return kafka
@@ -167,3 +171,27 @@ def redis_view(client, prefix: str, patients) -> tuple[dict, set]:
         for key in client.scan_iter(match=keys_of.window(pid, "*"), count=1000):
             keys.add((pid, key.decode().rsplit(":", 1)[1]))
     return members, keys
+
+
+def window_records(client, prefix: str, patients) -> list[dict]:
+    """Every idempotency record (``RedisKeys.window``) of ``patients``, with its ``patient_id``."""
+    keys_of = RedisKeys(prefix)
+    out = []
+    for pid in patients:
+        keys = list(client.scan_iter(match=keys_of.window(pid, "*"), count=1000))
+        for raw in client.mget(keys) if keys else []:
+            if raw is not None:  # expired between the scan and the read
+                out.append(json.loads(raw) | {"patient_id": pid})
+    return out
+
+
+def scrape_metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """A worker's Prometheus metrics: ``name{labels}`` -> value."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
