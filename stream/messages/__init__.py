@@ -1,6 +1,7 @@
 """What travels on the Kafka topics: the ECG chunk record (:mod:`.chunk`), its wire constants and
-Avro schema (:mod:`.schema`), its codec (:mod:`.codec`) and content rules (:mod:`.validation`), and
-dead-letter records (:mod:`.dead_letter`). Formats: docs/message-schema.md, docs/dead-letters.md."""
+Avro schema (:mod:`.schema`), its codec (:mod:`.codec`) and content rules (:mod:`.validation`),
+dead-letter records (:mod:`.dead_letter`) and the scores topic's record (:mod:`.scores`).
+Formats: docs/message-schema.md, docs/dead-letters.md."""
 
 from hfrisk.stream.messages.chunk import EcgChunk, WireSamples, datetime_to_us, message_key, wire_samples
 from hfrisk.stream.messages.codec import decode_chunk, encode_chunk
@@ -14,6 +15,7 @@ from hfrisk.stream.messages.schema import (
     WRITER_SCHEMAS,
     load_schema,
 )
+from hfrisk.stream.messages.scores import score_record
 from hfrisk.stream.messages.validation import validate_chunk
 
 __all__ = [
@@ -34,4 +36,5 @@ __all__ = [
     "load_schema",
     "DeadLetter",
     "value_limit",
+    "score_record",
 ]
