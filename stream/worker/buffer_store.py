@@ -1,8 +1,8 @@
 """Saved window buffers in Redis: what a restarted worker, or a partition's next owner, resumes from.
 
-``{prefix}:buffer:{patient_id}`` (a Redis string, TTL ``redis.patient_ttl_s``) holds
-:meth:`~hfrisk.stream.windowing.PatientBuffer.to_bytes`. The worker writes it only at a
-checkpoint (docs/stream-worker.md, "Saved buffers").
+``RedisKeys(prefix).buffer(patient_id)`` (a Redis string, TTL ``redis.patient_ttl_s``; the key
+schema is :mod:`hfrisk.stream.sinks.keys`) holds :meth:`~hfrisk.stream.windowing.PatientBuffer.to_bytes`.
+The worker writes it only at a checkpoint (docs/stream-worker.md, "Saved buffers").
 """
 
 from __future__ import annotations
@@ -11,19 +11,22 @@ from collections.abc import Iterable
 
 import redis
 
+from hfrisk.stream.sinks.keys import RedisKeys
+
 __all__ = ["BufferStore"]
 
 
 class BufferStore:
-    """Saved window buffers in Redis: ``{prefix}:buffer:{patient_id}`` -> ``PatientBuffer.to_bytes()``."""
+    """Saved window buffers in Redis: ``RedisKeys(prefix).buffer(patient_id)`` -> ``PatientBuffer.to_bytes()``."""
 
     def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
         self.client = client
         self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.ttl_s = ttl_s
 
     def key(self, patient_id: str) -> str:
-        return f"{self.prefix}:buffer:{patient_id}"
+        return self.keys.buffer(patient_id)
 
     def load_many(self, patient_ids: Iterable[str]) -> dict[str, bytes]:
         ids = list(patient_ids)

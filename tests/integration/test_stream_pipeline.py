@@ -35,6 +35,7 @@ from kafka import KafkaProducer
 from hfrisk.core.config import KafkaSettings
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
+from hfrisk.stream.sinks.keys import RedisKeys
 from hfrisk.stream.sinks.redis_sink import RedisSink
 from hfrisk.stream.ingest.replay import feed, replay
 from hfrisk.stream.messages import encode_chunk
@@ -144,7 +145,7 @@ def run(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_
             _, keys = redis_view(client, prefix, bed_ids)
             if not first_half <= keys:
                 return False
-            states = client.mget([f"{prefix}:buffer:{pid}" for pid in bed_ids])
+            states = client.mget([RedisKeys(prefix).buffer(pid) for pid in bed_ids])
             return all(s is not None and PatientBuffer.from_bytes(s).next_sequence == CUT_S for s in states)
 
         wait_until("worker A to write the first half and checkpoint", first_half_done, workers=[worker_a])
@@ -174,7 +175,8 @@ def run(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
             result.metrics_text = response.read().decode()
         result.redis_members, result.window_keys = redis_view(client, prefix, everyone)
-        result.model_versions = {client.hget(f"{prefix}:latest:{pid}", "model_version").decode() for pid in everyone}
+        result.model_versions = {client.hget(RedisKeys(prefix).latest(pid), "model_version").decode()
+                                 for pid in everyone}
         result.redis_events = RedisSink(client, prefix).alert_events(1000)
         result.alert_records = consume_all(kafka.bootstrap_servers, kafka.alerts_topic, len(expected_events))
         result.score_records = consume_all(kafka.bootstrap_servers, kafka.scores_topic, len(expected))
