@@ -48,9 +48,9 @@ WAIT_S = 90.0
 CHUNK_BYTES = 4 << 20
 
 
-def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=()) -> None:
-    """Poll ``check`` until it is true; fail at once if one of ``workers`` exits meanwhile, and
-    with the workers' logs after ``timeout_s``."""
+def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=(), interval_s: float = 0.25) -> None:
+    """Poll ``check`` every ``interval_s`` until it is true; fail at once if one of ``workers``
+    exits meanwhile, and with the workers' logs after ``timeout_s``."""
 
     def probe() -> bool:
         if check():
@@ -60,7 +60,7 @@ def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=()) -> None:
         return False
 
     try:
-        retries.wait_until(probe, timeout_s, interval_s=0.25, what=what)
+        retries.wait_until(probe, timeout_s, interval_s=interval_s, what=what)
     except TimeoutError:
         logs = "\n".join(w.tail_log(60) for w in workers)
         raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}") from None
