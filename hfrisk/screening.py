@@ -1,8 +1,11 @@
 """Population screening: score a folder or a list of recordings with the stream's preprocessing.
 
-Every recording gets one row: scored, not fit to score (with the quality reasons) or refused
-(with the input error). Rows are appended to ``scores.csv`` batch by batch, so an interrupted run
-resumes where it stopped.
+Every window of every recording gets one row in ``scores.csv``: scored, not fit to score (with the
+quality reasons) or refused (with the input error). A recording is read once and cut into windows
+of the card's length every ``hop_s`` seconds (default: the window length, so a 10-s PTB-XL record
+is one window and a 30-min Holter 180). Rows are appended whole records at a time, so an
+interrupted run resumes where it stopped: a record is done when all its windows are written.
+``records.csv`` beside it summarises each recording (:func:`summarize_records`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ __all__ = [
     "summarize",
     "write_summary",
     "SCORES_FILENAME",
+    "RECORDS_FILENAME",
+    "RECORD_COLUMNS",
+    "read_scores",
+    "summarize_records",
+    "window_starts",
 ]
 
 SCORES_FILENAME = "scores.csv"
+RECORDS_FILENAME = "records.csv"
 log = get_logger(__name__)
 
 
@@ -56,6 +65,7 @@ class SyncScorer(Protocol):
 @dataclass
 class ScreenRow:
     record: str
+    window_start_s: float
     patient_id: str
     status: str  # scored | low_quality | refused
     reason: str
@@ -73,12 +83,15 @@ class ScreenRow:
     # {lead: weight} in the card's lead order, the one JSON form of
     # hfrisk.model.contract.attention_weights (the summary's map reads it back).
     lead_attention: str = ""
+    # How many windows the record has: it is done (on resume) when that many rows are written.
+    windows_in_record: int = 1
 
 
 def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
     q = item.quality
     return ScreenRow(
         record=str(path),
+        window_start_s=item.window_start_s,
         patient_id=patient_id,
         status="scored" if q.fit_to_score else "low_quality",
         reason="" if q.fit_to_score else ";".join(q.reasons),
@@ -92,56 +105,114 @@ def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
     )
 
 
+_COLUMNS = list(ScreenRow.__annotations__)
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """A ``scores.csv``, in today's columns whatever version wrote it. Files from before long
+    recordings had one window per record and one ``n_beats`` (the beats used)."""
+    frame = pd.read_csv(path)
+    if "n_beats" in frame.columns and "n_beats_used" not in frame.columns:
+        frame = frame.rename(columns={"n_beats": "n_beats_used"})
+    defaults = asdict(ScreenRow(record="", window_start_s=0.0, patient_id="", status="", reason=""))
+    defaults["n_beats_detected"] = math.nan  # not known for rows written before the split
+    for column in _COLUMNS:
+        if column not in frame.columns:
+            frame[column] = defaults[column]
+    return frame[_COLUMNS]
+
+
 def _done_records(scores_path: Path) -> set[str]:
+    """Records whose every window is in ``scores_path``. The file is rewritten in today's columns
+    first, and without the rows of records left unfinished (they are screened again whole)."""
     if not scores_path.is_file():
         return set()
-    return set(pd.read_csv(scores_path, usecols=["record"])["record"].astype(str))
+    frame = read_scores(scores_path)
+    counts = frame.groupby("record")["windows_in_record"].agg(["size", "max"])
+    done = counts.index[counts["size"] >= counts["max"]]
+    kept = frame[frame["record"].isin(done)]
+    if len(kept) < len(frame) or list(pd.read_csv(scores_path, nrows=0).columns) != _COLUMNS:
+        kept.to_csv(scores_path, index=False)
+    return set(done.astype(str))
 
 
 def _flush(rows: list[ScreenRow], scores_path: Path) -> None:
     if rows:
-        frame = pd.DataFrame([asdict(r) for r in rows])
+        frame = pd.DataFrame([asdict(r) for r in rows], columns=_COLUMNS)
         frame.to_csv(scores_path, mode="a", header=not scores_path.exists(), index=False)
 
 
-Prepared = tuple[ScreenRow, "ModelInput | None"]
+Prepared = list[tuple[ScreenRow, "ModelInput | None"]]
 
 
-def prepare_record(path: Path, card: ModelCard) -> Prepared:
-    """Read and preprocess one recording: its row, and the model input when it is fit to score."""
+def window_starts(duration_s: float, card: ModelCard, hop_s: float | None = None) -> list[float]:
+    """Where the windows of a ``duration_s`` recording start, every ``hop_s`` (default: the card's
+    window length, i.e. windows side by side). A tail shorter than a window is one more window when
+    it is at least the card's ``min_duration_s``; a recording shorter than that still has one
+    window, at 0, which ``prepare`` refuses with the reason."""
+    spec = card.window
+    hop_s = spec.window_s if hop_s is None else float(hop_s)
+    if hop_s <= 0:
+        raise ValueError(f"hop_s must be > 0, got {hop_s}")
+    # Same half-sample slack as select_window, so every start listed is a window it accepts.
+    last = duration_s - spec.min_duration_s + 1e-6
+    n = max(1, int(math.floor(last / hop_s)) + 1) if last >= 0 else 1
+    return [round(k * hop_s, 6) for k in range(n)]
+
+
+def prepare_record(path: Path, card: ModelCard, hop_s: float | None = None) -> Prepared:
+    """Read one recording once and preprocess each of its windows: per window its row, and the
+    model input when it is fit to score. An unreadable recording is one refused row."""
     try:
         ecg = read_ecg(path)
-        item = prepare(ecg, card)
     except ECGInputError as err:
-        return ScreenRow(record=str(path), patient_id="", status="refused", reason=str(err)), None
-    return _row_for(path, item, ecg.patient_id), (item if item.quality.fit_to_score else None)
+        return [(ScreenRow(record=str(path), window_start_s=0.0, patient_id="", status="refused",
+                           reason=str(err)), None)]
+    starts = window_starts(ecg.duration_s, card, hop_s)
+    out: Prepared = []
+    for start in starts:
+        try:
+            item = prepare(ecg, card, window_start_s=start)
+        except ECGInputError as err:
+            out.append((ScreenRow(record=str(path), window_start_s=start, patient_id="", status="refused",
+                                  reason=str(err)), None))
+            continue
+        out.append((_row_for(path, item, ecg.patient_id), item if item.quality.fit_to_score else None))
+    for row, _ in out:
+        row.windows_in_record = len(out)
+    return out
 
 
 # Set once per pool process by the initializer, so the card is not pickled with every chunk.
 _worker_card: ModelCard | None = None
+_worker_hop_s: float | None = None
+
+RecordWindows = list[tuple[ScreenRow, "np.ndarray | None"]]
 
 
-def _init_worker(card: ModelCard) -> None:
-    global _worker_card
-    _worker_card = card
+def _init_worker(card: ModelCard, hop_s: float | None = None) -> None:
+    global _worker_card, _worker_hop_s
+    _worker_card, _worker_hop_s = card, hop_s
 
 
-def _prepare_chunk(paths: Sequence[Path]) -> list[tuple[ScreenRow, np.ndarray | None]]:
-    assert _worker_card is not None, "pool process not initialised"
+def _arrays(windows: Prepared) -> RecordWindows:
     # Only the array the network needs travels back: the median beats and peaks stay here.
-    return [(row, item.x if item is not None else None) for row, item in
-            (prepare_record(path, _worker_card) for path in paths)]
+    return [(row, item.x if item is not None else None) for row, item in windows]
+
+
+def _prepare_chunk(paths: Sequence[Path]) -> list[RecordWindows]:
+    assert _worker_card is not None, "pool process not initialised"
+    return [_arrays(prepare_record(path, _worker_card, _worker_hop_s)) for path in paths]
 
 
 def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,
-                       ahead: int) -> Iterator[tuple[ScreenRow, np.ndarray | None]]:
-    """``(row, x or None)`` per path, in order. With ``workers`` >= 1, a pool of that many processes
-    reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it keeps working
-    while the caller scores, and memory stays bounded on long lists)."""
+                       ahead: int, hop_s: float | None = None) -> Iterator[RecordWindows]:
+    """Per path, in order, its windows' ``(row, x or None)``. With ``workers`` >= 1, a pool of that
+    many processes reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it
+    keeps working while the caller scores, and memory stays bounded on long lists)."""
     if workers < 1:
         for path in paths:
-            row, item = prepare_record(path, card)
-            yield row, (item.x if item is not None else None)
+            yield _arrays(prepare_record(path, card, hop_s))
         return
     # fork: the children inherit the preprocessing stack already imported here (neurokit2 and
     # scipy take seconds to import: a spawned or forkserver pool paid that on every run). The
@@ -150,7 +221,7 @@ def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chu
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
     max_in_flight = max(2 * workers, math.ceil(ahead / chunk_size))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(card,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(card, hop_s)) as pool:
         in_flight: deque = deque()
         for chunk in chunks:
             in_flight.append(pool.submit(_prepare_chunk, chunk))
@@ -185,20 +256,25 @@ def screen(
     progress: bool = True,
     workers: int | None = None,
     chunk_size: int = 4,
+    hop_s: float | None = None,
 ) -> pd.DataFrame:
-    """Score every recording under ``sources``; returns all rows (earlier runs' included).
+    """Score every window of every recording under ``sources``; returns all window rows (earlier
+    runs' included) and writes the per-record summary, ``records.csv``, beside ``scores.csv``.
 
+    Windows start every ``hop_s`` seconds (default: the card's window length; :func:`window_starts`).
     ``workers`` processes (default: one per CPU; 0: all in this process) read and preprocess the
     recordings while this process scores the previous batch, so screening runs at the speed of
-    preprocessing spread over the cores rather than of one core. Rows keep the input order and
-    the scores are the same whatever ``workers`` is.
+    preprocessing spread over the cores rather than of one core (the windows of one recording stay
+    in one process, which reads it once). Rows keep the input order and the scores are the same
+    whatever ``workers`` is.
     """
     workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores_path = out_dir / SCORES_FILENAME
-    if not resume and scores_path.exists():
-        scores_path.unlink()
+    if not resume:
+        scores_path.unlink(missing_ok=True)
+        (out_dir / RECORDS_FILENAME).unlink(missing_ok=True)
     done = _done_records(scores_path)
     paths = [p for p in iter_records(sources if not isinstance(sources, (str, Path)) else [sources])
              if str(p) not in done]
@@ -212,36 +288,92 @@ def screen(
     rows: list[ScreenRow] = []
 
     def score_pending() -> None:
-        if not pending:
-            return
-        outputs = scorer.score(np.stack([x for _, x in pending]))
-        for i, (row, _) in enumerate(pending):
-            row.log_risk = float(outputs["log_risk"][i, 0])
-            row.hazard_ratio = math.exp(row.log_risk)
-            row.flagged = row.log_risk >= threshold
-            weights = outputs["lead_attention"][i]
-            row.top_lead = card.input.leads[int(np.argmax(weights))]
-            row.lead_attention = encode_lead_weights(card.input.leads, weights)
+        for first in range(0, len(pending), batch_size):
+            batch = pending[first:first + batch_size]
+            outputs = scorer.score(np.stack([x for _, x in batch]))
+            for i, (row, _) in enumerate(batch):
+                row.log_risk = float(outputs["log_risk"][i, 0])
+                row.hazard_ratio = math.exp(row.log_risk)
+                row.flagged = row.log_risk >= threshold
+                weights = outputs["lead_attention"][i]
+                row.top_lead = card.input.leads[int(np.argmax(weights))]
+                row.lead_attention = encode_lead_weights(card.input.leads, weights)
         pending.clear()
 
     # Two batches ahead: one being scored, one filling.
-    prepared = _prepared_in_order(paths, card, workers, chunk_size, ahead=2 * batch_size)
-    for row, x in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
-        rows.append(row)
-        if x is not None:
-            pending.append((row, x))
+    prepared = _prepared_in_order(paths, card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s)
+    for windows in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
+        for row, x in windows:
+            rows.append(row)
+            if x is not None:
+                pending.append((row, x))
+        # Rows go out whole records at a time, each window scored: what is written is done.
         if len(pending) >= batch_size:
             score_pending()
             _flush(rows, scores_path)
             rows = []
     score_pending()
     _flush(rows, scores_path)
-    return pd.read_csv(scores_path) if scores_path.exists() else pd.DataFrame(columns=list(ScreenRow.__annotations__))
+    frame = read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
+    summarize_records(frame, threshold).to_csv(out_dir / RECORDS_FILENAME, index=False)
+    return frame
+
+
+RECORD_COLUMNS = [
+    "record", "patient_id", "status", "reason", "windows", "windows_scored", "windows_low_quality",
+    "windows_refused", "windows_flagged", "median_log_risk", "max_log_risk", "max_log_risk_window_s",
+    "hazard_ratio", "flagged", "quality_score", "heart_rate_bpm", "top_lead",
+]
+
+
+def summarize_records(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """One row per recording, in the order of ``frame`` (the window rows of :func:`screen`).
+
+    ``status``: ``scored`` when any window was scored, else ``low_quality`` when any window was
+    read, else ``refused``; ``reason``: the reasons of the windows not scored, most frequent first.
+    Risk is over the scored windows: ``median_log_risk`` (and its ``hazard_ratio``),
+    ``max_log_risk`` and where that window starts. A recording is ``flagged`` when its median
+    log-risk is at least ``threshold`` (``windows_flagged`` counts the windows at or above it): one
+    noisy window of a long recording does not flag it, and a one-window recording is flagged
+    exactly when its window is. ``quality_score`` and ``heart_rate_bpm`` are medians over the
+    windows that have them; ``top_lead`` is the lead most often on top of the lead attention.
+    """
+    out = []
+    for record, rows in frame.groupby("record", sort=False):
+        status = rows["status"]
+        scored = rows[status == "scored"]
+        risks = scored["log_risk"].astype(float)
+        median = float(risks.median()) if len(scored) else math.nan
+        unscored_reasons = rows.loc[status != "scored", "reason"].dropna().astype(str)
+        reasons = pd.Series([r for text in unscored_reasons for r in text.split(";") if r]).value_counts()
+        out.append({
+            "record": record,
+            "patient_id": next((p for p in rows["patient_id"].fillna("").astype(str) if p), ""),
+            "status": "scored" if len(scored) else ("low_quality" if (status == "low_quality").any() else "refused"),
+            "reason": "" if len(scored) else ";".join(reasons.index),
+            "windows": len(rows),
+            "windows_scored": len(scored),
+            "windows_low_quality": int((status == "low_quality").sum()),
+            "windows_refused": int((status == "refused").sum()),
+            "windows_flagged": int((risks >= threshold).sum()),
+            "median_log_risk": median,
+            "max_log_risk": float(risks.max()) if len(scored) else math.nan,
+            "max_log_risk_window_s": float(scored["window_start_s"].iloc[int(np.argmax(risks.to_numpy()))])
+            if len(scored) else math.nan,
+            "hazard_ratio": math.exp(median) if len(scored) else math.nan,
+            "flagged": bool(len(scored)) and median >= threshold,
+            "quality_score": float(rows["quality_score"].median()),
+            "heart_rate_bpm": float(rows["heart_rate_bpm"].median()),
+            "top_lead": scored["top_lead"].mode().iloc[0] if len(scored) else "",
+        })
+    return pd.DataFrame(out, columns=RECORD_COLUMNS)
 
 
 def summarize(frame: pd.DataFrame, top: int = 10) -> Sequence[dict]:
-    """The ``top`` highest-risk scored recordings, riskiest first."""
-    scored = frame[frame["status"] == "scored"].sort_values("log_risk", ascending=False)
+    """The ``top`` highest-risk scored rows, riskiest first: windows of :func:`screen`'s rows, or
+    recordings (by median log-risk) of :func:`summarize_records`'."""
+    risk = "median_log_risk" if "median_log_risk" in frame.columns else "log_risk"
+    scored = frame[frame["status"] == "scored"].sort_values(risk, ascending=False)
     return scored.head(top).to_dict("records")
 
 

@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 def screen(
     sources: Annotated[list[Path], typer.Argument(help="Folders, WFDB records or DICOM files to score.")],
-    out: Annotated[Path, typer.Option(help="Output folder (scores.csv, scores.parquet).")] = Path("runs/screen"),
+    out: Annotated[Path, typer.Option(help="Output folder: scores.csv/.parquet (one row per window), records.csv/.parquet (one per recording), summary.png.")] = Path("runs/screen"),
     model: Annotated[Optional[Path], typer.Option(help="Model folder or Triton repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Score with ONNX Runtime in this process instead of Triton.")] = False,
     triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC address; default HFRISK_TRITON__GRPC_URL.")] = None,
@@ -24,11 +24,15 @@ def screen(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess while this one scores; default one per CPU, 0: none.")] = None,
+    hop_s: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between window starts in long recordings; default the window length (windows side by side).")] = None,
 ) -> None:
     """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
     from rich.console import Console
     from rich.table import Table
 
+    import pandas as pd
+
+    from hfrisk.screening import RECORDS_FILENAME
     from hfrisk.screening import screen as run_screen
     from hfrisk.screening import screening_threads, summarize, write_summary
 
@@ -46,21 +50,31 @@ def screen(
     frame = run_screen(
         sources, scorer, out,
         threshold=settings.stream.risk_threshold if threshold is None else threshold,
-        batch_size=batch_size, resume=resume, workers=workers,
+        batch_size=batch_size, resume=resume, workers=workers, hop_s=hop_s,
     )
+    records = pd.read_csv(out / RECORDS_FILENAME)
     frame.to_parquet(out / "scores.parquet", index=False)
+    records.to_parquet(out / "records.parquet", index=False)
     write_summary(frame, out / "summary.png")
-    counts = frame["status"].value_counts().to_dict()
+    counts = records["status"].value_counts().to_dict()
     console.print(
-        f"{len(frame)} recordings: {counts.get('scored', 0)} scored, {counts.get('low_quality', 0)} not fit to "
-        f"score, {counts.get('refused', 0)} refused; {int(frame['flagged'].sum())} flagged. Written to {out}/"
+        f"{len(records)} recordings: {counts.get('scored', 0)} scored, {counts.get('low_quality', 0)} not fit to "
+        f"score, {counts.get('refused', 0)} refused; {int(records['flagged'].sum())} flagged. Written to {out}/"
     )
+    if len(frame) > len(records):
+        windows = frame["status"].value_counts().to_dict()
+        console.print(
+            f"{len(frame)} windows: {windows.get('scored', 0)} scored, {windows.get('low_quality', 0)} not fit to "
+            f"score, {windows.get('refused', 0)} refused; {int(frame['flagged'].sum())} at or above the threshold"
+        )
     if scorer.untrained:
         console.print("[bold red]UNTRAINED network: these scores are meaningless.[/bold red]")
-    table = Table("record", "log-risk", "HR x", "quality", "bpm", "top lead", "flag", title="Highest risk")
-    for row in summarize(frame):
+    table = Table("record", "windows", "log-risk", "max", "HR x", "quality", "bpm", "top lead", "flag",
+                  title="Highest risk (median over the scored windows of each recording)")
+    for row in summarize(records):
         table.add_row(
-            Path(row["record"]).name, f"{row['log_risk']:.2f}", f"{row['hazard_ratio']:.2f}",
+            Path(row["record"]).name, f"{row['windows_scored']}/{row['windows']}", f"{row['median_log_risk']:.2f}",
+            f"{row['max_log_risk']:.2f}", f"{row['hazard_ratio']:.2f}",
             f"{row['quality_score']:.2f}", f"{row['heart_rate_bpm']:.0f}", str(row["top_lead"]),
             "[bold red]FLAG[/bold red]" if row["flagged"] else "",
         )

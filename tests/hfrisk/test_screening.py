@@ -164,3 +164,85 @@ def test_parallel_screening_resumes_after_an_interruption(ward, tmp_path, scorer
     assert (merged["status_x"] == merged["status_y"]).all()
     assert (merged["log_risk_x"].isna() == merged["log_risk_y"].isna()).all()
     assert ((merged["log_risk_x"] - merged["log_risk_y"]).abs().fillna(0) <= 1e-6).all()
+
+
+def test_window_starts_cover_a_recording_side_by_side_or_every_hop(scorer):
+    from hfrisk.screening import window_starts
+
+    card = scorer.card  # 10-s windows, 8-s tails accepted
+    assert window_starts(10.0, card) == [0.0]  # PTB-XL: one window, as before
+    assert window_starts(9.0, card) == [0.0] and window_starts(3.0, card) == [0.0]  # prepare refuses it
+    assert window_starts(38.4, card) == [0.0, 10.0, 20.0, 30.0]  # the 8.4-s tail is a window
+    assert window_starts(37.9, card) == [0.0, 10.0, 20.0]
+    assert window_starts(30.0, card, hop_s=5.0) == [0.0, 5.0, 10.0, 15.0, 20.0]
+    with pytest.raises(ValueError):
+        window_starts(30.0, card, hop_s=0.0)
+
+
+@pytest.fixture()
+def long_records(tmp_path, ecg_data_dir):
+    """MIT-BIH 100 (30 min, two leads at 360 Hz) and PTB s0010_re (38.4 s, 15 channels at 1 kHz)."""
+    folder = tmp_path / "holter"
+    folder.mkdir()
+    for name, exts in (("100", ("hea", "dat")), ("s0010_re", ("hea", "dat", "xyz"))):
+        for ext in exts:
+            shutil.copy(ecg_data_dir / "wfdb-samples" / f"{name}.{ext}", folder / f"{name}.{ext}")
+    return folder
+
+
+def test_long_recordings_get_a_row_per_window_and_a_record_summary(long_records, tmp_path, scorer):
+    from hfrisk.screening import RECORDS_FILENAME
+
+    out = tmp_path / "out"
+    frame = screen([long_records], scorer, out, threshold=0.0, batch_size=16, progress=False, workers=0)
+    holter = frame[frame["record"].str.endswith("100.hea")]
+    assert list(holter["window_start_s"]) == [10.0 * k for k in range(180)]  # 1805.6 s
+    assert (holter["windows_in_record"] == 180).all()
+    # Two leads: scored with the other leads masked, or refused by the quality gate; never skipped.
+    assert set(holter["status"]) <= {"scored", "low_quality"}
+    assert (holter["duration_s"] == 10.0).all() and (holter["n_beats_detected"] >= holter["n_beats_used"]).all()
+    ptb = frame[frame["record"].str.endswith("s0010_re.hea")]
+    assert list(ptb["window_start_s"]) == [0.0, 10.0, 20.0, 30.0] and list(ptb["duration_s"]) == [10, 10, 10, 8.4]
+    assert (ptb["status"] == "scored").all()
+    # Each window is what prepare makes of it, scored like any other input.
+    ecg = read_ecg(long_records / "s0010_re.hea")
+    third = scorer.score(prepare(ecg, scorer.card, window_start_s=20.0).x[None])["log_risk"][0, 0]
+    assert ptb["log_risk"].iloc[2] == pytest.approx(float(third), abs=1e-5)
+
+    records = pd.read_csv(out / RECORDS_FILENAME).set_index("record")
+    assert len(records) == 2
+    summary = records.loc[str(long_records / "s0010_re.hea")]
+    assert (summary["windows"], summary["windows_scored"], summary["windows_refused"]) == (4, 4, 0)
+    assert summary["median_log_risk"] == pytest.approx(ptb["log_risk"].median())
+    assert summary["max_log_risk"] == pytest.approx(ptb["log_risk"].max())
+    assert summary["max_log_risk_window_s"] == ptb["window_start_s"].iloc[int(np.argmax(ptb["log_risk"]))]
+    assert summary["flagged"] == (summary["median_log_risk"] >= 0.0)
+    assert summary["windows_flagged"] == (ptb["log_risk"] >= 0.0).sum() and summary["status"] == "scored"
+    holter_summary = records.loc[str(long_records / "100.hea")]
+    assert holter_summary["windows"] == 180
+    assert holter_summary["windows_scored"] + holter_summary["windows_low_quality"] == 180
+
+
+def test_a_long_record_cut_short_is_screened_again_whole(long_records, tmp_path, scorer):
+    out = tmp_path / "out"
+    source = [long_records / "s0010_re.hea"]
+    first = screen(source, scorer, out, threshold=0.0, progress=False, workers=0)
+    first.iloc[:2].to_csv(out / SCORES_FILENAME, index=False)  # as if stopped after two windows
+    again = screen(source, scorer, out, threshold=0.0, progress=False, workers=0)
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_scores_written_before_windows_and_beat_counts_resume(ward, tmp_path, scorer):
+    """A scores.csv of the one-window layout (one ``n_beats``, the beats used) is read and extended."""
+    from hfrisk.screening import read_scores
+
+    out = tmp_path / "out"
+    new = screen([ward / "00001_hr.hea"], scorer, out, threshold=0.0, progress=False, workers=0)
+    old = new.drop(columns=["window_start_s", "windows_in_record", "n_beats_detected"])
+    old.rename(columns={"n_beats_used": "n_beats"}).to_csv(out / SCORES_FILENAME, index=False)
+    frame = screen([ward], scorer, out, threshold=0.0, progress=False, workers=0)
+    assert len(frame) == 8 and frame["record"].is_unique
+    row = frame[frame["record"] == str(ward / "00001_hr.hea")].iloc[0]
+    assert row["n_beats_used"] == new["n_beats_used"].iloc[0] and np.isnan(row["n_beats_detected"])
+    assert row["window_start_s"] == 0.0 and row["log_risk"] == pytest.approx(new["log_risk"].iloc[0])
+    assert list(read_scores(out / SCORES_FILENAME).columns) == list(frame.columns)
