@@ -24,8 +24,9 @@ def inspect(
     record: Annotated[Path, typer.Argument(help="A WFDB record (with or without extension) or a DICOM ECG.")],
     window_start_s: Annotated[float, typer.Option(help="Start of the 10-s window, seconds into the record.")] = 0.0,
     save: Annotated[Optional[Path], typer.Option(help="Write the model input (12 x 608 float32) to this .npy file.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the window into this PNG: the leads with the detected beats (used and dropped), masked and derived leads, the median beats and the quality reasons.")] = None,
 ) -> None:
-    """Read one recording, run the preprocessing and show its leads, beats and quality."""
+    """Read one recording, run the preprocessing and show its leads, beats and quality (--plot: as a picture)."""
     import numpy as np
     from rich.console import Console
     from rich.markup import escape
@@ -65,6 +66,11 @@ def inspect(
     if save:
         np.save(save, model_input.x)
         console.print(f"model input written to {save}")
+    if plot:
+        from hfrisk.cli.window_plot import plot_window
+
+        plot_window(ecg, model_input, card, plot, record=str(record))
+        console.print(f"picture written to {plot}")
 
 
 def _rate(bpm: float | None) -> str:
