@@ -379,7 +379,8 @@ def summarize(frame: pd.DataFrame, top: int = 10) -> Sequence[dict]:
 
 def write_summary(frame: pd.DataFrame, path: str | Path, top: int = 10, leads: Sequence[str] | None = None) -> Path:
     """A PNG: the distribution of log-risk with the flag threshold's cases marked, and the top-risk
-    recordings with their lead-attention weights (which leads the model looked at)."""
+    windows with their lead-attention weights (which leads the model looked at). One window per
+    recording, as in PTB-XL, makes these the recordings; a later window is named with its start."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -396,7 +397,7 @@ def write_summary(frame: pd.DataFrame, path: str | Path, top: int = 10, leads: S
                   bins=min(40, max(5, len(scored) // 3)), color=["#4c72b0", "#c44e52"], label=["not flagged", "flagged"])
         hist.legend()
     counts = frame["status"].value_counts().to_dict()
-    hist.set(xlabel="log-risk (Cox log-hazard, higher = riskier)", ylabel="recordings",
+    hist.set(xlabel="log-risk (Cox log-hazard, higher = riskier)", ylabel="windows",
              title=f"{counts.get('scored', 0)} scored, {int(frame['flagged'].sum())} flagged, "
                    f"{counts.get('low_quality', 0)} low quality, {counts.get('refused', 0)} refused")
     head = scored.head(top)
@@ -404,7 +405,9 @@ def write_summary(frame: pd.DataFrame, path: str | Path, top: int = 10, leads: S
     weights = np.array([[by_lead.get(lead, np.nan) for lead in leads] for by_lead in attention], dtype=float)
     image = heat.imshow(weights if len(head) else np.zeros((1, len(leads))), aspect="auto", cmap="magma")
     heat.set_xticks(range(len(leads)), leads)
-    heat.set_yticks(range(len(head)), [f"{Path(r).stem}  {v:+.2f}" for r, v in zip(head["record"], head["log_risk"])])
+    starts = head["window_start_s"] if "window_start_s" in head else pd.Series([0.0] * len(head))
+    heat.set_yticks(range(len(head)), [f"{Path(r).stem}{f' @{s:g} s' if s else ''}  {v:+.2f}"
+                                       for r, s, v in zip(head["record"], starts, head["log_risk"])])
     heat.set_title(f"top {len(head)} by risk: lead attention")
     figure.colorbar(image, ax=heat, label="attention weight")
     path = Path(path)

@@ -223,6 +223,19 @@ def test_long_recordings_get_a_row_per_window_and_a_record_summary(long_records,
     assert holter_summary["windows_scored"] + holter_summary["windows_low_quality"] == 180
 
 
+def test_cli_screen_of_long_records_with_a_hop(long_records, tmp_path, exported_model_dir):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["screen", str(long_records / "s0010_re"), "--in-process", "--model",
+                                      str(exported_model_dir), "--out", str(out), "--threshold", "0",
+                                      "--hop-s", "5", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "1 recordings: 1 scored" in text and "7 windows: 7 scored" in text, text[-3000:]  # 0, 5, ..., 30 s
+    windows, records = pd.read_parquet(out / "scores.parquet"), pd.read_parquet(out / "records.parquet")
+    assert list(windows["window_start_s"]) == [0, 5, 10, 15, 20, 25, 30] and len(records) == 1
+    assert records["windows_scored"].iloc[0] == 7 and (out / "summary.png").is_file()
+
+
 def test_a_long_record_cut_short_is_screened_again_whole(long_records, tmp_path, scorer):
     out = tmp_path / "out"
     source = [long_records / "s0010_re.hea"]
