@@ -23,7 +23,7 @@ from scipy import signal
 
 from hfrisk.model.contract.card import FilterSpec
 
-__all__ = ["resample_ratio", "resample", "filter_leads", "design_filters", "lowpass"]
+__all__ = ["resample_ratio", "resample", "filter_leads", "design_filters", "lowpass", "bandpass"]
 
 # Up/down factors of the polyphase resampler are kept below this: a float rate such as
 # 499.97 Hz then costs a time-scale error of < 1e-6, and the polyphase filter stays short.
@@ -35,6 +35,7 @@ _NYQUIST_MARGIN = 0.98
 _NOTCH_Q = 30.0
 _HIGHPASS_ORDER = 2  # doubled by filtfilt; sharper orders ring into the ST segment
 _LOWPASS_ORDER = 4
+_BANDPASS_ORDER = 2  # per edge; doubled by filtfilt
 
 
 def resample_ratio(fs_from_hz: float, fs_to_hz: float) -> tuple[int, int]:
@@ -133,3 +134,14 @@ def lowpass(samples: np.ndarray, fs_hz: float, cutoff_hz: float) -> np.ndarray:
     if cutoff_hz >= fs_hz / 2.0 * _NYQUIST_MARGIN:
         return samples
     return _lowpass_chain(float(fs_hz), float(cutoff_hz)).apply(samples)
+
+
+@lru_cache(maxsize=16)
+def _bandpass_chain(fs_hz: float, low_hz: float, high_hz: float) -> _ZeroPhase:
+    high_hz = min(high_hz, fs_hz / 2.0 * _NYQUIST_MARGIN)
+    return _ZeroPhase.of(signal.butter(_BANDPASS_ORDER, (low_hz, high_hz), "bandpass", fs=fs_hz, output="sos"))
+
+
+def bandpass(samples: np.ndarray, fs_hz: float, low_hz: float, high_hz: float) -> np.ndarray:
+    """Zero-phase band-pass along the last axis (the upper edge capped below the Nyquist frequency)."""
+    return _bandpass_chain(float(fs_hz), float(low_hz), float(high_hz)).apply(samples)

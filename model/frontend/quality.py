@@ -12,13 +12,16 @@ Two kinds of evidence, both thresholded by the card's :class:`~hfrisk.model.cont
   beats the template correlation drops.
 * per window, from the beats: too few beats for a median (``min_beats``), too many for the window
   (a heart rate above ``max_beats`` per ``window_s``: 300 bpm by default), too few usable leads
-  (``min_usable_leads``, and every one of ``required_leads``), and **noisy**: the mean correlation of
-  the individual beats with the template formed by the other beats is below
-  ``min_template_correlation`` (NeuroKit's ``ecg_quality`` measures the same thing per lead at
-  ~6 ms a lead, too slow for a 12-lead stream).
+  (``min_usable_leads``, and every one of ``required_leads``), and **noisy**: fewer than half of
+  the beats agree with the template formed by the other beats (correlation at least
+  ``min_template_correlation``), or the agreeing beats' mean correlation is below it (NeuroKit's
+  ``ecg_quality`` measures the same thing per lead at ~6 ms a lead, too slow for a 12-lead
+  stream). Beats that disagree in a minority are ectopics or artefacts: the beat selection leaves
+  them out of the median and the window is scored.
 
-The score is ``consistency × usable / present``: the mean beat-to-template correlation (clipped to
-[0, 1]) times the fraction of the source's leads that are usable; 0 when there is no beat. A window
+The score is ``consistency × usable / present``: the mean beat-to-template correlation of the
+agreeing beats (of all beats when fewer than two agree; clipped to [0, 1]) times the fraction of
+the source's leads that are usable; 0 when there is no beat. A window
 is ``fit_to_score`` when no blocking reason applies and ``score >= min_score``.
 
 Reason codes (:class:`QualityReason`) are stable strings: the stream stores them with every
@@ -70,6 +73,10 @@ _SATURATION_TOLERANCE = 1e-3
 _FLAT_SEGMENT_S = 2.0
 # Window (s) of the moving average that estimates the baseline: longer than any QRS-T.
 _BASELINE_WINDOW_S = 1.0
+# A window is noisy when fewer than this share of its beats agree with the template: ectopic
+# beats are dropped from the median, but they must not outnumber the beats it is made of
+# (bigeminy, half and half, still passes).
+_MIN_AGREEING_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,17 @@ def flag_leads(raw: np.ndarray, fs_hz: float, present: np.ndarray, spec: Quality
     )
 
 
+def _consistency(beat_correlation: np.ndarray, min_correlation: float) -> tuple[float, int]:
+    """Mean beat-to-template correlation (clipped to [0, 1]) of the beats that agree with the
+    template (correlation ``>= min_correlation``, the beats that form the median), or of all beats
+    when fewer than two agree; and how many agree. ``(0, 0)`` without beats."""
+    if beat_correlation.size == 0:
+        return 0.0, 0
+    agree = beat_correlation >= min_correlation
+    chosen = beat_correlation[agree] if agree.sum() >= 2 else beat_correlation
+    return float(np.clip(chosen, 0.0, 1.0).mean()), int(agree.sum())
+
+
 @dataclass(frozen=True)
 class QualityReport:
     """Quality of one window; ``to_dict()`` is what the stream stores."""
@@ -203,9 +221,14 @@ def assess(
     if heart_rate_bpm is not None and heart_rate_bpm > spec.max_beats * 60.0 / window.window_s:
         reasons.append(QualityReason.TOO_MANY_BEATS)
 
-    consistency = float(np.clip(beat_correlation, 0.0, 1.0).mean()) if beat_correlation.size else 0.0
-    # One beat says nothing about noise: it is reported as too few beats instead.
-    if beat_correlation.size >= 2 and consistency < spec.min_template_correlation:
+    consistency, agreeing = _consistency(beat_correlation, spec.min_template_correlation)
+    # One beat says nothing about noise: it is reported as too few beats instead. Ectopic beats
+    # (PVCs, aberrant or paced beats, an irregular rhythm's varying T waves) disagree with the
+    # template too; the beat selection drops them, so they only make a window noisy when they are
+    # the majority: then no dominant beat shape exists for a median to stand for.
+    if beat_correlation.size >= 2 and (
+        consistency < spec.min_template_correlation or agreeing < _MIN_AGREEING_SHARE * beat_correlation.size
+    ):
         reasons.append(QualityReason.NOISY)
     n_present = int(present.sum())
     score = consistency * (int(usable.sum()) / n_present) if n_present else 0.0

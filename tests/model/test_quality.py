@@ -184,8 +184,14 @@ def test_score_and_reasons_from_assess():
     fair = _assess(np.full(10, 0.62), flat=("V2", "V3", "V4", "V5"))
     assert fair.reasons == ("flat_line", "low_score") and not fair.fit_to_score
     assert {QualityReason(r) for r in fair.reasons} & BLOCKING_REASONS == {QualityReason.LOW_SCORE}
-    noisy = _assess(np.r_[np.full(5, 0.9), np.full(5, 0.2)])
-    assert noisy.reasons == ("noisy",) and noisy.template_correlation == pytest.approx(0.55)
+    # Beats that disagree with the template (ectopics) are left out of the median and of the
+    # consistency, as long as they are not the majority: bigeminy (half and half) is scored.
+    bigeminy = _assess(np.r_[np.full(5, 0.9), np.full(5, 0.2)])
+    assert bigeminy.fit_to_score and bigeminy.template_correlation == pytest.approx(0.9)
+    assert _assess(np.r_[np.full(4, 0.9), np.full(6, 0.2)]).reasons == ("noisy",)
+    # Fewer than two beats agree: the consistency is that of all beats.
+    noisy = _assess(np.r_[0.9, np.full(9, 0.5)])
+    assert noisy.reasons == ("noisy",) and noisy.template_correlation == pytest.approx(0.54)
 
 
 def test_flag_leads_on_raw_arrays():
