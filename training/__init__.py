@@ -14,8 +14,7 @@ docs/training/ tells the story (pretraining.md, finetuning.md, synthetic_cohort.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hfrisk.core.lazy import lazy_exports
 
 # name -> module of this package that defines it, imported on first use:
 # ``import hfrisk.training`` loads no torch.
@@ -28,15 +27,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -38,6 +38,9 @@ from hfrisk.core.retries import (
     retrying,
     wait_until,
 )
+from hfrisk.core.lazy import (
+    lazy_exports,
+)
 
 __all__ = [
     "Settings",
@@ -67,4 +70,5 @@ __all__ = [
     "Backoff",
     "retrying",
     "wait_until",
+    "lazy_exports",
 ]

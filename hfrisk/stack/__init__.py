@@ -17,8 +17,8 @@ The names below are imported on first use, so ``import hfrisk.stack`` loads no c
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from hfrisk.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hfrisk.stack.kafka import KafkaBroker, KafkaListenerSecurity
@@ -50,14 +50,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
