@@ -22,6 +22,7 @@ from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
 from hfrisk.model.frontend.filters import bandpass, lowpass
+from hfrisk.model.frontend.quality import MIN_AGREEING_SHARE
 
 __all__ = [
     "detect_r_peaks",
@@ -61,6 +62,11 @@ _ENVELOPE_S = 0.1
 # Chosen on LUDB and 8 MIT-BIH DS1 records (5 min, clean and with muscle noise): 0.25 let noise
 # through at 6 dB (+P 88 %), 0.55 dropped small ectopic beats (Se 97 %); 0.4 keeps both >= 95 %.
 _MIN_RELATIVE_ENERGY = 0.4
+# The beats are compared over this share of their window before and after the QRS: with the
+# card's 1.2-s beat, 0.15 s before (the PR segment) and 0.3 s after (the ST segment and most of the
+# T wave), short enough that the next QRS stays out up to ~180 bpm.
+_CORE_BEFORE = 0.125
+_CORE_AFTER = 0.25
 # Two R peaks closer than this are one beat (400 bpm): above the card's largest rate (max_beats
 # per window, 300 bpm by default) so that such rates are measured and reported, not hidden.
 _REFRACTORY_S = 0.15
@@ -220,21 +226,45 @@ def _leave_one_out(beats: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.
     return overall, per_lead
 
 
+def _core(beats: np.ndarray) -> slice:
+    """The QRS-T core of aligned ``beats`` (n_leads, n_beats, t): from _CORE_BEFORE to _CORE_AFTER
+    of the beat's length around the QRS (the largest deflection of the average beat).
+
+    The beat window is longer than a fast heart's R-R interval (1.2 s by default: three beats at
+    150 bpm); outside the core it holds the neighbouring beats, whose place varies with the R-R
+    interval, so that every beat of an irregular or fast rhythm looked like an outlier.
+    """
+    n = beats.shape[-1]
+    average = np.abs(beats.mean(axis=1) - beats.mean(axis=(1, 2))[:, None]).sum(axis=0)
+    qrs = int(np.argmax(average))
+    return slice(max(0, qrs - int(round(_CORE_BEFORE * n))), min(n, qrs + int(round(_CORE_AFTER * n))))
+
+
 def select_beats(beats: np.ndarray, usable: np.ndarray, min_correlation: float) -> BeatSelection:
     """Drop outlier beats (ectopics, artefacts): leave-one-out correlation below
     ``min_correlation``. If every beat is an outlier all are kept, and the low correlation is
-    left for the quality index to report."""
+    left for the quality index to report.
+
+    Beats are compared over their whole window; when fewer than half of them agree there (a fast
+    or irregular rhythm moves the neighbouring beats inside the window), over their QRS-T core
+    only (:func:`_core`). A regular rhythm keeps the selection, and so the median beat, that the
+    bundled model was trained on.
+    """
     n_leads, n_beats, _ = beats.shape
     if n_beats < 2 or not usable.any():
         return BeatSelection(np.ones(n_beats, bool), np.zeros(n_beats), np.zeros(n_leads))
     use = beats[usable].astype(np.float64)  # (n_usable, n_beats, t)
     # Centre each lead of each beat so a lead's offset does not count as shape.
-    use -= use.mean(axis=-1, keepdims=True)
-    correlation, _ = _leave_one_out(use, np.ones(n_beats, bool))
+    centred = use - use.mean(axis=-1, keepdims=True)
+    correlation, _ = _leave_one_out(centred, np.ones(n_beats, bool))
+    if (correlation >= min_correlation).sum() < MIN_AGREEING_SHARE * n_beats:
+        centred = use[..., _core(use)]
+        centred -= centred.mean(axis=-1, keepdims=True)
+        correlation, _ = _leave_one_out(centred, np.ones(n_beats, bool))
     keep = correlation >= min_correlation
     if keep.sum() < 2:
         keep = np.ones(n_beats, bool)
-    _, per_lead = _leave_one_out(use, keep)
+    _, per_lead = _leave_one_out(centred, keep)
     lead_correlation = np.zeros(n_leads)
     lead_correlation[usable] = per_lead[:, keep].mean(axis=1)
     return BeatSelection(keep, correlation, lead_correlation)

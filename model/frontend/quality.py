@@ -38,7 +38,7 @@ from scipy.ndimage import uniform_filter1d
 
 from hfrisk.model.contract.card import QualitySpec, WindowSpec
 
-__all__ = ["QualityReason", "BLOCKING_REASONS", "LeadFlags", "flag_leads", "QualityReport", "assess"]
+__all__ = ["QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "QualityReport", "assess"]
 
 
 class QualityReason(str, Enum):
@@ -76,7 +76,7 @@ _BASELINE_WINDOW_S = 1.0
 # A window is noisy when fewer than this share of its beats agree with the template: ectopic
 # beats are dropped from the median, but they must not outnumber the beats it is made of
 # (bigeminy, half and half, still passes).
-_MIN_AGREEING_SHARE = 0.5
+MIN_AGREEING_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def assess(
     # template too; the beat selection drops them, so they only make a window noisy when they are
     # the majority: then no dominant beat shape exists for a median to stand for.
     if beat_correlation.size >= 2 and (
-        consistency < spec.min_template_correlation or agreeing < _MIN_AGREEING_SHARE * beat_correlation.size
+        consistency < spec.min_template_correlation or agreeing < MIN_AGREEING_SHARE * beat_correlation.size
     ):
         reasons.append(QualityReason.NOISY)
     n_present = int(present.sum())
