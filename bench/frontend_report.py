@@ -77,7 +77,7 @@ def _md_r_peaks(r: dict) -> list[str]:
         m = r["mitdb_r_peaks"]
         lines += [
             f"**MIT-BIH Arrhythmia DS1**, {len(m['records'])} records × {m['minutes']:g} min, 2 leads, 360 Hz; "
-            f"reference: the beat annotations (EC57 beat labels `{m['beat_symbols']}`), whole record (no learning period). "
+            f"reference: the beat annotations (EC57 beat labels `{m['beat_symbols']}`), whole record (no learning period); detections inside ventricular flutter/fibrillation episodes (`[` … `]`; in DS1 only record 207 has them) are left out, as EC57 does. "
             f"Protocol: {m['window_s']:g}-s windows every {m['hop_s']:g} s through the front end; each window's "
             f"detections are kept from its central {m['hop_s']:g} s (the first window from 0 s, the last to the end), "
             "and joined (detections closer than 150 ms across a boundary count once). Noise: the nstdb record added to "

@@ -36,6 +36,16 @@ class Recording:
     ecg: ECG
     beats: np.ndarray
     labels: tuple[str, ...]
+    # Ventricular flutter/fibrillation episodes, ``[`` to ``]`` (samples): EC57 leaves them out of
+    # QRS detection statistics (a flutter wave is neither a beat nor a false detection).
+    flutter: tuple[tuple[int, int], ...] = ()
+
+    def outside_flutter(self, detections: np.ndarray) -> np.ndarray:
+        """``detections`` without those inside a flutter/fibrillation episode."""
+        keep = np.ones(len(detections), dtype=bool)
+        for start, stop in self.flutter:
+            keep &= (detections < start) | (detections > stop)
+        return detections[keep]
 
 
 def read(name: str, minutes: float | None = None, folder=None) -> Recording:
@@ -47,4 +57,19 @@ def read(name: str, minutes: float | None = None, folder=None) -> Recording:
     is_beat = np.array([s in BEAT_SYMBOLS for s in ann.symbol], dtype=bool)
     ecg = ECG(samples=rec.p_signal.T, fs_hz=rec.fs, lead_names=tuple(rec.sig_name), source=path)
     labels = tuple(s for s, b in zip(ann.symbol, is_beat) if b)
-    return Recording(name, ecg, np.asarray(ann.sample)[is_beat].astype(np.int64), labels)
+    return Recording(name, ecg, np.asarray(ann.sample)[is_beat].astype(np.int64), labels,
+                     _episodes(ann.symbol, ann.sample, rec.sig_len))
+
+
+def _episodes(symbols, samples, n_samples: int) -> tuple[tuple[int, int], ...]:
+    """``[`` … ``]`` spans; one still open at the end of the (cut) record runs to its end."""
+    spans, start = [], None
+    for symbol, sample in zip(symbols, samples):
+        if symbol == "[":
+            start = int(sample)
+        elif symbol == "]" and start is not None:
+            spans.append((start, int(sample)))
+            start = None
+    if start is not None:
+        spans.append((start, n_samples))
+    return tuple(spans)
