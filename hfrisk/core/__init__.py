@@ -1,74 +1,45 @@
 """The foundation every other package stands on: typed settings, structured logs, secrets and TLS clients,
-patient pseudonyms. Imports nothing else of hfrisk."""
+patient pseudonyms. Imports nothing else of hfrisk.
 
-from hfrisk.core.config import (
-    Settings,
-    get_settings,
-    PathSettings,
-    KafkaSettings,
-    RedisSettings,
-    TritonSettings,
-    PrometheusSettings,
-    StreamSettings,
-    LogSettings,
-    PseudonymSettings,
-)
-from hfrisk.core.logs import (
-    configure_logging,
-    get_logger,
-)
-from hfrisk.core.security import (
-    SecretError,
-    faust_broker_options,
-    kafka_client_kwargs,
-    kafka_ssl_context,
-    read_secret,
-    redis_client,
-    redis_client_kwargs,
-    redis_url,
-)
-from hfrisk.core.pseudonym import (
-    MIN_KEY_BYTES,
-    Pseudonymiser,
-    pseudonym_map,
-    pseudonymiser_from_settings,
-)
-from hfrisk.core.retries import (
-    Backoff,
-    retrying,
-    wait_until,
-)
-from hfrisk.core.lazy import (
-    lazy_exports,
-)
+Names are imported on first use, so ``from hfrisk.core.logs import get_logger`` does not load the Redis and
+Kafka clients that ``security`` needs."""
 
-__all__ = [
-    "Settings",
-    "get_settings",
-    "PathSettings",
-    "KafkaSettings",
-    "RedisSettings",
-    "TritonSettings",
-    "PrometheusSettings",
-    "StreamSettings",
-    "LogSettings",
-    "PseudonymSettings",
-    "configure_logging",
-    "get_logger",
-    "SecretError",
-    "faust_broker_options",
-    "kafka_client_kwargs",
-    "kafka_ssl_context",
-    "read_secret",
-    "redis_client",
-    "redis_client_kwargs",
-    "redis_url",
-    "MIN_KEY_BYTES",
-    "Pseudonymiser",
-    "pseudonym_map",
-    "pseudonymiser_from_settings",
-    "Backoff",
-    "retrying",
-    "wait_until",
-    "lazy_exports",
-]
+from __future__ import annotations
+
+from hfrisk.core.lazy import lazy_exports
+
+# name -> module of this package that defines it
+_EXPORTS = {
+    "Settings": "config",
+    "get_settings": "config",
+    "PathSettings": "config",
+    "KafkaSettings": "config",
+    "RedisSettings": "config",
+    "TritonSettings": "config",
+    "PrometheusSettings": "config",
+    "StreamSettings": "config",
+    "LogSettings": "config",
+    "PseudonymSettings": "config",
+    "configure_logging": "logs",
+    "get_logger": "logs",
+    "SecretError": "security",
+    "faust_broker_options": "security",
+    "kafka_client_kwargs": "security",
+    "kafka_ssl_context": "security",
+    "read_secret": "security",
+    "redis_client": "security",
+    "redis_client_kwargs": "security",
+    "redis_url": "security",
+    "MIN_KEY_BYTES": "pseudonym",
+    "Pseudonymiser": "pseudonym",
+    "pseudonym_map": "pseudonym",
+    "pseudonymiser_from_settings": "pseudonym",
+    "Backoff": "retries",
+    "retrying": "retries",
+    "wait_until": "retries",
+    "lazy_exports": "lazy",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

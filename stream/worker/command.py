@@ -17,6 +17,10 @@ from typing import Annotated, Optional
 
 import typer
 
+# At module level, not in exit_after_teardown's timer: an import during interpreter shutdown can
+# fail ("can't register atexit after shutdown") and leave the stuck process alive.
+from hfrisk.core.logs import get_logger
+
 __all__ = ["worker_command", "load_worker_card", "ModelCardMissing", "exit_after_teardown"]
 
 # Once Faust has stopped (offsets committed, buffers saved), how long the rest of the process's
@@ -45,8 +49,6 @@ def exit_after_teardown(timeout_s: float) -> None:
         code = 0 if exc is None else 1
 
     def leave() -> None:
-        from hfrisk.core.logs import get_logger
-
         get_logger("hfrisk.worker").error("worker stopped but its process did not exit; leaving now",
                                           seconds=timeout_s, exit_code=code)
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
@@ -161,7 +163,6 @@ def worker_command(
     from pydantic import ValidationError
 
     from hfrisk.core.config import get_settings
-    from hfrisk.core.logs import get_logger
     from hfrisk.serving.client import RiskClient, TritonClientError
     from hfrisk.core.retries import Backoff
     from hfrisk.stream.ingest.topics import ensure_topics
