@@ -99,6 +99,18 @@ def test_moderate_noise_is_tolerated():
     assert q.fit_to_score and q.reasons == ()
 
 
+@pytest.mark.parametrize("ecg_id", [1, 2, 3, 5, 8])
+def test_one_very_noisy_lead_does_not_refuse_the_window(ecg_id):
+    """Muscle noise at the scale of the QRS in V2 only: the other eleven leads carry the median
+    beat, the window is scored (#13: a bad lead must not cost the whole ECG)."""
+    rng = np.random.default_rng(ecg_id)
+
+    def noise(x, t):
+        x[lead("V2")] += rng.normal(0.0, 0.6, size=x.shape[1])
+    q = prepare(corrupt(ptbxl(ecg_id), noise), CARD).quality
+    assert q.fit_to_score and "noisy" not in q.reasons, q
+
+
 def test_signal_dropout_is_a_flat_line():
     def dropout(x, t):
         x[:, t >= 3.0] = 0.0  # 3 s of ECG then the cable comes out
