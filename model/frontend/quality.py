@@ -38,7 +38,9 @@ from scipy.ndimage import uniform_filter1d
 
 from hfrisk.model.contract.card import QualitySpec, WindowSpec
 
-__all__ = ["QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "QualityReport", "assess"]
+__all__ = [
+    "QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "QualityReport", "assess",
+]
 
 
 class QualityReason(str, Enum):

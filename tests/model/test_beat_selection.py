@@ -24,7 +24,9 @@ def test_irregular_fast_beats_are_kept_on_their_core():
     lead = sum(_qrs_t(t - p) for p in peaks_s)
     samples = np.vstack([lead, 0.5 * lead, -lead]) + rng.normal(0, 0.01, (3, t.size))
     peaks = np.round(peaks_s * FS).astype(np.int64)
-    beats, kept = extract_beats(samples, peaks, pre_samples=CARD.input.r_peak_index, beat_samples=CARD.input.beat_samples)
+    beats, kept = extract_beats(
+        samples, peaks, pre_samples=CARD.input.r_peak_index, beat_samples=CARD.input.beat_samples
+    )
     selection = select_beats(beats, np.ones(3, bool), CARD.quality.min_template_correlation)
     assert len(kept) >= 15 and selection.keep.all()
     assert selection.correlation.min() > 0.8
@@ -40,7 +42,9 @@ def test_regular_beats_are_compared_over_the_whole_window():
     lead -= 2 * _qrs_t(t - odd)  # one beat upside down: an ectopic
     samples = np.vstack([lead, lead])
     peaks = np.round(peaks_s * FS).astype(np.int64)
-    beats, kept = extract_beats(samples, peaks, pre_samples=CARD.input.r_peak_index, beat_samples=CARD.input.beat_samples)
+    beats, kept = extract_beats(
+        samples, peaks, pre_samples=CARD.input.r_peak_index, beat_samples=CARD.input.beat_samples
+    )
     selection = select_beats(beats, np.ones(2, bool), CARD.quality.min_template_correlation)
     # The ectopic and the beat whose window holds it are dropped (the core alone would keep the latter).
     assert np.flatnonzero(~selection.keep).tolist() == [list(kept).index(peaks[5]) - 1, list(kept).index(peaks[5])]
