@@ -31,7 +31,7 @@ def lead_notes(item: ModelInput, present: np.ndarray) -> list[str]:
     q = item.quality
     flagged = (
         ("flat", q.flat_leads), ("lead off", q.lead_off_leads), ("saturated", q.saturated_leads),
-        ("baseline wander", q.baseline_wander_leads),
+        ("baseline wander", q.baseline_wander_leads), ("noisy", q.noisy_leads),
     )
     notes = []
     for lead, here, used in zip(item.leads, present, item.lead_mask):

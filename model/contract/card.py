@@ -111,6 +111,10 @@ class QualitySpec(_Frozen):
     # (reported only: the high-pass removes it). On PTB-XL records 1-500 the largest span among
     # records not annotated baseline_drift is 3.07 mV, 99th percentile 2.24 mV.
     baseline_wander_mv: float = 3.0
+    # Leads masked as noisy before a window whose beats disagree is refused as noisy: one or two
+    # bad electrodes (muscle noise, motion under V1-V2) are common and the rest still carry the
+    # median beat; noise in more leads is the patient or the recording, not an electrode.
+    max_noisy_leads: int = 2
     min_score: float = 0.5
 
 

@@ -5,7 +5,8 @@ Every number comes from the :class:`~hfrisk.model.contract.card.ModelCard`:
 1. :func:`select_window` — ``card.window.window_s`` from ``window_start_s``; refuses rates outside
    ``[min_fs_hz, max_fs_hz]`` and windows shorter than ``min_duration_s``.
 2. :func:`~hfrisk.model.contract.leads.conform_leads` — the card's lead order, limb leads derived, rest masked.
-3. :func:`~hfrisk.model.frontend.quality.flag_leads` — flat, lead-off and saturated leads become unusable.
+3. :func:`~hfrisk.model.frontend.quality.flag_leads` — flat, lead-off and saturated leads become unusable
+   (and, when the beats disagree, up to ``max_noisy_leads`` noisy leads: step 6).
 4. :func:`~hfrisk.model.frontend.filters.resample` to ``card.input.fs_hz``, then
    :func:`~hfrisk.model.frontend.filters.filter_leads` (high-pass, powerline notches, low-pass).
 5. :func:`~hfrisk.model.frontend.beats.detect_r_peaks` on all usable leads, aligned on ``card.input.r_peak_lead``.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import neurokit2 as nk
 import numpy as np
@@ -51,7 +52,7 @@ from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.model.frontend.filters import filter_leads, resample
 from hfrisk.model.contract.leads import conform_leads
-from hfrisk.model.frontend.quality import QualityReport, assess, flag_leads
+from hfrisk.model.frontend.quality import QualityReport, assess, beats_disagree, flag_leads, noisiest_lead
 
 __all__ = [
     "ModelInput",
@@ -179,12 +180,26 @@ def prepare(
     signal = filter_leads(at_rate, fs_out, card.filters, source_fs_hz=conformed.fs_hz)
     clock.lap("filter")
     preferred = spec_in.leads.index(spec_in.r_peak_lead) if spec_in.r_peak_lead in spec_in.leads else None
-    peaks = detect_r_peaks(signal, fs_out, usable, reference_lead(signal, usable, preferred))
-    clock.lap("r_peaks")
-    beats, beat_peaks = extract_beats(
-        signal, peaks, pre_samples=spec_in.r_peak_index, beat_samples=spec_in.beat_samples
-    )
-    selection = select_beats(beats, usable, card.quality.min_template_correlation)
+    noisy = np.zeros_like(usable)
+    while True:
+        peaks = detect_r_peaks(signal, fs_out, usable, reference_lead(signal, usable, preferred))
+        clock.lap("r_peaks")
+        beats, beat_peaks = extract_beats(
+            signal, peaks, pre_samples=spec_in.r_peak_index, beat_samples=spec_in.beat_samples
+        )
+        selection = select_beats(beats, usable, card.quality.min_template_correlation)
+        # A window whose beats disagree may owe it to one or two noisy leads: mask the worst and
+        # look again (from the R peaks: the noise may have moved them). A clean window never
+        # enters this, so its input is what the model was trained on.
+        if noisy.sum() >= card.quality.max_noisy_leads or not beats_disagree(selection.correlation, card.quality):
+            break
+        worst = noisiest_lead(selection.lead_correlation, usable)
+        if worst is None:
+            break
+        noisy[worst] = True
+        usable = usable & ~noisy
+    if noisy.any():
+        flags = replace(flags, noisy=noisy)
     median = median_beat(beats, selection.keep)
     n_used = int(selection.keep.sum())
     lead_mask = usable if n_used else np.zeros_like(usable)

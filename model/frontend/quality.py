@@ -10,6 +10,11 @@ Two kinds of evidence, both thresholded by the card's :class:`~hfrisk.model.cont
   Flat, lead-off and saturated leads are *unusable*: preprocessing zeroes and masks them.
   Baseline wander is only reported: the high-pass filter removes it, and if it leaks into the
   beats the template correlation drops.
+* per lead, from the beats: a **noisy lead** (muscle noise, electrode motion in one or two leads).
+  Only looked for when the window would otherwise be noisy: preprocessing then masks the lead
+  whose beats agree least with its own median (:func:`noisiest_lead`) and selects the beats again,
+  up to ``max_noisy_leads`` leads, so one bad electrode does not cost the whole ECG while a clean
+  window is never touched.
 * per window, from the beats: too few beats for a median (``min_beats``), too many for the window
   (a heart rate above ``max_beats`` per ``window_s``: 300 bpm by default), too few usable leads
   (``min_usable_leads``, and every one of ``required_leads``), and **noisy**: fewer than half of
@@ -30,7 +35,7 @@ window, dashboards count them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -40,6 +45,7 @@ from hfrisk.model.contract.card import QualitySpec, WindowSpec
 
 __all__ = [
     "QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "QualityReport", "assess",
+    "beats_disagree", "noisiest_lead",
 ]
 
 
@@ -48,6 +54,7 @@ class QualityReason(str, Enum):
     LEAD_OFF = "lead_off"
     SATURATION = "saturation"
     BASELINE_WANDER = "baseline_wander"
+    NOISY_LEAD = "noisy_lead"
     TOO_FEW_BEATS = "too_few_beats"
     TOO_MANY_BEATS = "too_many_beats"
     TOO_FEW_LEADS = "too_few_leads"
@@ -89,10 +96,13 @@ class LeadFlags:
     lead_off: np.ndarray
     saturated: np.ndarray
     baseline_wander: np.ndarray
+    # Set by preprocessing from the beats (see noisiest_lead); None: nothing masked for noise.
+    noisy: np.ndarray | None = field(default=None)
 
     @property
     def unusable(self) -> np.ndarray:
-        return self.flat | self.lead_off | self.saturated
+        bad = self.flat | self.lead_off | self.saturated
+        return bad if self.noisy is None else bad | self.noisy
 
 
 def _min_segment_std(raw: np.ndarray, fs_hz: float) -> np.ndarray:
@@ -158,6 +168,30 @@ def _consistency(beat_correlation: np.ndarray, min_correlation: float) -> tuple[
     return float(np.clip(chosen, 0.0, 1.0).mean()), int(agree.sum())
 
 
+def beats_disagree(beat_correlation: np.ndarray, spec: QualitySpec) -> bool:
+    """Whether the beats make the window ``noisy``: no dominant beat shape for a median.
+
+    One beat says nothing about noise: it is reported as too few beats instead. Ectopic beats
+    (PVCs, aberrant or paced beats, an irregular rhythm's varying T waves) disagree with the
+    template too; the beat selection drops them, so they only make a window noisy when they are
+    the majority.
+    """
+    if beat_correlation.size < 2:
+        return False
+    consistency, agreeing = _consistency(beat_correlation, spec.min_template_correlation)
+    return consistency < spec.min_template_correlation or agreeing < MIN_AGREEING_SHARE * beat_correlation.size
+
+
+def noisiest_lead(lead_correlation: np.ndarray, usable: np.ndarray) -> int | None:
+    """The usable lead whose beats agree least with the lead's own median beat: the one to mask
+    when the window's beats disagree. The beat correlation is energy-weighted over the leads, so
+    a lead carrying noise at the QRS's scale drags every beat down while its own beat-to-beat
+    correlation is the lowest of the window; None without usable leads."""
+    if not usable.any():
+        return None
+    return int(np.flatnonzero(usable)[np.argmin(lead_correlation[usable])])
+
+
 @dataclass(frozen=True)
 class QualityReport:
     """Quality of one window; ``to_dict()`` is what the stream stores."""
@@ -170,6 +204,8 @@ class QualityReport:
     lead_off_leads: tuple[str, ...]
     saturated_leads: tuple[str, ...]
     baseline_wander_leads: tuple[str, ...]
+    # Masked because their beats disagreed with their median while the others agreed.
+    noisy_leads: tuple[str, ...]
     # Mean correlation of the kept beats with the median beat, per lead (0 = unusable/absent).
     lead_correlation: dict[str, float]
     template_correlation: float
@@ -203,12 +239,14 @@ def assess(
     provisional median beat over the usable leads.
     """
     usable = present & ~flags.unusable
+    noisy = flags.noisy if flags.noisy is not None else np.zeros_like(present)
     reasons: list[QualityReason] = []
     for reason, on in (
         (QualityReason.FLAT_LINE, flags.flat),
         (QualityReason.LEAD_OFF, flags.lead_off),
         (QualityReason.SATURATION, flags.saturated),
         (QualityReason.BASELINE_WANDER, flags.baseline_wander),
+        (QualityReason.NOISY_LEAD, noisy),
     ):
         if on.any():
             reasons.append(reason)
@@ -223,14 +261,8 @@ def assess(
     if heart_rate_bpm is not None and heart_rate_bpm > spec.max_beats * 60.0 / window.window_s:
         reasons.append(QualityReason.TOO_MANY_BEATS)
 
-    consistency, agreeing = _consistency(beat_correlation, spec.min_template_correlation)
-    # One beat says nothing about noise: it is reported as too few beats instead. Ectopic beats
-    # (PVCs, aberrant or paced beats, an irregular rhythm's varying T waves) disagree with the
-    # template too; the beat selection drops them, so they only make a window noisy when they are
-    # the majority: then no dominant beat shape exists for a median to stand for.
-    if beat_correlation.size >= 2 and (
-        consistency < spec.min_template_correlation or agreeing < MIN_AGREEING_SHARE * beat_correlation.size
-    ):
+    consistency, _ = _consistency(beat_correlation, spec.min_template_correlation)
+    if beats_disagree(beat_correlation, spec):
         reasons.append(QualityReason.NOISY)
     n_present = int(present.sum())
     score = consistency * (int(usable.sum()) / n_present) if n_present else 0.0
@@ -246,6 +278,7 @@ def assess(
         lead_off_leads=_names(leads, flags.lead_off),
         saturated_leads=_names(leads, flags.saturated),
         baseline_wander_leads=_names(leads, flags.baseline_wander),
+        noisy_leads=_names(leads, noisy),
         lead_correlation={name: round(float(c), 4) for name, c in zip(leads, lead_correlation)},
         template_correlation=round(consistency, 4),
         n_beats_detected=int(n_beats_detected),

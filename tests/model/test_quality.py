@@ -111,6 +111,59 @@ def test_one_very_noisy_lead_does_not_refuse_the_window(ecg_id):
     assert q.fit_to_score and "noisy" not in q.reasons, q
 
 
+def _motion_and_muscle(rng, n, fs):
+    """Muscle noise (white, 1 mV) plus electrode motion (1-10 Hz random swings, ~1 mV): the noise
+    that makes a single lead unreadable while its neighbours are clean."""
+    from scipy.signal import butter, sosfiltfilt
+    motion = sosfiltfilt(butter(2, [1.0, 10.0], btype="band", fs=fs, output="sos"), rng.normal(0.0, 1.0, n))
+    return rng.normal(0.0, 1.0, n) + motion / motion.std()
+
+
+@pytest.mark.parametrize("ecg_id", [1, 3])
+def test_two_noisy_leads_are_masked_and_the_window_scored(ecg_id):
+    """1 mV of noise in V1 and V2 used to refuse the whole window as noisy (#13): now those two
+    leads are masked, named in the report, and the other ten carry the median beat."""
+    rng = np.random.default_rng(ecg_id)
+    clean = prepare(ptbxl(ecg_id), CARD)
+
+    def noise(x, t):
+        for name in ("V1", "V2"):
+            x[lead(name)] += _motion_and_muscle(rng, x.shape[1], 500.0)
+    item = prepare(corrupt(ptbxl(ecg_id), noise), CARD)
+    q = item.quality
+    assert q.fit_to_score and q.reasons == ("noisy_lead",), q
+    assert q.noisy_leads == ("V1", "V2") and "V1" not in q.usable_leads and len(q.usable_leads) == 10
+    assert not item.lead_mask[[lead("V1"), lead("V2")]].any() and (item.x[[lead("V1"), lead("V2")]] == 0).all()
+    assert q.template_correlation >= CARD.quality.min_template_correlation
+    # The leads kept give nearly the clean median beat.
+    kept = item.lead_mask
+    assert np.corrcoef(item.median_beat_mv[kept].ravel(), clean.median_beat_mv[kept].ravel())[0, 1] > 0.95
+
+
+def test_a_noisy_required_lead_refuses_with_too_few_leads():
+    """Lead I is required: masked for noise, the window is refused and says why."""
+    rng = np.random.default_rng(3)
+
+    def noise(x, t):
+        for name in ("I", "V2"):
+            x[lead(name)] += _motion_and_muscle(rng, x.shape[1], 500.0)
+    q = prepare(corrupt(ptbxl(3), noise), CARD).quality
+    assert not q.fit_to_score and "too_few_leads" in q.reasons and "I" in q.noisy_leads, q
+
+
+def test_noise_in_every_lead_is_not_masked_away():
+    """Noise everywhere is the recording, not an electrode: at most max_noisy_leads are masked and
+    the window stays refused as noisy."""
+    rng = np.random.default_rng(5)
+
+    def noise(x, t):
+        for i in range(x.shape[0]):
+            x[i] += _motion_and_muscle(rng, x.shape[1], 500.0)
+    q = prepare(corrupt(ptbxl(5), noise), CARD).quality
+    assert not q.fit_to_score and "noisy" in q.reasons, q
+    assert len(q.noisy_leads) <= CARD.quality.max_noisy_leads
+
+
 def test_signal_dropout_is_a_flat_line():
     def dropout(x, t):
         x[:, t >= 3.0] = 0.0  # 3 s of ECG then the cable comes out
