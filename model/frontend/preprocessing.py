@@ -190,8 +190,13 @@ def prepare(
         selection = select_beats(beats, usable, card.quality.min_template_correlation)
         # A window whose beats disagree may owe it to one or two noisy leads: mask the worst and
         # look again (from the R peaks: the noise may have moved them). A clean window never
-        # enters this, so its input is what the model was trained on.
-        if noisy.sum() >= card.quality.max_noisy_leads or not beats_disagree(selection.correlation, card.quality):
+        # enters this, so its input is what the model was trained on; nor does one with no lead to
+        # spare (a 2-lead Holter strip), whose R peaks stay those of all its leads.
+        if (
+            noisy.sum() >= card.quality.max_noisy_leads
+            or usable.sum() <= card.quality.min_usable_leads
+            or not beats_disagree(selection.correlation, card.quality)
+        ):
             break
         worst = noisiest_lead(selection.lead_correlation, usable)
         if worst is None:
