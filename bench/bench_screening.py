@@ -182,10 +182,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as `hfrisk screen` sets it (see hfrisk/cli.py)
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as `hfrisk screen` sets it (see hfrisk/cli/screening.py)
     import onnxruntime
 
-    from hfrisk.cli import _in_process_scorer
+    from hfrisk.cli.screening import _in_process_scorer
     from hfrisk.model.readers.dispatch import iter_records
     from hfrisk.serving.scorers import SyncTritonScorer, find_model_version
     from hfrisk.serving.scorers import OnnxScorer
