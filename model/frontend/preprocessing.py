@@ -74,7 +74,7 @@ class ModelInput:
 
     ``x`` (len(leads), length_samples) float32: z-scored median beat, zero-padded.
     ``lead_mask`` (len(leads),) bool: True where ``x`` carries a real or derived lead; absent and
-    unusable (flat, lead-off, saturated) leads are False and exactly zero in ``x``.
+    unusable (flat, lead-off, saturated, masked as noisy) leads are False and exactly zero in ``x``.
     ``median_beat_mv`` (len(leads), beat_samples): the filtered median beat in mV before scaling
     (for plots and :func:`cleaned_beat`). ``fs_hz``: the source's sampling rate.
 
@@ -188,6 +188,7 @@ def prepare(
             signal, peaks, pre_samples=spec_in.r_peak_index, beat_samples=spec_in.beat_samples
         )
         selection = select_beats(beats, usable, card.quality.min_template_correlation)
+        clock.lap("beats_and_median")  # else a second pass would book this under r_peaks
         # A window whose beats disagree may owe it to one or two noisy leads: mask the worst and
         # look again (from the R peaks: the noise may have moved them). A clean window never
         # enters this, so its input is what the model was trained on; nor does one with no lead to
