@@ -1,9 +1,9 @@
 """One entry point for ECG files of any supported format, and record discovery for batches.
 
-``read_ecg`` picks the reader from the extension, else from the content (the DICOM ``DICM``
-magic, or a WFDB header next to an extension-less record path). ``iter_records`` walks folders
-and yields one path per record: a WFDB record's ``.hea`` file (its signal files are not records
-of their own) or a DICOM file.
+``read_ecg`` picks the reader from the extension (WFDB, DICOM, EDF/EDF+, FHIR R4 JSON, HL7 v2),
+else from the content (the DICOM ``DICM`` magic, or a WFDB header next to an extension-less record
+path). ``iter_records`` walks folders and yields one path per record: a WFDB record's ``.hea``
+file (its signal files are not records of their own), or a DICOM, EDF, FHIR or HL7 file.
 
 Example::
 
@@ -19,27 +19,48 @@ from pathlib import Path
 from hfrisk.model.readers.dicom_io import is_dicom_file, read_dicom
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
+from hfrisk.model.readers.edf_io import EDF_EXTENSIONS, read_edf
+from hfrisk.model.readers.fhir_io import read_fhir
+from hfrisk.model.readers.hl7_io import HL7_EXTENSIONS, read_hl7
 from hfrisk.model.readers.wfdb_io import WFDB_EXTENSIONS, read_wfdb
 
-__all__ = ["read_ecg", "iter_records", "DICOM_EXTENSIONS"]
+__all__ = ["read_ecg", "iter_records", "DICOM_EXTENSIONS", "FHIR_RECORD_SUFFIXES"]
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
+# A folder holds many .json files that are not ECGs (model cards, reports): there a FHIR record
+# must say so in its name; a .json file named on its own is read as FHIR.
+FHIR_RECORD_SUFFIXES = (".fhir", ".fhir.json")
 # Files that are never records themselves: skipped without opening them.
 _NOT_RECORDS = WFDB_EXTENSIONS - {".hea"} | {".csv", ".txt", ".md", ".json", ".tsv", ".gz", ".zip", ".py"}
 
 
 def read_ecg(path: str | Path, **kwargs) -> ECG:
-    """Read a WFDB record or a DICOM ECG file as an :class:`ECG` in millivolts.
+    """Read a WFDB record, a DICOM ECG, an EDF/EDF+/BDF file, a FHIR R4 ECG Observation (or a
+    Bundle of one) or an HL7 v2 ORU^R01 waveform message as an :class:`ECG` in millivolts.
 
-    ``kwargs`` go to the reader: :func:`~hfrisk.model.readers.wfdb_io.read_wfdb` (``channels``,
-    ``sampfrom``, ``sampto``, ``patient_id``, ``device_id``) or
-    :func:`~hfrisk.model.readers.dicom_io.read_dicom` (``waveform``, ``patient_id``, ``device_id``).
-    Raises ``ECGInputError(UNREADABLE)`` for a file that is neither.
+    The format comes from the extension (``.hea``/``.dat``/``.mat``..., ``.dcm``, ``.edf``/
+    ``.bdf``, ``.json``/``.fhir``, ``.hl7``/``.oru``), else from the content (DICOM magic, a
+    WFDB header beside an extension-less record path). ``kwargs`` go to the reader:
+    :func:`~hfrisk.model.readers.wfdb_io.read_wfdb` (``channels``, ``sampfrom``, ``sampto``,
+    ``patient_id``, ``device_id``), :func:`~hfrisk.model.readers.dicom_io.read_dicom`
+    (``waveform``, ...), :func:`~hfrisk.model.readers.fhir_io.read_fhir` (``index``, ``units``,
+    ...); all take ``patient_id`` and ``device_id``.
+    Raises ``ECGInputError(UNREADABLE)`` for a file that is none of them.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in DICOM_EXTENSIONS:
         return read_dicom(path, **kwargs)
+    if suffix in EDF_EXTENSIONS:
+        return read_edf(path, **kwargs)
+    if suffix in (".json", ".fhir"):
+        if not path.is_file():
+            raise ECGInputError(InputErrorReason.UNREADABLE, f"{path}: no such file")
+        return read_fhir(path, **kwargs)
+    if suffix in HL7_EXTENSIONS:
+        if not path.is_file():
+            raise ECGInputError(InputErrorReason.UNREADABLE, f"{path}: no such file")
+        return read_hl7(path, **kwargs)
     if suffix in WFDB_EXTENSIONS:
         return read_wfdb(path, **kwargs)
     if path.is_file() and is_dicom_file(path):
@@ -50,7 +71,8 @@ def read_ecg(path: str | Path, **kwargs) -> ECG:
         raise ECGInputError(InputErrorReason.UNREADABLE, f"{path}: no such file or WFDB record")
     raise ECGInputError(
         InputErrorReason.UNREADABLE,
-        f"{path}: not a recognised ECG file; expected a WFDB record (.hea with .dat/.mat) or DICOM",
+        f"{path}: not a recognised ECG file; expected a WFDB record (.hea with .dat/.mat), DICOM, "
+        "EDF (.edf/.bdf), FHIR (.json/.fhir) or HL7 v2 (.hl7/.oru)",
     )
 
 
@@ -71,11 +93,13 @@ def _segment_headers(header: Path) -> set[str]:
 
 
 def _records_in(folder: Path) -> list[Path]:
-    headers, dicoms = [], []
+    headers, dicoms = [], []  # dicoms: every single-file record
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         suffix = path.suffix.lower()
         if suffix == ".hea":
             headers.append(path)
+        elif suffix in EDF_EXTENSIONS or suffix in HL7_EXTENSIONS or path.name.lower().endswith(FHIR_RECORD_SUFFIXES):
+            dicoms.append(path)
         elif suffix in DICOM_EXTENSIONS or (suffix not in _NOT_RECORDS and is_dicom_file(path)):
             dicoms.append(path)
     # Segments of a multi-segment record are read through its master header, not on their own.
@@ -92,7 +116,8 @@ def iter_records(folder_or_list: str | Path | Iterable[str | Path]) -> Iterator[
 
     A folder is searched recursively: WFDB records are found by their ``.hea`` files (segments
     of a multi-segment record are left to its master header), DICOM files by their ``.dcm``
-    extension or ``DICM`` magic. A list may mix folders and files; a listed WFDB data file or
+    extension or ``DICM`` magic, EDF by ``.edf``/``.bdf``/``.rec``, HL7 by ``.hl7``/``.oru``
+    and FHIR by ``.fhir``/``.fhir.json`` (other ``.json`` files in a folder are not records). A list may mix folders and files; a listed WFDB data file or
     extension-less record path is turned into its ``.hea`` path, and any other listed path is
     yielded as given, so that :func:`read_ecg` reports what is wrong with it.
     """
