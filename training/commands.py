@@ -167,6 +167,7 @@ def probe_command(
 # --- fine-tuning, evaluation, export -------------------------------------------------------------
 
 _ENCODERS = ("dual_attention", "xresnet1d101")
+_SCENARIOS = ("labels", "music-pump-failure", "music-cardiac")
 _METHODS = ("finetune", "cox", "both")
 
 
@@ -245,12 +246,14 @@ def finetune_command(
 def evaluate_command(
     cohort: CohortArg,
     out: Annotated[Path, typer.Option(help="Folder for runs.csv, summary.json and one folder per run.")] = Path("runs/evaluate"),
+    cohort_format: Annotated[str, typer.Option("--format", help="cohort (record, time, event + ECG files) or music "
+                                               "(MUSIC's subject-info.csv: real outcomes, ECG measurements, no waveforms).")] = "cohort",
     method: Annotated[str, typer.Option(help="finetune (the network), cox (measurements baseline) or both.")] = "finetune",
     records_root: RecordsRootOpt = None,
     time_unit: TimeUnitOpt = "days",
     test_cohort: Annotated[Optional[Path], typer.Option(help="Fixed-split mode: train on COHORT, test on this cohort.")] = None,
     seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="CV seeds (repeatable); default the paper's 42 2021 2022 2023 2024.")] = None,
-    n_folds: Annotated[int, typer.Option(min=2, help="Folds per seed.")] = 2,
+    n_folds: Annotated[Optional[int], typer.Option(min=2, help="Folds per seed; default 2 (the paper's), 5 for --format music.")] = None,
     init: InitOpt = None,
     encoder: EncoderOpt = "dual_attention",
     epochs: EpochsOpt = None,
@@ -260,13 +263,24 @@ def evaluate_command(
     lead_mask_prob: LeadMaskOpt = 0.5,
     device: DeviceOpt = "auto",
     patience: PatienceOpt = None,
-    n_boot: Annotated[int, typer.Option(min=0, help="Bootstrap resamples per test fold for metric intervals.")] = 0,
+    n_boot: Annotated[Optional[int], typer.Option(min=0, help="Bootstrap resamples per test fold for metric intervals; default 0 "
+                                                  "(--format music: over patients, default 1000).")] = None,
     cache_dir: CacheOpt = None,
+    repeats: Annotated[int, typer.Option(min=1, help="--format music: repeats of the K-fold split.")] = 10,
+    horizon_years: Annotated[float, typer.Option(min=0.1, help="--format music: horizon of the calibration table.")] = 3.0,
+    coefficients_out: Annotated[Optional[Path], typer.Option(help="--format music: also fit on everyone and write the "
+                                                             "coefficients JSON the MUSIC scenario of synthetic-cohort reads.")] = None,
 ) -> None:
     """The paper's protocol: 5 seeds x 2 stratified folds, inner 80/20 selection, test-fold metrics.
 
     For a synthetic cohort (oracle_log_hazard.csv beside it) the true hazard is scored on the same folds, as the ceiling.
+    With --format music: cross-validated Cox models on MUSIC's real outcomes (docs/training/music.md).
     """
+    if _check_choice(cohort_format, ("cohort", "music"), "format") == "music":
+        _evaluate_music(cohort, out, seeds, n_folds or 5, repeats, 1000 if n_boot is None else n_boot, horizon_years,
+                        coefficients_out)
+        return
+    n_folds, n_boot = n_folds or 2, n_boot or 0
     from rich.console import Console
     from rich.table import Table
 
@@ -312,6 +326,53 @@ def evaluate_command(
     console.print(f"results in {out}/<method>/summary.json")
 
 
+def _evaluate_music(path: Path, out: Path, seeds: Optional[list[int]], n_folds: int, repeats: int, n_boot: int,
+                    horizon_years: float, coefficients_out: Optional[Path]) -> None:
+    import hashlib
+    import sys
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from hfrisk.training.data.music import MusicError, load_music
+    from hfrisk.training.evaluation.music_cox import (DAYS_PER_YEAR, evaluate_music, music_cox_coefficients,
+                                                      write_music_cox)
+
+    try:
+        table = load_music(path)
+    except MusicError as error:
+        raise typer.BadParameter(str(error), param_hint="COHORT") from None
+    result = evaluate_music(table, n_folds=n_folds, n_repeats=repeats, n_boot=n_boot,
+                            horizon_days=horizon_years * DAYS_PER_YEAR, seed=(seeds or [0])[0])
+    result.write(out)
+    summary = result.summary
+    view = Table("endpoint", "features", "events", "CV Harrell C", "95% CI", "apparent C", "calib. slope",
+                 f"pred. / obs. by {horizon_years:g} y", title=f"MUSIC {path} ({summary['n_patients']} patients)")
+    for name in ("pump_failure", "cardiac"):
+        for features, row in summary[name].items():
+            if not isinstance(row, dict) or "harrell_c" not in row:
+                continue
+            calib = result.calibration[(name, features)]
+            observed = float((calib["observed"] * calib["n"]).sum() / calib["n"].sum())
+            low, high = row.get("harrell_c_ci95", [float("nan")] * 2)
+            view.add_row(name, features, str(summary[name]["n_events"]), f"{row['harrell_c']:.3f}", f"{low:.3f}–{high:.3f}",
+                         f"{row['apparent_harrell_c']:.3f}", f"{row['calibration']['slope']:.2f}",
+                         f"{row['predicted_by_horizon_mean']:.3f} / {observed:.3f}")
+    console = Console()
+    console.print(view)
+    if coefficients_out is not None:
+        provenance = {
+            "command": "hfrisk " + " ".join(sys.argv[1:]) if sys.argv and "hfrisk" in sys.argv[0] else "hfrisk evaluate --format music",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "data": f"MUSIC subject-info.csv ({summary['n_patients']} patients), PhysioNet doi:10.13026/cec2-9w70 v1.0.0",
+            "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        write_music_cox(music_cox_coefficients(table), coefficients_out, provenance=provenance)
+        console.print(f"coefficients in {coefficients_out}")
+    console.print(f"results in {out}/summary.json, calibration tables and plots beside it")
+
+
 def _concat(a, b):
     import pandas as pd
 
@@ -353,17 +414,29 @@ def synthetic_cohort_command(
     event_rate: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of subjects with an observed HF event.")] = 0.03,
     seed: Annotated[int, typer.Option(help="Seed of the simulated outcomes.")] = 0,
     validated_only: Annotated[bool, typer.Option(help="Only records whose report a cardiologist validated.")] = False,
+    scenario: Annotated[str, typer.Option(help="labels (hazard of the diagnostic superclasses, age, sex), or "
+                                          "music-pump-failure / music-cardiac (MUSIC's Cox model on each record's "
+                                          "measured rate, QRS, QTc, its rhythm, conduction, LVH and Q-wave statements, age, sex).")] = "labels",
+    measurements_cache: Annotated[Optional[Path], typer.Option(help="music scenarios: parquet cache of the records' measurements.")] = None,
 ) -> None:
-    """Simulate HF outcomes on real PTB-XL ECGs from a stated hazard of their diagnoses, age and sex."""
+    """Simulate HF outcomes on real PTB-XL ECGs from a stated hazard: of their diagnoses (labels) or MUSIC's ECG Cox model."""
     from hfrisk.training.data.ptbxl import PTBXL
     from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort, write_synthetic_cohort
 
+    _check_choice(scenario, _SCENARIOS, "scenario")
     if sampling_rate not in (100, 500):
         raise typer.BadParameter("sampling-rate must be 100 or 500")
     dataset = PTBXL(ptbxl_root, sampling_rate)
     if validated_only:
         dataset = dataset.validated()
-    synth = synthetic_hf_cohort(dataset, event_rate=event_rate, seed=seed)
+    if scenario == "labels":
+        synth = synthetic_hf_cohort(dataset, event_rate=event_rate, seed=seed)
+    else:
+        from hfrisk.training.data.music_hazard import music_ecg_cohort
+
+        endpoint = scenario.removeprefix("music-").replace("-", "_")
+        synth = music_ecg_cohort(dataset, endpoint, event_rate=event_rate, seed=seed, cache=measurements_cache,
+                                 progress=True)
     path = write_synthetic_cohort(synth, out)
     summary = synth.summary()
     typer.echo(f"{summary['n']} records, {summary['n_events']} events ({100 * summary['event_rate']:.1f} %), "

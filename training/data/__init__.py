@@ -1,5 +1,6 @@
 """Training data: one loader per source (PTB-XL, cohort files), report texts, model inputs cached on disk,
-ECG measurements, the semi-synthetic cohort, lead-subset augmentation and event-stratified batches."""
+ECG measurements, the MUSIC heart-failure cohort (real outcomes, no waveforms), the semi-synthetic cohorts
+(diagnosis-label hazard, MUSIC's ECG hazard), lead-subset augmentation and event-stratified batches."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ _EXPORTS = {
     "write_synthetic_cohort": "synthetic_cohort",
     "read_oracle": "synthetic_cohort",
     "oracle_method": "synthetic_cohort",
+    "build_synthetic_cohort": "synthetic_cohort",
+    "MusicError": "music",
+    "load_music": "music",
+    "ECG_COVARIATES": "music",
+    "MusicHazard": "music_hazard",
+    "ptbxl_music_covariates": "music_hazard",
+    "music_ecg_cohort": "music_hazard",
     "LeadSubsetMasking": "augment",
     "EventStratifiedBatchSampler": "sampling",
 }

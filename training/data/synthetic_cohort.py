@@ -34,6 +34,7 @@ __all__ = [
     "log_hazard",
     "simulate_outcomes",
     "synthetic_hf_cohort",
+    "build_synthetic_cohort",
     "write_synthetic_cohort",
     "read_oracle",
     "oracle_method",
@@ -70,6 +71,10 @@ class HazardSpec(BaseModel):
     dropout_per_year: float = 0.02
     # A superclass counts when one of its codes has at least this PTB-XL likelihood (0: every listed code).
     min_likelihood: float = 0.0
+
+    def log_hazard(self, covariates: pd.DataFrame) -> np.ndarray:
+        """:func:`log_hazard` of ``covariates`` under this spec (the interface every scenario's hazard offers)."""
+        return log_hazard(covariates, self)
 
     def describe(self) -> str:
         """The linear predictor as a formula, e.g. ``0.9·MI + … + 0.25·male``."""
@@ -128,6 +133,10 @@ def simulate_outcomes(
 ) -> SimulatedOutcomes:
     """Draw event and censoring times for each row of ``covariates`` (see the module docstring).
 
+    ``spec`` is any hazard with ``log_hazard(covariates)``, ``weibull_shape``, ``follow_up_years`` and
+    ``dropout_per_year``: the diagnosis-label :class:`HazardSpec` (default) or the MUSIC scenario's
+    :class:`~hfrisk.training.data.music_hazard.MusicHazard`.
+
     The baseline scale is solved so that exactly ``round(event_rate · N)`` rows have an observed
     event; the same ``seed`` gives the same cohort.
     """
@@ -143,7 +152,7 @@ def simulate_outcomes(
     low_y, high_y = spec.follow_up_years
     if not 0 < low_y <= high_y:
         raise ValueError(f"follow_up_years must be increasing and positive, got {spec.follow_up_years}")
-    eta = log_hazard(covariates, spec)
+    eta = spec.log_hazard(covariates)
     rng = np.random.default_rng(seed)
     exp_draws = rng.exponential(size=n)
     administrative = rng.uniform(low_y, high_y, size=n) * _DAYS_PER_YEAR
@@ -182,7 +191,7 @@ class SyntheticCohort:
 
     cohort: Cohort
     log_hazard: pd.Series
-    spec: HazardSpec
+    spec: HazardSpec  # or the MUSIC scenario's MusicHazard: anything with describe() and model_dump()
     seed: int
     event_rate: float
     baseline_scale: float
@@ -232,6 +241,13 @@ def synthetic_hf_cohort(
     if unknown:
         raise ValueError(f"hazard names labels {sorted(unknown)}; PTB-XL has {list(labels.columns)}")
     covariates = labels.join(ptbxl.demographics())
+    return build_synthetic_cohort(ptbxl, covariates, spec, event_rate, seed, with_demographics=with_demographics)
+
+
+def build_synthetic_cohort(
+    ptbxl, covariates: pd.DataFrame, spec, event_rate: float, seed: int, *, with_demographics: bool = False
+) -> SyntheticCohort:
+    """Simulate outcomes from ``spec`` on ``covariates`` (indexed by ``ecg_id``) and wrap them as a cohort."""
     outcomes = simulate_outcomes(covariates, event_rate, seed, spec)
     ids = covariates.index.to_numpy(dtype=np.int64)
     cohort = cohort_from_ptbxl(

@@ -1,5 +1,5 @@
 """Evaluation of risk models: the paper's cross-validation protocol, the Cox baseline on ECG measurements and
-the linear probe of an encoder (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
+the linear probe of an encoder, Cox models on the real MUSIC cohort (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ _EXPORTS = {
     "cox_method": "cox_baseline",
     "ProbeResult": "probe",
     "fit_probe": "probe",
+    "MusicEvaluation": "music_cox",
+    "evaluate_music": "music_cox",
+    "music_cox_coefficients": "music_cox",
+    "write_music_cox": "music_cox",
     "probe_checkpoint": "probe",
 }
 
