@@ -35,6 +35,7 @@ def _register_commands() -> None:
     """Every subcommand: the CLI's own modules, then the commands that live with their stage."""
     from hfrisk.cli import pseudonym, records, screening, stack
     from hfrisk.dashboards import app as dashboards_app
+    from hfrisk.gateway.command import app as gateway_app
     from hfrisk.stream.worker.command import worker_command
     from hfrisk.training.commands import (
         evaluate_command,
@@ -56,6 +57,7 @@ def _register_commands() -> None:
     app.command("worker")(worker_command)
     app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code: write the JSON, push it to a Grafana.")
     app.add_typer(pseudonym.app, name="pseudonym", help="Keyed pseudonyms of patient ids (docs/security.md).")
+    app.add_typer(gateway_app, name="gateway", help="HL7 v2 (MLLP) and FHIR R4 gateways into Kafka (docs/interop.md).")
 
 
 _register_commands()

@@ -55,6 +55,7 @@ __all__ = [
     "fhir_observations",
     "observation_to_ecg",
     "ecg_to_observation",
+    "observation_patient_id",
     "FHIR_EXTENSIONS",
     "ECG_OBSERVATION_CODE",
 ]
@@ -196,6 +197,11 @@ def _reference_id(reference) -> str:
     if reference.identifier is not None and reference.identifier.value:
         return str(reference.identifier.value)
     return str(reference.display or "")
+
+
+def observation_patient_id(obs: Observation) -> str:
+    """The Patient id an Observation is about (``subject``), '' when it names none."""
+    return _reference_id(obs.subject)
 
 
 def _effective(obs: Observation) -> datetime | None:
