@@ -418,6 +418,8 @@ def synthetic_cohort_command(
                                           "music-pump-failure / music-cardiac (MUSIC's Cox model on each record's "
                                           "measured rate, QRS, QTc, its rhythm, conduction, LVH and Q-wave statements, age, sex).")] = "labels",
     measurements_cache: Annotated[Optional[Path], typer.Option(help="music scenarios: parquet cache of the records' measurements.")] = None,
+    music_demographics: Annotated[bool, typer.Option("--music-demographics/--ecg-only", help="music scenarios: keep age and sex in "
+                                                     "the hazard, or only MUSIC's age- and sex-adjusted ECG terms.")] = True,
 ) -> None:
     """Simulate HF outcomes on real PTB-XL ECGs from a stated hazard: of their diagnoses (labels) or MUSIC's ECG Cox model."""
     from hfrisk.training.data.ptbxl import PTBXL
@@ -434,9 +436,12 @@ def synthetic_cohort_command(
     else:
         from hfrisk.training.data.music_hazard import music_ecg_cohort
 
+        from hfrisk.training.data.music_hazard import MusicHazard
+
         endpoint = scenario.removeprefix("music-").replace("-", "_")
+        hazard = MusicHazard.from_json(endpoint, demographics=music_demographics)
         synth = music_ecg_cohort(dataset, endpoint, event_rate=event_rate, seed=seed, cache=measurements_cache,
-                                 progress=True)
+                                 hazard=hazard, progress=True)
     path = write_synthetic_cohort(synth, out)
     summary = synth.summary()
     typer.echo(f"{summary['n']} records, {summary['n_events']} events ({100 * summary['event_rate']:.1f} %), "

@@ -124,3 +124,15 @@ def test_synthetic_cohort_command_selects_the_music_scenario(ptbxl, tmp_path):
     summary = json.loads((tmp_path / "music" / SPEC_FILENAME).read_text())
     assert summary["n_events"] == round(0.25 * len(ptbxl)) and summary["spec"]["endpoint"] == "cardiac"
     assert set(MEASURED_COVARIATES) <= set(summary["spec"]["coefficients"])
+
+
+def test_ecg_only_hazard_ignores_age_and_sex_but_keeps_the_adjusted_ecg_effects():
+    full, ecg_only = MusicHazard.from_json("cardiac"), MusicHazard.from_json("cardiac", demographics=False)
+    covariates = _population(200, seed=5)
+    older = covariates.assign(age_years=covariates["age_years"] + 10, male=1 - covariates["male"])
+    np.testing.assert_allclose(ecg_only.log_hazard(older), ecg_only.log_hazard(covariates))
+    assert not np.allclose(full.log_hazard(older), full.log_hazard(covariates))
+    # What remains is exactly the full hazard less its age and sex terms.
+    demographic = sum(full.coefficients[c] * (covariates[c] - full.centre[c]) for c in ("age_years", "male"))
+    np.testing.assert_allclose(ecg_only.log_hazard(covariates), full.log_hazard(covariates) - demographic)
+    assert "ECG terms only" in ecg_only.describe() and "age_years" not in ecg_only.describe()

@@ -39,6 +39,7 @@ __all__ = [
     "MUSIC_COX_FILE",
     "SCP_INDICATORS",
     "MEASURED_COVARIATES",
+    "DEMOGRAPHICS",
     "MusicHazard",
     "ptbxl_music_covariates",
     "measure_ptbxl",
@@ -50,6 +51,7 @@ log = get_logger(__name__)
 MUSIC_COX_FILE = Path(__file__).with_name("music_cox.json")
 # Covariates the front end measures on the waveform (names shared with measurements.MEASUREMENTS).
 MEASURED_COVARIATES: tuple[str, ...] = ("heart_rate_bpm", "qrs_ms", "qtc_ms")
+DEMOGRAPHICS: tuple[str, ...] = ("age_years", "male")
 # 0/1 covariates from PTB-XL's SCP statements: set when the record lists any of these codes.
 SCP_INDICATORS: dict[str, tuple[str, ...]] = {
     "af_or_flutter": ("AFIB", "AFLT"),
@@ -82,6 +84,14 @@ class MusicHazard(BaseModel):
     follow_up_years: tuple[float, float] = (3.0, 7.0)
     dropout_per_year: float = 0.02
     source: str = "training/data/music_cox.json"
+    # False: the hazard keeps MUSIC's age- and sex-ADJUSTED ECG effects but leaves age and sex out, so the
+    # outcome is about the ECG only (on PTB-XL, age otherwise carries most of the hazard: docs/training/music.md).
+    demographics: bool = True
+
+    @property
+    def terms(self) -> list[str]:
+        """The covariates that enter the log-hazard."""
+        return [c for c in self.coefficients if self.demographics or c not in DEMOGRAPHICS]
 
     @classmethod
     def from_json(cls, endpoint: str = "pump_failure", path: str | Path | None = None, **overrides) -> MusicHazard:
@@ -96,10 +106,10 @@ class MusicHazard(BaseModel):
 
     def log_hazard(self, covariates: pd.DataFrame) -> np.ndarray:
         """:math:`\\sum_j \\beta_j (x_j - \\bar x_j)` per row; every covariate must be present and finite."""
-        missing = [c for c in self.coefficients if c not in covariates.columns]
+        missing = [c for c in self.terms if c not in covariates.columns]
         if missing:
             raise ValueError(f"covariates lack columns {missing}")
-        x = covariates[list(self.coefficients)].astype(float)
+        x = covariates[self.terms].astype(float)
         if not np.isfinite(x.to_numpy()).all():
             bad = x.columns[~np.isfinite(x.to_numpy()).all(axis=0)].tolist()
             raise ValueError(f"covariates {bad} have missing or infinite values; impute them first")
@@ -108,8 +118,9 @@ class MusicHazard(BaseModel):
         return (x.to_numpy() - centre) @ beta
 
     def describe(self) -> str:
-        terms = [f"{b:+.3g}·({c}−{self.centre[c]:.3g})" for c, b in self.coefficients.items()]
-        return f"MUSIC {self.endpoint} Cox: " + " ".join(terms)
+        terms = [f"{self.coefficients[c]:+.3g}·({c}−{self.centre[c]:.3g})" for c in self.terms]
+        scope = "" if self.demographics else ", ECG terms only"
+        return f"MUSIC {self.endpoint} Cox{scope}: " + " ".join(terms)
 
 
 def measure_ptbxl(ptbxl, *, cache: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
