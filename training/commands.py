@@ -12,6 +12,8 @@ Examples::
     hfrisk pretrain --resume runs/pretrain                                      # continue from last.pt
     hfrisk finetune runs/synthetic/cohort.csv --init runs/pretrain/best.pt --out runs/finetune
     hfrisk export runs/finetune/best.pt --repo-dir triton_models --version 2
+    hfrisk evaluate ../shared/data/outcomes/music/subject-info.csv --format music --out runs/music  # real outcomes
+    hfrisk synthetic-cohort /data/ptbxl --scenario music-cardiac --event-rate 0.25                  # MUSIC's ECG hazard
 """
 
 from __future__ import annotations
