@@ -128,5 +128,27 @@ def fhir_command(host: Host = None, port: Port = None, create_topics: CreateTopi
         intake.publisher.close()
 
 
+@app.command("risk-assessments")
+def risk_assessments_command(
+    topic: Annotated[Optional[str], typer.Option(help="Topic to publish on (default HFRISK_GATEWAY__RISK_ASSESSMENT_TOPIC).")] = None,
+    card: Annotated[Optional[Path], typer.Option(help="Model card (default: the served model's).")] = None,
+) -> None:
+    """Republish every scored window of the scores topic as a FHIR R4 RiskAssessment (JSON)."""
+    import threading
+
+    from hfrisk.core.config import get_settings
+    from hfrisk.gateway.relay import relay_risk_assessments
+    from hfrisk.model.contract.card import CARD_FILENAME, load_card
+
+    settings = get_settings()
+    gateway = _settings()
+    model_card = load_card(card or Path(settings.paths.model_repository) / settings.paths.model_name / CARD_FILENAME)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    relay_risk_assessments(settings.kafka, topic or gateway.risk_assessment_topic, model_card,
+                           pseudonymous=settings.pseudonym.enabled, stop=stop)
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m hfrisk.gateway.command`
     app()

@@ -37,9 +37,11 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from hfrisk.model.contract.card import ModelCard
 
-__all__ = ["risk_assessment", "absolute_risk", "MODEL_SYSTEM", "LOG_HAZARD_EXTENSION", "HEART_FAILURE"]
+__all__ = ["risk_assessment", "absolute_risk", "MODEL_SYSTEM", "PSEUDONYM_SYSTEM", "LOG_HAZARD_EXTENSION",
+           "HEART_FAILURE"]
 
 MODEL_SYSTEM = "urn:hfrisk:model"
+PSEUDONYM_SYSTEM = "urn:hfrisk:pseudonym"
 LOG_HAZARD_EXTENSION = "urn:hfrisk:fhir:log-hazard"
 HEART_FAILURE = {"system": "http://snomed.info/sct", "code": "84114007", "display": "Heart failure"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -68,13 +70,16 @@ def risk_assessment(
     subject_id: str | None = None,
     basis: Sequence[str] = (),
     status: str = "final",
+    pseudonymous: bool = False,
 ) -> RiskAssessment | None:
     """The RiskAssessment of one scored window, or ``None`` for a window without a score.
 
     ``score`` holds the scores-topic fields (``patient_id``, ``window_id``, ``window_end_us``,
     ``log_risk``, ``scored`` or ``fit_to_score``, ``model_version``, ``device_id``).
-    ``subject_id`` (default ``score["patient_id"]``) names the Patient; ``basis`` are references
-    such as ``Observation/ecg-1``. The model version is the record's (what scored it), else the
+    ``subject_id`` (default ``score["patient_id"]``) names the Patient; with ``pseudonymous`` the
+    id is a keyed pseudonym, not an id the EHR knows: the subject is then only an identifier in
+    the ``urn:hfrisk:pseudonym`` system (``hfrisk pseudonym map`` turns it back, where allowed).
+    ``basis`` are references such as ``Observation/ecg-1``. The model version is the record's (what scored it), else the
     card's.
     """
     scored = score.get("scored", score.get("fit_to_score", False))
@@ -107,7 +112,10 @@ def risk_assessment(
         "resourceType": "RiskAssessment",
         "status": status,
         "identifier": [{"system": "urn:hfrisk:window", "value": str(score["window_id"])}],
-        "subject": {"reference": f"Patient/{subject_id or score['patient_id']}"},
+        "subject": (
+            {"identifier": {"system": PSEUDONYM_SYSTEM, "value": subject_id or score["patient_id"]}}
+            if pseudonymous else {"reference": f"Patient/{subject_id or score['patient_id']}"}
+        ),
         "occurrenceDateTime": end.isoformat(),
         "method": {
             "coding": [{"system": MODEL_SYSTEM, "code": card.name, "version": version,

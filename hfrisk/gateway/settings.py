@@ -46,6 +46,8 @@ class GatewaySettings(BaseSettings):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     # Unit of FHIR SampledData whose origin names none (FHIR's own ECG example); unset: refused.
     fhir_default_units: str | None = None
+    # Where `hfrisk gateway risk-assessments` publishes the RiskAssessment of each scored window.
+    risk_assessment_topic: str = "ecg.risk-assessments"
     # How long a message may wait for Kafka to take its chunks before it is NAKed for a resend.
     kafka_timeout_s: float = Field(default=10.0, gt=0)
     tls_certfile: Path | None = None

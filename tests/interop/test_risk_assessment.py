@@ -59,3 +59,21 @@ def test_absolute_risk_matches_lifelines_survival_prediction():
     prediction = risk_assessment({**SCORE, "log_risk": log_risk}, card=card).prediction[0]
     assert float(prediction.probabilityDecimal) == pytest.approx(expected, rel=1e-4)
     assert float(prediction.whenRange.high.value) == horizon and prediction.whenRange.high.code == "d"
+
+
+def test_relay_value_names_a_pseudonymous_subject_by_identifier_only():
+    import json
+
+    from hfrisk.gateway.relay import risk_assessment_value
+    from hfrisk.model.contract.errors import ECGInputError
+
+    value = json.dumps({**SCORE, "patient_id": "p-0123456789abcdef0123"}).encode()
+    resource = json.loads(risk_assessment_value(value, default_card(), pseudonymous=True))
+    assert resource["subject"] == {"identifier": {"system": "urn:hfrisk:pseudonym", "value": "p-0123456789abcdef0123"}}
+    plain = json.loads(risk_assessment_value(value, default_card(), pseudonymous=False))
+    assert plain["subject"] == {"reference": "Patient/p-0123456789abcdef0123"}
+    assert risk_assessment_value(json.dumps({**SCORE, "scored": False}).encode(), default_card(), pseudonymous=False) is None
+    for garbage in (b"\xff not json", b"[1, 2]", json.dumps({"scored": True, "log_risk": 1.0}).encode()):
+        with pytest.raises(ECGInputError) as err:
+            risk_assessment_value(garbage, default_card(), pseudonymous=False)
+        assert err.value.reason.value == "bad_message"
