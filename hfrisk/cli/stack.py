@@ -75,6 +75,7 @@ def up(
     model_repository: Annotated[Optional[Path], typer.Option(help="Triton model repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
     view_s: Annotated[float, typer.Option(help="Show the live ward view this long at most (0: none).")] = 300.0,
     foreground: Annotated[bool, typer.Option("--foreground", help="Stop the whole stack when this command ends.")] = False,
+    gateway: Annotated[Optional[list[str]], typer.Option(help="Also start this gateway: hl7 (MLLP) or fhir (HTTP); repeatable (docs/interop.md).")] = None,
 ) -> None:
     """Start the local stack (Kafka, Redis, Triton, workers, Prometheus), replay a ward, show flagged patients."""
     import time
@@ -94,6 +95,15 @@ def up(
     sources = sources or [Path(__file__).resolve().parents[2] / "tests" / "data" / "ecg" / "ptbxl" / "records500"]
     with console.status("starting Redis, Kafka, Triton, workers and Prometheus…"):
         info = start_stack(settings, model_repository=repository, workers=workers)
+    if gateway:
+        from hfrisk.stack.local import start_gateways
+
+        with console.status(f"starting gateways {', '.join(gateway)}…"):
+            try:
+                start_gateways(info, gateway, model_repository=repository)
+            except BaseException:
+                stop_stack(settings)  # as start_stack does: nothing left half-started
+                raise
     console.print("stack up: " + ", ".join(f"{k} {v}" for k, v in info.urls.items()))
     console.print(f"point other commands at it with: source {info.folder}/stack.env")
     producer = start_replay(settings, info, sources, beds=beds, realtime=realtime, duration_s=duration_s, loop=loop)

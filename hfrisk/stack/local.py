@@ -21,7 +21,7 @@ from hfrisk.core.config import KafkaSettings, RedisSettings, Settings
 from hfrisk.core.logs import get_logger
 from hfrisk.stack.process import ManagedProcess, ServiceError, ServiceTimeout, free_port, port_open, wait_until
 
-__all__ = ["StackInfo", "start_stack", "stop_stack", "read_stack", "stack_dir", "STACK_FILE"]
+__all__ = ["StackInfo", "start_stack", "stop_stack", "read_stack", "stack_dir", "start_gateways", "GATEWAYS", "STACK_FILE"]
 
 STACK_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -232,6 +232,41 @@ def start_replay(settings: Settings, info: StackInfo, sources: list[Path], *, be
     info.processes["replay"] = producer.pid
     info.save()
     return producer
+
+
+# `hfrisk gateway` subcommands `up --gateway` can start, and the URL scheme each serves.
+GATEWAYS = {"hl7": "mllp", "fhir": "http"}
+
+
+def start_gateways(info: StackInfo, kinds: list[str], *, model_repository: Path) -> dict[str, ManagedProcess]:
+    """The HL7 (MLLP) and/or FHIR gateways as more processes of the stack, on free loopback ports.
+
+    Their addresses go into ``info.urls`` and their ports into ``stack.env``
+    (``HFRISK_GATEWAY__HL7_PORT``, ``HFRISK_GATEWAY__FHIR_PORT``), so ``down`` stops them and
+    clients find them. The FHIR gateway reads the served model's card for its RiskAssessments.
+    """
+    unknown = sorted(set(kinds) - set(GATEWAYS))
+    if unknown:
+        raise ValueError(f"unknown gateway(s) {unknown}; choose from {sorted(GATEWAYS)}")
+    folder = Path(info.folder)
+    started = {}
+    for kind in dict.fromkeys(kinds):
+        port = free_port()
+        env = {**_plain_environ(), **info.env, "HFRISK_PATHS__MODEL_REPOSITORY": str(model_repository)}
+        process = ManagedProcess(
+            f"gateway-{kind}",
+            _python_command("gateway", kind, "--host", "127.0.0.1", "--port", str(port), "--no-create-topics"),
+            log_path=folder / "logs" / f"gateway-{kind}.log",
+            env=env,
+            ready=lambda port=port: port_open("127.0.0.1", port),
+            ready_timeout_s=60.0,
+        ).start()
+        info.processes[f"gateway-{kind}"] = process.pid
+        info.urls[f"gateway_{kind}"] = f"{GATEWAYS[kind]}://127.0.0.1:{port}"
+        info.env[f"HFRISK_GATEWAY__{kind.upper()}_PORT"] = str(port)
+        info.save()
+        started[kind] = process
+    return started
 
 
 def require_model(model_repository: Path, model_name: str) -> None:

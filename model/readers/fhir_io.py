@@ -171,6 +171,11 @@ def _values(sampled, lead: str) -> np.ndarray:
     high = None if sampled.upperLimit is None else float(sampled.upperLimit)
     factor = 1.0 if sampled.factor is None else float(sampled.factor)
     origin = float(sampled.origin.value or 0)
+    if not any(token in ("E", "L", "U") for token in tokens):
+        try:  # the usual message: plain decimals, parsed in one go
+            return origin + factor * np.asarray(tokens, dtype=np.float64)
+        except ValueError:
+            pass  # a bad token: found and named below
     raw = np.empty(len(tokens), dtype=np.float64)
     for k, token in enumerate(tokens):
         if token == "E":
