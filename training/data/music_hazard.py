@@ -156,7 +156,7 @@ def ptbxl_music_covariates(ptbxl, measurements: pd.DataFrame, *, min_likelihood:
         out.loc[missing, column] = float(out.loc[~missing, column].median())
     codes = ptbxl.codes_per_record()
     for name, scp in SCP_INDICATORS.items():
-        out[name] = [float(any(codes[i].get(code, 0.0) >= min_likelihood and code in codes[i] for code in scp))
+        out[name] = [float(any(code in codes[i] and codes[i][code] >= min_likelihood for code in scp))
                      for i in ids]
     demographics = ptbxl.demographics().loc[ids]
     age = demographics["age"].astype(float)
