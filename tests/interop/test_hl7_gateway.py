@@ -103,3 +103,37 @@ def test_kafka_down_is_a_reject_to_resend_not_a_dead_letter(ptbxl_ecg):
     acks = asyncio.run(_exchange(publisher, [ecg_to_oru_r01(ptbxl_ecg, message_id="m1")]))
     assert ack_code(acks[0]) == "AR" and "kafka_unavailable" in acks[0] and "207^" in acks[0]
     assert publisher.chunks == [] and publisher.dead_letters == []
+
+
+def test_mutual_tls_mllp(tmp_path, ptbxl_ecg):
+    """With TLS settings the listener speaks only TLS and, with a client CA, wants a client certificate."""
+    import ssl
+
+    from hfrisk.gateway.settings import GatewaySettings
+    from tests.security.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    settings = GatewaySettings(hl7_host="0.0.0.0", tls_certfile=pki.certfile, tls_keyfile=pki.keyfile,
+                               tls_client_cafile=pki.cafile)
+    publisher = RecordingPublisher()
+
+    async def run(client_cert: bool):
+        intake = Intake(publisher, KafkaSettings(), chunk_s=1.0, source="hl7-mllp")
+        server = await start_hl7_gateway(intake, host="127.0.0.1", port=0, ssl=settings.server_ssl_context())
+        port = server.sockets[0].getsockname()[1]
+        context = ssl.create_default_context(cafile=str(pki.cafile))
+        if client_cert:
+            context.load_cert_chain(pki.client_certfile, pki.client_keyfile)
+        async with server:
+            reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", port, ssl=context, limit=64 << 20)
+            try:
+                writer.writemessage(ecg_to_oru_r01(ptbxl_ecg.slice_s(0, 1), message_id="tls"))
+                await writer.drain()
+                return (await asyncio.wait_for(reader.readblock(), 30)).decode()
+            finally:
+                writer.close()
+
+    assert ack_code(asyncio.run(run(client_cert=True))) == "AA"
+    with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+        asyncio.run(run(client_cert=False))
+    assert len(publisher.decoded()) == 1  # only the authenticated client's message
