@@ -24,6 +24,7 @@ __all__ = [
     "TritonSettings",
     "PrometheusSettings",
     "StreamSettings",
+    "FrontendSettings",
     "LogSettings",
     "PseudonymSettings",
 ]
@@ -225,6 +226,18 @@ class StreamSettings(BaseModel):
     retry_max_s: float = Field(default=2.0, ge=0.1)
 
 
+class FrontendSettings(BaseModel):
+    """Where the signal front end computes (docs/frontend.md)."""
+
+    # numpy on the CPU; torch or cupy run the same array-API code on a GPU.
+    array_backend: Literal["numpy", "torch", "cupy"] = "numpy"
+    # torch's device ("cuda", "cuda:1"); CuPy uses its current device.
+    device: str | None = None
+    # Windows of one rate and length prepared together: the cost per window falls with the batch
+    # up to about 64 on a CPU core (docs/bench/preprocessing.md); a GPU wants thousands.
+    batch_size: int = Field(default=64, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HFRISK_", env_nested_delimiter="__", extra="ignore")
 
@@ -236,6 +249,7 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
+    frontend: FrontendSettings = Field(default_factory=FrontendSettings)
 
 
 @lru_cache(maxsize=1)

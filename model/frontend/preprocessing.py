@@ -33,31 +33,25 @@ valid window at all (sampling rate, duration, lead names, NaN).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-import neurokit2 as nk
 import numpy as np
 
-from hfrisk.model.frontend.beats import (
-    detect_r_peaks,
-    extract_beats,
-    heart_rate_bpm,
-    median_beat,
-    reference_lead,
-    select_beats,
-)
+from hfrisk.core.config import get_settings
 from hfrisk.model.contract.card import ModelCard, WindowSpec
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
-from hfrisk.model.frontend.filters import filter_leads, resample
-from hfrisk.model.contract.leads import conform_leads
-from hfrisk.model.frontend.quality import QualityReport, assess, beats_disagree, flag_leads, noisiest_lead
+from hfrisk.model.contract.leads import ConformedECG, conform_leads
+from hfrisk.model.frontend.arrays import ArrayBackend
+from hfrisk.model.frontend.batch import BatchOutput, Stopwatch, run_batch
+from hfrisk.model.frontend.quality import LeadFlags, QualityReport, assess
 
 __all__ = [
     "ModelInput",
     "prepare",
     "prepare_many",
+    "prepare_windows",
     "select_window",
     "zscore_leads",
     "pad_beat",
@@ -145,113 +139,122 @@ def pad_beat(beat: np.ndarray, length_samples: int) -> np.ndarray:
     return np.pad(beat, ((0, 0), (before, missing - before))).astype(np.float32)
 
 
-class _Stopwatch:
-    """Adds each step's seconds to ``timings`` (a no-op without one): the benchmark's step split
-    measures this very code, not a copy of it."""
-
-    def __init__(self, timings: dict[str, float] | None):
-        self.timings = timings
-        self.last = time.perf_counter() if timings is not None else 0.0
-
-    def lap(self, step: str) -> None:
-        if self.timings is not None:
-            now = time.perf_counter()
-            self.timings[step] = self.timings.get(step, 0.0) + now - self.last
-            self.last = now
+Request = tuple[ECG, float]
 
 
-def prepare(
-    ecg: ECG, card: ModelCard, *, window_start_s: float = 0.0, timings: dict[str, float] | None = None
-) -> ModelInput:
-    """Turn one window of ``ecg`` into the model's input; see the module docstring for the steps.
+def _backend(backend: ArrayBackend | None) -> ArrayBackend:
+    if backend is not None:
+        return backend
+    settings = get_settings().frontend
+    return ArrayBackend(settings.array_backend, settings.device)
 
-    ``timings``, if given, accumulates seconds per step (for ``bench/bench_preprocessing.py``).
+
+def prepare_windows(
+    requests: Sequence[Request],
+    card: ModelCard,
+    *,
+    backend: ArrayBackend | None = None,
+    batch_size: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[ModelInput | ECGInputError]:
+    """Prepare many windows at once: each request is ``(ecg, window_start_s)``; the result holds,
+    in the same order, its :class:`ModelInput` or the :class:`ECGInputError` that refused it.
+
+    Windows of the same rate and length run through :func:`~hfrisk.model.frontend.batch.run_batch`
+    together, ``batch_size`` at a time (default: ``HFRISK_FRONTEND__BATCH_SIZE``), on ``backend``
+    (default: ``HFRISK_FRONTEND__ARRAY_BACKEND``). ``timings``, if given, accumulates seconds per step.
     """
-    spec_in, fs_out = card.input, card.input.fs_hz
-    clock = _Stopwatch(timings)
-    window = select_window(ecg, card.window, window_start_s)
-    conformed = conform_leads(window, spec_in.leads)
+    backend = _backend(backend)
+    size = batch_size or get_settings().frontend.batch_size
+    clock = Stopwatch(timings)
+    out: list[ModelInput | ECGInputError | None] = [None] * len(requests)
+    groups: dict[tuple[float, int], list[tuple[int, ECG, ConformedECG, float]]] = {}
+    for i, (ecg, start) in enumerate(requests):
+        try:
+            window = select_window(ecg, card.window, start)
+            conformed = conform_leads(window, card.input.leads)
+        except ECGInputError as err:
+            out[i] = err
+            continue
+        groups.setdefault((float(conformed.fs_hz), conformed.samples.shape[-1]), []).append((i, ecg, conformed, start))
     clock.lap("window_and_leads")
-    flags = flag_leads(conformed.samples, conformed.fs_hz, conformed.mask, card.quality)
-    usable = conformed.mask & ~flags.unusable
-    clock.lap("lead_flags")
-    at_rate = resample(conformed.samples, conformed.fs_hz, fs_out)
-    clock.lap("resample")
-    signal = filter_leads(at_rate, fs_out, card.filters, source_fs_hz=conformed.fs_hz)
-    clock.lap("filter")
-    preferred = spec_in.leads.index(spec_in.r_peak_lead) if spec_in.r_peak_lead in spec_in.leads else None
-    noisy = np.zeros_like(usable)
-    while True:
-        peaks = detect_r_peaks(signal, fs_out, usable, reference_lead(signal, usable, preferred))
-        clock.lap("r_peaks")
-        beats, beat_peaks = extract_beats(
-            signal, peaks, pre_samples=spec_in.r_peak_index, beat_samples=spec_in.beat_samples
-        )
-        selection = select_beats(beats, usable, card.quality.min_template_correlation)
-        clock.lap("beats_and_median")  # else a second pass would book this under r_peaks
-        # A window whose beats disagree may owe it to one or two noisy leads: mask the worst and
-        # look again (from the R peaks: the noise may have moved them). A clean window never
-        # enters this, so its input is what the model was trained on; nor does one with no lead to
-        # spare (a 2-lead Holter strip), whose R peaks stay those of all its leads.
-        if (
-            noisy.sum() >= card.quality.max_noisy_leads
-            or usable.sum() <= card.quality.min_usable_leads
-            or not beats_disagree(selection.correlation, card.quality)
-        ):
-            break
-        worst = noisiest_lead(selection.lead_correlation, usable)
-        if worst is None:
-            break
-        noisy[worst] = True
-        usable = usable & ~noisy
-    if noisy.any():
-        flags = replace(flags, noisy=noisy)
-    median = median_beat(beats, selection.keep)
-    n_used = int(selection.keep.sum())
-    lead_mask = usable if n_used else np.zeros_like(usable)
-    # From every detected beat: the used ones can have holes where outliers were dropped.
-    rate_bpm = heart_rate_bpm(peaks, fs_out)
-    clock.lap("beats_and_median")
+    for members in groups.values():
+        for first in range(0, len(members), size):
+            chunk = members[first : first + size]
+            done = run_batch([c for _, _, c, _ in chunk], card, backend, timings)
+            clock.last = time.perf_counter()
+            for row, (i, ecg, conformed, start) in enumerate(chunk):
+                out[i] = _model_input(done, row, ecg, conformed, start, card)
+            clock.lap("quality")
+    return out  # type: ignore[return-value]
+
+
+def _model_input(done: BatchOutput, row: int, ecg: ECG, conformed: ConformedECG, start: float, card: ModelCard) -> ModelInput:
+    spec_in, fs_out = card.input, card.input.fs_hz
+    flags = done.flags
+    noisy = flags.noisy[row] if flags.noisy is not None and flags.noisy[row].any() else None
+    own = LeadFlags(
+        flat=flags.flat[row], lead_off=flags.lead_off[row], saturated=flags.saturated[row],
+        baseline_wander=flags.baseline_wander[row], noisy=noisy,
+    )
+    detected, used = done.detected[row], done.used[row]
     quality = assess(
         leads=spec_in.leads,
         present=conformed.mask,
-        flags=flags,
-        beat_correlation=selection.correlation,
-        lead_correlation=selection.lead_correlation,
-        n_beats_detected=len(peaks),
-        n_beats_used=n_used,
-        heart_rate_bpm=rate_bpm,
+        flags=own,
+        beat_correlation=done.beat_correlation[row],
+        lead_correlation=done.lead_correlation[row],
+        n_beats_detected=len(detected),
+        n_beats_used=len(used),
+        heart_rate_bpm=done.heart_rate_bpm[row],
         spec=card.quality,
         window=card.window,
     )
-    clock.lap("quality")
-    x = pad_beat(zscore_leads(median, lead_mask), spec_in.length_samples)
-    clock.lap("normalise_and_pad")
     return ModelInput(
-        x=x,
-        lead_mask=lead_mask,
+        x=done.x[row],
+        lead_mask=done.lead_mask[row],
         quality=quality,
-        r_peaks_s=beat_peaks[selection.keep] / fs_out,
-        detected_r_peaks_s=peaks / fs_out,
-        n_beats_detected=len(peaks),
-        n_beats_used=n_used,
-        heart_rate_bpm=rate_bpm,
+        r_peaks_s=used / fs_out,
+        detected_r_peaks_s=detected / fs_out,
+        n_beats_detected=len(detected),
+        n_beats_used=len(used),
+        heart_rate_bpm=done.heart_rate_bpm[row],
         fs_hz=ecg.fs_hz,
         derived_leads=conformed.derived,
         leads=spec_in.leads,
-        median_beat_mv=np.where(lead_mask[:, None], median, 0.0).astype(np.float32),
-        window_start_s=float(window_start_s),
-        duration_s=window.duration_s,
+        median_beat_mv=done.median_mv[row],
+        window_start_s=float(start),
+        duration_s=conformed.samples.shape[-1] / conformed.fs_hz,
     )
 
 
+def prepare(
+    ecg: ECG,
+    card: ModelCard,
+    *,
+    window_start_s: float = 0.0,
+    timings: dict[str, float] | None = None,
+    backend: ArrayBackend | None = None,
+) -> ModelInput:
+    """Turn one window of ``ecg`` into the model's input (a batch of one of
+    :func:`prepare_windows`); raises its :class:`ECGInputError`."""
+    (item,) = prepare_windows([(ecg, window_start_s)], card, backend=backend, timings=timings)
+    if isinstance(item, ECGInputError):
+        raise item
+    return item
+
+
 def prepare_many(
-    ecgs: Iterable[ECG], card: ModelCard, *, window_start_s: float = 0.0
+    ecgs: Iterable[ECG], card: ModelCard, *, window_start_s: float = 0.0, backend: ArrayBackend | None = None
 ) -> tuple[np.ndarray, list[ModelInput]]:
-    """:func:`prepare` each ECG; returns the stacked batch ``(B, len(leads), length_samples)`` and the
-    inputs in the same order. The first ``ECGInputError`` propagates (call :func:`prepare` per
-    record to skip bad ones)."""
-    items = [prepare(ecg, card, window_start_s=window_start_s) for ecg in ecgs]
+    """Prepare each ECG's window at ``window_start_s`` in batches; returns the stacked batch
+    ``(B, len(leads), length_samples)`` and the inputs in the same order. The first
+    ``ECGInputError`` is raised (:func:`prepare_windows` returns them instead)."""
+    done = prepare_windows([(ecg, window_start_s) for ecg in ecgs], card, backend=backend)
+    for item in done:
+        if isinstance(item, ECGInputError):
+            raise item
+    items: list[ModelInput] = done  # type: ignore[assignment]
     shape = (0, len(card.input.leads), card.input.length_samples)
     batch = np.stack([item.x for item in items]) if items else np.zeros(shape, np.float32)
     return batch, items
@@ -261,6 +264,8 @@ def cleaned_beat(item: ModelInput, card: ModelCard) -> np.ndarray:
     """The pretraining reconstruction target (paper §1.1): the median beat cleaned with NeuroKit2's
     ``ecg_clean`` ("neurokit": 0.5 Hz high-pass and powerline filter), z-scored per lead and padded
     like ``x``. Masked leads stay exactly 0."""
+    import neurokit2 as nk  # seconds to import; only pretraining needs it
+
     fs = int(round(card.input.fs_hz))
     cleaned = np.zeros_like(item.median_beat_mv, dtype=np.float64)
     for i in np.flatnonzero(item.lead_mask):

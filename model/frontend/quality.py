@@ -38,13 +38,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from typing import Any
+
+import array_api_compat
 import numpy as np
-from scipy.ndimage import uniform_filter1d
 
 from hfrisk.model.contract.card import QualitySpec, WindowSpec
+from hfrisk.model.frontend.arrays import masked_quantile
 
 __all__ = [
-    "QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "QualityReport", "assess",
+    "QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "flag_leads_batch", "QualityReport",
+    "assess",
     "beats_disagree", "noisiest_lead",
 ]
 
@@ -105,55 +109,87 @@ class LeadFlags:
         return bad if self.noisy is None else bad | self.noisy
 
 
-def _min_segment_std(raw: np.ndarray, fs_hz: float) -> np.ndarray:
+def _min_segment_std(xp: Any, raw: Any, fs_hz: float) -> Any:
     """Per lead, the smallest std over consecutive stretches of _FLAT_SEGMENT_S covering the window
     (the last one ends at the window's end); the whole window's std if it is shorter."""
-    n = raw.shape[1]
+    n = raw.shape[-1]
     size = int(round(_FLAT_SEGMENT_S * fs_hz))
     if n <= size:
-        return raw.std(axis=1)
+        return xp.std(raw, axis=-1)
     # Whole stretches from the start are a reshape (a view, not a gathered copy), then the one
     # that ends at the window's end.
     whole = (n - 1) // size
-    stds = raw[:, : whole * size].reshape(raw.shape[0], whole, size).std(axis=2)
-    return np.minimum(stds.min(axis=1), raw[:, n - size :].std(axis=1))
+    stds = xp.std(xp.reshape(raw[..., : whole * size], raw.shape[:-1] + (whole, size)), axis=-1)
+    return xp.minimum(xp.min(stds, axis=-1), xp.std(raw[..., n - size :], axis=-1))
 
 
-def _max_deviation_from_median(raw: np.ndarray, hi: np.ndarray, lo: np.ndarray, limit: float) -> np.ndarray:
+def _max_deviation_from_median(xp: Any, raw: Any, hi: Any, lo: Any, limit: float) -> Any:
     """``max |raw - median|`` per lead compared with ``limit`` (True above it).
 
     The deviation lies between half the range and the range (the median is inside it), so the
-    median, a partial sort of every lead, is only computed for leads that this does not settle.
+    median, a sort of every lead, is only computed for leads that this does not settle.
     """
-    span = (hi - lo)[:, 0]
+    span = hi - lo
     above = span / 2 > limit
     unsure = ~above & (span > limit)
-    if unsure.any():
-        part = raw[unsure]
-        med = np.median(part, axis=1, keepdims=True)
-        above[unsure] = np.abs(part - med).max(axis=1) > limit
+    if bool(xp.any(unsure)):
+        part = raw[unsure]  # (n_unsure, n)
+        med = masked_quantile(xp, part, xp.ones(part.shape, dtype=xp.bool), 0.5)
+        far = xp.max(xp.abs(part - med[:, None]), axis=-1) > limit
+        above = xp.where(unsure, _scatter(xp, unsure, far), above)
     return above
 
 
-def flag_leads(raw: np.ndarray, fs_hz: float, present: np.ndarray, spec: QualitySpec) -> LeadFlags:
-    """Flag flat, disconnected, clipped and wandering leads of ``raw`` (n_leads, n) in mV."""
-    raw = raw.astype(np.float64, copy=False)
-    flat = _min_segment_std(raw, fs_hz) < spec.flat_std_mv
-    hi, lo = raw.max(axis=1, keepdims=True), raw.min(axis=1, keepdims=True)
-    lead_off = _max_deviation_from_median(raw, hi, lo, spec.lead_off_amplitude_mv)
-    tol = _SATURATION_TOLERANCE * (hi - lo)
-    pinned = ((raw >= hi - tol) | (raw <= lo + tol)).mean(axis=1)
-    saturated = (pinned > spec.saturation_fraction) & ~flat  # a flat line is pinned everywhere
+def _scatter(xp: Any, where: Any, values: Any) -> Any:
+    """An array shaped like boolean ``where`` holding ``values`` at its True places (in order)."""
+    flat = xp.reshape(where, (-1,))
+    rank = xp.cumulative_sum(xp.astype(flat, xp.int64)) - 1
+    picked = xp.take(values, xp.clip(rank, min=0), axis=0)
+    return xp.reshape(flat & picked, where.shape)
+
+
+def _baseline_span(xp: Any, raw: Any, fs_hz: float) -> Any:
+    """Range of the _BASELINE_WINDOW_S moving average away from the edges (where it would be
+    one-sided): ``ptp`` of ``uniform_filter1d(raw, size)[edge:-edge]``."""
+    n = raw.shape[-1]
     size = max(1, int(round(_BASELINE_WINDOW_S * fs_hz)))
-    baseline = uniform_filter1d(raw, size=size, axis=1, mode="nearest")
-    edge = size // 2  # the average is one-sided there
-    inner = baseline[:, edge:-edge] if raw.shape[1] > 2 * edge + 1 else baseline
-    wander = np.ptp(inner, axis=1) > spec.baseline_wander_mv
+    edge = size // 2
+    if n <= 2 * edge + 1 or n < size:
+        base = raw
+    else:
+        # float32 sums of mV over 10 s are good to ~1e-5 mV, far below the mV-scale threshold
+        zero = xp.zeros(raw.shape[:-1] + (1,), dtype=raw.dtype)
+        csum = xp.concat((zero, xp.cumulative_sum(raw, axis=-1)), axis=-1)
+        # uniform_filter1d's output at i averages raw[i - edge : i - edge + size]
+        base = ((csum[..., size:] - csum[..., :-size]) / size)[..., : n - 2 * edge]
+    return xp.max(base, axis=-1) - xp.min(base, axis=-1)
+
+
+def flag_leads_batch(xp: Any, raw: Any, fs_hz: float, present: Any, spec: QualitySpec) -> LeadFlags:
+    """Flag flat, disconnected, clipped and wandering leads of ``raw`` (B, L, n) in mV; the flags
+    are (B, L) arrays of ``xp``."""
+    flat = _min_segment_std(xp, raw, fs_hz) < spec.flat_std_mv
+    hi, lo = xp.max(raw, axis=-1), xp.min(raw, axis=-1)
+    lead_off = _max_deviation_from_median(xp, raw, hi, lo, spec.lead_off_amplitude_mv)
+    tol = (_SATURATION_TOLERANCE * (hi - lo))[..., None]
+    pinned = xp.mean(xp.astype((raw >= hi[..., None] - tol) | (raw <= lo[..., None] + tol), xp.float32), axis=-1)
+    saturated = (pinned > spec.saturation_fraction) & ~flat  # a flat line is pinned everywhere
+    wander = _baseline_span(xp, raw, fs_hz) > spec.baseline_wander_mv
     return LeadFlags(
         flat=flat & present,
         lead_off=lead_off & present & ~flat,
         saturated=saturated & present,
         baseline_wander=wander & present & ~(flat | lead_off | saturated),
+    )
+
+
+def flag_leads(raw: np.ndarray, fs_hz: float, present: np.ndarray, spec: QualitySpec) -> LeadFlags:
+    """Flag flat, disconnected, clipped and wandering leads of ``raw`` (n_leads, n) in mV: one
+    window of :func:`flag_leads_batch` on numpy."""
+    xp = array_api_compat.array_namespace(np.zeros(0))
+    flags = flag_leads_batch(xp, xp.asarray(raw, dtype=xp.float64)[None], fs_hz, xp.asarray(present)[None], spec)
+    return LeadFlags(
+        flat=flags.flat[0], lead_off=flags.lead_off[0], saturated=flags.saturated[0], baseline_wander=flags.baseline_wander[0]
     )
 
 

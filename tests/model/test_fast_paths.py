@@ -14,10 +14,12 @@ from scipy import signal
 
 from hfrisk.model.contract.card import FilterSpec, default_card
 from hfrisk.model.frontend.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
+from hfrisk.model.frontend.arrays import ArrayBackend
 from hfrisk.model.frontend.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 CARD = default_card()
+XP = ArrayBackend().namespace()
 
 
 def record(ecg_id: int, folder: str = "records500", suffix: str = "hr") -> tuple[np.ndarray, float]:
@@ -64,7 +66,7 @@ def test_min_segment_std_matches_gathered_stretches(n):
         starts = np.r_[np.arange(0, n - size, size), n - size]
         expected = raw[:, starts[:, None] + np.arange(size)].std(axis=2).min(axis=1)
     # Same stretches; a view and a gathered copy may sum in a different order (float noise only).
-    np.testing.assert_allclose(_min_segment_std(raw, fs), expected, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(_min_segment_std(XP, raw, fs), expected, rtol=1e-12, atol=0)
 
 
 def test_lead_off_shortcut_matches_median_deviation():
@@ -79,6 +81,6 @@ def test_lead_off_shortcut_matches_median_deviation():
     hi, lo = raw.max(axis=1, keepdims=True), raw.min(axis=1, keepdims=True)
     limit = 15.0
     expected = np.abs(raw - np.median(raw, axis=1, keepdims=True)).max(axis=1) > limit
-    got = _max_deviation_from_median(raw, hi, lo, limit)
+    got = _max_deviation_from_median(XP, raw, hi[:, 0], lo[:, 0], limit)
     np.testing.assert_array_equal(got, expected)
     assert got[0] and got.any() and not got.all()  # both outcomes occur

@@ -1,0 +1,193 @@
+"""The array library the batched front end runs on, and the few operations the array API lacks.
+
+The front end is written once against the Python array API (through ``array_api_compat``): numpy on
+a CPU, CuPy or torch on a GPU, chosen by :class:`ArrayBackend` (``HFRISK_FRONTEND__ARRAY_BACKEND``,
+``HFRISK_FRONTEND__DEVICE``). What the standard does not define is written here from operations it
+does: masked quantiles (sort), sliding maxima (a sparse table of shifted maxima), gathers along the
+time axis (``take_along_axis``). FFTs go to ``scipy.fft`` on numpy (float32 transforms, 6x faster
+than ``numpy.fft``, which computes in float64) and to the library's own ``fft`` elsewhere.
+
+>>> import numpy as np
+>>> xp = ArrayBackend().namespace()
+>>> masked_quantile(xp, xp.asarray([[3.0, 1.0, 2.0, 9.0]]), xp.asarray([[True, True, True, False]]), 0.5)
+array([2.])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import array_api_compat
+import numpy as np
+import scipy.fft
+
+__all__ = [
+    "ArrayBackend",
+    "to_numpy",
+    "rfft",
+    "irfft",
+    "masked_quantile",
+    "sliding_max",
+    "compact",
+    "gather_time",
+    "segments",
+    "sum_of_squares",
+]
+
+BackendName = Literal["numpy", "torch", "cupy"]
+
+
+@dataclass(frozen=True)
+class ArrayBackend:
+    """Which array library (and device) the front end computes on."""
+
+    name: BackendName = "numpy"
+    device: str | None = None  # torch: "cuda", "cuda:1", "cpu"; CuPy: the current device
+
+    def namespace(self) -> Any:
+        return _namespace(self.name)
+
+    def asarray(self, x: np.ndarray) -> Any:
+        xp = self.namespace()
+        if self.name == "torch":
+            return xp.asarray(x, device=self.device or "cpu")
+        return xp.asarray(x)
+
+
+@lru_cache(maxsize=None)
+def _namespace(name: str) -> Any:
+    if name == "numpy":
+        return array_api_compat.array_namespace(np.zeros(0))
+    if name == "torch":
+        import torch
+
+        return array_api_compat.array_namespace(torch.zeros(0))
+    if name == "cupy":
+        import cupy
+
+        return array_api_compat.array_namespace(cupy.zeros(0))
+    raise ValueError(f"unknown array backend {name!r}: numpy, torch or cupy")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A host numpy copy (a view for numpy input)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def rfft(xp: Any, x: Any, n: int) -> Any:
+    if array_api_compat.is_numpy_namespace(xp):
+        return scipy.fft.rfft(x, n=n, axis=-1)
+    return xp.fft.rfft(x, n=n, axis=-1)
+
+
+def irfft(xp: Any, x: Any, n: int) -> Any:
+    if array_api_compat.is_numpy_namespace(xp):
+        return scipy.fft.irfft(x, n=n, axis=-1)
+    return xp.fft.irfft(x, n=n, axis=-1)
+
+
+def masked_quantile(xp: Any, values: Any, valid: Any, q: float) -> Any:
+    """Per row of ``values`` (..., K), the ``q`` quantile of the ``valid`` entries with numpy's
+    default (linear) interpolation; NaN for a row without one."""
+    big = xp.asarray(xp.finfo(values.dtype).max, dtype=values.dtype)
+    ordered = xp.sort(xp.where(valid, values, big), axis=-1)
+    n = xp.sum(xp.astype(valid, xp.int64), axis=-1)
+    pos = q * xp.astype(xp.clip(n - 1, min=0), values.dtype)
+    lo = xp.astype(xp.floor(pos), xp.int64)
+    hi = xp.clip(lo + 1, max=values.shape[-1] - 1)
+    hi = xp.where(lo + 1 <= n - 1, hi, lo)
+    v_lo = xp.take_along_axis(ordered, lo[..., None], axis=-1)[..., 0]
+    v_hi = xp.take_along_axis(ordered, hi[..., None], axis=-1)[..., 0]
+    frac = pos - xp.astype(lo, values.dtype)
+    out = v_lo + frac * (v_hi - v_lo)
+    return xp.where(n > 0, out, xp.asarray(float("nan"), dtype=values.dtype))
+
+
+def _shift_max(xp: Any, x: Any, shift: int, fill: Any) -> Any:
+    """``max(x[i], x[i + shift])`` along the last axis, ``fill`` past the end."""
+    pad = xp.full(x.shape[:-1] + (shift,), fill, dtype=x.dtype)
+    return xp.maximum(x, xp.concat((x[..., shift:], pad), axis=-1))
+
+
+def sliding_max(xp: Any, x: Any, before: int, after: int) -> Any:
+    """``max(x[i - before : i + after + 1])`` along the last axis (clipped at the edges).
+
+    A sparse table: the maximum over ``p`` (a power of two) samples from every start, built with
+    log2(p) shifted maxima, then two overlapping such spans cover the window.
+    """
+    width = before + after + 1
+    low = xp.asarray(-xp.inf, dtype=x.dtype) if xp.isdtype(x.dtype, "real floating") else xp.min(x)
+    n = x.shape[-1]
+    padded = xp.concat(
+        (xp.full(x.shape[:-1] + (before,), low, dtype=x.dtype), x, xp.full(x.shape[:-1] + (after,), low, dtype=x.dtype)),
+        axis=-1,
+    )
+    table, span = padded, 1
+    while span * 2 <= width:
+        table = _shift_max(xp, table, span, low)
+        span *= 2
+    # table[j] = max(padded[j : j + span]); the window of i is padded[i : i + width]
+    return xp.maximum(table[..., :n], table[..., width - span : width - span + n])
+
+
+def compact(xp: Any, flags: Any, positions: Any | None = None) -> tuple[Any, Any]:
+    """Per row of boolean ``flags`` (B, n), the indices (or ``positions`` at them) where it is
+    set, left-aligned in ``(B, K)`` with K the largest count in the batch, and which are real.
+    Empty rows give K = 0."""
+    n = flags.shape[-1]
+    idx = xp.arange(n, dtype=xp.int64)
+    key = xp.where(flags, idx, xp.asarray(n, dtype=xp.int64))
+    counts = xp.sum(xp.astype(flags, xp.int64), axis=-1)
+    k = int(xp.max(counts)) if counts.shape[0] else 0
+    ordered = xp.sort(key, axis=-1)[..., :k]
+    valid = ordered < n
+    ordered = xp.where(valid, ordered, xp.asarray(0, dtype=xp.int64))
+    if positions is not None:
+        ordered = xp.take_along_axis(positions, ordered, axis=-1)
+    return ordered, valid
+
+
+def gather_time(xp: Any, x: Any, idx: Any) -> Any:
+    """``x[..., idx]`` per batch row: ``x`` (B, ..., n), ``idx`` (B, m) int → (B, ..., m)."""
+    shape = (idx.shape[0],) + (1,) * (x.ndim - 2) + (idx.shape[-1],)
+    idx = xp.reshape(idx, shape)
+    idx = xp.broadcast_to(idx, x.shape[:-1] + (shape[-1],))
+    return xp.take_along_axis(x, idx, axis=-1)
+
+
+def segments(xp: Any, x: Any, starts: Any, length: int) -> Any:
+    """``x[b, :, s : s + length]`` for each start ``s`` of ``starts[b]``: (B, L, n) and (B, K) →
+    (B, L, K, length); starts must leave room for ``length`` samples.
+
+    A strided window view indexed by start copies whole contiguous segments (10x faster than a
+    gather of every sample index); the view is each library's own (numpy and CuPy
+    ``sliding_window_view``, torch ``unfold``), the one thing here outside the array API."""
+    b, l, _ = x.shape
+    if starts.shape[-1] == 0:
+        return xp.zeros((b, l, 0, length), dtype=x.dtype)
+    if array_api_compat.is_torch_array(x):
+        view = x.unfold(-1, length, 1)
+    elif array_api_compat.is_cupy_array(x):
+        from cupy.lib.stride_tricks import sliding_window_view
+
+        view = sliding_window_view(x, length, axis=-1)
+    else:
+        view = np.lib.stride_tricks.sliding_window_view(x, length, axis=-1)
+    rows = xp.reshape(xp.arange(b), (b, 1, 1))
+    leads = xp.reshape(xp.arange(l), (1, l, 1))
+    return view[rows, leads, starts[:, None, :]]
+
+
+def sum_of_squares(xp: Any, x: Any) -> Any:
+    """``sum(x * x, axis=-1)`` without the squared copy where the library can (numpy's einsum)."""
+    if array_api_compat.is_numpy_array(x):
+        return np.einsum("...t,...t->...", x, x)
+    return xp.sum(x * x, axis=-1)

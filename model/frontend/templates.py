@@ -1,0 +1,195 @@
+"""Beats, beat selection and the median beat of a batch of windows, in array-API operations.
+
+Each window's beats are cut around its R peaks (``pre`` samples before, ``length`` in all; beats
+that would run past either edge are dropped), compared with the template of the other beats
+(leave-one-out correlation over the usable leads), and the agreeing ones form the median beat.
+A window's beats are one row of a ``(B, L, K, T)`` array padded to the batch's longest row, with
+a ``(B, K)`` validity mask. The rules, and why, are those of :mod:`hfrisk.model.frontend.beats`
+(the per-window reference ``tests/model/test_templates.py`` holds this to).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from hfrisk.model.frontend.arrays import compact, segments, sum_of_squares, to_numpy
+from hfrisk.model.frontend.quality import MIN_AGREEING_SHARE
+
+__all__ = ["Beats", "Selection", "extract", "select", "median"]
+
+# The beats are compared over this share of their window before and after the QRS when a fast or
+# irregular rhythm moves the neighbouring beats inside it (see hfrisk.model.frontend.beats._core).
+_CORE_BEFORE = 0.125
+_CORE_AFTER = 0.25
+
+
+@dataclass(frozen=True)
+class Beats:
+    """``waves`` (B, L, K, T) the beats, ``peaks`` (B, K) their R peaks, ``valid`` (B, K)."""
+
+    waves: Any
+    peaks: Any
+    valid: Any
+
+
+@dataclass(frozen=True)
+class Selection:
+    """``keep`` (B, K): the beats of the median; ``correlation`` (B, K): each beat against the
+    template of the others (0 for padding and single beats); ``lead_correlation`` (B, L): per
+    lead, the same averaged over the kept beats (0 for unusable leads)."""
+
+    keep: Any
+    correlation: Any
+    lead_correlation: Any
+
+
+def extract(xp: Any, signal: Any, peaks: Any, valid: Any, *, pre: int, length: int) -> Beats:
+    """The beats of ``signal`` (B, L, n) around ``peaks`` (B, K), each R peak at ``pre``."""
+    n = signal.shape[-1]
+    starts = peaks - pre
+    inside = valid & (starts >= 0) & (starts + length <= n)
+    kept, ok = compact(xp, inside, peaks)
+    first = xp.where(ok, kept - pre, xp.asarray(0, dtype=kept.dtype))
+    return Beats(segments(xp, signal, first, length), kept, ok)
+
+
+def _moments(xp: Any, x: Any, width: Any) -> tuple[Any, Any]:
+    """Per beat and lead of ``x`` (B, L, K, T): its mean over ``width`` samples (the rest of T is
+    zero) and its centred energy ``sum (x - mean)²``."""
+    total = xp.sum(x, axis=-1)
+    mean = total / width
+    return mean, sum_of_squares(xp, x) - width * mean * mean
+
+
+def _leave_one_out(xp: Any, x: Any, keep: Any, width: Any) -> tuple[Any, Any]:
+    """Correlations of each beat of ``x`` (B, L, K, T), centred, with the sum of the other ``keep``
+    beats: overall (B, K) and per lead (B, L, K); ``width`` (B, 1, 1) samples count (the core's
+    or T). From moments, with <b, S - b> = <b, S> - |b|² and <x - m, S - M> = <x, S> - width m M:
+    nothing of size K² and no centred copy of the beats is built."""
+    mean, own = _moments(xp, x, width)
+    k = xp.astype(keep, x.dtype)[:, None, :]  # (B, 1, K)
+    total = xp.matmul(k[:, :, None, :], x)  # (B, L, 1, T): the kept beats' sum
+    big_m = xp.sum(mean * k, axis=-1, keepdims=True)  # (B, L, 1): the sum of their means
+    dot = xp.matmul(x, xp.permute_dims(total, (0, 1, 3, 2)))[..., 0] - width * mean * big_m
+    total_energy = sum_of_squares(xp, total) - width * big_m * big_m  # (B, L, 1)
+    own_kept = own * k
+    num = dot - own_kept
+    rest = total_energy - 2.0 * dot * k + own_kept
+    prod = own * rest
+    zero = xp.asarray(0.0, dtype=x.dtype)
+    per_lead = xp.where(prod > 0, num / xp.sqrt(xp.where(prod > 0, prod, 1.0)), zero)
+    den = xp.sum(own, axis=1) * xp.sum(rest, axis=1)
+    overall = xp.where(den > 0, xp.sum(num, axis=1) / xp.sqrt(xp.where(den > 0, den, 1.0)), zero)
+    return overall, per_lead
+
+
+def _core(xp: Any, x: Any, valid: Any) -> tuple[Any, Any]:
+    """``x`` (B, L, K, T) zeroed outside each window's QRS-T core (from _CORE_BEFORE to
+    _CORE_AFTER of the beat's length around the largest deflection of the average beat), and the
+    core's width (B, 1, 1)."""
+    t = x.shape[-1]
+    v = xp.astype(valid, x.dtype)
+    count = xp.clip(xp.sum(v, axis=-1), min=1.0)  # (B,)
+    average = xp.matmul(v[:, None, None, :], x)[:, :, 0, :] / count[:, None, None]  # (B, L, T)
+    grand = xp.mean(average, axis=-1, keepdims=True)
+    qrs = xp.argmax(xp.sum(xp.abs(average - grand), axis=1), axis=-1)  # (B,)
+    ticks = xp.arange(t)
+    lo = xp.clip(qrs - round(_CORE_BEFORE * t), min=0)
+    hi = xp.clip(qrs + round(_CORE_AFTER * t), max=t)
+    inside = xp.astype((ticks[None, :] >= lo[:, None]) & (ticks[None, :] < hi[:, None]), x.dtype)  # (B, T)
+    return x * inside[:, None, None, :], xp.sum(inside, axis=-1)[:, None, None]
+
+
+def select(xp: Any, beats: Beats, usable: Any, min_correlation: float) -> Selection:
+    """Keep the beats whose leave-one-out correlation reaches ``min_correlation``; when fewer than
+    two do, all of them (the quality gate reports the low correlation). Compared over the whole
+    beat, or over its QRS-T core for windows where fewer than half agree over the whole.
+
+    The waves of unusable leads must be zero (they then weigh nothing)."""
+    valid, x = beats.valid, beats.waves
+    b, t = x.shape[0], x.shape[-1]
+    n = xp.sum(xp.astype(valid, xp.int64), axis=-1)
+    scored = (n >= 2) & xp.any(usable, axis=-1)
+    width = xp.full((b, 1, 1), float(t), dtype=x.dtype)
+    correlation, _ = _leave_one_out(xp, x, valid, width)
+    agree = xp.sum(xp.astype((correlation >= min_correlation) & valid, xp.int64), axis=-1)
+    retry = scored & (xp.astype(agree, xp.float64) < MIN_AGREEING_SHARE * xp.astype(n, xp.float64))
+    core_rows = None
+    if bool(xp.any(retry)):
+        core_rows = xp.nonzero(retry)[0]
+        core_x, core_width = _core(xp, xp.take(x, core_rows, axis=0), xp.take(valid, core_rows, axis=0))
+        core_corr, _ = _leave_one_out(xp, core_x, xp.take(valid, core_rows, axis=0), core_width)
+        correlation = _put_rows(xp, correlation, core_rows, core_corr)
+    keep = valid & (correlation >= min_correlation)
+    few = xp.sum(xp.astype(keep, xp.int64), axis=-1) < 2
+    keep = xp.where(few[:, None] | ~scored[:, None], valid, keep)
+    _, per_lead = _leave_one_out(xp, x, keep, width)
+    if core_rows is not None:
+        _, core_lead = _leave_one_out(xp, core_x, xp.take(keep, core_rows, axis=0), core_width)
+        per_lead = _put_rows(xp, per_lead, core_rows, core_lead)
+    kf = xp.astype(keep, per_lead.dtype)[:, None, :]
+    n_keep = xp.clip(xp.sum(kf, axis=-1), min=1.0)
+    lead_correlation = xp.sum(per_lead * kf, axis=-1) / n_keep * xp.astype(usable, per_lead.dtype)
+    zero = xp.asarray(0.0, dtype=correlation.dtype)
+    correlation = xp.where(scored[:, None] & valid, correlation, zero)
+    lead_correlation = xp.where(scored[:, None], lead_correlation, zero)
+    return Selection(keep, correlation, lead_correlation)
+
+
+def _put_rows(xp: Any, full: Any, rows: Any, part: Any) -> Any:
+    """``full`` with its ``rows`` (ascending, along the first axis) replaced by ``part``."""
+    n = full.shape[0]
+    everyone = xp.arange(n, dtype=rows.dtype)
+    pos = xp.clip(xp.searchsorted(rows, everyone), max=rows.shape[0] - 1)
+    hit = xp.take(rows, pos, axis=0) == everyone
+    mask = xp.reshape(hit, (n,) + (1,) * (full.ndim - 1))
+    return xp.where(mask, xp.take(part, pos, axis=0), full)
+
+
+@lru_cache(maxsize=256)
+def _network(k: int, wanted: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Batcher's odd-even merge sort of ``k`` wires as compare-exchange pairs (low wire first),
+    without the pairs that cannot move a value into the ``wanted`` output wires."""
+    pairs = []
+    p = 1
+    while p < k:
+        step = p
+        while step >= 1:
+            for j in range(step % p, k - step, 2 * step):
+                for i in range(min(step, k - j - step)):
+                    if (i + j) // (2 * p) == (i + j + step) // (2 * p):
+                        pairs.append((i + j, i + j + step))
+            step //= 2
+        p *= 2
+    needed, kept = set(wanted), []
+    for low, high in reversed(pairs):
+        if low in needed or high in needed:
+            kept.append((low, high))
+            needed |= {low, high}
+    return tuple(reversed(kept))
+
+
+def median(xp: Any, waves: Any, keep: Any) -> Any:
+    """Sample-wise median of the kept beats per lead: (B, L, T); zeros without a kept beat.
+
+    A sorting network over the beat axis (elementwise minima and maxima of whole beats), pruned
+    to the comparisons that reach the middle ranks: on a CPU a third faster than a sort along a
+    short axis, which numpy runs one (lead, sample) at a time."""
+    b, l, k, t = waves.shape
+    if k == 0:
+        return xp.zeros((b, l, t), dtype=waves.dtype)
+    big = xp.asarray(xp.finfo(waves.dtype).max, dtype=waves.dtype)
+    n = xp.sum(xp.astype(keep, xp.int64), axis=-1)
+    lo, hi = xp.clip((n - 1) // 2, min=0), n // 2
+    wanted = tuple(sorted(set(to_numpy(lo).tolist()) | set(to_numpy(hi).tolist())))
+    wires = [xp.where(keep[:, i, None, None], waves[:, :, i, :], big) for i in range(k)]
+    for low, high in _network(k, wanted):
+        a, c = wires[low], wires[high]
+        wires[low], wires[high] = xp.minimum(a, c), xp.maximum(a, c)
+    out = xp.zeros((b, l, t), dtype=waves.dtype)
+    for rank in wanted:
+        weight = (xp.astype((lo == rank) & (n > 0), waves.dtype) + xp.astype((hi == rank) & (n > 0), waves.dtype)) / 2
+        out = out + weight[:, None, None] * wires[rank]
+    return out
