@@ -97,9 +97,10 @@ class MLLPGateway:
         message = None
         try:
             try:
-                message = parse_oru(raw)
+                parsed = parse_oru(raw)
+                message = parsed.message
                 source = f"hl7:{message['MSH.F10']}"
-                await self.intake.accept(oru_to_ecg(message, source=source), source=source)
+                await self.intake.accept(oru_to_ecg(parsed, source=source), source=source)
             except HL7MessageError as exc:
                 await self.intake.refuse(raw, exc, kind="hl7v2")
                 error = _UNSUPPORTED_TYPE if "message type" in exc.detail else _DATA_TYPE_ERROR

@@ -27,6 +27,7 @@ from hfrisk.model.readers.hl7_io import (
     oru_to_ecg,
     ecg_to_oru_r01,
     HL7MessageError,
+    ParsedORU,
 )
 from hfrisk.model.readers.mdc_codes import mdc_lead, mdc_code
 from hfrisk.model.readers.dispatch import (
@@ -57,6 +58,7 @@ __all__ = [
     "oru_to_ecg",
     "ecg_to_oru_r01",
     "HL7MessageError",
+    "ParsedORU",
     "mdc_lead",
     "mdc_code",
     "read_ecg",

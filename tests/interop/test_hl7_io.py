@@ -101,3 +101,17 @@ def test_every_malformed_class_is_refused_with_its_reason(text, reason, rejected
 def test_folder_discovery(tmp_path, ptbxl_ecg):
     (tmp_path / "a.oru").write_text(str(ecg_to_oru_r01(ptbxl_ecg)))
     assert list(iter_records(tmp_path)) == [tmp_path / "a.oru"]
+
+
+def test_a_message_parsed_by_python_hl7_itself_reads_the_same(ptbxl_ecg):
+    """oru_to_ecg takes python-hl7's own Message too (samples left in the OBX), with the same result
+    as the reader's fast path, which keeps the sample arrays out of python-hl7's parse."""
+    import hl7
+
+    from hfrisk.model.readers.hl7_io import oru_to_ecg, parse_oru
+
+    text = str(ecg_to_oru_r01(ptbxl_ecg, message_id="x"))
+    fast, plain = oru_to_ecg(parse_oru(text)), oru_to_ecg(hl7.parse(text))
+    assert fast.lead_names == plain.lead_names and fast.fs_hz == plain.fs_hz
+    np.testing.assert_array_equal(fast.samples, plain.samples)
+    assert parse_oru(text).message.segments("OBX")[1][5] == ""  # the NA values were kept aside
