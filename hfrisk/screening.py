@@ -28,7 +28,8 @@ from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.errors import ECGInputError
-from hfrisk.model.frontend.preprocessing import ModelInput, prepare
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.preprocessing import ModelInput, prepare_windows
 from hfrisk.model.readers.dispatch import iter_records, read_ecg
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ScreenRow",
     "screen",
     "prepare_record",
+    "prepare_records",
     "default_workers",
     "screening_threads",
     "summarize",
@@ -163,23 +165,35 @@ def window_starts(duration_s: float, card: ModelCard, hop_s: float | None = None
 def prepare_record(path: Path, card: ModelCard, hop_s: float | None = None) -> Prepared:
     """Read one recording once and preprocess each of its windows: per window its row, and the
     model input when it is fit to score. An unreadable recording is one refused row."""
-    try:
-        ecg = read_ecg(path)
-    except ECGInputError as err:
-        return [(ScreenRow(record=str(path), window_start_s=0.0, patient_id="", status="refused",
-                           reason=str(err)), None)]
-    starts = window_starts(ecg.duration_s, card, hop_s)
-    out: Prepared = []
-    for start in starts:
+    return prepare_records([path], card, hop_s)[0]
+
+
+def prepare_records(paths: Sequence[Path], card: ModelCard, hop_s: float | None = None) -> list[Prepared]:
+    """:func:`prepare_record` for each path, with every window of every recording in one call of
+    the batched front end (windows of one rate and length share batches across recordings)."""
+    requests: list[tuple[ECG, float]] = []
+    owners: list[tuple[int, str]] = []  # per request: which path, which patient
+    out: list[Prepared] = [[] for _ in paths]
+    for k, path in enumerate(paths):
         try:
-            item = prepare(ecg, card, window_start_s=start)
+            ecg = read_ecg(path)
         except ECGInputError as err:
-            out.append((ScreenRow(record=str(path), window_start_s=start, patient_id="", status="refused",
-                                  reason=str(err)), None))
+            out[k].append((ScreenRow(record=str(path), window_start_s=0.0, patient_id="", status="refused",
+                                     reason=str(err)), None))
             continue
-        out.append((_row_for(path, item, ecg.patient_id), item if item.quality.fit_to_score else None))
-    for row, _ in out:
-        row.windows_in_record = len(out)
+        for start in window_starts(ecg.duration_s, card, hop_s):
+            requests.append((ecg, start))
+            owners.append((k, ecg.patient_id))
+    for (ecg, start), (k, patient), item in zip(requests, owners, prepare_windows(requests, card)):
+        path = paths[k]
+        if isinstance(item, ECGInputError):
+            out[k].append((ScreenRow(record=str(path), window_start_s=start, patient_id="", status="refused",
+                                     reason=str(item)), None))
+        else:
+            out[k].append((_row_for(path, item, patient), item if item.quality.fit_to_score else None))
+    for windows in out:
+        for row, _ in windows:
+            row.windows_in_record = len(windows)
     return out
 
 
@@ -202,7 +216,7 @@ def _arrays(windows: Prepared) -> RecordWindows:
 
 def _prepare_chunk(paths: Sequence[Path]) -> list[RecordWindows]:
     assert _worker_card is not None, "pool process not initialised"
-    return [_arrays(prepare_record(path, _worker_card, _worker_hop_s)) for path in paths]
+    return [_arrays(windows) for windows in prepare_records(list(paths), _worker_card, _worker_hop_s)]
 
 
 def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,

@@ -3,9 +3,10 @@
 The worker collects the windows that one batch of chunk messages completed (many patients at
 once) and hands them to :func:`score_windows`:
 
-1. :class:`Preprocessor` runs :func:`hfrisk.model.frontend.preprocessing.prepare` (the one pipeline shared
-   with training and screening) on every window in a **process pool**. ``prepare`` costs ~4 ms of
-   pure-Python/NumPy/SciPy work per window and holds the GIL for much of it; in a thread it would
+1. :class:`Preprocessor` runs the batched front end
+   (:func:`hfrisk.model.frontend.preprocessing.prepare_windows`, the one pipeline shared with
+   training and screening) on each slice of the batch in a **process pool**. It costs about a
+   millisecond of NumPy work per window and holds the GIL for part of it; in a thread it would
    still stall the event loop (Kafka heartbeats, Triton calls, Redis writes) and could not use a
    second core. A pool of ``workers`` processes (``spawn``ed: forking a process that already runs
    gRPC and asyncio threads is unsafe) does both; a batch is split evenly across them. With
@@ -44,7 +45,7 @@ from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError
-from hfrisk.model.frontend.preprocessing import ModelInput, prepare
+from hfrisk.model.frontend.preprocessing import ModelInput, prepare, prepare_windows
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
 from hfrisk.core.retries import Backoff, retrying
 from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
@@ -99,17 +100,23 @@ def _card(card_json: str) -> ModelCard:
 
 
 def _prepare_all(ecgs: Sequence[ECG], card_json: str) -> list[ModelInput | PrepareFailure]:
-    """Runs in a pool process: ``prepare`` each window; refusals come back as values, never raised."""
+    """Runs in a pool process: the windows through the batched front end at once; refusals come
+    back as values, never raised."""
     card = _card(card_json)
-    out: list[ModelInput | PrepareFailure] = []
-    for ecg in ecgs:
-        try:
-            out.append(prepare(ecg, card))
-        except ECGInputError as err:
-            out.append(PrepareFailure(err.reason.value, err.detail))
-        except Exception as exc:  # a bug in preprocessing must not take the batch down with it
-            out.append(PrepareFailure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-    return out
+    try:
+        done = prepare_windows([(ecg, 0.0) for ecg in ecgs], card)
+    except Exception:  # a bug in preprocessing must not take the batch down: find the window at fault
+        return [_prepare_one(ecg, card) for ecg in ecgs]
+    return [PrepareFailure(d.reason.value, d.detail) if isinstance(d, ECGInputError) else d for d in done]
+
+
+def _prepare_one(ecg: ECG, card: ModelCard) -> ModelInput | PrepareFailure:
+    try:
+        return prepare(ecg, card)
+    except ECGInputError as err:
+        return PrepareFailure(err.reason.value, err.detail)
+    except Exception as exc:
+        return PrepareFailure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _ignore_stop_signals() -> None:

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hfrisk.cli import app
-from hfrisk.model.frontend.preprocessing import prepare
+from hfrisk.model.frontend.preprocessing import prepare, prepare_windows
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.serving.scorers import OnnxScorer, find_model_version
 from hfrisk.screening import SCORES_FILENAME, screen
@@ -124,18 +124,18 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
 
     pids = tmp_path / "pids"
 
-    def prepare_noting_the_process(*args, **kwargs):
+    def prepare_noting_the_process(requests, *args, **kwargs):
         with pids.open("a") as f:
-            f.write(f"{os.getpid()}\n")
-        return prepare(*args, **kwargs)
+            f.writelines(f"{os.getpid()}\n" for _ in requests)
+        return prepare_windows(requests, *args, **kwargs)
 
-    monkeypatch.setattr("hfrisk.screening.prepare", prepare_noting_the_process)
+    monkeypatch.setattr("hfrisk.screening.prepare_windows", prepare_noting_the_process)
     parallel = screen(sources, scorer, tmp_path / "parallel", threshold=0.0, batch_size=5, workers=2, chunk_size=3,
                       progress=False)
     assert len(serial) == 24 + 4 + 8 and set(serial["status"]) == {"scored", "low_quality", "refused"}
     pd.testing.assert_frame_equal(serial, parallel)
     preprocessed_in = pids.read_text().split()
-    assert len(preprocessed_in) == 24 + 4 + 7  # every readable recording, once
+    assert len(preprocessed_in) == 24 + 4 + 7  # every window of every readable recording, once
     assert str(os.getpid()) not in preprocessed_in  # all of it in the pool
 
 
