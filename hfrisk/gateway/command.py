@@ -36,12 +36,18 @@ def _intake(gateway, source: str, create_topics: bool):
     from hfrisk.gateway.intake import Intake
     from hfrisk.gateway.publisher import KafkaPublisher
 
-    kafka = get_settings().kafka
-    if create_topics:
-        from hfrisk.stream.ingest.topics import ensure_topics
+    from kafka.errors import KafkaError
 
-        ensure_topics(kafka)
-    publisher = KafkaPublisher(kafka, timeout_s=gateway.kafka_timeout_s, client_id=f"hfrisk-gateway-{source}")
+    kafka = get_settings().kafka
+    try:
+        if create_topics:
+            from hfrisk.stream.ingest.topics import ensure_topics
+
+            ensure_topics(kafka)
+        publisher = KafkaPublisher(kafka, timeout_s=gateway.kafka_timeout_s, client_id=f"hfrisk-gateway-{source}")
+    except KafkaError as exc:
+        raise typer.BadParameter(f"cannot reach Kafka at {kafka.bootstrap_servers} ({exc}); is it running "
+                                 "(hfrisk up), and is HFRISK_KAFKA__BOOTSTRAP_SERVERS right?") from exc
     return Intake(publisher, kafka, chunk_s=gateway.chunk_s, source=source)
 
 
@@ -98,19 +104,24 @@ def fhir_command(host: Host = None, port: Port = None, create_topics: CreateTopi
 
     settings = get_settings()
     gateway = _settings(fhir_host=host, fhir_port=port)
-    intake = _intake(gateway, "fhir-http", create_topics)
     read_latest, model_card = None, None
     if risk_assessments:
         from hfrisk.core.security import redis_client
         from hfrisk.model.contract.card import CARD_FILENAME, load_card
         from hfrisk.stream.sinks import SinkReader
 
-        model_card = load_card(card or Path(settings.paths.model_repository) / settings.paths.model_name / CARD_FILENAME)
+        card_path = card or Path(settings.paths.model_repository) / settings.paths.model_name / CARD_FILENAME
+        try:
+            model_card = load_card(card_path)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"no usable model card at {card_path} ({exc}); give --card, or "
+                                     "--no-risk-assessments to take Observations only") from exc
         reader = SinkReader(redis_client(settings.redis), settings.redis.key_prefix)
 
         def read_latest(patient_key: str) -> dict | None:
             return reader.read_patient(patient_key, trend_points=1).latest
 
+    intake = _intake(gateway, "fhir-http", create_topics)
     asgi = fhir_app(intake, max_message_bytes=gateway.max_message_bytes, token=gateway.bearer_token,
                     default_units=gateway.fhir_default_units, read_latest=read_latest,
                     pseudonymise=pseudonymiser_from_settings(settings.pseudonym), card=model_card)
@@ -142,7 +153,11 @@ def risk_assessments_command(
 
     settings = get_settings()
     gateway = _settings()
-    model_card = load_card(card or Path(settings.paths.model_repository) / settings.paths.model_name / CARD_FILENAME)
+    card_path = card or Path(settings.paths.model_repository) / settings.paths.model_name / CARD_FILENAME
+    try:
+        model_card = load_card(card_path)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"no usable model card at {card_path} ({exc}); give --card") from exc
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
