@@ -7,6 +7,9 @@ array: samples separated by ``^``), described in one of two ways, both read here
   sub-ID as the lead's ``NA`` OBX: CD.1 channel number & name (``1&I``), CD.3 sensitivity & unit
   (``5&uV&UCUM``), CD.4 calibration correction factor & baseline & time skew, CD.5 sampling
   frequency (Hz). Value = ``(sample - baseline) * sensitivity * correction`` in the CD.3 unit;
+* **multiplexed** (v2.5 7.14, value type ``MA``): one OBX holds every channel, a sample's values
+  separated by ``^`` and samples by ``~``; its channels are the ``CD`` OBXs with its OBX-4 sub-ID
+  (else those before it), in the order of their channel numbers;
 * **IHE PCD style** (monitor gateways without CD): the lead is named by the ``NA`` OBX's own
   OBX-3 (MDC ``131329^MDC_ECG_ELEC_POTL_I^MDC`` or ``MDC_ECG_LEAD_*``), its unit by OBX-6 (UCUM
   ``uV``/``mV`` or ``MDC_DIM_MICRO_VOLT``), and the rate by an ``NM`` OBX whose OBX-3 names
@@ -68,7 +71,7 @@ class HL7MessageError(ECGInputError):
 class ParsedORU:
     """An ORU^R01 parsed by python-hl7, with the sample arrays of its ``NA`` OBX segments kept aside.
 
-    ``message`` is python-hl7's message with every ``NA`` OBX-5 emptied; ``arrays`` maps the
+    ``message`` is python-hl7's message with every ``NA``/``MA`` OBX-5 emptied; ``arrays`` maps the
     index of such an OBX among the message's OBX segments to its OBX-5 text. python-hl7 builds an
     object per component, which for the ~60,000 samples of a 10-s 12-lead message cost 0.2 s;
     the samples are read with one numpy call instead.
@@ -77,6 +80,7 @@ class ParsedORU:
     message: hl7.Message
     arrays: dict[int, str]
     component_separator: str = "^"
+    repetition_separator: str = "~"
 
 
 def parse_oru(text: str | bytes) -> ParsedORU:
@@ -89,12 +93,12 @@ def parse_oru(text: str | bytes) -> ParsedORU:
     text = text.strip().replace("\r\n", "\r").replace("\n", "\r")
     if not text.startswith("MSH") or len(text) < 8:
         raise HL7MessageError("not an HL7 v2 message: it does not start with an MSH segment")
-    field_sep, component_sep = text[3], text[4]
+    field_sep, component_sep, repetition_sep = text[3], text[4], text[5]
     segments, arrays, n_obx = [], {}, 0
     for segment in text.split("\r"):
         if segment.startswith(f"OBX{field_sep}"):
             fields = segment.split(field_sep)
-            if len(fields) > 5 and fields[2] == "NA":
+            if len(fields) > 5 and fields[2] in ("NA", "MA"):
                 arrays[n_obx] = fields[5]
                 fields[5] = ""
                 segment = field_sep.join(fields)
@@ -107,7 +111,7 @@ def parse_oru(text: str | bytes) -> ParsedORU:
         raise HL7MessageError(f"cannot parse HL7 message: {type(exc).__name__}: {exc}") from exc
     if kind != ("ORU", "R01"):
         raise HL7MessageError(f"message type {'^'.join(kind)}: only ORU^R01 waveform messages are accepted")
-    return ParsedORU(message, arrays, component_sep)
+    return ParsedORU(message, arrays, component_sep, repetition_sep)
 
 
 def _get(segment, field: int, component: int = 1, subcomponent: int = 1) -> str:
@@ -181,6 +185,61 @@ def _is_rate(obx) -> bool:
     return any(_SAMPLE_RATE_REFID in _get(obx, 3, c).upper() for c in (1, 2))
 
 
+def _numbers(values: list, what: str) -> np.ndarray:
+    """Sample texts (a list, or a list of lists for MA) as float64, one numpy call."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except ValueError as exc:
+        raise ECGInputError(InputErrorReason.BAD_MESSAGE, f"{what} holds a value that is not a number: {exc}") from exc
+
+
+def _channels(observations: list, arrays: dict[int, str], component_sep: str, repetition_sep: str):
+    """``(obx index, obx, its CD or None, samples loader)`` for each waveform channel, in order.
+
+    An ``NA`` OBX is one channel, described by the CD with its OBX-4 sub-ID if there is one. An
+    ``MA`` OBX (multiplexed: a sample's channel values separated by ``^``, samples by ``~``) holds
+    one channel per CD OBX with its sub-ID (else per CD before it not taken by an ``NA``), in
+    the order of their channel numbers (CD.1.1).
+    """
+    definitions = [(k, obx) for k, obx in enumerate(observations) if _get(obx, 2) == "CD"]
+    by_sub_id = {_get(obx, 4): obx for _, obx in definitions}
+    na_sub_ids = {_get(obx, 4) for obx in observations if _get(obx, 2) == "NA"}
+    out = []
+    for k, obx in enumerate(observations):
+        kind = _get(obx, 2)
+        if kind not in ("NA", "MA"):
+            continue
+        text = arrays[k] if k in arrays else str(obx(5))
+        where = f"OBX {_get(obx, 4) or k + 1}"
+        if kind == "NA":
+            def load(text=text, where=where) -> np.ndarray:
+                values = text.split(component_sep)
+                if values == [""]:
+                    raise ECGInputError(InputErrorReason.TOO_SHORT, f"{where}: OBX-5 holds no samples")
+                return _numbers(values, f"{where} OBX-5")
+
+            out.append((k, obx, by_sub_id.get(_get(obx, 4)), load))
+            continue
+        group = [cd for _, cd in definitions if _get(cd, 4) == _get(obx, 4)] if _get(obx, 4) else []
+        if not group:
+            group = [cd for j, cd in definitions if j < k and _get(cd, 4) not in na_sub_ids]
+        if not group:
+            raise ECGInputError(InputErrorReason.BAD_MESSAGE,
+                                f"{where}: an MA (multiplexed) OBX needs CD OBX channel definitions before it")
+        group.sort(key=lambda cd: int(_get(cd, 5, 1, 1)) if _get(cd, 5, 1, 1).isdigit() else 0)
+        sets = [sample.split(component_sep) for sample in text.split(repetition_sep) if sample]
+        if not sets:
+            raise ECGInputError(InputErrorReason.TOO_SHORT, f"{where}: OBX-5 holds no samples")
+        widths = {len(values) for values in sets}
+        if widths != {len(group)}:
+            raise ECGInputError(InputErrorReason.BAD_SHAPE,
+                                f"{where}: samples of {sorted(widths)} values for {len(group)} channel definitions")
+        matrix = _numbers(sets, f"{where} OBX-5")
+        for j, cd in enumerate(group):
+            out.append((k, obx, cd, lambda j=j, matrix=matrix: matrix[:, j]))
+    return out
+
+
 def oru_to_ecg(
     parsed: ParsedORU | hl7.Message,
     *,
@@ -196,16 +255,16 @@ def oru_to_ecg(
     ``NON_FINITE``.
     """
     if isinstance(parsed, ParsedORU):
-        message, arrays, component_sep = parsed.message, parsed.arrays, parsed.component_separator
+        message, arrays = parsed.message, parsed.arrays
+        component_sep, repetition_sep = parsed.component_separator, parsed.repetition_separator
     else:  # a message the caller parsed with hl7.parse: samples still in the OBX segments
-        message, arrays, component_sep = parsed, {}, "^"
+        message, arrays, component_sep, repetition_sep = parsed, {}, "^", "~"
     pid = _segments(message, "PID")
     patient = patient_id if patient_id is not None else (_get(pid[0], 3) if pid else "")
     if not patient:
         raise ECGInputError(InputErrorReason.BAD_MESSAGE, "no patient id: PID-3 is missing or empty")
 
     observations = _segments(message, "OBX")
-    definitions = {_get(obx, 4): obx for obx in observations if _get(obx, 2) == "CD"}
     rate_obx = [(k, obx) for k, obx in enumerate(observations) if _get(obx, 2) == "NM" and _is_rate(obx)]
     started = None
     for obx in observations:
@@ -215,15 +274,12 @@ def oru_to_ecg(
 
     leads, rows, rates, codes, dropped, equipment = [], [], [], [], [], ""
     seen: set[str] = set()
-    for k, obx in enumerate(observations):
-        if _get(obx, 2) != "NA":
-            continue
+    for k, obx, cd, load in _channels(observations, arrays, component_sep, repetition_sep):
         sub_id = _get(obx, 4)
-        cd = definitions.get(sub_id)
         code = (_get(obx, 3, 1), _get(obx, 3, 2))
         if cd is not None:
             channel_name = _get(cd, 5, 1, 2)
-            name = _lead_name("", channel_name) if channel_name else _lead_name(*code)
+            name = _lead_name("", channel_name) if channel_name else _lead_name(_get(cd, 3, 1), _get(cd, 3, 2))
             sensitivity = _number(_get(cd, 5, 3, 1) or "1", f"OBX {sub_id} CD.3 sensitivity")
             unit = _unit(_get(cd, 5, 3, 2), _get(cd, 5, 3, 3))
             correction = _number(_get(cd, 5, 4, 1) or "1", f"OBX {sub_id} CD.4 correction factor")
@@ -265,25 +321,17 @@ def oru_to_ecg(
                 f"coded {_SAMPLE_RATE_REFID})",
             )
         rate = _number(rate_text, f"lead {name} sampling rate")
-        values = (arrays[k] if k in arrays else str(obx(5))).split(component_sep)
-        if values == [""]:
-            raise ECGInputError(InputErrorReason.TOO_SHORT, f"lead {name}: OBX-5 holds no samples")
-        try:
-            samples = np.asarray(values, dtype=np.float64)
-        except ValueError as exc:
-            raise ECGInputError(
-                InputErrorReason.BAD_MESSAGE, f"lead {name}: OBX-5 holds a value that is not a number: {exc}"
-            ) from exc
+        samples = load()
         rows.append(to_millivolts((samples - baseline) * sensitivity * correction, unit))
         leads.append(name)
         rates.append(rate)
-        codes.append("^".join(code))
+        codes.append("^".join(code) if cd is None else "^".join((_get(cd, 3, 1), _get(cd, 3, 2))))
         equipment = equipment or _get(obx, 18)
         if started is None:
             started = _hl7_time(_get(obx, 14))
 
     if not rows:
-        raise ECGInputError(InputErrorReason.BAD_MESSAGE, "no ECG waveform: no OBX of value type NA with an ECG lead")
+        raise ECGInputError(InputErrorReason.BAD_MESSAGE, "no ECG waveform: no OBX of value type NA or MA with an ECG lead")
     if len(set(rates)) > 1:
         raise ECGInputError(InputErrorReason.BAD_SAMPLING_RATE, f"leads are sampled at different rates {sorted(set(rates))} Hz")
     lengths = {len(r) for r in rows}
@@ -347,13 +395,15 @@ def ecg_to_oru_r01(
     sending_application: str = "HFRISK",
     resolution_uv: float = 1.0,
     channel_definitions: bool = True,
+    multiplexed: bool = False,
     version: str = "2.6",
 ) -> hl7.Message:
     """An ORU^R01 holding ``ecg``: one ``NA`` OBX per lead, samples in ``resolution_uv`` counts.
 
     With ``channel_definitions`` each lead gets a ``CD`` OBX (v2.5 7.14: name, sensitivity in µV,
     rate); without, the IHE PCD form (MDC lead code in OBX-3, ``uV`` in OBX-6, one ``NM``
-    ``MDC_ATTR_SAMP_RATE`` OBX). A round trip is exact to ``resolution_uv / 2``.
+    ``MDC_ATTR_SAMP_RATE`` OBX). ``multiplexed`` writes the CDs (sub-ID 1) and then one ``MA`` OBX
+    holding every lead. A round trip is exact to ``resolution_uv / 2``.
     """
     ecg = ecg.in_millivolts()
     for text in (ecg.patient_id, ecg.device_id, message_id, sending_application):
@@ -371,6 +421,21 @@ def ecg_to_oru_r01(
     if not channel_definitions:
         segments.append(f"OBX|2|NM|{_SAMPLE_RATE_REFID}^Sample rate^MDC|0|{rate}|Hz^^UCUM|||||F")
     n = sum(1 for segment in segments if segment.startswith("OBX"))
+    if multiplexed:
+        channels = []
+        for i, name in enumerate(ecg.lead_names, start=1):
+            canonical, inverted = normalise_lead_name(name)
+            if canonical is None or inverted:
+                raise ValueError(f"lead {name!r} has no MDC code; conform the leads first")
+            n += 1
+            segments.append(f"OBX|{n}|CD|{mdc_code(canonical)}^{mdc_refid(canonical)}^MDC|1|"
+                            f"{i}&{canonical}^^{resolution_uv:.12g}&uV&UCUM^1&0&0^{rate}||||||F")
+            channels.append(canonical)
+        counts = np.round(ecg.samples.astype(np.float64).T * 1000.0 / resolution_uv).astype(np.int64)
+        values = "~".join("^".join(map(str, sample)) for sample in counts.tolist())
+        segments.append(f"OBX|{n + 1}|MA|{mdc_code('I') - 1}^MDC_ECG_ELEC_POTL^MDC|1|{values}||||||F|||"
+                        f"{_ts(at)}||||{ecg.device_id}")
+        return hl7.parse("\r".join(segments))
     for i, (name, lead) in enumerate(zip(ecg.lead_names, ecg.samples), start=1):
         canonical, inverted = normalise_lead_name(name)
         if canonical is None or inverted:

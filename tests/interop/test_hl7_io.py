@@ -116,3 +116,40 @@ def test_a_message_parsed_by_python_hl7_itself_reads_the_same(ptbxl_ecg):
     np.testing.assert_array_equal(fast.samples, plain.samples)
     obx = parse_oru(text).message.segments("OBX")
     assert str(obx[2][2]) == "NA" and str(obx[2][5]) == ""  # the NA values were kept aside
+
+
+@pytest.mark.parametrize("resolution_uv", [1.0, 2.5])
+def test_multiplexed_ma_round_trip(ptbxl_ecg, resolution_uv):
+    text = str(ecg_to_oru_r01(ptbxl_ecg, multiplexed=True, resolution_uv=resolution_uv))
+    assert "|MA|" in text and "|NA|" not in text
+    ecg = read_hl7(text)
+    assert ecg.lead_names == ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+    assert ecg.fs_hz == 500.0 and ecg.samples.shape == (12, 5000)
+    assert np.abs(ecg.samples - ptbxl_ecg.samples).max() <= resolution_uv / 2000 + 1e-6
+
+
+def test_multiplexed_channels_follow_channel_numbers_not_segment_order():
+    text = _gateway_message([
+        "OBX|1|CD|131330^MDC_ECG_ELEC_POTL_II^MDC|1|2&II^^1&mV&UCUM^1&0&0^100||||||F",
+        "OBX|2|CD|131329^MDC_ECG_ELEC_POTL_I^MDC|1|1&I^^1&mV&UCUM^1&0&0^100||||||F",
+        "OBX|3|MA|WAVE^Waveform^L|1|1^10~2^20~3^30||||||F",
+    ])
+    ecg = read_hl7(text)
+    assert ecg.lead_names == ("I", "II")
+    np.testing.assert_allclose(ecg.samples, [[1, 2, 3], [10, 20, 30]])
+
+
+@pytest.mark.parametrize(
+    "lines, reason",
+    [(["OBX|1|MA|WAVE^Waveform^L|1|1^10~2^20||||||F"], "bad_message"),  # no channel definitions
+     (["OBX|1|CD|131329^MDC_ECG_ELEC_POTL_I^MDC|1|1&I^^1&mV&UCUM^1&0&0^100||||||F",
+       "OBX|2|CD|131330^MDC_ECG_ELEC_POTL_II^MDC|1|2&II^^1&mV&UCUM^1&0&0^100||||||F",
+       "OBX|3|MA|WAVE^Waveform^L|1|1^10~2~3^30||||||F"], "bad_shape"),  # a sample missing a channel
+     (["OBX|1|CD|131329^MDC_ECG_ELEC_POTL_I^MDC|1|1&I^^1&mV&UCUM^1&0&0^100||||||F",
+       "OBX|2|MA|WAVE^Waveform^L|1|1~x~3||||||F"], "bad_message")],  # not a number
+    ids=["ma-without-cd", "ma-ragged", "ma-not-a-number"],
+)
+def test_malformed_multiplexed_messages(lines, reason):
+    with pytest.raises(ECGInputError) as err:
+        read_hl7(_gateway_message(lines))
+    assert err.value.reason.value == reason
