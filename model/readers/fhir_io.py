@@ -1,7 +1,8 @@
 """FHIR R4 ECG Observations (``component.valueSampledData``) in and out of the canonical :class:`ECG`.
 
 One Observation is one recording; each component with a ``valueSampledData`` is one lead, named
-by its ``code``. Parsing and validation are ``fhir.resources``' R4B models: R4B changed nothing in
+by its ``code``. An Observation without such components but with its own ``valueSampledData`` is
+a single-lead recording whose ``Observation.code`` names the lead. Parsing and validation are ``fhir.resources``' R4B models: R4B changed nothing in
 Observation or SampledData from R4 (R5 did: ``interval``, ``codeMap``), and fhir.resources 8 keeps
 R4B, not R4, beside its R5 default.
 
@@ -264,6 +265,24 @@ def observation_to_ecg(
         leads.append(lead)
         periods.append(period)
         codes.append(_describe(component.code))
+    if not rows and obs.valueSampledData is not None:
+        # One lead per Observation (single-lead devices): the Observation's own code names the lead.
+        lead = _lead_of(obs.code)
+        if lead is None:
+            raise ECGInputError(
+                InputErrorReason.UNKNOWN_LEAD,
+                f"Observation.valueSampledData with code {_describe(obs.code)}: a single-lead Observation's "
+                "code must name the lead (MDC or a lead name); 12-lead ECGs go in components",
+            )
+        unit = _units(obs.valueSampledData.origin) or (units or "")
+        if unit.lower() not in UNIT_SCALE_TO_MV:
+            raise ECGInputError(InputErrorReason.BAD_UNITS, f"lead {lead}: origin unit {unit!r} is not a voltage")
+        rows.append(to_millivolts(_values(obs.valueSampledData, lead), unit))
+        leads.append(lead)
+        periods.append(float(obs.valueSampledData.period))
+        codes.append(_describe(obs.code))
+        if not periods[0] > 0:
+            raise ECGInputError(InputErrorReason.BAD_SAMPLING_RATE, f"lead {lead}: period must be > 0 ms")
     if not rows:
         raise _bad("the Observation has no component with valueSampledData (no waveform)")
     if len(set(periods)) > 1:

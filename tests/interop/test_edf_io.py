@@ -95,3 +95,15 @@ def test_iter_records_finds_edf_files(tmp_path, ptbxl_ecg):
     write_edf(ptbxl_ecg, tmp_path / "a.edf")
     (tmp_path / "notes.json").write_text("{}")
     assert list(iter_records(tmp_path)) == [tmp_path / "a.edf"]
+
+
+def test_discontinuous_edf_plus_is_refused_not_read_as_continuous(tmp_path, ptbxl_ecg):
+    """EDF+D records have gaps between data records; reading them back to back would shift time."""
+    path = write_edf(ptbxl_ecg, tmp_path / "ecg.edf")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"EDF+C")
+    data[at:at + 5] = b"EDF+D"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ECGInputError) as err:
+        read_edf(path)
+    assert err.value.reason is InputErrorReason.UNREADABLE and "discontinuous" in str(err.value)

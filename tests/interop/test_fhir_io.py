@@ -140,3 +140,15 @@ def test_folders_hold_fhir_records_by_name_only(tmp_path, observation):
     (tmp_path / "a.fhir.json").write_text(json.dumps(observation))
     (tmp_path / "model_card.json").write_text("{}")
     assert list(iter_records(tmp_path)) == [tmp_path / "a.fhir.json"]
+
+
+def test_single_lead_observation_names_its_lead_in_its_code(observation):
+    one = {k: v for k, v in observation.items() if k != "component"}
+    first = observation["component"][1]  # lead II
+    one["code"], one["valueSampledData"] = first["code"], first["valueSampledData"]
+    ecg = read_fhir(one)
+    assert ecg.lead_names == ("II",) and ecg.samples.shape == (1, 5000)
+    one["code"] = {"coding": [{"system": MDC, "code": "131328", "display": "MDC_ECG_ELEC_POTL"}]}
+    with pytest.raises(ECGInputError) as err:
+        read_fhir(one)
+    assert err.value.reason is InputErrorReason.UNKNOWN_LEAD
