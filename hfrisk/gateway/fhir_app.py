@@ -18,6 +18,7 @@ Every refused Observation is also dead-lettered with its reason.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections import OrderedDict
@@ -102,10 +103,15 @@ def fhir_app(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_message_bytes:
             return _error(413, "too-costly", f"body over {max_message_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > max_message_bytes:
-            return _error(413, "too-costly", f"body over {max_message_bytes} bytes")
-        return raw
+        # Read in pieces: a chunked body declares no length, and must not be held whole before it
+        # is known to be too big.
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > max_message_bytes:
+                return _error(413, "too-costly", f"body over {max_message_bytes} bytes")
+            parts.append(part)
+        return b"".join(parts)
 
     async def take(observation, raw: bytes) -> tuple[int, dict]:
         """Status and OperationOutcome of one Observation."""
@@ -171,7 +177,7 @@ def fhir_app(
         if not patient_id:
             return _error(400, "required", "search by subject=Patient/<id>")
         key = pseudonymise(patient_id) if pseudonymise is not None else patient_id
-        latest = read_latest(key)
+        latest = await asyncio.to_thread(read_latest, key)  # a blocking Redis read
         entries = []
         if latest is not None:
             resource = risk_assessment(latest, card=card, subject_id=patient_id, basis=basis.get(patient_id, []))

@@ -107,3 +107,16 @@ def test_risk_assessment_search_reads_the_pseudonymised_latest_window(observatio
     assert resource["method"]["coding"][0]["version"] == "3"
     assert float(resource["prediction"][0]["relativeRisk"]) == pytest.approx(np.exp(0.25), rel=1e-5)
     assert client.get("/RiskAssessment", params={"subject": "Patient/other"}).json()["total"] == 0
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all(observation):
+    body = json.dumps(observation).encode()
+
+    def pieces():
+        for start in range(0, len(body), 10_000):
+            yield body[start:start + 10_000]
+
+    publisher = RecordingPublisher()
+    response = _client(publisher, max_message_bytes=50_000).post(
+        "/Observation", content=pieces(), headers={"content-type": "application/fhir+json"})
+    assert response.status_code == 413 and publisher.chunks == []
