@@ -10,10 +10,13 @@ RiskAssessment (fhir.resources R4B, identical to R4 for this resource):
 * ``basis``: references to the source Observations (FHIR) or message ids (HL7), when known;
 * ``prediction[0]``: outcome heart failure (SNOMED CT 84114007), ``relativeRisk`` the hazard
   ratio ``exp(log_risk)`` relative to the training cohort, the log-hazard in ``rationale`` and
-  an extension. A probability and its horizon are given only when the card's
-  ``training["absolute_risk"]`` holds ``horizon_days`` and ``baseline_survival`` S0(horizon)
-  (Breslow, for the same uncentred log-risk): ``p = 1 - S0 ** exp(log_risk)`` with ``whenRange``
-  0..horizon days. The exported model's card holds neither today, so it gives relative risk only.
+  an extension. A probability and its horizon are given only when the card provides the
+  baseline survival S0(horizon) (Breslow, for the same uncentred log-risk): its
+  ``risk_scale.absolute_risk`` (``hfrisk.model.contract.risk_scale``), else
+  ``training["absolute_risk"]`` with ``horizon_days`` and ``baseline_survival``:
+  ``p = 1 - S0 ** exp(log_risk)`` with ``whenRange`` 0..horizon days. With a risk scale, the
+  window's percentile in the reference cohort goes in an extension and the rationale too. A card
+  without either gives relative risk only.
 
 Windows not fit to score carry no score and make no RiskAssessment (:func:`risk_assessment`
 returns ``None``).
@@ -38,19 +41,26 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 from hfrisk.model.contract.card import ModelCard
 
 __all__ = ["risk_assessment", "absolute_risk", "MODEL_SYSTEM", "PSEUDONYM_SYSTEM", "LOG_HAZARD_EXTENSION",
-           "HEART_FAILURE"]
+           "PERCENTILE_EXTENSION", "HEART_FAILURE"]
 
 MODEL_SYSTEM = "urn:hfrisk:model"
 PSEUDONYM_SYSTEM = "urn:hfrisk:pseudonym"
 LOG_HAZARD_EXTENSION = "urn:hfrisk:fhir:log-hazard"
+PERCENTILE_EXTENSION = "urn:hfrisk:fhir:reference-percentile"
 HEART_FAILURE = {"system": "http://snomed.info/sct", "code": "84114007", "display": "Heart failure"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def absolute_risk(log_risk: float, card: ModelCard) -> tuple[float, float] | None:
     """``(probability of the event by the horizon, horizon in days)`` when the card provides the
-    baseline survival at a horizon; ``None`` otherwise."""
-    spec = (card.training or {}).get("absolute_risk") or {}
+    baseline survival at a horizon (its ``risk_scale.absolute_risk``, else
+    ``training["absolute_risk"]``); ``None`` otherwise."""
+    scale = getattr(card, "risk_scale", None)
+    if scale is not None and getattr(scale, "absolute_risk", None) is not None:
+        spec = {"horizon_days": scale.absolute_risk.horizon_days,
+                "baseline_survival": scale.absolute_risk.baseline_survival}
+    else:
+        spec = (card.training or {}).get("absolute_risk") or {}
     horizon, s0 = spec.get("horizon_days"), spec.get("baseline_survival")
     if horizon is None or s0 is None:
         return None
@@ -100,6 +110,12 @@ def risk_assessment(
         ),
         "extension": [{"url": LOG_HAZARD_EXTENSION, "valueDecimal": _decimal(log_risk, 8)}],
     }
+    scale = getattr(card, "risk_scale", None)
+    if scale is not None and getattr(scale, "reference", None) is not None:
+        percentile = float(scale.percentile([log_risk])[0])
+        prediction["extension"].append({"url": PERCENTILE_EXTENSION, "valueDecimal": _decimal(percentile, 4)})
+        prediction["rationale"] += (f"; percentile {percentile:.1f} of the reference cohort "
+                                    f"({scale.reference.cohort}, n={scale.reference.n})")
     absolute = absolute_risk(log_risk, card)
     if absolute is not None:
         probability, horizon_days = absolute

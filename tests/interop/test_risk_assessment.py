@@ -77,3 +77,22 @@ def test_relay_value_names_a_pseudonymous_subject_by_identifier_only():
         with pytest.raises(ECGInputError) as err:
             risk_assessment_value(garbage, default_card(), pseudonymous=False)
         assert err.value.reason.value == "bad_message"
+
+
+def test_a_cards_risk_scale_gives_probability_and_percentile():
+    """The card's risk scale (model card field ``risk_scale``) is preferred to training["absolute_risk"]."""
+    from hfrisk.model.contract.card import ModelCard
+
+    if "risk_scale" not in ModelCard.model_fields:
+        pytest.skip("this model card has no risk_scale field")
+    from hfrisk.model.contract.risk_scale import AbsoluteRisk, ReferenceDistribution, RiskScale
+
+    scale = RiskScale(
+        reference=ReferenceDistribution(cohort="toy", n=5, percentiles=(0.0, 50.0, 100.0), log_risk=(-1.0, 0.0, 1.0)),
+        absolute_risk=AbsoluteRisk(cohort="toy", n=5, n_events=2, horizon_days=1826.25, baseline_survival=0.9))
+    card = default_card().model_copy(update={"risk_scale": scale})
+    prediction = risk_assessment({**SCORE, "log_risk": 0.5}, card=card).model_dump(mode="json")["prediction"][0]
+    assert float(prediction["probabilityDecimal"]) == pytest.approx(1 - 0.9 ** np.exp(0.5), rel=1e-5)
+    assert float(prediction["whenRange"]["high"]["value"]) == 1826.25
+    percentile = {e["url"]: e["valueDecimal"] for e in prediction["extension"]}["urn:hfrisk:fhir:reference-percentile"]
+    assert float(percentile) == pytest.approx(75.0)
