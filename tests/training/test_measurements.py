@@ -1,7 +1,12 @@
 """ECG measurements on real PTB-XL records: rate against the preprocessing, physiological intervals.
 
 No record among PTB-XL ecg_id 1–24 carries a bundle-branch-block code (CLBBB, CRBBB, ILBBB,
-IRBBB; checked below), so QRS widening is not tested here, only normal ranges.
+IRBBB; checked below), so QRS widening is tested on LUDB records instead (tests/training/test_intervals.py),
+with the intervals against the cardiologists' marks.
+
+Normal ranges are LUDB's: the QRS is measured from the earliest onset to the latest offset over the
+leads, as LUDB's cardiologists mark it, and on LUDB's records with sinus rhythm and nothing else reported
+they marked 104–130 ms (5th–95th percentile), longer than the 80–100 ms of textbooks.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def test_heart_rate_agrees_with_the_preprocessing(ptbxl, measured):
 def test_intervals_are_physiological_on_normal_records(ptbxl, measured):
     normal = measured.loc[_normal_sinus_ids(ptbxl)]
     assert len(normal) >= 15
-    assert normal["qrs_ms"].between(70, 120).all(), normal["qrs_ms"]
+    assert normal["qrs_ms"].between(90, 140).all(), normal["qrs_ms"]
     assert normal["qt_ms"].between(320, 480).all(), normal["qt_ms"]
     assert normal["qtc_ms"].between(350, 490).all(), normal["qtc_ms"]
     pr = normal["pr_ms"].dropna()
