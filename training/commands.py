@@ -12,6 +12,7 @@ Examples::
     hfrisk pretrain --resume runs/pretrain                                      # continue from last.pt
     hfrisk finetune runs/synthetic/cohort.csv --init runs/pretrain/best.pt --out runs/finetune
     hfrisk export runs/finetune/best.pt --repo-dir triton_models --version 2
+    hfrisk risk-scale runs/synthetic/cohort.csv --model triton_models    # percentile + 5-year risk in the card
     hfrisk evaluate ../shared/data/outcomes/music/subject-info.csv --format music --out runs/music  # real outcomes
     hfrisk synthetic-cohort /data/ptbxl --scenario music-cardiac --event-rate 0.25                  # MUSIC's ECG hazard
 """
@@ -31,6 +32,7 @@ __all__ = [
     "finetune_command",
     "evaluate_command",
     "export_command",
+    "risk_scale_command",
     "synthetic_cohort_command",
 ]
 
@@ -202,6 +204,8 @@ def _load(cohort: Path, records_root: Optional[Path], time_unit: str):
 
 CohortArg = Annotated[Path, typer.Argument(help="Cohort CSV/Parquet: record, time, event (+ covariates).")]
 RecordsRootOpt = Annotated[Optional[Path], typer.Option(help="Folder the cohort's record paths are relative to.")]
+_DAYS_PER_YEAR = 365.25
+HorizonOpt = Annotated[float, typer.Option(min=0.01, help="Horizon of the absolute risk, in years (the cohort's time is in days).")]
 TimeUnitOpt = Annotated[str, typer.Option(help="Unit of the cohort's time column.")]
 EncoderOpt = Annotated[str, typer.Option(help="dual_attention (the paper's) or xresnet1d101 (baseline CNN).")]
 InitOpt = Annotated[Optional[Path], typer.Option(help="Pretrained (or fine-tuned) checkpoint; none = from scratch.")]
@@ -392,6 +396,9 @@ def export_command(
     evaluation: Annotated[Optional[Path], typer.Option(help="summary.json of `hfrisk evaluate`, copied into the card.")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Triton max_batch_size.")] = 64,
     weights: Annotated[str, typer.Option(help="float32, or float16: weights stored at half the size (outputs move by <= 1e-2, recorded in the card).")] = "float32",
+    reference_cohort: Annotated[Optional[Path], typer.Option(help="Cohort (CSV/Parquet: record, time, event) whose log-risks and outcomes give the card's risk scale: percentiles and Breslow absolute risk (docs/score-scale.md).")] = None,
+    records_root: RecordsRootOpt = None,
+    horizon_years: HorizonOpt = 5.0,
 ) -> None:
     """Export a fine-tuned checkpoint to ONNX (parity-checked on real records) and a Triton repository."""
     from hfrisk.core.config import get_settings
@@ -404,9 +411,40 @@ def export_command(
         checkpoint, repo_dir or settings.paths.model_repository, version,
         model_name=model_name or settings.paths.model_name, parity_records=parity_records, evaluation=summary,
         max_batch_size=max_batch_size, weights=weights,
+        reference_cohort=_load(reference_cohort, records_root, "days") if reference_cohort else None,
+        horizon_days=horizon_years * _DAYS_PER_YEAR,
     )
     typer.echo(f"exported to {result.model_dir}/{version}: ONNX parity {result.parity.worst:.2e} "
                f"(<= {result.parity.atol:g}) on {result.parity.batch_size} real records")
+    if result.card.risk_scale is not None:
+        typer.echo(f"risk scale: {result.card.risk_scale.describe()}")
+
+
+
+def risk_scale_command(
+    cohort: Annotated[Path, typer.Argument(help="Reference cohort (CSV/Parquet: record, time in days, event), e.g. the fine-tuning cohort.")],
+    model: Annotated[Optional[Path], typer.Option(help="Model folder or Triton repository; default HFRISK_PATHS__MODEL_REPOSITORY.")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="Model name; default HFRISK_PATHS__MODEL_NAME.")] = None,
+    records_root: RecordsRootOpt = None,
+    horizon_years: HorizonOpt = 5.0,
+    plot: Annotated[Optional[Path], typer.Option(help="Save the calibration plot of the absolute risk on the cohort here.")] = None,
+    cohort_name: Annotated[Optional[str], typer.Option(help="What the cohort is, in words, for the card; default its file name and counts.")] = None,
+) -> None:
+    """Give an exported model's card its risk scale (percentile and absolute risk) from a reference cohort; the model itself is unchanged."""
+    from hfrisk.core.config import get_settings
+
+    from hfrisk.training.export import attach_risk_scale
+
+    settings = get_settings()
+    result = attach_risk_scale(model or settings.paths.model_repository, _load(cohort, records_root, "days"),
+                               horizon_days=horizon_years * _DAYS_PER_YEAR,
+                               model_name=model_name or settings.paths.model_name, plot=plot, cohort_name=cohort_name)
+    scale = result.card.risk_scale
+    calibration = result.card.training["calibration"]
+    typer.echo(f"risk scale: {scale.describe()}")
+    typer.echo(f"calibration of the {horizon_years:g}-year risk on the same cohort (in-sample): slope "
+               f"{calibration['slope']}, calibration-in-the-large {calibration['calibration_in_the_large']}"
+               + (f"; plot {plot}" if plot else ""))
 
 
 def synthetic_cohort_command(

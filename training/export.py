@@ -4,7 +4,13 @@
 checks ONNX Runtime against PyTorch on real records (``PARITY_ATOL``) and refuses to go on
 otherwise, then writes the repository; the steps: docs/training/finetuning.md.
 
+With a reference cohort (``reference_cohort=``, or :func:`attach_risk_scale` on a model already
+exported) the exported model scores that cohort and the card gets its ``risk_scale``: the
+cohort's log-risk quantiles (percentiles) and Breslow's baseline survival at a horizon (absolute
+risk), computed by :func:`risk_scale_from_cohort`; docs/score-scale.md.
+
 >>> export_model("runs/ft/best.pt", "triton_models", version=2)  # doctest: +SKIP
+>>> attach_risk_scale("triton_models", load_cohort("runs/cohort/cohort.csv", "/data/ptbxl"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hfrisk.model.contract.card import ModelCard
+from hfrisk.model.contract.card import CARD_FILENAME, ModelCard
 from hfrisk.model.network.onnx_export import (
     PARITY_ATOL,
     ParityReport,
@@ -33,9 +39,19 @@ from hfrisk.model.network.onnx_export import (
 import hfrisk
 from hfrisk.core.logs import get_logger
 
+from hfrisk.model.contract.risk_scale import (
+    DAYS_PER_YEAR,
+    DEFAULT_PERCENTILE_GRID,
+    AbsoluteRisk,
+    ReferenceDistribution,
+    RiskScale,
+)
+from hfrisk.training.data.cohort import Cohort
 from hfrisk.training.finetune.checkpoints import load_finetuned
+from hfrisk.training.metrics.breslow import BreslowBaseline
 
-__all__ = ["ExportResult", "export_model", "training_section"]
+__all__ = ["ExportResult", "export_model", "training_section", "risk_scale_from_cohort", "attach_risk_scale",
+           "RiskScaleResult", "DEFAULT_HORIZON_DAYS"]
 
 log = get_logger(__name__)
 
@@ -123,6 +139,8 @@ def export_model(
     evaluation: dict | None = None,
     atol: float = PARITY_ATOL,
     weights: str = "float32",
+    reference_cohort: Cohort | None = None,
+    horizon_days: float | None = None,
     **serving_options,
 ) -> ExportResult:
     """Export the fine-tuned ``checkpoint`` to ``repo_dir/model_name/version`` (steps in the module docstring).
@@ -133,6 +151,8 @@ def export_model(
     ``weights="float16"`` stores the weights at half the size (:func:`store_weights_float16`) once
     the float32 graph has passed the parity check; the card's ``training.weights`` records how far
     that moved the outputs from PyTorch (at most :data:`FLOAT16_ATOL`).
+    ``reference_cohort``: the cohort whose log-risks and outcomes give the card's ``risk_scale``
+    (:func:`attach_risk_scale`, at ``horizon_days``, default :data:`DEFAULT_HORIZON_DAYS`).
     Raises :class:`~hfrisk.model.network.onnx_export.ParityError` when ONNX Runtime and PyTorch disagree.
     """
     if weights not in WEIGHT_DTYPES:
@@ -159,5 +179,126 @@ def export_model(
         final = base.model_copy(update={"version": str(version), "training": training})
         model_dir = write_model_repository(onnx_path, final, repo_dir, model_name=model_name, version=version,
                                            **serving_options)
+    if reference_cohort is not None:
+        final = attach_risk_scale(model_dir, reference_cohort, horizon_days=horizon_days or DEFAULT_HORIZON_DAYS,
+                                  model_name=model_name).card
     log.info("export.done", model_dir=str(model_dir), version=version, parity_worst=report.worst)
     return ExportResult(model_dir, model_dir / str(version) / "model.onnx", final, report)
+
+
+# Five years: the horizon heart-failure risk scores are usually stated at (PCP-HF, the Framingham
+# HF score use 10, MUSIC 3-5); inside the 3-7-year follow-up of hfrisk's simulated cohorts.
+DEFAULT_HORIZON_DAYS = 5 * DAYS_PER_YEAR
+
+
+def risk_scale_from_cohort(
+    log_risk: np.ndarray,
+    time: np.ndarray,
+    event: np.ndarray,
+    *,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    cohort: str,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILE_GRID,
+) -> RiskScale:
+    """The card's ``risk_scale`` from a cohort's log-risks (as the served model outputs them) and outcomes.
+
+    The reference quantiles are Hazen's (``np.percentile(method="hazen")``), under which a sorted
+    value sits at its mid-rank percentile; the baseline is Breslow's :math:`S_0(h) = \exp(-\hat
+    H_0(h))` for the uncentred log-risk (:class:`~hfrisk.training.metrics.BreslowBaseline`). The
+    horizon must lie inside the follow-up: someone must still be at risk there.
+    """
+    log_risk = np.asarray(log_risk, dtype=np.float64)
+    time = np.asarray(time, dtype=np.float64)
+    event = np.asarray(event).astype(bool)
+    if not (len(log_risk) == len(time) == len(event)) or len(log_risk) == 0:
+        raise ValueError("log_risk, time and event need one entry per subject")
+    if not np.all(np.isfinite(log_risk)):
+        raise ValueError("log_risk must be finite")
+    if not np.any(time >= horizon_days):
+        raise ValueError(f"no subject is followed to the horizon ({horizon_days:g} days; longest {time.max():g}): "
+                         "the baseline there would be an extrapolation")
+    # Quantiles are kept unrounded: a served score equal to a tied reference value must land on the
+    # tie (its mid-rank), not just above it.
+    grid = np.asarray(percentiles, dtype=np.float64)
+    quantiles = np.percentile(log_risk, grid, method="hazen")
+    baseline = BreslowBaseline().fit(log_risk, event, time)
+    s0 = float(np.exp(-baseline.cumulative_hazard([horizon_days])[0]))
+    n, n_events = len(log_risk), int(event.sum())
+    return RiskScale(
+        reference=ReferenceDistribution(cohort=cohort, n=n, percentiles=tuple(float(p) for p in grid),
+                                        log_risk=tuple(float(q) for q in quantiles)),
+        absolute_risk=AbsoluteRisk(cohort=cohort, n=n, n_events=n_events, horizon_days=float(horizon_days),
+                                   baseline_survival=s0),
+    )
+
+
+@dataclass(frozen=True)
+class RiskScaleResult:
+    """The card with its new ``risk_scale``, the cohort's log-risks (NaN where not fit to score)
+    and the calibration table of the absolute risk at the horizon on that cohort."""
+
+    card: ModelCard
+    log_risk: np.ndarray
+    calibration: Any
+
+
+def attach_risk_scale(
+    model_dir: str | Path,
+    cohort: Cohort,
+    *,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    model_name: str = "hfrisk",
+    cohort_name: str | None = None,
+    plot: str | Path | None = None,
+    n_bins: int = 10,
+    cache_dir: str | Path | None = None,
+) -> RiskScaleResult:
+    """Score ``cohort`` with the exported model in ``model_dir`` and write the card's ``risk_scale``.
+
+    Records are prepared under the model's own card; those not fit to score (quality gate) are
+    left out, as the service would not score them. The card is rewritten beside the model and in
+    its version folder; nothing else of the model changes. Its ``training`` section gains
+    ``absolute_risk`` (what :func:`hfrisk.gateway.risk_assessment.absolute_risk` reads) and
+    ``calibration`` (slope, intercept, calibration-in-the-large of the absolute risk on this same
+    cohort, so in-sample). ``plot``: also save the calibration plot there. ``cache_dir``: where the
+    prepared model inputs are cached (:func:`~hfrisk.training.data.dataset.model_inputs`).
+    """
+    from hfrisk.serving.scorers import OnnxScorer, find_model_version
+    from hfrisk.training.data.dataset import model_inputs
+    from hfrisk.training.metrics.calibration import calibration_summary, calibration_table, plot_calibration
+
+    version_dir = find_model_version(model_dir, model_name)
+    top_dir = version_dir.parent
+    scorer = OnnxScorer.from_model_dir(version_dir)
+    # Prepared under the card without a scale, so the cached inputs do not depend on the scale.
+    prep_card = scorer.card.model_copy(update={"risk_scale": None})
+    inputs = model_inputs(cohort.record_paths(), prep_card, keep="all", cache_dir=cache_dir)
+    usable = np.asarray(inputs.fit_to_score, dtype=bool) & ~np.asarray(inputs.failed, dtype=bool)
+    log_risk = np.full(len(cohort), np.nan)
+    x = inputs.x[usable]
+    scores = [scorer.score(x[i:i + 256])["log_risk"].reshape(-1) for i in range(0, len(x), 256)]
+    log_risk[usable] = np.concatenate(scores) if scores else []
+    name = cohort_name or f"{Path(cohort.source).name} ({len(cohort)} records, {cohort.n_events} events)"
+    scale = risk_scale_from_cohort(log_risk[usable], cohort.time[usable], cohort.event[usable],
+                                   horizon_days=horizon_days, cohort=name)
+    predicted = scale.absolute_risk_at_horizon(log_risk[usable])
+    table = calibration_table(predicted, cohort.event[usable], cohort.time[usable], t=horizon_days, n_bins=n_bins)
+    summary = calibration_summary(table)
+    if plot is not None:
+        plot_calibration(table, plot)
+    training = dict(scorer.card.training)
+    training["absolute_risk"] = {"horizon_days": scale.absolute_risk.horizon_days,
+                                 "baseline_survival": scale.absolute_risk.baseline_survival}
+    training["calibration"] = {
+        "horizon_days": float(horizon_days), "n_bins": n_bins, "in_sample": True,
+        "n_scored": int(usable.sum()), "n_not_scored": int((~usable).sum()),
+        **{k: (None if not np.isfinite(v) else round(float(v), 6)) for k, v in summary.items()},
+    }
+    card = scorer.card.model_copy(update={"risk_scale": scale, "training": training})
+    card = ModelCard.model_validate(card.model_dump())  # the validators run on the whole card again
+    for folder in (version_dir, top_dir):
+        if (folder / CARD_FILENAME).is_file() or folder == version_dir:
+            card.save(folder / CARD_FILENAME)
+    log.info("export.risk_scale", model_dir=str(top_dir), scored=int(usable.sum()), s0=scale.absolute_risk.baseline_survival,
+             horizon_days=horizon_days, calibration_slope=summary["slope"])
+    return RiskScaleResult(card, log_risk, table)

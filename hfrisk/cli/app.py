@@ -43,6 +43,7 @@ def _register_commands() -> None:
         finetune_command,
         pretrain_command,
         probe_command,
+        risk_scale_command,
         synthetic_cohort_command,
     )
 
@@ -52,6 +53,7 @@ def _register_commands() -> None:
     app.command("finetune")(finetune_command)
     app.command("evaluate")(evaluate_command)
     app.command("export")(export_command)
+    app.command("risk-scale")(risk_scale_command)
     app.command("synthetic-cohort")(synthetic_cohort_command)
     app.command("probe")(probe_command)
     app.command("worker")(worker_command)

@@ -24,6 +24,7 @@ __all__ = [
     "TritonSettings",
     "PrometheusSettings",
     "StreamSettings",
+    "FlagRule",
     "FrontendSettings",
     "LogSettings",
     "PseudonymSettings",
@@ -187,14 +188,52 @@ class PrometheusSettings(BaseModel):
     retention: str = "2d"
 
 
+FlagRule = Literal["absolute_risk", "percentile", "log_risk"]
+
+
 class StreamSettings(BaseModel):
     hop_s: float = 5.0
+    # What raises a flag (docs/score-scale.md): the absolute risk by the model card's horizon, the
+    # percentile in the card's reference cohort, or the raw log-risk. A card without a risk scale
+    # can only flag on log-risk (the worker says so in its log). Flags clear below the clear_*
+    # value, after min_windows_to_flag windows either way (hysteresis). Screening flags a
+    # recording on the same rule, applied to its median window.
+    flag_on: FlagRule = "absolute_risk"
+    # 10 % by the card's horizon (5 years for the bundled model): the 5-year heart-failure
+    # incidence of a general population aged 45-65 is of the order of 1-3 %.
+    flag_absolute_risk: float = Field(default=0.10, gt=0, lt=1)
+    clear_absolute_risk: float = Field(default=0.08, gt=0, lt=1)
+    # "Top 5 %" of the reference cohort.
+    flag_percentile: float = Field(default=95.0, ge=0, le=100)
+    clear_percentile: float = Field(default=90.0, ge=0, le=100)
+    # The log-risk rule's thresholds.
     risk_threshold: float = 1.0
     clear_threshold: float = 0.8
     min_windows_to_flag: int = 2
     batch_size: int = 32
     batch_timeout_s: float = 0.2
     metrics_port: int = 8003
+    @model_validator(mode="after")
+    def _clear_below_flag(self) -> "StreamSettings":
+        for flag, clear in (("flag_absolute_risk", "clear_absolute_risk"), ("flag_percentile", "clear_percentile"),
+                            ("risk_threshold", "clear_threshold")):
+            if getattr(self, clear) > getattr(self, flag):
+                raise ValueError(f"{clear} ({getattr(self, clear)}) is above {flag} ({getattr(self, flag)})")
+        return self
+
+    def flag_thresholds(self, risk_scale=None) -> tuple[float, float]:
+        """``(raise, clear)`` log-risk thresholds of :attr:`flag_on` under a model card's
+        ``risk_scale`` (:class:`hfrisk.model.contract.risk_scale.RiskScale`; both scales are
+        monotone in log-risk, so a flag on either is a log-risk threshold). Without a scale only
+        the log-risk rule exists, and its thresholds are returned."""
+        if self.flag_on == "log_risk" or risk_scale is None:
+            return self.risk_threshold, self.clear_threshold
+        if self.flag_on == "percentile":
+            values = (self.flag_percentile, self.clear_percentile)
+        else:
+            values = (self.flag_absolute_risk, self.clear_absolute_risk)
+        return tuple(risk_scale.log_risk_threshold(self.flag_on, v) for v in values)
+
     # Seconds of later signal a chunk may be overtaken by before it is declared lost (windowing).
     reorder_s: float = 5.0
     # -- one `hfrisk worker` process (its command-line options override these) --

@@ -138,6 +138,8 @@ def worker_env(*, kafka: KafkaSettings, redis_url: str, prefix: str, triton_grpc
         "HFRISK_STREAM__REORDER_S": "5.0",
         "HFRISK_STREAM__BATCH_SIZE": "16",
         "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.1",
+        # The policy is given in log-risk: the worker must not turn it into another rule.
+        "HFRISK_STREAM__FLAG_ON": "log_risk",
         "HFRISK_STREAM__RISK_THRESHOLD": repr(policy.threshold),
         "HFRISK_STREAM__CLEAR_THRESHOLD": repr(policy.clear_threshold),
         "HFRISK_STREAM__MIN_WINDOWS_TO_FLAG": str(policy.min_windows),

@@ -18,6 +18,11 @@ from hfrisk.model.contract.card import (
     load_card,
     CARD_FILENAME,
 )
+from hfrisk.model.contract.risk_scale import (
+    AbsoluteRisk,
+    ReferenceDistribution,
+    RiskScale,
+)
 from hfrisk.model.contract.ecg import (
     ECG,
     to_millivolts,
@@ -50,6 +55,9 @@ __all__ = [
     "default_card",
     "load_card",
     "CARD_FILENAME",
+    "RiskScale",
+    "ReferenceDistribution",
+    "AbsoluteRisk",
     "ECG",
     "to_millivolts",
     "UNIT_SCALE_TO_MV",

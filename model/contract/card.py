@@ -8,10 +8,13 @@ the code base may hard-code lead order, sampling rate, window or input length.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hfrisk.model.contract.risk_scale import RiskScale
 
 __all__ = [
     "CANONICAL_LEADS",
@@ -167,11 +170,26 @@ class ModelCard(_Frozen):
     quality: QualitySpec = Field(default_factory=QualitySpec)
     outputs: tuple[OutputSpec, ...] = Field(default_factory=_default_outputs)
     risk_sign: Literal["higher_is_riskier"] = "higher_is_riskier"
+    # What a log-risk means: its percentile in a reference cohort and an absolute risk at a horizon
+    # (hfrisk.model.contract.risk_scale). None: the model gives relative risk only.
+    risk_scale: RiskScale | None = None
     training: dict = Field(default_factory=dict)
     intended_use: str = (
         "Research and engineering demonstration. Not a validated clinical device; "
         "scores must not be used for diagnosis or treatment decisions."
     )
+
+    @model_validator(mode="after")
+    def _one_baseline(self) -> "ModelCard":
+        # training["absolute_risk"] is the form the FHIR RiskAssessment builder reads
+        # (hfrisk.gateway.risk_assessment); when both are present they must be the same baseline.
+        mirror = (self.training or {}).get("absolute_risk")
+        if mirror and self.risk_scale is not None:
+            spec = self.risk_scale.absolute_risk
+            if (float(mirror.get("horizon_days", math.nan)) != spec.horizon_days
+                    or float(mirror.get("baseline_survival", math.nan)) != spec.baseline_survival):
+                raise ValueError(f"training.absolute_risk {mirror} differs from risk_scale.absolute_risk")
+        return self
 
     def output(self, name: str) -> OutputSpec:
         for spec in self.outputs:

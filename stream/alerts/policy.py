@@ -59,12 +59,22 @@ class AlertPolicy:
             raise ValueError(f"min_windows must be >= 1, got {self.min_windows}")
 
     @classmethod
-    def from_settings(cls, stream_settings=None) -> AlertPolicy:
-        """From ``StreamSettings`` (risk_threshold, clear_threshold, min_windows_to_flag)."""
+    def from_settings(cls, stream_settings=None, *, risk_scale=None) -> AlertPolicy:
+        """From ``StreamSettings``: its flag rule (``flag_on``: absolute risk, percentile or
+        log-risk) turned into log-risk thresholds by the model card's ``risk_scale``
+        (:meth:`StreamSettings.flag_thresholds`), and ``min_windows_to_flag``. Without a scale the
+        log-risk thresholds apply, with a warning when another rule was asked for."""
         from hfrisk.core.config import get_settings
 
         s = stream_settings or get_settings().stream
-        return cls(threshold=s.risk_threshold, clear_threshold=s.clear_threshold, min_windows=s.min_windows_to_flag)
+        if risk_scale is None and s.flag_on != "log_risk":
+            from hfrisk.core.logs import get_logger
+
+            get_logger(__name__).warning(
+                "the model card has no risk scale: flagging on log-risk instead", flag_on=s.flag_on,
+                risk_threshold=s.risk_threshold, clear_threshold=s.clear_threshold)
+        threshold, clear = s.flag_thresholds(risk_scale)
+        return cls(threshold=threshold, clear_threshold=clear, min_windows=s.min_windows_to_flag)
 
     def observe(
         self,

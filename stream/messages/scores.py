@@ -2,7 +2,9 @@
 
 Key: the patient id (:func:`hfrisk.stream.messages.chunk.message_key`). Value: a JSON object with
 ``patient_id``, ``window_id``, ``window_start_us``, ``window_end_us``, ``scored``, ``fit_to_score``,
-``log_risk`` (null unless scored), ``hazard_ratio``, ``quality_score``, ``quality_reasons``,
+``log_risk`` (null unless scored), ``hazard_ratio``, ``risk_percentile`` and ``absolute_risk`` by
+``absolute_risk_horizon_days`` (from the model card's risk scale; null without a score or a scale,
+docs/score-scale.md), ``quality_score``, ``quality_reasons``,
 ``n_beats_detected`` (R peaks found), ``n_beats_used`` (beats in the median beat), ``heart_rate_bpm``
 (from the detected beats), ``lead_attention`` (lead -> weight, the one wire form of
 :mod:`hfrisk.model.contract.attention_weights`), ``model_version``, ``scored_at_us``, ``device_id``,
@@ -33,6 +35,9 @@ def score_record(result: Any, *, redelivered: bool, chunk_timestamp_ms: int | No
         "fit_to_score": result.fit_to_score,
         "log_risk": result.log_risk,
         "hazard_ratio": result.hazard_ratio,
+        "risk_percentile": result.risk_percentile,
+        "absolute_risk": result.absolute_risk,
+        "absolute_risk_horizon_days": result.absolute_risk_horizon_days,
         "quality_score": result.quality_score,
         "quality_reasons": list(result.quality_reasons),
         "n_beats_detected": result.n_beats_detected,

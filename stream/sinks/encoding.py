@@ -75,6 +75,9 @@ def latest_fields(r: WindowResult) -> dict[str, str]:
         "window_start": us_to_datetime(r.window_start_us).isoformat(),
         "log_risk": num(r.log_risk),
         "hazard_ratio": num(r.hazard_ratio),
+        "risk_percentile": _optional(r.risk_percentile),
+        "absolute_risk": _optional(r.absolute_risk),
+        "absolute_risk_horizon_days": _optional(r.absolute_risk_horizon_days),
         "quality_score": num(r.quality_score),
         "fit_to_score": "1" if r.fit_to_score else "0",
         "quality_reasons": compact_json(list(r.quality_reasons)),
@@ -87,6 +90,10 @@ def latest_fields(r: WindowResult) -> dict[str, str]:
         "scored_at_us": str(scored_at_us),
         "scored_at": us_to_datetime(scored_at_us).isoformat(),
     }
+
+
+def _optional(value: float | None) -> str:
+    return "" if value is None else num(value)
 
 
 def parse_latest(fields: Mapping) -> dict[str, Any]:
@@ -104,6 +111,9 @@ def parse_latest(fields: Mapping) -> dict[str, Any]:
     for name in ("log_risk", "hazard_ratio", "quality_score"):
         out[name] = float(f[name])
     out["heart_rate_bpm"] = float(f["heart_rate_bpm"]) if f["heart_rate_bpm"] else None
+    # Absent from hashes written before the card had a risk scale; empty when it has none.
+    for name in ("risk_percentile", "absolute_risk", "absolute_risk_horizon_days"):
+        out[name] = float(f[name]) if f.get(name) else None
     out["fit_to_score"] = f["fit_to_score"] == "1"
     for name in ("quality_reasons", "temporal_attention"):
         out[name] = json.loads(f[name])

@@ -62,13 +62,16 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
         "dashboards (patient panel), `read_patient`",
         "the newest scored window, replaced whole: `patient_id`, `window_id`, `window_start_us`, `window_end_us`, "
         "`window_start` (ISO), `log_risk` (Cox log-hazard, higher = riskier), `hazard_ratio` (= exp(log_risk)), "
+        "`risk_percentile` (0-100, in the model card's reference cohort), `absolute_risk` (probability of heart "
+        "failure within `absolute_risk_horizon_days`, Breslow baseline of the card; these three are empty when the "
+        "card has no risk scale, absent in hashes written before it; docs/score-scale.md), "
         "`quality_score`, `fit_to_score` (`1`), `quality_reasons` (JSON list), `n_beats_detected` (R peaks "
         "found in the window), `n_beats_used` (those that formed the median beat; a hash written before the "
         "split has one `n_beats`, read as this), `heart_rate_bpm` (from the detected beats; empty if unknown), "
         "`lead_attention` (JSON object lead → weight, 12 leads in the model card's order, sum 1; `hfrisk.model.contract.attention_weights`), `temporal_attention` (JSON list, one weight per "
         "encoder step averaged over leads, sum 1), `model_version`, `scored_at_us`, `scored_at` (ISO)",
-        "newest scored window: log-risk, hazard ratio, quality, beats, heart rate, lead attention, "
-        "temporal attention, model version",
+        "newest scored window: log-risk, hazard ratio, percentile, absolute risk, quality, beats, heart rate, "
+        "lead attention, temporal attention, model version",
     ),
     KeySpec(
         "trend", "{prefix}:trend:{patient_id}", "zset", "patient_ttl_s",

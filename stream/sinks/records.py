@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from hfrisk.model.contract.card import CANONICAL_LEADS
+from hfrisk.model.contract.risk_scale import RiskScale
 from hfrisk.stream.alerts.policy import AlertEvent, AlertState
 from hfrisk.stream.windowing import Window
 
-__all__ = ["WindowResult", "WriteOutcome", "TrendPoint", "PatientView", "temporal_summary"]
+__all__ = ["WindowResult", "WriteOutcome", "TrendPoint", "PatientView", "temporal_summary", "risk_terms"]
 
 
 def temporal_summary(temporal_attention: np.ndarray) -> list[float]:
@@ -42,7 +43,10 @@ class WindowResult:
     low-quality record (a score computed anyway is kept with it, but ranks and alerts nothing).
     ``lead_attention`` is in ``lead_names`` order; ``temporal_attention`` is the per-step summary
     of :func:`temporal_summary`. ``n_beats_detected``: R peaks found in the window (the heart
-    rate's beats); ``n_beats_used``: those that formed the median beat.
+    rate's beats); ``n_beats_used``: those that formed the median beat. ``risk_percentile`` (0-100,
+    in the card's reference cohort) and ``absolute_risk`` (probability of the outcome within
+    ``absolute_risk_horizon_days``) come from the model card's risk scale; None when the window has
+    no score or the card no scale (docs/score-scale.md).
     """
 
     patient_id: str
@@ -63,6 +67,9 @@ class WindowResult:
     scored_at_us: int | None = None
     device_id: str = ""
     bed: str = ""
+    risk_percentile: float | None = None
+    absolute_risk: float | None = None
+    absolute_risk_horizon_days: float | None = None
 
     @property
     def scored(self) -> bool:
@@ -83,10 +90,12 @@ class WindowResult:
         lead_names: tuple[str, ...] = CANONICAL_LEADS,
         scored_at_us: int | None = None,
         bed: str = "",
+        risk_scale: RiskScale | None = None,
     ) -> WindowResult:
         """From a :class:`Window`, its ``prepare()`` result and the model's outputs for this one
         window (``log_risk``, ``lead_attention``, ``temporal_attention``; a leading batch axis of 1
-        is fine). ``outputs=None``: the window was not scored."""
+        is fine). ``outputs=None``: the window was not scored. ``risk_scale``: the served card's,
+        which gives the percentile and absolute risk."""
         quality = prepared.quality
         log_risk = lead_attention = temporal = None
         if outputs is not None:
@@ -115,6 +124,7 @@ class WindowResult:
             scored_at_us=scored_at_us,
             device_id=window.ecg.device_id,
             bed=bed,
+            **risk_terms(log_risk, risk_scale),
         )
 
 
@@ -149,6 +159,18 @@ class PatientView:
     info: dict[str, str]
     low_quality: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def risk_terms(log_risk: float | None, risk_scale: RiskScale | None) -> dict[str, float | None]:
+    """``risk_percentile``, ``absolute_risk`` and ``absolute_risk_horizon_days`` of a log-risk
+    under a card's risk scale (all None without a score or a scale)."""
+    if log_risk is None or risk_scale is None or not math.isfinite(log_risk):
+        return {"risk_percentile": None, "absolute_risk": None, "absolute_risk_horizon_days": None}
+    return {
+        "risk_percentile": float(risk_scale.percentile(float(log_risk))),
+        "absolute_risk": float(risk_scale.absolute_risk_at_horizon(float(log_risk))),
+        "absolute_risk_horizon_days": risk_scale.absolute_risk.horizon_days,
+    }
 
 
 def _code(reason: Any) -> str:

@@ -143,7 +143,8 @@ class StreamWorker:
             assembler=WindowAssembler.from_settings(card, settings.stream),
             preprocessor=preprocessor,
             scorer=scorer,
-            sink=RedisSink(client, settings.redis.key_prefix, policy=AlertPolicy.from_settings(settings.stream)),
+            sink=RedisSink(client, settings.redis.key_prefix,
+                           policy=AlertPolicy.from_settings(settings.stream, risk_scale=card.risk_scale)),
             store=BufferStore(client, settings.redis.key_prefix, settings.redis.patient_ttl_s),
             publisher=publisher,
             metrics=metrics,
@@ -222,7 +223,7 @@ class StreamWorker:
                 continue
             result = WindowResult.from_scoring(
                 window, score.prepared, score.outputs, model_version=self.scorer.model_version,
-                lead_names=self.card.input.leads, scored_at_us=scored_at_us,
+                lead_names=self.card.input.leads, scored_at_us=scored_at_us, risk_scale=self.card.risk_scale,
             )
             results.append((result, window, record))
 
