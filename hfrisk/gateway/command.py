@@ -125,16 +125,9 @@ def fhir_command(host: Host = None, port: Port = None, create_topics: CreateTopi
     asgi = fhir_app(intake, max_message_bytes=gateway.max_message_bytes, token=gateway.bearer_token,
                     default_units=gateway.fhir_default_units, read_latest=read_latest,
                     pseudonymise=pseudonymiser_from_settings(settings.pseudonym), card=model_card)
-    ssl_args = {}
-    if gateway.tls_certfile is not None:
-        ssl_args = {"ssl_certfile": str(gateway.tls_certfile), "ssl_keyfile": str(gateway.tls_keyfile)}
-        if gateway.tls_client_cafile is not None:
-            import ssl
-
-            ssl_args |= {"ssl_ca_certs": str(gateway.tls_client_cafile), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     try:
         uvicorn.run(asgi, host=gateway.fhir_host, port=gateway.fhir_port, log_level="warning",
-                    limit_concurrency=64, **ssl_args)
+                    limit_concurrency=64, **gateway.uvicorn_ssl_options())
     finally:
         intake.publisher.close()
 

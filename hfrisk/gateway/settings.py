@@ -86,6 +86,15 @@ class GatewaySettings(BaseSettings):
             context.verify_mode = ssl.CERT_REQUIRED
         return context
 
+    def uvicorn_ssl_options(self) -> dict:
+        """The same TLS setup as :meth:`server_ssl_context`, in uvicorn's keyword arguments."""
+        if self.tls_certfile is None:
+            return {}
+        options = {"ssl_certfile": str(self.tls_certfile), "ssl_keyfile": str(self.tls_keyfile)}
+        if self.tls_client_cafile is not None:
+            options |= {"ssl_ca_certs": str(self.tls_client_cafile), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        return options
+
     def bearer_token(self) -> str | None:
         """The FHIR endpoint's bearer token (read afresh, so a rotated file is picked up)."""
         return read_secret(self.fhir_token, self.fhir_token_file, "FHIR gateway token")

@@ -120,3 +120,55 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all(observa
     response = _client(publisher, max_message_bytes=50_000).post(
         "/Observation", content=pieces(), headers={"content-type": "application/fhir+json"})
     assert response.status_code == 413 and publisher.chunks == []
+
+
+def test_https_with_client_certificates_and_token_on_a_real_uvicorn(tmp_path, observation):
+    """The FHIR endpoint as `hfrisk gateway fhir` serves it off loopback: TLS, client certificates,
+    bearer token (uvicorn on a real socket; Kafka replaced by the recording publisher)."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from hfrisk.gateway.settings import GatewaySettings
+    from tests.security.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    token = tmp_path / "token"
+    token.write_text("fhir-token-123\n")
+    settings = GatewaySettings(fhir_host="0.0.0.0", tls_certfile=pki.certfile, tls_keyfile=pki.keyfile,
+                               tls_client_cafile=pki.cafile, fhir_token_file=token)
+    publisher = RecordingPublisher()
+    app = fhir_app(Intake(publisher, KafkaSettings(), chunk_s=1.0, source="fhir-http"), max_message_bytes=4_000_000,
+                   token=settings.bearer_token)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           **settings.uvicorn_ssl_options()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        url = f"https://127.0.0.1:{port}/Observation"
+        auth = {"authorization": "Bearer fhir-token-123"}
+        with_cert = ssl.create_default_context(cafile=str(pki.cafile))
+        with_cert.load_cert_chain(pki.client_certfile, pki.client_keyfile)
+        with httpx.Client(verify=with_cert) as client:
+            assert client.post(url, json=observation, headers=auth).status_code == 202
+            assert client.post(url, json=observation).status_code == 401
+        without_cert = ssl.create_default_context(cafile=str(pki.cafile))
+        with pytest.raises(httpx.HTTPError), httpx.Client(verify=without_cert) as anonymous:
+            anonymous.post(url, json=observation, headers=auth)  # no client certificate: handshake refused
+        with pytest.raises(httpx.TransportError):  # plain HTTP: the TLS server hangs up
+            httpx.post(f"http://127.0.0.1:{port}/Observation", json=observation, headers=auth)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert len(publisher.decoded()) == 10  # the one authenticated, encrypted request
