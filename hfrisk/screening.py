@@ -6,6 +6,12 @@ of the card's length every ``hop_s`` seconds (default: the window length, so a 1
 is one window and a 30-min Holter 180). Rows are appended whole records at a time, so an
 interrupted run resumes where it stopped: a record is done when all its windows are written.
 ``records.csv`` beside it summarises each recording (:func:`summarize_records`).
+
+When the model card has a risk scale, every scored window (and each recording, by its median
+log-risk) also gets ``risk_percentile`` in the card's reference cohort and ``absolute_risk`` by
+``absolute_risk_horizon_days`` (docs/score-scale.md). ``threshold`` is always a log-risk: the CLI
+turns the flag rule of the settings (absolute risk, percentile or log-risk) into one through the
+card.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.errors import ECGInputError
+from hfrisk.model.contract.risk_scale import RiskScale
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare_windows
 from hfrisk.model.readers.dispatch import iter_records, read_ecg
@@ -80,6 +87,10 @@ class ScreenRow:
     missing_leads: str = ""
     log_risk: float = math.nan
     hazard_ratio: float = math.nan
+    # From the card's risk scale; NaN without a score or a scale.
+    risk_percentile: float = math.nan
+    absolute_risk: float = math.nan
+    absolute_risk_horizon_days: float = math.nan
     flagged: bool = False
     top_lead: str = ""
     # {lead: weight} in the card's lead order, the one JSON form of
@@ -298,6 +309,7 @@ def screen(
     workers = min(workers, len(paths) // chunk_size)
 
     card = scorer.card
+    scale = card.risk_scale
     pending: list[tuple[ScreenRow, np.ndarray]] = []
     rows: list[ScreenRow] = []
 
@@ -308,6 +320,10 @@ def screen(
             for i, (row, _) in enumerate(batch):
                 row.log_risk = float(outputs["log_risk"][i, 0])
                 row.hazard_ratio = math.exp(row.log_risk)
+                if scale is not None:
+                    row.risk_percentile = float(scale.percentile(row.log_risk))
+                    row.absolute_risk = float(scale.absolute_risk_at_horizon(row.log_risk))
+                    row.absolute_risk_horizon_days = scale.absolute_risk.horizon_days
                 row.flagged = row.log_risk >= threshold
                 weights = outputs["lead_attention"][i]
                 row.top_lead = card.input.leads[int(np.argmax(weights))]
@@ -329,18 +345,19 @@ def screen(
     score_pending()
     _flush(rows, scores_path)
     frame = read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
-    summarize_records(frame, threshold).to_csv(out_dir / RECORDS_FILENAME, index=False)
+    summarize_records(frame, threshold, scale).to_csv(out_dir / RECORDS_FILENAME, index=False)
     return frame
 
 
 RECORD_COLUMNS = [
     "record", "patient_id", "status", "reason", "windows", "windows_scored", "windows_low_quality",
     "windows_refused", "windows_flagged", "median_log_risk", "max_log_risk", "max_log_risk_window_s",
-    "hazard_ratio", "flagged", "quality_score", "heart_rate_bpm", "top_lead",
+    "hazard_ratio", "risk_percentile", "absolute_risk", "absolute_risk_horizon_days", "flagged", "quality_score",
+    "heart_rate_bpm", "top_lead",
 ]
 
 
-def summarize_records(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def summarize_records(frame: pd.DataFrame, threshold: float, risk_scale: RiskScale | None = None) -> pd.DataFrame:
     """One row per recording, in the order of ``frame`` (the window rows of :func:`screen`).
 
     ``status``: ``scored`` when any window was scored, else ``low_quality`` when any window was
@@ -351,6 +368,8 @@ def summarize_records(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     noisy window of a long recording does not flag it, and a one-window recording is flagged
     exactly when its window is. ``quality_score`` and ``heart_rate_bpm`` are medians over the
     windows that have them; ``top_lead`` is the lead most often on top of the lead attention.
+    ``risk_percentile`` and ``absolute_risk`` are those of the median log-risk under ``risk_scale``
+    (NaN without one), so a recording flagged on either is one whose median log-risk is flagged.
     """
     # Whole-column group aggregations: a loop of small pandas operations per recording cost ~3 ms
     # each, almost as much as preprocessing the recording.
@@ -389,6 +408,12 @@ def summarize_records(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
         text = text.dropna().astype(str)
         out.loc[record, "reason"] = ";".join(pd.Series([r for t in text for r in t.split(";") if r]).value_counts().index)
     out["hazard_ratio"] = np.exp(out["median_log_risk"])
+    median = out["median_log_risk"].to_numpy(dtype=float)
+    nan = np.full(len(out), np.nan)
+    out["risk_percentile"] = nan if risk_scale is None else risk_scale.percentile(median)
+    out["absolute_risk"] = nan if risk_scale is None else risk_scale.absolute_risk_at_horizon(median)
+    out["absolute_risk_horizon_days"] = (
+        nan if risk_scale is None else np.where(np.isnan(median), np.nan, risk_scale.absolute_risk.horizon_days))
     out["flagged"] = any_scored & (out["median_log_risk"] >= threshold)
     out["patient_id"] = out["patient_id"].fillna("")
     out["top_lead"] = out["top_lead"].fillna("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NamedTuple, Optional
 
 import typer
 
@@ -20,7 +20,7 @@ def screen(
     in_process: Annotated[bool, typer.Option("--in-process", help="Score with ONNX Runtime in this process instead of Triton.")] = False,
     triton_url: Annotated[Optional[str], typer.Option(help="Triton gRPC address; default HFRISK_TRITON__GRPC_URL.")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="Use a randomly initialised network when no model is found (plumbing checks only).")] = False,
-    threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default HFRISK_STREAM__RISK_THRESHOLD.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default: the flag rule of the settings (HFRISK_STREAM__FLAG_ON: 5-year absolute risk >= HFRISK_STREAM__FLAG_ABSOLUTE_RISK, percentile >= HFRISK_STREAM__FLAG_PERCENTILE, or log-risk >= HFRISK_STREAM__RISK_THRESHOLD) through the model card's risk scale.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess while this one scores; default one per CPU, 0: none.")] = None,
@@ -47,9 +47,11 @@ def screen(
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         scorer = _triton_scorer(triton_url or settings.triton.grpc_url, model or settings.paths.model_repository,
                                 settings.paths.model_name)
+    rule = flag_rule(settings.stream, scorer.card.risk_scale, threshold)
+    console.print(f"flag: {rule.text}")
     frame = run_screen(
         sources, scorer, out,
-        threshold=settings.stream.risk_threshold if threshold is None else threshold,
+        threshold=rule.log_risk,
         batch_size=batch_size, resume=resume, workers=workers, hop_s=hop_s,
     )
     records = pd.read_csv(out / RECORDS_FILENAME)
@@ -69,17 +71,48 @@ def screen(
         )
     if scorer.untrained:
         console.print("[bold red]UNTRAINED network: these scores are meaningless.[/bold red]")
-    table = Table("record", "windows", "log-risk", "max", "HR x", "quality", "bpm", "top lead", "flag",
-                  title="Highest risk (median over the scored windows of each recording)")
+    scale = scorer.card.risk_scale
+    horizon = f"{scale.absolute_risk.horizon_years:g}-y risk" if scale is not None else "abs. risk"
+    table = Table("record", "windows", "log-risk", "max", "HR x", "percentile", horizon, "quality", "bpm", "top lead",
+                  "flag", title="Highest risk (median over the scored windows of each recording)")
+    if scale is None:
+        console.print("The model card has no risk scale: relative risk only (hfrisk risk-scale gives it one).")
     for row in summarize(records):
         table.add_row(
             Path(row["record"]).name, f"{row['windows_scored']}/{row['windows']}", f"{row['median_log_risk']:.2f}",
             f"{row['max_log_risk']:.2f}", f"{row['hazard_ratio']:.2f}",
+            _or_dash(row["risk_percentile"], "{:.1f}"), _or_dash(row["absolute_risk"], "{:.1%}"),
             f"{row['quality_score']:.2f}", f"{row['heart_rate_bpm']:.0f}", str(row["top_lead"]),
             "[bold red]FLAG[/bold red]" if row["flagged"] else "",
         )
     console.print(table)
 
+
+
+class FlagRule(NamedTuple):
+    log_risk: float
+    text: str
+
+
+def flag_rule(stream, risk_scale, threshold: float | None = None) -> FlagRule:
+    """The log-risk a recording is flagged at, and the rule in words: ``threshold`` (a log-risk)
+    when given, else the settings' rule through the card's risk scale."""
+    if threshold is not None:
+        return FlagRule(threshold, f"log-risk >= {threshold:g} (--threshold)")
+    raise_at, _ = stream.flag_thresholds(risk_scale)
+    if stream.flag_on == "log_risk" or risk_scale is None:
+        note = "" if stream.flag_on == "log_risk" else f" (the card has no risk scale for flag_on={stream.flag_on})"
+        return FlagRule(raise_at, f"log-risk >= {raise_at:g}{note}")
+    if stream.flag_on == "percentile":
+        return FlagRule(raise_at, f"percentile >= {stream.flag_percentile:g} in the reference cohort "
+                                  f"(log-risk >= {raise_at:.4f})")
+    years = risk_scale.absolute_risk.horizon_years
+    return FlagRule(raise_at, f"{years:g}-year absolute risk >= {stream.flag_absolute_risk:.1%} "
+                              f"(log-risk >= {raise_at:.4f})")
+
+
+def _or_dash(value, fmt: str) -> str:
+    return "-" if value is None or value != value else fmt.format(value)
 
 
 def _triton_scorer(url: str, model: Path, model_name: str):

@@ -259,3 +259,44 @@ def test_scores_written_before_windows_and_beat_counts_resume(ward, tmp_path, sc
     assert row["n_beats_used"] == new["n_beats_used"].iloc[0] and np.isnan(row["n_beats_detected"])
     assert row["window_start_s"] == 0.0 and row["log_risk"] == pytest.approx(new["log_risk"].iloc[0])
     assert list(read_scores(out / SCORES_FILENAME).columns) == list(frame.columns)
+
+
+def test_cli_screen_with_the_bundled_model_gives_percentile_and_absolute_risk(tmp_path, ecg_data_dir, monkeypatch):
+    """The shipped card's risk scale reaches every scored row, each recording and the printed table;
+    the default flag is the settings' absolute-risk rule through that scale."""
+    from pathlib import Path
+
+    from hfrisk.core.config import get_settings
+    from hfrisk.model.contract.card import load_card
+    from hfrisk.screening import RECORDS_FILENAME
+
+    bundled = Path(__file__).resolve().parents[2] / "triton_models"
+    scale = load_card(bundled / "hfrisk").risk_scale
+    monkeypatch.setenv("HFRISK_STREAM__FLAG_ON", "absolute_risk")
+    monkeypatch.setenv("COLUMNS", "200")  # rich would cut the table to 80 columns
+    monkeypatch.setenv("HFRISK_STREAM__FLAG_ABSOLUTE_RISK", "0.05")
+    monkeypatch.setenv("HFRISK_STREAM__CLEAR_ABSOLUTE_RISK", "0.04")
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "bundled"
+        result = CliRunner().invoke(app, ["screen", str(ecg_data_dir / "ptbxl" / "records500"), "--in-process",
+                                          "--model", str(bundled), "--out", str(out), "--workers", "0"],
+                                    terminal_width=200)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "5-year absolute risk >= 5.0%" in result.output and "percentile" in result.output
+    rows = pd.read_csv(out / SCORES_FILENAME)
+    scored = rows[rows["status"] == "scored"]
+    assert len(scored) == 24
+    np.testing.assert_allclose(scored["risk_percentile"], scale.percentile(scored["log_risk"]), atol=1e-9)
+    np.testing.assert_allclose(scored["absolute_risk"],
+                               1 - scale.absolute_risk.baseline_survival ** np.exp(scored["log_risk"]), rtol=1e-9)
+    assert (scored["absolute_risk_horizon_days"] == 1826.25).all()
+    # Flagged exactly where the 5-year risk reaches 5 %, and recordings carry their median's terms.
+    assert (scored["flagged"] == (scored["absolute_risk"] >= 0.05 - 1e-12)).all()
+    assert 0 < scored["flagged"].sum() < len(scored)
+    records = pd.read_csv(out / RECORDS_FILENAME)
+    np.testing.assert_allclose(records["risk_percentile"], scale.percentile(records["median_log_risk"]), atol=1e-9)
+    top = records.sort_values("median_log_risk").iloc[-1]
+    assert f"{top['risk_percentile']:.1f}" in result.output and f"{top['absolute_risk']:.1%}" in result.output
