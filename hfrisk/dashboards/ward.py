@@ -57,6 +57,11 @@ def ward_dashboard(stream: StreamSettings, key_prefix: str, min_quality: float, 
     """The ward board; thresholds from ``stream``, the quality line at ``min_quality``."""
     risk_steps = threshold_steps((None, "green"), (stream.clear_threshold, "orange"), (stream.risk_threshold, "red"))
     quality_steps = threshold_steps((None, "red"), (min_quality, "green"))
+    # The percentile and the absolute risk are coloured by the flag rule's own values, whatever the
+    # rule in force: a reader sees where a patient stands against "top 5 %" and "10 % in 5 years".
+    percentile_steps = threshold_steps((None, "green"), (stream.clear_percentile, "orange"), (stream.flag_percentile, "red"))
+    absolute_steps = threshold_steps((None, "green"), (stream.clear_absolute_risk, "orange"),
+                                     (stream.flag_absolute_risk, "red"))
     patient_var = (
         gdash.QueryVariable("patient").label("Patient").datasource(REDIS)
         # Riskiest first, so the default selection is the patient most worth a look.
@@ -149,16 +154,27 @@ def ward_dashboard(stream: StreamSettings, key_prefix: str, min_quality: float, 
     board = board.with_panel(
         stat_panel("Current risk", grid(0, 21, 8, 6), datasource=REDIS)
         .description("Newest scored window: log-hazard (higher = riskier), hazard ratio = exp(log-hazard), "
-                     f"heart rate and signal quality ({_named('latest')}).")
+                     "percentile in the model card's reference cohort, absolute risk of heart failure within the "
+                     "card's horizon (days; Breslow baseline; docs/score-scale.md), heart rate and signal quality "
+                     f"({_named('latest')}). The flag rule in force: {stream.flag_on}.")
         .with_target(RedisQuery(command="hgetall", key=_key("latest")))
         .reduce_options(gcommon.ReduceDataOptions().values(False).calcs(["lastNotNull"])
-                        .fields("/^(log_risk|hazard_ratio|heart_rate_bpm|quality_score)$/"))
+                        .fields("/^(log_risk|hazard_ratio|risk_percentile|absolute_risk|absolute_risk_horizon_days|"
+                                "heart_rate_bpm|quality_score)$/"))
         .decimals(2).thresholds(risk_steps)
         .override_by_name("hazard_ratio", [display_name("hazard ratio"), thresholds_override(threshold_steps((None, "text")))])
         .override_by_name("heart_rate_bpm", [display_name("heart rate"), mdash.DynamicConfigValue(id_val="unit", value="bpm"),
                                              thresholds_override(threshold_steps((None, "text")))])
         .override_by_name("quality_score", [display_name("quality"), thresholds_override(quality_steps)])
         .override_by_name("log_risk", [display_name("log-risk")])
+        .override_by_name("risk_percentile", [display_name("percentile"), thresholds_override(percentile_steps),
+                                              mdash.DynamicConfigValue(id_val="decimals", value=1)])
+        .override_by_name("absolute_risk", [display_name("absolute risk"), thresholds_override(absolute_steps),
+                                            mdash.DynamicConfigValue(id_val="unit", value="percentunit"),
+                                            mdash.DynamicConfigValue(id_val="decimals", value=1)])
+        .override_by_name("absolute_risk_horizon_days", [display_name("within (days)"),
+                                                         thresholds_override(threshold_steps((None, "text"))),
+                                                         mdash.DynamicConfigValue(id_val="decimals", value=0)])
     )
     board = board.with_panel(
         stat_panel("Alert state", grid(8, 21, 4, 6), datasource=REDIS)

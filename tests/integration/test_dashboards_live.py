@@ -16,9 +16,12 @@ import uuid
 
 import numpy as np
 import pytest
-from hfrisk.model.contract.card import CANONICAL_LEADS
+from pathlib import Path
+
+from hfrisk.model.contract.card import CANONICAL_LEADS, load_card
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.worker.metrics import StreamMetrics
+from hfrisk.stream.sinks.records import risk_terms
 from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult
 from hfrisk.stream.windowing import SkippedWindows, SkipReason, window_id
 from prometheus_client import CollectorRegistry, start_http_server
@@ -147,6 +150,8 @@ def test_every_prometheus_panel_returns_data(scraped_metrics):
 
 
 T0_US = (time.time_ns() // 1000) - 3_600_000_000  # an hour ago, so the windows sit in the time range
+# The bundled model's risk scale: the percentile and absolute risk the worker stores with a score.
+RISK_SCALE = load_card(Path(__file__).resolve().parents[2] / "triton_models" / "hfrisk").risk_scale
 HOP_US = 5_000_000
 
 
@@ -159,7 +164,7 @@ def _result(patient: str, k: int, log_risk: float | None, *, fit: bool = True) -
         quality_reasons=() if fit else ("noisy", "too_few_beats"), log_risk=log_risk, n_beats_detected=12, n_beats_used=12,
         heart_rate_bpm=71.0, lead_attention=tuple(float(w) for w in weights / weights.sum()),
         temporal_attention=tuple([1 / 19] * 19), model_version="live-test", scored_at_us=start + 10_300_000,
-        device_id=f"monitor-{patient}", bed=patient.upper(),
+        device_id=f"monitor-{patient}", bed=patient.upper(), **risk_terms(log_risk if fit else None, RISK_SCALE),
     )
 
 
@@ -203,6 +208,15 @@ def test_every_redis_panel_and_variable_returns_data(ward):
     assert {k: float(v) for k, v in ranking.items()} == {b"bed-1": 1.9, b"bed-2": 0.2}
     assert results["Flagged now"][::2] == [b"bed-1"]
     assert results["Alert state"] == b"1"
+    # The newest score in clinical terms: the fields the "Current risk" panel picks by name.
+    latest = dict(zip(results["Current risk"][::2], results["Current risk"][1::2]))
+    assert float(latest[b"risk_percentile"]) == pytest.approx(float(RISK_SCALE.percentile(1.9)))
+    assert float(latest[b"absolute_risk"]) == pytest.approx(float(RISK_SCALE.absolute_risk_at_horizon(1.9)))
+    assert float(latest[b"absolute_risk_horizon_days"]) == RISK_SCALE.absolute_risk.horizon_days
+    current = next(p for p in BOARDS["ward"]["panels"] if p["title"] == "Current risk")
+    picked = re.compile(current["options"]["reduceOptions"]["fields"].strip("/"))
+    assert {"risk_percentile", "absolute_risk", "absolute_risk_horizon_days"} <= {
+        k.decode() for k in latest if picked.match(k.decode())}
     events = results["Alert events"]
     assert [dict(zip(e[1][::2], e[1][1::2]))[b"kind"] for e in events] == [b"raised"]
 
