@@ -91,19 +91,20 @@ def _loop(t_ms: np.ndarray, start_ms: float, width_ms: float, turn_rad: float, t
     return envelope * np.stack([np.cos(angle), np.sin(angle) * np.cos(tilt_rad), np.sin(angle) * np.sin(tilt_rad)])
 
 
-def _built_beat(qrs_ms: float, pr_ms: float = 160.0, qt_ms: float = 400.0, noise_mv: float = 0.0, seed: int = 0):
+def _built_beat(qrs_ms: float, pr_ms: float = 160.0, qt_ms: float | None = None, noise_mv: float = 0.0, seed: int = 0):
     """A 12-lead beat (R peak near sample 200) from a dipole whose loops have known boundaries.
 
     QRS: a 1.5-mV loop turning 250 degrees over [onset, onset + qrs_ms] (onset 45 % of it before the
     R index), as a vectorcardiogram does; P: 0.15 mV, 100 ms from ``pr_ms`` before the onset;
-    T: 0.4 mV over the last 45 % of the QT. I, II and V1-V6 are projections of the dipole on fixed
+    T: 0.4 mV over the last 180 ms of the QT (by default QRS + 300 ms: a 120-ms ST segment). I, II and V1-V6 are projections of the dipole on fixed
     lead directions; III, aVR, aVL and aVF follow from I and II (Einthoven, Goldberger)."""
     t_ms = (np.arange(600) - R_INDEX) * 1000.0 / FS
     onset = -0.45 * qrs_ms
+    qt_ms = qrs_ms + 300.0 if qt_ms is None else qt_ms
     dipole = (
         1.5 * _loop(t_ms, onset, qrs_ms, np.radians(250), 0.4)
         + 0.15 * _loop(t_ms, onset - pr_ms, 100.0, 0.3, 0.2)
-        + 0.4 * _loop(t_ms, onset + 0.55 * qt_ms, 0.45 * qt_ms, 0.2, -0.3)
+        + 0.4 * _loop(t_ms, onset + qt_ms - 180.0, 180.0, 0.2, -0.3)
     )
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((8, 3))

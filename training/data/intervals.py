@@ -15,7 +15,9 @@ and ``peak`` the wave's own largest velocity:
 
 - **QRS onset** walking back from the QRS's velocity peak, **offset** walking forward: the first
   sample where ``v`` stays below 3 % of the QRS peak for 6 ms, or where it is below 10 % and
-  turns up again (the ST segment or the T wave starting: with ST elevation ``v`` never reaches 3 %).
+  turns up again (the ST segment or the T wave starting: with ST elevation ``v`` never reaches 3 %);
+  at the offset, not where ``v`` climbs back to a fifth of the QRS peak within 40 ms (the terminal
+  R' or S of a right bundle branch block follows such a dip).
 - **T end**: the T peak is the maximum of ``m`` between the J point and the next beat's P wave
   (R-R minus 250 ms after the R peak; none under 0.03 mV); from the steepest point after it, where
   ``v`` falls below 10 % of that steepest velocity.
@@ -69,6 +71,7 @@ _QRS_ONSET_MAX_MS = 300.0
 _QRS_OFFSET_MAX_MS = 240.0
 _QRS_LOW, _QRS_HIGH = 0.03, 0.10
 _HOLD_MS = 6.0
+_QRS_RESUME, _QRS_RESUME_MS = 0.2, 40.0
 # T end: the search stops this long before the next R peak (the next P wave lies there).
 _NEXT_BEAT_GAP_MS = 250.0
 _T_AFTER_QRS_MS = 40.0
@@ -136,7 +139,7 @@ def spatial_magnitude(beat: np.ndarray, reference: np.ndarray, leads: np.ndarray
     return np.sqrt(((rows - ref[:, None]) ** 2).sum(axis=0))
 
 
-def _held_below(v: np.ndarray, start: int, stop: int, threshold: float, hold: int) -> bool:
+def _held_below(v: np.ndarray, start: int, stop: int, threshold: float) -> bool:
     return bool(np.all(v[max(start, 0) : stop] < threshold))
 
 
@@ -149,15 +152,21 @@ def _qrs_bounds(v: np.ndarray, r: int, fs: float) -> tuple[int, int]:
     low = iso + _QRS_LOW * (v[peak] - iso)
     high = iso + _QRS_HIGH * (v[peak] - iso)
     hold = max(1, int(round(_HOLD_MS * s)))
+    look = int(_QRS_RESUME_MS * s)
+    resume = iso + _QRS_RESUME * (v[peak] - iso)
     onset, first = peak, max(1, r - int(_QRS_ONSET_MAX_MS * s))
     # Below 3 % for the hold, or below 10 % at a local minimum (a P wave or a slurred upstroke joins).
     while onset > first and not (
-        _held_below(v, onset - hold, onset + 1, low, hold) or (v[onset] < high and v[onset] <= v[onset - 1])
+        _held_below(v, onset - hold, onset + 1, low) or (v[onset] < high and v[onset] <= v[onset - 1])
     ):
         onset -= 1
+    # The same at the end (the ST segment or the T wave joins), unless the velocity climbs back to a
+    # fifth of the QRS's within 40 ms: the dip then lies between two parts of one complex (the
+    # terminal R' or S of a right bundle branch block). Not at the onset: there the climb is a pacing spike.
     offset, last = peak, min(n - 2, r + int(_QRS_OFFSET_MAX_MS * s))
     while offset < last and not (
-        _held_below(v, offset, offset + hold + 1, low, hold) or (v[offset] < high and v[offset] <= v[offset + 1])
+        (_held_below(v, offset, offset + hold + 1, low) or (v[offset] < high and v[offset] <= v[offset + 1]))
+        and v[offset + 1 : offset + 1 + look].max() < resume
     ):
         offset += 1
     return onset, offset
@@ -201,7 +210,7 @@ def _p_wave(
     rise = first + int(np.argmax(v[first : peak + 1]))
     threshold = iso + _P_LOW * (v[rise] - iso)
     onset, earliest = rise, max(hold, peak - int(_P_ONSET_MAX_MS * s))
-    while onset > earliest and not _held_below(v, onset - hold, onset + 1, threshold, hold):
+    while onset > earliest and not _held_below(v, onset - hold, onset + 1, threshold):
         onset -= 1
     # A P wave rises from the baseline; the largest hump of fibrillation or of a drifting baseline
     # in front of the QRS starts as high as it peaks.
