@@ -21,7 +21,7 @@ from hfrisk.model.contract.card import default_card
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.frontend.preprocessing import prepare
 from hfrisk.model.readers.dispatch import read_ecg
-from hfrisk.training.data.measurements import MEASUREMENTS, frontal_axis_deg, measure_ecg, measure_records
+from hfrisk.training.data.measurements import MEASUREMENTS, METHOD, frontal_axis_deg, measure_ecg, measure_records
 from hfrisk.training.data.ptbxl import PTBXL
 
 PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
@@ -119,3 +119,13 @@ def test_cache_is_reused(tmp_path):
     cached.to_parquet(cache)
     again = measure_records([path], cache=cache)
     assert again.iloc[0]["qrs_ms"] == 999.0 and first.iloc[0]["qrs_ms"] != 999.0
+
+
+def test_cache_of_another_method_is_measured_again(tmp_path):
+    path = str(PTBXL_ROOT / "records500/00000/00002_hr")
+    cache = tmp_path / "m.parquet"
+    stale = pd.DataFrame({name: [999.0] for name in MEASUREMENTS}, index=[path])  # no method column
+    stale.to_parquet(cache)
+    again = measure_records([path], cache=cache)
+    assert again.iloc[0]["qrs_ms"] != 999.0
+    assert (pd.read_parquet(cache)["method"] == METHOD).all()

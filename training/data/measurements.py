@@ -29,7 +29,7 @@ from hfrisk.training.data.intervals import BeatFiducials, delineate_median_beat
 
 from hfrisk.core.logs import get_logger
 
-__all__ = ["MEASUREMENTS", "measure_ecg", "measure_record", "measure_records", "frontal_axis_deg"]
+__all__ = ["MEASUREMENTS", "METHOD", "measure_ecg", "measure_record", "measure_records", "frontal_axis_deg"]
 
 log = get_logger(__name__)
 
@@ -48,6 +48,8 @@ MEASUREMENTS: tuple[str, ...] = (
     "sokolow_lyon_mv",
     "limb_qrs_mv",
 )
+# Written beside every cached row, so that a cache of another method is not reused.
+METHOD = "median-beat-spatial-velocity/1"
 # A median beat of fewer beats than this is not measured (its intervals would be one beat's).
 _MIN_BEATS = 3
 # Boundaries outside these ranges are a failed delineation, not a measurement.
@@ -185,16 +187,22 @@ def measure_records(
 ) -> pd.DataFrame:
     """One row of :data:`MEASUREMENTS` per record (index: the path as given, in order).
 
-    ``cache``: a parquet (or CSV) file of earlier results keyed by record; records already there
-    are not measured again, and the file is rewritten with the union. Measuring costs about what
-    ``prepare`` costs (a few ms of CPU per 10-s record) plus reading the record.
+    ``cache``: a parquet (or CSV) file of earlier results keyed by record; records already there,
+    measured by this :data:`METHOD`, are not measured again, and the file is rewritten with the
+    union. Measuring costs about what ``prepare`` costs (a few ms of CPU per 10-s record) plus
+    reading the record.
     """
     paths = [str(p) for p in paths]
-    cached = pd.DataFrame(columns=list(MEASUREMENTS), dtype=float)
+    cached = pd.DataFrame(columns=[*MEASUREMENTS, "method"])
     cache_path = Path(cache) if cache is not None else None
     if cache_path is not None and cache_path.exists():
         cached = pd.read_parquet(cache_path) if cache_path.suffix != ".csv" else pd.read_csv(cache_path, index_col=0)
         cached.index = cached.index.astype(str)
+        # Rows of another method (or of the NeuroKit2 one, which wrote none) are measured again.
+        current = cached["method"] == METHOD if "method" in cached else pd.Series(False, index=cached.index)
+        if not current.all():
+            log.info("measurements.cache_stale", cache=str(cache_path), rows=int((~current).sum()), method=METHOD)
+        cached = cached[current]
     todo = [p for p in dict.fromkeys(paths) if p not in cached.index]
     iterator: Iterable[str] = todo
     if progress and todo:
@@ -204,6 +212,7 @@ def measure_records(
     rows = {p: measure_record(p, card) for p in iterator}
     if rows:
         fresh = pd.DataFrame.from_dict(rows, orient="index", columns=list(MEASUREMENTS))
+        fresh["method"] = METHOD
         cached = fresh if cached.empty else pd.concat([cached, fresh])
         if cache_path is not None:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
