@@ -14,3 +14,8 @@ $H synthetic-cohort "$DATA" --out "$WORK/cohort" --sampling-rate 100 --event-rat
 $H finetune "$WORK/cohort/cohort.csv" --records-root "$DATA" --init "$WORK/pretrain/best.pt" \
   --epochs 40 --batch-size 128 --out "$WORK/finetune" --cache-dir "$WORK/cache" --patience 15
 $H export "$WORK/finetune/best.pt" --repo-dir triton_models --version 1 --weights float16
+# The card's risk scale (percentile, 5-year absolute risk): the model's scores of all 1,999 100 Hz
+# records with outcomes simulated by the same hazard (docs/score-scale.md).
+$H synthetic-cohort "$DATA" --out "$WORK/reference" --sampling-rate 100 --event-rate 0.05 --seed 0
+$H risk-scale "$WORK/reference/cohort.csv" --model triton_models --horizon-years 5 \
+  --plot docs/score-scale-calibration.png
