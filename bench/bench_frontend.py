@@ -39,7 +39,8 @@ import numpy as np
 from hfrisk.model.contract.card import default_card
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.contract.ecg import ECG
-from hfrisk.model.frontend.preprocessing import prepare
+from hfrisk.model.frontend.preprocessing import prepare, prepare_windows
+from hfrisk.model.frontend.reference import prepare_reference
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.training.data.measurements import measure_ecg
 
@@ -152,7 +153,7 @@ def gate_decision(path: Path, card) -> dict:
         return {"record": path.name, "refused": True, "reasons": [f"input:{error.reason.value}"], "score": None,
                 "masked_leads": []}
     q = item.quality
-    masked = sorted(set(q.flat_leads) | set(q.lead_off_leads) | set(q.saturated_leads))
+    masked = sorted(set(q.flat_leads) | set(q.lead_off_leads) | set(q.saturated_leads) | set(q.noisy_leads))
     return {"record": path.name, "refused": not q.fit_to_score, "reasons": list(q.reasons), "score": q.score,
             "masked_leads": masked, "template_correlation": q.template_correlation,
             "beats_detected": q.n_beats_detected, "beats_used": q.n_beats_used}
@@ -199,31 +200,39 @@ def gate_refusals(paths: list[Path], card) -> dict:
 
 
 def speed(paths: list[Path], repeats: int, card) -> dict:
-    """``prepare`` per window, one process: windows/s by CPU time (what one core does) and by wall time."""
+    """The per-window reference and the batched front end (batch 64) in one process: windows/s by
+    CPU time (what one core does) and by wall time. ``bench/bench_preprocessing.py`` has the full
+    comparison (batch sizes, torch, pinned to one core)."""
     ecgs = [read_ecg(p) for p in paths]
-    for ecg in ecgs[:3]:
-        prepare(ecg, card)
-    cpu_rates, wall_rates, steps = [], [], {}
-    for _ in range(repeats):
-        cpu, wall = time.process_time(), time.perf_counter()
+    requests = [(ecg, 0.0) for ecg in ecgs]
+
+    def run_reference(steps: dict) -> None:
         for ecg in ecgs:
-            prepare(ecg, card, timings=steps)
-        cpu_rates.append(len(ecgs) / (time.process_time() - cpu))
-        wall_rates.append(len(ecgs) / (time.perf_counter() - wall))
-    n = len(ecgs) * repeats
-    return {
-        "windows": len(ecgs),
-        "repeats": repeats,
-        "implementations": {
-            "prepare (per window, current)": {
-                "batch": 1,
-                "windows_per_cpu_s": statistics.median(cpu_rates),
-                "windows_per_wall_s": statistics.median(wall_rates),
-                "ms_per_window_cpu": 1e3 / statistics.median(cpu_rates),
-            }
-        },
-        "step_ms_per_window": {k: 1e3 * v / n for k, v in sorted(steps.items(), key=lambda kv: -kv[1])},
-    }
+            prepare_reference(ecg, card, timings=steps)
+
+    def run_batched(steps: dict) -> None:
+        prepare_windows(requests, card, batch_size=64, timings=steps)
+
+    run_reference({})
+    run_batched({})
+    out: dict = {"windows": len(ecgs), "repeats": repeats, "implementations": {}}
+    for name, batch, run in (("prepare_reference (per window, before)", 1, run_reference),
+                             ("prepare_windows (batched, numpy)", 64, run_batched)):
+        cpu_rates, wall_rates, steps = [], [], {}
+        for _ in range(repeats):
+            cpu, wall = time.process_time(), time.perf_counter()
+            run(steps)
+            cpu_rates.append(len(ecgs) / (time.process_time() - cpu))
+            wall_rates.append(len(ecgs) / (time.perf_counter() - wall))
+        n = len(ecgs) * repeats
+        out["implementations"][name] = {
+            "batch": batch,
+            "windows_per_cpu_s": statistics.median(cpu_rates),
+            "windows_per_wall_s": statistics.median(wall_rates),
+            "ms_per_window_cpu": 1e3 / statistics.median(cpu_rates),
+            "step_ms_per_window": {k: 1e3 * v / n for k, v in sorted(steps.items(), key=lambda kv: -kv[1])},
+        }
+    return out
 
 
 # -- the run ------------------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """What the front-end benchmark measures, kept apart from the datasets (:mod:`bench.references`) and the
 report (:mod:`bench.bench_frontend`) so that tests can check each metric on small signals.
 
-- :func:`detect_window` runs the front end's own steps up to R-peak detection (window, lead
-  conformance, lead flags, resampling, filters, :func:`~hfrisk.model.frontend.beats.detect_r_peaks`),
-  exactly as :func:`~hfrisk.model.frontend.preprocessing.prepare` chains them, and returns *every*
-  detection: ``prepare`` itself only reports the R peaks of the beats it used.
-- :func:`detect_long` applies it to a long recording window by window (:func:`window_plan`).
+- :func:`detect_window` returns *every* R peak :func:`~hfrisk.model.frontend.preprocessing.prepare`
+  detects in a window (not only those of the beats it used).
+- :func:`detect_long` does so for a long recording window by window (:func:`window_plan`), all
+  windows in one batch.
 - :func:`match_beats` scores detections against reference beats with wfdb's ``compare_annotations``
   (:func:`compare_beats` also says which ones failed).
 - :func:`add_noise` mixes an ``nstdb`` noise record in at a chosen SNR.
@@ -22,10 +21,7 @@ from wfdb.processing import compare_annotations
 
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
-from hfrisk.model.contract.leads import conform_leads
-from hfrisk.model.frontend.beats import detect_r_peaks, reference_lead
-from hfrisk.model.frontend.filters import filter_leads, resample
-from hfrisk.model.frontend.quality import flag_leads
+from hfrisk.model.frontend.preprocessing import prepare, prepare_windows
 
 __all__ = [
     "TOLERANCE_S",
@@ -115,19 +111,13 @@ def compare_beats(
 
 def detect_window(ecg: ECG, card: ModelCard) -> np.ndarray:
     """Every R peak the front end detects in one window ``ecg`` (at most ``card.window.window_s``), as
-    sample indices at ``ecg.fs_hz`` from the window start.
+    sample indices at ``ecg.fs_hz`` from the window start: ``prepare``'s own detections
+    (``detected_r_peaks_s``: all of them, not only the beats it used)."""
+    return _at_source(prepare(ecg, card).detected_r_peaks_s, ecg)
 
-    The same calls, in the same order and with the same arguments, as ``prepare`` steps 2–5.
-    """
-    spec_in, fs_out = card.input, card.input.fs_hz
-    conformed = conform_leads(ecg, spec_in.leads)
-    flags = flag_leads(conformed.samples, conformed.fs_hz, conformed.mask, card.quality)
-    usable = conformed.mask & ~flags.unusable
-    at_rate = resample(conformed.samples, conformed.fs_hz, fs_out)
-    signal = filter_leads(at_rate, fs_out, card.filters, source_fs_hz=conformed.fs_hz)
-    preferred = spec_in.leads.index(spec_in.r_peak_lead) if spec_in.r_peak_lead in spec_in.leads else None
-    peaks = detect_r_peaks(signal, fs_out, usable, reference_lead(signal, usable, preferred))
-    at_source = np.round(peaks * (ecg.fs_hz / fs_out)).astype(np.int64)
+
+def _at_source(peaks_s: np.ndarray, ecg: ECG) -> np.ndarray:
+    at_source = np.round(peaks_s * ecg.fs_hz).astype(np.int64)
     return np.clip(at_source, 0, ecg.n_samples - 1)
 
 
@@ -170,13 +160,17 @@ def window_plan(n_samples: int, fs_hz: float, window_s: float, hop_s: float) -> 
 
 
 def detect_long(ecg: ECG, card: ModelCard, *, window_s: float = 10.0, hop_s: float = 8.0) -> np.ndarray:
-    """R peaks of a long recording: :func:`detect_window` on each window of :func:`window_plan`,
-    the kept parts joined. Two detections of one beat on either side of a boundary (closer than
-    the detector's own 150-ms refractory period) are counted once."""
+    """R peaks of a long recording: the front end's detections in each window of :func:`window_plan`
+    (all windows in one call of the batched front end), the kept parts joined. Two detections of
+    one beat on either side of a boundary (closer than the detector's own 150-ms refractory
+    period) are counted once."""
+    spans = window_plan(ecg.n_samples, ecg.fs_hz, window_s, hop_s)
+    windows = [ECG(samples=ecg.samples[:, s.start : s.stop], fs_hz=ecg.fs_hz, lead_names=ecg.lead_names) for s in spans]
     found = []
-    for span in window_plan(ecg.n_samples, ecg.fs_hz, window_s, hop_s):
-        window = ECG(samples=ecg.samples[:, span.start : span.stop], fs_hz=ecg.fs_hz, lead_names=ecg.lead_names)
-        peaks = detect_window(window, card) + span.start
+    for span, window, item in zip(spans, windows, prepare_windows([(w, 0.0) for w in windows], card)):
+        if isinstance(item, Exception):
+            raise item
+        peaks = _at_source(item.detected_r_peaks_s, window) + span.start
         found.append(peaks[(peaks >= span.keep_from) & (peaks < span.keep_to)])
     peaks = np.concatenate(found) if found else np.zeros(0, np.int64)
     if peaks.size < 2:

@@ -233,8 +233,10 @@ def _md_speed(r: dict) -> list[str]:
     ]
     for name, x in s["implementations"].items():
         lines.append(f"| {name} | {x['batch']} | {x['windows_per_cpu_s']:.0f} | {x['windows_per_wall_s']:.0f} | {x['ms_per_window_cpu']:.2f} |")
-    lines += ["", "Time per step of `prepare` (ms per window, wall): " +
-              ", ".join(f"{k} {v:.2f}" for k, v in s["step_ms_per_window"].items()) + ".", ""]
+    for name, x in s["implementations"].items():
+        lines += ["", f"Time per step of {name} (ms per window, wall): " +
+                  ", ".join(f"{k} {v:.2f}" for k, v in x["step_ms_per_window"].items()) + "."]
+    lines += ["", "Batch sizes, torch and one pinned core: [preprocessing.md](preprocessing.md).", ""]
     return lines
 
 

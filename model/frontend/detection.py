@@ -2,8 +2,9 @@
 
 The detector of ``docs/bench/frontend.md``: the QRS-band energy of every usable lead (each scaled
 to unit std) averaged into one envelope per window; its local maxima at least ``_REFRACTORY_S``
-apart are candidates; a candidate is a beat when it holds ``_MIN_RELATIVE_ENERGY`` of the window's
-typical QRS energy; pauses longer than ``_SEARCH_BACK_GAP`` R-R intervals are searched again at a
+apart are candidates (``find_peaks`` with a distance); a candidate at the crest of its own hump
+(no higher sample within the refractory period) is a beat when it holds ``_MIN_RELATIVE_ENERGY``
+of the window's typical QRS energy; pauses longer than ``_SEARCH_BACK_GAP`` R-R intervals are searched again at a
 lower threshold (Pan–Tompkins' search-back, for wide ectopic beats); detections much less steep
 than the typical QRS (tall T waves) are dropped; each survivor moves to the R peak of the
 reference lead. ``tests/model/test_detection.py`` compares it with ``scipy.signal.find_peaks``
@@ -98,14 +99,39 @@ def envelope(xp: Any, qrs: Any, usable: Any, fs_det: float) -> Any:
     return _moving_average(xp, energy, max(1, round(_ENVELOPE_S * fs_det)))
 
 
-def _candidates(xp: Any, energy: Any, distance: int) -> Any:
-    """Local maxima of ``energy`` (B, n) that are the largest within ``distance - 1`` samples
-    (``find_peaks(energy, distance=distance)`` up to ties and to peaks beside a higher slope)."""
+def _local_maxima(xp: Any, energy: Any) -> Any:
+    """Samples higher than the one before and at least the one after (the first sample of a
+    plateau; ``find_peaks`` takes its middle, a difference of a sample or two on a flat top)."""
     high = xp.full(energy.shape[:-1] + (1,), xp.inf, dtype=energy.dtype)
     before = xp.concat((high, energy[..., :-1]), axis=-1)
     after = xp.concat((energy[..., 1:], high), axis=-1)
-    local = (energy > before) & (energy >= after)
-    return local & (energy >= sliding_max(xp, energy, distance - 1, distance - 1))
+    return (energy > before) & (energy >= after)
+
+
+def _candidates(xp: Any, energy: Any, distance: int) -> tuple[Any, Any]:
+    """``find_peaks(energy, distance=distance)`` per row: the local maxima that no higher kept
+    maximum lies within ``distance - 1`` samples of; compacted to (B, K) positions and validity.
+
+    SciPy removes peaks in order of height; the same fixed point is reached here by passes over all
+    pairs of maxima (a pass settles one more link of a chain of ever higher neighbours; on an
+    energy envelope chains are one or two long)."""
+    pos, valid = compact(xp, _local_maxima(xp, energy))
+    if pos.shape[-1] == 0:
+        return pos, valid
+    height = _take(xp, energy, pos)
+    k = xp.arange(pos.shape[-1])
+    near = xp.abs(pos[:, :, None] - pos[:, None, :]) < distance  # [b, j, i]: i within reach of j
+    higher = (height[:, None, :] > height[:, :, None]) | (
+        (height[:, None, :] == height[:, :, None]) & (k[None, None, :] > k[None, :, None])
+    )
+    rivals = near & higher & valid[:, None, :]
+    kept = valid
+    for _ in range(pos.shape[-1]):
+        now = valid & ~xp.any(rivals & kept[:, None, :], axis=-1)
+        if bool(xp.all(now == kept)):
+            break
+        kept = now
+    return compact(xp, kept, pos)
 
 
 def _take(xp: Any, x: Any, idx: Any) -> Any:
@@ -230,13 +256,17 @@ def detect(
     none = Peaks(xp.zeros((batch, 0), dtype=xp.int64), xp.zeros((batch, 0), dtype=xp.bool))
     energy = envelope(xp, qrs, usable, fs_det)
     distance = max(1, round(_REFRACTORY_S * fs_det))
-    pos, valid = compact(xp, _candidates(xp, energy, distance))
+    pos, valid = _candidates(xp, energy, distance)
     if pos.shape[-1] == 0:
         return none
     height = _take(xp, energy, pos)
     p90 = masked_quantile(xp, height, valid, 0.9)
     typical = masked_quantile(xp, height, valid & (height >= _TYPICAL_SHARE * p90[:, None]), 0.5)
-    beat = valid & (height >= _MIN_RELATIVE_ENERGY * typical[:, None])
+    # A candidate with a higher sample within the refractory period sits on the flank of a larger
+    # hump (find_peaks keeps it when that hump's top is farther away): it counts for the noise
+    # level and may be found by the search-back, but is not a beat on its own energy.
+    crest = _take(xp, sliding_max(xp, energy, distance - 1, distance - 1), pos) <= height
+    beat = valid & crest & (height >= _MIN_RELATIVE_ENERGY * typical[:, None])
     beat = _search_back(xp, pos, height, valid, beat, typical)
     beat = _drop_slow_waves(xp, qrs, usable, pos, beat, fs_det)
     beat = beat & xp.any(usable, axis=-1)[:, None]

@@ -78,18 +78,23 @@ def test_qrs_band_is_scipys_bandpass_of_the_filtered_signal():
 
 
 def test_candidates_are_find_peaks_with_distance():
-    """Every candidate is one of ``find_peaks``'; the ones it adds beside a higher slope are
-    lower than the window's beats (they only feed the noise level)."""
-    ecg = conform_leads(read_ecg(DATA / "cinc2021" / "HR06000"), CARD.input.leads)
-    p = spectral.plan(ecg.fs_hz, ecg.samples.shape[-1], 500.0, CARD.filters)
-    qrs = spectral.band(XP, spectral.spectra(XP, ecg.samples[None].astype(np.float32), p), p, "qrs")
-    energy = detection.envelope(XP, qrs, ecg.mask[None], p.fs_det)[0]
-    distance = round(0.15 * p.fs_det)
-    ours = np.flatnonzero(detection._candidates(XP, energy[None], distance)[0])
-    theirs, _ = signal.find_peaks(energy, distance=distance)
-    assert set(ours) <= set(theirs)
-    beats = theirs[energy[theirs] >= 0.4 * np.median(energy[theirs][energy[theirs] >= 0.2 * np.percentile(energy[theirs], 90)])]
-    assert set(beats) <= set(ours)
+    """On real envelopes the candidates are ``find_peaks(energy, distance=...)``'s; on random
+    smooth signals (flat tops, chains of ever higher neighbours) at least 98 % of the time."""
+    distance = 38
+    for path in RECORDS[::4]:
+        ecg = conform_leads(read_ecg(path), CARD.input.leads)
+        p = spectral.plan(ecg.fs_hz, ecg.samples.shape[-1], 500.0, CARD.filters)
+        qrs = spectral.band(XP, spectral.spectra(XP, ecg.samples[None].astype(np.float32), p), p, "qrs")
+        energy = detection.envelope(XP, qrs, ecg.mask[None], p.fs_det)
+        pos, valid = detection._candidates(XP, energy, distance)
+        np.testing.assert_array_equal(pos[0][valid[0]], signal.find_peaks(energy[0], distance=distance)[0])
+    rng = np.random.default_rng(0)
+    same = 0
+    for _ in range(200):
+        energy = np.convolve(rng.random(2500) ** 4, np.ones(25) / 25, mode="same").astype(np.float32)[None]
+        pos, valid = detection._candidates(XP, energy, distance)
+        same += np.array_equal(pos[0][valid[0]], signal.find_peaks(energy[0], distance=distance)[0])
+    assert same >= 196
 
 
 def test_array_helpers_match_numpy_and_scipy():

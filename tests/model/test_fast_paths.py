@@ -84,3 +84,21 @@ def test_lead_off_shortcut_matches_median_deviation():
     got = _max_deviation_from_median(XP, raw, hi[:, 0], lo[:, 0], limit)
     np.testing.assert_array_equal(got, expected)
     assert got[0] and got.any() and not got.all()  # both outcomes occur
+
+
+@pytest.mark.parametrize(("fs", "n"), [(500, 5000), (360, 3600), (100, 1000), (257, 2570), (500, 4321)])
+def test_baseline_span_is_the_range_of_the_moving_average(fs, n):
+    """The 1-s moving average's range from block sums (points every 20 ms) is SciPy's
+    ``uniform_filter1d`` range over every sample to a few microvolts (the threshold is 3 mV)."""
+    from scipy.ndimage import uniform_filter1d
+
+    from hfrisk.model.frontend.quality import _baseline_span
+
+    rng = np.random.default_rng(fs + n)
+    t = np.arange(n) / fs
+    raw = (rng.normal(size=(3, n)) * 0.3 + np.sin(2 * np.pi * 0.3 * t) * rng.uniform(0.5, 4, (3, 1))).astype(np.float32)
+    size, edge = int(round(fs)), int(round(fs)) // 2
+    expected = np.ptp(uniform_filter1d(raw.astype(np.float64), size=size, axis=1, mode="nearest")[:, edge:-edge], axis=1)
+    got = _baseline_span(XP, raw, float(fs))
+    assert np.abs(got - expected).max() < 0.01
+    assert (got <= expected + 1e-4).all()  # a subset of the same averages: never a larger range
