@@ -1,19 +1,21 @@
-"""The one preprocessing pipeline: raw ECG window → model input, for training, streaming and screening.
+"""The one preprocessing pipeline: raw ECG windows → model input, for training, streaming and screening.
 
-Every number comes from the :class:`~hfrisk.model.contract.card.ModelCard`:
+Every number comes from the :class:`~hfrisk.model.contract.card.ModelCard`. Windows are prepared in
+batches (:func:`prepare_windows`; :func:`prepare` is a batch of one) by
+:func:`~hfrisk.model.frontend.batch.run_batch` on numpy, torch or CuPy (docs/frontend.md):
 
 1. :func:`select_window` — ``card.window.window_s`` from ``window_start_s``; refuses rates outside
    ``[min_fs_hz, max_fs_hz]`` and windows shorter than ``min_duration_s``.
 2. :func:`~hfrisk.model.contract.leads.conform_leads` — the card's lead order, limb leads derived, rest masked.
-3. :func:`~hfrisk.model.frontend.quality.flag_leads` — flat, lead-off and saturated leads become unusable
-   (and, when the beats disagree, up to ``max_noisy_leads`` noisy leads: step 6).
-4. :func:`~hfrisk.model.frontend.filters.resample` to ``card.input.fs_hz``, then
-   :func:`~hfrisk.model.frontend.filters.filter_leads` (high-pass, powerline notches, low-pass).
-5. :func:`~hfrisk.model.frontend.beats.detect_r_peaks` on all usable leads, aligned on ``card.input.r_peak_lead``.
-6. :func:`~hfrisk.model.frontend.beats.extract_beats` (``r_peak_index`` samples before the R peak,
-   ``beat_samples`` in all), :func:`~hfrisk.model.frontend.beats.select_beats` drops outliers, median per lead.
-7. :func:`zscore_leads` per lead over the beat (unusable leads exactly 0), :func:`pad_beat`
-   symmetric zero padding to ``length_samples``.
+3. :func:`~hfrisk.model.frontend.quality.flag_leads_batch` — flat, lead-off and saturated leads become
+   unusable (and, when the beats disagree, up to ``max_noisy_leads`` noisy leads).
+4. :mod:`~hfrisk.model.frontend.spectral` — the card's filter chain (high-pass, powerline notches,
+   low-pass) and resampling to ``card.input.fs_hz`` in one FFT per lead, with the detection bands.
+5. :func:`~hfrisk.model.frontend.detection.detect` on all usable leads, aligned on ``card.input.r_peak_lead``.
+6. :mod:`~hfrisk.model.frontend.templates` — beats (``r_peak_index`` samples before the R peak,
+   ``beat_samples`` in all), outlier beats dropped, median per lead.
+7. per-lead z-score over the beat (unusable leads exactly 0), symmetric zero padding to
+   ``length_samples``.
 
 A window that is unfit to score still yields a :class:`ModelInput` (the stream records the quality
 of every window). When no beat can be cut out (no usable lead, no QRS, all beats at the edges),

@@ -63,12 +63,13 @@ def _moments(xp: Any, x: Any, width: Any) -> tuple[Any, Any]:
     return mean, sum_of_squares(xp, x) - width * mean * mean
 
 
-def _leave_one_out(xp: Any, x: Any, keep: Any, width: Any) -> tuple[Any, Any]:
+def _leave_one_out(xp: Any, x: Any, keep: Any, width: Any, moments: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """Correlations of each beat of ``x`` (B, L, K, T), centred, with the sum of the other ``keep``
     beats: overall (B, K) and per lead (B, L, K); ``width`` (B, 1, 1) samples count (the core's
     or T). From moments, with <b, S - b> = <b, S> - |b|² and <x - m, S - M> = <x, S> - width m M:
-    nothing of size K² and no centred copy of the beats is built."""
-    mean, own = _moments(xp, x, width)
+    nothing of size K² and no centred copy of the beats is built. ``moments``: those of ``x``, if
+    already known."""
+    mean, own = moments if moments is not None else _moments(xp, x, width)
     k = xp.astype(keep, x.dtype)[:, None, :]  # (B, 1, K)
     total = xp.matmul(k[:, :, None, :], x)  # (B, L, 1, T): the kept beats' sum
     big_m = xp.sum(mean * k, axis=-1, keepdims=True)  # (B, L, 1): the sum of their means
@@ -113,21 +114,23 @@ def select(xp: Any, beats: Beats, usable: Any, min_correlation: float) -> Select
     n = xp.sum(xp.astype(valid, xp.int64), axis=-1)
     scored = (n >= 2) & xp.any(usable, axis=-1)
     width = xp.full((b, 1, 1), float(t), dtype=x.dtype)
-    correlation, _ = _leave_one_out(xp, x, valid, width)
+    moments = _moments(xp, x, width)
+    correlation, _ = _leave_one_out(xp, x, valid, width, moments)
     agree = xp.sum(xp.astype((correlation >= min_correlation) & valid, xp.int64), axis=-1)
     retry = scored & (xp.astype(agree, xp.float64) < MIN_AGREEING_SHARE * xp.astype(n, xp.float64))
     core_rows = None
     if bool(xp.any(retry)):
         core_rows = xp.nonzero(retry)[0]
         core_x, core_width = _core(xp, xp.take(x, core_rows, axis=0), xp.take(valid, core_rows, axis=0))
-        core_corr, _ = _leave_one_out(xp, core_x, xp.take(valid, core_rows, axis=0), core_width)
+        core_moments = _moments(xp, core_x, core_width)
+        core_corr, _ = _leave_one_out(xp, core_x, xp.take(valid, core_rows, axis=0), core_width, core_moments)
         correlation = _put_rows(xp, correlation, core_rows, core_corr)
     keep = valid & (correlation >= min_correlation)
     few = xp.sum(xp.astype(keep, xp.int64), axis=-1) < 2
     keep = xp.where(few[:, None] | ~scored[:, None], valid, keep)
-    _, per_lead = _leave_one_out(xp, x, keep, width)
+    _, per_lead = _leave_one_out(xp, x, keep, width, moments)
     if core_rows is not None:
-        _, core_lead = _leave_one_out(xp, core_x, xp.take(keep, core_rows, axis=0), core_width)
+        _, core_lead = _leave_one_out(xp, core_x, xp.take(keep, core_rows, axis=0), core_width, core_moments)
         per_lead = _put_rows(xp, per_lead, core_rows, core_lead)
     kf = xp.astype(keep, per_lead.dtype)[:, None, :]
     n_keep = xp.clip(xp.sum(kf, axis=-1), min=1.0)
