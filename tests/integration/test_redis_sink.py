@@ -28,7 +28,7 @@ HOP_US = 5_000_000
 POLICY = AlertPolicy(threshold=1.0, clear_threshold=0.8, min_windows=2)
 LATEST_FIELDS = {
     "patient_id", "window_id", "window_start_us", "window_end_us", "window_start", "log_risk", "hazard_ratio",
-    "quality_score", "fit_to_score", "quality_reasons", "n_beats_detected", "n_beats_used", "heart_rate_bpm", "lead_attention",
+    "risk_percentile", "absolute_risk", "absolute_risk_horizon_days", "quality_score", "fit_to_score", "quality_reasons", "n_beats_detected", "n_beats_used", "heart_rate_bpm", "lead_attention",
     "temporal_attention", "model_version", "scored_at_us", "scored_at",
 }
 

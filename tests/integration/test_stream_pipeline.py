@@ -35,6 +35,7 @@ from kafka import KafkaProducer
 from hfrisk.core.config import KafkaSettings
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.messages.dead_letter import DeadLetter, value_limit
+from hfrisk.stream.sinks.encoding import parse_latest
 from hfrisk.stream.sinks.keys import RedisKeys
 from hfrisk.stream.sinks.redis_sink import RedisSink
 from hfrisk.stream.ingest.replay import feed, replay
@@ -86,6 +87,7 @@ class Run:
     dead_letters: list = field(default_factory=list)
     metrics_text: str = ""
     model_versions: set = field(default_factory=set)
+    latest: dict = field(default_factory=dict)  # patient -> the latest hash, parsed
     log_a: str = ""
     log_b: str = ""
 
@@ -177,6 +179,7 @@ def run(kafka_broker, redis_server, triton_server, exported_model_dir, tmp_path_
         result.redis_members, result.window_keys = redis_view(client, prefix, everyone)
         result.model_versions = {client.hget(RedisKeys(prefix).latest(pid), "model_version").decode()
                                  for pid in everyone}
+        result.latest = {pid: parse_latest(client.hgetall(RedisKeys(prefix).latest(pid))) for pid in everyone}
         result.redis_events = RedisSink(client, prefix).alert_events(1000)
         result.alert_records = consume_all(kafka.bootstrap_servers, kafka.alerts_topic, len(expected_events))
         result.score_records = consume_all(kafka.bootstrap_servers, kafka.scores_topic, len(expected))
@@ -212,6 +215,14 @@ def test_scores_match_offline_prepare_and_onnx_runtime(run):
     assert run.model_versions == {"1"}  # the version Triton serves, recorded with every result
 
 
+def test_the_latest_hash_holds_percentile_and_absolute_risk_of_the_served_card(run):
+    scale = run.card.risk_scale
+    for pid, latest in run.latest.items():
+        assert latest["risk_percentile"] == pytest.approx(float(scale.percentile(latest["log_risk"]))), pid
+        assert latest["absolute_risk"] == pytest.approx(float(scale.absolute_risk_at_horizon(latest["log_risk"]))), pid
+        assert latest["absolute_risk_horizon_days"] == scale.absolute_risk.horizon_days
+
+
 def test_windows_across_the_sigkill_were_rebuilt_from_the_saved_buffers(run):
     # Each bed has a window holding seconds on both sides of the cut; worker B could only build
     # it from the samples worker A had buffered and saved.
@@ -241,10 +252,19 @@ def test_every_window_has_a_score_record(run):
         value = json.loads(record.value)
         seen[(value["patient_id"], value["window_id"])] = value
     assert set(seen) == set(run.expected)
+    scale = run.card.risk_scale  # the card served beside the model in Triton's repository
+    assert scale is not None
     for key, risk in run.expected.items():
         assert seen[key]["scored"] == (risk is not None)
         if risk is not None:
             assert seen[key]["log_risk"] == pytest.approx(risk, abs=1e-4)
+            # The worker gives every score its percentile and absolute risk under that card.
+            assert seen[key]["risk_percentile"] == pytest.approx(float(scale.percentile(seen[key]["log_risk"])))
+            assert seen[key]["absolute_risk"] == pytest.approx(
+                float(scale.absolute_risk_at_horizon(seen[key]["log_risk"])))
+            assert seen[key]["absolute_risk_horizon_days"] == scale.absolute_risk.horizon_days
+        else:
+            assert seen[key]["risk_percentile"] is None and seen[key]["absolute_risk"] is None
 
 
 def test_bad_messages_are_dead_lettered_with_reason_and_original_bytes(run):
