@@ -280,8 +280,7 @@ def test_cli_screen_with_the_bundled_model_gives_percentile_and_absolute_risk(tm
     try:
         out = tmp_path / "bundled"
         result = CliRunner().invoke(app, ["screen", str(ecg_data_dir / "ptbxl" / "records500"), "--in-process",
-                                          "--model", str(bundled), "--out", str(out), "--workers", "0"],
-                                    terminal_width=200)
+                                          "--model", str(bundled), "--out", str(out), "--workers", "0"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output

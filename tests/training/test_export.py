@@ -117,3 +117,22 @@ def test_float16_weights_halve_the_file_and_the_card_says_how_far_scores_moved(c
     assert np.abs(got - ref).max() <= FLOAT16_ATOL
     with pytest.raises(ValueError, match="weights must be"):
         export_model(checkpoint, tmp_path, weights="int8")
+
+
+def test_export_with_a_reference_cohort_writes_the_risk_scale_of_the_exported_model(checkpoint, tmp_path):
+    """The scale is that of the ONNX model as exported: its scores of the cohort, its outcomes."""
+    from hfrisk.serving.scorers import OnnxScorer
+    from hfrisk.training.export import risk_scale_from_cohort
+
+    cohort = synthetic_hf_cohort(PTBXL(PTBXL_ROOT, 100), event_rate=0.25, seed=2).cohort
+    horizon = 3 * 365.25
+    result = export_model(checkpoint, tmp_path / "repo", version=2, reference_cohort=cohort, horizon_days=horizon)
+    card = load_card(result.model_dir / "2")
+    assert card == load_card(result.model_dir) == result.card and card.risk_scale is not None
+    scorer = OnnxScorer.from_model_dir(result.model_dir)
+    scores = scorer.score(recording_inputs(cohort.record_paths(), card))["log_risk"].reshape(-1)
+    expected = risk_scale_from_cohort(scores, cohort.time, cohort.event, horizon_days=horizon, cohort="same")
+    assert card.risk_scale.absolute_risk.baseline_survival == pytest.approx(
+        expected.absolute_risk.baseline_survival, rel=1e-6)
+    np.testing.assert_allclose(card.risk_scale.reference.log_risk, expected.reference.log_risk, atol=1e-6)
+    assert card.training["absolute_risk"]["horizon_days"] == horizon
