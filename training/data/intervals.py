@@ -19,7 +19,7 @@ and ``peak`` the wave's own largest velocity:
   at the offset, not where ``v`` climbs back to a fifth of the QRS peak within 40 ms (the terminal
   R' or S of a right bundle branch block follows such a dip).
 - **T end**: the T peak is the maximum of ``m`` between the J point and the next beat's P wave
-  (R-R minus 250 ms after the R peak; none under 0.03 mV); from the steepest point after it, where
+  (R-R minus 250 ms after the R peak, at least 70 % of the R-R; none under 0.03 mV); from the steepest point after it, where
   ``v`` falls below 10 % of that steepest velocity.
 - **P wave**: the maximum of ``m`` between the previous beat's T end and the QRS onset. It is no P
   wave when it is under 0.07 mV (fibrillation averages out of a median beat) or when ``m`` at its
@@ -72,8 +72,10 @@ _QRS_OFFSET_MAX_MS = 240.0
 _QRS_LOW, _QRS_HIGH = 0.03, 0.10
 _HOLD_MS = 6.0
 _QRS_RESUME, _QRS_RESUME_MS = 0.2, 40.0
-# T end: the search stops this long before the next R peak (the next P wave lies there).
+# T end: the search stops this long before the next R peak (the next P wave lies there), but not
+# before 70 % of the R-R: at 140 bpm the T wave ends after the next P wave has begun.
 _NEXT_BEAT_GAP_MS = 250.0
+_T_REACH_OF_RR = 0.7
 _T_AFTER_QRS_MS = 40.0
 _T_LOW = 0.10
 _T_END_MAX_MS = 760.0
@@ -174,7 +176,8 @@ def _qrs_bounds(v: np.ndarray, r: int, fs: float) -> tuple[int, int]:
 
 def _t_end(v: np.ndarray, magnitude: np.ndarray, qrs_offset: int, r: int, rr_ms: float, fs: float) -> float:
     s = fs / 1000.0
-    limit = min(v.size - 1, r + int(min(rr_ms - _NEXT_BEAT_GAP_MS, _T_END_MAX_MS) * s))
+    reach_ms = max(rr_ms - _NEXT_BEAT_GAP_MS, _T_REACH_OF_RR * rr_ms)
+    limit = min(v.size - 1, r + int(min(reach_ms, _T_END_MAX_MS) * s))
     start = qrs_offset + int(_T_AFTER_QRS_MS * s)
     if limit <= start + int(20 * s):
         return float("nan")
