@@ -30,6 +30,10 @@ def ward_rows(sink: SinkReader, limit: int = 20) -> list[dict]:
                 "patient_id": patient_id,
                 "log_risk": float(log_risk),
                 "hazard_ratio": latest.get("hazard_ratio", math.nan),
+                # From the served card's risk scale (None when it has none: docs/score-scale.md).
+                "risk_percentile": latest.get("risk_percentile"),
+                "absolute_risk": latest.get("absolute_risk"),
+                "absolute_risk_horizon_days": latest.get("absolute_risk_horizon_days"),
                 "quality": latest.get("quality_score", math.nan),
                 "heart_rate_bpm": latest.get("heart_rate_bpm"),
                 "windows": len(view.trend),
@@ -49,12 +53,18 @@ def _lead_weights(value: dict[str, float] | str | None) -> dict[str, float]:
 
 
 def ward_table(sink: SinkReader, limit: int = 20, title: str = "Ward") -> Table:
-    table = Table("patient", "log-risk", "HR x", "quality", "bpm", "windows", "low-q", "top lead", "status",
-                  title=f"{title} — {time.strftime('%H:%M:%S')}")
-    for row in ward_rows(sink, limit):
+    rows = ward_rows(sink, limit)
+    horizon = next((r["absolute_risk_horizon_days"] for r in rows if r["absolute_risk_horizon_days"]), None)
+    risk_header = f"{horizon / 365.25:g}-y risk" if horizon else "abs. risk"
+    table = Table("patient", "log-risk", "HR x", "pctl", risk_header, "quality", "bpm", "windows", "low-q", "top lead",
+                  "status", title=f"{title} — {time.strftime('%H:%M:%S')}")
+    for row in rows:
         bpm = row["heart_rate_bpm"]
+        percentile, risk = row["risk_percentile"], row["absolute_risk"]
         table.add_row(
-            row["patient_id"], f"{row['log_risk']:+.2f}", f"{row['hazard_ratio']:.2f}", f"{row['quality']:.2f}",
+            row["patient_id"], f"{row['log_risk']:+.2f}", f"{row['hazard_ratio']:.2f}",
+            f"{percentile:.1f}" if percentile is not None else "-", f"{risk:.1%}" if risk is not None else "-",
+            f"{row['quality']:.2f}",
             f"{bpm:.0f}" if bpm is not None else "", str(row["windows"]), str(row["low_quality"]), row["top_lead"],
             "[bold red]FLAGGED[/bold red]" if row["flagged"] else "",
         )
