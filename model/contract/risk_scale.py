@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -78,14 +79,20 @@ class ReferenceDistribution(_Frozen):
             raise ValueError("log_risk quantiles must be finite and non-decreasing")
         return self
 
-    def percentile(self, log_risk) -> np.ndarray:
-        """Mid-rank percentile (0-100) of each log-risk in the reference cohort (module docstring)."""
-        s = np.asarray(log_risk, dtype=np.float64)
+    @cached_property
+    def _steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct quantiles and the first and last percentile each spans (computed once:
+        every scored window asks)."""
         p, q = np.asarray(self.percentiles), np.asarray(self.log_risk)
         # A run of equal quantiles is a tie: it spans [first, last] of its percentiles.
         values, first = np.unique(q, return_index=True)
         last = len(q) - 1 - np.unique(q[::-1], return_index=True)[1]
-        p_first, p_last = p[first], p[last]
+        return values, p[first], p[last]
+
+    def percentile(self, log_risk) -> np.ndarray:
+        """Mid-rank percentile (0-100) of each log-risk in the reference cohort (module docstring)."""
+        s = np.asarray(log_risk, dtype=np.float64)
+        values, p_first, p_last = self._steps
         k = np.clip(np.searchsorted(values, s, side="right") - 1, 0, len(values) - 1)
         nxt = np.minimum(k + 1, len(values) - 1)
         span = values[nxt] - values[k]

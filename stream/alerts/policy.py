@@ -66,14 +66,19 @@ class AlertPolicy:
         log-risk thresholds apply, with a warning when another rule was asked for."""
         from hfrisk.core.config import get_settings
 
-        s = stream_settings or get_settings().stream
-        if risk_scale is None and s.flag_on != "log_risk":
-            from hfrisk.core.logs import get_logger
+        from hfrisk.core.logs import get_logger
 
-            get_logger(__name__).warning(
-                "the model card has no risk scale: flagging on log-risk instead", flag_on=s.flag_on,
-                risk_threshold=s.risk_threshold, clear_threshold=s.clear_threshold)
+        s = stream_settings or get_settings().stream
+        log = get_logger(__name__)
+        if risk_scale is None and s.flag_on != "log_risk":
+            log.warning("the model card has no risk scale: flagging on log-risk instead", flag_on=s.flag_on,
+                        risk_threshold=s.risk_threshold, clear_threshold=s.clear_threshold)
         threshold, clear = s.flag_thresholds(risk_scale)
+        if risk_scale is not None and s.flag_on != "log_risk":
+            # Operators read the rule in its own unit; the policy compares log-risks.
+            value = s.flag_absolute_risk if s.flag_on == "absolute_risk" else s.flag_percentile
+            log.info("flag rule", flag_on=s.flag_on, value=value, log_risk_threshold=threshold,
+                     log_risk_clear_threshold=clear)
         return cls(threshold=threshold, clear_threshold=clear, min_windows=s.min_windows_to_flag)
 
     def observe(
