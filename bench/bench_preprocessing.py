@@ -106,6 +106,27 @@ def agreement(reference: list[ModelInput], batched: list[ModelInput]) -> dict:
         "used_r_peak_max_offset_ms_p95": float(np.percentile(diff_ms, 95)),
         "fit_reference": sum(a.quality.fit_to_score for a in reference),
         "fit_batched": sum(b.quality.fit_to_score for b in batched),
+        **score_agreement(reference, batched),
+    }
+
+
+def score_agreement(reference: list[ModelInput], batched: list[ModelInput]) -> dict:
+    """The bundled model's log-risk from both implementations' inputs (windows both find fit)."""
+    from hfrisk.serving.scorers import OnnxScorer
+
+    both = [(a, b) for a, b in zip(reference, batched) if a.quality.fit_to_score and b.quality.fit_to_score]
+    if not both:
+        return {}
+    scorer = OnnxScorer.from_model_dir(REPO / "triton_models", threads=1)
+    ra = scorer.score(np.stack([a.x for a, _ in both]))["log_risk"][:, 0]
+    rb = scorer.score(np.stack([b.x for _, b in both]))["log_risk"][:, 0]
+    diff = np.abs(ra - rb)
+    return {
+        "log_risk_abs_diff_median": float(np.median(diff)),
+        "log_risk_abs_diff_p95": float(np.percentile(diff, 95)),
+        "log_risk_abs_diff_max": float(diff.max()),
+        "log_risk_spread_sd": float(np.std(ra)),
+        "log_risk_rank_correlation": float(np.corrcoef(np.argsort(np.argsort(ra)), np.argsort(np.argsort(rb)))[0, 1]),
     }
 
 
@@ -290,6 +311,9 @@ Batch 64 against the reference on the {a['records']} records: model input correl
 fit to score: same verdict on {a['same_fit_to_score']} ({a['fit_reference']} fit by the reference, {a['fit_batched']}
 batched); beats detected equal on {a['same_beats_detected']}, beats used equal on {a['same_beats_used']}; each used
 R peak lies within {a['used_r_peak_max_offset_ms_p95']:.1f} ms of the reference's (95th percentile over records).
+The bundled model's log-risk from the two inputs differs by {a.get('log_risk_abs_diff_median', float('nan')):.4f} (median),
+{a.get('log_risk_abs_diff_p95', float('nan')):.4f} (95th percentile), {a.get('log_risk_abs_diff_max', float('nan')):.4f} at most, against a spread
+(SD) of {a.get('log_risk_spread_sd', float('nan')):.3f} across records; rank correlation {a.get('log_risk_rank_correlation', float('nan')):.4f}.
 
 Machine: Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, neurokit2 {m['neurokit2']},
 {m['cpu_count']} CPUs ({m['processor']}), {m['cores_used']} used, 1-min load average {m['load_avg_1min_before']:.2f} when

@@ -141,15 +141,24 @@ def sliding_max(xp: Any, x: Any, before: int, after: int) -> Any:
 def compact(xp: Any, flags: Any, positions: Any | None = None) -> tuple[Any, Any]:
     """Per row of boolean ``flags`` (B, n), the indices (or ``positions`` at them) where it is
     set, left-aligned in ``(B, K)`` with K the largest count in the batch, and which are real.
-    Empty rows give K = 0."""
-    n = flags.shape[-1]
-    idx = xp.arange(n, dtype=xp.int64)
-    key = xp.where(flags, idx, xp.asarray(n, dtype=xp.int64))
+    Empty rows give K = 0.
+
+    The j-th set flag of row b is the (trues before row b + j)-th of the whole batch: one
+    cumulative sum and a binary search, not a sort of every row."""
+    b, n = flags.shape
     counts = xp.sum(xp.astype(flags, xp.int64), axis=-1)
-    k = int(xp.max(counts)) if counts.shape[0] else 0
-    ordered = xp.sort(key, axis=-1)[..., :k]
-    valid = ordered < n
-    ordered = xp.where(valid, ordered, xp.asarray(0, dtype=xp.int64))
+    k = int(xp.max(counts)) if b else 0
+    if k == 0:
+        empty = xp.zeros((b, 0), dtype=xp.int64)
+        return empty, xp.zeros((b, 0), dtype=xp.bool)
+    running = xp.cumulative_sum(xp.reshape(xp.astype(flags, xp.int64), (-1,)))
+    before = xp.cumulative_sum(counts) - counts  # (B,)
+    slots = xp.arange(1, k + 1, dtype=xp.int64)
+    targets = xp.reshape(before[:, None] + slots[None, :], (-1,))
+    found = xp.reshape(xp.searchsorted(running, targets), (b, k))
+    valid = slots[None, :] <= counts[:, None]
+    local = found - xp.arange(b, dtype=xp.int64)[:, None] * n
+    ordered = xp.where(valid, local, xp.asarray(0, dtype=xp.int64))
     if positions is not None:
         ordered = xp.take_along_axis(positions, ordered, axis=-1)
     return ordered, valid
@@ -163,14 +172,16 @@ def gather_time(xp: Any, x: Any, idx: Any) -> Any:
     return xp.take_along_axis(x, idx, axis=-1)
 
 
-def segments(xp: Any, x: Any, starts: Any, length: int) -> Any:
-    """``x[b, :, s : s + length]`` for each start ``s`` of ``starts[b]``: (B, L, n) and (B, K) →
-    (B, L, K, length); starts must leave room for ``length`` samples.
+def segments(xp: Any, x: Any, starts: Any, length: int, rows: Any | None = None) -> Any:
+    """``x[r, :, s : s + length]`` for each start ``s`` of ``starts[i]``, ``r`` the i-th of
+    ``rows`` (default: every row in order): (B, L, n) and (R, K) → (R, L, K, length); starts must
+    leave room for ``length`` samples.
 
     A strided window view indexed by start copies whole contiguous segments (10x faster than a
     gather of every sample index); the view is each library's own (numpy and CuPy
     ``sliding_window_view``, torch ``unfold``), the one thing here outside the array API."""
-    b, l, _ = x.shape
+    l = x.shape[1]
+    b = starts.shape[0]
     if starts.shape[-1] == 0:
         return xp.zeros((b, l, 0, length), dtype=x.dtype)
     if array_api_compat.is_torch_array(x):
@@ -181,9 +192,9 @@ def segments(xp: Any, x: Any, starts: Any, length: int) -> Any:
         view = sliding_window_view(x, length, axis=-1)
     else:
         view = np.lib.stride_tricks.sliding_window_view(x, length, axis=-1)
-    rows = xp.reshape(xp.arange(b), (b, 1, 1))
+    which = xp.reshape(xp.arange(b) if rows is None else rows, (b, 1, 1))
     leads = xp.reshape(xp.arange(l), (1, l, 1))
-    return view[rows, leads, starts[:, None, :]]
+    return view[which, leads, starts[:, None, :]]
 
 
 def sum_of_squares(xp: Any, x: Any) -> Any:

@@ -126,7 +126,7 @@ def _beat_pass(
     peaks = detection.detect(xp, qrs, usable, smooth, fs_det=p.fs_det, step=p.step, fs_out=p.fs_out)
     clock.lap("r_peaks")
     # Unusable leads cut as zeros weigh nothing in the beat correlations.
-    zeroed = filt * xp.astype(usable, filt.dtype)[..., None]
+    zeroed = filt if bool(xp.all(usable)) else filt * xp.astype(usable, filt.dtype)[..., None]
     counts = to_numpy(xp.sum(xp.astype(peaks.valid, xp.int64), axis=-1))
     out: list[dict[str, np.ndarray]] = [{} for _ in range(filt.shape[0])]
     for group in _buckets(counts):
@@ -139,8 +139,8 @@ def _beat_pass(
         index, valid = rows(peaks.index), rows(peaks.valid)
         width = int(counts[group].max()) if group.size else 0
         beats = templates.extract(
-            xp, rows(zeroed), index[:, :width], valid[:, :width],
-            pre=card.input.r_peak_index, length=card.input.beat_samples,
+            xp, zeroed, index[:, :width], valid[:, :width],
+            pre=card.input.r_peak_index, length=card.input.beat_samples, rows=sel,
         )
         use = rows(usable)
         selection = templates.select(xp, beats, use, card.quality.min_template_correlation)

@@ -81,22 +81,23 @@ def _moving_average(xp: Any, x: Any, size: int) -> Any:
     return xp.astype((csum[..., size:] - csum[..., :-size]) / size, x.dtype)
 
 
-def _usable_mean(xp: Any, x: Any, usable: Any) -> Any:
-    """Mean over the usable leads of ``x`` (B, L, n) → (B, n)."""
-    weight = xp.astype(usable, x.dtype)
-    count = xp.clip(xp.sum(weight, axis=-1), min=1.0)
-    return xp.sum(x * weight[..., None], axis=1) / count[:, None]
-
-
-def _unit_std(xp: Any, x: Any) -> Any:
-    scale = xp.std(x, axis=-1, keepdims=True)
-    return x / xp.where(scale == 0, xp.asarray(1.0, dtype=x.dtype), scale)
+def _unit_power(xp: Any, x: Any, usable: Any) -> Any:
+    """Mean over the usable leads of ``(x / std(x))²`` for ``x`` (B, L, n) → (B, n): each lead
+    scaled to unit std, so a lead's gain does not make it count more. One squared copy and one
+    matrix product: the per-lead scale goes into the weights (a lead without variance is not scaled)."""
+    n = x.shape[-1]
+    square = x * x
+    mean = xp.sum(x, axis=-1) / n
+    var = xp.sum(square, axis=-1) / n - mean * mean  # band-passed signals: mean ~0, no cancellation
+    one = xp.asarray(1.0, dtype=x.dtype)
+    weight = xp.astype(usable, x.dtype) / xp.where(var > 0, var, one)
+    weight = weight / xp.clip(xp.sum(xp.astype(usable, x.dtype), axis=-1, keepdims=True), min=1.0)
+    return xp.matmul(weight[:, None, :], square)[:, 0, :]
 
 
 def envelope(xp: Any, qrs: Any, usable: Any, fs_det: float) -> Any:
     """QRS-band energy averaged over the usable leads and over ``_ENVELOPE_S``: (B, n_det)."""
-    energy = _usable_mean(xp, _unit_std(xp, qrs) ** 2, usable)
-    return _moving_average(xp, energy, max(1, round(_ENVELOPE_S * fs_det)))
+    return _moving_average(xp, _unit_power(xp, qrs, usable), max(1, round(_ENVELOPE_S * fs_det)))
 
 
 def _local_maxima(xp: Any, energy: Any) -> Any:
@@ -108,26 +109,46 @@ def _local_maxima(xp: Any, energy: Any) -> Any:
     return (energy > before) & (energy >= after)
 
 
+# Neighbouring maxima compared on each side by the candidate search: a 150-ms reach on a 100-ms
+# moving average holds a handful; more than this many (flat ripples) leave the extra ones unjudged,
+# as if they were farther than the reach.
+_NEIGHBOURS = 16
+
+
 def _candidates(xp: Any, energy: Any, distance: int) -> tuple[Any, Any]:
     """``find_peaks(energy, distance=distance)`` per row: the local maxima that no higher kept
     maximum lies within ``distance - 1`` samples of; compacted to (B, K) positions and validity.
 
-    SciPy removes peaks in order of height; the same fixed point is reached here by passes over all
-    pairs of maxima (a pass settles one more link of a chain of ever higher neighbours; on an
-    energy envelope chains are one or two long)."""
+    SciPy removes peaks in order of height; the same fixed point is reached here by passes over
+    each maximum's nearest neighbours on either side (a pass settles one more link of a chain of
+    ever higher neighbours; on an energy envelope chains are one or two long)."""
     pos, valid = compact(xp, _local_maxima(xp, energy))
-    if pos.shape[-1] == 0:
+    b, m = pos.shape
+    if m == 0:
         return pos, valid
-    height = _take(xp, energy, pos)
-    k = xp.arange(pos.shape[-1])
-    near = xp.abs(pos[:, :, None] - pos[:, None, :]) < distance  # [b, j, i]: i within reach of j
-    higher = (height[:, None, :] > height[:, :, None]) | (
-        (height[:, None, :] == height[:, :, None]) & (k[None, None, :] > k[None, :, None])
-    )
-    rivals = near & higher & valid[:, None, :]
+    height = xp.where(valid, _take(xp, energy, pos), xp.asarray(-xp.inf, dtype=energy.dtype))
+    reach = min(_NEIGHBOURS, m - 1)
+
+    def padded(x: Any, fill: Any) -> Any:
+        edge = xp.full((b, reach), fill, dtype=x.dtype)
+        return xp.concat((edge, x, edge), axis=-1)
+
+    # Neighbour d places away is column reach + d of the padded rows; padding is never a rival.
+    far = padded(pos, xp.asarray(-(2**40), dtype=pos.dtype))
+    tall = padded(height, xp.asarray(-xp.inf, dtype=height.dtype))
+    rivals = []
+    for d in [*range(1, reach + 1), *range(-reach, 0)]:
+        other, other_h = far[:, reach + d : reach + d + m], tall[:, reach + d : reach + d + m]
+        # ties go to the later maximum, as in SciPy's stable sort by height
+        higher = (other_h > height) | ((other_h == height) & (d > 0))
+        rivals.append((d, (xp.abs(other - pos) < distance) & higher))
     kept = valid
-    for _ in range(pos.shape[-1]):
-        now = valid & ~xp.any(rivals & kept[:, None, :], axis=-1)
+    for _ in range(m):
+        around = padded(kept, xp.asarray(False))
+        beaten = xp.zeros(pos.shape, dtype=xp.bool)
+        for d, rival in rivals:
+            beaten = beaten | (rival & around[:, reach + d : reach + d + m])
+        now = valid & ~beaten
         if bool(xp.all(now == kept)):
             break
         kept = now
@@ -179,17 +200,31 @@ def _search_back(xp: Any, pos: Any, height: Any, valid: Any, beat: Any, typical:
     return beat | (eligible & ~outdone)
 
 
-def _gradient(xp: Any, x: Any) -> Any:
-    """``numpy.gradient`` along the last axis (central differences, one-sided at the ends)."""
-    inner = (x[..., 2:] - x[..., :-2]) / 2
-    return xp.concat((x[..., 1:2] - x[..., :1], inner, x[..., -1:] - x[..., -2:-1]), axis=-1)
+def _slope(xp: Any, qrs: Any, usable: Any) -> Any:
+    """Root-mean-square over the usable leads of each lead's derivative scaled to unit std
+    (B, n): :func:`_unit_power` of ``numpy.gradient`` (central differences, one-sided at the
+    ends), without building the gradient's copy with its two end samples (they enter the std as
+    two scalars per lead). ``tests/model/test_batch_frontend.py`` holds it to that formula."""
+    n = qrs.shape[-1]
+    inner = (qrs[..., 2:] - qrs[..., :-2]) / 2
+    first, last = qrs[..., 1] - qrs[..., 0], qrs[..., -1] - qrs[..., -2]
+    square = inner * inner
+    mean = (xp.sum(inner, axis=-1) + first + last) / n
+    var = (xp.sum(square, axis=-1) + first * first + last * last) / n - mean * mean
+    one = xp.asarray(1.0, dtype=qrs.dtype)
+    weight = xp.astype(usable, qrs.dtype) / xp.where(var > 0, var, one)
+    weight = weight / xp.clip(xp.sum(xp.astype(usable, qrs.dtype), axis=-1, keepdims=True), min=1.0)
+    power = xp.matmul(weight[:, None, :], square)[:, 0, :]
+    ends = xp.matmul(weight[:, None, :], xp.stack((first * first, last * last), axis=-1))[:, 0, :]
+    power = xp.concat((ends[:, :1], power, ends[:, 1:]), axis=-1)
+    return xp.sqrt(xp.clip(power, min=0.0))
 
 
 def _drop_slow_waves(xp: Any, qrs: Any, usable: Any, pos: Any, beat: Any, fs_det: float) -> Any:
     """``beat`` without the detections whose steepest slope is below _MIN_RELATIVE_SLOPE of the
     typical QRS: the median of the steeper half of the window's detections, so up to half of
     them may be T waves without moving it."""
-    slope = xp.sqrt(_usable_mean(xp, _unit_std(xp, _gradient(xp, qrs)) ** 2, usable))
+    slope = _slope(xp, qrs, usable)
     half = round(_QRS_HALF_WIDTH_S * fs_det)
     steepest = _take(xp, sliding_max(xp, slope, half, half), pos)
     n = xp.sum(xp.astype(beat, xp.int64), axis=-1)

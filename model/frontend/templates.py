@@ -45,14 +45,15 @@ class Selection:
     lead_correlation: Any
 
 
-def extract(xp: Any, signal: Any, peaks: Any, valid: Any, *, pre: int, length: int) -> Beats:
-    """The beats of ``signal`` (B, L, n) around ``peaks`` (B, K), each R peak at ``pre``."""
+def extract(xp: Any, signal: Any, peaks: Any, valid: Any, *, pre: int, length: int, rows: Any | None = None) -> Beats:
+    """The beats of ``signal`` (B, L, n) around ``peaks`` (R, K), each R peak at ``pre``; the
+    i-th row of ``peaks`` belongs to row ``rows[i]`` of ``signal`` (default: the same row)."""
     n = signal.shape[-1]
     starts = peaks - pre
     inside = valid & (starts >= 0) & (starts + length <= n)
     kept, ok = compact(xp, inside, peaks)
     first = xp.where(ok, kept - pre, xp.asarray(0, dtype=kept.dtype))
-    return Beats(segments(xp, signal, first, length), kept, ok)
+    return Beats(segments(xp, signal, first, length, rows), kept, ok)
 
 
 def _moments(xp: Any, x: Any, width: Any) -> tuple[Any, Any]:

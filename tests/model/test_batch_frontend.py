@@ -19,7 +19,7 @@ from scipy.ndimage import maximum_filter1d
 from hfrisk.model.contract.card import default_card
 from hfrisk.model.contract.leads import conform_leads
 from hfrisk.model.frontend import detection, spectral
-from hfrisk.model.frontend.arrays import ArrayBackend, masked_quantile, sliding_max
+from hfrisk.model.frontend.arrays import ArrayBackend, compact, masked_quantile, sliding_max
 from hfrisk.model.frontend.filters import design_filters
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare, prepare_windows
 from hfrisk.model.frontend.reference import prepare_reference
@@ -108,6 +108,11 @@ def test_array_helpers_match_numpy_and_scipy():
         for row in range(1, 9):
             if valid[row].any():
                 np.testing.assert_allclose(got[row], np.percentile(values[row][valid[row]], 100 * q), rtol=1e-5)
+    flags = rng.random((7, 40)) < 0.3
+    flags[2] = False
+    pos, ok = compact(XP, flags)
+    for row in range(7):
+        np.testing.assert_array_equal(pos[row][ok[row]], np.flatnonzero(flags[row]))
     x = rng.normal(size=(4, 300)).astype(np.float32)
     for before in (0, 1, 5, 37):
         np.testing.assert_array_equal(sliding_max(XP, x, before, before), maximum_filter1d(x, 2 * before + 1, mode="constant", cval=-np.inf))
@@ -118,6 +123,16 @@ def test_array_helpers_match_numpy_and_scipy():
     for b in range(5):
         expected = np.median(waves[b][:, keep[b]], axis=1) if keep[b].any() else np.zeros((3, 40))
         np.testing.assert_allclose(got[b], expected, atol=1e-6)
+
+
+def test_slope_is_the_unit_power_of_numpys_gradient():
+    rng = np.random.default_rng(5)
+    qrs = rng.normal(size=(3, 12, 500)).astype(np.float32) * rng.uniform(0.1, 3, (3, 12, 1)).astype(np.float32)
+    usable = rng.random((3, 12)) < 0.8
+    grad = np.gradient(qrs.astype(np.float64), axis=-1)
+    grad /= grad.std(axis=-1, keepdims=True)
+    expected = np.sqrt(np.stack([np.mean(grad[b][usable[b]] ** 2, axis=0) for b in range(3)]))
+    np.testing.assert_allclose(detection._slope(XP, qrs, usable), expected, rtol=1e-4)
 
 
 def _same(a: ModelInput, b: ModelInput, atol: float) -> None:
