@@ -177,6 +177,13 @@ def test_prometheus_scrapes_the_workers_and_triton_as_the_dashboard_expects():
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in SERVICES["prometheus"]["volumes"]
 
 
+def test_prometheus_loads_the_generated_monitoring_rules():
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["prometheus"]["volumes"]}
+    assert PROMETHEUS["rule_files"] == ["/etc/prometheus/rules/hfrisk-rules.yml"]
+    assert mounts["/etc/prometheus/rules/hfrisk-rules.yml"] == "./dashboards/" + dash.RULES_PATH
+    assert (ROOT / "dashboards" / dash.RULES_PATH).is_file()
+
+
 def test_grafana_gets_the_generated_provisioning_and_dashboards():
     grafana = SERVICES["grafana"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}

@@ -23,6 +23,7 @@ __all__ = [
     "RedisSettings",
     "TritonSettings",
     "PrometheusSettings",
+    "MonitoringSettings",
     "StreamSettings",
     "FlagRule",
     "FrontendSettings",
@@ -188,6 +189,34 @@ class PrometheusSettings(BaseModel):
     retention: str = "2d"
 
 
+class MonitoringSettings(BaseModel):
+    """Model monitoring per device (docs/monitoring.md): quality-gate refusals and score drift
+    against the model card's reference cohort, as worker metrics and Prometheus rules."""
+
+    # Device ids that always get a label of their own (e.g. a hospital's named feeds).
+    devices: list[str] = Field(default_factory=list)
+    # Further devices a worker labels by their own id, first come first served; every later
+    # one is counted under "other". Bounds each per-device metric to (devices + this + 2)
+    # label values per worker (10 score bins or 10 quality reasons each).
+    max_devices: int = Field(default=50, ge=0)
+    # Bins of the drift statistic: the reference cohort's quantiles at 100/n_bins steps
+    # (deciles), merged where a tie spans several.
+    drift_bins: int = Field(default=10, ge=2, le=100)
+    # The sliding window of the drift statistic and of the alert's refusal share (PromQL durations).
+    drift_window: str = "1h"
+    refusal_window: str = "15m"
+    # Alert when a device's PSI over drift_window exceeds this (0.25: the usual "major shift")
+    # on at least drift_min_windows scored windows ...
+    drift_alert_psi: float = Field(default=0.25, gt=0)
+    drift_min_windows: int = Field(default=200, ge=1)
+    # ... or when the quality gate refuses more than this share of a device's windows over
+    # refusal_window, on at least refusal_min_windows windows.
+    refusal_alert_share: float = Field(default=0.5, gt=0, le=1)
+    refusal_min_windows: int = Field(default=30, ge=1)
+    # How long a condition must hold before the alert fires (PromQL duration).
+    alert_for: str = "10m"
+
+
 FlagRule = Literal["absolute_risk", "percentile", "log_risk"]
 
 
@@ -289,6 +318,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
     frontend: FrontendSettings = Field(default_factory=FrontendSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,8 @@ and models follow Grafana's own schema, so panel options use Grafana's field nam
 * ``sources``: plugins, data source and dashboard uids, scrape jobs;
 * ``queries``: the Redis plugin's query model, and every query a dashboard runs as text;
 * ``builders``: small shared panel pieces; ``ward`` and ``operations``: the two dashboards;
-* ``files``: the JSON and provisioning YAML, built and written; ``upload``: push to a Grafana;
+* ``rules``: Prometheus recording and alert rules of model monitoring;
+* ``files``: the JSON, provisioning YAML and rule file, built and written; ``upload``: push to a Grafana;
 * ``commands``: ``hfrisk dashboards write|push``.
 
 Example::
@@ -19,7 +20,7 @@ Example::
 """
 
 from hfrisk.dashboards.commands import app
-from hfrisk.dashboards.files import build_dashboards, provisioning_files, rendered_files, write_dashboards
+from hfrisk.dashboards.files import RULES_PATH, build_dashboards, provisioning_files, rendered_files, write_dashboards
 from hfrisk.dashboards.queries import (
     PanelQuery,
     RedisQuery,
@@ -38,9 +39,15 @@ from hfrisk.dashboards.sources import (
     REDIS_PLUGIN,
     TREND_POINTS,
 )
+from hfrisk.dashboards.rules import ALERT_NAMES, RULE_NAMES, prometheus_rules, rules_file
 from hfrisk.dashboards.upload import push_dashboards
 
 __all__ = [
+    "ALERT_NAMES",
+    "RULES_PATH",
+    "RULE_NAMES",
+    "prometheus_rules",
+    "rules_file",
     "DASHBOARD_UIDS",
     "DATASOURCE_UIDS",
     "FOLDER_UID",

@@ -1,9 +1,10 @@
-"""The operations dashboard (Prometheus): throughput, consumer lag, latency, errors, alerts, Triton."""
+"""The operations dashboard (Prometheus): throughput, consumer lag, latency, errors, alerts, Triton,
+and model monitoring per device (quality-gate refusals, score drift: docs/monitoring.md)."""
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import bargauge, timeseries
 from grafana_foundation_sdk.builders import dashboard as gdash
-from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.models import common as mcommon
 from grafana_foundation_sdk.models import dashboard as mdash
 
@@ -16,12 +17,14 @@ from hfrisk.dashboards.builders import (
     stat_panel,
     threshold_steps,
 )
+from hfrisk.core.config import MonitoringSettings
+from hfrisk.dashboards.rules import RULE_NAMES
 from hfrisk.dashboards.sources import DASHBOARD_UIDS, DATASOURCE_UIDS, PROMETHEUS, PROMETHEUS_JOBS, PROMETHEUS_PLUGIN
 
 __all__ = ["operations_dashboard"]
 
 
-def operations_dashboard(model_name: str) -> gdash.Dashboard:
+def operations_dashboard(model_name: str, monitoring: MonitoringSettings | None = None) -> gdash.Dashboard:
     triton = 'model="${model}"'
     board = (
         gdash.Dashboard("hfrisk — operations")
@@ -124,5 +127,50 @@ def operations_dashboard(model_name: str) -> gdash.Dashboard:
         .description("Inferences (windows) per model execution: how much the dynamic batcher merged.")
         .with_target(prom_query(f"{rate('nv_inference_count', selector=f'{{{triton}}}')} / "
                            f"{rate('nv_inference_exec_count', selector=f'{{{triton}}}')}", "windows per execution"))
+    )
+    return _monitoring_panels(board, monitoring or MonitoringSettings())
+
+
+def _monitoring_panels(board: gdash.Dashboard, s: MonitoringSettings) -> gdash.Dashboard:
+    """Per device: the share of windows the quality gate refused and why, and the drift of the
+    scores from the model card's reference cohort (recording rules of hfrisk.dashboards.rules)."""
+    n = RULE_NAMES
+    board = board.with_row(gdash.Row("Model monitoring").grid_pos(grid(0, 44, 24, 1)))
+    board = board.with_panel(
+        timeseries.Panel().title("Windows refused by the quality gate, by device").datasource(PROMETHEUS)
+        .grid_pos(grid(0, 45, 8, 8)).unit("percentunit").min(0).max(1)
+        .description(f"Share of each device's windows not fit to score over the last {s.refusal_window}. "
+                     f"Alert HfriskDeviceRefusals above {s.refusal_alert_share:.0%} (on at least "
+                     f"{s.refusal_min_windows} windows, for {s.alert_for}). Devices beyond the first "
+                     f"{s.max_devices} a worker sees are counted as 'other'.")
+        .with_target(prom_query(n["refusal_share"], "{{device}}"))
+        .thresholds(threshold_steps((None, "green"), (s.refusal_alert_share, "red")))
+    )
+    board = board.with_panel(
+        timeseries.Panel().title("Refusal reasons by device").datasource(PROMETHEUS)
+        .grid_pos(grid(8, 45, 8, 8)).unit("cps")
+        .description("Refused windows per second by device and quality-gate reason (a window may give several).")
+        .with_target(prom_query(rate("hfrisk_device_refusals_total", "device, reason"), "{{device}}: {{reason}}"))
+    )
+    board = board.with_panel(
+        timeseries.Panel().title("Score drift by device (PSI against the reference cohort)").datasource(PROMETHEUS)
+        .grid_pos(grid(16, 45, 8, 8)).unit("short").min(0)
+        .description(f"Population stability index of each device's scores over the last {s.drift_window}, in "
+                     f"{s.drift_bins} bins cut at the reference cohort's quantiles. Below 0.1: as the reference; "
+                     f"above 0.25: a major shift. Alert HfriskDeviceScoreDrift above {s.drift_alert_psi} "
+                     f"(on at least {s.drift_min_windows} scored windows, for {s.alert_for}).")
+        .with_target(prom_query(n["psi"], "{{device}}"))
+        .thresholds(threshold_steps((None, "green"), (0.1, "orange"), (s.drift_alert_psi, "red")))
+    )
+    board = board.with_panel(
+        bargauge.Panel().title("Scores per reference bin, all devices (1 = as in the reference cohort)")
+        .datasource(PROMETHEUS).grid_pos(grid(0, 53, 24, 6)).unit("short").min(0)
+        .description(f"Share of the scores of the last {s.drift_window} in each bin (bin 00: below the reference "
+                     "cohort's first quantile, the last: from its last) divided by the reference cohort's share in "
+                     "that bin.")
+        .orientation(mcommon.VizOrientation.VERTICAL)
+        .with_target(prom_query(f"{n['fleet_share']} / on (bin) max by (bin) (hfrisk_score_reference_share)",
+                                "bin {{bin}}", instant=True))
+        .thresholds(threshold_steps((None, "blue"), (1.5, "orange"), (2.5, "red")))
     )
     return board

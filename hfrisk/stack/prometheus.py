@@ -1,7 +1,8 @@
 """A real Prometheus server on loopback, scraping a list of targets, with a small query helper.
 
 Uses Debian's ``prometheus`` (2.42 on bookworm). The config is generated from a mapping of job
-name to ``host:port`` targets; :meth:`PrometheusServer.set_targets` rewrites it and reloads the
+name to ``host:port`` targets, and loads hfrisk's recording and alert rules
+(:mod:`hfrisk.dashboards.rules`, thresholds from the environment's ``MonitoringSettings``); :meth:`PrometheusServer.set_targets` rewrites it and reloads the
 running server (``--web.enable-lifecycle``), so a test can point it at a metrics server it has
 just started. Ready when ``GET /-/ready`` answers 200.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from hfrisk.core.config import get_settings
 from hfrisk.core.logs import get_logger
+from hfrisk.dashboards.rules import rules_file
 from hfrisk.stack.launcher import ServerLauncher
 from hfrisk.stack.process import LOOPBACK, ServiceError, ServiceNotInstalled, free_port, port_open, wait_until
 
@@ -40,8 +42,9 @@ def find_prometheus() -> str:
     return binary
 
 
-def prometheus_config(targets: Mapping[str, Sequence[str]], scrape_interval_s: float) -> str:
-    """``prometheus.yml`` scraping each job's ``host:port`` targets at ``/metrics``.
+def prometheus_config(targets: Mapping[str, Sequence[str]], scrape_interval_s: float,
+                      rule_files: Sequence[str] = ()) -> str:
+    """``prometheus.yml`` scraping each job's ``host:port`` targets at ``/metrics`` and loading ``rule_files``.
 
     Written as JSON, which is valid YAML, so no YAML library is needed.
     """
@@ -53,6 +56,7 @@ def prometheus_config(targets: Mapping[str, Sequence[str]], scrape_interval_s: f
             "scrape_timeout": interval,
             "evaluation_interval": interval,
         },
+        "rule_files": list(rule_files),
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": list(host_ports)}]} for job, host_ports in targets.items()
         ],
@@ -98,6 +102,10 @@ class PrometheusServer(ServerLauncher):
     @property
     def config_path(self) -> Path:
         return self.data_dir / "prometheus.yml"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.data_dir / "hfrisk-rules.yml"
 
     def _command(self) -> list[str]:
         binary = self.binary or find_prometheus()
@@ -177,7 +185,8 @@ class PrometheusServer(ServerLauncher):
         return body["data"]
 
     def _write_config(self) -> None:
-        self.config_path.write_text(prometheus_config(self.targets, self.scrape_interval_s))
+        self.rules_path.write_text(rules_file(get_settings().monitoring))
+        self.config_path.write_text(prometheus_config(self.targets, self.scrape_interval_s, [str(self.rules_path)]))
 
     def _apply(self) -> None:
         self._write_config()

@@ -29,7 +29,18 @@ metric                                 type       meaning
 ``hfrisk_consumer_lag{partition}``     gauge      chunk messages on the partition not yet processed
                                                   (high watermark - next offset to process)
 ``hfrisk_patients_active``             gauge      patients whose window buffers this worker holds
+``hfrisk_device_windows_total``        counter    windows first written, by ``device`` and ``outcome``
+``{device,outcome}``                              (``scored`` / ``low_quality``: refused by the quality gate)
+``hfrisk_device_refusals_total``       counter    refused windows by ``device`` and quality ``reason`` (a
+``{device,reason}``                               window may give several reasons)
+``hfrisk_device_score_bins_total``     counter    scored windows by ``device`` and ``bin`` of the reference
+``{device,bin}``                                  cohort's quantiles (:mod:`hfrisk.stream.worker.monitoring`)
+``hfrisk_score_reference_share{bin}``  gauge      the reference cohort's share in each bin (from the card)
 =====================================  =========  ==========================================================
+
+``device`` takes a bounded set of values (``MonitoringSettings``: named devices, the first
+``max_devices`` others, then ``other``); Prometheus turns the per-device counters into refusal
+shares and the drift statistic (:mod:`hfrisk.dashboards.rules`, docs/monitoring.md).
 
 Every label value listed above is created at zero on start, so a dashboard shows 0 rather than
 "no data" before the first event of a kind. Each :class:`StreamMetrics` has its own registry
@@ -90,6 +101,21 @@ class StreamMetrics:
         )
         self.patients_active = Gauge(
             "hfrisk_patients_active", "Patients whose window buffers this worker holds.", registry=r
+        )
+        self.device_windows = Counter(
+            "hfrisk_device_windows_total", "Windows first written, by device and outcome.", ["device", "outcome"],
+            registry=r,
+        )
+        self.device_refusals = Counter(
+            "hfrisk_device_refusals_total", "Windows refused by the quality gate, by device and reason.",
+            ["device", "reason"], registry=r,
+        )
+        self.device_score_bins = Counter(
+            "hfrisk_device_score_bins_total", "Scored windows by device and bin of the reference cohort's quantiles.",
+            ["device", "bin"], registry=r,
+        )
+        self.score_reference_share = Gauge(
+            "hfrisk_score_reference_share", "The reference cohort's share in each score bin.", ["bin"], registry=r
         )
         for outcome in CHUNK_OUTCOMES:
             self.chunks.labels(outcome=outcome)

@@ -14,6 +14,7 @@ from hfrisk.stream.messages.scores import score_record
 from hfrisk.stream.sinks import WindowResult, WriteOutcome
 from hfrisk.stream.windowing import Window
 from hfrisk.stream.worker.metrics import StreamMetrics
+from hfrisk.stream.worker.monitoring import ModelMonitor
 from hfrisk.stream.worker.records import BatchReport, ChunkRecord, OutboundMessage
 
 __all__ = ["Scored", "Written", "outbound_messages", "count_batch"]
@@ -43,8 +44,10 @@ def outbound_messages(results: list[Scored], written: list[Written], report: Bat
     return messages
 
 
-def count_batch(metrics: StreamMetrics, results: list[Scored], written: list[Written], report: BatchReport) -> None:
-    """Fill ``report`` and the metrics with the batch's outcomes (first writes only)."""
+def count_batch(metrics: StreamMetrics, results: list[Scored], written: list[Written], report: BatchReport,
+                monitor: ModelMonitor | None = None) -> None:
+    """Fill ``report`` and the metrics (and ``monitor``'s per-device counts) with the batch's
+    outcomes (first writes only)."""
     m = metrics
     for (result, window, _), (outcome, written_us) in zip(results, written):
         report.results.append(result)
@@ -54,6 +57,8 @@ def count_batch(metrics: StreamMetrics, results: list[Scored], written: list[Wri
         kind = "scored" if result.scored else "low_quality"
         report.windows[kind] += 1
         m.windows.labels(outcome=kind).inc()
+        if monitor is not None:
+            monitor.observe(result)
         for event in outcome.events:
             m.alerts.labels(kind=event.kind.value).inc()
         last_sample_us = window.end_us - round(1e6 / window.ecg.fs_hz)

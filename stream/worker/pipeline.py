@@ -33,6 +33,7 @@ from hfrisk.stream.worker.buffer_store import BufferStore
 from hfrisk.stream.worker.checkpoints import Checkpoints
 from hfrisk.stream.worker.intake import decode_record, refuse
 from hfrisk.stream.worker.metrics import StreamMetrics
+from hfrisk.stream.worker.monitoring import ModelMonitor
 from hfrisk.stream.worker.outcomes import Scored, Written, count_batch, outbound_messages
 from hfrisk.stream.worker.records import BatchAborted, BatchFailed, BatchReport, ChunkRecord, Publisher
 
@@ -98,6 +99,7 @@ class StreamWorker:
         options: WorkerOptions | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         pseudonymise: Callable[[str], str] | None = None,
+        monitor: ModelMonitor | None = None,
     ):
         self.pseudonymise = pseudonymise
         self.card = card
@@ -108,6 +110,8 @@ class StreamWorker:
         self.store = store
         self.publisher = publisher
         self.metrics = metrics or StreamMetrics()
+        # Per-device refusals and score drift against the card's reference cohort (docs/monitoring.md).
+        self.monitor = monitor or ModelMonitor(self.metrics, risk_scale=card.risk_scale)
         self.options = options or WorkerOptions()
         self._sleep = sleep
         # Held for a whole batch, a checkpoint or a revocation: a buffer is never saved while it
@@ -138,6 +142,7 @@ class StreamWorker:
     ) -> StreamWorker:
         settings = settings or get_settings()
         client = redis_client or make_redis_client(settings.redis)
+        metrics = metrics or StreamMetrics()
         return cls(
             card=card,
             assembler=WindowAssembler.from_settings(card, settings.stream),
@@ -150,6 +155,7 @@ class StreamWorker:
             metrics=metrics,
             options=options or WorkerOptions.from_settings(settings),
             pseudonymise=pseudonymiser_from_settings(settings.pseudonym),
+            monitor=ModelMonitor(metrics, risk_scale=card.risk_scale, settings=settings.monitoring),
         )
 
     # -- one batch ------------------------------------------------------------------------------
@@ -232,7 +238,7 @@ class StreamWorker:
         messages = outbound_messages(results, written, report)
         await self._retrying("kafka", lambda: self.publisher.publish(messages))
         lap("publish")
-        count_batch(self.metrics, results, written, report)
+        count_batch(self.metrics, results, written, report, self.monitor)
         self._checkpoints.processed(records)
         log.debug("batch done", chunks=len(records), windows=len(windows), **report.timings)
         return report

@@ -52,8 +52,8 @@ def test_ward_reads_only_documented_redis_keys_with_supported_commands():
 
 
 def test_operations_queries_name_only_exported_metrics():
-    """Every series the panels query is one the worker's StreamMetrics or Triton exports, and
-    every worker metric has a panel."""
+    """Every series the panels and the Prometheus rules query is one the worker's StreamMetrics or
+    Triton exports or a rule records, and every worker metric has a panel or a rule."""
     from hfrisk.stream.worker.metrics import StreamMetrics
 
     families = list(StreamMetrics().registry.collect())
@@ -62,7 +62,11 @@ def test_operations_queries_name_only_exported_metrics():
     worker_samples = {f.name + suffix for f in families for suffix in suffixes[f.type]}
     queries = dash.panel_queries(BOARDS["operations"])
     assert {q.kind for q in queries} == {"prometheus"}
-    named = {m for q in queries for m in re.findall(r"\b((?:hfrisk|nv)_\w+)", q.query)}
+    rules = [r for g in dash.prometheus_rules()["groups"] for r in g["rules"]]
+    exprs = [q.query for q in queries] + [r["expr"] for r in rules]
+    named = {m for e in exprs for m in re.findall(r"\b((?:hfrisk|nv)_\w+)", e)}
+    recorded = {m for e in exprs for m in re.findall(r"\b(hfrisk:\w+)", e)}
+    assert recorded <= {r["record"] for r in rules if "record" in r}
     assert {m for m in named if m.startswith("hfrisk_")} <= worker_samples
     assert {m for m in named if m.startswith("nv_")} == TRITON_METRICS
     used_families = {re.sub(r"_(bucket|sum|count|total)$", "", m) for m in named}

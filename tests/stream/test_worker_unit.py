@@ -501,6 +501,33 @@ def test_metrics_are_exposed_under_the_agreed_names():
     assert "# TYPE hfrisk_dead_letters_total counter" in text
 
 
+def test_model_monitoring_counts_each_window_once_by_device_outcome_and_score_bin(preprocessor, chunks):
+    from hfrisk.model.contract.card import load_card
+    from hfrisk.stream.worker.monitoring import ModelMonitor, bin_label
+
+    scale = load_card(Path(__file__).resolve().parents[2] / "triton_models" / "hfrisk").risk_scale
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    sink, metrics = MemorySink(), StreamMetrics()
+    monitor = ModelMonitor(metrics, risk_scale=scale)
+    for _ in range(2):  # the second worker is sent everything again: every window a redelivery
+        worker = make_worker(preprocessor, sink=sink, metrics=metrics)
+        worker.monitor = monitor
+        run_batches(worker, records_of(messages), size=7)
+
+    results = list(sink.windows.values())
+    devices = {r.device_id for r in results}
+    assert devices == {c.device_id for c in chunks} and len(devices) == 2
+    for device in devices:
+        mine = [r for r in results if r.device_id == device]
+        scored = [r.log_risk for r in mine if r.scored]
+        assert metrics.value("hfrisk_device_windows_total", device=device, outcome="scored") == len(scored)
+        assert metrics.value("hfrisk_device_windows_total", device=device, outcome="low_quality") == \
+            len(mine) - len(scored)
+        by_hand = [int(np.sum(monitor.bins.edges <= s)) for s in scored]
+        assert [metrics.value("hfrisk_device_score_bins_total", device=device, bin=bin_label(i))
+                for i in range(monitor.bins.n_bins)] == [by_hand.count(i) for i in range(monitor.bins.n_bins)]
+
+
 def test_dead_letter_headers_round_trip():
     letter = DeadLetter.for_message(b"x" * 100, key=b"bed-1", reason="bad_message", detail="no magic", topic=TOPIC,
                                     partition=3, offset=42, timestamp_ms=1234, max_message_bytes=16 * 1024 + 10)
