@@ -21,11 +21,15 @@ from pathlib import Path
 from hfrisk.model.contract.card import CANONICAL_LEADS, load_card
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.worker.metrics import StreamMetrics
+from hfrisk.core.config import MonitoringSettings
+from hfrisk.dashboards.rules import PSI_PSEUDOCOUNT
+from hfrisk.stream.worker.monitoring import ModelMonitor, ScoreBins, bin_label
 from hfrisk.stream.sinks.records import risk_terms
 from hfrisk.stream.sinks.redis_sink import RedisSink, WindowResult
 from hfrisk.stream.windowing import SkippedWindows, SkipReason, window_id
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
+from scipy.stats import entropy
 
 from hfrisk import dashboards as dash
 from hfrisk.stack.process import free_port
@@ -41,6 +45,9 @@ pytestmark = pytest.mark.integration
 
 BOARDS = dash.build_dashboards()
 RATE_WINDOW = "30s"
+# The bundled model's risk scale: the percentile and absolute risk the worker stores with a score,
+# and the reference bins of model monitoring.
+RISK_SCALE = load_card(Path(__file__).resolve().parents[2] / "triton_models" / "hfrisk").risk_scale
 
 
 # -- Prometheus ---------------------------------------------------------------------------------------
@@ -70,9 +77,37 @@ class _TritonMetrics:
             yield metric
 
 
+# Model monitoring: scored windows per reference bin and refused windows of two devices, written
+# once (constant counters, so the recorded shares and PSI are exact); a third device refuses every
+# window, all the time.
+MONITORED = {"monitor-live-a": ([20] * 10, 10), "monitor-live-b": ([60] + [0] * 8 + [180], 60)}
+ALWAYS_REFUSED = "monitor-live-c"
+
+
+def _monitoring_window(device: str, log_risk: float | None) -> WindowResult:
+    return WindowResult(patient_id=f"p-{device}", window_id="w", window_start_us=0, window_end_us=1,
+                        fit_to_score=log_risk is not None, quality_score=0.5,
+                        quality_reasons=() if log_risk is not None else ("noisy", "too_few_beats"),
+                        log_risk=log_risk, device_id=device)
+
+
+def _feed_monitor(monitor: ModelMonitor) -> None:
+    edges = monitor.bins.edges
+    # A score in each bin: its lower edge (the first bin: below the first edge).
+    in_bin = [edges[0] - 1.0] + list(edges)
+    for device, (per_bin, refused) in MONITORED.items():
+        for i, count in enumerate(per_bin):
+            for _ in range(count):
+                monitor.observe(_monitoring_window(device, float(in_bin[i])))
+        for _ in range(refused):
+            monitor.observe(_monitoring_window(device, None))
+
+
 def _worker_step(metrics: StreamMetrics):
     """A function that moves every worker metric a step, as a busy worker would."""
     rng = np.random.default_rng(0)
+    monitor = ModelMonitor(metrics, risk_scale=RISK_SCALE)
+    _feed_monitor(monitor)
 
     def step() -> None:
         for outcome, n in (("accepted", 12), ("duplicate", 1), ("late", 1), ("dead_letter", 1)):
@@ -88,6 +123,7 @@ def _worker_step(metrics: StreamMetrics):
         for partition in range(4):
             metrics.consumer_lag.labels(partition=str(partition)).set(int(rng.integers(0, 50)))
         metrics.patients_active.set(8)
+        monitor.observe(_monitoring_window(ALWAYS_REFUSED, None))
 
     return step
 
@@ -144,14 +180,49 @@ def test_every_prometheus_panel_returns_data(scraped_metrics):
     assert jobs == {"worker": 1.0, "triton": 1.0}
     batching = float(titled(results, "Triton batching")[0][0]["value"][1])
     assert batching == pytest.approx(24 / 3, rel=0.05)  # inferences per execution
+    _check_model_monitoring(prom, results)
+
+
+def _values(series: list[dict], label: str) -> dict[str, float]:
+    # Only this test's devices: other tests may have scraped workers into the same Prometheus.
+    return {s["metric"][label]: float(s["value"][1]) for s in series
+            if s["metric"].get("device", "monitor-live").startswith("monitor-live")}
+
+
+def _check_model_monitoring(prom, results) -> None:
+    """The monitoring panels' numbers against the windows fed to the worker's monitor, computed
+    here from their definitions (PSI: scipy's symmetrised Kullback-Leibler divergence)."""
+    refused = _values(titled(results, "Windows refused by the quality gate, by device")[0], "device")
+    assert refused == {"monitor-live-a": pytest.approx(10 / 210), "monitor-live-b": pytest.approx(60 / 300),
+                       ALWAYS_REFUSED: 1.0}
+    reasons = {(s["metric"]["device"], s["metric"]["reason"])
+               for s in titled(results, "Refusal reasons by device")[0]}
+    assert {(ALWAYS_REFUSED, "noisy"), ("monitor-live-b", "too_few_beats")} <= reasons
+    reference = ScoreBins.from_reference(RISK_SCALE.reference).reference_share
+    k = PSI_PSEUDOCOUNT
+    expected_psi = {}
+    for device, (per_bin, _) in MONITORED.items():
+        counts = np.asarray(per_bin, dtype=float)
+        p = (counts + k) / (counts.sum() + k * len(counts))
+        expected_psi[device] = float(entropy(p, reference) + entropy(reference, p))
+    psi = _values(titled(results, "Score drift by device (PSI against the reference cohort)")[0], "device")
+    assert psi == {d: pytest.approx(v, rel=1e-9) for d, v in expected_psi.items()}
+    assert psi["monitor-live-b"] > MonitoringSettings().drift_alert_psi > psi["monitor-live-a"]
+    fleet = np.sum([per_bin for per_bin, _ in MONITORED.values()], axis=0)
+    ratio = _values(titled(results, "Scores per reference bin, all devices (1 = as in the reference cohort)")[0], "bin")
+    assert ratio == {bin_label(i): pytest.approx(fleet[i] / fleet.sum() / reference[i], rel=1e-9)
+                     for i in range(len(fleet))}
+    # The alerts are evaluated: pending on the device that drifted and the one that refuses
+    # everything (each must hold for alert_for before it fires), on no other.
+    for alert, device in (("HfriskDeviceScoreDrift", "monitor-live-b"), ("HfriskDeviceRefusals", ALWAYS_REFUSED)):
+        pending = prom.wait_for(f'ALERTS{{alertname="{alert}",device=~"monitor-live.*"}}', timeout_s=30)
+        assert [(s["metric"]["device"], s["metric"]["alertstate"]) for s in pending] == [(device, "pending")]
 
 
 # -- Redis ----------------------------------------------------------------------------------------------
 
 
 T0_US = (time.time_ns() // 1000) - 3_600_000_000  # an hour ago, so the windows sit in the time range
-# The bundled model's risk scale: the percentile and absolute risk the worker stores with a score.
-RISK_SCALE = load_card(Path(__file__).resolve().parents[2] / "triton_models" / "hfrisk").risk_scale
 HOP_US = 5_000_000
 
 
