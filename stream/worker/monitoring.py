@@ -41,11 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from hfrisk.core.config import MonitoringSettings
+from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.risk_scale import ReferenceDistribution, RiskScale
 from hfrisk.stream.sinks import WindowResult
 from hfrisk.stream.worker.metrics import StreamMetrics
 
 __all__ = ["DeviceLabels", "ScoreBins", "ModelMonitor", "OTHER_DEVICES", "UNKNOWN_DEVICE", "bin_label"]
+
+log = get_logger(__name__)
 
 OTHER_DEVICES = "other"
 UNKNOWN_DEVICE = "unknown"
@@ -67,6 +70,7 @@ class DeviceLabels:
         self.named = frozenset(named)
         self.max_devices = max_devices
         self._seen: set[str] = set()
+        self._overflowed = False
 
     def __call__(self, device_id: str) -> str:
         if not device_id:
@@ -76,6 +80,11 @@ class DeviceLabels:
         if len(self._seen) < self.max_devices:
             self._seen.add(device_id)
             return device_id
+        if not self._overflowed:
+            # Once: the operator should know that per-device panels no longer show every device.
+            self._overflowed = True
+            log.warning("more devices than monitoring labels; later ones are counted as 'other'",
+                        max_devices=self.max_devices, first_other=device_id)
         return OTHER_DEVICES
 
     @property
@@ -148,6 +157,13 @@ class ModelMonitor:
             self._bin_labels = tuple(bin_label(i) for i in range(self.bins.n_bins))
             for label, share in zip(self._bin_labels, self.bins.reference_share):
                 metrics.score_reference_share.labels(bin=label).set(float(share))
+            log.info("model monitoring: score bins at the reference cohort's quantiles",
+                     cohort=risk_scale.reference.cohort, edges=[round(float(e), 4) for e in self.bins.edges],
+                     reference_share=[round(float(q), 4) for q in self.bins.reference_share],
+                     max_devices=settings.max_devices)
+        else:
+            log.warning("model monitoring: the model card has no risk scale, so scores are not compared "
+                        "with a reference cohort (refusals are still counted)")
 
     def observe(self, result: WindowResult) -> None:
         device = self.labels(result.device_id)

@@ -40,7 +40,8 @@ def test_bins_of_a_normal_reference_are_its_deciles_with_a_tenth_each():
 
 def test_a_tie_in_the_reference_is_one_bin_holding_the_ties_share():
     # The bundled model: 251 of its 1,997 reference records share the maximum log-risk (12.6 %,
-    # docs/score-scale.md), which spans the 90th percentile: deciles 9 and 10 merge.
+    # docs/score-scale.md, from the 87.4th percentile up): the 90th percentile is the tie's value,
+    # so the top bin holds the whole tie, not a tenth, and the bin below it what is left above 80 %.
     bins = ScoreBins.from_reference(BUNDLED_SCALE.reference)
     top = max(BUNDLED_SCALE.reference.log_risk)
     assert bins.n_bins == 10 and bins.edges[-1] == top
