@@ -152,3 +152,12 @@ def _check_every_dashboard_query(urls: dict, prefix: str) -> None:
     assert jobs == {"worker": 1.0, "triton": 1.0}
     assert {s["metric"]["kind"] for s in titled(ops, "Alerts in range")[0]} >= {"raised"}
     assert "bad_message" in {s["metric"]["reason"] for s in titled(ops, "Dead letters by reason")[0]}
+    # Model monitoring per device (the replay's monitor-<bed>): bed-1's flat line is refused, bed-0's
+    # scores are compared with the served card's reference cohort.
+    refused = {s["metric"]["device"]: float(s["value"][1])
+               for s in titled(ops, "Windows refused by the quality gate, by device")[0]}
+    assert refused["monitor-1"] > 0 and set(refused) >= {"monitor-0", "monitor-1"}
+    reasons = {(s["metric"]["device"], s["metric"]["reason"]) for s in titled(ops, "Refusal reasons by device")[0]}
+    assert ("monitor-1", "flat_line") in reasons
+    psi = {s["metric"]["device"] for s in titled(ops, "Score drift by device (PSI against the reference cohort)")[0]}
+    assert "monitor-0" in psi
