@@ -39,6 +39,7 @@ import numpy as np
 from hfrisk.model.contract.card import default_card
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.arrays import one_blas_thread
 from hfrisk.model.frontend.preprocessing import prepare, prepare_windows
 from hfrisk.model.frontend.reference import prepare_reference
 from hfrisk.model.readers.dispatch import read_ecg
@@ -203,6 +204,7 @@ def speed(paths: list[Path], repeats: int, card) -> dict:
     """The per-window reference and the batched front end (batch 64) in one process: windows/s by
     CPU time (what one core does) and by wall time. ``bench/bench_preprocessing.py`` has the full
     comparison (batch sizes, torch, pinned to one core)."""
+    one_blas_thread()  # as the stream's and screening's preprocessing processes run
     ecgs = [read_ecg(p) for p in paths]
     requests = [(ecg, 0.0) for ecg in ecgs]
 

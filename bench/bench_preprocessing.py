@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with PTB-XL *_hr records")
     parser.add_argument("--limit", type=int, default=512, help="at most this many records")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 256])
     parser.add_argument("--gpu-batch", type=int, default=0, help="also time torch on CUDA at this batch (0: no)")
     parser.add_argument("--out", type=Path, default=None, help="path stem: writes STEM.json and STEM.md")
     args = parser.parse_args(argv)

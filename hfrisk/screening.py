@@ -36,6 +36,7 @@ from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.contract.risk_scale import RiskScale
 from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.frontend.arrays import one_blas_thread
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare_windows
 from hfrisk.model.readers.dispatch import iter_records, read_ecg
 
@@ -217,6 +218,7 @@ RecordWindows = list[tuple[ScreenRow, "np.ndarray | None"]]
 
 def _init_worker(card: ModelCard, hop_s: float | None = None) -> None:
     global _worker_card, _worker_hop_s
+    one_blas_thread()
     _worker_card, _worker_hop_s = card, hop_s
 
 

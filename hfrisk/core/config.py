@@ -301,9 +301,10 @@ class FrontendSettings(BaseModel):
     array_backend: Literal["numpy", "torch", "cupy"] = "numpy"
     # torch's device ("cuda", "cuda:1"); CuPy uses its current device.
     device: str | None = None
-    # Windows of one rate and length prepared together: the cost per window falls with the batch
-    # up to about 64 on a CPU core (docs/bench/preprocessing.md); a GPU wants thousands.
-    batch_size: int = Field(default=64, ge=1)
+    # Windows of one rate and length prepared together: on a CPU core the cost per window falls
+    # with the batch up to 16-32 and rises again past 64, when a batch outgrows the caches
+    # (docs/bench/preprocessing.md); a GPU wants thousands.
+    batch_size: int = Field(default=32, ge=1)
 
 
 class Settings(BaseSettings):

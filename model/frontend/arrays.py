@@ -34,6 +34,7 @@ __all__ = [
     "gather_time",
     "segments",
     "sum_of_squares",
+    "one_blas_thread",
 ]
 
 BackendName = Literal["numpy", "torch", "cupy"]
@@ -202,3 +203,13 @@ def sum_of_squares(xp: Any, x: Any) -> Any:
     if array_api_compat.is_numpy_array(x):
         return np.einsum("...t,...t->...", x, x)
     return xp.sum(x * x, axis=-1)
+
+
+def one_blas_thread() -> None:
+    """Limit this process's BLAS to one thread (for processes that only preprocess: the pools
+    of the stream worker and of screening). The front end's matrix products are small; OpenBLAS's
+    extra threads gain nothing on them and spin on the cores the other processes need (the
+    batched front end used 2x the CPU time of its wall time on the 2-core machine without this)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")

@@ -45,6 +45,7 @@ from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError
+from hfrisk.model.frontend.arrays import one_blas_thread
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare, prepare_windows
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
 from hfrisk.core.retries import Backoff, retrying
@@ -119,6 +120,11 @@ def _prepare_one(ecg: ECG, card: ModelCard) -> ModelInput | PrepareFailure:
         return PrepareFailure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
+def _init_pool_process() -> None:
+    _ignore_stop_signals()
+    one_blas_thread()
+
+
 def _ignore_stop_signals() -> None:
     # A stop signal goes to the worker's whole process group; the pool must outlive it until the
     # worker has finished or abandoned its batch (it exits when the worker closes it or dies).
@@ -146,7 +152,7 @@ class Preprocessor:
         self._card_json = card.to_json()
         self._executor: Executor = (
             ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_stop_signals
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_pool_process
             )
             if workers > 0
             else ThreadPoolExecutor(1, thread_name_prefix="hfrisk-prepare")
