@@ -28,10 +28,6 @@ PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 BBB_CODES = {"CLBBB", "CRBBB", "ILBBB", "IRBBB", "LAFB/LPFB", "IVCD"}
 
 
-@pytest.fixture(scope="module")
-def ptbxl() -> PTBXL:
-    return PTBXL(PTBXL_ROOT, sampling_rate=500)
-
 
 @pytest.fixture(scope="module")
 def measured(ptbxl, tmp_path_factory) -> pd.DataFrame:

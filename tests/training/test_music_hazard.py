@@ -22,10 +22,6 @@ from hfrisk.training.evaluation.music_cox import fit_cox
 PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
 
 
-@pytest.fixture(scope="module")
-def ptbxl() -> PTBXL:
-    return PTBXL(PTBXL_ROOT, sampling_rate=500)
-
 
 def _measurements(ptbxl: PTBXL) -> pd.DataFrame:
     """Values a front end might give, one per record, with a failed QTc on the first record."""

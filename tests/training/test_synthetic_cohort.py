@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from hfrisk.training.data.cohort import load_cohort
-from hfrisk.training.data.ptbxl import PTBXL
 from hfrisk.training.data.synthetic_cohort import (
     ORACLE_FILENAME,
     SPEC_FILENAME,
@@ -19,13 +16,6 @@ from hfrisk.training.data.synthetic_cohort import (
     write_synthetic_cohort,
 )
 from lifelines import CoxPHFitter
-
-PTBXL_ROOT = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
-
-
-@pytest.fixture(scope="module")
-def ptbxl() -> PTBXL:
-    return PTBXL(PTBXL_ROOT, sampling_rate=500)
 
 
 def _covariates(n: int, seed: int = 1) -> pd.DataFrame:
