@@ -281,6 +281,25 @@ def test_a_lead_set_change_and_a_sequence_reset_each_start_a_new_segment(feed):
     assert buffer.stats.segments == 3 and buffer.stats.duplicates == 0
 
 
+def test_saved_bytes_are_json_dumps_of_the_state_with_sorted_keys(feed):
+    """to_bytes splices the arrays' base64 in after json.dumps: the bytes must be those of dumping
+    the whole state, with waiting chunks (several arrays) and an id that looks like a placeholder."""
+    import json
+
+    chunks, _ = feed
+    rng = random.Random(5)
+    order = sorted(range(len(chunks)), key=lambda i: i + rng.uniform(0, 4))
+    tricky = '"f4le":"\u00000" \x00 0'
+    buffer = PatientBuffer(tricky, 10.0, 5.0)
+    checked = 0
+    for i in order[:40]:
+        buffer.feed(replace(chunks[i], patient_id=tricky))
+        expected = json.dumps(buffer.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        assert buffer.to_bytes() == expected
+        checked += buffer.pending > 1
+    assert checked > 0, "no state with several waiting chunks was checked"
+
+
 def test_restored_state_continues_with_identical_windows_and_redelivery_recreates_them(feed):
     chunks, _ = feed
     rng = random.Random(3)
