@@ -260,6 +260,8 @@ def evaluate_command(
     test_cohort: Annotated[Optional[Path], typer.Option(help="Fixed-split mode: train on COHORT, test on this cohort.")] = None,
     seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="CV seeds (repeatable); default the paper's 42 2021 2022 2023 2024.")] = None,
     n_folds: Annotated[Optional[int], typer.Option(min=2, help="Folds per seed; default 2 (the paper's), 5 for --format music.")] = None,
+    folds: Annotated[str, typer.Option(help="What a fold keeps together: patient (patient_id; a cohort without it: each record), "
+                                       "record (the paper's split) or strat_fold (PTB-XL's own ten folds).")] = "patient",
     init: InitOpt = None,
     encoder: EncoderOpt = "dual_attention",
     epochs: EpochsOpt = None,
@@ -277,7 +279,7 @@ def evaluate_command(
     coefficients_out: Annotated[Optional[Path], typer.Option(help="--format music: also fit on everyone and write the "
                                                              "coefficients JSON the MUSIC scenario of synthetic-cohort reads.")] = None,
 ) -> None:
-    """The paper's protocol: 5 seeds x 2 stratified folds, inner 80/20 selection, test-fold metrics.
+    """The paper's protocol: 5 seeds x 2 stratified folds (grouped by patient), inner 80/20 selection, test-fold metrics.
 
     For a synthetic cohort (oracle_log_hazard.csv beside it) the true hazard is scored on the same folds, as the ceiling.
     With --format music: cross-validated Cox models on MUSIC's real outcomes (docs/training/music.md).
@@ -290,7 +292,7 @@ def evaluate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from hfrisk.training.data.cohort import PAPER_CV_SEEDS
+    from hfrisk.training.data.cohort import FOLD_SCHEMES, PAPER_CV_SEEDS
     from hfrisk.training.evaluation.cox_baseline import cohort_measurements, cox_method
     from hfrisk.training.finetune.data import FinetuneData
     from hfrisk.training.finetune.method import finetune_method
@@ -298,6 +300,7 @@ def evaluate_command(
     from hfrisk.training.data.synthetic_cohort import ORACLE_FILENAME, oracle_method, read_oracle
 
     _check_choice(method, _METHODS, "method")
+    _check_choice(folds, FOLD_SCHEMES, "folds")
     data = _load(cohort, records_root, time_unit)
     test = _load(test_cohort, records_root, time_unit) if test_cohort else None
     whole = data if test is None else _concat(data, test)
@@ -316,7 +319,8 @@ def evaluate_command(
     for m in methods:
         folder = out / m.name
         if test is None:
-            result = cross_validate(data, m, folder, seeds=seeds or PAPER_CV_SEEDS, n_folds=n_folds, n_boot=n_boot)
+            result = cross_validate(data, m, folder, seeds=seeds or PAPER_CV_SEEDS, n_folds=n_folds, by=folds,
+                                    n_boot=n_boot)
         else:
             result = evaluate_fixed_split(data, test, m, folder, n_boot=n_boot)
         results.append(result)

@@ -1,7 +1,9 @@
 """The paper's evaluation protocol, for any risk model: repeated stratified 2-fold cross-validation.
 
-For each of the paper's seeds, 2 folds stratified on the event; inside each training fold an
-80/20 split chooses the model; the figure is the mean test Harrell C over the 10 runs. A *method*
+For each of the paper's seeds, 2 folds stratified on the event and grouped by patient (no patient's
+ECGs on both sides; ``by="record"`` is the paper's record-wise split, ``by="strat_fold"`` keeps
+PTB-XL's own folds whole); inside each training fold an 80/20 split, grouped the same way, chooses
+the model; the figure is the mean test Harrell C over the 10 runs. A *method*
 is any ``method(split, run_dir) -> MethodResult`` (:func:`hfrisk.training.finetune.method.finetune_method`,
 :func:`hfrisk.training.evaluation.cox_baseline.cox_method`). Details: docs/training/evaluation.md.
 
@@ -94,13 +96,15 @@ def paper_splits(
     seeds: Sequence[int] = PAPER_CV_SEEDS,
     n_folds: int = 2,
     val_frac: float = 0.2,
+    by: str = "patient",
 ) -> list[Split]:
-    """The ``len(seeds) × n_folds`` splits of the paper; the inner split uses the same seed."""
+    """The ``len(seeds) × n_folds`` splits of the paper, grouped by ``by`` (:data:`~hfrisk.training.data.cohort.FOLD_SCHEMES`);
+    the inner split uses the same seed and grouping."""
     splits = []
     for seed in seeds:
-        for fold, (train_index, test_index) in enumerate(cohort.stratified_folds(n_folds, seed)):
+        for fold, (train_index, test_index) in enumerate(cohort.stratified_folds(n_folds, seed, by=by)):
             train = cohort.subset(train_index)
-            fit_index, val_index = train.inner_split(val_frac, seed)
+            fit_index, val_index = train.inner_split(val_frac, seed, by=by)
             splits.append(Split(seed, fold, train, cohort.subset(test_index), fit_index, val_index, train_index, test_index))
     return splits
 
@@ -212,11 +216,13 @@ def run_protocol(
     n_boot: int = 0,
     ci_level: float = 0.95,
     progress: bool = True,
+    folds: str | None = None,
 ) -> ProtocolResult:
     """Run ``method`` on every split, evaluate each test fold with :func:`summarize`, aggregate.
 
     Each run gets ``out_dir/<seed>-<fold>/`` for its artefacts and a ``predictions.csv`` (record,
-    time, event, log_risk, part). ``runs.csv`` and ``summary.json`` land in ``out_dir``.
+    time, event, log_risk, part). ``runs.csv`` and ``summary.json`` land in ``out_dir``; ``folds``
+    (how the splits were grouped) is recorded in the summary.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +256,8 @@ def run_protocol(
                  seconds=round(seconds, 1))
     runs = pd.DataFrame(rows)
     summary = {"ci_level": ci_level, "n_runs": len(runs), "metrics": _aggregate(runs, ci_level)}
+    if folds is not None:
+        summary["folds"] = folds
     result = ProtocolResult(name, runs, summary, infos)
     result.save(out)
     log.info("protocol.done", method=name, summary=result.describe())
@@ -275,10 +283,12 @@ def cross_validate(
     seeds: Sequence[int] = PAPER_CV_SEEDS,
     n_folds: int = 2,
     val_frac: float = 0.2,
+    by: str = "patient",
     **kwargs,
 ) -> ProtocolResult:
     """The paper's protocol: ``len(seeds) × n_folds`` runs of :func:`paper_splits`, then :func:`run_protocol`."""
-    return run_protocol(paper_splits(cohort, seeds, n_folds, val_frac), method, out_dir, **kwargs)
+    splits = paper_splits(cohort, seeds, n_folds, val_frac, by=by)
+    return run_protocol(splits, method, out_dir, folds=cohort.fold_description(by), **kwargs)
 
 
 def evaluate_fixed_split(
