@@ -1,5 +1,5 @@
 """Evaluation of risk models: the paper's cross-validation protocol, the Cox baseline on ECG measurements and
-the linear probe of an encoder, Cox models on the real MUSIC cohort (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
+the linear probe of an encoder, Cox models on the real MUSIC cohort, the power of paired C comparisons (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ _EXPORTS = {
     "music_cox_coefficients": "music_cox",
     "write_music_cox": "music_cox",
     "probe_checkpoint": "probe",
+    "runs_needed": "power",
+    "events_needed": "power",
+    "harrell_c_se": "power",
+    "paired_t_power": "power",
 }
 
 __all__ = list(_EXPORTS)
