@@ -31,7 +31,8 @@ STATE_VERSION = 1
 class ChunkLike(Protocol):
     """What the buffer needs of a chunk. :class:`~hfrisk.stream.messages.chunk.EcgChunk` is one.
 
-    If the chunk has ``to_ecg()`` its samples are taken from there (physical mV); otherwise
+    If the chunk has ``millivolts()`` (or else ``to_ecg()``) its samples are taken from there
+    (physical mV, NaN/inf refused); otherwise
     ``samples`` must already be ``(n_leads, n)`` in mV.
     """
 
@@ -104,13 +105,15 @@ class BufferedChunk:
             sequence=int(chunk.sequence),
             start_us=int(chunk.acquired_at_us),
             fs_hz=fs_hz,
-            lead_names=tuple(str(n) for n in chunk.lead_names),
+            lead_names=tuple(map(str, chunk.lead_names)),
             device_id=str(getattr(chunk, "device_id", "") or ""),
             samples=_millivolts(chunk),
         )
 
 
 def _millivolts(chunk: Any) -> np.ndarray:
+    if hasattr(chunk, "millivolts"):  # an EcgChunk: to_ecg().samples without building the ECG
+        return chunk.millivolts()
     if hasattr(chunk, "to_ecg"):
         return chunk.to_ecg().samples  # an ECG refuses NaN/inf when it is built
     samples = np.asarray(chunk.samples, dtype=np.float32)

@@ -10,6 +10,7 @@ window at-least-once, and what happens on outages, rebalances and stops: docs/st
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from hfrisk.stream.worker.records import BatchAborted, BatchFailed, BatchReport,
 __all__ = ["WorkerOptions", "StreamWorker", "TRANSIENT"]
 
 log = get_logger(__name__)
+
+# Patients whose pseudonyms a worker remembers: far more than a worker's partitions carry.
+_PSEUDONYMS_KEPT = 65_536
 
 # Failures that go away by themselves (a server restarting, a network blip): wait and retry.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -101,7 +105,9 @@ class StreamWorker:
         pseudonymise: Callable[[str], str] | None = None,
         monitor: ModelMonitor | None = None,
     ):
-        self.pseudonymise = pseudonymise
+        # An HMAC per chunk for the same few thousand ids: remembered (bounded; the same id and key
+        # always give the same pseudonym, so a cached one is the one computed).
+        self.pseudonymise = functools.lru_cache(maxsize=_PSEUDONYMS_KEPT)(pseudonymise) if pseudonymise else None
         self.card = card
         self.assembler = assembler
         self.preprocessor = preprocessor

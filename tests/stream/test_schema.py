@@ -341,6 +341,34 @@ def test_any_valid_chunk_round_trips(chunk):
     assert back.acquired_at_us == chunk.acquired_at_us and back.fs_hz == chunk.fs_hz
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(valid_chunks())
+def test_millivolts_are_the_ecgs_samples_bit_for_bit(chunk):
+    """What a window buffer keeps of a chunk (millivolts) is to_ecg's samples, and the WFDB
+    formula written out: counts minus baseline over gain in float64, float32, times the unit's scale."""
+    from hfrisk.model.contract.ecg import UNIT_SCALE_TO_MV
+
+    mv = chunk.millivolts()
+    assert mv.dtype == np.float32 and mv.tobytes() == chunk.to_ecg().samples.tobytes()
+    gains = np.asarray(chunk.gains, np.float64)[:, None]
+    baselines = np.asarray(chunk.baselines, np.float64)[:, None]
+    scales = np.asarray([UNIT_SCALE_TO_MV[u.strip().lower()] for u in chunk.units], np.float32)[:, None]
+    expected = ((chunk.samples.astype(np.float64) - baselines) / gains).astype(np.float32) * scales
+    assert mv.tobytes() == expected.astype(np.float32).tobytes()
+
+
+def test_millivolts_refuse_what_to_ecg_refuses_with_the_same_error():
+    samples = np.zeros((3, 4), np.float32)
+    samples[1, 2] = np.nan
+    chunk = _chunk(samples=samples)  # the constructor does not look at values; validate_chunk would
+    with pytest.raises(ECGInputError) as from_ecg:
+        chunk.to_ecg()
+    with pytest.raises(ECGInputError) as from_mv:
+        chunk.millivolts()
+    assert from_ecg.value.reason == from_mv.value.reason == InputErrorReason.NON_FINITE
+    assert str(from_mv.value) == str(from_ecg.value)
+
+
 # --- the schema and its documentation ---------------------------------------------------------
 
 
