@@ -4,10 +4,13 @@ new segments. The rules it follows are in docs/windowing.md."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections import deque
 from dataclasses import replace
+
+import numpy as np
 
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.windowing.held_signal import HeldSignal
@@ -22,6 +25,16 @@ _LOST_MEMORY = 64
 
 def _placeholder(i: int) -> str:
     return f"\x00{i}"
+
+
+def _base64(a: np.ndarray) -> bytes:
+    """``encode_array``'s base64, as bytes and without its copy to ``bytes`` first."""
+    a = np.ascontiguousarray(a, dtype="<f4")
+    return base64.b64encode(memoryview(a).cast("B")) if a.size else b""
+
+
+# Stands in for an array while the rest of a state is dumped (to_bytes).
+_NO_SAMPLES = np.zeros((0, 0), np.float32)
 
 
 class PatientBuffer:
@@ -412,22 +425,28 @@ class PatientBuffer:
 
     def to_bytes(self) -> bytes:
         """:meth:`to_dict` as compact UTF-8 JSON with sorted keys: a Faust table value or a Redis string."""
-        data = self.to_dict()
-        # json.dumps scans every character of a string for ones to escape, and the base64 of the
-        # held samples is ~300 kB that has none: that scan cost more than the rest of a checkpoint.
-        # The arrays go in as short placeholders and are spliced into the text afterwards; the
-        # bytes are the same as json.dumps of the whole (tests/stream/test_windowing.py).
-        arrays = [data["buf"]] + [chunk["samples"] for chunk in data["pending"]]
-        encoded = []
-        for i, array in enumerate(arrays):
-            encoded.append(array["f4le"])
-            array["f4le"] = _placeholder(i)
+        state = self.to_state()
+        arrays = [state.buf] + [chunk.samples for chunk in state.pending]
+        # The samples are most of the bytes (~300 kB of base64 per patient) and all of the cost:
+        # json.dumps scans every character of a string for ones to escape (base64 has none), and
+        # str/bytes conversions copy it. So the state is dumped with short placeholders for the
+        # arrays, and each array's base64 is joined in as bytes; the result is byte for byte
+        # json.dumps of to_dict() (tests/stream/test_windowing.py).
+        data = state.model_copy(update={
+            "buf": _NO_SAMPLES, "pending": [replace(chunk, samples=_NO_SAMPLES) for chunk in state.pending],
+        }).to_dict()
+        for i, (stored, array) in enumerate(zip([data["buf"]] + [c["samples"] for c in data["pending"]], arrays)):
+            stored["f4le"], stored["shape"] = _placeholder(i), list(array.shape)
         text = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        for i, b64 in enumerate(encoded):
-            # '"f4le":"\u0000<i>"' cannot come from any other value: a quote inside a string is
-            # escaped, so only a real f4le key is followed by '":"'.
-            text = text.replace(f'"f4le":{json.dumps(_placeholder(i))}', f'"f4le":"{b64}"', 1)
-        return text.encode()
+        # '"f4le":"\u0000<i>"' cannot come from any other value: a quote inside a string is escaped,
+        # so only a real f4le key is followed by '":"'.
+        found = sorted((text.index(f'"f4le":{json.dumps(_placeholder(i))}'), i) for i in range(len(arrays)))
+        parts, done = [], 0
+        for at, i in found:
+            parts += [text[done:at].encode(), b'"f4le":"', _base64(arrays[i]), b'"']
+            done = at + len(f'"f4le":{json.dumps(_placeholder(i))}')
+        parts.append(text[done:].encode())
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PatientBuffer:
