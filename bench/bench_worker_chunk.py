@@ -1,7 +1,7 @@
 """The stream worker's own CPU per 1-s chunk, step by step, with preprocessing and the model as no-ops.
 
     .venv/bin/python -m bench.bench_worker_chunk [--baseline REV] [--beds 200] [--duration-s 40]
-        [--warmup-s 15] [--repeats 2] [--out docs/bench]
+        [--warmup-s 15] [--repeats 2] [--checkpoint-s S] [--out docs/bench]
 
 Issue #15's goal: at most 0.15 ms of worker CPU per chunk, preprocessing and inference excluded.
 This drives :meth:`StreamWorker.handle` and :meth:`StreamWorker.checkpoint` in-process, exactly
@@ -64,7 +64,7 @@ PSEUDONYM_KEY = b"bench-worker-chunk-key-0123456789"
 STEPS = {
     "decode": "Avro body, EcgChunk, key check (decode_record, decode_chunk)",
     "validation": "content rules of the chunk (validate_chunk or its cached fast path)",
-    "pseudonymisation": "patient id -> HMAC pseudonym",
+    "pseudonymisation": "patient id -> HMAC pseudonym (a remembered one is a lookup, counted in decode)",
     "windowing/buffer": "counts -> mV, sequence and grid checks, held signal (PatientBuffer.feed)",
     "assembling windows": "cutting 10-s windows, ECG + Window objects",
     "restore": "first sight of a patient: saved buffer from Redis",
@@ -283,7 +283,9 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
     pseudonymise = clock.wrap("pseudonymisation", pseudonymiser) if instrumented else pseudonymiser
     preprocessor = NoopPreprocessor()
     scorer = NoopScorer(card)
+    publisher = KeepingPublisher()
     if instrumented:
+        publisher.publish = clock.wrap("publish (no Kafka)", publisher.publish)
         preprocessor.prepare = clock.wrap("no-op prepare", preprocessor.prepare)
         scorer.infer = clock.wrap("no-op model", scorer.infer)
 
@@ -313,7 +315,7 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
             scorer=scorer,
             sink=RedisSink(client, "bench", policy=AlertPolicy.from_settings(stream, risk_scale=card.risk_scale)),
             store=BufferStore(client, "bench", settings.redis.patient_ttl_s),
-            publisher=(publisher := KeepingPublisher()),
+            publisher=publisher,
             metrics=metrics,
             # Checkpoints are driven below on signal time, not by the wall clock of this fast run.
             options=WorkerOptions(checkpoint_interval_s=1e9, max_message_bytes=settings.kafka.max_message_bytes),
@@ -491,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration-s", type=float, default=40.0)
     parser.add_argument("--warmup-s", type=float, default=15.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--checkpoint-s", type=float, default=None,
+                        help="stream.checkpoint_interval_s for both runs (default: the setting, 2 s)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
@@ -503,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_child(args.child, args.instrumented, args.warmup_s)))
         return
 
+    if args.checkpoint_s is not None:  # the children read it from their settings, as a worker does
+        os.environ["HFRISK_STREAM__CHECKPOINT_INTERVAL_S"] = str(args.checkpoint_s)
     from hfrisk.core.config import get_settings
 
     load_before = load_average()
