@@ -34,6 +34,10 @@ def test_runs_needed_matches_gpower(effect_size, n, actual_power):
     assert paired_t_power(n - 1, sd, 0.03) < 0.8
 
 
+def test_power_of_a_large_effect_is_one_not_nan():
+    assert paired_t_power(10, 0.0107, 0.03) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_normal_closed_form_and_its_corrected_variant():
     # ((z_0.975 + z_0.8) * sd / delta)^2 with sd = delta: 2.8016^2.
     assert runs_needed_normal(0.03, 0.03) == pytest.approx((1.959964 + 0.841621) ** 2, rel=1e-6)

@@ -1,5 +1,5 @@
 """Evaluation of risk models: the paper's cross-validation protocol, the Cox baseline on ECG measurements and
-the linear probe of an encoder, Cox models on the real MUSIC cohort, the power of paired C comparisons (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
+the linear probe of an encoder, Cox models on the real MUSIC cohort, the power of paired C comparisons, paired differences, frozen-feature floors (the metrics themselves are :mod:`hfrisk.training.metrics`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ _EXPORTS = {
     "events_needed": "power",
     "harrell_c_se": "power",
     "paired_t_power": "power",
+    "paired_difference": "comparison",
+    "principal_components_method": "floors",
 }
 
 __all__ = list(_EXPORTS)

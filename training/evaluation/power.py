@@ -77,7 +77,10 @@ def paired_t_power(n_runs: int, sd_diff: float, delta: float = 0.03, alpha: floa
     dof = n_runs - 1
     critical = stats.t.ppf(1 - alpha / 2, dof)
     noncentrality = delta / (sd_diff / math.sqrt(n_runs))
-    return float(stats.nct.sf(critical, dof, noncentrality) + stats.nct.cdf(-critical, dof, noncentrality))
+    upper = stats.nct.sf(critical, dof, noncentrality)
+    lower = stats.nct.cdf(-critical, dof, noncentrality)
+    # scipy's nct.cdf underflows to NaN far below a large noncentrality, where the tail is ~0.
+    return float(upper + (lower if np.isfinite(lower) else 0.0))
 
 
 def runs_needed(sd_diff: float, delta: float = 0.03, alpha: float = 0.05, power: float = 0.8) -> int:
