@@ -172,7 +172,7 @@ def probe_command(
 
 _ENCODERS = ("dual_attention", "xresnet1d101")
 _SCENARIOS = ("labels", "music-pump-failure", "music-cardiac")
-_METHODS = ("finetune", "cox", "both")
+_METHODS = ("finetune", "cox", "both", "floors")
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
@@ -254,7 +254,9 @@ def evaluate_command(
     out: Annotated[Path, typer.Option(help="Folder for runs.csv, summary.json and one folder per run.")] = Path("runs/evaluate"),
     cohort_format: Annotated[str, typer.Option("--format", help="cohort (record, time, event + ECG files) or music "
                                                "(MUSIC's subject-info.csv: real outcomes, ECG measurements, no waveforms).")] = "cohort",
-    method: Annotated[str, typer.Option(help="finetune (the network), cox (measurements baseline) or both.")] = "finetune",
+    method: Annotated[str, typer.Option(help="finetune (the network), cox (measurements baseline), both, or floors (ridge Cox "
+                                        "on principal components of the raw beat and of the untrained network's embedding, "
+                                        "plus Cox on age + sex when the cohort has them).")] = "finetune",
     records_root: RecordsRootOpt = None,
     time_unit: TimeUnitOpt = "days",
     test_cohort: Annotated[Optional[Path], typer.Option(help="Fixed-split mode: train on COHORT, test on this cohort.")] = None,
@@ -312,6 +314,8 @@ def evaluate_command(
     if method in ("cox", "both"):
         measurements = cohort_measurements(whole, cache=out / "measurements.parquet", progress=True)
         methods.append(cox_method(measurements.set_axis(whole.records)))
+    if method == "floors":
+        methods.extend(_floor_methods(whole, cache_dir))
     if (cohort.parent / ORACLE_FILENAME).exists():
         methods.append(oracle_method(read_oracle(cohort)))
     console = Console()
@@ -333,7 +337,46 @@ def evaluate_command(
                       f"{c.get('mean', float('nan')):.4f} ± {c.get('sd', float('nan')):.4f}",
                       f"{c.get('ci_low', float('nan')):.3f}–{c.get('ci_high', float('nan')):.3f}", *means)
     console.print(table)
+    if len(results) > 1 and test is None:
+        console.print(_paired_table(results))
     console.print(f"results in {out}/<method>/summary.json")
+
+
+def _floor_methods(cohort, cache_dir: Optional[Path]) -> list:
+    from hfrisk.training.evaluation.cox_baseline import CoxBaselineConfig, cox_method
+    from hfrisk.training.evaluation.floors import RIDGE_PENALIZERS, principal_components_method
+    from hfrisk.training.evaluation.probe import embed, random_encoder
+    from hfrisk.training.finetune.data import FinetuneData
+
+    x = FinetuneData.from_cohort(cohort, cache_dir=cache_dir).x.numpy()
+    records = cohort.records
+    methods = [principal_components_method(x, "ridge_cox_beat_pcs", records=records),
+               principal_components_method(embed(random_encoder("dual_attention", seed=72), x),
+                                           "ridge_cox_random_embedding_pcs", records=records)]
+    if {"age", "sex"} <= set(cohort.table.columns):
+        age_sex = cox_method(cohort.table[["age", "sex"]].astype(float).set_axis(records),
+                             CoxBaselineConfig(features=("age", "sex"), penalizers=RIDGE_PENALIZERS))
+        age_sex.name = "cox_age_sex"
+        methods.append(age_sex)
+    return methods
+
+
+def _paired_table(results: list):
+    """Every method minus the last one run (the oracle when there is one), on the same folds."""
+    from rich.table import Table
+
+    from hfrisk.training.evaluation.comparison import paired_difference
+
+    reference = results[-1]
+    view = Table("method", f"ΔC vs {reference.method}", "95% t-CI", "corrected CI (Nadeau-Bengio)", "higher in",
+                 title="paired differences of Harrell C on the same folds")
+    for result in results[:-1]:
+        d = paired_difference(result.runs, reference.runs)
+        if d["n"] < 2:
+            continue
+        view.add_row(result.method, f"{d['mean']:+.4f}", f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f}",
+                     f"{d['corrected_ci_low']:+.3f} to {d['corrected_ci_high']:+.3f}", f"{d['wins']}/{d['n']} runs")
+    return view
 
 
 def _evaluate_music(path: Path, out: Path, seeds: Optional[list[int]], n_folds: int, repeats: int, n_boot: int,

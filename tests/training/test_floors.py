@@ -93,3 +93,32 @@ def test_paired_difference_matches_scipys_paired_t_test():
 def test_paired_difference_refuses_different_folds():
     with pytest.raises(ValueError, match="different records"):
         paired_difference(_runs(np.full(4, 0.7)), _runs(np.full(4, 0.6), fingerprint="y"))
+
+
+def test_evaluate_command_runs_the_floors_beside_the_oracle_on_patient_folds(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from hfrisk.training.commands import evaluate_command
+    from hfrisk.training.data.ptbxl import PTBXL
+    from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort, write_synthetic_cohort
+    from tests.training.conftest import PTBXL_ROOT
+
+    cohort_file = write_synthetic_cohort(synthetic_hf_cohort(PTBXL(PTBXL_ROOT, 100), event_rate=0.25, seed=0),
+                                         tmp_path / "cohort")
+    app = typer.Typer()
+    app.command("evaluate")(evaluate_command)
+    app.command("noop")(lambda: None)  # two commands, so "evaluate" stays a sub-command
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", str(cohort_file), "--method", "floors", "--seed", "42",
+                                      "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "paired differences" in result.output
+    fingerprints = []
+    for name in ("ridge_cox_beat_pcs", "ridge_cox_random_embedding_pcs", "oracle_true_hazard"):
+        runs = pd.read_csv(out / name / "runs.csv")
+        assert len(runs) == 2 and runs["harrell_c"].between(0, 1).all()
+        fingerprints.append(runs["test_fingerprint"].tolist())
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]  # the same folds for every method
+    summary = pd.read_json(out / "oracle_true_hazard" / "summary.json", typ="series")
+    assert summary["summary"]["folds"].startswith("patient (24 records, 21 patients)")
