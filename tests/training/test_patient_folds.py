@@ -139,3 +139,21 @@ def test_protocol_runs_on_patient_folds_and_says_so(tmp_path):
     result = cross_validate(cohort, constant, tmp_path, seeds=(42,), progress=False)
     n_patients = cohort.table["patient_id"].nunique()
     assert result.summary["folds"] == f"patient ({len(cohort)} records, {n_patients} patients)"
+
+
+def test_summary_gives_the_corrected_interval_beside_the_naive_one(tmp_path):
+    cohort = _patients_cohort(80)
+
+    def marker(split, run_dir):
+        # A noisy score, so the runs' C values differ.
+        rng = np.random.default_rng(split.seed + split.fold)
+        return MethodResult(rng.normal(size=len(split.train)), -split.test.time + 30 * rng.normal(size=len(split.test)), {})
+
+    result = cross_validate(cohort, marker, tmp_path, progress=False)
+    c = result.summary["metrics"]["harrell_c"]
+    runs = result.runs
+    ratio = (runs["n_test"] / runs["n_train"]).mean()
+    assert 0.9 < ratio < 1.1  # 2 folds
+    naive_half, corrected_half = c["ci_high"] - c["mean"], c["corrected_ci_high"] - c["mean"]
+    assert corrected_half / naive_half == pytest.approx(np.sqrt((1 / 10 + ratio) / (1 / 10)))
+    assert c["corrected_ci_low"] == pytest.approx(c["mean"] - corrected_half)

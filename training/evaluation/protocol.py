@@ -155,6 +155,12 @@ def _aggregate(runs: pd.DataFrame, level: float) -> dict[str, dict[str, float]]:
         half = _t_quantile(level, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
         entry = {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n_runs": n,
                  "min": float(values.min()), "max": float(values.max())}
+        if n > 1 and {"n_test", "n_train"} <= set(runs.columns):
+            # The runs share subjects: Nadeau-Bengio's variance sd^2 (1/n + n_test/n_train) is the one
+            # that matched the spread over new cohorts in docs/training/evidence.md ("Power").
+            ratio = float((runs["n_test"] / runs["n_train"]).mean())
+            corrected = _t_quantile(level, n - 1) * sd * math.sqrt(1.0 / n + ratio)
+            entry.update(corrected_ci_low=mean - corrected, corrected_ci_high=mean + corrected)
         per_seed = runs.groupby("seed")[metric].std(ddof=0)
         if len(per_seed) and runs.groupby("seed").size().min() > 1:
             # The paper's code prints this as "std": within-seed SD over folds, averaged over seeds.
