@@ -24,13 +24,11 @@ from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.leads import ConformedECG
 from hfrisk.model.frontend import detection, spectral, templates
 from hfrisk.model.frontend.arrays import ArrayBackend, masked_quantile, to_numpy
-from hfrisk.model.frontend.quality import LeadFlags, flag_leads_batch
+from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
+from hfrisk.model.frontend.quality import LeadFlags, beats_disagree, flag_leads_batch
 
 __all__ = ["BatchOutput", "run_batch", "Stopwatch"]
 
-# Standard deviation (mV) under which a median beat is treated as empty rather than divided by.
-ZSCORE_EPS = 1e-6
-MIN_AGREEING_SHARE = 0.5
 
 
 class Stopwatch:
@@ -83,19 +81,6 @@ def _reference_leads(xp: Any, signal: Any, usable: Any, preferred: int | None) -
     return xp.where(need, fallback, xp.asarray(preferred, dtype=xp.int64))
 
 
-def _disagree(xp: Any, correlation: Any, valid: Any, min_correlation: float) -> Any:
-    """Per window, :func:`~hfrisk.model.frontend.quality.beats_disagree`."""
-    n = xp.sum(xp.astype(valid, xp.int64), axis=-1)
-    agree = valid & (correlation >= min_correlation)
-    n_agree = xp.sum(xp.astype(agree, xp.int64), axis=-1)
-    chosen = xp.where((n_agree >= 2)[:, None], agree, valid)
-    clipped = xp.clip(correlation, min=0.0, max=1.0) * xp.astype(chosen, correlation.dtype)
-    count = xp.clip(xp.sum(xp.astype(chosen, correlation.dtype), axis=-1), min=1.0)
-    consistency = xp.sum(clipped, axis=-1) / count
-    share = xp.astype(n_agree, xp.float64) < MIN_AGREEING_SHARE * xp.astype(n, xp.float64)
-    return (n >= 2) & ((consistency < min_correlation) | share)
-
-
 # Windows whose detected beat counts differ by more than this factor (plus one) are cut and
 # compared in separate groups: a batch padded to its one 180-bpm window would sort and correlate
 # twice the beats of a batch of 60-bpm windows.
@@ -144,13 +129,12 @@ def _beat_pass(
         )
         use = rows(usable)
         selection = templates.select(xp, beats, use, card.quality.min_template_correlation)
-        disagree = _disagree(xp, selection.correlation, beats.valid, card.quality.min_template_correlation)
         med = templates.median(xp, beats.waves, selection.keep)
         host = {
             "peaks": to_numpy(index), "pvalid": to_numpy(valid), "bpeaks": to_numpy(beats.peaks),
             "keep": to_numpy(selection.keep), "bvalid": to_numpy(beats.valid),
             "corr": to_numpy(selection.correlation), "lead_corr": to_numpy(selection.lead_correlation),
-            "median": to_numpy(med), "disagree": to_numpy(disagree),
+            "median": to_numpy(med),
         }
         for j, row in enumerate(group):
             out[row] = {key: value[j] for key, value in host.items()}
@@ -199,7 +183,7 @@ def run_batch(
             result[row] = one
             ok = usable_np[row]
             if (
-                one["disagree"]
+                beats_disagree(one["corr"][one["bvalid"]], card.quality)
                 and noisy[row].sum() < card.quality.max_noisy_leads
                 and ok.sum() > card.quality.min_usable_leads
             ):
@@ -226,7 +210,7 @@ def run_batch(
         rates.append(float(60.0 * p.fs_out / np.median(np.diff(det))) if det.size >= 2 else None)
     lead_mask = usable_np & (n_used > 0)[:, None]
     medians = np.where(lead_mask[:, :, None], medians, 0.0).astype(np.float32)
-    x = _normalise_and_pad(medians, lead_mask, card.input.length_samples)
+    x = pad_beat(zscore_leads(medians, lead_mask), card.input.length_samples)
     clock.lap("normalise_and_pad")
     host_flags = LeadFlags(
         flat=to_numpy(flags.flat), lead_off=to_numpy(flags.lead_off), saturated=to_numpy(flags.saturated),
@@ -236,15 +220,3 @@ def run_batch(
         x=x, lead_mask=lead_mask, flags=host_flags, median_mv=medians, detected=detected, used=used,
         beat_correlation=beat_corr, lead_correlation=lead_corr, heart_rate_bpm=rates,
     )
-
-
-def _normalise_and_pad(median: np.ndarray, keep: np.ndarray, length: int) -> np.ndarray:
-    """Per-lead z-score along time (leads not in ``keep``, or without variance, exactly 0), then
-    symmetric zero padding to ``length`` (the extra sample after)."""
-    mean = median.mean(axis=-1, keepdims=True, dtype=np.float64)
-    std = median.std(axis=-1, keepdims=True, dtype=np.float64)
-    ok = keep[..., None] & (std > ZSCORE_EPS)
-    z = np.divide(median - mean, std, out=np.zeros(median.shape), where=ok)
-    missing = length - median.shape[-1]
-    before = missing // 2
-    return np.pad(z, ((0, 0), (0, 0), (before, missing - before))).astype(np.float32)

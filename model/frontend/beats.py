@@ -21,8 +21,25 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
+# The reference runs on the tuning of the batched front end it is held against; each number is
+# explained where it is defined.
+from hfrisk.model.frontend.detection import (
+    _ENVELOPE_S,
+    _MIN_RELATIVE_ENERGY,
+    _MIN_RELATIVE_SLOPE,
+    _NEGATIVE_DOMINANCE,
+    _QRS_HALF_WIDTH_S,
+    _REFINE_HALF_WIDTH_S,
+    _REFRACTORY_S,
+    _SEARCH_BACK_ENERGY,
+    _SEARCH_BACK_GAP,
+    _SEARCH_BACK_NOISE,
+    _TYPICAL_SHARE,
+)
 from hfrisk.model.frontend.filters import bandpass, lowpass
 from hfrisk.model.frontend.quality import MIN_AGREEING_SHARE
+from hfrisk.model.frontend.spectral import DETECTION_FS_HZ, FIDUCIAL_BAND_HZ, QRS_BAND_HZ
+from hfrisk.model.frontend.templates import _CORE_AFTER, _CORE_BEFORE
 
 __all__ = [
     "detect_r_peaks",
@@ -33,51 +50,6 @@ __all__ = [
     "median_beat",
     "heart_rate_bpm",
 ]
-
-# How far (s) the R peak of the reference lead may lie from the QRS peak of the combined signal.
-_REFINE_HALF_WIDTH_S = 0.06
-# The fiducial point is the largest positive deflection of the reference lead, unless the window's
-# typical QRS there is this many times deeper than tall (a QS complex, as a paced beat in lead II: the largest
-# positive deflection is then the T wave's upstroke, 100-150 ms after the cardiologists' mark).
-# Large, so that an ordinary rS complex keeps the R wave the bundled model was trained on; on
-# LUDB a factor 3 moved the fiducial of more paced beats away from the cardiologists' mark than
-# it corrected (Se 99.3 % against 99.6 % with 8).
-_NEGATIVE_DOMINANCE = 8.0
-# The R peak is located on the reference lead low-passed to this band (< the 50-Hz Nyquist
-# frequency of the lowest accepted rate, 100 Hz).
-_FIDUCIAL_BAND_HZ = 40.0
-# Half-width (s) of the window in which a detection's QRS slope is measured.
-_QRS_HALF_WIDTH_S = 0.05
-# A detection less steep than this fraction of the typical QRS is a T wave (see _drop_slow_waves).
-_MIN_RELATIVE_SLOPE = 0.3
-# Detection works on this band (Hz), where a QRS complex carries most of its energy and P/T
-# waves, baseline wander, muscle noise above it and pacing spikes carry little (Pan–Tompkins
-# 5–15 Hz, Elgendi 8–20 Hz); the 0.5–100 Hz signal that forms the median beat is not touched.
-_QRS_BAND_HZ = (5.0, 25.0)
-# Search-back (see _search_back): pauses longer than this many median R-R intervals are searched
-# again, for a candidate of at least this share of the typical QRS energy and this many times the
-# noise's. On MIT-BIH 201 and 223 the missed aberrant and ventricular beats had 0.1-0.2 of the
-# typical energy, the humps between beats of a clean record 0.01-0.02.
-_SEARCH_BACK_GAP = 1.5
-_SEARCH_BACK_ENERGY = 0.1
-_SEARCH_BACK_NOISE = 4.0
-# Detection runs at no less than this rate (Hz): twice the 100-Hz low-pass of the card's filters.
-_DETECTION_FS_HZ = 200.0
-# Width (s) of the moving average that turns QRS-band energy into one hump per complex.
-_ENVELOPE_S = 0.1
-# A candidate with less than this fraction of the typical QRS energy is a P or T wave or noise.
-# Chosen on LUDB and 8 MIT-BIH DS1 records (5 min, clean and with muscle noise): 0.25 let noise
-# through at 6 dB (+P 88 %), 0.55 dropped small ectopic beats (Se 97 %); 0.4 keeps both >= 95 %.
-_MIN_RELATIVE_ENERGY = 0.4
-# The beats are compared over this share of their window before and after the QRS: with the
-# card's 1.2-s beat, 0.15 s before (the PR segment) and 0.3 s after (the ST segment and most of the
-# T wave), short enough that the next QRS stays out up to ~180 bpm.
-_CORE_BEFORE = 0.125
-_CORE_AFTER = 0.25
-# Two R peaks closer than this are one beat (400 bpm): above the card's largest rate (max_beats
-# per window, 300 bpm by default) so that such rates are measured and reported, not hidden.
-_REFRACTORY_S = 0.15
-
 
 def _slope(leads: np.ndarray) -> np.ndarray:
     """Root-mean-square across ``leads`` of the derivative, each scaled to unit std."""
@@ -108,7 +80,7 @@ def _envelope_peaks(leads: np.ndarray, fs_hz: float) -> np.ndarray:
     if candidates.size == 0:
         return candidates.astype(np.int64)
     height = energy[candidates]
-    typical = np.median(height[height >= 0.2 * np.percentile(height, 90)])
+    typical = np.median(height[height >= _TYPICAL_SHARE * np.percentile(height, 90)])
     beat = height >= _MIN_RELATIVE_ENERGY * typical
     if beat.sum() >= 3:
         _search_back(candidates, height, beat, typical)
@@ -174,9 +146,9 @@ def detect_r_peaks(
         return np.zeros(0, dtype=np.int64)
     # Every other sample of a 500-Hz window is plenty for a 25-Hz band (the card's low-pass has
     # already removed what would alias) and halves the cost; _refine works at the full rate.
-    step = max(1, int(fs_hz // _DETECTION_FS_HZ))
+    step = max(1, int(fs_hz // DETECTION_FS_HZ))
     rate = fs_hz / step
-    leads = bandpass(samples[usable, ::step].astype(np.float64), rate, *_QRS_BAND_HZ)
+    leads = bandpass(samples[usable, ::step].astype(np.float64), rate, *QRS_BAND_HZ)
     peaks = _drop_slow_waves(leads, _envelope_peaks(leads, rate), rate)
     if peaks.size == 0:
         return peaks
@@ -189,7 +161,7 @@ def _refine(lead: np.ndarray, peaks: np.ndarray, fs_hz: float) -> np.ndarray:
     The lead is first smoothed to the band every accepted source rate shares, so a notched R wave
     gets the same fiducial point from a 100-Hz and a 500-Hz recording of the same heart.
     """
-    smooth = lowpass(lead.astype(np.float64), fs_hz, _FIDUCIAL_BAND_HZ)
+    smooth = lowpass(lead.astype(np.float64), fs_hz, FIDUCIAL_BAND_HZ)
     idx = _windows(peaks, max(1, int(round(_REFINE_HALF_WIDTH_S * fs_hz))), lead.size)
     near = smooth[idx] - np.median(smooth)
     rows = np.arange(len(peaks))

@@ -47,6 +47,7 @@ from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.model.contract.leads import ConformedECG, conform_leads
 from hfrisk.model.frontend.arrays import ArrayBackend
 from hfrisk.model.frontend.batch import BatchOutput, Stopwatch, run_batch
+from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
 from hfrisk.model.frontend.quality import LeadFlags, QualityReport, assess
 
 __all__ = [
@@ -60,8 +61,6 @@ __all__ = [
     "cleaned_beat",
 ]
 
-# Standard deviation (mV) under which a median beat is treated as empty rather than divided by.
-_ZSCORE_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -122,23 +121,6 @@ def select_window(ecg: ECG, spec: WindowSpec, window_start_s: float = 0.0) -> EC
             f"(record is {ecg.duration_s:.2f} s); a window needs at least {spec.min_duration_s:g} s",
         )
     return ecg.slice_s(window_start_s, window_start_s + min(spec.window_s, available_s))
-
-
-def zscore_leads(beat: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Per-lead z-score along time; leads not in ``keep``, or without variance, are exactly 0."""
-    beat = beat.astype(np.float64)
-    mean = beat.mean(axis=1, keepdims=True)
-    std = beat.std(axis=1, keepdims=True)
-    ok = keep[:, None] & (std > _ZSCORE_EPS)
-    out = np.divide(beat - mean, std, out=np.zeros_like(beat), where=ok)
-    return out.astype(np.float32)
-
-
-def pad_beat(beat: np.ndarray, length_samples: int) -> np.ndarray:
-    """Zero-pad along time to ``length_samples``, splitting the padding evenly (extra sample after)."""
-    missing = length_samples - beat.shape[-1]
-    before = missing // 2
-    return np.pad(beat, ((0, 0), (before, missing - before))).astype(np.float32)
 
 
 Request = tuple[ECG, float]

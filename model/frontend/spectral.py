@@ -32,7 +32,13 @@ from scipy import signal
 
 from hfrisk.model.contract.card import FilterSpec
 from hfrisk.model.frontend.arrays import irfft, rfft
-from hfrisk.model.frontend.filters import design_filters, resample_ratio
+from hfrisk.model.frontend.filters import (
+    _BANDPASS_ORDER,
+    _LOWPASS_ORDER,
+    _NYQUIST_MARGIN,
+    design_filters,
+    resample_ratio,
+)
 
 __all__ = ["SpectralPlan", "plan", "spectra", "filtered", "band", "DETECTION_FS_HZ", "QRS_BAND_HZ", "FIDUCIAL_BAND_HZ"]
 
@@ -48,9 +54,6 @@ FIDUCIAL_BAND_HZ = 40.0
 # Reflection added at each end (s): the 0.5-Hz second-order high-pass (run twice) has decayed
 # to < 1 % of a step within it.
 _PAD_S = 1.0
-_BANDPASS_ORDER = 2
-_LOWPASS_ORDER = 4
-_NYQUIST_MARGIN = 0.98
 
 
 @dataclass(frozen=True)
