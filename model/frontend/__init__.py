@@ -1,5 +1,5 @@
-"""The signal front end: filters, R-peak detection, beats and the median beat, the quality gate, and `prepare`,
-which turns an ECG into model inputs.
+"""The signal front end: filters, R-peak detection, beats and the median beat, the quality gate, and
+`prepare_windows`, which turns batches of ECG windows into model inputs on numpy, torch or CuPy (docs/frontend.md).
 """
 
 from hfrisk.model.frontend.filters import (
@@ -16,8 +16,9 @@ from hfrisk.model.frontend.beats import (
     BeatSelection,
     select_beats,
     median_beat,
-    heart_rate_bpm,
 )
+from hfrisk.model.frontend.detection import heart_rate_bpm
+from hfrisk.model.frontend.arrays import ArrayBackend
 from hfrisk.model.frontend.quality import (
     QualityReason,
     BLOCKING_REASONS,
@@ -30,6 +31,7 @@ from hfrisk.model.frontend.preprocessing import (
     ModelInput,
     prepare,
     prepare_many,
+    prepare_windows,
     select_window,
     zscore_leads,
     pad_beat,
@@ -58,6 +60,8 @@ __all__ = [
     "ModelInput",
     "prepare",
     "prepare_many",
+    "prepare_windows",
+    "ArrayBackend",
     "select_window",
     "zscore_leads",
     "pad_beat",

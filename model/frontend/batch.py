@@ -25,10 +25,9 @@ from hfrisk.model.contract.leads import ConformedECG
 from hfrisk.model.frontend import detection, spectral, templates
 from hfrisk.model.frontend.arrays import ArrayBackend, masked_quantile, to_numpy
 from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
-from hfrisk.model.frontend.quality import LeadFlags, beats_disagree, flag_leads_batch
+from hfrisk.model.frontend.quality import LeadFlags, beats_disagree, flag_leads_batch, noisiest_lead
 
 __all__ = ["BatchOutput", "run_batch", "Stopwatch"]
-
 
 
 class Stopwatch:
@@ -49,9 +48,10 @@ class Stopwatch:
 @dataclass(frozen=True)
 class BatchOutput:
     """Per window (row), host numpy arrays: ``x`` (B, L, length_samples) the network's input,
-    ``lead_mask``/``usable``/``noisy`` (B, L), ``median_mv`` (B, L, beat_samples) the median beat
-    (0 on masked leads), ``flags`` the lead flags, and ragged per-window lists: detected R peaks,
-    used R peaks (output-rate samples), beat correlations; ``lead_correlation`` (B, L)."""
+    ``lead_mask`` (B, L), ``median_mv`` (B, L, beat_samples) the median beat (0 on masked
+    leads), ``flags`` the lead flags (noise-masked leads included), ``lead_correlation`` (B, L),
+    and per-window lists: detected R peaks, used R peaks (output-rate samples), beat
+    correlations, heart rate."""
 
     x: np.ndarray
     lead_mask: np.ndarray
@@ -87,6 +87,11 @@ def _reference_leads(xp: Any, signal: Any, usable: Any, preferred: int | None) -
 _BUCKET_GROWTH = 1.3
 
 
+def _take_rows(xp: Any, a: Any, rows: Any | None) -> Any:
+    """``a``'s rows ``rows`` (all of them, uncopied, for None)."""
+    return a if rows is None else xp.take(a, rows, axis=0)
+
+
 def _buckets(counts: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped by similar beat counts (ascending within each group)."""
     order = np.argsort(counts, kind="stable")
@@ -115,20 +120,14 @@ def _beat_pass(
     counts = to_numpy(xp.sum(xp.astype(peaks.valid, xp.int64), axis=-1))
     out: list[dict[str, np.ndarray]] = [{} for _ in range(filt.shape[0])]
     for group in _buckets(counts):
-        whole = group.size == filt.shape[0]
-        sel = None if whole else backend.asarray(group)
-
-        def rows(a: Any) -> Any:
-            return a if whole else xp.take(a, sel, axis=0)
-
-        index, valid = rows(peaks.index), rows(peaks.valid)
+        sel = None if group.size == filt.shape[0] else backend.asarray(group)
+        index, valid = _take_rows(xp, peaks.index, sel), _take_rows(xp, peaks.valid, sel)
         width = int(counts[group].max()) if group.size else 0
         beats = templates.extract(
             xp, zeroed, index[:, :width], valid[:, :width],
             pre=card.input.r_peak_index, length=card.input.beat_samples, rows=sel,
         )
-        use = rows(usable)
-        selection = templates.select(xp, beats, use, card.quality.min_template_correlation)
+        selection = templates.select(xp, beats, _take_rows(xp, usable, sel), card.quality.min_template_correlation)
         med = templates.median(xp, beats.waves, selection.keep)
         host = {
             "peaks": to_numpy(index), "pvalid": to_numpy(valid), "bpeaks": to_numpy(beats.peaks),
@@ -171,13 +170,11 @@ def run_batch(
     result: list[dict[str, np.ndarray]] = [{} for _ in range(b)]
     rows = np.arange(b)
     while rows.size:
-        whole = rows.size == b
-        sel = None if whole else backend.asarray(rows)
-
-        def pick(a: Any) -> Any:
-            return a if whole else xp.take(a, sel, axis=0)
-
-        found = _beat_pass(xp, backend, pick(spec), pick(qrs), pick(filt), backend.asarray(usable_np[rows]), card, p, clock)
+        sel = None if rows.size == b else backend.asarray(rows)
+        found = _beat_pass(
+            xp, backend, _take_rows(xp, spec, sel), _take_rows(xp, qrs, sel), _take_rows(xp, filt, sel),
+            backend.asarray(usable_np[rows]), card, p, clock,
+        )
         again = []
         for row, one in zip(rows, found):
             result[row] = one
@@ -187,7 +184,7 @@ def run_batch(
                 and noisy[row].sum() < card.quality.max_noisy_leads
                 and ok.sum() > card.quality.min_usable_leads
             ):
-                worst = int(np.flatnonzero(ok)[np.argmin(one["lead_corr"][ok])])
+                worst = noisiest_lead(one["lead_corr"], ok)
                 noisy[row, worst] = True
                 usable_np[row, worst] = False
                 again.append(row)
@@ -204,10 +201,9 @@ def run_batch(
         used.append(one["bpeaks"][kept])
         beat_corr.append(one["corr"][one["bvalid"]].astype(np.float64))
         lead_corr[row] = one["lead_corr"]
-        if one["median"].size:
-            medians[row] = one["median"]
+        medians[row] = one["median"]
         n_used[row] = int(kept.sum())
-        rates.append(float(60.0 * p.fs_out / np.median(np.diff(det))) if det.size >= 2 else None)
+        rates.append(detection.heart_rate_bpm(det, p.fs_out))
     lead_mask = usable_np & (n_used > 0)[:, None]
     medians = np.where(lead_mask[:, :, None], medians, 0.0).astype(np.float32)
     x = pad_beat(zscore_leads(medians, lead_mask), card.input.length_samples)

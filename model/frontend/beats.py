@@ -35,6 +35,7 @@ from hfrisk.model.frontend.detection import (
     _SEARCH_BACK_GAP,
     _SEARCH_BACK_NOISE,
     _TYPICAL_SHARE,
+    heart_rate_bpm,
 )
 from hfrisk.model.frontend.filters import bandpass, lowpass
 from hfrisk.model.frontend.quality import MIN_AGREEING_SHARE
@@ -282,10 +283,3 @@ def median_beat(beats: np.ndarray, keep: np.ndarray) -> np.ndarray:
     n = ordered.shape[1]
     middle = ordered[:, (n - 1) // 2 : n // 2 + 1]
     return middle.mean(axis=1, dtype=np.float64).astype(np.float32)
-
-
-def heart_rate_bpm(peaks: np.ndarray, fs_hz: float) -> float | None:
-    """Rate from the median R–R interval of consecutive detections; ``None`` with < 2 beats."""
-    if peaks.size < 2:
-        return None
-    return float(60.0 * fs_hz / np.median(np.diff(peaks)))

@@ -19,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hfrisk.model.frontend.arrays import compact, gather_time, masked_quantile, sliding_max
 
-__all__ = ["Peaks", "envelope", "detect"]
+__all__ = ["Peaks", "envelope", "detect", "heart_rate_bpm"]
 
 # Width (s) of the moving average that turns QRS-band energy into one hump per complex.
 _ENVELOPE_S = 0.1
@@ -335,3 +337,11 @@ def detect(
     refined, kept = _dedupe(xp, refined, beat, max(1, round(_REFRACTORY_S * fs_out)))
     index, ok = compact(xp, kept, refined)
     return Peaks(index, ok)
+
+
+def heart_rate_bpm(peaks: np.ndarray, fs_hz: float) -> float | None:
+    """Rate from the median R–R interval of consecutive detections (host sample indices);
+    ``None`` with < 2 beats."""
+    if peaks.size < 2:
+        return None
+    return float(60.0 * fs_hz / np.median(np.diff(peaks)))
