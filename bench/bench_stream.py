@@ -246,14 +246,19 @@ class Stack:
 
 
 def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
-    """Raw ONNX Runtime batched windows/s (batch 32, one thread) and prepare+ORT windows/s."""
-    from hfrisk.model.frontend.preprocessing import prepare
+    """Raw ONNX Runtime batched windows/s (batch 32, one thread) and prepare+ORT windows/s, the
+    windows prepared in one batch with one BLAS thread, as the worker's preprocessing processes do."""
+    from hfrisk.model.frontend.arrays import one_blas_thread
+    from hfrisk.model.frontend.preprocessing import prepare_windows
     from hfrisk.model.readers.dispatch import read_ecg
     from hfrisk.serving.scorers import OnnxScorer
 
+    one_blas_thread()
     ecgs = [read_ecg(h.with_suffix("")) for h in sorted(RECORDS_DIR.rglob("*.hea"))]
+    requests = [(ecg, 0.0) for ecg in ecgs]
+    prepare_windows(requests, card)  # filter plans, sorting networks, imports: as a running worker has them
     started = time.perf_counter()
-    x = np.stack([prepare(ecg, card).x for ecg in ecgs]).astype(np.float32)
+    x = np.stack([item.x for item in prepare_windows(requests, card)]).astype(np.float32)
     prepare_s = (time.perf_counter() - started) / len(ecgs)
     scorer = OnnxScorer(onnx_path, card, threads=1)
     batch = x[np.arange(32) % len(x)]
