@@ -51,7 +51,7 @@ from hfrisk.training.finetune.checkpoints import load_finetuned
 from hfrisk.training.metrics.breslow import BreslowBaseline
 
 __all__ = ["ExportResult", "export_model", "training_section", "risk_scale_from_cohort", "attach_risk_scale",
-           "RiskScaleResult", "DEFAULT_HORIZON_DAYS"]
+           "RiskScaleResult", "DEFAULT_HORIZON_DAYS", "top_resolution"]
 
 log = get_logger(__name__)
 
@@ -232,6 +232,23 @@ def risk_scale_from_cohort(
     )
 
 
+def top_resolution(log_risk: np.ndarray, share: float = 0.10) -> dict[str, float | int]:
+    """How well the top ``share`` of a cohort's scores is ranked: how many subjects it holds, how many
+    distinct scores, and the largest group sharing one score (the whole cohort's, and its share).
+
+    A saturated risk head gives many inputs one identical maximum score; a ward list or a "top 5 %"
+    flag then cannot order them (docs/score-scale.md).
+    """
+    log_risk = np.asarray(log_risk, dtype=np.float64)
+    if log_risk.size == 0:
+        raise ValueError("no scores")
+    n_top = max(1, int(np.ceil(share * log_risk.size)))
+    top = np.sort(log_risk)[::-1][:n_top]
+    _, counts = np.unique(log_risk, return_counts=True)
+    return {"share": float(share), "n_top": n_top, "distinct_in_top": int(np.unique(top).size),
+            "largest_tie": int(counts.max()), "largest_tie_share": round(float(counts.max() / log_risk.size), 6)}
+
+
 @dataclass(frozen=True)
 class RiskScaleResult:
     """The card with its new ``risk_scale``, the cohort's log-risks (NaN where not fit to score)
@@ -294,6 +311,7 @@ def attach_risk_scale(
         "n_scored": int(usable.sum()), "n_not_scored": int((~usable).sum()),
         **{k: (None if not np.isfinite(v) else round(float(v), 6)) for k, v in summary.items()},
     }
+    training["top_resolution"] = top_resolution(log_risk[usable])
     card = scorer.card.model_copy(update={"risk_scale": scale, "training": training})
     card = ModelCard.model_validate(card.model_dump())  # the validators run on the whole card again
     for folder in (version_dir, top_dir):

@@ -16,7 +16,7 @@ from hfrisk.gateway.risk_assessment import absolute_risk as gateway_absolute_ris
 from hfrisk.model.contract.card import CARD_FILENAME, load_card
 from hfrisk.training.data.ptbxl import PTBXL
 from hfrisk.training.data.synthetic_cohort import synthetic_hf_cohort
-from hfrisk.training.export import attach_risk_scale, risk_scale_from_cohort
+from hfrisk.training.export import attach_risk_scale, risk_scale_from_cohort, top_resolution
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PTBXL_ROOT = REPO_ROOT / "tests" / "data" / "ecg" / "ptbxl"
@@ -30,6 +30,15 @@ def _cohort(n: int = 400, seed: int = 0) -> pd.DataFrame:
     # Whole days, as cohorts record them: tied event times exercise Breslow's handling of ties.
     time = np.ceil(np.minimum(event_time, censor))
     return pd.DataFrame({"x": x, "T": time, "E": (event_time <= censor).astype(int)})
+
+
+def test_top_resolution_counts_ties_at_the_top():
+    # 20 subjects: the top 10 % is two, and a saturated head's three identical maxima show as one tie.
+    scores = np.concatenate([np.linspace(-2.0, 0.5, 17), [1.476, 1.476, 1.476]])
+    top = top_resolution(scores, share=0.10)
+    assert top == {"share": 0.1, "n_top": 2, "distinct_in_top": 1, "largest_tie": 3, "largest_tie_share": 0.15}
+    resolved = top_resolution(np.arange(20.0), share=0.25)
+    assert resolved["distinct_in_top"] == resolved["n_top"] == 5 and resolved["largest_tie"] == 1
 
 
 def test_breslow_baseline_matches_lifelines_coxphfitter():
@@ -94,4 +103,5 @@ def test_attach_risk_scale_scores_a_real_cohort_and_rewrites_only_the_card(bundl
         assert h == horizon and p == pytest.approx(float(card.risk_scale.absolute_risk_at_horizon(eta)), rel=1e-9)
     assert (tmp_path / "calibration.png").stat().st_size > 1000
     assert len(result.calibration) == 3
+    assert card.training["top_resolution"] == top_resolution(result.log_risk[scored])
     assert (bundled_copy / "hfrisk" / CARD_FILENAME).is_file()

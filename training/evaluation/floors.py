@@ -23,13 +23,13 @@ import pandas as pd
 from hfrisk.core.logs import get_logger
 
 from hfrisk.training.evaluation.cox_baseline import CoxBaseline, CoxBaselineConfig
+from hfrisk.training.finetune.head_init import PC_COUNTS
 from hfrisk.training.metrics.results import MethodResult
 
 __all__ = ["principal_components_method", "PC_COUNTS", "RIDGE_PENALIZERS"]
 
 log = get_logger(__name__)
 
-PC_COUNTS: tuple[int, ...] = (4, 8, 16, 32)
 RIDGE_PENALIZERS: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-2.0, 2.01, 1.0))
 
 

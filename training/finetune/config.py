@@ -31,8 +31,18 @@ class FinetuneConfig(BaseModel):
     freeze_encoder: bool = False
     seed: int = 42
     device: str = "auto"
-    # Stop when the validation C has not improved for this many epochs (None: never, as the paper).
+    # What picks the kept epoch (and stops early): validation Harrell C (the paper's), or the
+    # validation Cox partial likelihood, which moves with every pair rather than only with the
+    # ranks of a few validation events.
+    monitor: Literal["val_c", "val_cox"] = "val_c"
+    # Stop when the monitored value has not improved for this many epochs (None: never, as the paper).
     patience: int | None = Field(None, ge=1)
+    # The risk head's start: random (the paper's), or a ridge Cox fit on the frozen embedding
+    # (training/finetune/head_init.py).
+    head_init: Literal["random", "ridge_cox"] = "random"
+    # Learning rates tried, one fine-tuning each, the best by the monitored validation value kept
+    # (the reference code picks one per fold); empty: just ``lr``.
+    lr_grid: tuple[float, ...] = ()
     eval_batch_size: int = Field(256, ge=1)
 
     def resolved_epochs(self, pretrained: bool) -> int:

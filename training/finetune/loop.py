@@ -7,8 +7,9 @@ r"""The fine-tuning loop (paper §3.2): Cox plus reconstruction loss, from pretr
 with :math:`\eta` the log-risk (higher = riskier) and the Cox loss computed within each batch.
 AdamW (lr 1e-4, weight decay 1e-2), gradient-norm clipping at 100, no scheduler; 100 epochs from
 a pretrained encoder, 400 from scratch; ``best.pt`` is the epoch with the best validation Harrell
-C (ties keep the earlier). What keeps an in-batch Cox loss meaningful with 1–5 % events is told
-in docs/training/finetuning.md.
+C (ties keep the earlier), or the best validation Cox loss with ``monitor="val_cox"``. The options
+for few events (the head started from a ridge Cox fit, the learning-rate sweep) and what keeps an
+in-batch Cox loss meaningful with 1–5 % events are told in docs/training/finetuning.md.
 
 >>> result = finetune(FinetuneConfig(), fit_cohort, val_cohort, "runs/ft", init="pretrain/best.pt")  # doctest: +SKIP
 >>> result.best_epoch, result.best_val_c                                                          # doctest: +SKIP
@@ -16,7 +17,9 @@ in docs/training/finetuning.md.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from hfrisk.training.metrics.results import harrell_c_or_nan
 from hfrisk.training.finetune.checkpoints import FinetuneCheckpointInfo, FinetuneRunRecord, load_finetuned, load_init
 from hfrisk.training.finetune.config import FinetuneConfig
 from hfrisk.training.finetune.data import FinetuneData
+from hfrisk.training.finetune.head_init import init_head_from_ridge_cox
 from hfrisk.training.finetune.survival_loss import cox_loss
 from hfrisk.training.pretrain.losses import masked_mse
 from hfrisk.training.runs.checkpoint import save_checkpoint
@@ -85,7 +89,7 @@ def predict_log_risk(net: nn.Module, x: torch.Tensor | np.ndarray, batch_size: i
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def finetune_tensors(
+def _finetune_once(
     config: FinetuneConfig,
     train: FinetuneData,
     val: FinetuneData,
@@ -96,12 +100,7 @@ def finetune_tensors(
     provenance: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune on tensors; :func:`finetune` is the same from cohorts. See the module docstring.
-
-    ``run_dir`` gets :class:`~hfrisk.training.runs.run_dir.RunDir`'s layout: ``config.json``,
-    ``model_card.json``, ``metrics.jsonl`` (one row per epoch, 1-based), ``best.pt`` and
-    ``last.pt`` (:mod:`hfrisk.training.runs.checkpoint` files with ``extra.stage = "finetune"``).
-    """
+    """One fine-tuning at ``config.lr`` (see :func:`finetune_tensors`)."""
     card = card or default_card()
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if train.event.sum() == 0:
@@ -117,6 +116,8 @@ def finetune_tensors(
     else:
         provenance.update(init=None, init_kind="scratch")
     net.to(device)
+    if config.head_init == "ridge_cox":
+        provenance.update(init_head_from_ridge_cox(net, train, val))
     if config.freeze_encoder:
         for p in net.encoder.parameters():
             p.requires_grad_(False)
@@ -140,8 +141,34 @@ def finetune_tensors(
                         extra=FinetuneCheckpointInfo(val_harrell_c=val_c, provenance=provenance).model_dump())
 
     history: list[dict[str, float]] = []
-    best_c, best_epoch, stale = -math.inf, -1, 0
+    best_score, best_c, best_epoch, stale = -math.inf, float("nan"), -1, 0
+
+    def validate(epoch: int, means: list[float]) -> dict[str, float]:
+        val_risk = predict_log_risk(net, val.x, config.eval_batch_size, device)
+        # NaN where no pair is comparable (a tiny validation part): such an epoch is never "best".
+        val_c = harrell_c_or_nan(val_risk, val.event.numpy(), val.time.numpy())
+        with torch.no_grad():
+            val_cox = float(cox_loss(torch.as_tensor(val_risk), val.event, val.time))
+        return {"epoch": epoch, "train_loss": means[0], "train_cox": means[1], "train_recon": means[2],
+                "val_harrell_c": val_c, "val_cox": val_cox, "seconds": time.perf_counter() - started}
+
+    def consider(row: dict[str, float]) -> bool:
+        """Keep ``row``'s weights as best.pt when the monitored value improves (higher is better)."""
+        nonlocal best_score, best_c, best_epoch
+        score = row["val_harrell_c"] if config.monitor == "val_c" else -row["val_cox"]
+        if not score > best_score:  # NaN never wins
+            return False
+        best_score, best_c, best_epoch = score, row["val_harrell_c"], int(row["epoch"])
+        save(run.best, best_epoch, best_c)
+        return True
+
     started = time.perf_counter()
+    if config.head_init == "ridge_cox":
+        # Epoch 0 is the ridge start itself: if fine-tuning only makes it worse, it is what is kept.
+        start_row = validate(0, [math.nan] * 3)
+        history.append(start_row)
+        run.append_metrics(start_row)
+        consider(start_row)
     epoch_iter: Sequence[int] = range(1, epochs + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -172,35 +199,71 @@ def finetune_tensors(
             optimiser.step()
             sums += torch.stack([loss, cox, recon]).detach().double()
             n_batches += 1
-        val_risk = predict_log_risk(net, val.x, config.eval_batch_size, device)
-        # NaN where no pair is comparable (a tiny validation part): such an epoch is never "best".
-        val_c = harrell_c_or_nan(val_risk, val.event.numpy(), val.time.numpy())
-        means = (sums / max(n_batches, 1)).tolist()
-        with torch.no_grad():
-            val_cox = float(cox_loss(torch.as_tensor(val_risk), val.event, val.time))
-        row = {"epoch": epoch, "train_loss": means[0], "train_cox": means[1], "train_recon": means[2],
-               "val_harrell_c": val_c, "val_cox": val_cox, "seconds": time.perf_counter() - started}
+        row = validate(epoch, (sums / max(n_batches, 1)).tolist())
         history.append(row)
         run.append_metrics(row)
-        if val_c > best_c:
-            best_c, best_epoch, stale = val_c, epoch, 0
-            save(run.best, epoch, val_c)
-        else:
-            stale += 1
+        stale = 0 if consider(row) else stale + 1
         log.debug("finetune.epoch", **{k: round(v, 5) for k, v in row.items()})
         if config.patience is not None and stale >= config.patience:
             break
     save(run.last, history[-1]["epoch"], history[-1]["val_harrell_c"])
     if best_epoch < 0:
-        # The validation C was undefined at every epoch: the last epoch is all there is to keep.
+        # The monitored value was undefined at every epoch: the last epoch is all there is to keep.
         log.warning("finetune.no_validation_c", run_dir=str(run.path))
         best_epoch, best_c = int(history[-1]["epoch"]), float("nan")
         save(run.best, best_epoch, best_c)
     best_net, _ = load_finetuned(run.best, device)
     seconds = time.perf_counter() - started
-    log.info("finetune.done", run_dir=str(run.path), best_epoch=best_epoch, best_val_c=round(best_c, 4),
+    log.info("finetune.done", run_dir=str(run.path), best_epoch=best_epoch, best_val_c=round(best_c, 4), lr=config.lr,
              epochs=len(history), seconds=round(seconds, 1))
     return FinetuneResult(best_net, run.best, best_epoch, best_c, pd.DataFrame(history), run, seconds)
+
+
+def finetune_tensors(
+    config: FinetuneConfig,
+    train: FinetuneData,
+    val: FinetuneData,
+    run_dir: str | Path | RunDir,
+    init: str | Path | None = None,
+    *,
+    card: ModelCard | None = None,
+    provenance: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Fine-tune on tensors; :func:`finetune` is the same from cohorts. See the module docstring.
+
+    ``run_dir`` gets :class:`~hfrisk.training.runs.run_dir.RunDir`'s layout: ``config.json``,
+    ``model_card.json``, ``metrics.jsonl`` (one row per epoch, 1-based; epoch 0 is the ridge
+    start when ``config.head_init == "ridge_cox"``), ``best.pt`` and ``last.pt``
+    (:mod:`hfrisk.training.runs.checkpoint` files with ``extra.stage = "finetune"``).
+
+    With ``config.lr_grid``, one fine-tuning per learning rate goes to ``run_dir/lr-<lr>/``; the
+    one whose kept epoch has the best monitored validation value is copied to ``run_dir`` (its
+    ``best.pt``, ``last.pt``, ``metrics.jsonl``, ``config.json``), and ``lr_sweep.json`` lists them all.
+    """
+    if not config.lr_grid:
+        return _finetune_once(config, train, val, run_dir, init, card=card, provenance=provenance, progress=progress)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    results: list[tuple[float, float, FinetuneResult]] = []
+    for lr in config.lr_grid:
+        result = _finetune_once(config.model_copy(update={"lr": lr, "lr_grid": ()}), train, val,
+                                run.path / f"lr-{lr:g}", init, card=card, provenance=provenance, progress=progress)
+        kept = result.history.set_index("epoch").loc[result.best_epoch]
+        score = float(kept["val_harrell_c"]) if config.monitor == "val_c" else -float(kept["val_cox"])
+        results.append((lr, score, result))
+        log.info("finetune.lr_done", lr=lr, monitor=config.monitor, score=round(score, 5), best_epoch=result.best_epoch)
+    finite = [r for r in results if np.isfinite(r[1])]
+    # Ties go to the smaller learning rate (the grid's order otherwise): the gentler change of the start.
+    lr, _, chosen = max(finite or results, key=lambda r: (r[1] if np.isfinite(r[1]) else -math.inf, -r[0]))
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "config.json", "model_card.json"):
+        if (chosen.run_dir.path / name).exists():
+            shutil.copyfile(chosen.run_dir.path / name, run.path / name)
+    sweep = [{"lr": r[0], "monitor": config.monitor, "score": r[1], "best_epoch": r[2].best_epoch,
+              "best_val_c": r[2].best_val_c, "epochs_run": len(r[2].history), "seconds": r[2].seconds} for r in results]
+    (run.path / "lr_sweep.json").write_text(json.dumps({"chosen_lr": lr, "runs": sweep}, indent=2))
+    log.info("finetune.lr_chosen", lr=lr, monitor=config.monitor, run_dir=str(run.path))
+    return FinetuneResult(chosen.net, run.best, chosen.best_epoch, chosen.best_val_c, chosen.history, run,
+                          sum(r[2].seconds for r in results))
 
 
 def finetune(
