@@ -284,6 +284,10 @@ class StreamSettings(BaseModel):
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).
     noop_model: bool = False
+    # Where the front end runs: "worker" (a process pool here, then model inputs to Triton; the
+    # default, right for CPU hosts) or "server" (raw windows to <model>_raw, which preprocesses on
+    # the model's device: a GPU host; docs/serving.md). Same scores and refusals either way.
+    preprocess_on: Literal["worker", "server"] = "worker"
     # Create missing stream topics before consuming.
     create_topics: bool = True
     # Wait this long for Triton before consuming (0: start at once; batches wait anyway).

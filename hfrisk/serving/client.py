@@ -29,6 +29,7 @@ from hfrisk.core.retries import Backoff, retrying
 
 __all__ = [
     "RiskClient",
+    "RawRiskClient",
     "SyncRiskClient",
     "TritonClientError",
     "ServerNotReady",
@@ -198,16 +199,21 @@ class RiskClient:
         batch = np.asarray(batch)
         if batch.ndim < 1 or len(batch) == 0:
             raise ValueError(f"need a batch of at least one window, got shape {batch.shape}")
-        chunks = [batch[i : i + self.max_batch] for i in range(0, len(batch), self.max_batch)]
-        if len(chunks) == 1:
-            return await self._infer_chunk(chunks[0])
+        return await self._in_chunks(len(batch), lambda s: self._infer_chunk(batch[s]), self.output_names)
+
+    async def _in_chunks(self, n: int, send, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``send(slice)`` for each slice of at most ``max_batch`` of ``n`` rows, at most
+        ``max_in_flight`` at once; the outputs concatenated in order."""
+        slices = [slice(i, min(i + self.max_batch, n)) for i in range(0, n, self.max_batch)]
+        if len(slices) == 1:
+            return await send(slices[0])
         limit = asyncio.Semaphore(self.max_in_flight)
 
-        async def bounded(chunk):
+        async def bounded(part):
             async with limit:
-                return await self._infer_chunk(chunk)
+                return await send(part)
 
-        tasks = [asyncio.ensure_future(bounded(chunk)) for chunk in chunks]
+        tasks = [asyncio.ensure_future(bounded(part)) for part in slices]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:
@@ -215,26 +221,33 @@ class RiskClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
+        return {name: np.concatenate([p[name] for p in parts]) for name in output_names}
 
     async def _infer_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        return await self._infer_tensors({self.card.input.name: chunk}, self.output_names)
+
+    async def _infer_tensors(self, inputs: dict[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """One request of named input tensors (one batch dim); the named outputs, retried as :meth:`infer` says."""
         import tritonclient.grpc.aio as grpcclient
         from tritonclient.utils import np_to_triton_dtype
 
-        chunk = np.ascontiguousarray(chunk)
-        request = grpcclient.InferInput(self.card.input.name, list(chunk.shape), np_to_triton_dtype(chunk.dtype))
-        request.set_data_from_numpy(chunk)
-        outputs = [grpcclient.InferRequestedOutput(name) for name in self.output_names]
+        requests = []
+        for name, array in inputs.items():
+            array = np.ascontiguousarray(array)
+            request = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            request.set_data_from_numpy(array)
+            requests.append(request)
+        outputs = [grpcclient.InferRequestedOutput(name) for name in output_names]
 
         async def once() -> dict[str, np.ndarray]:
             result = await self._grpc().infer(
                 self.model_name,
-                [request],
+                requests,
                 model_version=self.model_version,
                 outputs=outputs,
                 client_timeout=self.timeout_s,
             )
-            return {name: result.as_numpy(name) for name in self.output_names}
+            return {name: result.as_numpy(name) for name in output_names}
 
         def on_retry(exc: BaseException, attempt: int, delay_s: float) -> None:
             log.warning("triton retry", model=self.model_name, status=_status(exc), attempt=attempt,
@@ -270,6 +283,50 @@ class RiskClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+
+class RawRiskClient(RiskClient):
+    """Async client of the raw-window model ``<model>_raw`` (:mod:`hfrisk.serving.raw_windows`):
+    raw windows, lead presence and rates in; the card's outputs and the front end's verdict out.
+
+    ``card`` is the base model's card (the raw model serves its network); ``model_name`` the raw
+    model's name. Windows of one call must share their sample count (the caller groups them).
+    """
+
+    def __init__(self, url: str = "127.0.0.1:8001", model_name: str = "hfrisk_raw", *, card: ModelCard, **kwargs):
+        super().__init__(url, model_name, card=card, **kwargs)
+        from hfrisk.serving.raw_windows import raw_outputs
+
+        self.output_names = [o.name for o in raw_outputs(card)]
+
+    @classmethod
+    def from_settings(cls, settings=None, *, card: ModelCard, **overrides) -> "RawRiskClient":
+        """Like :meth:`RiskClient.from_settings`, for ``<HFRISK_PATHS__MODEL_NAME>_raw``."""
+        from hfrisk.core.config import get_settings
+        from hfrisk.serving.raw_windows import raw_model_name
+
+        settings = settings or get_settings()
+        overrides.setdefault("model_name", raw_model_name(settings.paths.model_name))
+        return super().from_settings(settings, card=card, **overrides)
+
+    async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise TypeError("the raw-window model takes raw windows: call infer_raw(samples, present, fs_hz)")
+
+    async def infer_raw(self, samples: np.ndarray, present: np.ndarray, fs_hz: np.ndarray) -> dict[str, np.ndarray]:
+        """Score ``samples`` (N, leads, samples) float32 in mV, ``present`` (N, leads) bool,
+        ``fs_hz`` (N,) Hz; every output with N rows, in input order."""
+        samples = np.asarray(samples, dtype=np.float32)
+        present = np.asarray(present, dtype=bool)
+        fs_hz = np.asarray(fs_hz, dtype=np.float32).reshape(-1, 1)
+        if samples.ndim != 3 or len(samples) == 0 or len(present) != len(samples) or len(fs_hz) != len(samples):
+            raise ValueError(f"need N >= 1 windows with N presence rows and rates, got {samples.shape}, "
+                             f"{present.shape}, {fs_hz.shape}")
+
+        def send(part: slice):
+            return self._infer_tensors({"ecg_raw": samples[part], "lead_present": present[part], "fs_hz": fs_hz[part]},
+                                       self.output_names)
+
+        return await self._in_chunks(len(samples), send, self.output_names)
 
 
 class SyncRiskClient:

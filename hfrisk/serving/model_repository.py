@@ -14,6 +14,7 @@ explains the choice. The layout::
             model.onnx
             model.py          # hfrisk/serving/backend_model.py, copied
             model_card.json   # the card this ONNX file was exported with
+    <repo_dir>/<model_name>_raw/   # raw windows in: front end + this model.onnx (hfrisk.serving.raw_windows)
 
 >>> from hfrisk.model.contract.card import default_card
 >>> text = render_config(default_card(), "hfrisk", ServingOptions(max_batch_size=32))
@@ -189,6 +190,7 @@ def write_model_repository(
     model_name: str = "hfrisk",
     version: int = 1,
     options: ServingOptions | None = None,
+    raw_model: bool = True,
     **option_overrides,
 ) -> Path:
     """Write (or overwrite) ``repo_dir/model_name`` for ``onnx_path`` and return that folder.
@@ -196,7 +198,9 @@ def write_model_repository(
     ``option_overrides`` are :class:`ServingOptions` fields (``max_batch_size=32``,
     ``cpu_instances=2`` …) applied on top of ``options``. The ONNX file is checked against the
     card first and saved with its weights embedded, so a repository never points at external
-    data files left behind. Other models in ``repo_dir`` are left alone.
+    data files left behind. Other models in ``repo_dir`` are left alone, except that with
+    ``raw_model`` the raw-window model ``<model_name>_raw`` is (re)written beside it: a config and a
+    ``model.py`` that serve this model's own ONNX file behind the front end (docs/serving.md).
     """
     options = replace(options or ServingOptions(), **option_overrides)
     if version < 1:
@@ -215,4 +219,9 @@ def write_model_repository(
     card.save(model_dir / CARD_FILENAME)
     (model_dir / "config.pbtxt").write_text(render_config(card, model_name, options, "cpu"))
     (model_dir / "configs" / f"{GPU_CONFIG_NAME}.pbtxt").write_text(render_config(card, model_name, options, "gpu"))
+    if raw_model:
+        from hfrisk.serving.raw_windows import write_raw_model
+
+        write_raw_model(repo_dir, card, model_name, max_batch_size=options.max_batch_size,
+                        intra_op_threads=options.intra_op_threads, torch_threads=options.intra_op_threads)
     return model_dir

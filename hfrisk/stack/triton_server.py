@@ -197,6 +197,10 @@ class TritonServer(ServerLauncher):
         )
         if fixed_ports:
             kwargs.update(http_port=triton.http_port, grpc_port=triton.grpc_port, metrics_port=triton.metrics_port)
+        if settings.stream.preprocess_on == "server":  # the workers send raw windows: serve <model>_raw too
+            from hfrisk.serving.raw_windows import raw_model_name
+
+            kwargs["extra_args"] = [f"--load-model={raw_model_name(settings.paths.model_name)}"]
         kwargs.update(overrides)
         return cls(**kwargs)
 

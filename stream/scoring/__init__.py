@@ -2,7 +2,8 @@
 
 ``score_windows`` is what the stream worker calls; ``AsyncTritonScorer`` waits out Triton outages,
 ``NoopScorer`` stands in for the model in benchmarks, and anything with ``infer``/``close`` is an
-``AsyncScorer``. (The blocking scorers of screening are in :mod:`hfrisk.serving.scorers`.)
+``AsyncScorer``. ``ServerSideScorer`` sends raw windows to the model's server, which preprocesses them
+(``HFRISK_STREAM__PREPROCESS_ON=server``, docs/serving.md). (The blocking scorers of screening are in :mod:`hfrisk.serving.scorers`.)
 """
 
 from hfrisk.stream.scoring.batch import (
@@ -15,6 +16,7 @@ from hfrisk.stream.scoring.batch import (
     WindowScore,
     score_windows,
 )
+from hfrisk.stream.scoring.on_server import ServerSideScorer, conform_window
 
 __all__ = [
     "score_windows",
@@ -25,4 +27,6 @@ __all__ = [
     "InferenceRejected",
     "PrepareFailure",
     "WindowScore",
+    "ServerSideScorer",
+    "conform_window",
 ]

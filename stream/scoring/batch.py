@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -218,11 +218,18 @@ class AsyncTritonScorer:
         self.backoff = backoff or Backoff()
         self.on_latency = on_latency
         self.model_version = client.model_version or ""
+        # The served model whose newest version the results record.
+        self.version_of = getattr(client, "model_name", "")
         self._version_asked = False
         self.outages = 0
         self._sleep = sleep
 
     async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return await self._until_answered(lambda: self.client.infer(x), len(x))
+
+    async def _until_answered(self, call: Callable[[], Awaitable[dict[str, np.ndarray]]],
+                              windows: int) -> dict[str, np.ndarray]:
+        """``call()`` retried through outages; a request Triton rejects raises :class:`InferenceRejected`."""
         failures = 0
 
         def on_retry(exc: BaseException, attempt: int, delay_s: float) -> None:
@@ -230,13 +237,13 @@ class AsyncTritonScorer:
             failures = attempt
             if attempt == 1:
                 self.outages += 1
-            log.warning("triton unavailable; holding the batch and retrying", windows=len(x), attempt=attempt,
+            log.warning("triton unavailable; holding the batch and retrying", windows=windows, attempt=attempt,
                         delay_s=round(delay_s, 2), error=str(exc))
 
         async def once() -> dict[str, np.ndarray]:
             started = time.perf_counter()
             try:
-                outputs = await self.client.infer(x)
+                outputs = await call()
             except InferenceError as exc:
                 if exc.status in REJECTED_STATUSES:
                     raise InferenceRejected(str(exc)) from exc
@@ -263,7 +270,7 @@ class AsyncTritonScorer:
         probe = None
         try:
             probe = grpcclient.InferenceServerClient(self.client.url)
-            meta = await probe.get_model_metadata(self.client.model_name, as_json=True)
+            meta = await probe.get_model_metadata(self.version_of, as_json=True)
             versions = sorted(meta.get("versions", []), key=lambda v: int(v) if str(v).isdigit() else -1)
             return str(versions[-1]) if versions else ""
         except Exception as exc:  # cosmetic: never hold up scoring for it
@@ -330,7 +337,7 @@ async def _infer_rows(scorer: AsyncScorer, x: np.ndarray) -> list[dict[str, np.n
 
 async def score_windows(
     ecgs: Sequence[ECG],
-    preprocessor: Preprocessor,
+    preprocessor: Preprocessor | None,
     scorer: AsyncScorer,
     *,
     on_batch: Callable[[int], None] | None = None,
@@ -339,8 +346,13 @@ async def score_windows(
     """Prepare every window, score the fit ones in one model call; results in input order.
 
     ``on_batch`` gets the number of windows sent to the model (not called when none is fit);
-    ``timings``, if given, receives the seconds spent in ``prepare`` and ``infer``.
+    ``timings``, if given, receives the seconds spent in ``prepare`` and ``infer``. A scorer that
+    prepares windows itself (``prepares_windows``: :class:`~hfrisk.stream.scoring.on_server.
+    ServerSideScorer`, the front end on the model's server) gets the raw windows instead, and
+    ``preprocessor`` is not used (it may be None).
     """
+    if getattr(scorer, "prepares_windows", False):
+        return await scorer.score_raw(ecgs, on_batch=on_batch, timings=timings)
     started = time.perf_counter()
     prepared = await preprocessor.prepare(ecgs)
     if timings is not None:

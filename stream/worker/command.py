@@ -115,6 +115,12 @@ def worker_command(
         typer.Option(min=0, help="Processes running the preprocessing, 0: a thread of the worker "
                      "[HFRISK_STREAM__PREP_WORKERS: 1]."),
     ] = None,
+    preprocess_on: Annotated[
+        Optional[str],
+        typer.Option(help="Where the front end runs: 'worker' (the process pool, then model inputs to Triton) or "
+                     "'server' (raw windows to <model>_raw, preprocessed on the model's device; docs/serving.md) "
+                     "[HFRISK_STREAM__PREPROCESS_ON: worker]."),
+    ] = None,
     card: Annotated[
         Optional[Path],
         typer.Option(help="Model card JSON [HFRISK_STREAM__CARD_PATH; default: the served repository's]."),
@@ -163,10 +169,11 @@ def worker_command(
     from pydantic import ValidationError
 
     from hfrisk.core.config import get_settings
-    from hfrisk.serving.client import RiskClient, TritonClientError
+    from hfrisk.serving.client import RawRiskClient, RiskClient, TritonClientError
     from hfrisk.core.retries import Backoff
     from hfrisk.stream.ingest.topics import ensure_topics
     from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopScorer, Preprocessor
+    from hfrisk.stream.scoring.on_server import ServerSideScorer
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents
     from hfrisk.stream.worker.app import create_app
     from hfrisk.stream.worker.metrics import StreamMetrics
@@ -176,7 +183,7 @@ def worker_command(
     try:
         settings = _override(
             get_settings(), web_port=web_port, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id,
-            prep_workers=prep_workers, card_path=card, builtin_card=builtin_card,
+            prep_workers=prep_workers, preprocess_on=preprocess_on, card_path=card, builtin_card=builtin_card,
             checkpoint_interval_s=checkpoint_interval_s, session_timeout_s=session_timeout_s, noop_model=noop_model,
             create_topics=create_topics, wait_for_triton_s=wait_for_triton_s, retry_max_s=retry_max_s,
         )
@@ -197,12 +204,18 @@ def worker_command(
         log.warning("--noop-model: windows are NOT scored by the model (log-risk 0); benchmarks only")
         scorer = NoopScorer(model_card, on_latency=metrics.triton_latency.observe)
     else:
-        client = RiskClient.from_settings(settings, card=model_card)
-        scorer = AsyncTritonScorer(client, backoff=Backoff(first_s=0.2, max_s=stream.retry_max_s),
-                                   on_latency=metrics.triton_latency.observe)
+        on_server = stream.preprocess_on == "server"
+        client_type = RawRiskClient if on_server else RiskClient
+        client = client_type.from_settings(settings, card=model_card)
+        backoff = Backoff(first_s=0.2, max_s=stream.retry_max_s)
+        if on_server:  # raw windows to <model>_raw: no preprocessing pool here
+            scorer = ServerSideScorer(client, model_card, base_model=settings.paths.model_name, backoff=backoff,
+                                      on_latency=metrics.triton_latency.observe)
+        else:
+            scorer = AsyncTritonScorer(client, backoff=backoff, on_latency=metrics.triton_latency.observe)
         if stream.wait_for_triton_s > 0:
             async def wait() -> None:
-                async with RiskClient.from_settings(settings, card=model_card) as probe:
+                async with client_type.from_settings(settings, card=model_card) as probe:
                     await probe.wait_ready(timeout_s=stream.wait_for_triton_s)
 
             try:
@@ -211,8 +224,10 @@ def worker_command(
                 log.warning("triton not ready yet; batches will wait for it", error=str(exc))
 
     # Before the event loop and any gRPC thread exist: the pool's processes start clean.
-    preprocessor = Preprocessor(model_card, workers=stream.prep_workers)
-    preprocessor.warm_up()
+    preprocessor = None
+    if stream.noop_model or stream.preprocess_on == "worker":
+        preprocessor = Preprocessor(model_card, workers=stream.prep_workers)
+        preprocessor.warm_up()
     app = create_app(settings, app_id=stream.app_id, web_port=stream.web_port,
                      session_timeout_s=stream.session_timeout_s)
     worker = StreamWorker.from_settings(
@@ -226,7 +241,8 @@ def worker_command(
         "worker starting", app_id=stream.app_id, bootstrap=settings.kafka.bootstrap_servers,
         topic=settings.kafka.ecg_topic, redis=settings.redis.url,
         triton=None if stream.noop_model else settings.triton.grpc_url, metrics_port=stream.metrics_port,
-        batch_size=stream.batch_size, prep_workers=stream.prep_workers, model=model_card.name,
+        batch_size=stream.batch_size, prep_workers=stream.prep_workers if preprocessor else 0,
+        preprocess_on="worker" if preprocessor else "server", model=model_card.name,
     )
     try:
         # Faust's own DEBUG output is a flood; hfrisk's DEBUG (per-batch timings) keeps Faust at INFO.
@@ -235,7 +251,8 @@ def worker_command(
     finally:
         exit_after_teardown(EXIT_TEARDOWN_S)
         metrics.close()
-        preprocessor.close()
+        if preprocessor is not None:
+            preprocessor.close()
 
 
 def main() -> None:
