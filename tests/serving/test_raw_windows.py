@@ -198,3 +198,17 @@ def test_preprocess_on_is_a_setting_with_an_environment_override(monkeypatch):
     monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "gpu")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_triton_started_for_server_mode_also_loads_the_raw_model(monkeypatch, tmp_path):
+    from hfrisk.stack.process import ServiceNotInstalled
+    from hfrisk.stack.triton_server import TritonServer
+
+    monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "server")
+    try:
+        server = TritonServer.from_settings(Settings(), fixed_ports=False, work_dir=tmp_path)
+    except ServiceNotInstalled:
+        pytest.skip("no tritonserver")
+    assert "--load-model=hfrisk_raw" in server.extra_args
+    monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "worker")
+    assert "--load-model=hfrisk_raw" not in TritonServer.from_settings(Settings(), work_dir=tmp_path).extra_args
