@@ -213,6 +213,13 @@ def write_model_repository(
     version_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "configs").mkdir(exist_ok=True)
 
+    if raw_model:
+        from hfrisk.model.contract.card import ServingSpec
+        from hfrisk.serving.raw_windows import raw_model_name
+
+        # The card declares what is written: this model, and the raw-window model beside it.
+        card = card.model_copy(update={"serving": ServingSpec(preprocess_on=("worker", "server"),
+                                                               raw_model=raw_model_name(model_name))})
     onnx.save_model(model, str(version_dir / "model.onnx"))
     shutil.copyfile(backend_model.__file__, version_dir / "model.py")
     card.save(version_dir / CARD_FILENAME)

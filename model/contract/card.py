@@ -23,6 +23,7 @@ __all__ = [
     "FilterSpec",
     "QualitySpec",
     "OutputSpec",
+    "ServingSpec",
     "ModelCard",
     "default_card",
     "load_card",
@@ -156,6 +157,24 @@ def _default_outputs() -> tuple[OutputSpec, ...]:
     )
 
 
+class ServingSpec(_Frozen):
+    """Where this model's preprocessing may run (docs/serving.md).
+
+    ``"worker"``: the stream worker prepares model inputs and the model takes them (the default,
+    for CPU hosts). ``"server"``: the worker may send raw windows to ``raw_model``, which runs the
+    front end where the network runs (``HFRISK_STREAM__PREPROCESS_ON=server``).
+    """
+
+    preprocess_on: tuple[Literal["worker", "server"], ...] = ("worker",)
+    raw_model: str | None = None
+
+    @model_validator(mode="after")
+    def _raw_model_for_server(self) -> "ServingSpec":
+        if "server" in self.preprocess_on and not self.raw_model:
+            raise ValueError("server-side preprocessing needs the raw model's name")
+        return self
+
+
 class ModelCard(_Frozen):
     schema_version: Literal["hfrisk-model-card/1"] = "hfrisk-model-card/1"
     name: str = "hfrisk-dual-attention"
@@ -173,6 +192,8 @@ class ModelCard(_Frozen):
     # What a log-risk means: its percentile in a reference cohort and an absolute risk at a horizon
     # (hfrisk.model.contract.risk_scale). None: the model gives relative risk only.
     risk_scale: RiskScale | None = None
+    # Where preprocessing may run; hfrisk export declares both when it writes the raw-window model.
+    serving: ServingSpec = Field(default_factory=ServingSpec)
     training: dict = Field(default_factory=dict)
     intended_use: str = (
         "Research and engineering demonstration. Not a validated clinical device; "

@@ -198,6 +198,12 @@ def worker_command(
     if stream.create_topics:
         ensure_topics(settings.kafka)
 
+    if stream.preprocess_on == "server" and not stream.noop_model and "server" not in model_card.serving.preprocess_on:
+        typer.echo(f"hfrisk worker: the model card ({model_card.name} {model_card.version}) does not declare "
+                   "server-side preprocessing (serving.preprocess_on); re-export the model with hfrisk export, "
+                   "which writes the raw-window model and declares it, or use HFRISK_STREAM__PREPROCESS_ON=worker",
+                   err=True)
+        raise typer.Exit(code=2)
     metrics = StreamMetrics()
     options = WorkerOptions.from_settings(settings)
     if stream.noop_model:

@@ -109,7 +109,10 @@ def test_repository_layout(repository):
     for relative in ("config.pbtxt", f"configs/{GPU_CONFIG_NAME}.pbtxt", CARD_FILENAME,
                      "1/model.onnx", "1/model.py", f"1/{CARD_FILENAME}"):
         assert (repository / relative).is_file(), relative
-    assert load_card(repository) == CARD == load_card(repository / "1")
+    # The card as given, declaring the raw-window model written beside it.
+    assert load_card(repository) == load_card(repository / "1")
+    assert load_card(repository).model_copy(update={"serving": CARD.serving}) == CARD
+    assert load_card(repository).serving.raw_model == "hfrisk_raw"
     assert (repository / "1" / "model.py").read_text() == Path(backend_model.__file__).read_text()
     assert parse((repository / "config.pbtxt").read_text()).max_batch_size == 8
 

@@ -91,6 +91,21 @@ def test_the_committed_raw_model_is_what_the_writer_makes_of_the_bundled_card():
                                          intra_op_threads=int(ort_threads)), name
 
 
+def test_the_exported_card_declares_both_places_preprocessing_may_run(tmp_path, exported_model_dir):
+    from hfrisk.model.contract.card import ServingSpec
+    from hfrisk.serving.model_repository import write_model_repository
+
+    assert CARD.serving.preprocess_on == ("worker",) and CARD.serving.raw_model is None  # a card alone: worker only
+    model_dir = write_model_repository(exported_model_dir / "model.onnx", CARD, tmp_path)
+    for folder in (model_dir, model_dir / "1"):
+        assert load_card(folder / CARD_FILENAME).serving == ServingSpec(preprocess_on=("worker", "server"),
+                                                                        raw_model="hfrisk_raw")
+    only_model = write_model_repository(exported_model_dir / "model.onnx", CARD, tmp_path / "plain", raw_model=False)
+    assert load_card(only_model / CARD_FILENAME).serving.preprocess_on == ("worker",)
+    with pytest.raises(ValidationError, match="raw model"):
+        ServingSpec(preprocess_on=("worker", "server"))
+
+
 def test_a_raw_model_for_another_card_or_network_is_named():
     params = {"preprocessing": {"string_value": "server"}, "base_model": {"string_value": "hfrisk"},
               "card": {"string_value": f"{CARD.name} {CARD.version}"}}

@@ -128,7 +128,9 @@ def _pipeline_fingerprint() -> str:
 def _cache_key(card: ModelCard, ids: Sequence[Hashable], paths: Sequence[str]) -> str:
     digest = hashlib.sha256()
     digest.update(_pipeline_fingerprint().encode())
-    digest.update(card.model_dump_json().encode())
+    # Where preprocessing runs does not change what it makes; leaving that declaration out keeps the
+    # key of every card written before it existed.
+    digest.update(card.model_dump_json(exclude={"serving"}).encode())
     # Absolute paths: the same relative path from another working directory is another record.
     digest.update(json.dumps([[_id_key(i), os.path.abspath(p)] for i, p in zip(ids, paths)]).encode())
     return digest.hexdigest()
