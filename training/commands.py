@@ -52,6 +52,13 @@ def _folds(text: str, option: str) -> tuple[int, ...]:
     return tuple(folds)
 
 
+def _sources(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    """``"500,100,extra"`` → ``("500", "100", "extra")``; None stays None (one release)."""
+    if text is None:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def pretrain_command(
     data_root: Annotated[Optional[Path], typer.Option(help="PTB-XL folder (ptbxl_database.csv, records100/500). Required unless --resume.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run folder to create; default runs/pretrain-<time>.")] = None,
@@ -63,6 +70,14 @@ def pretrain_command(
     val_folds: Annotated[str, typer.Option(help="PTB-XL strat_folds to validate on, e.g. 9.")] = "9",
     limit_records: Annotated[Optional[int], typer.Option(min=1, help="At most this many records per split (smoke runs).")] = None,
     keep: Annotated[Literal["fit", "usable"], typer.Option(help="Train on records fit to score, or on all with a usable lead.")] = "fit",
+    sources: Annotated[Optional[str], typer.Option(help="Merge sources, one record per ecg_id, first listed wins: e.g. 500,100,extra "
+                                                        "(records500, records100, ptbxl-extra). Default: the --sampling-rate release only.")] = None,
+    extra_root: Annotated[Optional[Path], typer.Option(help="ptbxl-extra folder (signals_100hz_zscored.npz); default DATA_ROOT/../ptbxl-extra.")] = None,
+    exclude_ids: Annotated[Optional[Path], typer.Option(help="File of ecg_ids (one a line, or CSV with ecg_id) kept out of train and validation.")] = None,
+    exclude_patients: Annotated[Optional[Path], typer.Option(help="File of PTB-XL patient_ids (one a line, or CSV with patient_id) kept out.")] = None,
+    exclude_folds: Annotated[str, typer.Option(help="strat_folds kept out entirely, e.g. 10 (an evaluation's test fold).")] = "",
+    exclude_same_patient: Annotated[bool, typer.Option("--exclude-same-patient/--exclude-listed-only",
+                                                       help="Also leave out every other record of an excluded record's patient.")] = True,
     text: Annotated[Literal["structured", "raw"], typer.Option(help="Structured SCP statements (paper) or the raw report.")] = "structured",
     text_encoder: Annotated[Optional[str], typer.Option(help="Hugging Face name or folder; default the bundled offline MiniLM.")] = None,
     encoder: Annotated[Literal["dual_attention", "xresnet1d101"], typer.Option(help="ECG encoder.")] = "dual_attention",
@@ -111,7 +126,10 @@ def pretrain_command(
             config = PretrainConfig(
                 data_root=data_root, sampling_rate=sampling_rate, validated_only=validated_only,
                 train_folds=_folds(train_folds, "--train-folds"), val_folds=_folds(val_folds, "--val-folds"),
-                limit_records=limit_records, keep=keep, text=text, text_encoder=text_encoder, encoder=encoder, loss=loss,
+                limit_records=limit_records, keep=keep, sources=_sources(sources), extra_root=extra_root,
+                exclude_ids=exclude_ids, exclude_patients=exclude_patients,
+                exclude_folds=_folds(exclude_folds, "--exclude-folds"), exclude_same_patient=exclude_same_patient,
+                text=text, text_encoder=text_encoder, encoder=encoder, loss=loss,
                 temperature=temperature, learn_temperature=learn_temperature, recon_weight=recon_weight,
                 align_weight=align_weight, max_epochs=max_epochs, batch_size=batch_size, drop_last=drop_last, lr=lr,
                 betas=betas, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
@@ -135,7 +153,7 @@ def pretrain_command(
         "n_val": result.n_val,
         "seconds": round(result.seconds, 1),
         "last_epoch": {k: last[k] for k in ("train_loss", "val_loss", "val_recon", "val_align", "val_cos_matched",
-                                            "val_cos_shuffled") if k in last},
+                                            "val_cos_shuffled", "val_top1", "val_top5", "val_top1_majority") if k in last},
     }
     typer.echo(json.dumps(summary, indent=2))
 

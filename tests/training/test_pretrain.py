@@ -103,7 +103,7 @@ def test_config_defaults_are_the_papers(tmp_path):
 def test_command_options_mirror_the_config_defaults():
     parameters = inspect.signature(pretrain_command).parameters
     fields = PretrainConfig.model_fields
-    parsed_elsewhere = {"data_root", "train_folds", "val_folds"}
+    parsed_elsewhere = {"data_root", "train_folds", "val_folds", "exclude_folds"}
     for name, field in fields.items():
         if name in parsed_elsewhere:
             continue
@@ -244,7 +244,8 @@ def test_command_runs_and_resumes(base_config, tmp_path):
     assert first.exit_code == 0, first.output
     resumed = runner.invoke(app, ["pretrain", "--resume", str(tmp_path / "cli"), *common])
     assert resumed.exit_code == 0, resumed.output
-    summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
+    lines = resumed.stdout.splitlines()
+    summary = json.loads("\n".join(lines[lines.index("{"):]))  # log lines before it may hold braces too
     assert summary["epochs_run"] == 2 and summary["n_train"] == 17
     assert [row["epoch"] for row in RunDir(tmp_path / "cli").read_metrics()] == [1, 2]
 
@@ -256,12 +257,12 @@ def test_progress_is_stored_as_the_plain_dict_older_checkpoints_hold():
     from hfrisk.training.pretrain.state import PretrainProgress, PretrainProvenance
 
     provenance = {"text_encoder": "minilm", "text_dim": 384, "n_train": 17, "n_val": 6, "steps_per_epoch": 2}
-    # What a checkpoint written before the `stopped_early` flag holds in its `extra`.
+    # What a checkpoint written before the `stopped_early` flag (and the provenance's `corpus`) holds in its `extra`.
     old = {"best_value": 0.5, "best_epoch": 3, "monitor": "val_recon", "metrics": {"epoch": 4, "val_recon": 0.6},
            "provenance": provenance}
     progress = PretrainProgress.model_validate(old)
     assert progress.stopped_early is False and progress.provenance == PretrainProvenance(**provenance)
-    assert progress.model_dump() == old | {"stopped_early": False}
+    assert progress.model_dump() == old | {"stopped_early": False, "provenance": provenance | {"corpus": {}}}
 
 
 def test_from_run_config_drops_provenance_and_takes_only_runtime_settings(base_config, tmp_path):

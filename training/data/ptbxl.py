@@ -112,6 +112,7 @@ class PTBXL:
         self.unlabelled_ids = np.array(sorted(set(on_disk) - set(db.index)), dtype=np.int64)
         self.records_without_row = int(len(self.unlabelled_ids))
         self.metadata = db.loc[present].sort_index()
+        self.database = db
         log.info(
             "ptbxl.loaded",
             root=str(self.root),
@@ -120,6 +121,23 @@ class PTBXL:
             rows_without_record=self.rows_without_record,
             records_without_row=self.records_without_row,
         )
+
+    @classmethod
+    def catalogue(cls, root: str | Path) -> PTBXL:
+        """Every row of ``ptbxl_database.csv``, whether or not a record of it is on disk.
+
+        For the labels, text and patients of records read from elsewhere (ptbxl-extra): its
+        :meth:`record_path` names the 100 Hz file the row lists, which need not exist.
+        """
+        view = object.__new__(cls)
+        view.root = Path(root)
+        view.sampling_rate = 100
+        view.statements = read_scp_statements(view.root / "scp_statements.csv")
+        view.database = read_ptbxl_database(view.root / "ptbxl_database.csv")
+        view.metadata = view.database.sort_index()
+        view.rows_without_record = view.records_without_row = 0
+        view.unlabelled_ids = np.array([], dtype=np.int64)
+        return view
 
     # --- views -----------------------------------------------------------------------------
 

@@ -27,7 +27,12 @@ class PretrainConfig(BaseModel):
     ``temperature`` (learnable with ``learn_temperature``); ``loss="cosine"`` is the released paper
     code's ``CosineEmbeddingLoss``, which collapsed on PTB-XL (docs/training/pretraining.md).
 
-    **Data.** PTB-XL at ``sampling_rate`` from ``data_root``; ``validated_only`` keeps reports
+    **Data.** PTB-XL at ``sampling_rate`` from ``data_root``, or with ``sources`` several sources
+    merged, one record per ``ecg_id`` (``"500"`` > ``"100"`` > ``"extra"``, the ptbxl-extra folder
+    ``extra_root``, default ``data_root/../ptbxl-extra``; :mod:`~hfrisk.training.pretrain.corpus`).
+    ``exclude_ids`` / ``exclude_patients`` (files of ``ecg_id`` / ``patient_id``) and
+    ``exclude_folds`` keep an evaluation's records out of train and validation, with every other
+    record of their patients unless ``exclude_same_patient`` is off. ``validated_only`` keeps reports
     validated by a cardiologist (the paper's "high quality" subset); ``train_folds`` /
     ``val_folds`` are PTB-XL's stratified folds (1–8 / 9; fold 10 stays untouched for testing).
     ``limit_records`` keeps at most that many records per split, for smoke runs. ``keep`` chooses
@@ -45,6 +50,13 @@ class PretrainConfig(BaseModel):
     val_folds: tuple[int, ...] = SPLIT_FOLDS["validation"]
     limit_records: int | None = Field(None, ge=1)
     keep: Literal["fit", "usable"] = "fit"
+    # None: the one release at ``sampling_rate`` (as before sources existed).
+    sources: tuple[Literal["500", "100", "extra"], ...] | None = None
+    extra_root: Path | None = None
+    exclude_ids: Path | None = None
+    exclude_patients: Path | None = None
+    exclude_folds: tuple[int, ...] = ()
+    exclude_same_patient: bool = True
     # --- text side (frozen, embedded once and cached)
     text: Literal["structured", "raw"] = "structured"
     # A Hugging Face name or folder; None = the all-MiniLM-L6-v2 copy bundled for offline use
@@ -87,6 +99,10 @@ class PretrainConfig(BaseModel):
     def _check(self) -> PretrainConfig:
         if set(self.train_folds) & set(self.val_folds):
             raise ValueError(f"train_folds {self.train_folds} and val_folds {self.val_folds} overlap")
+        if self.sources is not None and (not self.sources or len(set(self.sources)) != len(self.sources)):
+            raise ValueError(f"sources must name each of 500, 100, extra at most once, got {self.sources}")
+        if set(self.val_folds) <= set(self.exclude_folds):
+            raise ValueError(f"exclude_folds {self.exclude_folds} removes every validation fold {self.val_folds}")
         if not self.val_folds:
             raise ValueError("val_folds is empty: pretraining selects its checkpoint on validation")
         return self
@@ -107,4 +123,11 @@ class PretrainConfig(BaseModel):
         """Names of the settings, runtime ones aside, in which this configuration differs from ``saved``
         (a checkpoint's ``config``, JSON form); a run resumes only where there is none."""
         now = self.model_dump(mode="json")
-        return sorted(k for k in set(saved) | set(now) if k not in RUNTIME_FIELDS and saved.get(k) != now.get(k))
+        # A setting newer than the saved run counts as unchanged when it is at its default.
+        defaults = {k: f.default for k, f in type(self).model_fields.items() if not f.is_required()}
+        old = {k: saved.get(k, _json(defaults.get(k))) for k in set(saved) | set(now)}
+        return sorted(k for k in old if k not in RUNTIME_FIELDS and old[k] != now.get(k))
+
+
+def _json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -38,7 +38,7 @@ from hfrisk.training.runs.environment import seed_everything, torch_device
 from hfrisk.training.runs.run_dir import RunDir
 from hfrisk.training.runs.schedule import warmup_cosine_schedule
 
-__all__ = ["PretrainResult", "pretrain"]
+__all__ = ["PretrainResult", "pretrain", "retrieval"]
 
 log = get_logger(__name__)
 
@@ -120,9 +120,34 @@ def _train_epoch(
     return {"train_loss": means[0], "train_recon": means[1], "train_align": means[2]}
 
 
+def retrieval(e_ecg: torch.Tensor, e_text: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
+    """ECG→text retrieval among the distinct texts of a set: how often a record's own text ranks first
+    (``top1``) or in the first five (``top5``), and the mean reciprocal rank.
+
+    ``e_ecg``/``e_text`` (n, d) are the projected embeddings, ``text`` (n, t) the text vectors that
+    say which records share a text (identical structured reports are one candidate). ``top1_majority``
+    is what always answering the most frequent text scores, ``texts`` the number of candidates.
+    Ties count in the record's favour.
+    """
+    distinct, inverse = torch.unique(text, dim=0, return_inverse=True)
+    k = distinct.shape[0]
+    candidates = torch.zeros(k, e_text.shape[1], dtype=e_text.dtype, device=e_text.device).index_copy(0, inverse, e_text)
+    sims = F.normalize(e_ecg, dim=-1) @ F.normalize(candidates, dim=-1).T
+    own = sims.gather(1, inverse[:, None])
+    rank = (sims > own).sum(1)
+    return {
+        "top1": float((rank == 0).float().mean()),
+        "top5": float((rank < 5).float().mean()),
+        "mrr": float((1.0 / (rank + 1).float()).mean()),
+        "top1_majority": float(torch.bincount(inverse).max()) / len(inverse),
+        "texts": float(k),
+    }
+
+
 @torch.no_grad()
 def _validate(model: _Model, data: PretrainSplit, config: PretrainConfig) -> dict[str, float]:
-    """Unmasked validation: reconstruction MSE, alignment loss, and matched vs shuffled cosine.
+    """Unmasked validation: reconstruction MSE, alignment loss, matched vs shuffled cosine and
+    ECG→text retrieval among the validation set's distinct texts (:func:`retrieval`).
 
     The shuffled pairs use a fixed derangement, so the figure is comparable across epochs; the
     ``distinct_text`` variant only counts pairs whose texts differ (identical structured texts make
@@ -151,6 +176,7 @@ def _validate(model: _Model, data: PretrainSplit, config: PretrainConfig) -> dic
     distinct = (data.text[order] != data.text[partner]).any(-1)
     val_recon = recon_sum / max(weight_sum, 1.0)
     val_align = align_sum / n
+    found = retrieval(e_ecg, e_text, data.text)
     return {
         "val_loss": config.recon_weight * val_recon + config.align_weight * val_align,
         "val_recon": val_recon,
@@ -158,6 +184,11 @@ def _validate(model: _Model, data: PretrainSplit, config: PretrainConfig) -> dic
         "val_cos_matched": float(matched.mean()),
         "val_cos_shuffled": float(shuffled.mean()) if n > 1 else float("nan"),
         "val_cos_shuffled_distinct_text": float(shuffled[distinct].mean()) if bool(distinct.any()) else float("nan"),
+        "val_top1": found["top1"],
+        "val_top5": found["top5"],
+        "val_mrr": found["mrr"],
+        "val_top1_majority": found["top1_majority"],
+        "val_texts": found["texts"],
     }
 
 
@@ -192,8 +223,8 @@ def pretrain(
             raise ValueError(f"cannot resume: the configuration differs from the saved run in {changed}")
 
     seed_everything(config.seed)
-    train, val, text_encoder = load_pretraining_data(config, card, device=str(device))
-    train, val = train.to(device), val.to(device)
+    data = load_pretraining_data(config, card, device=str(device))
+    train, val, text_encoder = data.train.to(device), data.validation.to(device), data.text_encoder
     text_dim = int(train.text.shape[1])
 
     # Re-seed after data loading, so the initial weights do not depend on what was cached.
@@ -212,7 +243,7 @@ def pretrain(
     }
 
     provenance = PretrainProvenance(text_encoder=text_encoder, text_dim=text_dim, n_train=len(train),
-                                    n_val=len(val), steps_per_epoch=steps)
+                                    n_val=len(val), steps_per_epoch=steps, corpus=data.corpus)
     best_value, best_epoch, start_epoch, stopped_early = math.inf, 0, 1, False
     if checkpoint is not None:
         resume(checkpoint, model=net, heads=model.heads, criterion=model.criterion, optimizer=optimizer,

@@ -25,6 +25,9 @@ class PretrainProvenance(BaseModel):
     n_train: int
     n_val: int
     steps_per_epoch: int
+    # Records per source and split, and what the exclusions removed (pretrain/data.py); empty in
+    # runs made before sources existed.
+    corpus: dict[str, Any] = {}
 
 
 class PretrainProgress(BaseModel):
