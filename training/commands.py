@@ -200,12 +200,15 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
 
 
 def _config(encoder: str, epochs: Optional[int], batch_size: int, lr: float, alpha: float, lead_mask_prob: float,
-            seed: int, device: str, patience: Optional[int]):
+            seed: int, device: str, patience: Optional[int], monitor: str = "val_c", head_init: str = "random",
+            lr_grid: Optional[str] = None):
     from hfrisk.training.finetune.config import FinetuneConfig
 
+    grid = tuple(float(v) for v in lr_grid.split(",") if v.strip()) if lr_grid else ()
     return FinetuneConfig(encoder=_check_choice(encoder, _ENCODERS, "encoder"), epochs=epochs, batch_size=batch_size,
                           lr=lr, alpha=alpha, lead_mask_prob=lead_mask_prob, seed=seed, device=device,
-                          patience=patience)
+                          patience=patience, monitor=_check_choice(monitor, _MONITORS, "monitor"),
+                          head_init=_check_choice(head_init, _HEAD_INITS, "head-init"), lr_grid=grid)
 
 
 def _load(cohort: Path, records_root: Optional[Path], time_unit: str):
@@ -233,7 +236,15 @@ LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.")]
 AlphaOpt = Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the Cox loss (1 - alpha: reconstruction).")]
 LeadMaskOpt = Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability that a batch gets a lead subset masked.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-PatienceOpt = Annotated[Optional[int], typer.Option(min=1, help="Stop after this many epochs without a better validation C.")]
+PatienceOpt = Annotated[Optional[int], typer.Option(min=1, help="Stop after this many epochs without a better monitored value.")]
+_MONITORS = ("val_c", "val_cox")
+_HEAD_INITS = ("random", "ridge_cox")
+MonitorOpt = Annotated[str, typer.Option(help="What keeps an epoch and stops early: val_c (validation Harrell C, the paper's) "
+                                         "or val_cox (validation Cox partial likelihood).")]
+HeadInitOpt = Annotated[str, typer.Option(help="Risk head start: random (the paper's) or ridge_cox (a ridge Cox fit on the "
+                                          "frozen embedding, chosen on validation; epoch 0 is then a candidate).")]
+LrGridOpt = Annotated[Optional[str], typer.Option(help="Comma-separated learning rates, one fine-tuning each; the best by "
+                                                  "--monitor is kept (overrides --lr).")]
 CacheOpt = Annotated[Optional[Path], typer.Option(help="Folder for cached model inputs.")]
 
 
@@ -253,14 +264,18 @@ def finetune_command(
     seed: Annotated[int, typer.Option(help="Seed of the split, the batches and the weights.")] = 42,
     device: DeviceOpt = "auto",
     patience: PatienceOpt = None,
+    monitor: MonitorOpt = "val_c",
+    head_init: HeadInitOpt = "random",
+    lr_grid: LrGridOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
-    """Fine-tune for HF risk on a cohort; keeps the epoch with the best validation C-index."""
+    """Fine-tune for HF risk on a cohort; keeps the epoch with the best validation C-index (or --monitor)."""
     from hfrisk.training.finetune.loop import finetune
 
     data = _load(cohort, records_root, time_unit)
     fit_index, val_index = data.inner_split(val_frac, seed)
-    config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, seed, device, patience)
+    config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, seed, device, patience, monitor, head_init,
+                     lr_grid)
     result = finetune(config, data.subset(fit_index), data.subset(val_index), out, init, cache_dir=cache_dir,
                       progress=True)
     typer.echo(f"best epoch {result.best_epoch}: validation Harrell C {result.best_val_c:.4f}; "
@@ -291,6 +306,9 @@ def evaluate_command(
     lead_mask_prob: LeadMaskOpt = 0.5,
     device: DeviceOpt = "auto",
     patience: PatienceOpt = None,
+    monitor: MonitorOpt = "val_c",
+    head_init: HeadInitOpt = "random",
+    lr_grid: LrGridOpt = None,
     n_boot: Annotated[Optional[int], typer.Option(min=0, help="Bootstrap resamples per test fold for metric intervals; default 0 "
                                                   "(--format music: over patients, default 1000).")] = None,
     cache_dir: CacheOpt = None,
@@ -326,7 +344,8 @@ def evaluate_command(
     whole = data if test is None else _concat(data, test)
     methods = []
     if method in ("finetune", "both"):
-        config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, 42, device, patience)
+        config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, 42, device, patience, monitor,
+                         head_init, lr_grid)
         inputs = FinetuneData.from_cohort(whole, cache_dir=cache_dir)  # preprocessed once for all runs
         methods.append(finetune_method(config, init, inputs=inputs, cohort=whole))
     if method in ("cox", "both"):
@@ -510,6 +529,9 @@ def risk_scale_command(
     typer.echo(f"calibration of the {horizon_years:g}-year risk on the same cohort (in-sample): slope "
                f"{calibration['slope']}, calibration-in-the-large {calibration['calibration_in_the_large']}"
                + (f"; plot {plot}" if plot else ""))
+    top = result.card.training["top_resolution"]
+    typer.echo(f"top {100 * top['share']:g} %: {top['distinct_in_top']} distinct scores among {top['n_top']} subjects; "
+               f"largest tie {top['largest_tie']} subjects ({100 * top['largest_tie_share']:.1f} % of the cohort)")
 
 
 def synthetic_cohort_command(

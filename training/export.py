@@ -16,6 +16,7 @@ risk), computed by :func:`risk_scale_from_cohort`; docs/score-scale.md.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 from collections.abc import Sequence
@@ -101,7 +102,7 @@ def training_section(checkpoint: Path, meta: dict[str, Any], evaluation: dict | 
             "checkpoint_sha256": _sha256(checkpoint),
             "epoch": meta.get("epoch"),
             "val_harrell_c": extra.get("val_harrell_c"),
-            "selection": "epoch with the best validation Harrell C",
+            "selection": _selection(meta.get("config", {})),
             "encoder": provenance.get("encoder"),
             "init": provenance.get("init"),
             "init_kind": provenance.get("init_kind"),
@@ -110,9 +111,22 @@ def training_section(checkpoint: Path, meta: dict[str, Any], evaluation: dict | 
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": {"hfrisk": hfrisk.__version__, "torch": torch.__version__},
     }
+    for key in ("head_init", "ridge_val_harrell_c", "n_components", "penalty"):
+        if key in provenance:
+            section["run"][key] = provenance[key]
+    sweep = Path(checkpoint).parent / "lr_sweep.json"
+    if sweep.is_file():
+        # The checkpoint is the one a learning-rate sweep kept (training/finetune/loop.py).
+        section["run"]["lr_sweep"] = json.loads(sweep.read_text())
     if evaluation is not None:
         section["evaluation"] = evaluation
     return section
+
+
+def _selection(config: dict[str, Any]) -> str:
+    if config.get("monitor") == "val_cox":
+        return "epoch with the lowest validation Cox loss (negative partial log-likelihood)"
+    return "epoch with the best validation Harrell C"
 
 
 def _parity_inputs(parity: np.ndarray | Sequence[str | Path] | None, meta: dict, card: ModelCard) -> np.ndarray:

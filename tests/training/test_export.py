@@ -138,3 +138,20 @@ def test_export_with_a_reference_cohort_writes_the_risk_scale_of_the_exported_mo
         expected.absolute_risk.baseline_survival, rel=1e-6)
     np.testing.assert_allclose(card.risk_scale.reference.log_risk, expected.reference.log_risk, atol=1e-6)
     assert card.training["absolute_risk"]["horizon_days"] == horizon
+
+
+def test_the_card_says_how_the_epoch_and_learning_rate_were_chosen(tmp_path):
+    from hfrisk.training.export import training_section
+
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    meta = {"epoch": 0, "config": {"monitor": "val_cox", "lr": 1e-4},
+            "extra": {"val_harrell_c": 0.7, "provenance": {"head_init": "ridge_cox", "ridge_val_harrell_c": 0.68,
+                                                           "n_components": 8, "penalty": 0.1}}}
+    sweep = {"chosen_lr": 1e-4, "runs": [{"lr": 3e-5, "score": -5.7}, {"lr": 1e-4, "score": -5.6}]}
+    (tmp_path / "lr_sweep.json").write_text(json.dumps(sweep))
+    run = training_section(checkpoint, meta)["run"]
+    assert run["selection"].startswith("epoch with the lowest validation Cox loss")
+    assert run["head_init"] == "ridge_cox" and run["n_components"] == 8 and run["lr_sweep"] == sweep
+    plain = training_section(checkpoint, {"epoch": 3, "config": {}, "extra": {}})["run"]
+    assert plain["selection"] == "epoch with the best validation Harrell C" and "lr_sweep" in plain  # same folder
