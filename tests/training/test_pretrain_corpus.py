@@ -110,6 +110,9 @@ def test_retrieval_counts_shared_texts_as_one_candidate():
     assert perfect["top1_majority"] == 0.5
     swapped = retrieval(e_text[[2, 2, 0, 3]], e_text, text)  # the first three point at the wrong text
     assert swapped["top1"] == 0.25 and swapped["top5"] == 1.0
+    # Ranking texts by frequency: the shared text first for its 2 records, the two single ones tie second.
+    assert perfect["top1_popular"] == 0.5 and perfect["top5_popular"] == 1.0
+    assert perfect["mrr_popular"] == pytest.approx((1 + 1 + 0.5 + 0.5) / 4)
 
 
 # --- ptbxl-extra ----------------------------------------------------------------------------------
