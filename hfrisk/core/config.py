@@ -284,6 +284,9 @@ class StreamSettings(BaseModel):
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).
     noop_model: bool = False
+    # Skip preprocessing: no process pool, every window fit to score with an all-zero model input of
+    # the card's shape (benchmarks only: with noop_model, what is left is the worker's own plumbing).
+    noop_prep: bool = False
     # Where the front end runs: "worker" (a process pool here, then model inputs to Triton; the
     # default, right for CPU hosts) or "server" (raw windows to <model>_raw, which preprocesses on
     # the model's device: a GPU host; docs/serving.md). Same scores and refusals either way.

@@ -1,7 +1,7 @@
 """Scoring micro-batches of windows: ``prepare`` in worker processes, one model call per batch.
 
 ``score_windows`` is what the stream worker calls; ``AsyncTritonScorer`` waits out Triton outages,
-``NoopScorer`` stands in for the model in benchmarks, and anything with ``infer``/``close`` is an
+``NoopScorer`` and ``NoopPreprocessor`` stand in for the model and the front end in benchmarks, and anything with ``infer``/``close`` is an
 ``AsyncScorer``. ``ServerSideScorer`` sends raw windows to the model's server, which preprocesses them
 (``HFRISK_STREAM__PREPROCESS_ON=server``, docs/serving.md). (The blocking scorers of screening are in :mod:`hfrisk.serving.scorers`.)
 """
@@ -10,6 +10,7 @@ from hfrisk.stream.scoring.batch import (
     AsyncScorer,
     AsyncTritonScorer,
     InferenceRejected,
+    NoopPreprocessor,
     NoopScorer,
     PrepareFailure,
     Preprocessor,
@@ -24,6 +25,7 @@ __all__ = [
     "AsyncScorer",
     "AsyncTritonScorer",
     "NoopScorer",
+    "NoopPreprocessor",
     "InferenceRejected",
     "PrepareFailure",
     "WindowScore",

@@ -55,6 +55,7 @@ __all__ = [
     "PrepareFailure",
     "WindowScore",
     "Preprocessor",
+    "NoopPreprocessor",
     "AsyncScorer",
     "AsyncTritonScorer",
     "NoopScorer",
@@ -179,6 +180,50 @@ class Preprocessor:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class NoopPreprocessor:
+    """A stand-in front end that costs nothing: every window fit to score, model input all zeros.
+
+    For measuring the worker's own plumbing (``hfrisk worker --noop-prep``, with ``--noop-model``
+    in ``bench/bench_stream.py``). No pool is started; every window gets the same
+    :class:`ModelInput`: ``x`` zeros of the card's ``(len(leads), length_samples)``, every lead
+    usable, quality 1, no beats. The rest of the worker (records, Redis writes, alerts,
+    checkpoints) runs as usual. Never use it for patients: nothing about the signal is checked.
+    """
+
+    workers = 0
+
+    def __init__(self, card: ModelCard):
+        from hfrisk.model.frontend.quality import QualityReport
+
+        self.card = card
+        leads = tuple(card.input.leads)
+        x = np.zeros((len(leads), card.input.length_samples), np.float32)
+        beat = np.zeros((len(leads), card.input.beat_samples), np.float32)
+        no_beats = np.zeros(0, np.float64)
+        for array in (x, beat, no_beats):
+            array.flags.writeable = False  # one instance shared by every window
+        quality = QualityReport(
+            score=1.0, fit_to_score=True, reasons=(), usable_leads=leads, flat_leads=(), lead_off_leads=(),
+            saturated_leads=(), baseline_wander_leads=(), noisy_leads=(), lead_correlation=dict.fromkeys(leads, 1.0),
+            template_correlation=1.0, n_beats_detected=0, n_beats_used=0,
+        )
+        self.prepared = ModelInput(
+            x=x, lead_mask=np.ones(len(leads), bool), quality=quality, r_peaks_s=no_beats,
+            detected_r_peaks_s=no_beats, n_beats_detected=0, n_beats_used=0, heart_rate_bpm=None,
+            fs_hz=card.input.fs_hz, derived_leads=(), leads=leads, median_beat_mv=beat, window_start_s=0.0,
+            duration_s=card.window.window_s,
+        )
+
+    def warm_up(self) -> None:
+        return None
+
+    async def prepare(self, ecgs: Sequence[ECG]) -> list[ModelInput | PrepareFailure]:
+        return [self.prepared] * len(ecgs)
+
+    def close(self) -> None:
+        return None
 
 
 # -- the model ----------------------------------------------------------------------------------

@@ -146,6 +146,12 @@ def worker_command(
         typer.Option("--noop-model/--no-noop-model",
                      help="Skip Triton: log-risk 0 for every window, benchmarks only [HFRISK_STREAM__NOOP_MODEL: no]."),
     ] = None,
+    noop_prep: Annotated[
+        Optional[bool],
+        typer.Option("--noop-prep/--no-noop-prep",
+                     help="Skip preprocessing (no process pool): every window fit, model input all zeros; "
+                     "benchmarks only [HFRISK_STREAM__NOOP_PREP: no]."),
+    ] = None,
     create_topics: Annotated[
         Optional[bool],
         typer.Option("--create-topics/--no-create-topics",
@@ -172,7 +178,7 @@ def worker_command(
     from hfrisk.serving.client import RawRiskClient, RiskClient, TritonClientError
     from hfrisk.core.retries import Backoff
     from hfrisk.stream.ingest.topics import ensure_topics
-    from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopScorer, Preprocessor
+    from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopPreprocessor, NoopScorer, Preprocessor
     from hfrisk.stream.scoring.on_server import ServerSideScorer
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents
     from hfrisk.stream.worker.app import create_app
@@ -185,7 +191,7 @@ def worker_command(
             get_settings(), web_port=web_port, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id,
             prep_workers=prep_workers, preprocess_on=preprocess_on, card_path=card, builtin_card=builtin_card,
             checkpoint_interval_s=checkpoint_interval_s, session_timeout_s=session_timeout_s, noop_model=noop_model,
-            create_topics=create_topics, wait_for_triton_s=wait_for_triton_s, retry_max_s=retry_max_s,
+            noop_prep=noop_prep, create_topics=create_topics, wait_for_triton_s=wait_for_triton_s, retry_max_s=retry_max_s,
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -198,7 +204,10 @@ def worker_command(
     if stream.create_topics:
         ensure_topics(settings.kafka)
 
-    if stream.preprocess_on == "server" and not stream.noop_model and "server" not in model_card.serving.preprocess_on:
+    # --noop-prep sends the (all-zero) model inputs to the network itself: there is nothing for
+    # the server to preprocess.
+    on_server = stream.preprocess_on == "server" and not stream.noop_prep
+    if on_server and not stream.noop_model and "server" not in model_card.serving.preprocess_on:
         typer.echo(f"hfrisk worker: the model card ({model_card.name} {model_card.version}) does not declare "
                    "server-side preprocessing (serving.preprocess_on); re-export the model with hfrisk export, "
                    "which writes the raw-window model and declares it, or use HFRISK_STREAM__PREPROCESS_ON=worker",
@@ -206,11 +215,13 @@ def worker_command(
         raise typer.Exit(code=2)
     metrics = StreamMetrics()
     options = WorkerOptions.from_settings(settings)
+    if stream.noop_prep:
+        log.warning("--noop-prep: windows are NOT preprocessed (every window fit, model input all zeros, "
+                    "no process pool); benchmarks only", preprocess_on_ignored=stream.preprocess_on == "server")
     if stream.noop_model:
         log.warning("--noop-model: windows are NOT scored by the model (log-risk 0); benchmarks only")
         scorer = NoopScorer(model_card, on_latency=metrics.triton_latency.observe)
     else:
-        on_server = stream.preprocess_on == "server"
         client_type = RawRiskClient if on_server else RiskClient
         client = client_type.from_settings(settings, card=model_card)
         backoff = Backoff(first_s=0.2, max_s=stream.retry_max_s)
@@ -231,7 +242,9 @@ def worker_command(
 
     # Before the event loop and any gRPC thread exist: the pool's processes start clean.
     preprocessor = None
-    if stream.noop_model or stream.preprocess_on == "worker":
+    if stream.noop_prep:
+        preprocessor = NoopPreprocessor(model_card)
+    elif stream.noop_model or not on_server:
         preprocessor = Preprocessor(model_card, workers=stream.prep_workers)
         preprocessor.warm_up()
     app = create_app(settings, app_id=stream.app_id, web_port=stream.web_port,
@@ -247,8 +260,8 @@ def worker_command(
         "worker starting", app_id=stream.app_id, bootstrap=settings.kafka.bootstrap_servers,
         topic=settings.kafka.ecg_topic, redis=settings.redis.url,
         triton=None if stream.noop_model else settings.triton.grpc_url, metrics_port=stream.metrics_port,
-        batch_size=stream.batch_size, prep_workers=stream.prep_workers if preprocessor else 0,
-        preprocess_on="worker" if preprocessor else "server", model=model_card.name,
+        batch_size=stream.batch_size, prep_workers=preprocessor.workers if preprocessor else 0,
+        preprocess_on="noop" if stream.noop_prep else "worker" if preprocessor else "server", model=model_card.name,
     )
     try:
         # Faust's own DEBUG output is a flood; hfrisk's DEBUG (per-batch timings) keeps Faust at INFO.

@@ -760,3 +760,66 @@ def test_worker_options_override_their_settings_and_only_when_given(monkeypatch)
     settings = _override(Settings(), prep_workers=0, app_id=None, noop_model=True)
     assert (settings.stream.prep_workers, settings.stream.app_id, settings.stream.noop_model) == (0, "from-env", True)
     assert settings.stream.checkpoint_interval_s == 2.0  # neither given nor set: the default
+
+
+def test_noop_prep_gives_a_record_for_every_window_without_a_preprocessing_pool(chunks, expected):
+    """``--noop-prep`` (benchmarks only): every window fit, the model gets zeros of the card's shape,
+    and records, Redis writes, publishing and checkpoints run as usual; no process is started."""
+    import multiprocessing
+
+    from hfrisk.stream.scoring.batch import NoopPreprocessor
+
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    sink, store, scorer, publisher, acks = MemorySink(), MemoryStore(), FakeScorer(), MemoryPublisher(), []
+    children = set(multiprocessing.active_children())
+    worker = make_worker(NoopPreprocessor(CARD), sink=sink, store=store, scorer=scorer, publisher=publisher)
+    run_batches(worker, records_of(messages, acks), size=len(messages))
+
+    assert set(multiprocessing.active_children()) == children
+    assert set(sink.windows) == set(expected)  # every window, fit or not under the real front end
+    assert scorer.calls == [len(expected)]
+    zero = float(reference_risk(np.zeros((1, len(CARD.input.leads), CARD.input.length_samples), np.float32))[0, 0])
+    for result in sink.windows.values():
+        assert result.scored and result.log_risk == zero and result.quality_score == 1.0
+    assert len(publisher.of("scores")) == len(expected) and not publisher.of("dead_letter")
+    assert store.saves and sorted(acks) == list(range(len(messages)))
+
+
+def test_the_worker_command_with_noop_prep_starts_no_pool(monkeypatch):
+    import faust
+
+    import hfrisk.stream.scoring.batch as batch
+    import hfrisk.stream.worker.command as command
+    from hfrisk.core.config import get_settings
+    from hfrisk.stream.scoring.batch import NoopPreprocessor, NoopScorer
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("--noop-prep started a preprocessing pool")
+
+    built = {}
+    from_settings = StreamWorker.from_settings.__func__
+
+    def keep(cls, *args, **kwargs):
+        built["worker"] = from_settings(cls, *args, **kwargs)
+        return built["worker"]
+
+    class NoFaust:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def execute_from_commandline(self):
+            return None
+
+    monkeypatch.setattr(batch, "Preprocessor", no_pool)
+    monkeypatch.setattr(StreamWorker, "from_settings", classmethod(keep))
+    monkeypatch.setattr(faust, "Worker", NoFaust)
+    monkeypatch.setattr(command, "exit_after_teardown", lambda timeout_s: None)
+    monkeypatch.setenv("HFRISK_STREAM__NOOP_PREP", "true")
+    monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "server")  # nothing to preprocess there either
+    get_settings.cache_clear()
+    try:
+        command.worker_command(noop_model=True, builtin_card=True, create_topics=False, metrics_port=0)
+    finally:
+        get_settings.cache_clear()
+    worker = built["worker"]
+    assert isinstance(worker.preprocessor, NoopPreprocessor) and isinstance(worker.scorer, NoopScorer)
