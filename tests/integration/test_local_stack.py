@@ -98,10 +98,11 @@ def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir
     except ServiceNotInstalled as err:
         service_unavailable(str(err))
     ptbxl = ecg_data_dir / "ptbxl" / "records500" / "00000"
-    high_7, high_18, mid_3 = (ptbxl / f"{i:05d}_hr.hea" for i in (7, 18, 3))
+    # Five-year risks under the bundled model: 21 % and 17 % (over the default 10 % flag), and 2.3 %.
+    high_17, high_20, mid_3 = (ptbxl / f"{i:05d}_hr.hea" for i in (17, 20, 3))
     flat = _flat_copy(ptbxl / "00008_hr.hea", tmp_path)
-    # Beds take recordings in turn: bed-0 plays 7 then 18 (flagged), bed-1 plays 3 then the flat line.
-    records = [high_7, mid_3, high_18, flat]
+    # Beds take recordings in turn: bed-0 plays 17 then 20 (flagged), bed-1 plays 3 then the flat line.
+    records = [high_17, mid_3, high_20, flat]
     env = {**os.environ, "HFRISK_PATHS__STATE_DIR": str(tmp_path), "HFRISK_LOG__LEVEL": "WARNING"}
     up = _hfrisk("up", *map(str, records), "--beds", "2", "--fast", "--view-s", "150", env=env, timeout=400)
     stack = json.loads((tmp_path / "stack" / "stack.json").read_text())
@@ -121,7 +122,7 @@ def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir
             assert client.hget(f"{prefix}:latest:{bed}", "model_version") is not None
         assert client.zcard(f"{prefix}:quality:bed-1") >= 1  # the flat line
 
-        _send_gap_patient_and_a_dead_letter(stack["urls"]["kafka"], [high_7, high_18, flat, high_7])
+        _send_gap_patient_and_a_dead_letter(stack["urls"]["kafka"], [high_17, high_20, flat, high_17])
         _wait_for(lambda: client.zcard(f"{prefix}:gaps:{GAP_PATIENT}") > 0, 90, "the gap in Redis")
         _wait_for(lambda: client.zcard(f"{prefix}:quality:{GAP_PATIENT}") > 0, 30, "its low-quality windows")
         client.close()

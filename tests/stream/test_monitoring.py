@@ -1,6 +1,6 @@
 """Model monitoring in the worker: bounded device labels, score bins at the reference cohort's
-quantiles (checked against a normal reference whose deciles are known, and against the bundled
-model's tie), and the per-device counts a batch leaves in the metrics."""
+quantiles (checked against a normal reference whose deciles are known, a saturated model's tie
+and the bundled model's reference), and the per-device counts a batch leaves in the metrics."""
 
 from __future__ import annotations
 
@@ -39,20 +39,32 @@ def test_bins_of_a_normal_reference_are_its_deciles_with_a_tenth_each():
 
 
 def test_a_tie_in_the_reference_is_one_bin_holding_the_ties_share():
-    # The bundled model: 251 of its 1,997 reference records share the maximum log-risk (12.6 %,
-    # docs/score-scale.md, from the 87.4th percentile up): the 90th percentile is the tie's value,
-    # so the top bin holds the whole tie, not a tenth, and the bin below it what is left above 80 %.
-    bins = ScoreBins.from_reference(BUNDLED_SCALE.reference)
-    top = max(BUNDLED_SCALE.reference.log_risk)
+    # A saturated model (as the bundled one was until it was retrained): 251 of 1,997 reference
+    # records share the maximum log-risk (12.6 %, from the 87.4th percentile up), so the 90th
+    # percentile is the tie's value: the top bin holds the whole tie, not a tenth, and the bin
+    # below it what is left above 80 %.
+    n, tied, top = 1997, 251, 1.4758
+    sample = np.r_[np.linspace(-3.0, 1.2, n - tied), np.full(tied, top)]
+    q = np.percentile(sample, DEFAULT_PERCENTILE_GRID, method="hazen")
+    reference = ReferenceDistribution(cohort="saturated", n=n, percentiles=DEFAULT_PERCENTILE_GRID, log_risk=tuple(q))
+    bins = ScoreBins.from_reference(reference)
     assert bins.n_bins == 10 and bins.edges[-1] == top
     assert bins.reference_share.sum() == pytest.approx(1.0, abs=1e-12)
     # The card's grid is 0.5 percentile points: the tie's share is known to that resolution.
-    assert bins.reference_share[-1] == pytest.approx(251 / 1997, abs=0.005)
+    assert bins.reference_share[-1] == pytest.approx(tied / n, abs=0.005)
     # The bin below the tie holds what is left between the 80th percentile and the tie.
-    assert bins.reference_share[-2] == pytest.approx(1 - 251 / 1997 - 0.8, abs=0.005)
+    assert bins.reference_share[-2] == pytest.approx(1 - tied / n - 0.8, abs=0.005)
     np.testing.assert_allclose(bins.reference_share[:-2], 0.1, atol=1e-9)
     # A saturated score lands in the tie's bin.
     assert int(bins.bin_of(top)) == 9
+
+
+def test_the_bundled_models_reference_gives_ten_bins_of_a_tenth():
+    # Retrained with a head that cannot saturate (triton_models/hfrisk/MODEL.md): no tie, deciles.
+    bins = ScoreBins.from_reference(BUNDLED_SCALE.reference)
+    assert bins.n_bins == 10
+    np.testing.assert_allclose(bins.reference_share, 0.1, atol=1e-9)
+    assert np.all(np.diff(bins.edges) > 0)
 
 
 def test_a_tie_at_the_bottom_leaves_no_bin_the_reference_never_fills():
