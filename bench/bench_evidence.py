@@ -41,6 +41,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.record import write_marked_block
+
 HFRISK = [sys.executable, "-m", "hfrisk.cli"]
 THREADS = 1
 BEGIN, END = "<!-- bench_evidence:begin -->", "<!-- bench_evidence:end -->"
@@ -234,14 +236,7 @@ def report(a: argparse.Namespace, steps: list[Step], record: dict) -> dict:
 
 
 def _write_block(path: Path, block: str) -> None:
-    """Replace the text between the markers of ``path`` with ``block`` (append it when there are none)."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_marked_block(path, block, BEGIN, END)
 
 
 def _markdown(r: dict, a: argparse.Namespace) -> str:

@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.record import write_marked_block
+
 # music-*-ecg-only: MUSIC's age- and sex-adjusted ECG terms only (synthetic-cohort --ecg-only).
 SCENARIOS = ("labels", "music-pump-failure", "music-cardiac", "music-pump-failure-ecg-only", "music-cardiac-ecg-only")
 ORACLE, AGE_SEX = "oracle_true_hazard", "cox_age_sex"
@@ -329,14 +331,7 @@ def markdown(r: dict) -> str:
 
 
 def write_report(r: dict, path: Path) -> None:
-    text = path.read_text() if path.exists() else ""
-    block = markdown(r)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_marked_block(path, markdown(r), BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

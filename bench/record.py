@@ -37,3 +37,16 @@ def save(out: Path, stem: str, result: dict, markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown)
+
+
+def write_marked_block(path: Path, block: str, begin: str, end: str) -> None:
+    """Replace the text between ``begin`` and ``end`` in ``path`` with ``block`` (which carries the
+    markers), or append it when the file has none: a generator rewrites only its own part of a page
+    that also holds hand-written text."""
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -20,13 +20,7 @@ from hfrisk.training.finetune.loop import finetune_tensors, predict_log_risk
 from hfrisk.training.metrics.results import harrell_c_or_nan
 from hfrisk.training.runs.run_dir import RunDir
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _survival(log_hazard: np.ndarray, rng: np.random.Generator, censor_scale: float = 2.0):
