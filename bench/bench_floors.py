@@ -13,7 +13,10 @@ kept as columns), the paper's seeds x 2 folds grouped by patient, and on those s
 * ``ridge_cox_random_embedding_pcs``: the same on the 512-d embedding of the untrained network
   (seed 72, as pretraining initialises it);
 * ``ridge_cox_pretrained_embedding_pcs`` (with ``--pretrained CHECKPOINT``): the same on the frozen
-  pretrained encoder's embedding.
+  pretrained encoder's embedding;
+* ``ridge_cox_leakfree_embedding_pcs`` (with ``--pretrained-leak-free CHECKPOINT``): the same on an encoder
+  pretrained with ``--exclude-ids`` of every cohort record (ecg_id 1-1999) and, by default, every other record
+  of their patients: it never saw a cohort record, patient or text, so it is leak-free for every fold at once.
 
 Every pair of methods gets its paired difference of Harrell C over the 10 runs
 (:func:`~hfrisk.training.evaluation.comparison.paired_difference`: t-interval and the Nadeau-Bengio
@@ -23,7 +26,7 @@ between the markers in docs/training/evidence.md from the JSON. The tables there
 
     nice -n 15 .venv/bin/python -m bench.bench_floors --data ../shared/data/ecg/ptbxl \\
         --runs runs/methods --out docs/training/methods.json --report docs/training/evidence.md \\
-        [--pretrained runs/pretrain-scale/best.pt]
+        [--pretrained runs/pretrain-scale/best.pt] [--pretrained-leak-free runs/leakfree/pretrain/best.pt]
 
 (``--data`` relative as written, so that the measurement cache's record keys match.)
 """
@@ -52,12 +55,15 @@ LABELS = {
     "ridge_cox_beat_pcs": "ridge Cox, PCs of the raw median beat (12 × 608)",
     "ridge_cox_random_embedding_pcs": "ridge Cox, PCs of the untrained dual-attention embedding (seed 72)",
     "ridge_cox_pretrained_embedding_pcs": "ridge Cox, PCs of the pretrained dual-attention embedding (frozen; saw every record)",
+    "ridge_cox_leakfree_embedding_pcs": "ridge Cox, PCs of the pretrained embedding, leak-free (frozen; encoder never saw "
+                                        "a cohort record, patient or text)",
     "finetune_dual_attention_scratch_ridge_head": "dual-attention fine-tuned from scratch, head started from ridge Cox "
                                                   "(≤ 20 epochs, patience 5 on validation Cox loss)",
 }
 SHORT = {"oracle_true_hazard": "oracle", "cox_age_sex": "age + sex", "cox_measurements": "Cox measurements",
          "cox_measurements_age_sex": "Cox measurements + age + sex", "ridge_cox_beat_pcs": "beat PCs",
          "ridge_cox_random_embedding_pcs": "random embedding", "ridge_cox_pretrained_embedding_pcs": "pretrained embedding",
+         "ridge_cox_leakfree_embedding_pcs": "leak-free pretrained",
          "finetune_dual_attention_scratch_ridge_head": "fine-tuned network"}
 # The paired differences the report shows (A − B); every pair is in the JSON.
 KEY_PAIRS = (
@@ -68,6 +74,8 @@ KEY_PAIRS = (
     ("ridge_cox_random_embedding_pcs", "ridge_cox_beat_pcs"),
     ("ridge_cox_pretrained_embedding_pcs", "ridge_cox_random_embedding_pcs"),
     ("ridge_cox_pretrained_embedding_pcs", "cox_measurements"),
+    ("ridge_cox_leakfree_embedding_pcs", "ridge_cox_random_embedding_pcs"),
+    ("ridge_cox_leakfree_embedding_pcs", "ridge_cox_pretrained_embedding_pcs"),
     ("finetune_dual_attention_scratch_ridge_head", "ridge_cox_random_embedding_pcs"),
     ("finetune_dual_attention_scratch_ridge_head", "ridge_cox_beat_pcs"),
     ("finetune_dual_attention_scratch_ridge_head", "cox_measurements"),
@@ -150,6 +158,11 @@ def run(a: argparse.Namespace) -> dict:
                     net, _ = pretrained_encoder(a.pretrained)
                     features["ridge_cox_pretrained_embedding_pcs"] = (embed(net, x), list(records))
                     seconds["embed_pretrained"] = time.perf_counter() - tick
+                if a.pretrained_leak_free is not None:
+                    tick = time.perf_counter()
+                    net, _ = pretrained_encoder(a.pretrained_leak_free)
+                    features["ridge_cox_leakfree_embedding_pcs"] = (embed(net, x), list(records))
+                    seconds["embed_leak_free"] = time.perf_counter() - tick
                 usable = int((inputs.lead_mask.sum(dim=1) > 0).sum())
             ids = cohort.table["ecg_id"].astype(int).to_numpy()
             meas = measurements_by_id.loc[ids, list(MEASUREMENTS)].set_axis(records)
@@ -214,6 +227,7 @@ def run(a: argparse.Namespace) -> dict:
         "command": command,
         "seeds": list(a.seeds), "folds": a.folds, "cohort_seed": a.cohort_seed,
         "pretrained": str(a.pretrained) if a.pretrained else None,
+        "pretrained_leak_free": str(a.pretrained_leak_free) if a.pretrained_leak_free else None,
         "usable_inputs": usable, "cohorts": cohorts_out,
         # Every call, in order: a later call reads finished methods back, so its own costs are its additions.
         "calls": [*previous.get("calls", []), call],
@@ -345,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event-rates", type=float, nargs="+", default=[0.05, 0.25])
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 2021, 2022, 2023, 2024])
     p.add_argument("--pretrained", type=Path, help="Pretraining checkpoint: adds the pretrained-embedding floor.")
+    p.add_argument("--pretrained-leak-free", type=Path, help="Checkpoint of a pretraining that excluded every cohort "
+                   "record (and its patients): adds the leak-free pretrained-embedding floor.")
     p.add_argument("--measurements-cache", type=Path, default=Path("runs/music/ptbxl100_measurements.parquet"),
                    help="Copied under --runs on the first call (measurements of the 1,999 records).")
     p.add_argument("--extra", nargs="+", help="COHORT:FOLDER: add a method that `hfrisk evaluate` ran on that cohort's "

@@ -50,6 +50,20 @@ def test_floors_report_marks_resolved_differences_and_missing_methods():
     assert "MUSIC cardiac, ECG terms only, 25 %" in text
 
 
+def test_floors_report_shows_the_leak_free_row_and_its_pairs():
+    r = _result()
+    c = r["cohorts"][0]
+    for m in ("ridge_cox_pretrained_embedding_pcs", "ridge_cox_leakfree_embedding_pcs"):
+        c["rows"].append({"method": m, "runs": 10, "harrell_c": 0.69, "sd": 0.02, "seconds": 3.0})
+    c["pairs"]["ridge_cox_leakfree_embedding_pcs - ridge_cox_random_embedding_pcs"] = _pair(-0.01, -0.05, 0.03)
+    c["pairs"]["ridge_cox_leakfree_embedding_pcs - ridge_cox_pretrained_embedding_pcs"] = _pair(-0.03, -0.05, -0.01)
+    text = bench_floors.markdown(r)
+    assert f"| {bench_floors.LABELS['ridge_cox_leakfree_embedding_pcs']} | 0.690 ± 0.020 |" in text
+    assert "| leak-free pretrained − random embedding | −0.010 (−0.050 to +0.030) |" in text
+    # Resolved (interval below 0): bold; the other cohorts did not run it.
+    assert "| leak-free pretrained − pretrained embedding | **−0.030 (−0.050 to −0.010)** |" in text
+
+
 def test_floors_report_rewrites_only_its_block(tmp_path):
     doc = tmp_path / "evidence.md"
     doc.write_text(f"# title\nhand text\n\n{bench_floors.BEGIN}\nold table\n{bench_floors.END}\n\nmore hand text\n")
