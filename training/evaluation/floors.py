@@ -23,7 +23,7 @@ import pandas as pd
 from hfrisk.core.logs import get_logger
 
 from hfrisk.training.evaluation.cox_baseline import CoxBaseline, CoxBaselineConfig
-from hfrisk.training.finetune.head_init import PC_COUNTS
+from hfrisk.training.finetune.head_init import PC_COUNTS, better_validation_c
 from hfrisk.training.metrics.results import MethodResult
 
 __all__ = ["principal_components_method", "PC_COUNTS", "RIDGE_PENALIZERS"]
@@ -84,7 +84,7 @@ def principal_components_method(
             val_c = model.validation_c[model.penalizer]
             tried[k] = val_c
             # Ties go to the fewer components (tried first): the simpler model.
-            if best is None or (np.isfinite(val_c) and (not np.isfinite(best[0]) or val_c > best[0])):
+            if better_validation_c(val_c, None if best is None else best[0]):
                 best = (val_c, k, model)
         val_c, k, model = best
         info = {"n_components": k, "penalizer": model.penalizer, "val_harrell_c": val_c,

@@ -30,7 +30,8 @@ from hfrisk.training.finetune.data import FinetuneData
 from hfrisk.training.finetune.survival_loss import cox_loss
 from hfrisk.training.metrics.results import harrell_c_or_nan
 
-__all__ = ["RidgeHeadFit", "embed", "fit_ridge_cox", "fit_ridge_direction", "write_linear_head", "init_head_from_ridge_cox"]
+__all__ = ["RidgeHeadFit", "better_validation_c", "embed", "fit_ridge_cox", "fit_ridge_direction", "write_linear_head",
+           "init_head_from_ridge_cox"]
 
 log = get_logger(__name__)
 
@@ -55,8 +56,12 @@ class RidgeHeadFit:
     val_c: float
     validation_c_by_components: dict[int, float] = field(default_factory=dict)
 
+    def standardise(self, embedding: np.ndarray) -> np.ndarray:
+        """``embedding`` as the head's first BatchNorm sees it in eval mode."""
+        return _standardise(embedding, self.mean, self.var)
+
     def score(self, embedding: np.ndarray) -> np.ndarray:
-        return ((embedding - self.mean) / np.sqrt(self.var + _BN_EPS)) @ self.direction
+        return self.standardise(embedding) @ self.direction
 
     def describe(self) -> dict:
         return {"head_init": "ridge_cox", "n_components": self.n_components, "penalty": self.penalty,
@@ -66,6 +71,18 @@ class RidgeHeadFit:
 
 # torch.nn.BatchNorm1d's default eps: the head's standardisation must be the BatchNorm's own.
 _BN_EPS = 1e-5
+
+
+def _standardise(embedding: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return (embedding - mean) / np.sqrt(var + _BN_EPS)
+
+
+def better_validation_c(candidate: float, incumbent: float | None) -> bool:
+    """Whether a validation C beats the best so far (``None``: nothing yet). A NaN never beats a
+    number and a tie keeps the incumbent, so the grid order (simpler models first) breaks ties."""
+    if incumbent is None:
+        return True
+    return bool(np.isfinite(candidate) and (not np.isfinite(incumbent) or candidate > incumbent))
 
 
 def embed(net: HFRiskNet, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -123,8 +140,7 @@ def fit_ridge_direction(
     """
     mean = train_embedding.mean(axis=0)
     var = train_embedding.var(axis=0)
-    scale = np.sqrt(var + _BN_EPS)
-    z_train, z_val = (train_embedding - mean) / scale, (val_embedding - mean) / scale
+    z_train, z_val = _standardise(train_embedding, mean, var), _standardise(val_embedding, mean, var)
     # Axes of the standardised fit part; its columns are already centred.
     _, singular, axes = np.linalg.svd(z_train, full_matrices=False)
     pc_sd = singular / np.sqrt(len(z_train))
@@ -137,10 +153,10 @@ def fit_ridge_direction(
         for penalty in sorted(penalties, reverse=True):
             beta = fit_ridge_cox(pcs_train, train_event, train_time, penalty)
             val_c = harrell_c_or_nan(pcs_val @ beta, val_event, val_time)
-            if best_k is None or (np.isfinite(val_c) and (not np.isfinite(best_k[0]) or val_c > best_k[0])):
+            if better_validation_c(val_c, None if best_k is None else best_k[0]):
                 best_k = (val_c, penalty, project @ beta)
         tried[k] = best_k[0]
-        if best is None or (np.isfinite(best_k[0]) and (not np.isfinite(best[0]) or best_k[0] > best[0])):
+        if better_validation_c(best_k[0], None if best is None else best[0]):
             best = (*best_k, k)
     val_c, penalty, direction, k = best
     return RidgeHeadFit(direction, mean, var, k, float(penalty), float(val_c), tried)
@@ -150,7 +166,8 @@ def write_linear_head(net: HFRiskNet, fit: RidgeHeadFit, train_embedding: np.nda
     """Set ``net.risk_head`` so that in eval mode it outputs ``fit.score(e)`` minus its training mean."""
     bn_in, _, hidden, _, bn_hidden, out = net.risk_head
     device = next(net.parameters()).device
-    score = fit.score(train_embedding)
+    z = fit.standardise(train_embedding)
+    score = z @ fit.direction
     s_mean, s_sd = float(score.mean()), float(score.std())
     if not np.isfinite(s_sd) or s_sd < 1e-12:
         raise ValueError("the ridge score is constant on the training part: nothing to start the head from")
@@ -170,8 +187,7 @@ def write_linear_head(net: HFRiskNet, fit: RidgeHeadFit, train_embedding: np.nda
         hidden.bias[0] = offset_up
         hidden.weight[1].copy_(tensor(-fit.direction))
         hidden.bias[1] = offset_down
-        # The third unit keeps its random weights; its statistics are measured below.
-        z = (train_embedding - fit.mean) / np.sqrt(fit.var + _BN_EPS)
+        # The third unit keeps its random weights; its statistics are measured on the same inputs.
         third = np.maximum(z @ hidden.weight[2].double().cpu().numpy() + float(hidden.bias[2]), 0.0)
         bn_hidden.running_mean.copy_(tensor([s_mean + offset_up, -s_mean + offset_down, third.mean()]))
         bn_hidden.running_var.copy_(tensor([s_sd**2, s_sd**2, third.var()]))

@@ -89,6 +89,11 @@ def predict_log_risk(net: nn.Module, x: torch.Tensor | np.ndarray, batch_size: i
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+def _monitored(row, monitor: str) -> float:
+    """The monitored validation value of an epoch's row, higher is better (NaN where undefined)."""
+    return float(row["val_harrell_c"]) if monitor == "val_c" else -float(row["val_cox"])
+
+
 def _finetune_once(
     config: FinetuneConfig,
     train: FinetuneData,
@@ -155,7 +160,7 @@ def _finetune_once(
     def consider(row: dict[str, float]) -> bool:
         """Keep ``row``'s weights as best.pt when the monitored value improves (higher is better)."""
         nonlocal best_score, best_c, best_epoch
-        score = row["val_harrell_c"] if config.monitor == "val_c" else -row["val_cox"]
+        score = _monitored(row, config.monitor)
         if not score > best_score:  # NaN never wins
             return False
         best_score, best_c, best_epoch = score, row["val_harrell_c"], int(row["epoch"])
@@ -248,8 +253,7 @@ def finetune_tensors(
     for lr in config.lr_grid:
         result = _finetune_once(config.model_copy(update={"lr": lr, "lr_grid": ()}), train, val,
                                 run.path / f"lr-{lr:g}", init, card=card, provenance=provenance, progress=progress)
-        kept = result.history.set_index("epoch").loc[result.best_epoch]
-        score = float(kept["val_harrell_c"]) if config.monitor == "val_c" else -float(kept["val_cox"])
+        score = _monitored(result.history.set_index("epoch").loc[result.best_epoch], config.monitor)
         results.append((lr, score, result))
         log.info("finetune.lr_done", lr=lr, monitor=config.monitor, score=round(score, 5), best_epoch=result.best_epoch)
     finite = [r for r in results if np.isfinite(r[1])]
