@@ -17,8 +17,7 @@ import numpy as np
 
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
-from hfrisk.model.contract.leads import conform_leads
-from hfrisk.model.frontend.preprocessing import ModelInput, select_window
+from hfrisk.model.frontend.preprocessing import ModelInput, window_and_leads
 
 __all__ = ["plot_window", "lead_notes"]
 
@@ -75,8 +74,7 @@ def plot_window(ecg: ECG, item: ModelInput, card: ModelCard, path: str | Path, *
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    window = select_window(ecg, card.window, item.window_start_s)
-    conformed = conform_leads(window, card.input.leads)
+    conformed = window_and_leads(ecg, card, item.window_start_s)
     leads, n_leads = card.input.leads, len(card.input.leads)
     t = np.arange(conformed.samples.shape[1]) / conformed.fs_hz
     detected = np.asarray(item.detected_r_peaks_s, dtype=float)

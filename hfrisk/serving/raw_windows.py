@@ -150,11 +150,8 @@ def quality_to_json(report: QualityReport) -> str:
 
 
 def quality_from_json(text: str) -> QualityReport:
-    fields = json.loads(text)
-    for key in ("reasons", "usable_leads", "flat_leads", "lead_off_leads", "saturated_leads",
-                "baseline_wander_leads", "noisy_leads"):
-        fields[key] = tuple(fields[key])
-    return QualityReport(**fields)
+    # JSON has no tuples: every list field of the report is a tuple of lead names or reasons.
+    return QualityReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()})
 
 
 def _text(value) -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "prepare_many",
     "prepare_windows",
     "select_window",
+    "window_and_leads",
     "zscore_leads",
     "pad_beat",
     "cleaned_beat",
@@ -123,6 +124,14 @@ def select_window(ecg: ECG, spec: WindowSpec, window_start_s: float = 0.0) -> EC
     return ecg.slice_s(window_start_s, window_start_s + min(spec.window_s, available_s))
 
 
+def window_and_leads(ecg: ECG, card: ModelCard, window_start_s: float = 0.0) -> ConformedECG:
+    """The first step of preparing a window: the card's stretch of ``ecg`` (:func:`select_window`)
+    in the card's lead order (:func:`~hfrisk.model.contract.leads.conform_leads`); raises
+    ``ECGInputError`` as they do. A worker that leaves the rest to the model's server
+    (docs/serving.md) takes exactly this step itself."""
+    return conform_leads(select_window(ecg, card.window, window_start_s), card.input.leads)
+
+
 Request = tuple[ECG, float]
 
 
@@ -155,8 +164,7 @@ def prepare_windows(
     groups: dict[tuple[float, int], list[tuple[int, ECG, ConformedECG, float]]] = {}
     for i, (ecg, start) in enumerate(requests):
         try:
-            window = select_window(ecg, card.window, start)
-            conformed = conform_leads(window, card.input.leads)
+            conformed = window_and_leads(ecg, card, start)
         except ECGInputError as err:
             out[i] = err
             continue

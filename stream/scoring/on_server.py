@@ -1,10 +1,9 @@
 """Preprocessing on the model's server: the worker sends raw windows, Triton returns scores and verdicts.
 
 ``HFRISK_STREAM__PREPROCESS_ON=server`` (docs/serving.md). The worker's share of the front end is
-what needs the window's lead *names*, cheap and per window: the card's window
-(:func:`~hfrisk.model.frontend.preprocessing.select_window`: rate limits, duration) and its lead order
-(:func:`~hfrisk.model.contract.leads.conform_leads`: aliases, derived limb leads, the presence mask),
-the very calls ``prepare_windows`` makes first. A window they refuse is a :class:`PrepareFailure` with
+what needs the window's lead *names*, cheap and per window: the card's window (rate limits,
+duration) and its lead order (aliases, derived limb leads, the presence mask), which is
+:func:`~hfrisk.model.frontend.preprocessing.window_and_leads`, the first step of ``prepare_windows``. A window they refuse is a :class:`PrepareFailure` with
 the same reason as in worker mode, and never leaves the worker. The rest (filters, R peaks, beats,
 quality gate, network) runs in ``<model>_raw`` (:mod:`hfrisk.serving.raw_windows`), one request per
 rate and length, all sent at once; each window comes back with its verdict
@@ -28,8 +27,8 @@ from hfrisk.core.retries import Backoff
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.errors import ECGInputError
-from hfrisk.model.contract.leads import ConformedECG, conform_leads
-from hfrisk.model.frontend.preprocessing import select_window
+from hfrisk.model.contract.leads import ConformedECG
+from hfrisk.model.frontend.preprocessing import window_and_leads
 from hfrisk.serving.client import RawRiskClient
 from hfrisk.serving.raw_windows import declaration_problems, preparation_of
 from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
@@ -43,7 +42,7 @@ log = get_logger(__name__)
 def conform_window(ecg: ECG, card: ModelCard) -> ConformedECG | PrepareFailure:
     """The worker's share: the card's window and lead order, or the refusal ``prepare`` would give."""
     try:
-        return conform_leads(select_window(ecg, card.window, 0.0), card.input.leads)
+        return window_and_leads(ecg, card)
     except ECGInputError as err:
         return PrepareFailure(err.reason.value, err.detail)
     except Exception as exc:
