@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERRO
 
 __all__ = [
     "PrepareFailure",
+    "or_failure",
     "WindowScore",
     "Preprocessor",
     "NoopPreprocessor",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 # Statuses that mean "this request is wrong", not "the server is not there": retrying cannot help.
 REJECTED_STATUSES = frozenset({"StatusCode.INVALID_ARGUMENT"})
@@ -112,13 +115,19 @@ def _prepare_all(ecgs: Sequence[ECG], card_json: str) -> list[ModelInput | Prepa
     return [PrepareFailure(d.reason.value, d.detail) if isinstance(d, ECGInputError) else d for d in done]
 
 
-def _prepare_one(ecg: ECG, card: ModelCard) -> ModelInput | PrepareFailure:
+def or_failure(step: Callable[[], T]) -> T | PrepareFailure:
+    """``step()``, or the :class:`PrepareFailure` the worker records for what it raised: an input
+    error's own reason, anything else as an internal error (it must not take the batch down)."""
     try:
-        return prepare(ecg, card)
+        return step()
     except ECGInputError as err:
         return PrepareFailure(err.reason.value, err.detail)
     except Exception as exc:
         return PrepareFailure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _prepare_one(ecg: ECG, card: ModelCard) -> ModelInput | PrepareFailure:
+    return or_failure(lambda: prepare(ecg, card))
 
 
 def _init_pool_process() -> None:

@@ -26,13 +26,12 @@ from hfrisk.core.logs import get_logger
 from hfrisk.core.retries import Backoff
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
-from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.contract.leads import ConformedECG
 from hfrisk.model.frontend.preprocessing import window_and_leads
 from hfrisk.serving.client import RawRiskClient
 from hfrisk.serving.raw_windows import declaration_problems, preparation_of
-from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
-from hfrisk.stream.scoring.batch import AsyncTritonScorer, InferenceRejected, PrepareFailure, WindowScore
+from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED
+from hfrisk.stream.scoring.batch import AsyncTritonScorer, InferenceRejected, PrepareFailure, WindowScore, or_failure
 
 __all__ = ["ServerSideScorer", "conform_window"]
 
@@ -41,12 +40,7 @@ log = get_logger(__name__)
 
 def conform_window(ecg: ECG, card: ModelCard) -> ConformedECG | PrepareFailure:
     """The worker's share: the card's window and lead order, or the refusal ``prepare`` would give."""
-    try:
-        return window_and_leads(ecg, card)
-    except ECGInputError as err:
-        return PrepareFailure(err.reason.value, err.detail)
-    except Exception as exc:
-        return PrepareFailure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+    return or_failure(lambda: window_and_leads(ecg, card))
 
 
 class ServerSideScorer(AsyncTritonScorer):
