@@ -157,7 +157,8 @@ def detect_r_peaks(
 
 
 def _refine(lead: np.ndarray, peaks: np.ndarray, fs_hz: float) -> np.ndarray:
-    """Move each detection to the R peak (largest positive deflection) of ``lead`` nearby.
+    """Move each detection to the R peak (largest positive deflection) of ``lead`` nearby, or to its
+    trough where the window's typical beat or the beat itself is a QS complex.
 
     The lead is first smoothed to the band every accepted source rate shares, so a notched R wave
     gets the same fiducial point from a 100-Hz and a 500-Hz recording of the same heart.
@@ -167,9 +168,12 @@ def _refine(lead: np.ndarray, peaks: np.ndarray, fs_hz: float) -> np.ndarray:
     near = smooth[idx] - np.median(smooth)
     rows = np.arange(len(peaks))
     up, down = np.argmax(near, axis=1), np.argmin(near, axis=1)
-    # Decided once per window, on the typical beat, so that every beat is aligned on the same wave.
-    negative = np.median(-near[rows, down]) > _NEGATIVE_DOMINANCE * np.median(near[rows, up])
-    refined = idx[rows, down if negative else up]
+    # Decided on the typical beat, so that the window's beats are aligned on the same wave; a beat
+    # that is a QS complex itself (a ventricular beat among upright ones) on its trough.
+    deep, tall = -near[rows, down], near[rows, up]
+    negative = np.median(deep) > _NEGATIVE_DOMINANCE * np.median(tall)
+    qs_beat = (np.median(deep) <= np.median(tall)) & (deep > _NEGATIVE_DOMINANCE * tall)
+    refined = idx[rows, np.where(negative | qs_beat, down, up)]
     return _dedupe(np.unique(refined), int(round(_REFRACTORY_S * fs_hz)))
 
 

@@ -18,6 +18,7 @@ from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.contract.leads import conform_leads
 from hfrisk.model.frontend.beats import detect_r_peaks
 from hfrisk.model.frontend.filters import bandpass, filter_leads, resample
+from hfrisk.model.frontend.preprocessing import prepare
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 CARD = default_card()
@@ -114,3 +115,42 @@ def test_bandpass_matches_scipy_sosfiltfilt():
     x = rng.standard_normal((3, 2500))
     sos = signal.butter(2, (5.0, 25.0), "bandpass", fs=250.0, output="sos")
     np.testing.assert_allclose(bandpass(x, 250.0, 5.0, 25.0), signal.sosfiltfilt(sos, x, axis=-1), atol=1e-10)
+
+
+def _one_beat_made_qs(rel: str, beat: int) -> tuple[np.ndarray, int]:
+    """Lead II of a real 500-Hz record (raw, mV) with one beat's QRS turned into a QS complex
+    (inverted, its positive part cut), as a ventricular beat among upright ones looks; and where
+    that beat's trough is."""
+    rec = wfdb.rdrecord(str(DATA / rel))
+    samples = rec.p_signal.T.copy()
+    lead = list(rec.sig_name).index("II")
+    samples_f, present, _ = filtered(rel)
+    r = int(detect_r_peaks(samples_f, FS, present, II)[beat])
+    half = int(0.06 * rec.fs)
+    segment = samples[lead, r - half : r + half + 1]
+    base = np.median(samples[lead])
+    samples[lead, r - half : r + half + 1] = np.minimum(base - (segment - base), base)
+    return samples, r
+
+
+@pytest.mark.parametrize("engine", ["reference", "batched"])
+def test_a_qs_beat_among_upright_ones_is_found_at_its_trough(engine):
+    """A ventricular beat that points down in lead II among upright beats: its fiducial is its own
+    trough (MIT-BIH's annotators mark it there), while the other beats keep their R waves. With the
+    window's rule alone, the beat went to the largest positive deflection nearby, 42 ms off."""
+    rel = "ptbxl/records500/00000/00001_hr"
+    raw, trough = _one_beat_made_qs(rel, beat=4)
+    rec = wfdb.rdrecord(str(DATA / rel))
+    ecg = ECG(samples=raw, fs_hz=rec.fs, lead_names=tuple(rec.sig_name))
+    samples_f, present, _ = filtered(rel)
+    upright = detect_r_peaks(samples_f, FS, present, II)
+    if engine == "reference":
+        conformed = conform_leads(ecg, CARD.input.leads)
+        at_rate = filter_leads(conformed.samples, FS, CARD.filters, source_fs_hz=conformed.fs_hz)
+        found = detect_r_peaks(at_rate, FS, conformed.mask, II)
+    else:
+        found = np.round(prepare(ecg, CARD).detected_r_peaks_s * FS).astype(np.int64)
+    assert len(found) == len(upright)
+    assert abs(int(found[4]) - trough) <= int(0.01 * FS)
+    others = np.delete(np.arange(len(upright)), 4)
+    assert np.abs(found[others] - upright[others]).max() <= 1
