@@ -168,8 +168,9 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
         "buffer", "{prefix}:buffer:{patient_id}", "string", "patient_ttl_s",
         "stream worker (`BufferStore`), at each checkpoint",
         "stream worker (restore after a restart or rebalance)",
-        "the patient's window buffer as `PatientBuffer.to_bytes()` (JSON, samples base64 float32, 160-330 kB "
-        "at 12 leads and 500 Hz); see below",
+        "the patient's window buffer as `PatientBuffer.to_bytes()` (binary, state version 2: a header, JSON "
+        "metadata, then the samples as raw little-endian float32, 120-250 kB at 12 leads and 500 Hz; the JSON "
+        "form older workers saved still loads; docs/windowing.md); see below",
         "the worker's saved window buffer (restored after a restart or rebalance)",
         owner="worker",
     ),

@@ -4,37 +4,21 @@ new segments. The rules it follows are in docs/windowing.md."""
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from collections import deque
 from dataclasses import replace
 
-import numpy as np
 
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.windowing.held_signal import HeldSignal
 from hfrisk.stream.windowing.state import BufferedChunk, BufferState, BufferStats, ChunkLike, STATE_VERSION
+from hfrisk.stream.windowing.stored import decode_state, encode_state, state_from_dict
 from hfrisk.stream.windowing.windows import Outcome, SkippedWindows, SkipReason, Window, us_to_datetime, window_id
 
 __all__ = ["PatientBuffer"]
 
 # Lost sequence ranges remembered to tell a late chunk from a duplicate; older ones count as duplicates.
 _LOST_MEMORY = 64
-
-
-def _placeholder(i: int) -> str:
-    return f"\x00{i}"
-
-
-def _base64(a: np.ndarray) -> bytes:
-    """``encode_array``'s base64, as bytes and without its copy to ``bytes`` first."""
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return base64.b64encode(memoryview(a).cast("B")) if a.size else b""
-
-
-# Stands in for an array while the rest of a state is dumped (to_bytes).
-_NO_SAMPLES = np.zeros((0, 0), np.float32)
 
 
 class PatientBuffer:
@@ -416,41 +400,22 @@ class PatientBuffer:
         return buffer
 
     def to_dict(self) -> dict:
-        """The complete state as JSON-safe data; samples as base64 little-endian float32."""
+        """The complete state in the JSON form (version 1): JSON-safe data, samples as base64
+        little-endian float32. For reading and tests; the worker saves :meth:`to_bytes`."""
         return self.to_state().to_dict()
 
     @classmethod
     def from_dict(cls, data: dict) -> PatientBuffer:
-        return cls.from_state(BufferState.model_validate(data))
+        return cls.from_state(state_from_dict(data))
 
     def to_bytes(self) -> bytes:
-        """:meth:`to_dict` as compact UTF-8 JSON with sorted keys: a Faust table value or a Redis string."""
-        state = self.to_state()
-        arrays = [state.buf] + [chunk.samples for chunk in state.pending]
-        # The samples are most of the bytes (~300 kB of base64 per patient) and all of the cost:
-        # json.dumps scans every character of a string for ones to escape (base64 has none), and
-        # str/bytes conversions copy it. So the state is dumped with short placeholders for the
-        # arrays, and each array's base64 is joined in as bytes; the result is byte for byte
-        # json.dumps of to_dict() (tests/stream/test_windowing.py).
-        data = state.model_copy(update={
-            "buf": _NO_SAMPLES, "pending": [replace(chunk, samples=_NO_SAMPLES) for chunk in state.pending],
-        }).to_dict()
-        for i, (stored, array) in enumerate(zip([data["buf"]] + [c["samples"] for c in data["pending"]], arrays)):
-            stored["f4le"], stored["shape"] = _placeholder(i), list(array.shape)
-        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        # '"f4le":"\u0000<i>"' cannot come from any other value: a quote inside a string is escaped,
-        # so only a real f4le key is followed by '":"'.
-        found = sorted((text.index(f'"f4le":{json.dumps(_placeholder(i))}'), i) for i in range(len(arrays)))
-        parts, done = [], 0
-        for at, i in found:
-            parts += [text[done:at].encode(), b'"f4le":"', _base64(arrays[i]), b'"']
-            done = at + len(f'"f4le":{json.dumps(_placeholder(i))}')
-        parts.append(text[done:].encode())
-        return b"".join(parts)
+        """The complete state in the binary form (``STATE_VERSION``): a Redis string (stored.py)."""
+        return encode_state(self.to_state())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PatientBuffer:
-        return cls.from_state(BufferState.model_validate_json(data))
+        """A buffer from either stored form: the binary one, or the JSON one older workers saved."""
+        return cls.from_state(decode_state(data))
 
     def __repr__(self) -> str:
         return (

@@ -1,7 +1,8 @@
 """What a :class:`~hfrisk.stream.windowing.buffer.PatientBuffer` holds and saves: its waiting chunks
 and counters (plain dataclasses, cheap per chunk) and :class:`BufferState`, the pydantic model of
-the whole state that the worker stores in Redis (JSON, ``STATE_VERSION``) and restores after a
-restart. The stored form and why it must not drift: docs/windowing.md.
+the whole state that the worker stores in Redis and restores after a restart. Its two stored forms
+(:mod:`~hfrisk.stream.windowing.stored`: binary, ``STATE_VERSION``; JSON, ``JSON_STATE_VERSION``)
+and why they must not drift: docs/windowing.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    SerializationInfo,
+    ValidationInfo,
+    field_validator,
+)
 
 __all__ = [
     "ChunkLike",
@@ -20,11 +29,17 @@ __all__ = [
     "BufferStats",
     "BufferState",
     "STATE_VERSION",
+    "JSON_STATE_VERSION",
     "encode_array",
     "decode_array",
 ]
 
-STATE_VERSION = 1
+# The binary form that PatientBuffer.to_bytes writes (stored.py).
+STATE_VERSION = 2
+# The JSON form, arrays in base64: what to_dict gives, and what workers before version 2 stored
+# (still read: a worker restarted after an upgrade resumes from its predecessor's buffers).
+JSON_STATE_VERSION = 1
+KNOWN_STATE_VERSIONS = (JSON_STATE_VERSION, STATE_VERSION)
 
 
 @runtime_checkable
@@ -55,17 +70,32 @@ def decode_array(data: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(data["shape"])
 
 
-def _as_array(value: Any) -> np.ndarray:
+def _payload(info: Any) -> Any:
+    """The binary form's :class:`~hfrisk.stream.windowing.stored.ArrayPayload`, when the pydantic
+    context holds one (``{"payload": ...}``): arrays then live outside the JSON."""
+    context = info.context
+    return context.get("payload") if isinstance(context, dict) else None
+
+
+def _as_array(value: Any, info: ValidationInfo) -> np.ndarray:
     if isinstance(value, np.ndarray):  # a live buffer's array, not a stored one
         return value
+    payload = _payload(info)
+    if payload is not None:
+        return payload.take(value)
     try:
         return decode_array(value)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"expected {{'shape': [...], 'f4le': base64}}, got {type(value).__name__}: {exc}") from None
 
 
-# A float32 array held as numpy and stored in encode_array's form.
-F4Array = Annotated[np.ndarray, PlainValidator(_as_array), PlainSerializer(encode_array, return_type=dict)]
+def _store_array(a: np.ndarray, info: SerializationInfo) -> dict:
+    payload = _payload(info)
+    return encode_array(a) if payload is None else payload.add(a)
+
+
+# A float32 array held as numpy; stored in encode_array's form (JSON) or in the binary form's payload.
+F4Array = Annotated[np.ndarray, PlainValidator(_as_array), PlainSerializer(_store_array, return_type=dict)]
 
 @dataclass(frozen=True)
 class BufferedChunk:
@@ -181,10 +211,11 @@ class BufferState(BaseModel):
     @field_validator("state_version", mode="before")
     @classmethod
     def _known_version(cls, version: Any) -> Any:
-        if version != STATE_VERSION:
-            raise ValueError(f"window buffer state version {version!r}, expected {STATE_VERSION}")
+        # Which version goes with which form is checked where the form is read (stored.py).
+        if version not in KNOWN_STATE_VERSIONS:
+            raise ValueError(f"window buffer state version {version!r}, expected one of {KNOWN_STATE_VERSIONS}")
         return version
 
     def to_dict(self) -> dict:
-        """JSON-safe data, the stored form: tuples as lists, arrays as :func:`encode_array` dicts."""
-        return self.model_dump(mode="json")
+        """The JSON form (``JSON_STATE_VERSION``): tuples as lists, arrays as :func:`encode_array` dicts."""
+        return self.model_dump(mode="json") | {"state_version": JSON_STATE_VERSION}

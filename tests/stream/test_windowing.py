@@ -281,21 +281,31 @@ def test_a_lead_set_change_and_a_sequence_reset_each_start_a_new_segment(feed):
     assert buffer.stats.segments == 3 and buffer.stats.duplicates == 0
 
 
-def test_saved_bytes_are_json_dumps_of_the_state_with_sorted_keys(feed):
-    """to_bytes splices the arrays' base64 in after json.dumps: the bytes must be those of dumping
-    the whole state, with waiting chunks (several arrays) and an id that looks like a placeholder."""
+def test_saved_bytes_round_trip_exactly_and_the_json_form_of_a_state_loads_into_the_same_state(feed):
+    """States with waiting chunks (several arrays) and an id that looks like an array reference: the
+    binary form gives back the same metadata and the same array bits, and the JSON form (version 1,
+    what workers saved before the binary form) of the same moment loads into the same state."""
     import json
 
     chunks, _ = feed
     rng = random.Random(5)
     order = sorted(range(len(chunks)), key=lambda i: i + rng.uniform(0, 4))
-    tricky = '"f4le":"\u00000" \x00 0'
+    tricky = '"at":0,"shape":[] \x00 "f4le":"\u00000"'
     buffer = PatientBuffer(tricky, 10.0, 5.0)
     checked = 0
     for i in order[:40]:
         buffer.feed(replace(chunks[i], patient_id=tricky))
-        expected = json.dumps(buffer.to_dict(), separators=(",", ":"), sort_keys=True).encode()
-        assert buffer.to_bytes() == expected
+        saved = buffer.to_bytes()
+        assert saved[:4] == b"HFWB"
+        from_binary = PatientBuffer.from_bytes(saved)
+        from_json = PatientBuffer.from_bytes(json.dumps(buffer.to_dict()).encode())
+        for restored in (from_binary, from_json):
+            assert restored.to_dict() == buffer.to_dict()  # arrays compared as the base64 of their bytes
+            assert restored.to_bytes() == saved
+            held, original = restored.to_state(), buffer.to_state()
+            for a, b in zip([held.buf] + [c.samples for c in held.pending],
+                            [original.buf] + [c.samples for c in original.pending], strict=True):
+                assert a.dtype == np.float32 and a.shape == b.shape and a.tobytes() == b.tobytes()
         checked += buffer.pending > 1
     assert checked > 0, "no state with several waiting chunks was checked"
 
@@ -388,9 +398,13 @@ def test_a_state_saved_before_the_pydantic_models_still_loads_and_is_written_bac
     import json
 
     stored = json.dumps(OLD_STATE, separators=(",", ":"), sort_keys=True).encode()
-    for restored in (PatientBuffer.from_dict(OLD_STATE), PatientBuffer.from_bytes(stored)):
-        assert restored.to_dict() == OLD_STATE
-        assert restored.to_bytes() == stored
+    from_dict = PatientBuffer.from_dict(OLD_STATE)
+    # Saved again, it is the binary form (version 2), which loads into the same state.
+    saved_again = from_dict.to_bytes()
+    assert saved_again[:6] == b"HFWB\x02\x00"
+    for restored in (from_dict, PatientBuffer.from_bytes(stored), PatientBuffer.from_bytes(saved_again)):
+        assert restored.to_dict() == OLD_STATE  # the JSON form, version 1, as it was saved
+        assert restored.to_bytes() == saved_again
         assert (restored.next_sequence, restored.pending, restored.buffered_samples) == (10, 1, 10)
         assert restored.stats.lost_chunks == 1 and restored.stats.windows == 2
         # The missing chunk completes window 4 from the saved samples and the waiting chunk 11,
@@ -412,18 +426,23 @@ def test_a_state_saved_before_the_pydantic_models_still_loads_and_is_written_bac
 
 
 def test_a_buffer_that_never_declares_chunks_lost_round_trips():
-    # reorder_s=inf is stored as JSON's Infinity, as json.dumps always wrote it.
+    # reorder_s=inf is stored as JSON's Infinity (in the binary form's metadata too), as json.dumps always wrote it.
+    import json
+
     buffer = PatientBuffer("bed-9", 2.0, 1.0, reorder_s=float("inf"))
     buffer.feed(_old_chunk(0))
     saved = buffer.to_bytes()
     assert b'"reorder_s":Infinity' in saved
     assert PatientBuffer.from_bytes(saved).reorder_s == float("inf") and PatientBuffer.from_bytes(saved).to_bytes() == saved
+    as_json = json.dumps(buffer.to_dict()).encode()
+    assert b'"reorder_s": Infinity' in as_json and PatientBuffer.from_bytes(as_json).to_bytes() == saved
 
 
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"state_version": STATE_VERSION + 1}, "state version 2, expected 1"),
+        ({"state_version": STATE_VERSION + 1}, "state version 3, expected one of"),
+        ({"state_version": STATE_VERSION}, "state version 2 in the JSON form"),  # 2 is the binary form
         ({"buf": {"shape": [2, 10]}}, "f4le"),
         ({"buf": {"shape": [3, 10], "f4le": OLD_STATE["buf"]["f4le"]}}, "reshape"),
         ({"stats": None}, "stats"),

@@ -440,6 +440,38 @@ def test_a_restarted_worker_restores_buffers_and_recreates_identical_windows(pre
             assert sink.windows[key].log_risk == pytest.approx(risk, abs=1e-6)
 
 
+def test_a_truncated_saved_buffer_is_set_aside_and_that_patient_starts_afresh(preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    records = records_of(messages)
+    cut = 23
+    store = MemoryStore()
+    run_batches(make_worker(preprocessor, store=store), records[:cut], size=5)
+    saved = dict(store.saved)
+    bad, good = sorted(saved)
+    assert saved[bad][:4] == b"HFWB"
+
+    def successor(states: dict[str, bytes]) -> tuple[MemorySink, MemoryStore]:
+        sink, store = MemorySink(), MemoryStore()
+        store.saved.update(states)
+        run_batches(make_worker(preprocessor, sink=sink, store=store), records[cut - 6 :], size=5)
+        return sink, store
+
+    # Cut inside the samples: the header and metadata are whole, so only the payload check can tell.
+    truncated = saved[bad][: len(saved[bad]) - 1000]
+    sink, store = successor({bad: truncated, good: saved[good]})
+    # The same as if nothing had been saved for that patient: a new grid from the first chunk seen.
+    unsaved, _ = successor({good: saved[good]})
+    assert sink.windows.keys() == unsaved.windows.keys()
+    fresh = {w for p, w in sink.windows if p == bad}
+    assert fresh and not fresh & {w for p, w in expected if p == bad}  # new ids, no collision with the old grid
+    # The other patient resumed its saved grid: its windows are those of the uninterrupted run.
+    resumed = {k for k in sink.windows if k[0] == good}
+    assert resumed and resumed <= set(expected)
+    # The next checkpoint replaced the bad state by a good one.
+    last = max(c.sequence for c in chunks if c.patient_id == bad)
+    assert PatientBuffer.from_bytes(store.saved[bad]).next_sequence == last + 1
+
+
 def test_redis_and_kafka_outages_mid_batch_resume_without_losing_or_double_counting(preprocessor, chunks, expected):
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     sink, publisher, metrics, acks = MemorySink(fail_after=3), MemoryPublisher(failures=2), StreamMetrics(), []
