@@ -1,0 +1,24 @@
+"""The GPU-host estimate of bench/bench_screening.py: bounds from per-record CPU costs."""
+
+import pytest
+
+from bench.bench_screening import GPU_HOST_GOAL, _gpu_host_lines, gpu_host_estimate
+
+
+def test_each_bound_is_cores_over_the_cpu_cost_per_record_capped_by_the_network():
+    e = gpu_host_estimate(read_ms=0.8, preprocess_ms=2.4, cores=16, network_ecg_per_s=111_000.0, host_python_ms=0.2)
+    assert e["cpu_frontend_ecg_per_s"] == pytest.approx(16_000 / 3.2)
+    assert e["gpu_frontend_ecg_per_s"] == pytest.approx(16_000 / 1.0)
+    assert e["reading_only_ecg_per_s"] == pytest.approx(16_000 / 0.8)
+    # Reading that would give the goal with the same host Python per window.
+    assert e["read_ms_for_goal"] == pytest.approx(16_000 / GPU_HOST_GOAL - 0.2)
+    capped = gpu_host_estimate(read_ms=0.01, preprocess_ms=0.01, cores=16, network_ecg_per_s=5_000.0, host_python_ms=0.0)
+    assert capped["cpu_frontend_ecg_per_s"] == capped["gpu_frontend_ecg_per_s"] == 5_000.0
+
+
+def test_the_page_says_it_is_an_estimate_and_whether_it_meets_the_goal():
+    slow = "\n".join(_gpu_host_lines(gpu_host_estimate(0.88, 2.53, 16, 111_000.0, 0.32)))
+    fast = "\n".join(_gpu_host_lines(gpu_host_estimate(0.2, 2.53, 16, 111_000.0, 0.32)))
+    assert "estimated, not measured" in slow
+    assert "does not meet the goal" in slow and "13,333 ECG/s" in slow
+    assert "meets the goal" in fast and "does not meet" not in fast
