@@ -1,0 +1,60 @@
+"""CPU seconds per named process (and everything it spawned) over a stretch of a benchmark, so that a
+run can say where the machine's cores went: the Kafka broker, Redis, Triton, the worker and its
+preprocessing pool, the replay in the benchmark's own process.
+
+Children are counted while they run (psutil reads them at each snapshot); CPU of a child that exits
+between snapshots is lost, which is why a meter is read around a steady stretch, not across start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psutil
+
+__all__ = ["CpuMeter", "tree_cpu_s"]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants; 0 for a process that is gone."""
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in members:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+@dataclass
+class CpuMeter:
+    """``start()`` and ``stop()`` around a stretch; ``shares(wall_s)`` gives each named process's CPU
+    seconds and its share of one core over it. ``pids`` maps a name to a process id (None: skipped)."""
+
+    pids: dict[str, int | None]
+    _start: dict[str, float] = field(default_factory=dict)
+    _stop: dict[str, float] = field(default_factory=dict)
+
+    def _snapshot(self) -> dict[str, float]:
+        return {name: tree_cpu_s(pid) for name, pid in self.pids.items() if pid is not None}
+
+    def start(self) -> "CpuMeter":
+        self._start = self._snapshot()
+        return self
+
+    def stop(self) -> "CpuMeter":
+        self._stop = self._snapshot()
+        return self
+
+    def cpu_s(self) -> dict[str, float]:
+        return {name: round(max(0.0, self._stop.get(name, 0.0) - start), 3) for name, start in self._start.items()}
+
+    def cores(self, wall_s: float) -> dict[str, float]:
+        """Each process's CPU seconds over ``wall_s`` of wall time: how many cores it kept busy."""
+        return {name: round(cpu / wall_s, 3) for name, cpu in self.cpu_s().items()} if wall_s > 0 else {}

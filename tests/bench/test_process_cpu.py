@@ -1,0 +1,54 @@
+"""bench/process_cpu.py: CPU per process tree, measured on real processes."""
+
+import subprocess
+import sys
+import time
+
+import psutil
+
+from bench.process_cpu import CpuMeter, tree_cpu_s
+
+# Waits for the go file, then burns `s` seconds of CPU, then sleeps.
+BUSY = """import os, time
+while not os.path.exists({go!r}): time.sleep(0.01)
+end = time.process_time() + {s}
+while time.process_time() < end: pass
+open({go!r} + ".done", "w").close()
+time.sleep(60)"""
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        child.kill()
+    proc.kill()
+
+
+def test_a_busy_child_is_counted_in_its_parents_tree_and_an_idle_process_is_not(tmp_path):
+    go = str(tmp_path / "go")
+    child = BUSY.format(go=go, s=0.5)
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\n"
+                               "time.sleep(60)"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(parent.pid).children()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        meter = CpuMeter({"busy": parent.pid, "idle": idle.pid, "absent": None}).start()
+        open(go, "w").close()
+        while not (tmp_path / "go.done").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        meter.stop()
+        cpu = meter.cpu_s()
+        assert set(cpu) == {"busy", "idle"}
+        assert cpu["busy"] >= 0.45 and cpu["idle"] < 0.1
+        assert meter.cores(2.0)["busy"] == round(cpu["busy"] / 2.0, 3)
+    finally:
+        _kill_tree(parent)
+        _kill_tree(idle)
+
+
+def test_a_process_that_is_gone_counts_nothing():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert tree_cpu_s(proc.pid) == 0.0
