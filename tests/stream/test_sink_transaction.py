@@ -14,16 +14,22 @@ import redis
 from hfrisk.stack.redis_server import RedisServer
 from hfrisk.stream.sinks import RedisSink
 from hfrisk.stream.windowing import window_id
+from tests.integration.service_required import serve
 from tests.integration.test_redis_sink import POLICY, T0_US, _result
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    with RedisServer(Path(tmp_path_factory.mktemp("redis")), persistence="none") as server:
-        with server.client() as client:
-            yield client
+def redis_server(tmp_path_factory):
+    # As tests/integration's session fixture: skipped locally, failed in CI, without redis-server.
+    yield from serve("redis-server", lambda: RedisServer(Path(tmp_path_factory.mktemp("redis")), persistence="none"))
+
+
+@pytest.fixture(scope="module")
+def client(redis_server):
+    with redis_server.client() as client:
+        yield client
 
 
 @pytest.fixture
