@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.record import command_line, load_average, machine, save
+from hfrisk.testing.realtime import percentiles
 
 RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
 WAIT_S = 600.0
@@ -127,11 +128,6 @@ def rate_from(samples: list[tuple[float, float]]) -> float:
         return float("nan")
     (t0, v0), (t1, v1) = samples[max(0, first - 1)], samples[-1]
     return (v1 - v0) / (t1 - t0) if t1 > t0 else float("nan")
-
-
-def percentiles(values_s: list[float]) -> dict[str, float]:
-    a = np.asarray(values_s, dtype=np.float64)
-    return {f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 95, 99)} | {"max": round(float(a.max()), 4)}
 
 
 _STEPS = ("decode", "window", "prepare", "infer", "write", "publish")
@@ -349,7 +345,7 @@ def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
 
 def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, seconds: float, card) -> dict:
     from hfrisk.stream.ingest.replay import patient_id_for, replay
-    from hfrisk.testing import window_records
+    from hfrisk.testing import window_latencies_s, window_records
 
     salt = f"rt{beds}-{uuid.uuid4().hex[:6]}"
     patients = [patient_id_for(i, salt) for i in range(beds)]
@@ -364,8 +360,7 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
     except TimeoutError:
         drained_s = float("inf")
     records = window_records(stack.redis.client(), prefix, patients)
-    window_us, period_us = round(card.window.window_s * 1e6), round(1e6 / 500.0)
-    latencies = [(r["written_at_us"] - (r["window_start_us"] + window_us - period_us)) / 1e6 for r in records]
+    latencies = window_latencies_s(records, card.window.window_s, fs_hz=500.0)
     p = percentiles(latencies) if latencies else {"p50": None, "p95": None, "p99": None, "max": None}
     sustained = bool(latencies) and len(records) >= expected and drained_s <= 5.0 and p["p95"] <= 1.0
     return {

@@ -12,7 +12,8 @@ import time
 from hfrisk.testing.scenario import FaultOutcome, StreamScenario
 from hfrisk.testing.services import consume_all, wait_until
 
-__all__ = ["CUT_S", "run_worker_kill", "run_rebalance", "run_triton_outage", "run_redis_outage", "run_kafka_restart"]
+__all__ = ["CUT_S", "finish", "run_worker_kill", "run_rebalance", "run_triton_outage", "run_redis_outage",
+           "run_kafka_restart"]
 
 # Each runner streams ``ref``'s beds through its own scenario: the first CUT_S seconds of every bed
 # before the fault (written and checked), the rest during or after it. Each returns the verdict
@@ -22,7 +23,7 @@ __all__ = ["CUT_S", "run_worker_kill", "run_rebalance", "run_triton_outage", "ru
 CUT_S = 20
 
 
-def _finish(sc: StreamScenario, out_args: dict, notes: list[str]) -> FaultOutcome:
+def finish(sc: StreamScenario, out_args: dict, notes: list[str]) -> FaultOutcome:
     """Stop the workers still running (SIGTERM: a clean leave must exit 0) and build the verdict."""
     live = sc.live_workers()
     sc.stop()
@@ -80,10 +81,10 @@ def run_worker_kill(sc: StreamScenario) -> FaultOutcome:
         t1 = time.monotonic()
         notes.append(f"{at_kill}/{len(sc.ref.expected)} windows in Redis at the kill")
         first, drained = sc.watch_recovery(t1, baseline=written_at_kill)
-        return _finish(sc, dict(what="worker SIGKILL mid-backlog, replacement started at once", fault_s=t1 - t0,
-                                recover_first_s=first, recover_drained_s=drained,
-                                during_fault=at_kill - len(before),
-                                left_at_fault=len(sc.ref.expected) - at_kill), notes)
+        return finish(sc, dict(what="worker SIGKILL mid-backlog, replacement started at once", fault_s=t1 - t0,
+                               recover_first_s=first, recover_drained_s=drained,
+                               during_fault=at_kill - len(before),
+                               left_at_fault=len(sc.ref.expected) - at_kill), notes)
     finally:
         sc.stop()
 
@@ -109,9 +110,9 @@ def run_rebalance(sc: StreamScenario, join_at_s: int = 15, leave_at_s: int = 28)
         sc.exit_b = b.proc.returncode
         sc.produce(sc.ref.chunks_between(leave_at_s))
         first, drained = sc.watch_recovery(t1)
-        out = _finish(sc, dict(what="2nd worker joins at 15 s of signal, leaves (SIGTERM) at 28 s",
-                               fault_s=t1 - t_join, recover_first_s=first, recover_drained_s=drained,
-                               during_fault=None), notes)
+        out = finish(sc, dict(what="2nd worker joins at 15 s of signal, leaves (SIGTERM) at 28 s",
+                              fault_s=t1 - t_join, recover_first_s=first, recover_drained_s=drained,
+                              during_fault=None), notes)
         out.exit_codes[b.name] = sc.exit_b
         return out
     finally:
@@ -134,8 +135,8 @@ def run_triton_outage(sc: StreamScenario, triton, down_s: float = 10.0) -> Fault
         triton.restart()  # same ports, waits until the model is ready
         t1 = time.monotonic()
         first, drained = sc.watch_recovery(t1, baseline=written_down)
-        return _finish(sc, dict(what=f"Triton stopped {down_s:.0f} s, restarted (same ports)", fault_s=t1 - t0,
-                                recover_first_s=first, recover_drained_s=drained, during_fault=during), notes)
+        return finish(sc, dict(what=f"Triton stopped {down_s:.0f} s, restarted (same ports)", fault_s=t1 - t0,
+                               recover_first_s=first, recover_drained_s=drained, during_fault=during), notes)
     finally:
         sc.stop()
 
@@ -156,9 +157,9 @@ def run_redis_outage(sc: StreamScenario, redis_server, down_s: float = 10.0, kil
         redis_server.start()
         t1 = time.monotonic()
         first, drained = sc.watch_recovery(t1, baseline=before)
-        return _finish(sc, dict(what=f"Redis stopped ({how}) {down_s:.0f} s, restarted from its AOF",
-                                fault_s=t1 - t0, recover_first_s=first, recover_drained_s=drained,
-                                during_fault=None), notes)
+        return finish(sc, dict(what=f"Redis stopped ({how}) {down_s:.0f} s, restarted from its AOF",
+                               fault_s=t1 - t0, recover_first_s=first, recover_drained_s=drained,
+                               during_fault=None), notes)
     finally:
         sc.stop()
 
@@ -179,7 +180,7 @@ def run_kafka_restart(sc: StreamScenario, broker, in_flight_until_s: int = 30, k
         sc.produce(sc.ref.chunks_between(in_flight_until_s))
         first, drained = sc.watch_recovery(t1)
         how = "SIGKILL" if kill else "controlled shutdown"
-        return _finish(sc, dict(what=f"Kafka broker restarted ({how}, same data)", fault_s=t1 - t0,
-                                recover_first_s=first, recover_drained_s=drained, during_fault=during), notes)
+        return finish(sc, dict(what=f"Kafka broker restarted ({how}, same data)", fault_s=t1 - t0,
+                               recover_first_s=first, recover_drained_s=drained, during_fault=during), notes)
     finally:
         sc.stop()

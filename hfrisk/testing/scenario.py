@@ -59,6 +59,7 @@ class FaultOutcome:
     redelivered: int = 0  # score records re-sent for windows already written
     dead_letters: int = 0
     expected_keys: set = field(default_factory=set)
+    load: dict = field(default_factory=dict)  # real-time figures of a run at load (hfrisk.testing.load)
 
     @property
     def alerts_consistent(self) -> bool:
@@ -77,7 +78,7 @@ class FaultOutcome:
             "recover_first_s": None if self.recover_first_s is None else round(self.recover_first_s, 1),
             "recover_drained_s": round(self.recover_drained_s, 1), "redelivered": self.redelivered,
             "dead_letters": self.dead_letters, "notes": self.notes,
-        }
+        } | ({"load": self.load} if self.load else {})
 
 
 class StreamScenario:
@@ -88,7 +89,8 @@ class StreamScenario:
     """
 
     def __init__(self, name: str, ref: Reference, *, bootstrap: str, redis_url: str,
-                 redis_client: Callable[[], object], triton, tmp: Path, partitions: int = 3):
+                 redis_client: Callable[[], object], triton, tmp: Path, partitions: int = 3,
+                 worker_options: dict[str, str] | None = None, worker_env_extra: dict[str, str] | None = None):
         uid = uuid.uuid4().hex[:8]
         self.name = name
         self.ref = ref
@@ -100,13 +102,15 @@ class StreamScenario:
         self.redis_client = redis_client
         self.env = worker_env(kafka=self.kafka, redis_url=redis_url, prefix=self.prefix,
                               triton_grpc_url=triton.grpc_url, model_repository=triton.model_repository,
-                              state_dir=self.tmp / "state", policy=ref.policy, max_message_bytes=CHUNK_BYTES)
+                              state_dir=self.tmp / "state", policy=ref.policy,
+                              max_message_bytes=CHUNK_BYTES) | (worker_env_extra or {})
+        self.worker_options = worker_options
         self.workers: dict[str, ManagedProcess] = {}
 
     # -- workers and input --
 
     def start_worker(self, label: str) -> ManagedProcess:
-        proc, _ = start_worker(f"{self.name}-{label}", self.env, self.tmp, self.app_id)
+        proc, _ = start_worker(f"{self.name}-{label}", self.env, self.tmp, self.app_id, self.worker_options)
         self.workers[label] = proc
         return proc
 
@@ -199,7 +203,10 @@ class StreamScenario:
         client = self.redis_client()
         try:
             members, keys = redis_view(client, self.prefix, self.ref.patients)
-            events = [(e.kind.value, e.patient_id, e.window_id) for e in RedisSink(client, self.prefix).alert_events(1000)]
+            # Room for every expected event and as many again: extra events must show.
+            count = max(1000, 2 * len(self.ref.expected_events))
+            events = [(e.kind.value, e.patient_id, e.window_id)
+                      for e in RedisSink(client, self.prefix).alert_events(count)]
         finally:
             client.close()
         expected = self.ref.expected

@@ -31,6 +31,7 @@ from hfrisk.testing.reference import HOP_S
 __all__ = [
     "WAIT_S",
     "CHUNK_BYTES",
+    "WORKER_OPTIONS",
     "wait_until",
     "consume_all",
     "start_worker",
@@ -87,11 +88,19 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
         consumer.close()
 
 
-def start_worker(name: str, env: dict, tmp: Path, app_id: str) -> tuple[ManagedProcess, int]:
+# The fault scenarios' worker: one preprocessing process, frequent checkpoints, and partitions of
+# a vanished worker moved after 6 s (Faust's 60 s would dominate every recovery time).
+WORKER_OPTIONS = {"--prep-workers": "1", "--checkpoint-interval-s": "0.5", "--session-timeout-s": "6"}
+
+
+def start_worker(name: str, env: dict, tmp: Path, app_id: str,
+                 options: dict[str, str] | None = None) -> tuple[ManagedProcess, int]:
+    """``hfrisk worker`` as a subprocess, ready once its metrics port answers; ``options``
+    replace or add to :data:`WORKER_OPTIONS`."""
     metrics_port = free_port()
+    flags = [part for flag, value in (WORKER_OPTIONS | (options or {})).items() for part in (flag, value)]
     argv = [sys.executable, "-m", "hfrisk.stream.worker.command", "--web-port", str(free_port()),
-            "--metrics-port", str(metrics_port), "--app-id", app_id, "--prep-workers", "1",
-            "--checkpoint-interval-s", "0.5", "--session-timeout-s", "6", "--no-create-topics"]
+            "--metrics-port", str(metrics_port), "--app-id", app_id, *flags, "--no-create-topics"]
     proc = ManagedProcess(name, argv, log_path=tmp / f"{name}.log", env=env,
                           ready=lambda: port_open("127.0.0.1", metrics_port), ready_timeout_s=120, stop_timeout_s=30)
     return proc.start(), metrics_port
