@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.process_cpu import MACHINE, CpuMeter
 from bench.record import command_line, load_average, machine, save
 from hfrisk.testing.realtime import percentiles
 
@@ -205,6 +206,12 @@ class Stack:
         self.triton = TritonServer(repo, "hfrisk", work_dir=work / "triton").start()
         self.processes = []
 
+    def pids(self, worker) -> dict[str, int | None]:
+        """The processes whose CPU the real-time runs report: the servers, the worker with its
+        preprocessing pool, and this process (the replay producer)."""
+        return {"Kafka broker": self.kafka.pid, "Redis": self.redis.pid, "Triton": self.triton.pid,
+                "worker + pool": worker.pid, REPLAY: os.getpid()}
+
     def topics(self, name: str):
         from hfrisk.testing import stream_topics
 
@@ -351,9 +358,12 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
     patients = [patient_id_for(i, salt) for i in range(beds)]
     before = windows_done(port)
     expected = beds * (int((seconds - card.window.window_s) // 5.0) + 1)
+    meter = CpuMeter(stack.pids(proc), own=(REPLAY,)).start()
+    replay_start = time.monotonic()
     stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=True,
                    duration_s=seconds, loop=True, salt=salt, progress=False)
     replay_end = time.monotonic()
+    meter.stop()
     try:
         wait_for(lambda: windows_done(port) - before, expected, 60.0, proc)
         drained_s = time.monotonic() - replay_end
@@ -371,6 +381,7 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
         "drained_after_replay_s": round(drained_s, 2),
         "latency_s": p,
         "sustained": sustained,
+        "cpu_cores": meter.cores(replay_end - replay_start),
     }
 
 
@@ -396,6 +407,31 @@ def provenance(r: dict, section: str) -> list[str]:
     m = run["machine"]
     return [f"*From an earlier run:* `{run['command']}`, {run['when']}; load average {m['load_before']} before, "
             f"{m['load_after']} after.", ""]
+
+
+REPLAY = "replay (bench process)"
+
+
+def _cpu_lines(rows: list[dict], cpus: int) -> list[str]:
+    """Where the CPU went in each real-time run: cores each process kept busy while the replay ran."""
+    rows = [row for row in rows if row.get("cpu_cores")]
+    if not rows:
+        return []
+    names = [name for name in rows[0]["cpu_cores"] if name != MACHINE]
+    lines = [
+        "Where the CPU went while the replay ran (cores each process kept busy: CPU seconds / wall seconds, "
+        f"with its children; the machine has {cpus}; *other* is the machine's busy time outside these processes: "
+        "the operating system and other people's jobs on this shared machine):",
+        "",
+        "| beds | " + " | ".join(names) + " | other | machine busy |",
+        "| ---: |" + " ---: |" * (len(names) + 2),
+    ]
+    for row in rows:
+        cores = row["cpu_cores"]
+        other = max(0.0, cores.get(MACHINE, 0.0) - sum(cores.get(n, 0.0) for n in names))
+        lines.append(f"| {row['beds']} | " + " | ".join(f"{cores.get(n, 0.0):.2f}" for n in names)
+                     + f" | {other:.2f} | {cores.get(MACHINE, 0.0):.2f} |")
+    return lines + [""]
 
 
 def markdown(r: dict) -> str:
@@ -500,6 +536,7 @@ def markdown(r: dict) -> str:
         f"**Beds sustained in real time with p95 <= 1 s: {r['realtime_beds_sustained']}** "
         "(largest tried count that passed; the sweep stops at the first failure).",
         "",
+        *_cpu_lines(r["realtime"], r["machine"]["cpus"]),
         "## Where the worker's time goes",
         "",
         "Seconds summed over the worker's batches (its per-batch debug timings); `prepare` runs in the "

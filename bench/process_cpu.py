@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["CpuMeter", "tree_cpu_s"]
+__all__ = ["MACHINE", "CpuMeter", "machine_busy_s", "tree_cpu_s"]
 
 
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants; 0 for a process that is gone."""
+def tree_cpu_s(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of ``pid`` and (unless ``children`` is False) its live descendants;
+    0 for a process that is gone."""
     try:
         root = psutil.Process(pid)
-        members = [root, *root.children(recursive=True)]
+        members = [root, *root.children(recursive=True)] if children else [root]
     except psutil.NoSuchProcess:
         return 0.0
     total = 0.0
@@ -32,17 +33,31 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent not idle (every process, every core), since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+MACHINE = "machine (all processes)"
+
+
 @dataclass
 class CpuMeter:
-    """``start()`` and ``stop()`` around a stretch; ``shares(wall_s)`` gives each named process's CPU
-    seconds and its share of one core over it. ``pids`` maps a name to a process id (None: skipped)."""
+    """``start()`` and ``stop()`` around a stretch; ``cpu_s()`` gives each named process's CPU seconds
+    over it and ``cores(wall_s)`` how many cores it kept busy, with the whole machine's as ``MACHINE``.
+    ``pids`` maps a name to a process id (None: skipped); names in ``own`` count that process alone,
+    not what it spawned (a benchmark process that started the servers it measures)."""
 
     pids: dict[str, int | None]
+    own: tuple[str, ...] = ()
     _start: dict[str, float] = field(default_factory=dict)
     _stop: dict[str, float] = field(default_factory=dict)
 
     def _snapshot(self) -> dict[str, float]:
-        return {name: tree_cpu_s(pid) for name, pid in self.pids.items() if pid is not None}
+        snap = {name: tree_cpu_s(pid, children=name not in self.own) for name, pid in self.pids.items()
+                if pid is not None}
+        return snap | {MACHINE: machine_busy_s()}
 
     def start(self) -> "CpuMeter":
         self._start = self._snapshot()

@@ -6,7 +6,7 @@ import time
 
 import psutil
 
-from bench.process_cpu import CpuMeter, tree_cpu_s
+from bench.process_cpu import MACHINE, CpuMeter, tree_cpu_s
 
 # Waits for the go file, then burns `s` seconds of CPU, then sleeps.
 BUSY = """import os, time
@@ -34,14 +34,16 @@ def test_a_busy_child_is_counted_in_its_parents_tree_and_an_idle_process_is_not(
         deadline = time.monotonic() + 30
         while len(psutil.Process(parent.pid).children()) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        meter = CpuMeter({"busy": parent.pid, "idle": idle.pid, "absent": None}).start()
+        meter = CpuMeter({"busy": parent.pid, "parent alone": parent.pid, "idle": idle.pid, "absent": None},
+                         own=("parent alone",)).start()
         open(go, "w").close()
         while not (tmp_path / "go.done").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         meter.stop()
         cpu = meter.cpu_s()
-        assert set(cpu) == {"busy", "idle"}
-        assert cpu["busy"] >= 0.45 and cpu["idle"] < 0.1
+        assert set(cpu) == {"busy", "parent alone", "idle", MACHINE}
+        assert cpu["busy"] >= 0.45 and cpu["idle"] < 0.1 and cpu["parent alone"] < 0.1
+        assert cpu[MACHINE] >= cpu["busy"]
         assert meter.cores(2.0)["busy"] == round(cpu["busy"] / 2.0, 3)
     finally:
         _kill_tree(parent)
