@@ -46,6 +46,7 @@ def replay(
     duration_s: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of signal per bed.")] = None,
     max_records: Annotated[Optional[int], typer.Option(help="Stop after this many recordings.")] = None,
     loop: Annotated[bool, typer.Option(help="Start again from the first recording when all are sent.")] = False,
+    stagger_s: Annotated[Optional[float], typer.Option(min=0.0, help="Spread the beds' starts over this many seconds (default one chunk); the worker's hop (5 s) spreads their windows as a ward's monitors would be.")] = None,
     bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers; default HFRISK_KAFKA__BOOTSTRAP_SERVERS.")] = None,
     topic: Annotated[Optional[str], typer.Option(help="Topic; default HFRISK_KAFKA__ECG_TOPIC.")] = None,
     create_topics: Annotated[bool, typer.Option(help="Create the stream's topics first if missing.")] = True,
@@ -61,6 +62,7 @@ def replay(
     stats = run_replay(
         [str(s) for s in sources], kafka.bootstrap_servers, topic or kafka.ecg_topic,
         beds=beds, chunk_s=chunk_s, realtime=realtime, duration_s=duration_s, max_records=max_records, loop=loop,
+        stagger_s=stagger_s,
     )
     typer.echo(stats.summary())
 

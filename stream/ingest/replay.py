@@ -204,12 +204,15 @@ def feed(
     salt: str | None = None,
     max_bytes: int | None = None,
     stats: ReplayStats | None = None,
+    stagger_s: float | None = None,
 ) -> Iterator[tuple[float, EcgChunk]]:
     """The chunks of all beds in the order a live feed sends them, without Kafka.
 
     Yields ``(due_s, chunk)``: ``due_s`` is when the chunk is complete, in seconds from the
     feed's start. ``start_us`` (default now) is the acquisition time where bed 0 starts; bed ``i``
-    starts ``i / beds`` of a chunk later. ``duration_s`` limits each bed's signal time,
+    starts ``i / beds`` of ``stagger_s`` later (default one chunk: every bed's windows then fall due
+    within one chunk of each other, a burst; the worker's hop spreads them as monitors attached at
+    arbitrary times would). ``duration_s`` limits each bed's signal time,
     ``max_records`` the recordings read, ``loop`` replays the list until one of them stops it.
     ``stats`` (if given) is updated with records, failures, beds and recordings per bed.
     """
@@ -227,7 +230,9 @@ def feed(
     recordings = _recordings(
         paths, loop=loop, max_records=max_records, chunk_s=chunk_s, max_bytes=max_bytes, stats=stats
     )
-    stagger_us = round(chunk_s * 1e6 / beds)
+    if stagger_s is not None and not (math.isfinite(stagger_s) and stagger_s >= 0):
+        raise ValueError(f"stagger_s must be >= 0, got {stagger_s}")
+    stagger_us = round((chunk_s if stagger_s is None else stagger_s) * 1e6 / beds)
 
     def next_chunk_due(bed: _Bed) -> int | None:
         """Plan the bed's next chunk, taking its next recording when needed; None when it is done."""
@@ -280,6 +285,7 @@ def replay(
     max_message_bytes: int | None = None,
     progress: bool = True,
     producer_configs: dict | None = None,
+    stagger_s: float | None = None,
 ) -> ReplayStats:
     """Stream the recordings under ``paths`` (files, folders, PTB-XL trees) to ``topic``.
 
@@ -288,7 +294,7 @@ def replay(
     kept per partition). Ctrl-C stops the feed cleanly: what was sent is flushed and counted
     (``stats.interrupted``). Raises :class:`ReplayError` if Kafka refuses a chunk.
     See :func:`feed` for ``beds``, ``chunk_s``, ``duration_s``, ``max_records``, ``loop``,
-    ``salt``, ``start_us``.
+    ``salt``, ``start_us``, ``stagger_s``.
     """
     settings = get_settings().kafka
     bootstrap = bootstrap or settings.bootstrap_servers
@@ -314,7 +320,7 @@ def replay(
         try:
             for due_s, chunk in feed(
                 paths, beds=beds, chunk_s=chunk_s, duration_s=duration_s, max_records=max_records,
-                loop=loop, start_us=start_us, salt=salt, max_bytes=max_bytes, stats=stats,
+                loop=loop, start_us=start_us, salt=salt, max_bytes=max_bytes, stats=stats, stagger_s=stagger_s,
             ):
                 if realtime:
                     wait_s = started + due_s - time.monotonic()

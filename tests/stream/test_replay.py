@@ -107,3 +107,15 @@ def test_pseudonymous_ids_are_stable_per_salt():
 def test_bad_arguments_are_refused(kwargs, three_records):
     with pytest.raises(ValueError):
         list(feed(three_records, **kwargs))
+
+
+def test_stagger_spreads_the_beds_starts_over_the_given_span(three_records):
+    """With the worker's hop as the stagger, beds start evenly over 5 s (as a ward's monitors were
+    attached at different times), so their windows fall due spread over the hop, not in one burst."""
+    out = list(feed(three_records, beds=3, chunk_s=1.0, start_us=T0_US, stagger_s=5.0))
+    starts = sorted(chunks[0].acquired_at_us - T0_US for chunks in _by_bed(out).values())
+    assert starts == [0, 1_666_667, 3_333_334]  # i x round(5 s / 3)
+    dues = [due for due, _ in out]
+    assert dues == sorted(dues)
+    with pytest.raises(ValueError, match="stagger_s"):
+        next(feed(three_records, beds=2, stagger_s=-1.0))
