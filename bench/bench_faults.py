@@ -82,6 +82,15 @@ def run_fault(name: str, ref, servers: dict, work: Path, down_s: float, load: di
     return runners[name]()
 
 
+def _exactly_once_cells(rows: list[dict]) -> str:
+    """The cells both fault tables share: windows expected / written per run / duplicates / lost, scores
+    off, alerts consistent."""
+    return (f"{rows[0]['expected']} / {'/'.join(str(r['written']) for r in rows)} / "
+            f"{sum(r['duplicates'] for r in rows)} / {sum(r['missing'] for r in rows)} "
+            f"| {sum(r['wrong_scores'] for r in rows)} "
+            f"| {'yes' if all(r['alerts_consistent'] for r in rows) else '**no**'}")
+
+
 def _fmt(values: list, digits: int = 1) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -119,10 +128,7 @@ def markdown(result: dict) -> str:
     for name, rows in result["faults"].items():
         r0 = rows[0]
         lines.append(
-            f"| {name} | {r0['what']} | {_fmt([r['fault_s'] for r in rows])} "
-            f"| {r0['expected']} / {'/'.join(str(r['written']) for r in rows)} / "
-            f"{sum(r['duplicates'] for r in rows)} / {sum(r['missing'] for r in rows)} "
-            f"| {sum(r['wrong_scores'] for r in rows)} | {'yes' if all(r['alerts_consistent'] for r in rows) else '**no**'} "
+            f"| {name} | {r0['what']} | {_fmt([r['fault_s'] for r in rows])} | {_exactly_once_cells(rows)} "
             f"| {_fmt([r['during_fault'] for r in rows], 0)} | {_fmt([r['recover_first_s'] for r in rows])} "
             f"| {_fmt([r['recover_drained_s'] for r in rows])} | {sum(r['redelivered'] for r in rows)} "
             f"| {sum(r['dead_letters'] for r in rows)} |"
@@ -180,13 +186,9 @@ def load_markdown(result: dict) -> str:
         "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, rows in result["faults"].items():
-        r0 = rows[0]
         lines.append(
             f"| {name} | {_fmt([r['fault_s'] for r in rows]) if name != 'baseline' else '–'} "
-            f"| {r0['expected']} / {'/'.join(str(r['written']) for r in rows)} / "
-            f"{sum(r['duplicates'] for r in rows)} / {sum(r['missing'] for r in rows)} "
-            f"| {sum(r['wrong_scores'] for r in rows)} "
-            f"| {'yes' if all(r['alerts_consistent'] for r in rows) else '**no**'} "
+            f"| {_exactly_once_cells(rows)} "
             f"| {_load_cell(rows, 'before_p95_s', 2)} | {_load_cell(rows, 'first_s')} | {_load_cell(rows, 'back_s')} "
             f"| {_load_cell(rows, 'drained_s')} | {_load_cell(rows, 'peak_latency_s')} "
             f"| {_load_cell(rows, 'peak_backlog', 0)} | {_load_cell(rows, 'after_p95_s', 2)} "
