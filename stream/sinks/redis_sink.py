@@ -240,9 +240,7 @@ def _round_trip(pipe, commands: list[tuple]) -> list[Any]:
     only the waits between them go: a window's write took six round trips, most of its CPU spent in
     the client on each.
     """
-    conn = pipe.connection
-    if conn is None:
-        conn = pipe.connection = pipe.connection_pool.get_connection()
+    conn = _connection(pipe)
     try:
         conn.send_packed_command([_packed(conn, commands)])
         replies = []
@@ -270,9 +268,7 @@ def _execute(pipe) -> None:
     whose results the sink never reads, nor its retry and observability wrappers: with the reads
     packed the same way, a window's client CPU went from ~570 to ~315 µs in isolation.
     """
-    conn = pipe.connection
-    if conn is None:
-        conn = pipe.connection = pipe.connection_pool.get_connection()
+    conn = _connection(pipe)
     commands = [args for args, _ in pipe.command_stack]
     try:
         try:
@@ -309,6 +305,14 @@ def _execute(pipe) -> None:
                 raise reply
     finally:
         pipe.reset()  # as execute(): UNWATCH if still watching, the connection back to the pool
+
+
+def _connection(pipe):
+    """The connection ``pipe`` holds, taken from its pool on first use (as redis-py's pipeline does
+    when it watches or executes)."""
+    if pipe.connection is None:
+        pipe.connection = pipe.connection_pool.get_connection()
+    return pipe.connection
 
 
 def _packed(conn, commands: list[tuple]) -> bytes:

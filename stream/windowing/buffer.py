@@ -8,7 +8,6 @@ import math
 from collections import deque
 from dataclasses import replace
 
-
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.windowing.held_signal import HeldSignal
 from hfrisk.stream.windowing.state import BufferedChunk, BufferState, BufferStats, ChunkLike, STATE_VERSION
