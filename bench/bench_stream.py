@@ -678,7 +678,7 @@ def run(args, argv, work: Path) -> dict:
         "partitions": args.partitions,
         "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
                    "prep_workers": args.prep_workers,
-                   "checkpoint_interval_s": 2.0},
+                   "checkpoint_interval_s": stream.checkpoint_interval_s},
         "sections_run": sections,
         "goals": {"stream_efficiency": EFFICIENCY_GOAL, "infrastructure_overhead": OVERHEAD_GOAL},
         "overhead_duration_s": args.overhead_duration_s,

@@ -266,6 +266,9 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
         async def prepare(self, ecgs):
             return [prepared] * len(ecgs)
 
+        def parts(self, ecgs):
+            return [(0, self.prepare(ecgs))] if ecgs else []
+
     class KeepingPublisher:
         def __init__(self) -> None:
             self.sent = 0

@@ -278,8 +278,10 @@ class StreamSettings(BaseModel):
     card_path: Path | None = None
     # With no card served, use the built-in default card instead of stopping (plumbing checks only).
     builtin_card: bool = False
-    # Seconds between saving patient buffers to Redis and committing offsets.
-    checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    # Seconds between saving patient buffers to Redis and committing offsets. Each checkpoint
+    # writes every changed buffer (~0.2 MB a patient): 2 s saturated Redis at 512 beds
+    # (docs/bench/stream-tuning.md, "Checkpoints"); a longer one redelivers more after a crash.
+    checkpoint_interval_s: float = Field(default=5.0, gt=0)
     # Seconds before a vanished worker's partitions move to the others; None: Faust's 60 s.
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).

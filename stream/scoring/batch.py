@@ -9,12 +9,15 @@ once) and hands them to :func:`score_windows`:
    millisecond of NumPy work per window and holds the GIL for part of it; in a thread it would
    still stall the event loop (Kafka heartbeats, Triton calls, Redis writes) and could not use a
    second core. A pool of ``workers`` processes (``spawn``ed: forking a process that already runs
-   gRPC and asyncio threads is unsafe) does both; a batch is split evenly across them. With
+   gRPC and asyncio threads is unsafe) does both; a batch is cut into parts of at most
+   ``part_windows`` windows (at least one per process) that the processes work through. With
    ``workers=0`` it runs in one thread of this process instead (tests, tiny machines).
-2. Windows that are fit to score are stacked and sent to the model in **one call**
-   (:class:`AsyncTritonScorer`: ``RiskClient.infer`` splits by ``max_batch`` and sends the parts
-   concurrently). Windows that are not fit are returned without outputs: they are stored as
-   low-quality results and never reach Triton.
+2. As soon as a part is prepared, its windows that are fit to score are stacked and sent to the
+   model in one call (:class:`AsyncTritonScorer`: ``RiskClient.infer`` splits by ``max_batch``
+   and sends the pieces concurrently), while the pool prepares the next parts: preprocessing and
+   inference of one micro-batch overlap instead of following one another
+   (docs/bench/stream-tuning.md, "Parts"). Windows that are not fit are returned without
+   outputs: they are stored as low-quality results and never reach Triton.
 3. A Triton that is down, restarting or not serving the model is waited for: the call is retried
    with exponential backoff for as long as it takes, so nothing is acknowledged and nothing valid
    is dead-lettered. Only a request Triton *rejects* (``INVALID_ARGUMENT``) is split up to find
@@ -31,9 +34,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,11 +60,13 @@ __all__ = [
     "or_failure",
     "WindowScore",
     "Preprocessor",
+    "part_bounds",
     "NoopPreprocessor",
     "AsyncScorer",
     "AsyncTritonScorer",
     "NoopScorer",
     "InferenceRejected",
+    "score_parts",
     "score_windows",
 ]
 
@@ -151,14 +157,33 @@ def _warm(card_json: str) -> bool:
     return True
 
 
-class Preprocessor:
-    """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here)."""
+def part_bounds(n: int, workers: int, part_windows: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of the parts :meth:`Preprocessor.parts` cuts ``n`` windows into: as even
+    as can be, at most ``part_windows`` each, at least one per process, none empty."""
+    if n <= 0:
+        return []
+    parts = max(min(workers, n), -(-n // part_windows), 1)
+    base, extra = divmod(n, parts)
+    bounds, start = [], 0
+    for k in range(parts):
+        end = start + base + (k < extra)
+        bounds.append((start, end))
+        start = end
+    return bounds
 
-    def __init__(self, card: ModelCard, workers: int = 1):
+
+class Preprocessor:
+    """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here), in parts
+    of at most ``part_windows`` windows (at least one part per process)."""
+
+    def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
+        if part_windows < 1:
+            raise ValueError(f"part_windows must be >= 1, got {part_windows}")
         self.card = card
         self.workers = workers
+        self.part_windows = part_windows
         self._card_json = card.to_json()
         self._executor: Executor = (
             ProcessPoolExecutor(
@@ -174,17 +199,19 @@ class Preprocessor:
         for future in futures:
             future.result()
 
+    def parts(self, ecgs: Sequence[ECG]) -> list[tuple[int, Awaitable[list[ModelInput | PrepareFailure]]]]:
+        """The windows in parts, each already submitted to the pool: ``(offset of its first
+        window, its prepared windows to await)``, in order. A refused window gives a
+        :class:`PrepareFailure`."""
+        loop = asyncio.get_running_loop()
+        return [
+            (start, loop.run_in_executor(self._executor, _prepare_all, list(ecgs[start:end]), self._card_json))
+            for start, end in part_bounds(len(ecgs), self.workers, self.part_windows)
+        ]
+
     async def prepare(self, ecgs: Sequence[ECG]) -> list[ModelInput | PrepareFailure]:
         """``prepare`` every window, in order; a refused window gives a :class:`PrepareFailure`."""
-        if not ecgs:
-            return []
-        loop = asyncio.get_running_loop()
-        parts = max(1, min(self.workers, len(ecgs)))
-        size = -(-len(ecgs) // parts)
-        slices = [list(ecgs[i : i + size]) for i in range(0, len(ecgs), size)]
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _prepare_all, part, self._card_json) for part in slices)
-        )
+        results = await asyncio.gather(*(pending for _, pending in self.parts(ecgs)))
         return [item for part in results for item in part]
 
     def close(self) -> None:
@@ -230,6 +257,9 @@ class NoopPreprocessor:
 
     async def prepare(self, ecgs: Sequence[ECG]) -> list[ModelInput | PrepareFailure]:
         return [self.prepared] * len(ecgs)
+
+    def parts(self, ecgs: Sequence[ECG]) -> list[tuple[int, Awaitable[list[ModelInput | PrepareFailure]]]]:
+        return [(0, self.prepare(ecgs))] if ecgs else []
 
     def close(self) -> None:
         return None
@@ -389,6 +419,68 @@ async def _infer_rows(scorer: AsyncScorer, x: np.ndarray) -> list[dict[str, np.n
     return rows
 
 
+async def score_parts(
+    ecgs: Sequence[ECG],
+    preprocessor: Preprocessor | None,
+    scorer: AsyncScorer,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    timings: dict[str, float] | None = None,
+) -> AsyncIterator[tuple[int, list[WindowScore]]]:
+    """Prepare every window and score the fit ones; yields ``(offset, scores)`` per part of
+    :meth:`Preprocessor.parts`, in input order, each as soon as it and the parts before it are
+    scored, so that the caller can write one part while later parts are still being prepared
+    and scored. Use it in ``contextlib.aclosing``: closing it early cancels the parts still
+    running.
+
+    Each part goes to the model (one call) as soon as it is prepared, while the pool works on the
+    next parts. ``on_batch`` gets the number of windows of each model call (not called for a part
+    with none fit); ``timings``, if given, receives ``prepare``, the seconds until the last part was
+    prepared, and ``infer``, the seconds from then until the last part was scored (the part of
+    inference not hidden behind preprocessing): the two add up to the wall time of the scoring.
+    A scorer that prepares windows itself (``prepares_windows``: :class:`~hfrisk.stream.scoring.
+    on_server.ServerSideScorer`, the front end on the model's server) gets the raw windows
+    instead, in one part, and ``preprocessor`` is not used (it may be None).
+    """
+    if getattr(scorer, "prepares_windows", False):
+        yield 0, await scorer.score_raw(ecgs, on_batch=on_batch, timings=timings)
+        return
+    started = time.perf_counter()
+    last_prepared = last_scored = started
+
+    async def score_part(pending: Awaitable[list[ModelInput | PrepareFailure]]) -> list[WindowScore]:
+        nonlocal last_prepared, last_scored
+        prepared = await pending
+        last_prepared = max(last_prepared, time.perf_counter())
+        part = [WindowScore(None, failure=p) if isinstance(p, PrepareFailure) else WindowScore(p) for p in prepared]
+        fit = [i for i, r in enumerate(part) if r.prepared is not None and r.prepared.quality.fit_to_score]
+        if fit:
+            x = np.ascontiguousarray(np.stack([part[i].prepared.x for i in fit]), dtype=np.float32)
+            if on_batch is not None:
+                on_batch(len(fit))
+            rows = await _infer_rows(scorer, x)
+            for i, row in zip(fit, rows):
+                if isinstance(row, PrepareFailure):
+                    part[i] = WindowScore(part[i].prepared, failure=row)
+                else:
+                    part[i] = WindowScore(part[i].prepared, outputs=row)
+        last_scored = max(last_scored, time.perf_counter())
+        return part
+
+    tasks = [(offset, asyncio.ensure_future(score_part(pending))) for offset, pending in preprocessor.parts(ecgs)]
+    try:
+        for offset, task in tasks:
+            yield offset, await task
+    finally:
+        # A part that failed, or a caller that stopped early, ends the batch: the other parts'
+        # model calls are not waited for.
+        for _, task in tasks:
+            task.cancel()
+    if timings is not None:
+        timings["prepare"] = round(last_prepared - started, 6)
+        timings["infer"] = round(last_scored - last_prepared, 6)
+
+
 async def score_windows(
     ecgs: Sequence[ECG],
     preprocessor: Preprocessor | None,
@@ -397,36 +489,10 @@ async def score_windows(
     on_batch: Callable[[int], None] | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[WindowScore]:
-    """Prepare every window, score the fit ones in one model call; results in input order.
-
-    ``on_batch`` gets the number of windows sent to the model (not called when none is fit);
-    ``timings``, if given, receives the seconds spent in ``prepare`` and ``infer``. A scorer that
-    prepares windows itself (``prepares_windows``: :class:`~hfrisk.stream.scoring.on_server.
-    ServerSideScorer`, the front end on the model's server) gets the raw windows instead, and
-    ``preprocessor`` is not used (it may be None).
-    """
-    if getattr(scorer, "prepares_windows", False):
-        return await scorer.score_raw(ecgs, on_batch=on_batch, timings=timings)
-    started = time.perf_counter()
-    prepared = await preprocessor.prepare(ecgs)
-    if timings is not None:
-        timings["prepare"] = round(time.perf_counter() - started, 6)
-    results: list[WindowScore] = [
-        WindowScore(None, failure=p) if isinstance(p, PrepareFailure) else WindowScore(p) for p in prepared
-    ]
-    fit = [i for i, r in enumerate(results) if r.prepared is not None and r.prepared.quality.fit_to_score]
-    if not fit:
-        return results
-    x = np.ascontiguousarray(np.stack([results[i].prepared.x for i in fit]), dtype=np.float32)
-    if on_batch is not None:
-        on_batch(len(fit))
-    started = time.perf_counter()
-    rows = await _infer_rows(scorer, x)
-    if timings is not None:
-        timings["infer"] = round(time.perf_counter() - started, 6)
-    for i, row in zip(fit, rows):
-        if isinstance(row, PrepareFailure):
-            results[i] = WindowScore(results[i].prepared, failure=row)
-        else:
-            results[i] = WindowScore(results[i].prepared, outputs=row)
+    """Every window's :class:`WindowScore`, in input order: :func:`score_parts` all at once."""
+    results: list[WindowScore] = []
+    async with contextlib.aclosing(score_parts(ecgs, preprocessor, scorer, on_batch=on_batch,
+                                               timings=timings)) as parts:
+        async for _, part in parts:
+            results.extend(part)
     return results

@@ -9,7 +9,7 @@ and all at once, so that Faust never commits past an unacknowledged one (docs/st
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from hfrisk.stream.windowing import PatientBuffer
 from hfrisk.stream.worker.records import ChunkRecord
@@ -50,23 +50,14 @@ class Checkpoints:
             tp = (record.topic, record.partition)
             self.next_offset[tp] = max(self.next_offset.get(tp, 0), record.offset + 1)
 
-    async def commit(
-        self,
-        buffers: Mapping[str, PatientBuffer],
-        save: Callable[[dict[str, PatientBuffer]], Awaitable[None]],
-    ) -> int:
-        """``save`` the changed ones of ``buffers``, then acknowledge every pending message, in
-        order; returns how many were acknowledged."""
+    def take(self, buffers: Mapping[str, PatientBuffer]) -> tuple[dict[str, PatientBuffer], list[ChunkRecord]]:
+        """Start a checkpoint: the changed ones of ``buffers`` (to save) and every pending message
+        (to acknowledge, in order, once they are saved); both are forgotten here."""
         changed = {pid: buffers[pid] for pid in self.dirty if pid in buffers}
-        if changed:
-            await save(changed)
         pending, self.pending = self.pending, []
         self.dirty.clear()
-        for record in pending:
-            if record.ack is not None:
-                await record.ack()
         self.last_at = time.monotonic()
-        return len(pending)
+        return changed, pending
 
     def forget(self, partitions: set[TopicPartition]) -> list[str]:
         """The partitions went to another worker: drop their messages and patients; returns those patients."""

@@ -134,7 +134,7 @@ def worker_command(
     checkpoint_interval_s: Annotated[
         Optional[float],
         typer.Option(help="Seconds between saving patient buffers to Redis and committing offsets "
-                     "[HFRISK_STREAM__CHECKPOINT_INTERVAL_S: 2]."),
+                     "[HFRISK_STREAM__CHECKPOINT_INTERVAL_S: 5]."),
     ] = None,
     session_timeout_s: Annotated[
         Optional[float],

@@ -10,6 +10,7 @@ window at-least-once, and what happens on outages, rebalances and stops: docs/st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from hfrisk.core.retries import Backoff, retrying
 from hfrisk.stream.alerts.policy import AlertPolicy
 from hfrisk.stream.messages.chunk import EcgChunk
 from hfrisk.stream.messages.dead_letter import INTERNAL_ERROR, DeadLetter
-from hfrisk.stream.scoring.batch import AsyncScorer, Preprocessor, score_windows
+from hfrisk.stream.scoring.batch import AsyncScorer, Preprocessor, WindowScore, score_parts
 from hfrisk.stream.sinks import RedisSink, WindowResult
 from hfrisk.stream.windowing import PatientBuffer, SkippedWindows, Window, WindowAssembler
 from hfrisk.stream.worker.buffer_store import BufferStore
@@ -66,7 +67,7 @@ class WorkerOptions:
     ``backoff``: waits between retries while Redis or Kafka is unreachable (its cap is how long
     a batch may keep waiting after the server is back: docs/reliability.md)."""
 
-    checkpoint_interval_s: float = 2.0
+    checkpoint_interval_s: float = 5.0
     backoff: Backoff = field(default_factory=lambda: Backoff(first_s=0.2, max_s=2.0))
     max_message_bytes: int = 4 * 1024 * 1024
 
@@ -132,6 +133,10 @@ class StreamWorker:
         # Set by abort() or a failed batch: buffers may hold chunks whose windows were never
         # written, so nothing may be saved or acknowledged any more; a restart redoes it all.
         self._aborted = False
+        # The last checkpoint's save and acknowledgements, running beside the next batches.
+        self._saving: asyncio.Future | None = None
+        self._saving_since = 0.0
+        self._saving_records = 0
 
     @classmethod
     def from_settings(
@@ -210,18 +215,40 @@ class StreamWorker:
     async def _run(self, records: Sequence[ChunkRecord]) -> BatchReport:
         report = BatchReport()
         windows = await self._assemble(records, report)
-        scores = await score_windows(
-            [window.ecg for window, _ in windows], self.preprocessor, self.scorer,
-            on_batch=self.metrics.batch_size.observe, timings=report.timings,
-        )
-        clock = time.perf_counter()
+        # Each part of the batch is written as soon as it is scored (parts in order, so a
+        # patient's windows still reach the sink in time order) while later parts are prepared.
+        scoring_from = time.perf_counter()
+        results: list[Scored] = []
+        written: list[Written] = []
+        scored = score_parts([window.ecg for window, _ in windows], self.preprocessor, self.scorer,
+                             on_batch=self.metrics.batch_size.observe, timings=report.timings)
+        async with contextlib.aclosing(scored) as parts:
+            async for offset, scores in parts:
+                part = self._results(windows[offset : offset + len(scores)], scores, report)
+                written += await self._write(part, [])
+                results += part
+        await self._write([], report.skipped)
+        # "write": what the writes took beyond the scoring (the rest overlapped it).
+        clock = scoring_from + report.timings.get("prepare", 0.0) + report.timings.get("infer", 0.0)
 
         def lap(step: str) -> None:
             nonlocal clock
             now = time.perf_counter()
-            report.timings[step] = round(now - clock, 6)
+            report.timings[step] = round(max(0.0, now - clock), 6)
             clock = now
 
+        lap("write")
+        messages = outbound_messages(results, written, report)
+        await self._retrying("kafka", lambda: self.publisher.publish(messages))
+        lap("publish")
+        count_batch(self.metrics, results, written, report, self.monitor)
+        self._checkpoints.processed(records)
+        log.debug("batch done", chunks=len(records), windows=len(windows), **report.timings)
+        return report
+
+    def _results(self, windows: Sequence[tuple[Window, ChunkRecord]], scores: Sequence[WindowScore],
+                 report: BatchReport) -> list[Scored]:
+        """The results to write of scored windows; the ones that failed become dead letters."""
         results: list[Scored] = []
         scored_at_us = time.time_ns() // 1000
         for (window, record), score in zip(windows, scores):
@@ -233,21 +260,11 @@ class StreamWorker:
                 ))
                 report.windows["dead_letter"] += 1
                 continue
-            result = WindowResult.from_scoring(
+            results.append((WindowResult.from_scoring(
                 window, score.prepared, score.outputs, model_version=self.scorer.model_version,
                 lead_names=self.card.input.leads, scored_at_us=scored_at_us, risk_scale=self.card.risk_scale,
-            )
-            results.append((result, window, record))
-
-        written = await self._write(results, report.skipped)
-        lap("write")
-        messages = outbound_messages(results, written, report)
-        await self._retrying("kafka", lambda: self.publisher.publish(messages))
-        lap("publish")
-        count_batch(self.metrics, results, written, report, self.monitor)
-        self._checkpoints.processed(records)
-        log.debug("batch done", chunks=len(records), windows=len(windows), **report.timings)
-        return report
+            ), window, record))
+        return results
 
     async def _assemble(self, records: Sequence[ChunkRecord], report: BatchReport) -> list[tuple[Window, ChunkRecord]]:
         """Decode ``records`` and feed them to the buffers: the windows they complete."""
@@ -354,12 +371,18 @@ class StreamWorker:
 
     async def drain(self, grace_s: float) -> bool:
         """Called repeatedly while the worker stops: acknowledge what is done at once, and abandon
-        a batch that has been stuck (Triton or Redis down) for more than ``grace_s``.
-        Returns whether a batch has been abandoned."""
+        a batch or a checkpoint save that has been stuck (Triton or Redis down) for more than
+        ``grace_s``. Returns whether anything has been abandoned."""
         if self._batch is not None:
-            stuck_s = time.monotonic() - self._batch_since
+            stuck, since = "batch", self._batch_since
+        elif self._saving is not None and not self._saving.done():
+            stuck, since = "checkpoint", self._saving_since
+        else:
+            stuck, since = None, 0.0
+        if stuck is not None:
+            stuck_s = time.monotonic() - since
             if stuck_s > grace_s:
-                log.warning("stopping: abandoning a batch stuck for too long; it will be redelivered",
+                log.warning(f"stopping: abandoning a {stuck} stuck for too long; its messages will be redelivered",
                             seconds=round(stuck_s, 1))
                 self.abort()
         elif not self._lock.locked():
@@ -375,6 +398,8 @@ class StreamWorker:
         self._abandon()
         if self._batch is not None:
             self._batch.cancel()
+        if self._saving is not None:
+            self._saving.cancel()  # its messages are redelivered; a save cut short leaves older states
 
     def _abandon(self) -> None:
         # Drop every reference to unacknowledged messages: Faust waits for them on shutdown and
@@ -385,31 +410,66 @@ class StreamWorker:
     async def checkpoint(self) -> int:
         """Save changed buffers, then acknowledge everything processed; returns messages acknowledged."""
         async with self._lock:
-            return await self._checkpoint()
+            return await self._checkpoint(wait=True)
 
-    async def _checkpoint(self) -> int:
+    async def _checkpoint(self, *, wait: bool = False) -> int:
+        """Snapshot the changed buffers (under the lock, so between batches: every window of their
+        chunks is written) and save them, then acknowledge, in a task of its own while the next
+        batches run (``wait``: until it is done). Returns how many messages it will acknowledge."""
         if self._aborted:
             return 0
+        await self._saved()  # the last checkpoint's: saves to a key, and acknowledgements, stay in order
+        self._raise_if_failed()
+        changed, records = self._checkpoints.take(self.assembler.buffers)
+        # Copies (~0.2 MB per patient): the buffers move on with the next batch while these are saved.
+        states = await asyncio.to_thread(lambda: {pid: b.to_bytes() for pid, b in changed.items()})
+        self._saving = asyncio.ensure_future(self._save_and_acknowledge(states, records))
+        self._saving_since, self._saving_records = time.monotonic(), len(records)
+        if wait:
+            await self._saved()
+            self._raise_if_failed()
+        return len(records)
 
-        async def save(buffers: dict[str, PatientBuffer]) -> None:
-            # Serialising ~0.3 MB per patient is CPU work: off the loop (the lock keeps buffers still).
-            await self._retrying(
-                "redis",
-                lambda: asyncio.to_thread(lambda: self.store.save_many({p: b.to_bytes() for p, b in buffers.items()})),
-            )
+    async def _save_and_acknowledge(self, states: dict[str, bytes], records: list[ChunkRecord]) -> None:
+        started = time.perf_counter()
+        try:
+            if states:
+                await self._retrying("redis", lambda: asyncio.to_thread(self.store.save_many, states))
+            saved = time.perf_counter()
+            for record in records:
+                if record.ack is not None:
+                    await record.ack()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("checkpoint failed; nothing more is saved or acknowledged")
+            self._failure = exc
+            self._abandon()
+            return
+        log.debug("checkpoint done", patients=len(states), acknowledged=len(records),
+                  save=round(saved - started, 6), seconds=round(time.perf_counter() - started, 6))
 
-        return await self._checkpoints.commit(self.assembler.buffers, save)
+    async def _saved(self) -> None:
+        """Wait for the checkpoint being saved, if any. Shielded: a caller that is cancelled
+        (a stop) does not cancel the save of a consistent snapshot; only :meth:`abort` does."""
+        saving = self._saving
+        if saving is not None and not saving.done():
+            await asyncio.shield(saving)
 
     @property
     def pending(self) -> int:
         """Messages processed but not acknowledged yet."""
-        return len(self._checkpoints.pending)
+        saving = self._saving_records if self._saving is not None and not self._saving.done() else 0
+        return len(self._checkpoints.pending) + saving
 
     async def revoke(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Partitions went to another worker: forget their patients' buffers (the new owner restores
         them from Redis) and their unacknowledged messages (the new owner is sent them again)."""
         lost = set(partitions)
         async with self._lock:  # after the running batch: its windows are written
+            # And after the checkpoint being saved: the new owner must not restore a state this
+            # worker overwrites later.
+            await self._saved()
             dropped = self._checkpoints.forget(lost)
             for pid in dropped:
                 self.assembler.drop(pid)

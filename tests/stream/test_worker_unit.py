@@ -612,11 +612,11 @@ class CountingPreprocessor:
         self.calls = 0
         self.second = threading.Event()
 
-    async def prepare(self, ecgs):
+    def parts(self, ecgs):
         self.calls += bool(ecgs)
         if self.calls >= 2:
             self.second.set()
-        return await self.inner.prepare(ecgs)
+        return self.inner.parts(ecgs)
 
 
 class GatedSink(MemorySink):
@@ -791,7 +791,7 @@ def test_worker_options_override_their_settings_and_only_when_given(monkeypatch)
     monkeypatch.setenv("HFRISK_STREAM__APP_ID", "from-env")
     settings = _override(Settings(), prep_workers=0, app_id=None, noop_model=True)
     assert (settings.stream.prep_workers, settings.stream.app_id, settings.stream.noop_model) == (0, "from-env", True)
-    assert settings.stream.checkpoint_interval_s == 2.0  # neither given nor set: the default
+    assert settings.stream.checkpoint_interval_s == 5.0  # neither given nor set: the default
 
 
 def test_noop_prep_gives_a_record_for_every_window_without_a_preprocessing_pool(chunks, expected):
@@ -855,3 +855,71 @@ def test_the_worker_command_with_noop_prep_starts_no_pool(monkeypatch):
         get_settings.cache_clear()
     worker = built["worker"]
     assert isinstance(worker.preprocessor, NoopPreprocessor) and isinstance(worker.scorer, NoopScorer)
+
+
+class HeldStore(MemoryStore):
+    """Its saves wait (in the worker's save thread) until ``release`` is set, or fail with ``error``."""
+
+    def __init__(self, error: Exception | None = None):
+        super().__init__()
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.error = error
+
+    def save_many(self, states):
+        self.started.set()
+        if not self.release.wait(10):
+            raise TimeoutError("the test never released the save")
+        if self.error is not None:
+            raise self.error
+        super().save_many(states)
+
+
+def test_a_checkpoint_saves_beside_the_next_batches_and_acknowledges_only_once_saved(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    acks: list[int] = []
+    store, sink = HeldStore(), MemorySink()
+    worker = make_worker(preprocessor, sink=sink, store=store, checkpoint_s=3600.0)
+    records = records_of(messages, acks)
+    half = len(records) // 2
+
+    async def go():
+        await worker.handle(records[:half])
+        worker.options.checkpoint_interval_s = 0.0  # due: the next batch starts with one
+        await worker.handle(records[half:])  # returns while the save is held
+        assert store.started.is_set() and store.saves == 0
+        assert acks == [] and worker.pending == len(records)
+        revoked = asyncio.ensure_future(worker.revoke({(TOPIC, 0)}))
+        await asyncio.sleep(0.2)
+        assert not revoked.done(), "a revocation waits for the save in flight"
+        store.release.set()
+        await revoked
+
+    asyncio.run(go())
+    # The first half was saved and acknowledged; the second half's buffers and messages belonged
+    # to the revoked partition and are the next owner's.
+    assert acks == list(range(half)) and store.saves == 1
+    assert {pid for pid, _ in sink.windows} <= set(store.saved)
+
+
+def test_a_checkpoint_that_cannot_be_saved_stops_the_worker_without_acknowledging(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    acks: list[int] = []
+    store = HeldStore(error=RuntimeError("a bug in saving"))
+    store.release.set()
+    worker = make_worker(preprocessor, store=store, checkpoint_s=3600.0)
+    records = records_of(messages, acks)
+
+    async def go():
+        await worker.handle(records[:4])
+        worker.options.checkpoint_interval_s = 0.0
+        await worker.handle(records[4:8])
+        with pytest.raises(BatchFailed) as failed:
+            for _ in range(50):  # until the save task has failed
+                await asyncio.sleep(0.01)
+                await worker.handle(records[8:9])
+        assert "a bug in saving" in str(failed.value.__cause__)
+        assert await worker.checkpoint() == 0
+
+    asyncio.run(go())
+    assert acks == [] and store.saves == 0
