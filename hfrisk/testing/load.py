@@ -22,15 +22,20 @@ from hfrisk.testing.recovery import recovery_times
 from hfrisk.testing.scenario import FaultOutcome, StreamScenario
 from hfrisk.testing.services import CHUNK_BYTES, WAIT_S, wait_until, window_records
 
-__all__ = ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "run_at_load"]
+__all__ = ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker_env", "run_at_load"]
 
 LOAD_FAULTS = ("baseline", "worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", "kafka_kill")
 
 # The worker configuration bench_stream measured in real time (docs/bench/stream.md: two
-# preprocessing processes, batches of 32 / 0.2 s, the default 2-s checkpoint); the session
-# timeout stays the fault scenarios' 6 s.
-LOAD_WORKER_OPTIONS = {"--prep-workers": "2", "--checkpoint-interval-s": "2"}
+# preprocessing processes, batches of 32 / 0.2 s, the default checkpoint interval); the session
+# timeout stays the fault scenarios' 6 s. A large ward runs batches of 128 (load_worker_env).
+LOAD_WORKER_OPTIONS = {"--prep-workers": "2"}
 LOAD_WORKER_ENV = {"HFRISK_STREAM__BATCH_SIZE": "32", "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.2"}
+
+
+def load_worker_env(batch_size: int = 32) -> dict[str, str]:
+    """:data:`LOAD_WORKER_ENV` with micro-batches of ``batch_size`` chunks."""
+    return LOAD_WORKER_ENV | {"HFRISK_STREAM__BATCH_SIZE": str(batch_size)}
 
 
 def _sleep_until(monotonic_s: float) -> None:

@@ -106,12 +106,14 @@ class Reference:
 
     @classmethod
     def build(cls, card, session, *, beds: int, records: int | None = None, duration_s: float | None = None,
-              start_us: int | None = None, salt: str | None = None) -> Reference:
+              start_us: int | None = None, salt: str | None = None, stagger_s: float | None = None) -> Reference:
         """``records`` recordings shared out among the beds, or (``duration_s``) that much signal per
-        bed, the recordings looped: what a load run needs."""
+        bed, the recordings looped: what a load run needs. ``stagger_s``: the beds' starts spread
+        over that many seconds (``replay.feed``; default one chunk)."""
         start_us = time.time_ns() // 1000 - 3_600_000_000 if start_us is None else start_us
         chunks = [c for _, c in feed([RECORDS], beds=beds, max_records=records, duration_s=duration_s,
-                                     loop=duration_s is not None, start_us=start_us, salt=salt)]
+                                     loop=duration_s is not None, start_us=start_us, salt=salt,
+                                     stagger_s=stagger_s)]
         windows, expected = offline_scores(chunks, card, session)
         policy, events = script_alerts(window_sequences(windows, expected))
         return cls(card, chunks, windows, expected, policy, events)
