@@ -53,3 +53,15 @@ def test_default_report_is_a_marked_block_that_keeps_the_hand_written_text(tmp_p
 def test_load_options_go_together(argv):
     with pytest.raises(SystemExit):
         bench_faults.main(argv)
+
+
+def test_load_report_states_the_starts_and_worker_settings_it_ran_with():
+    rows = {"baseline": [row("baseline", back_s=0.0, after_p95_s=0.6)]}
+    common = dict(beds=500, duration_s=150.0, fault_at_s=40.0, down_s=10.0, windows=14500, alert_events=9)
+    spread = bench_faults.load_markdown(result(rows, **common, stagger_s=5.0, worker={
+        "prep_workers": 2, "batch_size": 128, "batch_timeout_s": 0.2, "checkpoint_interval_s": 5.0}))
+    assert "bed i starts i/500 x 5 s after bed 0" in spread
+    assert "batch 128 / 0.2 s, checkpoint every 5 s" in spread
+    # A page of a run from before the settings were recorded says what ran then.
+    old = bench_faults.load_markdown(result(rows, **common))
+    assert "all beds' windows fall due within one second" in old and "batch 32 / 0.2 s, checkpoint every 2 s" in old
