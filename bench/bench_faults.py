@@ -35,13 +35,11 @@ generated block is left alone.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.record import command_line, load_average, machine, save, write_marked_block
+from bench.record import command_line, load_average, machine, save, write_marked_block, work_dir
 
 FAULTS = ("worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", "kafka_kill")
 LOAD_FAULTS = ("baseline", *FAULTS)  # = hfrisk.testing.LOAD_FAULTS, without importing it here
@@ -281,11 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("baseline (no fault) is a run at load: add --beds N --real-time")
     if args.out is None:
         args.out = Path("docs/bench") if args.real_time else Path("docs/reliability.md")
-    work = Path(tempfile.mkdtemp(prefix="hfrisk-bench-faults-"))
-    try:
+    with work_dir("faults") as work:
         return run(args, argv, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run(args, argv, work: Path) -> dict:

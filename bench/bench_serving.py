@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.record import command_line, load_average, machine, save
+from bench.record import command_line, load_average, machine, save, work_dir
 from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, load_card
 from hfrisk.model.frontend.arrays import ArrayBackend, one_blas_thread
 from hfrisk.model.frontend.preprocessing import prepare_windows
@@ -228,11 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["gpu"] = on_gpu(card, args.onnx, ecgs, raw, args)
         stem = "serving-cuda"
     else:
-        work = Path(tempfile.mkdtemp(prefix="hfrisk-bench-serving-"))
-        try:
+        with work_dir("serving") as work:
             result["triton"] = through_triton(card, args.onnx, ecgs, raw, args, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         result["in_process"] = in_process(card, args.onnx, ecgs, raw, args.batch, args.seconds, args.threads)
         stem = "serving"
     result["machine"] = machine(load_before)

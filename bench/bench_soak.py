@@ -26,38 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from bench.bench_stream import RECORDS_DIR, Stack, windows_done
-from bench.record import command_line, load_average, machine, save
+from bench.process_cpu import tree_rss_mb
+from bench.record import command_line, load_average, machine, save, work_dir
 
 E2E = "hfrisk_end_to_end_latency_seconds"
-
-
-def rss_mb(pid: int | None, children: bool = True) -> float:
-    """Resident memory of ``pid`` (and its live descendants), MB; 0 for a process that is gone."""
-    if pid is None:
-        return 0.0
-    try:
-        root = psutil.Process(pid)
-        members = [root, *root.children(recursive=True)] if children else [root]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for proc in members:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 2**20
 
 
 def histogram(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
@@ -110,9 +90,9 @@ class Sampler(threading.Thread):
                 info = self._redis.info("memory")
                 self.samples.append({
                     "t_s": round(time.monotonic() - started, 1),
-                    "worker_rss_mb": round(rss_mb(self.worker.pid), 1),
-                    "kafka_rss_mb": round(rss_mb(self.stack.kafka.pid), 1),
-                    "redis_rss_mb": round(rss_mb(self.stack.redis.pid, children=False), 1),
+                    "worker_rss_mb": round(tree_rss_mb(self.worker.pid), 1),
+                    "kafka_rss_mb": round(tree_rss_mb(self.stack.kafka.pid), 1),
+                    "redis_rss_mb": round(tree_rss_mb(self.stack.redis.pid, children=False), 1),
                     "redis_used_mb": round(info["used_memory"] / 2**20, 1),
                     "lag": int(sum(v for k, v in metrics.items() if k.startswith("hfrisk_consumer_lag{"))),
                     **interval_latency(last, now),
@@ -235,11 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
     os.environ["HFRISK_STREAM__BATCH_SIZE"] = str(args.batch_size)  # the worker subprocess inherits it
-    work = Path(tempfile.mkdtemp(prefix="hfrisk-bench-soak-"))
-    try:
+    with work_dir("soak") as work:
         return run(args, argv, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run(args, argv, work: Path) -> dict:

@@ -48,9 +48,7 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -58,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.process_cpu import MACHINE, CpuMeter
-from bench.record import command_line, load_average, machine, save
+from bench.record import command_line, load_average, machine, save, work_dir
 from hfrisk.testing.realtime import percentiles
 
 RECORDS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ecg" / "ptbxl" / "records500"
@@ -615,11 +613,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.raw_consumer:
         raw_consumer(args.metrics_port, args.web_port, args.app_id)
         return None
-    work = Path(tempfile.mkdtemp(prefix="hfrisk-bench-stream-"))
-    try:
+    with work_dir("stream") as work:
         return run(args, argv, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run(args, argv, work: Path) -> dict:

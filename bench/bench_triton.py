@@ -25,16 +25,14 @@ import asyncio
 import os
 import platform
 import re
-import shutil
 import statistics
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from bench.record import command_line, load_average, machine, save
+from bench.record import command_line, load_average, machine, save, work_dir
 from hfrisk.model.contract.card import ModelCard, default_card, load_card
 from hfrisk.serving.client import RiskClient
 from hfrisk.serving.model_repository import ServingOptions, write_model_repository
@@ -253,11 +251,8 @@ def batching_rows(server: TritonServer, card: ModelCard, inputs: np.ndarray, del
 
 
 def main(argv: list[str] | None = None) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="hfrisk-bench-triton-"))
-    try:
+    with work_dir("triton") as work:
         return run(argv, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run(argv: list[str] | None, work: Path) -> dict:

@@ -1,5 +1,5 @@
-"""CPU seconds per named process (and everything it spawned) over a stretch of a benchmark, so that a
-run can say where the machine's cores went: the Kafka broker, Redis, Triton, the worker and its
+"""CPU seconds (and resident memory) per named process and everything it spawned, over a stretch of
+a benchmark, so that a run can say where the machine's cores went: the Kafka broker, Redis, Triton, the worker and its
 preprocessing pool, the replay in the benchmark's own process.
 
 Children are counted while they run (psutil reads them at each snapshot); CPU of a child that exits
@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["MACHINE", "CpuMeter", "machine_busy_s", "tree_cpu_s"]
+__all__ = ["MACHINE", "CpuMeter", "machine_busy_s", "tree_cpu_s", "tree_rss_mb"]
 
 
-def tree_cpu_s(pid: int, children: bool = True) -> float:
-    """User + system CPU seconds of ``pid`` and (unless ``children`` is False) its live descendants;
-    0 for a process that is gone."""
+def _tree_sum(pid: int | None, children: bool, measure) -> float:
+    """``measure(process)`` summed over ``pid`` and (unless ``children`` is False) its live
+    descendants; processes that are gone count 0."""
+    if pid is None:
+        return 0.0
     try:
         root = psutil.Process(pid)
         members = [root, *root.children(recursive=True)] if children else [root]
@@ -26,11 +28,21 @@ def tree_cpu_s(pid: int, children: bool = True) -> float:
     total = 0.0
     for proc in members:
         try:
-            times = proc.cpu_times()
+            total += measure(proc)
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
     return total
+
+
+def tree_cpu_s(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of ``pid`` and (unless ``children`` is False) its live descendants;
+    0 for a process that is gone."""
+    return _tree_sum(pid, children, lambda proc: proc.cpu_times().user + proc.cpu_times().system)
+
+
+def tree_rss_mb(pid: int | None, children: bool = True) -> float:
+    """Resident memory of ``pid`` and (unless ``children`` is False) its live descendants, MB."""
+    return _tree_sum(pid, children, lambda proc: proc.memory_info().rss) / 2**20
 
 
 def machine_busy_s() -> float:

@@ -7,7 +7,11 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -50,3 +54,13 @@ def write_marked_block(path: Path, block: str, begin: str, end: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+@contextmanager
+def work_dir(name: str) -> Iterator[Path]:
+    """A fresh temporary folder for a run's servers and files, removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=f"hfrisk-bench-{name}-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
