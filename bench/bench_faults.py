@@ -50,9 +50,9 @@ BEGIN, END = "<!-- bench_faults:begin -->", "<!-- bench_faults:end -->"
 def run_fault(name: str, ref, servers: dict, work: Path, down_s: float, load: dict | None = None):
     """One run of fault ``name``; ``load`` (``fault_at_s``): at load, ``ref`` streamed in real time."""
     from hfrisk.testing import (
-        LOAD_WORKER_OPTIONS,
         StreamScenario,
         load_worker_env,
+        load_worker_options,
         run_at_load,
         run_kafka_restart,
         run_rebalance,
@@ -62,13 +62,13 @@ def run_fault(name: str, ref, servers: dict, work: Path, down_s: float, load: di
     )
 
     redis, kafka, triton = servers["redis"], servers["kafka"], servers["triton"]
-    at_load = {} if load is None else dict(partitions=4, worker_options=LOAD_WORKER_OPTIONS,
+    at_load = {} if load is None else dict(partitions=4, worker_options=load_worker_options(load["prep_workers"]),
                                            worker_env_extra=load_worker_env(load["batch_size"]))
     sc = StreamScenario(name, ref, bootstrap=kafka.bootstrap_servers, redis_url=redis.url,
                         redis_client=redis.client, triton=triton, tmp=work / f"{name}-{time.monotonic_ns()}",
                         **at_load)
     if load is not None:
-        return run_at_load(sc, name, servers, fault_at_s=load["fault_at_s"], down_s=down_s)
+        return run_at_load(sc, name, servers, fault_at_s=load["fault_at_s"], down_s=down_s, workers=load["workers"])
     runners = {
         "worker_kill": lambda: run_worker_kill(sc),
         "rebalance": lambda: run_rebalance(sc),
@@ -148,6 +148,10 @@ def _load_cell(rows: list, key: str, digits: int = 1) -> str:
     return text if not missing else ("never" if missing == len(values) else f"{text}, {missing}x never")
 
 
+def _workers(n: int) -> str:
+    return "worker: " if n == 1 else f"{n} workers sharing them (the worker kill kills one), each: "
+
+
 def _starts(result: dict) -> str:
     beds, stagger = result["beds"], result.get("stagger_s") or 1.0
     if stagger <= 1.0:
@@ -176,7 +180,8 @@ def load_markdown(result: dict) -> str:
         f"chunks, each sent when its last sample is due; {_starts(result)} {result['windows']} "
         f"windows of 10 s every 5 s, {result['alert_events']} alert events expected. The fault comes "
         f"{result['fault_at_s']:g} s into the stream (Triton / Redis down {result['down_s']:g} s). 4 partitions; "
-        f"worker: {w['prep_workers']} preprocessing processes, batch {w['batch_size']} / {w['batch_timeout_s']:g} s, "
+        f"{_workers(w.get('workers', 1))}{w['prep_workers']} preprocessing processes, batch {w['batch_size']} / "
+        f"{w['batch_timeout_s']:g} s, "
         f"checkpoint every {w['checkpoint_interval_s']:g} s; session timeout 6 s. Kafka, Redis, Triton, the feed "
         "and the worker(s) share the machine.",
         "",
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     load.add_argument("--stagger-s", type=float, default=None,
                       help="spread the beds' starts over this many seconds (default: one chunk, a burst every 5 s)")
     load.add_argument("--batch-size", type=int, default=32, help="the worker's micro-batch (chunks)")
+    load.add_argument("--workers", type=int, default=1, help="worker processes sharing the partitions")
+    load.add_argument("--prep-workers", type=int, default=2, help="preprocessing processes per worker")
     args = parser.parse_args(argv)
     if args.real_time != (args.beds is not None):
         parser.error("--beds and --real-time go together (without them: 3 beds, as fast as possible)")
@@ -293,7 +300,7 @@ def run(args, argv, work: Path) -> dict:
     from hfrisk.stack.triton_server import TritonServer
     from hfrisk.stack.kafka import KafkaBroker
     from hfrisk.stack.redis_server import RedisServer
-    from hfrisk.testing import LOAD_WORKER_ENV, LOAD_WORKER_OPTIONS, Reference
+    from hfrisk.testing import LOAD_WORKER_ENV, Reference
 
     card = default_card()
     onnx_path = export_model(work, card)
@@ -304,7 +311,8 @@ def run(args, argv, work: Path) -> dict:
                               stagger_s=args.stagger_s)
         print(f"reference: {len(ref.expected)} windows, {len(ref.expected_events)} alert events, "
               f"{time.monotonic() - started:.0f} s", flush=True)
-        load = {"fault_at_s": args.fault_at_s, "batch_size": args.batch_size}
+        load = {"fault_at_s": args.fault_at_s, "batch_size": args.batch_size, "workers": args.workers,
+                "prep_workers": args.prep_workers}
     else:
         ref = Reference.build(card, session, beds=3, records=12, salt="faults")
         load = None
@@ -343,7 +351,7 @@ def run(args, argv, work: Path) -> dict:
         result |= {"beds": args.beds, "duration_s": args.duration_s, "fault_at_s": args.fault_at_s,
                    "down_s": args.down_s, "windows": len(ref.expected), "alert_events": len(ref.expected_events),
                    "stagger_s": args.stagger_s,
-                   "worker": {"prep_workers": int(LOAD_WORKER_OPTIONS["--prep-workers"]), "batch_size": args.batch_size,
+                   "worker": {"workers": args.workers, "prep_workers": args.prep_workers, "batch_size": args.batch_size,
                               "batch_timeout_s": float(LOAD_WORKER_ENV["HFRISK_STREAM__BATCH_TIMEOUT_S"]),
                               "checkpoint_interval_s": get_settings().stream.checkpoint_interval_s}}
         save(args.out, f"faults-at-load-{args.beds}", result, load_markdown(result))

@@ -112,6 +112,12 @@ class RedisSettings(BaseModel):
     # "aof" (append-only file, fsync every second), "rdb" (periodic snapshots) or "none".
     persistence: str = "aof"
     appendfsync: str = "everysec"
+    # Redis compacts the append-only file once it has grown by its size since the last compaction
+    # and is at least this big. The workers rewrite every patient's saved buffer (~0.2 MB) at each
+    # checkpoint, so at Redis's 64 MB the file was compacted every 2-3 s at 500 beds (a fork that
+    # rewrites the whole dataset each time: Redis 0.8 of a core, the stream 40 s behind;
+    # docs/reliability.md, "At load"). 1 GB: about once a minute there, for ~1 GB of disk.
+    aof_rewrite_min_size_mb: int = Field(default=1024, ge=1)
     # Sink (stream/sinks/redis_sink.py, docs/redis-keys.md). Trend: a day of windows at a 5-s hop.
     trend_max_points: int = 17_280
     quality_max_records: int = 2_880

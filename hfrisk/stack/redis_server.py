@@ -131,6 +131,7 @@ class RedisServer(ServerLauncher):
         if self.persistence not in PERSISTENCE_MODES:
             raise ValueError(f"persistence must be one of {PERSISTENCE_MODES}, not {self.persistence!r}")
         self.appendfsync = appendfsync or settings.appendfsync
+        self.aof_rewrite_min_size_mb = settings.aof_rewrite_min_size_mb
         if self.appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always, everysec or no, not {self.appendfsync!r}")
         self.maxmemory = maxmemory
@@ -191,6 +192,7 @@ class RedisServer(ServerLauncher):
                 "appendonly yes",
                 'appendfilename "appendonly.aof"',
                 f"appendfsync {self.appendfsync}",
+                f"auto-aof-rewrite-min-size {self.aof_rewrite_min_size_mb}mb",
                 'save ""',
             ]
         elif self.persistence == "rdb":

@@ -39,7 +39,14 @@ if TYPE_CHECKING:
         simulate_alerts,
         window_sequences,
     )
-    from hfrisk.testing.load import LOAD_FAULTS, LOAD_WORKER_ENV, LOAD_WORKER_OPTIONS, load_worker_env, run_at_load
+    from hfrisk.testing.load import (
+        LOAD_FAULTS,
+        LOAD_WORKER_ENV,
+        LOAD_WORKER_OPTIONS,
+        load_worker_env,
+        load_worker_options,
+        run_at_load,
+    )
     from hfrisk.testing.realtime import PacedFeed, percentiles, window_due_us, window_latencies_s
     from hfrisk.testing.recovery import RecoveryTimes, backlog_at, recovery_times
     from hfrisk.testing.scenario import FaultOutcome, StreamScenario
@@ -71,7 +78,8 @@ _MODULES = {
                               "run_redis_outage", "run_kafka_restart"],
     "hfrisk.testing.realtime": ["percentiles", "window_due_us", "window_latencies_s", "PacedFeed"],
     "hfrisk.testing.recovery": ["RecoveryTimes", "recovery_times", "backlog_at"],
-    "hfrisk.testing.load": ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker_env", "run_at_load"],
+    "hfrisk.testing.load": ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker_env",
+                            "load_worker_options", "run_at_load"],
 }
 # name -> module that defines it
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

@@ -22,7 +22,8 @@ from hfrisk.testing.recovery import recovery_times
 from hfrisk.testing.scenario import FaultOutcome, StreamScenario
 from hfrisk.testing.services import CHUNK_BYTES, WAIT_S, wait_until, window_records
 
-__all__ = ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker_env", "run_at_load"]
+__all__ = ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker_env", "load_worker_options",
+           "run_at_load"]
 
 LOAD_FAULTS = ("baseline", "worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", "kafka_kill")
 
@@ -31,6 +32,11 @@ LOAD_FAULTS = ("baseline", "worker_kill", "rebalance", "triton", "redis", "redis
 # timeout stays the fault scenarios' 6 s. A large ward runs batches of 128 (load_worker_env).
 LOAD_WORKER_OPTIONS = {"--prep-workers": "2"}
 LOAD_WORKER_ENV = {"HFRISK_STREAM__BATCH_SIZE": "32", "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.2"}
+
+
+def load_worker_options(prep_workers: int = 2) -> dict[str, str]:
+    """:data:`LOAD_WORKER_OPTIONS` with ``prep_workers`` preprocessing processes per worker."""
+    return LOAD_WORKER_OPTIONS | {"--prep-workers": str(prep_workers)}
 
 
 def load_worker_env(batch_size: int = 32) -> dict[str, str]:
@@ -117,14 +123,21 @@ def _wait_all_written(sc: StreamScenario, timeout_s: float) -> None:
 
 
 def run_at_load(sc: StreamScenario, fault: str, servers: dict, *, fault_at_s: float = 40.0,
-                down_s: float = 10.0, real_time_s: float = 1.0, span_s: float = 10.0) -> FaultOutcome:
+                down_s: float = 10.0, real_time_s: float = 1.0, span_s: float = 10.0, workers: int = 1) -> FaultOutcome:
     """Stream ``sc.ref`` in real time, inject ``fault`` (one of :data:`LOAD_FAULTS`) ``fault_at_s``
     into it; ``servers``: ``kafka``, ``redis``, ``triton`` (the one the fault is about is restarted).
-    ``out.load`` holds the real-time figures (seconds; see :class:`~hfrisk.testing.recovery.RecoveryTimes`)."""
+    ``workers``: worker processes sharing the partitions from the start ("a", "a2", ...; the worker
+    kill kills "a"). ``out.load`` holds the real-time figures (seconds; see
+    :class:`~hfrisk.testing.recovery.RecoveryTimes`)."""
     notes: list[str] = []
     feed = None
     try:
-        sc.start_worker("a")
+        for label in ["a", *(f"a{k}" for k in range(2, workers + 1))]:
+            sc.start_worker(label)
+        if workers > 1:  # the group settled, so that the stream does not start with a rebalance
+            wait_until("every worker to get partitions",
+                       lambda: all("Worker ready" in w.log_path.read_text(errors="replace") for w in sc.workers.values()),
+                       workers=sc.live_workers())
         feed = PacedFeed(sc.ref.chunks, sc.kafka.bootstrap_servers, sc.kafka.ecg_topic, CHUNK_BYTES)
         feed.start(lead_s=1.0)
         _sleep_until(feed.at(fault_at_s))

@@ -40,6 +40,21 @@ def test_set_get_on_a_loopback_server_with_aof(redis_server):
     assert config["appendonly"] == "yes"
     assert config["appendfsync"] == "everysec"
     assert config["dir"] == str(redis_server.data_dir)
+    # Compacted from 1 GB on, not Redis's 64 MB: checkpoints rewrite every patient's buffer.
+    assert config["auto-aof-rewrite-min-size"] == str(1024 * 2**20)
+
+
+def test_aof_compaction_threshold_comes_from_the_settings(monkeypatch, make_redis):
+    from hfrisk.core.config import get_settings
+
+    monkeypatch.setenv("HFRISK_REDIS__AOF_REWRITE_MIN_SIZE_MB", "256")
+    get_settings.cache_clear()
+    try:
+        server = make_redis(persistence="aof")
+    finally:
+        get_settings.cache_clear()
+    with server.client(decode_responses=True) as client:
+        assert client.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"] == str(256 * 2**20)
 
 
 def test_restart_keeps_data(redis_server):
