@@ -51,6 +51,7 @@ import platform
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +96,35 @@ def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def windows_done(port: int) -> float:
+def windows_done(port: int | Sequence[int]) -> float:
+    """Windows a worker (or, given several ports, a group of workers) has finished."""
     from hfrisk.testing import scrape_metrics
 
-    m = scrape_metrics(port)
-    return sum(m.get(f'hfrisk_windows_total{{outcome="{o}"}}', 0.0) for o in ("scored", "low_quality", "dead_letter"))
+    total = 0.0
+    for one in [port] if isinstance(port, int) else port:
+        m = scrape_metrics(one)
+        total += sum(m.get(f'hfrisk_windows_total{{outcome="{o}"}}', 0.0) for o in ("scored", "low_quality", "dead_letter"))
+    return total
+
+
+class WorkerGroup:
+    """Several ``hfrisk worker`` processes of one consumer group, standing in for one where the
+    real-time runs need a process: ``pid`` is the first's, ``running()`` whether all run."""
+
+    def __init__(self, procs: list):
+        self.procs = procs
+        self.name = "+".join(p.name for p in procs)
+        self.pid = procs[0].pid
+
+    def running(self) -> bool:
+        return all(p.running() for p in self.procs)
+
+    def tail_log(self, lines: int) -> str:
+        return "\n".join(p.tail_log(lines) for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
 
 
 def chunks_done(port: int) -> float:
@@ -209,10 +234,12 @@ class Stack:
         self.processes = []
 
     def pids(self, worker) -> dict[str, int | None]:
-        """The processes whose CPU the real-time runs report: the servers, the worker with its
-        preprocessing pool, and this process (the replay producer)."""
+        """The processes whose CPU the real-time runs report: the servers, the worker(s) with their
+        preprocessing pools, and this process (the replay producer)."""
+        procs = worker.procs if isinstance(worker, WorkerGroup) else [worker]
+        workers = {("worker + pool" if k == 0 else f"worker {k + 1} + pool"): p.pid for k, p in enumerate(procs)}
         return {"Kafka broker": self.kafka.pid, "Redis": self.redis.pid, "Triton": self.triton.pid,
-                "worker + pool": worker.pid, REPLAY: os.getpid()}
+                **workers, REPLAY: os.getpid()}
 
     def topics(self, name: str):
         from hfrisk.testing import stream_topics
@@ -238,9 +265,23 @@ class Stack:
         self.processes.append(proc)
         return proc.start(), port
 
-    def worker(self, name: str, kafka, prefix: str, *extra: str):
-        return self.start(name, ["-m", "hfrisk.stream.worker.command", "--app-id", name, "--prep-workers",
+    def worker(self, name: str, kafka, prefix: str, *extra: str, app_id: str | None = None):
+        return self.start(name, ["-m", "hfrisk.stream.worker.command", "--app-id", app_id or name, "--prep-workers",
                                  str(self.prep_workers), "--no-create-topics", *extra], self.env(kafka, prefix))
+
+    def workers(self, n: int, name: str, kafka, prefix: str):
+        """``n`` workers of one consumer group, once every one has its partitions: (group, ports)."""
+        if n == 1:
+            proc, port = self.worker(name, kafka, prefix)
+            return proc, port
+        started = [self.worker(f"{name}-{k + 1}", kafka, prefix, app_id=name) for k in range(n)]
+        group = WorkerGroup([proc for proc, _ in started])
+        deadline = time.monotonic() + 120
+        while not all("Worker ready" in p.log_path.read_text(errors="replace") for p in group.procs):
+            if time.monotonic() > deadline or not group.running():
+                raise RuntimeError(f"{group.name}: not all workers got partitions:\n{group.tail_log(20)}")
+            time.sleep(0.5)
+        return group, [port for _, port in started]
 
     def stop(self) -> None:
         for proc in self.processes:
@@ -438,6 +479,10 @@ def _cpu_lines(rows: list[dict], cpus: int) -> list[str]:
     return lines + [""]
 
 
+def _worker_count(n: int) -> str:
+    return "" if n == 1 else f" each, {n} worker processes sharing the partitions"
+
+
 def markdown(r: dict) -> str:
     o = r["offline"]
     lines = [
@@ -452,7 +497,7 @@ def markdown(r: dict) -> str:
         f"Model: {r['model']}. Worker: batch_size {r['worker']['batch_size']}, batch_timeout_s "
         f"{r['worker']['batch_timeout_s']}, one batch at a time, hop "
         f"{r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
-        f"process(es), checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
+        f"process(es){_worker_count(r['worker'].get('workers', 1))}, checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
         "Triton with one ONNX Runtime thread.",
         "",
         "## Throughput: beds replayed as fast as possible",
@@ -595,6 +640,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--realtime-stagger-s", type=float, nargs="+", default=[1.0, 5.0],
                         help="spread the beds' starts over these seconds, one real-time sweep each")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the partitions (real-time runs only when > 1)")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--only", type=lambda text: tuple(part.strip() for part in text.split(",")), default=SECTIONS,
                         help="comma-separated sections to run (throughput,realtime,overhead); the others are "
@@ -605,6 +652,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.workers > 1 and set(args.only) != {"realtime"}:
+        parser.error("--workers > 1 is for the real-time runs: add --only realtime")
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")
@@ -639,7 +688,7 @@ def run(args, argv, work: Path) -> dict:
         if "throughput" in sections or "realtime" in sections:
             kafka = stack.topics(f"scored-{uuid.uuid4().hex[:6]}")
             prefix = f"bench-{uuid.uuid4().hex[:6]}"
-            proc, port = stack.worker("worker-triton", kafka, prefix)
+            proc, port = stack.workers(args.workers, "worker-triton", kafka, prefix)
         for beds in args.beds if "throughput" in sections else []:
             row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
             row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
@@ -672,7 +721,7 @@ def run(args, argv, work: Path) -> dict:
         "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
         "partitions": args.partitions,
         "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
-                   "prep_workers": args.prep_workers,
+                   "prep_workers": args.prep_workers, "workers": args.workers,
                    "checkpoint_interval_s": stream.checkpoint_interval_s},
         "sections_run": sections,
         "goals": {"stream_efficiency": EFFICIENCY_GOAL, "infrastructure_overhead": OVERHEAD_GOAL},
