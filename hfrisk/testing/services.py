@@ -179,17 +179,28 @@ def redis_view(client, prefix: str, patients) -> tuple[dict, set]:
         for raw in client.zrange(keys_of.quality(pid), 0, -1):
             record = json.loads(raw)
             members[(pid, record["window_id"])].append(("quality", record["log_risk"]))
-        for key in client.scan_iter(match=keys_of.window(pid, "*"), count=1000):
-            keys.add((pid, key.decode().rsplit(":", 1)[1]))
+    for pid, window_keys in _window_keys(client, prefix, patients).items():
+        keys.update((pid, key.decode().rsplit(":", 1)[1]) for key in window_keys)
     return members, keys
+
+
+def _window_keys(client, prefix: str, patients) -> dict[str, list[bytes]]:
+    """The idempotency keys of ``patients``, by patient: one SCAN of the prefix's window keys (a
+    SCAN per patient reads the whole keyspace each time: minutes of Redis at 500 beds)."""
+    wanted = set(patients)
+    head = RedisKeys(prefix).window("", "")[:-1].encode()  # "{prefix}:window:"
+    out: dict[str, list[bytes]] = {pid: [] for pid in wanted}
+    for key in client.scan_iter(match=RedisKeys(prefix).window("*", "*"), count=5000):
+        pid = key[len(head):].rsplit(b":", 1)[0].decode()
+        if key.startswith(head) and pid in wanted:
+            out[pid].append(key)
+    return out
 
 
 def window_records(client, prefix: str, patients) -> list[dict]:
     """Every idempotency record (``RedisKeys.window``) of ``patients``, with its ``patient_id``."""
-    keys_of = RedisKeys(prefix)
     out = []
-    for pid in patients:
-        keys = list(client.scan_iter(match=keys_of.window(pid, "*"), count=1000))
+    for pid, keys in _window_keys(client, prefix, patients).items():
         for raw in client.mget(keys) if keys else []:
             if raw is not None:  # expired between the scan and the read
                 out.append(json.loads(raw) | {"patient_id": pid})
