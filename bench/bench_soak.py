@@ -1,17 +1,19 @@
 """A long run at load: N beds streaming in real time for an hour, memory, lag and latency over time.
 
     .venv/bin/python -m bench.bench_soak [--beds 500] [--duration-s 3600] [--stagger-s 5]
-        [--batch-size 128] [--sample-s 10] [--out docs/bench]
+        [--batch-size 128] [--workers 2] [--prep-workers 1] [--sample-s 10] [--out docs/bench]
 
-Starts Kafka, Redis and Triton on loopback and one ``hfrisk worker`` as bench_stream does (two
-preprocessing processes; micro-batches of ``--batch-size``), then replays ``--beds`` beds of the
+Starts Kafka, Redis and Triton on loopback and ``--workers`` ``hfrisk worker`` processes of one
+consumer group as bench_stream does (``--prep-workers`` preprocessing processes each; micro-batches
+of ``--batch-size``: two workers of one process each are what carried 500 beds on the 2-core
+development machine, docs/bench/stream-tuning.md), then replays ``--beds`` beds of the
 PTB-XL 500 Hz test records (looped) in real time for ``--duration-s``, their starts spread over
 ``--stagger-s``. Every ``--sample-s`` it records:
 
 * resident memory: the worker with its preprocessing processes, the Kafka broker (the JVM), and
   Redis (its RSS and ``used_memory``: Redis keeps every window's result for ``redis.window_ttl_s``,
   so its data grows with the run by design);
-* the worker's consumer lag (``hfrisk_consumer_lag``, summed over partitions);
+* the workers' consumer lag (``hfrisk_consumer_lag``, summed over partitions);
 * the windows written in the sample and their acquisition -> Redis latency from the worker's
   ``hfrisk_end_to_end_latency_seconds`` histogram (p95 as the upper bound of the bucket it falls in,
   and the share written within 1 s, exact at that bucket edge).
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_stream import RECORDS_DIR, Stack, windows_done
+from bench.bench_stream import RECORDS_DIR, Stack, WorkerGroup, windows_done
 from bench.process_cpu import tree_rss_mb
 from bench.record import command_line, load_average, machine, save, work_dir
 
@@ -66,9 +68,10 @@ def interval_latency(before: list[tuple[float, float]], after: list[tuple[float,
 class Sampler(threading.Thread):
     """Every ``every_s``: memory, lag and the latency of the windows written since the last sample."""
 
-    def __init__(self, stack: Stack, worker, port: int, every_s: float):
+    def __init__(self, stack: Stack, worker, ports: list[int], every_s: float):
         super().__init__(daemon=True)
-        self.stack, self.worker, self.port, self.every_s = stack, worker, port, every_s
+        self.stack, self.ports, self.every_s = stack, ports, every_s
+        self.workers = worker.procs if isinstance(worker, WorkerGroup) else [worker]
         self.samples: list[dict] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -81,16 +84,24 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         from hfrisk.testing import scrape_metrics
 
+        def scrape() -> dict[str, float]:
+            # The workers' counters summed, name by name (histogram buckets and lag included).
+            total: dict[str, float] = {}
+            for port in self.ports:
+                for key, value in scrape_metrics(port).items():
+                    total[key] = total.get(key, 0.0) + value
+            return total
+
         started = time.monotonic()
-        last = histogram(scrape_metrics(self.port), E2E)
+        last = histogram(scrape(), E2E)
         while not self._stop.wait(self.every_s):
             try:
-                metrics = scrape_metrics(self.port)
+                metrics = scrape()
                 now = histogram(metrics, E2E)
                 info = self._redis.info("memory")
                 self.samples.append({
                     "t_s": round(time.monotonic() - started, 1),
-                    "worker_rss_mb": round(tree_rss_mb(self.worker.pid), 1),
+                    "worker_rss_mb": round(sum(tree_rss_mb(p.pid) for p in self.workers), 1),
                     "kafka_rss_mb": round(tree_rss_mb(self.stack.kafka.pid), 1),
                     "redis_rss_mb": round(tree_rss_mb(self.stack.redis.pid, children=False), 1),
                     "redis_used_mb": round(info["used_memory"] / 2**20, 1),
@@ -168,7 +179,8 @@ def markdown(r: dict) -> str:
         f"When: {r['when']}; machine: {r['machine']['cpus']} CPUs, load average {r['machine']['load_before']} "
         f"before, {r['machine']['load_after']} after.  ",
         f"Stream: {r['beds']} beds of PTB-XL 500 Hz recordings (looped) as 1-s chunks in real time, their starts "
-        f"spread over {r['stagger_s']:g} s; one worker ({r['worker']['prep_workers']} preprocessing processes, "
+        f"spread over {r['stagger_s']:g} s; {r['worker'].get('workers', 1)} worker process(es) sharing the partitions "
+        f"(each {r['worker']['prep_workers']} preprocessing process(es), "
         f"batch {r['worker']['batch_size']} / {r['worker']['batch_timeout_s']:g} s, checkpoint every "
         f"{r['worker']['checkpoint_interval_s']:g} s), {r['partitions']} partitions; Kafka, Redis, Triton, the "
         f"replay and the worker on the same machine. A sample every {r['sample_s']:g} s.",
@@ -209,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--duration-s", type=float, default=3600.0)
     parser.add_argument("--stagger-s", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--prep-workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes sharing the partitions")
+    parser.add_argument("--prep-workers", type=int, default=1, help="preprocessing processes per worker")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
@@ -232,9 +245,10 @@ def run(args, argv, work: Path) -> dict:
     try:
         kafka = stack.topics(f"soak-{uuid.uuid4().hex[:6]}")
         prefix = f"soak-{uuid.uuid4().hex[:6]}"
-        proc, port = stack.worker("worker-soak", kafka, prefix)
+        proc, port = stack.workers(args.workers, "worker-soak", kafka, prefix)
+        ports = [port] if isinstance(port, int) else port
         expected = args.beds * (int((args.duration_s - card.window.window_s) // 5.0) + 1)
-        sampler = Sampler(stack, proc, port, args.sample_s)
+        sampler = Sampler(stack, proc, ports, args.sample_s)
         sampler.start()
         print(f"soak: {args.beds} beds for {args.duration_s:g} s, {expected} windows expected", flush=True)
         stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=args.beds, realtime=True,
@@ -260,7 +274,7 @@ def run(args, argv, work: Path) -> dict:
         "machine": machine(load_before),
         "beds": args.beds, "duration_s": args.duration_s, "stagger_s": args.stagger_s, "sample_s": args.sample_s,
         "partitions": args.partitions,
-        "worker": {"prep_workers": args.prep_workers, "batch_size": stream.batch_size,
+        "worker": {"workers": args.workers, "prep_workers": args.prep_workers, "batch_size": stream.batch_size,
                    "batch_timeout_s": stream.batch_timeout_s, "checkpoint_interval_s": stream.checkpoint_interval_s},
         "replay": {"chunks": stats.chunks, "max_lag_s": round(stats.max_lag_s, 3)},
         "windows_expected": expected, "windows_done": done, "windows_in_redis": in_redis,
