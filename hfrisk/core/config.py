@@ -114,9 +114,10 @@ class RedisSettings(BaseModel):
     appendfsync: str = "everysec"
     # Redis compacts the append-only file once it has grown by its size since the last compaction
     # and is at least this big. The workers rewrite every patient's saved buffer (~0.2 MB) at each
-    # checkpoint, so at Redis's 64 MB the file was compacted every 2-3 s at 500 beds (a fork that
-    # rewrites the whole dataset each time: Redis 0.8 of a core, the stream 40 s behind;
-    # docs/reliability.md, "At load"). 1 GB: about once a minute there, for ~1 GB of disk.
+    # checkpoint: ~17-20 MB/s at 500 beds with 5-s checkpoints, so at Redis's 64 MB the file would
+    # be compacted every few seconds, each time a fork rewriting the whole dataset (seen: 185
+    # compactions in 7 min when a bench ran 0.5-s checkpoints). 1 GB: about once a minute at 500
+    # beds (9 in 13 min), for ~1-2 GB of disk. docs/stream-worker.md, "Saved buffers".
     aof_rewrite_min_size_mb: int = Field(default=1024, ge=1)
     # Sink (stream/sinks/redis_sink.py, docs/redis-keys.md). Trend: a day of windows at a 5-s hop.
     trend_max_points: int = 17_280
