@@ -74,11 +74,11 @@ class Sampler(threading.Thread):
         self.workers = worker.procs if isinstance(worker, WorkerGroup) else [worker]
         self.samples: list[dict] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._redis = stack.redis.client()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def run(self) -> None:
@@ -94,7 +94,7 @@ class Sampler(threading.Thread):
 
         started = time.monotonic()
         last = histogram(scrape(), E2E)
-        while not self._stop.wait(self.every_s):
+        while not self._halt.wait(self.every_s):
             try:
                 metrics = scrape()
                 now = histogram(metrics, E2E)
@@ -253,7 +253,7 @@ def run(args, argv, work: Path) -> dict:
         print(f"soak: {args.beds} beds for {args.duration_s:g} s, {expected} windows expected", flush=True)
         stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=args.beds, realtime=True,
                        duration_s=args.duration_s, loop=True, salt=f"soak-{uuid.uuid4().hex[:6]}",
-                       progress=True, stagger_s=args.stagger_s)
+                       progress=False, stagger_s=args.stagger_s)
         replay_end = time.monotonic()
         deadline = replay_end + 300
         while windows_done(port) < expected and time.monotonic() < deadline:
