@@ -211,6 +211,9 @@ def load_markdown(result: dict) -> str:
             f"| {sum(r['redelivered'] for r in rows)} | {sum(r['dead_letters'] for r in rows)} "
             f"| {_load_cell(rows, 'feed_max_lag_s', 2)} |"
         )
+    if result.get("unfinished"):
+        lines += ["", "Runs that did not finish (no row above; the servers were kept for the next run):", ""]
+        lines += [f"- {r['fault']}: {r['error']}; load average after {r['load_average']}" for r in result["unfinished"]]
     lines += ["", "Per run: what was done, the latency over the whole run, the notes.", ""]
     for name, rows in result["faults"].items():
         for i, r in enumerate(rows, 1):
@@ -325,9 +328,19 @@ def run(args, argv, work: Path) -> dict:
         servers["redis"] = RedisServer(work / "redis", persistence="aof").start()
         servers["triton"] = TritonServer(repo, "hfrisk", work_dir=work / "triton").start()
         faults: dict[str, list[dict]] = {}
+        unfinished: list[dict] = []
         plan = [(name, i) for name in args.faults for i in range(args.repeats)]
         for name, _ in tqdm(plan, desc="faults", unit="run"):
-            out = run_fault(name, ref, servers, work, args.down_s, load)
+            try:
+                out = run_fault(name, ref, servers, work, args.down_s, load)
+            except Exception as exc:
+                if load is None:
+                    raise
+                # At load a run can fail to drain in time; the runs before and after it still count.
+                unfinished.append({"fault": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                                   "load_average": load_average()})
+                print(unfinished[-1], flush=True)
+                continue
             row = out.row() | {"load_average": load_average()}
             if not (out.exactly_once and out.alerts_consistent):
                 row["notes"].append("**CHECK FAILED**: see the counts")
@@ -344,6 +357,7 @@ def run(args, argv, work: Path) -> dict:
         "machine": machine(load_before),
         "repeats": args.repeats,
         "faults": faults,
+        "unfinished": unfinished,
     }
     if args.real_time:
         from hfrisk.core.config import get_settings

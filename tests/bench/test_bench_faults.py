@@ -65,3 +65,13 @@ def test_load_report_states_the_starts_and_worker_settings_it_ran_with():
     # A page of a run from before the settings were recorded says what ran then.
     old = bench_faults.load_markdown(result(rows, **common))
     assert "all beds' windows fall due within one second" in old and "batch 32 / 0.2 s, checkpoint every 2 s" in old
+
+
+def test_load_report_lists_the_runs_that_did_not_finish():
+    r = result({"baseline": [row("baseline", back_s=0.0, after_p95_s=0.6)]}, beds=500, duration_s=150.0,
+               fault_at_s=40.0, down_s=10.0, windows=14500, alert_events=9,
+               unfinished=[{"fault": "kafka_kill", "error": "AssertionError: timed out after 150 s waiting",
+                            "load_average": [4.0, 4.0, 4.0]}])
+    text = bench_faults.load_markdown(r)
+    assert "Runs that did not finish" in text and "- kafka_kill: AssertionError: timed out after 150 s" in text
+    assert not [line for line in text.splitlines() if line.startswith("| kafka_kill |")]
