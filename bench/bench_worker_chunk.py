@@ -11,7 +11,7 @@ as the Faust agent and the checkpoint task call them, on realistic messages:
   500 Hz int16 records of tests/data, looped): ``--beds`` patients, 1-s chunks, in the feed's
   interleaved order, encoded with ``encode_chunk`` once by this process and given to every run;
 * micro-batches of ``stream.batch_size`` (32) chunks; 10-s windows every ``stream.hop_s`` (5 s);
-  pseudonymisation on; a checkpoint every ``stream.checkpoint_interval_s`` (2 s) *of signal
+  pseudonymisation on; a checkpoint every ``stream.checkpoint_interval_s`` (``--checkpoint-s``) *of signal
   time*, as a worker keeping up in real time checkpoints (every patient's buffer changed);
 * a real Redis server on loopback (``hfrisk.stack.RedisServer``, no persistence) behind the real
   sink, alert policy and buffer store; the publisher keeps the records without sending them
@@ -68,7 +68,7 @@ STEPS = {
     "windowing/buffer": "counts -> mV, sequence and grid checks, held signal (PatientBuffer.feed)",
     "assembling windows": "cutting 10-s windows, ECG + Window objects",
     "restore": "first sight of a patient: saved buffer from Redis",
-    "score glue": "score_windows around the no-op prepare/model: stacking inputs, rows",
+    "score glue": "score_windows (score_parts since 2026-12-05) around the no-op prepare/model: stacking inputs, rows",
     "records": "WindowResult, score records (JSON), outbound messages",
     "alert policy": "hysteresis per scored window",
     "Redis encoding": "hash fields, members, idempotency record",
@@ -133,6 +133,26 @@ class StepClock:
 
     def wrap(self, step: str, fn):
         clock = self
+        if inspect.isasyncgenfunction(fn):
+            # Each step of the generator (up to its next yield) is one call of the step.
+            @functools.wraps(fn)
+            async def agenwrapper(*args, **kwargs):
+                gen = fn(*args, **kwargs)
+                try:
+                    while True:
+                        stack = clock._stack()
+                        stack.append(0.0)
+                        t0 = time.thread_time()
+                        try:
+                            item = await gen.__anext__()
+                        except StopAsyncIteration:
+                            return
+                        finally:
+                            clock._close(step, t0, stack)
+                        yield item
+                finally:
+                    await gen.aclose()
+            return agenwrapper
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def awrapper(*args, **kwargs):
@@ -183,6 +203,7 @@ def instrument(clock: StepClock) -> list[str]:
         ("hfrisk.stream.windowing.buffer", "PatientBuffer", "_emit_ready", "assembling windows"),
         ("hfrisk.stream.worker.pipeline", "StreamWorker", "_restore", "restore"),
         ("hfrisk.stream.worker.pipeline", None, "score_windows", "score glue"),
+        ("hfrisk.stream.worker.pipeline", None, "score_parts", "score glue"),
         ("hfrisk.stream.sinks.records", "WindowResult", "from_scoring", "records"),
         ("hfrisk.stream.worker.pipeline", None, "outbound_messages", "records"),
         ("hfrisk.stream.alerts.policy", "AlertPolicy", "observe", "alert policy"),
@@ -492,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-s", type=float, default=15.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--checkpoint-s", type=float, default=None,
-                        help="stream.checkpoint_interval_s for both runs (default: the setting, 2 s)")
+                        help="stream.checkpoint_interval_s for both runs (default: each tree's own setting: 5 s since 2026-12-05, 2 s before; give it to compare like with like)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
