@@ -274,13 +274,12 @@ class Stack:
         if n == 1:
             proc, port = self.worker(name, kafka, prefix)
             return proc, port
+        from hfrisk.testing import wait_until, worker_ready
+
         started = [self.worker(f"{name}-{k + 1}", kafka, prefix, app_id=name) for k in range(n)]
         group = WorkerGroup([proc for proc, _ in started])
-        deadline = time.monotonic() + 120
-        while not all("Worker ready" in p.log_path.read_text(errors="replace") for p in group.procs):
-            if time.monotonic() > deadline or not group.running():
-                raise RuntimeError(f"{group.name}: not all workers got partitions:\n{group.tail_log(20)}")
-            time.sleep(0.5)
+        wait_until(f"{group.name} to get partitions", lambda: all(worker_ready(p) for p in group.procs),
+                   timeout_s=120, workers=group.procs)
         return group, [port for _, port in started]
 
     def stop(self) -> None:

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
         worker_env,
         window_records,
         scrape_metrics,
+        worker_ready,
     )
 
 _MODULES = {
@@ -72,7 +73,8 @@ _MODULES = {
                                  "simulate_alerts", "window_sequences"],
     "hfrisk.testing.services": ["WAIT_S", "CHUNK_BYTES", "WORKER_OPTIONS", "wait_until", "consume_all",
                                 "start_worker", "topic_env", "services_env", "served_card", "worker_env",
-                                "stream_topics", "redis_view", "window_records", "scrape_metrics"],
+                                "stream_topics", "redis_view", "window_records", "scrape_metrics",
+                                "worker_ready"],
     "hfrisk.testing.scenario": ["FaultOutcome", "StreamScenario"],
     "hfrisk.testing.faults": ["CUT_S", "finish", "run_worker_kill", "run_rebalance", "run_triton_outage",
                               "run_redis_outage", "run_kafka_restart"],

@@ -10,7 +10,7 @@ import json
 import time
 
 from hfrisk.testing.scenario import FaultOutcome, StreamScenario
-from hfrisk.testing.services import consume_all, wait_until
+from hfrisk.testing.services import consume_all, wait_until, worker_ready
 
 __all__ = ["CUT_S", "finish", "run_worker_kill", "run_rebalance", "run_triton_outage", "run_redis_outage",
            "run_kafka_restart"]
@@ -98,7 +98,7 @@ def run_rebalance(sc: StreamScenario, join_at_s: int = 15, leave_at_s: int = 28)
         sc.wait_written(sc.ref.windows_before(join_at_s), "the windows before the join")
         t_join = time.monotonic()
         b = sc.start_worker("b")
-        wait_until("worker b to get partitions", lambda: "Worker ready" in b.log_path.read_text(errors="replace"),
+        wait_until("worker b to get partitions", lambda: worker_ready(b),
                    workers=[a, b])
         notes.append(f"join: {time.monotonic() - t_join:.1f} s from start to partitions assigned")
         sc.produce(sc.ref.chunks_between(join_at_s, leave_at_s))

@@ -20,7 +20,7 @@ from hfrisk.testing.faults import finish
 from hfrisk.testing.realtime import PacedFeed, percentiles, window_due_us
 from hfrisk.testing.recovery import recovery_times
 from hfrisk.testing.scenario import FaultOutcome, StreamScenario
-from hfrisk.testing.services import CHUNK_BYTES, WAIT_S, wait_until, window_records
+from hfrisk.testing.services import CHUNK_BYTES, WAIT_S, wait_until, window_records, worker_ready
 
 __all__ = ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker_env", "load_worker_options",
            "run_at_load"]
@@ -67,7 +67,7 @@ def _worker_kill(sc, servers, feed, notes, down_s):
 def _rebalance(sc, servers, feed, notes, down_s, hold_s: float = 13.0):
     t0 = time.monotonic()
     b = sc.start_worker("b")
-    wait_until("worker b to get partitions", lambda: "Worker ready" in b.log_path.read_text(errors="replace"),
+    wait_until("worker b to get partitions", lambda: worker_ready(b),
                workers=sc.live_workers())
     notes.append(f"join: {time.monotonic() - t0:.1f} s from start to partitions assigned")
     _sleep_until(t0 + hold_s)
@@ -142,7 +142,7 @@ def run_at_load(sc: StreamScenario, fault: str, servers: dict, *, fault_at_s: fl
             sc.start_worker(label)
         if workers > 1:  # the group settled, so that the stream does not start with a rebalance
             wait_until("every worker to get partitions",
-                       lambda: all("Worker ready" in w.log_path.read_text(errors="replace") for w in sc.workers.values()),
+                       lambda: all(worker_ready(w) for w in sc.workers.values()),
                        workers=sc.live_workers())
         feed = PacedFeed(sc.ref.chunks, sc.kafka.bootstrap_servers, sc.kafka.ecg_topic, CHUNK_BYTES)
         feed.start(lead_s=1.0)

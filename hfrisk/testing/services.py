@@ -43,10 +43,17 @@ __all__ = [
     "redis_view",
     "window_records",
     "scrape_metrics",
+    "worker_ready",
 ]
 
 WAIT_S = 90.0
 CHUNK_BYTES = 4 << 20
+
+
+def worker_ready(proc) -> bool:
+    """Whether a worker process (a ``ManagedProcess``) has its partitions: Faust logs "Worker
+    ready" once the group has assigned them."""
+    return "Worker ready" in proc.log_path.read_text(errors="replace")
 
 
 def wait_until(what: str, check, timeout_s: float = WAIT_S, workers=(), interval_s: float = 0.25) -> None:
@@ -187,12 +194,12 @@ def redis_view(client, prefix: str, patients) -> tuple[dict, set]:
 def _window_keys(client, prefix: str, patients) -> dict[str, list[bytes]]:
     """The idempotency keys of ``patients``, by patient: one SCAN of the prefix's window keys (a
     SCAN per patient reads the whole keyspace each time: minutes of Redis at 500 beds)."""
-    wanted = set(patients)
-    head = RedisKeys(prefix).window("", "")[:-1].encode()  # "{prefix}:window:"
-    out: dict[str, list[bytes]] = {pid: [] for pid in wanted}
-    for key in client.scan_iter(match=RedisKeys(prefix).window("*", "*"), count=5000):
-        pid = key[len(head):].rsplit(b":", 1)[0].decode()
-        if key.startswith(head) and pid in wanted:
+    keys_of = RedisKeys(prefix)
+    head = keys_of.window("", "")[:-1].encode()  # "{prefix}:window:"
+    out: dict[str, list[bytes]] = {pid: [] for pid in patients}
+    for key in client.scan_iter(match=keys_of.window("*", "*"), count=5000):
+        pid = key[len(head):].rsplit(b":", 1)[0].decode() if key.startswith(head) else None
+        if pid in out:
             out[pid].append(key)
     return out
 
