@@ -95,7 +95,11 @@ class _EchoServer(ServerLauncher):
     def _command(self) -> list[str]:
         if self.crash:
             return [sys.executable, "-c", "import sys; print('no config here'); sys.exit(3)"]
-        serve = f"import socketserver as s; s.TCPServer(('127.0.0.1', {self.port}), s.BaseRequestHandler).serve_forever()"
+        # SO_REUSEADDR, as Redis, Kafka and Triton set it: the server closes the readiness probes'
+        # connections, which leaves them in TIME_WAIT on its port, and without it a restart on the
+        # same port fails with "Address already in use" (seen in CI).
+        serve = ("import socketserver as s; s.TCPServer.allow_reuse_address = True; "
+                 f"s.TCPServer(('127.0.0.1', {self.port}), s.BaseRequestHandler).serve_forever()")
         return [sys.executable, "-c", serve]
 
     def _ready(self) -> bool:
