@@ -201,14 +201,15 @@ def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
 
 def _config(encoder: str, epochs: Optional[int], batch_size: int, lr: float, alpha: float, lead_mask_prob: float,
             seed: int, device: str, patience: Optional[int], monitor: str = "val_c", head_init: str = "random",
-            lr_grid: Optional[str] = None):
+            lr_grid: Optional[str] = None, freeze_encoder: bool = False):
     from hfrisk.training.finetune.config import FinetuneConfig
 
     grid = tuple(float(v) for v in lr_grid.split(",") if v.strip()) if lr_grid else ()
     return FinetuneConfig(encoder=_check_choice(encoder, _ENCODERS, "encoder"), epochs=epochs, batch_size=batch_size,
                           lr=lr, alpha=alpha, lead_mask_prob=lead_mask_prob, seed=seed, device=device,
                           patience=patience, monitor=_check_choice(monitor, _MONITORS, "monitor"),
-                          head_init=_check_choice(head_init, _HEAD_INITS, "head-init"), lr_grid=grid)
+                          head_init=_check_choice(head_init, _HEAD_INITS, "head-init"), lr_grid=grid,
+                          freeze_encoder=freeze_encoder)
 
 
 def _load(cohort: Path, records_root: Optional[Path], time_unit: str):
@@ -245,6 +246,8 @@ HeadInitOpt = Annotated[str, typer.Option(help="Risk head start: random (the pap
                                           "frozen embedding, chosen on validation; epoch 0 is then a candidate).")]
 LrGridOpt = Annotated[Optional[str], typer.Option(help="Comma-separated learning rates, one fine-tuning each; the best by "
                                                   "--monitor is kept (overrides --lr).")]
+FreezeOpt = Annotated[bool, typer.Option("--freeze-encoder", help="Train only the risk head (and the decoder) on a "
+                                          "fixed encoder, in eval mode: the frozen-encoder method.")]
 CacheOpt = Annotated[Optional[Path], typer.Option(help="Folder for cached model inputs.")]
 
 
@@ -267,6 +270,7 @@ def finetune_command(
     monitor: MonitorOpt = "val_c",
     head_init: HeadInitOpt = "random",
     lr_grid: LrGridOpt = None,
+    freeze_encoder: FreezeOpt = False,
     cache_dir: CacheOpt = None,
 ) -> None:
     """Fine-tune for HF risk on a cohort; keeps the epoch with the best validation C-index (or --monitor)."""
@@ -275,7 +279,7 @@ def finetune_command(
     data = _load(cohort, records_root, time_unit)
     fit_index, val_index = data.inner_split(val_frac, seed)
     config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, seed, device, patience, monitor, head_init,
-                     lr_grid)
+                     lr_grid, freeze_encoder)
     result = finetune(config, data.subset(fit_index), data.subset(val_index), out, init, cache_dir=cache_dir,
                       progress=True)
     typer.echo(f"best epoch {result.best_epoch}: validation Harrell C {result.best_val_c:.4f}; "
@@ -309,6 +313,7 @@ def evaluate_command(
     monitor: MonitorOpt = "val_c",
     head_init: HeadInitOpt = "random",
     lr_grid: LrGridOpt = None,
+    freeze_encoder: FreezeOpt = False,
     n_boot: Annotated[Optional[int], typer.Option(min=0, help="Bootstrap resamples per test fold for metric intervals; default 0 "
                                                   "(--format music: over patients, default 1000).")] = None,
     cache_dir: CacheOpt = None,
@@ -345,7 +350,7 @@ def evaluate_command(
     methods = []
     if method in ("finetune", "both"):
         config = _config(encoder, epochs, batch_size, lr, alpha, lead_mask_prob, 42, device, patience, monitor,
-                         head_init, lr_grid)
+                         head_init, lr_grid, freeze_encoder)
         inputs = FinetuneData.from_cohort(whole, cache_dir=cache_dir)  # preprocessed once for all runs
         methods.append(finetune_method(config, init, inputs=inputs, cohort=whole))
     if method in ("cox", "both"):

@@ -109,6 +109,22 @@ def test_xresnet_encoder_trains(tmp_path):
     assert result.net.encoder_name == "xresnet1d101" and len(result.history) == 1
 
 
+def test_a_frozen_encoder_keeps_its_weights_and_statistics_while_the_head_learns(tmp_path):
+    train, val = _easy_data(48, 5), _easy_data(24, 6)
+    config = FinetuneConfig(epochs=3, batch_size=24, lr=1e-3, freeze_encoder=True)
+    torch.manual_seed(config.seed)  # the start the loop builds from scratch
+    start = HFRiskNet.from_card(default_card(), encoder=config.encoder)
+    result = finetune_tensors(config, train, val, tmp_path)
+    before, after = start.state_dict(), result.net.state_dict()
+    encoder = [k for k in before if k.startswith("encoder.")]
+    # The BatchNorm running statistics too: in train mode they would follow the training batches.
+    assert any("running_mean" in k for k in encoder)
+    for k in encoder:
+        torch.testing.assert_close(after[k].cpu(), before[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(after[k].cpu(), before[k]) for k in before if k.startswith("risk_head."))
+    assert finetune_method(config).name == "finetune_dual_attention_scratch_frozen"
+
+
 def test_finetune_method_plugs_into_the_protocol(tmp_path):
     data = _easy_data(48, 4)
     from hfrisk.training.data.cohort import Cohort

@@ -181,6 +181,10 @@ def _finetune_once(
         epoch_iter = tqdm(epoch_iter, desc="fine-tune", unit="epoch")
     for epoch in epoch_iter:
         net.train()
+        if config.freeze_encoder:
+            # Frozen means the features too: in train mode its BatchNorm statistics would drift and
+            # its dropout would perturb the embedding the head (and its ridge start) reads.
+            net.encoder.eval()
         sampler.set_epoch(epoch)
         # Summed on the device and read once per epoch: no host sync per batch.
         sums = torch.zeros(3, device=device, dtype=torch.float64)

@@ -80,6 +80,6 @@ def finetune_method(
             info={**result.summary(), "val_harrell_c": result.best_val_c},
         )
 
-    suffix = "_ridge_head" if config.head_init == "ridge_cox" else ""
+    suffix = ("_frozen" if config.freeze_encoder else "") + ("_ridge_head" if config.head_init == "ridge_cox" else "")
     method.name = f"finetune_{config.encoder}_{'pretrained' if init else 'scratch'}{suffix}"  # type: ignore[attr-defined]
     return method
