@@ -59,12 +59,23 @@ LABELS = {
                                         "a cohort record, patient or text)",
     "finetune_dual_attention_scratch_ridge_head": "dual-attention fine-tuned from scratch, head started from ridge Cox "
                                                   "(≤ 20 epochs, patience 5 on validation Cox loss)",
+    # The pretrained network rows start from the leak-free encoder: the floors' pretrained encoder saw
+    # the test folds' records and texts.
+    "finetune_dual_attention_pretrained_ridge_head": "dual-attention fine-tuned from the leak-free pretrained encoder, "
+                                                     "head started from ridge Cox (same budget)",
+    "finetune_dual_attention_pretrained_frozen_ridge_head": "dual-attention, leak-free pretrained encoder frozen, head "
+                                                            "started from ridge Cox and trained (same budget)",
+    "finetune_xresnet1d101_scratch_ridge_head": "xresnet1d101 fine-tuned from scratch, head started from ridge Cox "
+                                                "(same budget)",
 }
 SHORT = {"oracle_true_hazard": "oracle", "cox_age_sex": "age + sex", "cox_measurements": "Cox measurements",
          "cox_measurements_age_sex": "Cox measurements + age + sex", "ridge_cox_beat_pcs": "beat PCs",
          "ridge_cox_random_embedding_pcs": "random embedding", "ridge_cox_pretrained_embedding_pcs": "pretrained embedding",
          "ridge_cox_leakfree_embedding_pcs": "leak-free pretrained",
-         "finetune_dual_attention_scratch_ridge_head": "fine-tuned network"}
+         "finetune_dual_attention_scratch_ridge_head": "dual attention from scratch",
+         "finetune_dual_attention_pretrained_ridge_head": "dual attention pretrained",
+         "finetune_dual_attention_pretrained_frozen_ridge_head": "dual attention frozen",
+         "finetune_xresnet1d101_scratch_ridge_head": "xresnet1d101"}
 # The paired differences the report shows (A − B); every pair is in the JSON.
 KEY_PAIRS = (
     ("oracle_true_hazard", "cox_age_sex"),
@@ -79,6 +90,12 @@ KEY_PAIRS = (
     ("finetune_dual_attention_scratch_ridge_head", "ridge_cox_random_embedding_pcs"),
     ("finetune_dual_attention_scratch_ridge_head", "ridge_cox_beat_pcs"),
     ("finetune_dual_attention_scratch_ridge_head", "cox_measurements"),
+    ("finetune_dual_attention_pretrained_ridge_head", "finetune_dual_attention_scratch_ridge_head"),
+    ("finetune_dual_attention_pretrained_ridge_head", "ridge_cox_leakfree_embedding_pcs"),
+    ("finetune_dual_attention_pretrained_frozen_ridge_head", "ridge_cox_leakfree_embedding_pcs"),
+    ("finetune_dual_attention_pretrained_ridge_head", "finetune_dual_attention_pretrained_frozen_ridge_head"),
+    ("finetune_xresnet1d101_scratch_ridge_head", "finetune_dual_attention_scratch_ridge_head"),
+    ("finetune_xresnet1d101_scratch_ridge_head", "ridge_cox_beat_pcs"),
 )
 BEGIN, END = "<!-- bench_floors:begin -->", "<!-- bench_floors:end -->"
 

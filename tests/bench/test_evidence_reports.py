@@ -46,7 +46,7 @@ def test_floors_report_marks_resolved_differences_and_missing_methods():
     assert "| oracle − age + sex | **+0.050 (+0.020 to +0.080)** |" in text
     assert "| Cox measurements − age + sex | +0.010 (−0.020 to +0.040) |" in text
     # The network ran on one cohort only: its row says "not run" and its pairs "—" elsewhere.
-    assert "not run" in text and "| fine-tuned network − random embedding | +0.010 (−0.020 to +0.040) | — |" in text
+    assert "not run" in text and "| dual attention from scratch − random embedding | +0.010 (−0.020 to +0.040) | — |" in text
     assert "MUSIC cardiac, ECG terms only, 25 %" in text
 
 
