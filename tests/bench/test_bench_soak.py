@@ -45,4 +45,3 @@ def test_report_counts_lost_windows_and_says_where_memory_went():
     assert "| lost (expected, not in Redis) / extra | 10 / 0 |" in text
     assert "| samples with p95 <= 1 s (bucket bound) | 19 of 20 |" in text
     assert "| consumer lag: max over the run / over its second half (messages) | 32 / 32 |" in text
-
