@@ -5,8 +5,11 @@ latest/alert/patient hashes, applies the :class:`~hfrisk.stream.alerts.policy.Al
 stored alert state, and writes everything in one MULTI/EXEC: a redelivered window writes nothing
 (and returns the events its first write produced, to re-send), a late older window does not roll
 ``latest`` back, the flagged set always matches the alert state, and two workers racing on one
-patient cannot interleave. docs/redis-keys.md ("Conventions") says what that means for every key;
-``keys`` names them, ``encoding`` lays out their values, ``reads`` reads them back.
+patient cannot interleave. :meth:`RedisSink.write_window_results` writes several windows in one
+such transaction, with the same outcome as one per window in order (the worker writes a scored part
+so: three round trips a part instead of three a window). docs/redis-keys.md ("Conventions") says
+what that means for every key; ``keys`` names them, ``encoding`` lays out their values, ``reads``
+reads them back.
 
 Example::
 
@@ -20,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
@@ -84,34 +88,92 @@ class RedisSink(SinkReader):
     def write_window_result(self, result: WindowResult) -> WriteOutcome:
         """Store one window's result in one transaction; a second write of the same window id is
         a no-op that returns the first write's events."""
-        if result.fit_to_score and result.log_risk is None:
-            raise ValueError(f"window {result.window_id} is fit to score but has no log_risk: score it first")
-        k, pid = self.keys, result.patient_id
-        window_key = k.window(pid, result.window_id)
+        (outcome,) = self.write_window_results([result])
+        return outcome
+
+    def write_window_results(self, results: Sequence[WindowResult]) -> Iterator[WriteOutcome]:
+        """Store several windows' results, each outcome yielded once its window is committed: the
+        same keys, values and outcomes as :meth:`write_window_result` called for each in order.
+
+        They go in one transaction (its three round trips: WATCH and the idempotency records, the
+        patients' state, MULTI/EXEC), each window's commands queued after the ones before it, so a
+        patient's second window sees its first one's latest, last-seen and alert state. If a
+        watched key changed (another worker writing one of these patients, a connection lost),
+        nothing was written and they go one window at a time, each retried as a single write is.
+        A caller that stops on an error has its committed windows' outcomes already.
+        """
+        for result in results:
+            if result.fit_to_score and result.log_risk is None:
+                raise ValueError(f"window {result.window_id} is fit to score but has no log_risk: score it first")
+        if len(results) > 1:
+            try:
+                outcomes = self._write_group(results)
+            except redis.WatchError:
+                pass
+            else:
+                yield from outcomes
+                return
+        for result in results:
+            yield self._write_one(result)
+
+    def _write_one(self, result: WindowResult) -> WriteOutcome:
+        for _ in range(self.max_retries):
+            try:
+                (outcome,) = self._write_group([result])
+                return outcome
+            except redis.WatchError:
+                continue
+        raise RuntimeError(f"window {result.window_id} of {result.patient_id}: Redis kept changing under the write")
+
+    def _write_group(self, results: Sequence[WindowResult]) -> list[WriteOutcome]:
+        """One attempt at writing ``results`` in one transaction; ``WatchError`` if it must be retried."""
+        k = self.keys
+        window_keys = [k.window(r.patient_id, r.window_id) for r in results]
+        patients = list(dict.fromkeys(r.patient_id for r in results))
+        watched = dict.fromkeys(window_keys)
+        for pid in patients:
+            watched.update(dict.fromkeys((k.latest(pid), k.alert(pid), k.patient(pid))))
         with self.client.pipeline(transaction=True) as pipe:
-            for _ in range(self.max_retries):
-                try:
-                    _, record = _round_trip(pipe, [
-                        ("WATCH", window_key, k.latest(pid), k.alert(pid), k.patient(pid)), ("GET", window_key),
-                    ])
-                    if record is not None:
-                        pipe.unwatch()
-                        return WriteOutcome(result.window_id, duplicate=True, events=enc.recorded_events(record))
-                    # Read only once the window is known to be new: a redelivery touches nothing
-                    # else (even a read can move a hash along in Redis's incremental rehashing).
-                    latest_start, seen_start, alert_fields = _round_trip(pipe, [
-                        ("HGET", k.latest(pid), "window_start_us"),
-                        ("HGET", k.patient(pid), "last_window_start_us"),
-                        ("HGETALL", k.alert(pid)),
-                    ])
-                    alert_before = AlertState.from_fields(alert_fields) if self.policy else None
-                    pipe.multi()
-                    outcome = self._queue_window(pipe, result, latest_start, seen_start, alert_before)
-                    _execute(pipe)
-                    return outcome
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"window {result.window_id} of {pid}: Redis kept changing under the write")
+            _, *records = _round_trip(pipe, [("WATCH", *watched), *(("GET", key) for key in window_keys)])
+            first_of: dict[str, int] = {}  # a window twice in the group: the second is a redelivery
+            for i, (key, record) in enumerate(zip(window_keys, records)):
+                if record is None:
+                    first_of.setdefault(key, i)
+            if not first_of:
+                pipe.unwatch()
+                return [WriteOutcome(r.window_id, duplicate=True, events=enc.recorded_events(record))
+                        for r, record in zip(results, records)]
+            # Read only for windows known to be new: a redelivery touches nothing else (even a
+            # read can move a hash along in Redis's incremental rehashing).
+            fresh = list(dict.fromkeys(results[i].patient_id for i in first_of.values()))
+            replies = _round_trip(pipe, [command for pid in fresh for command in (
+                ("HGET", k.latest(pid), "window_start_us"),
+                ("HGET", k.patient(pid), "last_window_start_us"),
+                ("HGETALL", k.alert(pid)),
+            )])
+            # Each patient's state as the commands queued so far leave it.
+            state = {
+                pid: [latest, seen, AlertState.from_fields(alert) if self.policy else None]
+                for pid, (latest, seen, alert) in zip(fresh, zip(*[iter(replies)] * 3))
+            }
+            pipe.multi()
+            outcomes: list[WriteOutcome] = []
+            for i, (r, key, record) in enumerate(zip(results, window_keys, records)):
+                if record is not None:
+                    outcomes.append(WriteOutcome(r.window_id, duplicate=True, events=enc.recorded_events(record)))
+                elif first_of[key] != i:
+                    outcomes.append(WriteOutcome(r.window_id, duplicate=True, events=outcomes[first_of[key]].events))
+                else:
+                    s = state[r.patient_id]
+                    outcome = self._queue_window(pipe, r, *s)
+                    if outcome.latest_updated:
+                        s[0] = r.window_start_us
+                    if s[1] is None or r.window_start_us > int(enc.text(s[1])):
+                        s[1] = r.window_start_us
+                    s[2] = outcome.alert_state
+                    outcomes.append(outcome)
+            _execute(pipe)
+            return outcomes
 
     def _queue_window(
         self,

@@ -325,14 +325,15 @@ class StreamWorker:
                      next_window=buffer.next_index)
 
     async def _write(self, results: list[Scored], skipped: list[SkippedWindows]) -> list[Written]:
-        """One sink transaction per window, in order, off the event loop; resumes where it stopped
-        if Redis goes away mid-batch (so no window is mistaken for a redelivery of itself)."""
+        """The part's windows in one sink transaction (in order), off the event loop; resumes
+        after the last committed window if Redis goes away mid-batch (so no window is mistaken for
+        a redelivery of itself)."""
         written: list[Written] = []
         gaps_done: list[bool] = []
 
         def write_rest() -> None:
-            for result, _, _ in results[len(written):]:
-                outcome = self.sink.write_window_result(result)
+            rest = [result for result, _, _ in results[len(written):]]
+            for outcome in self.sink.write_window_results(rest):
                 written.append((outcome, time.time_ns() // 1000))
             for item in skipped[len(gaps_done):]:
                 gaps_done.append(self.sink.write_skipped(item))

@@ -3,6 +3,7 @@ no roll-back by late windows, ranking order, and a flagged set that always match
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -264,6 +265,84 @@ def test_a_racing_writer_forces_a_retry_and_both_windows_land(client, prefix):
     assert view.latest["window_id"] == window_id(T0_US, 1) and view.flagged
 
 
+def _contents(client, prefix) -> dict:
+    """Every key under ``prefix`` by its name after it, with its decoded value (idempotency records
+    without their write time, the alert stream without its entry ids) and whether it expires."""
+    view = {}
+    for key in sorted(client.scan_iter(match=f"{prefix}:*")):
+        kind = client.type(key).decode()
+        if kind == "string":
+            value = {f: v for f, v in json.loads(client.get(key)).items() if f != "written_at_us"}
+        elif kind == "hash":
+            value = client.hgetall(key)
+        elif kind == "zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        else:
+            value = [fields for _, fields in client.xrange(key)]
+        view[key.decode().removeprefix(prefix)] = (kind, value, client.ttl(key) > 0)
+    return view
+
+
+def test_a_group_of_windows_writes_what_one_window_at_a_time_writes(client, prefix):
+    """Windows written as groups, several of one patient in a group (their alert state raised and
+    cleared inside it, late older ones, unfit ones, one already written, one twice), leave the
+    same keys and values and return the same outcomes as the same windows written one by one."""
+    one_by_one = f"{prefix}-single"
+    windows = [
+        _result("bed-1", 0, 1.2), _result("bed-2", 0, 0.1), _result("bed-1", 1, 1.3),
+        _result("bed-3", 4, None, fit=False), _result("bed-1", 2, 0.5), _result("bed-2", 1, 1.4),
+        _result("bed-1", 0, 1.2), _result("bed-2", 3, 1.5), _result("bed-2", 2, 1.6), _result("bed-1", 3, 0.4),
+        _result("bed-1", 4, 0.3), _result("bed-3", 5, 2.0), _result("bed-3", 3, 0.2),
+        _result("bed-2", 4, None, fit=False), _result("bed-2", 5, 1.1), _result("bed-1", 5, 0.2),
+        _result("bed-1", 5, 0.2), _result("bed-4", 7, 0.3), _result("bed-4", 6, None, fit=False),
+    ]
+    try:
+        single = RedisSink(client, one_by_one, policy=POLICY)
+        grouped = RedisSink(client, prefix, policy=POLICY)
+        single.write_window_result(windows[1])  # a window already written before its group
+        grouped.write_window_result(windows[1])
+
+        expected = [single.write_window_result(r) for r in windows]
+        got = [outcome for start in range(0, len(windows), 7)
+               for outcome in grouped.write_window_results(windows[start : start + 7])]
+
+        assert got == expected
+        assert [(e.patient_id, e.window_id, e.kind) for o in got for e in o.events if not o.duplicate] == [
+            ("bed-1", window_id(T0_US, 1), AlertKind.RAISED),  # inside the first group
+            ("bed-2", window_id(T0_US, 3), AlertKind.RAISED),
+            ("bed-1", window_id(T0_US, 3), AlertKind.CLEARED),
+        ]
+        assert [o.duplicate for o in got].count(True) == 3
+        assert _contents(client, prefix) == _contents(client, one_by_one)
+    finally:
+        keys = list(client.scan_iter(match=f"{one_by_one}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def test_a_group_raced_by_another_writer_lands_one_window_at_a_time(client, prefix):
+    sink = RedisSink(client, prefix, policy=POLICY)
+    rival = RedisSink(client, prefix, policy=POLICY)
+    queue, calls = sink._queue_window, []
+
+    def queue_after_a_rival_write(pipe, *args):
+        calls.append(args[0].window_id)
+        if len(calls) == 1:
+            rival.write_window_result(_result("bed-2", 0, 1.5))
+        return queue(pipe, *args)
+
+    sink._queue_window = queue_after_a_rival_write
+    group = [_result("bed-1", 0, 1.5), _result("bed-2", 1, 1.6), _result("bed-1", 1, 1.7)]
+    outcomes = list(sink.write_window_results(group))
+
+    # The group's transaction failed on the rival's write; then each window went on its own.
+    assert calls == [r.window_id for r in group] * 2
+    assert not any(o.duplicate for o in outcomes)
+    assert [[e.kind for e in o.events] for o in outcomes] == [[], [AlertKind.RAISED], [AlertKind.RAISED]]
+    assert sink.flagged() == {"bed-1": T0_US + HOP_US, "bed-2": T0_US + HOP_US}
+    assert [p.window_id for p in sink.read_patient("bed-2").trend] == [window_id(T0_US, 0), window_id(T0_US, 1)]
+
+
 def test_caps_keep_the_newest_records(client, prefix):
     sink = RedisSink(client, prefix, trend_max_points=5, quality_max_records=2)
     for k in range(3, 11):
@@ -351,3 +430,14 @@ def test_stale_and_discharged_patients_leave_the_ward_sets(client, prefix, sink)
     assert not list(client.scan_iter(match=f"{prefix}:*:bed-1*"))
     sink.drop_patient("bed-2")
     assert sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:*")) == [f"{prefix}:alerts"]
+
+
+def test_saved_buffers_come_back_byte_for_byte_with_their_ttl(client, prefix):
+    from hfrisk.stream.worker.buffer_store import BufferStore
+
+    store = BufferStore(client, prefix, ttl_s=600)
+    rng = np.random.default_rng(3)
+    states = {f"bed-{i}": rng.bytes(190_000 + i) for i in range(5)}  # each above redis-py's 6,000-byte cut-off
+    store.save_many(states)
+    assert store.load_many([*states, "bed-unknown"]) == states
+    assert all(0 < client.ttl(store.key(pid)) <= 600 for pid in states)

@@ -124,6 +124,10 @@ class MemorySink:
         self.order.append(key)
         return WriteOutcome(result.window_id, duplicate=False, events=self.events[key])
 
+    def write_window_results(self, results):
+        for result in results:
+            yield self.write_window_result(result)
+
     def write_skipped(self, skipped) -> bool:
         if skipped in self.gaps:
             return False
