@@ -289,6 +289,10 @@ class StreamSettings(BaseModel):
     # writes every changed buffer (~0.2 MB a patient): 2 s saturated Redis at 512 beds
     # (docs/bench/stream-tuning.md, "Checkpoints"); a longer one redelivers more after a crash.
     checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    # MB of freed memory the worker's allocator keeps for reuse instead of handing it back to the
+    # kernel: above one checkpoint's serialised buffers, so the next one does not fault them in
+    # again (stream/worker/allocator.py). 0: the C library's defaults.
+    keep_freed_mb: int = Field(default=256, ge=0)
     # Seconds before a vanished worker's partitions move to the others; None: Faust's 60 s.
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).

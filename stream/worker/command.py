@@ -181,6 +181,7 @@ def worker_command(
     from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopPreprocessor, NoopScorer, Preprocessor
     from hfrisk.stream.scoring.on_server import ServerSideScorer
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents
+    from hfrisk.stream.worker.allocator import keep_freed_memory
     from hfrisk.stream.worker.app import create_app
     from hfrisk.stream.worker.metrics import StreamMetrics
     from hfrisk.stream.worker.pipeline import StreamWorker, WorkerOptions
@@ -196,6 +197,7 @@ def worker_command(
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     stream = settings.stream
+    keep_freed_memory(stream.keep_freed_mb)
     try:
         model_card = load_worker_card(stream.card_path, settings, builtin_card=stream.builtin_card)
     except ModelCardMissing as exc:
