@@ -109,8 +109,18 @@ class Sampler(threading.Thread):
                     **interval_latency(last, now),
                 })
                 last = now
+                if len(self.samples) % max(1, round(60 / self.every_s)) == 0:
+                    self._progress(self.samples[-1])
             except Exception as exc:  # a missed sample is noted, never fatal to an hour's run
                 self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+    @staticmethod
+    def _progress(sample: dict) -> None:
+        """About once a minute: where the run stands (an hour is long to wait blind)."""
+        print(f"soak {sample['t_s']:.0f} s: lag {sample['lag']}, p95 <= {sample['p95_le_s']} s, "
+              f"within 1 s {sample['within_1s']}, worker {sample['worker_rss_mb']:.0f} MB, "
+              f"broker {sample['kafka_rss_mb']:.0f} MB, Redis {sample['redis_used_mb']:.0f} MB", flush=True)
 
 
 def slope_mb_per_h(samples: list[dict], key: str) -> float | None:

@@ -1,7 +1,7 @@
 """The stream worker's own CPU per 1-s chunk, step by step, with preprocessing and the model as no-ops.
 
-    .venv/bin/python -m bench.bench_worker_chunk [--baseline REV] [--beds 200] [--duration-s 40]
-        [--warmup-s 15] [--repeats 2] [--checkpoint-s S] [--out docs/bench]
+    .venv/bin/python -m bench.bench_worker_chunk [--baseline REV] [--baseline-without MODULE ...]
+        [--beds 200] [--duration-s 40] [--warmup-s 15] [--repeats 2] [--checkpoint-s S] [--out docs/bench]
 
 Issue #15's goal: at most 0.15 ms of worker CPU per chunk, preprocessing and inference excluded.
 This drives :meth:`StreamWorker.handle` and :meth:`StreamWorker.checkpoint` in-process, exactly
@@ -16,7 +16,8 @@ as the Faust agent and the checkpoint task call them, on realistic messages:
 * a real Redis server on loopback (``hfrisk.stack.RedisServer``, no persistence) behind the real
   sink, alert policy and buffer store; the publisher keeps the records without sending them
   (Kafka's producer and Faust's per-event work are what ``bench_stream``'s raw consumer measures);
-  ``prepare`` hands back one precomputed result and the model is ``NoopScorer``.
+  ``prepare`` hands back one precomputed result and the model is ``NoopScorer``;
+* the allocator setting ``hfrisk worker`` applies (``stream.keep_freed_mb``), where the tree has it.
 
 CPU is ``time.process_time`` (every thread of the process: the Redis writes run off the event
 loop) summed over the ``handle``/``checkpoint`` calls after ``--warmup-s`` seconds of signal (the
@@ -28,8 +29,9 @@ the wrappers add a little, so its total is a bit above the plain one). The Redis
 
 The baseline is another commit of the code (``--baseline``, default the commit this benchmark
 was written against), extracted with ``git archive`` and imported in its own process in place of
-the checkout; both run in the same invocation, alternately, ``--repeats`` times; figures are
-medians. Results: ``docs/bench/worker-chunk.json`` and ``.md``; the hand-written notes in
+the checkout (``--baseline-without hiredis``: with that package blocked, as for a commit from
+before it was a dependency); both run in the same invocation, alternately, ``--repeats`` times;
+figures are medians. Results: ``docs/bench/worker-chunk.json`` and ``.md``; the hand-written notes in
 ``docs/bench/worker-chunk-notes.md`` are appended to the generated page, so regenerating keeps them.
 """
 
@@ -208,6 +210,7 @@ def instrument(clock: StepClock) -> list[str]:
         ("hfrisk.stream.worker.pipeline", None, "outbound_messages", "records"),
         ("hfrisk.stream.alerts.policy", "AlertPolicy", "observe", "alert policy"),
         ("hfrisk.stream.sinks.redis_sink", "RedisSink", "write_window_result", "Redis writes"),
+        ("hfrisk.stream.sinks.redis_sink", "RedisSink", "_write_group", "Redis writes"),
         ("hfrisk.stream.sinks.redis_sink", "RedisSink", "write_skipped", "Redis writes"),
         ("hfrisk.stream.worker.pipeline", "StreamWorker", "_write", "Redis writes"),
         ("hfrisk.stream.worker.pipeline", None, "count_batch", "metrics"),
@@ -264,6 +267,12 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
     configure_logging(settings.log.level, settings.log.json_logs)  # as `hfrisk worker` does: no debug lines
     card = default_card()
     stream = settings.stream
+    try:  # the allocator as `hfrisk worker` sets it (a tree from before 2026-12-05 has no such setting)
+        from hfrisk.stream.worker.allocator import keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_freed_memory(stream.keep_freed_mb)
 
     # One real prepare() result (a window fit to score), handed back for every window: preprocessing
     # costs nothing here, and the sink still sees realistic quality, beats and attention.
@@ -408,8 +417,10 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
-def child(messages: Path, tree: str | None, instrumented: bool, warmup_s: float) -> dict:
+def child(messages: Path, tree: str | None, instrumented: bool, warmup_s: float, without: list[str]) -> dict:
     cmd = [sys.executable, "-m", "bench.bench_worker_chunk", "--child", str(messages), "--warmup-s", str(warmup_s)]
+    if without:
+        cmd += ["--without", *without]
     if tree:
         cmd += ["--tree", tree]
     if instrumented:
@@ -459,7 +470,8 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}`  ",
         f"When: {result['when']}; machine: {result['machine']['cpus']} CPUs ({result['machine']['processor']}), "
         f"load average {result['machine']['load_before']} before, {result['machine']['load_after']} after.  ",
-        f"Baseline: commit `{result['baseline_rev'][:12]}` (extracted and run in its own process); current: "
+        f"Baseline: commit `{result['baseline_rev'][:12]}` (extracted and run in its own process"
+        f"{''.join(f', without {m}' for m in p.get('baseline_without', []))}); current: "
         f"the checkout at `{result['current_rev'][:12]}`{' (with uncommitted changes)' if result['dirty'] else ''}. "
         f"Each measured {p['repeats']} time(s) alternately, plain and instrumented; medians.  ",
         f"Workload: {p['beds']} beds x {p['duration_s']:g} s of 1-s PTB-XL chunks (replay feed order, "
@@ -494,9 +506,9 @@ def markdown(result: dict) -> str:
                  f"{round(sum(a['steps_us_per_chunk'][s] for s in EXCLUDED), 2)} |")
     lines += [
         "",
-        "Per chunk = per 1-s message; a window (every 5 s per patient) and a checkpoint (every 2 s, "
-        "every patient) are spread over the chunks. Thread CPU per step excludes nested steps; the "
-        "plain run has no wrappers, so its total is the figure to compare with the goal.",
+        f"Per chunk = per 1-s message; a window (every {p['hop_s']:g} s per patient) and a checkpoint "
+        f"(every {p['checkpoint_s']:g} s, every patient) are spread over the chunks. Thread CPU per step "
+        "excludes nested steps; the plain run has no wrappers, so its total is the figure to compare with the goal.",
         "",
     ]
     notes = ROOT / "docs" / "bench" / "worker-chunk-notes.md"
@@ -514,13 +526,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--checkpoint-s", type=float, default=None,
                         help="stream.checkpoint_interval_s for both runs (default: each tree's own setting: 5 s since 2026-12-05, 2 s before; give it to compare like with like)")
+    parser.add_argument("--baseline-without", nargs="*", default=[], metavar="MODULE",
+                        help="modules the baseline's run may not import, as it did not depend on them (e.g. hiredis, "
+                             "which redis-py would otherwise pick up for the baseline too)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--without", nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
+        for name in args.without:
+            sys.modules[name] = None  # its import now raises ImportError, as if it were not installed
         if args.tree:
             _use_tree(args.tree)
         print(json.dumps(run_child(args.child, args.instrumented, args.warmup_s)))
@@ -541,7 +559,8 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats):
             for instrumented in (False, True):
                 for name, where in (("baseline", str(tree)), ("current", None)):
-                    run = child(messages, where, instrumented, args.warmup_s)
+                    without = args.baseline_without if name == "baseline" else []
+                    run = child(messages, where, instrumented, args.warmup_s, without)
                     runs[name].append(run)
                     print(f"[{repeat}] {name:8s} {'instrumented' if instrumented else 'plain':12s} "
                           f"{1e6 * run['cpu_s'] / run['chunks']:7.1f} µs/chunk", file=sys.stderr, flush=True)
@@ -554,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
         "dirty": bool(git("status", "--porcelain", "--", "stream", "hfrisk", "model")),
         "params": {"beds": args.beds, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
                    "repeats": args.repeats, "batch_size": stream.batch_size, "hop_s": stream.hop_s,
-                   "checkpoint_s": stream.checkpoint_interval_s},
+                   "checkpoint_s": stream.checkpoint_interval_s, "baseline_without": args.baseline_without},
         "baseline": summarise(runs["baseline"]),
         "current": summarise(runs["current"]),
     }

@@ -45,3 +45,13 @@ def test_report_counts_lost_windows_and_says_where_memory_went():
     assert "| lost (expected, not in Redis) / extra | 10 / 0 |" in text
     assert "| samples with p95 <= 1 s (bucket bound) | 19 of 20 |" in text
     assert "| consumer lag: max over the run / over its second half (messages) | 32 / 32 |" in text
+
+
+def test_progress_says_where_the_run_stands_even_before_a_window_is_written(capsys):
+    sample = {"t_s": 60.2, "lag": 41, "p95_le_s": None, "within_1s": None, "worker_rss_mb": 1021.4,
+              "kafka_rss_mb": 380.0, "redis_used_mb": 59.9}
+    bench_soak.Sampler._progress(sample)
+    bench_soak.Sampler._progress(sample | {"p95_le_s": 0.75, "within_1s": 0.97})
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == "soak 60 s: lag 41, p95 <= None s, within 1 s None, worker 1021 MB, broker 380 MB, Redis 60 MB"
+    assert "p95 <= 0.75 s, within 1 s 0.97" in second
