@@ -41,8 +41,12 @@ DEFAULT_WEB_PORT = 6066
 
 
 def stream_buffer_size(batch_size: int) -> int:
-    """Events an agent's stream may hold before Faust pauses fetching: a few batches."""
-    return max(256, 8 * batch_size)
+    """Events an agent's stream may hold before Faust pauses fetching: a few batches, and at least
+    1,024 (~12 MB of 12-lead 500-Hz chunks). Faust pauses a partition at 80 % of it and resumes at
+    40 %: at 256 it did so often enough that a worker draining a backlog ran at 824-872 chunks/s,
+    against 1,066-1,079 at 1,024 and 1,223 at 4,096 (no-op model and front end;
+    docs/bench/worker-chunk-notes.md)."""
+    return max(1024, 8 * batch_size)
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
