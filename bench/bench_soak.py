@@ -114,7 +114,6 @@ class Sampler(threading.Thread):
             except Exception as exc:  # a missed sample is noted, never fatal to an hour's run
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 
-
     @staticmethod
     def _progress(sample: dict) -> None:
         """About once a minute: where the run stands (an hour is long to wait blind)."""

@@ -168,7 +168,7 @@ class RedisSink(SinkReader):
                     outcome = self._queue_window(pipe, r, *s)
                     if outcome.latest_updated:
                         s[0] = r.window_start_us
-                    if s[1] is None or r.window_start_us > int(enc.text(s[1])):
+                    if _is_newer(r.window_start_us, s[1]):
                         s[1] = r.window_start_us
                     s[2] = outcome.alert_state
                     outcomes.append(outcome)
@@ -186,8 +186,8 @@ class RedisSink(SinkReader):
         k, pid = self.keys, r.patient_id
         start_ms = enc.ms(r.window_start_us)
         patient_ttl = self.patient_ttl_s
-        newest_scored = latest_start is None or r.window_start_us > int(enc.text(latest_start))
-        newest_seen = seen_start is None or r.window_start_us > int(enc.text(seen_start))
+        newest_scored = _is_newer(r.window_start_us, latest_start)
+        newest_seen = _is_newer(r.window_start_us, seen_start)
         latest_updated = False
         events: tuple[AlertEvent, ...] = ()
         alert_after = alert_before
@@ -292,6 +292,11 @@ class RedisSink(SinkReader):
         for patient_id in stale:
             self.drop_patient(patient_id)
         return stale
+
+
+def _is_newer(start_us: int, stored_start: Any) -> bool:
+    """Whether a window starting at ``start_us`` is newer than the stored start (none stored: it is)."""
+    return stored_start is None or start_us > int(enc.text(stored_start))
 
 
 def _round_trip(pipe, commands: list[tuple]) -> list[Any]:
