@@ -232,6 +232,8 @@ class Stack:
         write_model_repository(onnx_path, card, repo, intra_op_threads=1)
         self.triton = TritonServer(repo, "hfrisk", work_dir=work / "triton").start()
         self.processes = []
+        # An extracted commit whose code the workers run instead of the checkout (--baseline).
+        self.tree: Path | None = None
 
     def pids(self, worker) -> dict[str, int | None]:
         """The processes whose CPU the real-time runs report: the servers, the worker(s) with their
@@ -266,7 +268,8 @@ class Stack:
         return proc.start(), port
 
     def worker(self, name: str, kafka, prefix: str, *extra: str, app_id: str | None = None):
-        return self.start(name, ["-m", "hfrisk.stream.worker.command", "--app-id", app_id or name, "--prep-workers",
+        module = ["-m", "bench.trees", str(self.tree)] if self.tree else ["-m"]
+        return self.start(name, [*module, "hfrisk.stream.worker.command", "--app-id", app_id or name, "--prep-workers",
                                  str(self.prep_workers), "--no-create-topics", *extra], self.env(kafka, prefix))
 
     def workers(self, n: int, name: str, kafka, prefix: str):
@@ -437,6 +440,47 @@ EFFICIENCY_GOAL = 0.6
 OVERHEAD_GOAL = 0.5
 
 
+def realtime_sweeps(stack: Stack, args, card, kafka, prefix: str, proc, port) -> tuple[list[dict], dict[str, int]]:
+    """One real-time sweep per stagger, each up to its first failure: the rows and, per stagger,
+    the most beds sustained."""
+    rows, sustained = [], {}
+    for stagger_s in args.realtime_stagger_s:
+        sustained[f"{stagger_s:g}"] = 0
+        for beds in args.realtime_beds:
+            row = realtime_run(stack, kafka, prefix, port, proc, beds, args.realtime_s, card, stagger_s)
+            print(f"realtime{' (baseline)' if stack.tree else ''}:", row, flush=True)
+            rows.append(row)
+            if not row["sustained"]:
+                break
+            sustained[f"{stagger_s:g}"] = beds
+    return rows, sustained
+
+
+def baseline_runs(stack: Stack, args, card, sections: list[str], work: Path) -> dict:
+    """The real-time sweeps and the overhead measurement again, on the same servers, with workers
+    running commit ``args.baseline`` (extracted) instead of the checkout."""
+    from bench.trees import extract
+
+    out: dict = {"rev": args.baseline}
+    stack.tree = extract(args.baseline, work / "baseline")
+    try:
+        if "realtime" in sections:
+            kafka = stack.topics(f"baseline-{uuid.uuid4().hex[:6]}")
+            prefix = f"bench-baseline-{uuid.uuid4().hex[:6]}"
+            proc, port = stack.workers(args.workers, "baseline-worker", kafka, prefix)
+            try:
+                out["realtime"], out["realtime_beds_sustained_by_stagger"] = realtime_sweeps(
+                    stack, args, card, kafka, prefix, proc, port)
+            finally:
+                proc.stop()
+        if "overhead" in sections:
+            out["noop_vs_raw"] = noop_vs_raw(stack, args.overhead_beds, args.overhead_duration_s)
+            print("overhead (baseline):", out["noop_vs_raw"], flush=True)
+    finally:
+        stack.tree = None
+    return out
+
+
 def efficiency(row: dict, offline: dict, cores: int) -> float:
     """Issue #15's stream efficiency: steady pipeline windows/s / (cores x windows/s of one core
     doing only ``prepare`` + ONNX Runtime in-process on the same windows)."""
@@ -482,6 +526,34 @@ def _worker_count(n: int) -> str:
     return "" if n == 1 else f" each, {n} worker processes sharing the partitions"
 
 
+def _baseline_lines(r: dict) -> list[str]:
+    b = r.get("baseline")
+    if not b:
+        return []
+    lines = ["", f"## Against the baseline: commit `{b['rev']}`", "",
+             "Same run, same servers, after the checkout's runs: the workers run the baseline commit's code "
+             "(extracted with `git archive`); everything else (the replay, the settings, the raw consumer) is this "
+             "checkout's.", ""]
+    if "realtime" in b:
+        lines += ["| stagger (s) | beds | windows | p95 (s) | drained after replay (s) | sustained |",
+                  "| ---: | ---: | ---: | ---: | ---: | --- |"]
+        for row in b["realtime"]:
+            lines.append(f"| {row['stagger_s']:g} | {row['beds']} | {row['windows']}/{row['expected_windows']} | "
+                         f"{row['latency_s']['p95']} | {row['drained_after_replay_s']} | "
+                         f"{'yes' if row['sustained'] else 'no'} |")
+        lines += ["", "Beds sustained (p95 <= 1 s), baseline -> this checkout: " + "; ".join(
+            f"{b['realtime_beds_sustained_by_stagger'][st]} -> {r['realtime_beds_sustained_by_stagger'].get(st)} "
+            f"with the starts over {float(st):g} s" for st in b["realtime_beds_sustained_by_stagger"]) + ".", ""]
+    if "noop_vs_raw" in b:
+        n, m = b["noop_vs_raw"], r["noop_vs_raw"]
+        lines += [f"Infrastructure overhead, baseline -> this checkout: {n['noop_pipeline_chunks_per_s']} / "
+                  f"{n['raw_faust_chunks_per_s']} = {n['ratio']:.3f} -> {m['noop_pipeline_chunks_per_s']} / "
+                  f"{m['raw_faust_chunks_per_s']} = {m['ratio']:.3f} (each against its own raw consumer run); "
+                  f"with the real preprocessing {n['ratio_noop_model_only']:.3f} -> {m['ratio_noop_model_only']:.3f}.",
+                  ""]
+    return lines
+
+
 def markdown(r: dict) -> str:
     o = r["offline"]
     lines = [
@@ -494,7 +566,7 @@ def markdown(r: dict) -> str:
         + ("" if len(r["sections_run"]) == len(SECTIONS) else "; the others come from the earlier run named under "
            "their heading (merged from stream.json)") + ".  ",
         f"Model: {r['model']}. Worker: batch_size {r['worker']['batch_size']}, batch_timeout_s "
-        f"{r['worker']['batch_timeout_s']}, one batch at a time, hop "
+        f"{r['worker']['batch_timeout_s']}, {r['worker'].get('batches', 'one batch at a time')}, hop "
         f"{r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
         f"process(es){_worker_count(r['worker'].get('workers', 1))}, checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
         "Triton with one ONNX Runtime thread.",
@@ -597,8 +669,8 @@ def markdown(r: dict) -> str:
         "",
         "Seconds summed over the worker's batches (its per-batch debug timings); `prepare` runs in the "
         "preprocessing process while the worker's event loop waits for it, `infer` is the Triton call. "
-        "The worker handles one batch at a time, so the steps follow one another and add up to the time "
-        "it spent on batches.",
+        "`write` and `publish` of one batch run while the next batch is decoded, windowed and scored (from "
+        "`submit`, 2026-12-05; before it the steps followed one another).",
         "",
         "| run | " + " | ".join(_STEPS) + " |",
         "| --- |" + " ---: |" * len(_STEPS),
@@ -612,6 +684,7 @@ def markdown(r: dict) -> str:
     for name, steps in runs:
         total = sum(steps.values()) or 1.0
         lines.append(f"| {name} | " + " | ".join(f"{steps[k]:.2f} ({100 * steps[k] / total:.0f}%)" for k in _STEPS) + " |")
+    lines += _baseline_lines(r)
     lines += [
         "",
         r["note"],
@@ -642,6 +715,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes sharing the partitions (real-time runs only when > 1)")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the real-time and overhead sections with the workers of this commit "
+                        "(extracted with git archive), on the same servers, after the checkout's")
     parser.add_argument("--only", type=lambda text: tuple(part.strip() for part in text.split(",")), default=SECTIONS,
                         help="comma-separated sections to run (throughput,realtime,overhead); the others are "
                         "kept from <out>/stream.json, each with the run it came from")
@@ -678,7 +754,7 @@ def run(args, argv, work: Path) -> dict:
     onnx_path = export_model(work, card)
     load_before = load_average()
     stack = Stack(work, onnx_path, card, args.partitions, args.prep_workers)
-    offline, throughput, realtime, sustained, overhead = None, [], [], 0, None
+    offline, throughput, realtime, sustained, overhead, baseline = None, [], [], 0, None, None
     sustained_by_stagger: dict[str, int] = {}
     try:
         if "throughput" in sections:
@@ -694,21 +770,16 @@ def run(args, argv, work: Path) -> dict:
             row["efficiency"] = efficiency(row, offline, os.cpu_count())
             print("throughput:", row, flush=True)
             throughput.append(row)
-        for stagger_s in args.realtime_stagger_s if "realtime" in sections else []:
-            sustained_by_stagger[f"{stagger_s:g}"] = 0
-            for beds in args.realtime_beds:
-                row = realtime_run(stack, kafka, prefix, port, proc, beds, args.realtime_s, card, stagger_s)
-                print("realtime:", row, flush=True)
-                realtime.append(row)
-                if not row["sustained"]:
-                    break
-                sustained_by_stagger[f"{stagger_s:g}"] = beds
+        if "realtime" in sections:
+            realtime, sustained_by_stagger = realtime_sweeps(stack, args, card, kafka, prefix, proc, port)
         sustained = next(iter(sustained_by_stagger.values()), 0)
         if "throughput" in sections or "realtime" in sections:
             proc.stop()
         if "overhead" in sections:
             overhead = noop_vs_raw(stack, args.overhead_beds, args.overhead_duration_s)
             print("overhead:", overhead, flush=True)
+        if args.baseline:
+            baseline = baseline_runs(stack, args, card, sections, work)
     finally:
         stack.stop()
 
@@ -719,7 +790,8 @@ def run(args, argv, work: Path) -> dict:
         "versions": {"onnxruntime": ort.__version__, "python": platform.python_version()},
         "model": "HFRiskNet (untrained weights, seed 0; the compute of a trained one)",
         "partitions": args.partitions,
-        "worker": {"batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
+        "worker": {"batches": "a batch scored while the last one is written",
+                   "batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
                    "prep_workers": args.prep_workers, "workers": args.workers,
                    "checkpoint_interval_s": stream.checkpoint_interval_s},
         "sections_run": sections,
@@ -733,6 +805,7 @@ def run(args, argv, work: Path) -> dict:
         "realtime": realtime,
         "realtime_beds_sustained": sustained,
         "realtime_beds_sustained_by_stagger": sustained_by_stagger,
+        "baseline": baseline,
         "runs": dict.fromkeys(sections, this_run),
         "note": (
             "The replay (a Python producer), Kafka, Redis, Triton and the worker share the same CPUs, on the "

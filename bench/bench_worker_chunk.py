@@ -53,6 +53,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
+from bench.trees import extract, use_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS_DIR = ROOT / "tests" / "data" / "ecg" / "ptbxl" / "records500"
@@ -397,24 +398,7 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
     return result
 
 
-def _use_tree(tree: str) -> None:
-    """Import hfrisk from ``tree`` (an extracted commit) instead of the editable checkout."""
-    import __editable___hfrisk_0_1_0_finder as finder  # the .pth finder of `pip install -e`
-
-    for package, folder in (("hfrisk", "hfrisk"), ("hfrisk.model", "model"), ("hfrisk.stream", "stream"),
-                            ("hfrisk.training", "training")):
-        finder.MAPPING[package] = str(Path(tree) / folder)
-
-
 # --- the parent -------------------------------------------------------------------------------
-
-
-def extract(rev: str, into: Path) -> Path:
-    into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "hfrisk", "model", "stream", "training"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def child(messages: Path, tree: str | None, instrumented: bool, warmup_s: float, without: list[str]) -> dict:
@@ -540,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.without:
             sys.modules[name] = None  # its import now raises ImportError, as if it were not installed
         if args.tree:
-            _use_tree(args.tree)
+            use_tree(args.tree)
         print(json.dumps(run_child(args.child, args.instrumented, args.warmup_s)))
         return
 

@@ -2,8 +2,8 @@
 and the publisher over Faust's producer.
 
 The agent takes micro-batches with ``noack_take`` (never ``take``, which would acknowledge a batch
-that was never written) and hands each to :meth:`StreamWorker.handle`; acknowledging is the
-checkpoint's job. Stops and rebalances: docs/stream-worker.md.
+that was never written) and hands each to :meth:`StreamWorker.submit`, which returns once the batch
+is scored and leaves its writes to run beside the next one; acknowledging is the checkpoint's job. Stops and rebalances: docs/stream-worker.md.
 
 Example (what ``hfrisk worker`` does, see :mod:`hfrisk.stream.worker.command`)::
 
@@ -78,7 +78,8 @@ def install_agents(
                 records = [_record(stream, event) for event in events]
                 del events
                 try:
-                    await worker.handle(records)
+                    # Returns once the batch is scored; its writes run beside the next batch.
+                    await worker.submit(records)
                 except BatchAborted:
                     return  # stopping: the batch was not acknowledged and will be redelivered
                 except asyncio.CancelledError:

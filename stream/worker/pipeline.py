@@ -129,6 +129,9 @@ class StreamWorker:
         # cancelling the caller, and when it started.
         self._batch: asyncio.Future | None = None
         self._batch_since = 0.0
+        # The last batch's writes and publishing, running beside the next batch (submit()).
+        self._tail: asyncio.Future | None = None
+        self._tail_since = 0.0
         self._failure: BaseException | None = None
         # Set by abort() or a failed batch: buffers may hold chunks whose windows were never
         # written, so nothing may be saved or acknowledged any more; a restart redoes it all.
@@ -173,34 +176,90 @@ class StreamWorker:
 
     async def handle(self, records: Sequence[ChunkRecord]) -> BatchReport:
         """Decode, window, score, write and publish one micro-batch; its messages are
-        acknowledged at the next checkpoint (first thing here if one is due).
+        acknowledged at the next checkpoint (first thing here if one is due). Returns once the
+        batch is written and published.
 
         Raises :class:`BatchAborted` if the worker is stopping, :class:`BatchFailed` if this or
         an earlier batch failed (its windows are lost to this process: it must stop and be
         restarted, and its messages are redelivered).
         """
         async with self._lock:
-            self._check_usable()
-            if self._checkpoints.due(self.options.checkpoint_interval_s):
-                await self._checkpoint()
-            self._batch = asyncio.ensure_future(self._run(records))
-            self._batch_since = time.monotonic()
-            try:
-                return await self._batch
-            except asyncio.CancelledError:
-                self._batch.cancel()
-                self._abandon()  # the buffers may hold part of the batch
-                if self._aborted and not _cancelling():
-                    raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
-                raise
-            except Exception as exc:
-                # Its chunks are in the buffers but its windows were never written: saving the
-                # buffers now would lose those windows for good, so nothing more is saved or acknowledged.
-                self._failure = exc
-                self._abandon()
-                raise BatchFailed("a batch failed; stopping so that its messages are redelivered") from exc
-            finally:
-                self._batch = None
+            report = await self._submit(records)
+            await self._settle()
+            return report
+
+    async def submit(self, records: Sequence[ChunkRecord]) -> BatchReport:
+        """What the agent calls: decode, window and score one micro-batch, then return while its
+        writes and publishing run (the batch's *tail*) beside the next batch's decoding and
+        scoring. One batch at most is behind: its tail is awaited before this one's starts, so a
+        patient's windows still reach Redis in time order, and a checkpoint waits for it (a
+        buffer is never saved while its windows are unwritten). The returned report is complete
+        once the tail is done. Raises as :meth:`handle`; a tail that fails makes the next call
+        (or :meth:`tick`) raise :class:`BatchFailed`.
+        """
+        async with self._lock:
+            return await self._submit(records)
+
+    async def _submit(self, records: Sequence[ChunkRecord]) -> BatchReport:
+        self._check_usable()
+        if self._checkpoints.due(self.options.checkpoint_interval_s):
+            await self._settle()
+            await self._checkpoint()
+        report = BatchReport()
+        results = await self._guarded(self._front(records, report))
+        await self._settle()
+        self._check_usable()  # stopped while the last tail finished
+        self._tail = asyncio.ensure_future(self._back(records, report, results))
+        self._tail_since = time.monotonic()
+        return report
+
+    async def _guarded(self, step: Awaitable[Any]) -> Any:
+        """Run a batch's step in a task of its own (so that abort() can cancel it without
+        cancelling the caller); a failure or a cancellation abandons the buffers."""
+        self._batch = asyncio.ensure_future(step)
+        self._batch_since = time.monotonic()
+        try:
+            return await self._batch
+        except asyncio.CancelledError:
+            self._batch.cancel()
+            self._abandon()  # the buffers may hold part of the batch
+            if self._aborted and not _cancelling():
+                raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
+            raise
+        except Exception as exc:
+            # Its chunks are in the buffers but its windows were never written: saving the
+            # buffers now would lose those windows for good, so nothing more is saved or acknowledged.
+            self._failure = exc
+            self._abandon()
+            raise BatchFailed("a batch failed; stopping so that its messages are redelivered") from exc
+        finally:
+            self._batch = None
+
+    async def _settle(self) -> None:
+        """Wait for the last batch's tail (under the lock); raises as :meth:`handle` if it failed."""
+        tail = self._tail
+        if tail is None:
+            return
+        if self._aborted and self._failure is None:  # abandoned by abort(): nothing to wait for
+            self._tail = None
+            return
+        try:
+            await tail
+        except asyncio.CancelledError:
+            tail.cancel()
+            self._abandon()
+            if self._aborted and not _cancelling():
+                raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
+            raise
+        except Exception as exc:
+            raise BatchFailed("a batch failed; stopping so that its messages are redelivered") from exc
+        finally:
+            if tail.done():
+                self._tail = None
+
+    @property
+    def _tail_running(self) -> bool:
+        return self._tail is not None and not self._tail.done()
 
     def _check_usable(self) -> None:
         self._raise_if_failed()
@@ -212,38 +271,39 @@ class StreamWorker:
             raise BatchFailed("an earlier batch failed; stopping so that its messages are redelivered") \
                 from self._failure
 
-    async def _run(self, records: Sequence[ChunkRecord]) -> BatchReport:
-        report = BatchReport()
+    async def _front(self, records: Sequence[ChunkRecord], report: BatchReport) -> list[Scored]:
+        """Decode, window and score the batch: its windows' results (failed ones are dead letters)."""
         windows = await self._assemble(records, report)
-        # Each part of the batch is written as soon as it is scored (parts in order, so a
-        # patient's windows still reach the sink in time order) while later parts are prepared.
-        scoring_from = time.perf_counter()
         results: list[Scored] = []
-        written: list[Written] = []
         scored = score_parts([window.ecg for window, _ in windows], self.preprocessor, self.scorer,
                              on_batch=self.metrics.batch_size.observe, timings=report.timings)
         async with contextlib.aclosing(scored) as parts:
             async for offset, scores in parts:
-                part = self._results(windows[offset : offset + len(scores)], scores, report)
-                written += await self._write(part, [])
-                results += part
-        await self._write([], report.skipped)
-        # "write": what the writes took beyond the scoring (the rest overlapped it).
-        clock = scoring_from + report.timings.get("prepare", 0.0) + report.timings.get("infer", 0.0)
+                results += self._results(windows[offset : offset + len(scores)], scores, report)
+        return results
 
-        def lap(step: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            report.timings[step] = round(max(0.0, now - clock), 6)
-            clock = now
-
-        lap("write")
-        messages = outbound_messages(results, written, report)
-        await self._retrying("kafka", lambda: self.publisher.publish(messages))
-        lap("publish")
-        count_batch(self.metrics, results, written, report, self.monitor)
-        self._checkpoints.processed(records)
-        log.debug("batch done", chunks=len(records), windows=len(windows), **report.timings)
+    async def _back(self, records: Sequence[ChunkRecord], report: BatchReport, results: list[Scored]) -> BatchReport:
+        """The batch's tail: write its windows and gaps (one transaction), publish, count, and
+        mark its messages for the next checkpoint. A failure here is the worker's failure."""
+        try:
+            started = time.perf_counter()
+            written = await self._write(results, report.skipped)
+            written_at = time.perf_counter()
+            report.timings["write"] = round(written_at - started, 6)
+            messages = outbound_messages(results, written, report)
+            await self._retrying("kafka", lambda: self.publisher.publish(messages))
+            report.timings["publish"] = round(time.perf_counter() - written_at, 6)
+            count_batch(self.metrics, results, written, report, self.monitor)
+            self._checkpoints.processed(records)
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+        except Exception as exc:
+            self._failure = exc
+            self._abandon()
+            raise
+        log.debug("batch done", chunks=len(records), windows=len(results) + report.windows["dead_letter"],
+                  **report.timings)
         return report
 
     def _results(self, windows: Sequence[tuple[Window, ChunkRecord]], scores: Sequence[WindowScore],
@@ -325,11 +385,13 @@ class StreamWorker:
                      next_window=buffer.next_index)
 
     async def _write(self, results: list[Scored], skipped: list[SkippedWindows]) -> list[Written]:
-        """The part's windows in one sink transaction (in order), off the event loop; resumes
+        """The batch's windows in one sink transaction (in order), then its gaps, off the event loop; resumes
         after the last committed window if Redis goes away mid-batch (so no window is mistaken for
         a redelivery of itself)."""
         written: list[Written] = []
         gaps_done: list[bool] = []
+        if not results and not skipped:
+            return written
 
         def write_rest() -> None:
             rest = [result for result, _, _ in results[len(written):]]
@@ -364,10 +426,12 @@ class StreamWorker:
         (the next batch checkpoints first if one is due). Raises :class:`BatchFailed` once a
         batch has failed, so that an idle worker stops too."""
         self._raise_if_failed()
-        if self._aborted or not self._checkpoints.has_work or self._lock.locked():
+        # A tail still writing: the next call checkpoints (never block this timer on Redis).
+        if self._aborted or not self._checkpoints.has_work or self._lock.locked() or self._tail_running:
             return
         if force or self._checkpoints.due(self.options.checkpoint_interval_s):
             async with self._lock:
+                await self._settle()
                 await self._checkpoint()
 
     async def drain(self, grace_s: float) -> bool:
@@ -376,6 +440,8 @@ class StreamWorker:
         ``grace_s``. Returns whether anything has been abandoned."""
         if self._batch is not None:
             stuck, since = "batch", self._batch_since
+        elif self._tail_running:
+            stuck, since = "batch", self._tail_since
         elif self._saving is not None and not self._saving.done():
             stuck, since = "checkpoint", self._saving_since
         else:
@@ -399,6 +465,8 @@ class StreamWorker:
         self._abandon()
         if self._batch is not None:
             self._batch.cancel()
+        if self._tail is not None:
+            self._tail.cancel()
         if self._saving is not None:
             self._saving.cancel()  # its messages are redelivered; a save cut short leaves older states
 
@@ -411,6 +479,7 @@ class StreamWorker:
     async def checkpoint(self) -> int:
         """Save changed buffers, then acknowledge everything processed; returns messages acknowledged."""
         async with self._lock:
+            await self._settle()
             return await self._checkpoint(wait=True)
 
     async def _checkpoint(self, *, wait: bool = False) -> int:
@@ -468,6 +537,8 @@ class StreamWorker:
         them from Redis) and their unacknowledged messages (the new owner is sent them again)."""
         lost = set(partitions)
         async with self._lock:  # after the running batch: its windows are written
+            if self._tail is not None:  # its tail too (a failure there is raised by the next batch)
+                await asyncio.wait([self._tail])
             # And after the checkpoint being saved: the new owner must not restore a state this
             # worker overwrites later.
             await self._saved()

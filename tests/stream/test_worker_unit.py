@@ -717,6 +717,131 @@ def test_batches_write_in_order_and_checkpoints_never_save_unwritten_chunks(prep
     assert store.saves >= 2  # besides the final one, a checkpoint came due between batches
 
 
+# -- submit: a batch scored while the last one is written -----------------------------------------
+
+
+def test_a_submitted_batch_is_scored_while_the_last_one_is_still_being_written(preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    counting = CountingPreprocessor(preprocessor)
+    # The first write (batch 2's tail) waits for batch 3 to reach preprocessing: only an overlap opens it.
+    sink = GatedSink(counting.second, wait_s=10.0)
+    acks: list[int] = []
+    worker = make_worker(counting, sink=sink, checkpoint_s=3600.0)
+    records = records_of(messages, acks)
+
+    async def go():
+        for i in range(0, len(records), 10):
+            await worker.submit(records[i : i + 10])
+        await worker.checkpoint()
+
+    asyncio.run(go())
+    assert sink.opened is True
+    assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
+    assert acks == list(range(len(messages)))
+
+
+def test_submitted_batches_write_in_order_and_checkpoints_never_save_unwritten_chunks(preprocessor):
+    chunks = good_chunks(beds=3, records=12, salt="order-submit")
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    offline = offline_windows(chunks)
+    sink = MemorySink()
+    violations: list[str] = []
+
+    class CheckingStore(MemoryStore):
+        def save_many(self, states):
+            for pid, state in states.items():
+                held = PatientBuffer.from_bytes(state).next_sequence
+                for w in offline:
+                    if w.patient_id == pid and max(w.sequences) < held and (pid, w.window_id) not in sink.windows:
+                        violations.append(f"{pid} {w.window_id} saved before it was written")
+            super().save_many(states)
+
+    class SlowWrites(MemorySink):
+        def write_window_result(self, result):
+            threading.Event().wait(0.01)  # a tail still running when the next batch and the timer come
+            return sink.write_window_result(result)
+
+    store = CheckingStore()
+    worker = make_worker(preprocessor, sink=SlowWrites(), store=store, scorer=UnevenScorer(), checkpoint_s=0.03)
+
+    async def go():
+        ticking = True
+
+        async def ticker():
+            while ticking:
+                await worker.tick()
+                await asyncio.sleep(0.005)
+
+        timer = asyncio.ensure_future(ticker())
+        for i in range(0, len(messages), 15):
+            await worker.submit(records_of(messages)[i : i + 15])
+        ticking = False
+        await timer
+        await worker.checkpoint()
+
+    asyncio.run(go())
+    assert sink.order == [(w.patient_id, w.window_id) for w in offline]
+    assert not violations
+    assert store.saves >= 2
+
+
+def test_a_tail_that_fails_stops_the_next_batch_and_the_timer_without_acknowledging(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+
+    class BrokenSink(MemorySink):
+        def write_window_result(self, result):
+            raise RuntimeError("a bug in the sink")
+
+    acks: list[int] = []
+    store = MemoryStore()
+    worker = make_worker(preprocessor, sink=BrokenSink(), store=store, checkpoint_s=3600.0)
+    records = records_of(messages, acks)
+
+    async def go():
+        with pytest.raises(BatchFailed) as failed:
+            for i in range(0, len(records), 10):
+                await worker.submit(records[i : i + 10])
+        assert "a bug in the sink" in str(failed.value.__cause__)
+        with pytest.raises(BatchFailed):
+            await worker.tick(force=True)
+        assert await worker.checkpoint() == 0
+
+    asyncio.run(go())
+    assert acks == [] and store.saves == 0
+
+
+def test_a_tail_stuck_on_redis_is_abandoned_on_stop_without_acknowledging(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    release = threading.Event()
+
+    class HangingSink(MemorySink):
+        def write_window_result(self, result):
+            release.wait(30.0)  # Redis not answering
+            return super().write_window_result(result)
+
+    acks: list[int] = []
+    store = MemoryStore()
+    worker = make_worker(preprocessor, sink=HangingSink(), store=store, checkpoint_s=3600.0)
+
+    async def go():
+        first = records_of(messages[:14], acks)
+        await worker.handle(first)  # no window yet: written, and acknowledged by the next checkpoint
+        await worker.checkpoint()
+        await worker.submit(records_of(messages[14:], acks, first_offset=14))  # its tail hangs
+        await worker.tick(force=True)  # the timer does not wait for the tail
+        assert await worker.drain(grace_s=60.0) is False
+        assert await worker.drain(grace_s=0.0) is True
+        assert await worker.checkpoint() == 0
+        with pytest.raises(BatchAborted):
+            await worker.submit(records_of(messages[:1], acks))
+
+    try:
+        asyncio.run(go())
+    finally:
+        release.set()
+    assert acks == list(range(14))
+
+
 def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anything_more(preprocessor, chunks):
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
 

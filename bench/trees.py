@@ -1,0 +1,44 @@
+"""Another commit's code beside the checkout, for benchmarks that run a baseline in the same run.
+
+``extract(rev, into)`` writes the commit's packages (``git archive``); ``use_tree(tree)`` makes
+this process import ``hfrisk`` from there instead of the editable checkout (call it before anything
+imports ``hfrisk``). Run one of its modules in a process of its own::
+
+    python -m bench.trees <tree> hfrisk.stream.worker.command --app-id ...
+"""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["ROOT", "extract", "use_tree"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def use_tree(tree: str | Path) -> None:
+    """Import hfrisk from ``tree`` (an extracted commit) instead of the editable checkout."""
+    import __editable___hfrisk_0_1_0_finder as finder  # the .pth finder of `pip install -e`
+
+    for package, folder in (("hfrisk", "hfrisk"), ("hfrisk.model", "model"), ("hfrisk.stream", "stream"),
+                            ("hfrisk.training", "training")):
+        finder.MAPPING[package] = str(Path(tree) / folder)
+
+
+def extract(rev: str, into: Path) -> Path:
+    """The packages of commit ``rev`` under ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "hfrisk", "model", "stream", "training"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+if __name__ == "__main__":
+    tree, module, *rest = sys.argv[1:]
+    use_tree(tree)
+    sys.argv = [module, *rest]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
