@@ -541,8 +541,11 @@ def _baseline_lines(r: dict) -> list[str]:
             lines.append(f"| {row['stagger_s']:g} | {row['beds']} | {row['windows']}/{row['expected_windows']} | "
                          f"{row['latency_s']['p95']} | {row['drained_after_replay_s']} | "
                          f"{'yes' if row['sustained'] else 'no'} |")
+        def most(beds: int | None) -> str:  # 0: the sweep's first count already failed
+            return f"fewer than {min(row['beds'] for row in b['realtime'])}" if not beds else str(beds)
+
         lines += ["", "Beds sustained (p95 <= 1 s), baseline -> this checkout: " + "; ".join(
-            f"{b['realtime_beds_sustained_by_stagger'][st]} -> {r['realtime_beds_sustained_by_stagger'].get(st)} "
+            f"{most(b['realtime_beds_sustained_by_stagger'][st])} -> {most(r['realtime_beds_sustained_by_stagger'].get(st))} "
             f"with the starts over {float(st):g} s" for st in b["realtime_beds_sustained_by_stagger"]) + ".", ""]
     if "noop_vs_raw" in b:
         n, m = b["noop_vs_raw"], r["noop_vs_raw"]

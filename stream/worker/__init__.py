@@ -1,6 +1,6 @@
 """The stream worker: Kafka chunks in, window results in Redis, scores and alerts out (docs/stream-worker.md).
 
-``StreamWorker`` (pipeline) runs one micro-batch at a time; ``Checkpoints`` decides what is saved and
+``StreamWorker`` (pipeline) scores a micro-batch while the last one is written; ``Checkpoints`` decides what is saved and
 acknowledged; ``install_agents`` puts the worker in a Faust app (``create_app``); ``worker_command``
 is ``hfrisk worker``. The names are imported on first use: ``import hfrisk.stream.worker.command``
 must not pay for Faust, Redis or the preprocessing stack.

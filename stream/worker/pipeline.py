@@ -1,9 +1,10 @@
 """The stream worker's batch logic: ECG chunks in, window results in Redis, scores and alerts out.
 
 :class:`StreamWorker` knows nothing of Faust (unit tests drive it with plain records;
-:mod:`hfrisk.stream.worker.agents` wires it into a Faust app). One micro-batch at a time is
-decoded, windowed, scored, written and published; a checkpoint then saves the changed buffers and
-acknowledges its messages (:mod:`hfrisk.stream.worker.checkpoints`). Why this order keeps every
+:mod:`hfrisk.stream.worker.agents` wires it into a Faust app). A micro-batch is decoded,
+windowed and scored, then written and published in a task of its own (its tail) while the next
+batch is decoded and scored; a checkpoint, after the tail, saves the changed buffers and
+acknowledges their messages (:mod:`hfrisk.stream.worker.checkpoints`). Why this order keeps every
 window at-least-once, and what happens on outages, rebalances and stops: docs/stream-worker.md.
 """
 
