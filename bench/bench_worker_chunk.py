@@ -81,7 +81,7 @@ STEPS = {
     "checkpoint: serialise": "changed buffers to bytes",
     "checkpoint: Redis": "saving them",
     "acknowledgement": "ledger (touched/processed) and ack calls",
-    "batch plumbing": "handle/_run/_assemble/_checkpoint themselves: lock, tasks, event loop",
+    "batch plumbing": "handle (its front and tail)/_assemble/_checkpoint themselves: lock, tasks, event loop",
 }
 EXCLUDED = ("no-op prepare", "no-op model")
 
