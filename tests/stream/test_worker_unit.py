@@ -741,7 +741,7 @@ def test_a_submitted_batch_is_scored_while_the_last_one_is_still_being_written(p
 
 
 def test_submitted_batches_write_in_order_and_checkpoints_never_save_unwritten_chunks(preprocessor):
-    chunks = good_chunks(beds=3, records=12, salt="order-submit")
+    chunks = good_chunks(beds=3, records=30, salt="order-submit")  # a window per bed per batch of 15
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     offline = offline_windows(chunks)
     sink = MemorySink()
@@ -758,7 +758,7 @@ def test_submitted_batches_write_in_order_and_checkpoints_never_save_unwritten_c
 
     class SlowWrites(MemorySink):
         def write_window_result(self, result):
-            threading.Event().wait(0.01)  # a tail still running when the next batch and the timer come
+            threading.Event().wait(0.05)  # a tail still running when the next batch and the timer come
             return sink.write_window_result(result)
 
     store = CheckingStore()
