@@ -675,25 +675,30 @@ class UnevenScorer(FakeScorer):
         return await super().infer(x)
 
 
+class WrittenOnlyStore(MemoryStore):
+    """Notes every save of a buffer holding a chunk whose window ``sink`` has not written yet: a
+    restart from that state would skip the window for good."""
+
+    def __init__(self, sink: MemorySink, offline: list[Window]):
+        super().__init__()
+        self.sink, self.offline = sink, offline
+        self.violations: list[str] = []
+
+    def save_many(self, states):
+        for pid, state in states.items():
+            held = PatientBuffer.from_bytes(state).next_sequence
+            for w in self.offline:
+                if w.patient_id == pid and max(w.sequences) < held and (pid, w.window_id) not in self.sink.windows:
+                    self.violations.append(f"{pid} {w.window_id} saved before it was written")
+        super().save_many(states)
+
+
 def test_batches_write_in_order_and_checkpoints_never_save_unwritten_chunks(preprocessor):
     chunks = good_chunks(beds=3, records=12, salt="order")
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     offline = offline_windows(chunks)
     sink = MemorySink()
-    violations: list[str] = []
-
-    class CheckingStore(MemoryStore):
-        def save_many(self, states):
-            # Every window completed by a chunk the saved buffer holds must be written already,
-            # or a restart from this state would skip it for good.
-            for pid, state in states.items():
-                held = PatientBuffer.from_bytes(state).next_sequence
-                for w in offline:
-                    if w.patient_id == pid and max(w.sequences) < held and (pid, w.window_id) not in sink.windows:
-                        violations.append(f"{pid} {w.window_id} saved before it was written")
-            super().save_many(states)
-
-    store = CheckingStore()
+    store = WrittenOnlyStore(sink, offline)
     worker = make_worker(preprocessor, sink=sink, store=store, scorer=UnevenScorer(), checkpoint_s=0.03)
 
     async def go():
@@ -713,7 +718,7 @@ def test_batches_write_in_order_and_checkpoints_never_save_unwritten_chunks(prep
 
     asyncio.run(go())
     assert sink.order == [(w.patient_id, w.window_id) for w in offline]  # the order of the feed
-    assert not violations
+    assert not store.violations
     assert store.saves >= 2  # besides the final one, a checkpoint came due between batches
 
 
@@ -745,23 +750,13 @@ def test_submitted_batches_write_in_order_and_checkpoints_never_save_unwritten_c
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     offline = offline_windows(chunks)
     sink = MemorySink()
-    violations: list[str] = []
-
-    class CheckingStore(MemoryStore):
-        def save_many(self, states):
-            for pid, state in states.items():
-                held = PatientBuffer.from_bytes(state).next_sequence
-                for w in offline:
-                    if w.patient_id == pid and max(w.sequences) < held and (pid, w.window_id) not in sink.windows:
-                        violations.append(f"{pid} {w.window_id} saved before it was written")
-            super().save_many(states)
 
     class SlowWrites(MemorySink):
         def write_window_result(self, result):
             threading.Event().wait(0.05)  # a tail still running when the next batch and the timer come
             return sink.write_window_result(result)
 
-    store = CheckingStore()
+    store = WrittenOnlyStore(sink, offline)
     worker = make_worker(preprocessor, sink=SlowWrites(), store=store, scorer=UnevenScorer(), checkpoint_s=0.03)
 
     async def go():
@@ -781,33 +776,8 @@ def test_submitted_batches_write_in_order_and_checkpoints_never_save_unwritten_c
 
     asyncio.run(go())
     assert sink.order == [(w.patient_id, w.window_id) for w in offline]
-    assert not violations
+    assert not store.violations
     assert store.saves >= 2
-
-
-def test_a_tail_that_fails_stops_the_next_batch_and_the_timer_without_acknowledging(preprocessor, chunks):
-    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
-
-    class BrokenSink(MemorySink):
-        def write_window_result(self, result):
-            raise RuntimeError("a bug in the sink")
-
-    acks: list[int] = []
-    store = MemoryStore()
-    worker = make_worker(preprocessor, sink=BrokenSink(), store=store, checkpoint_s=3600.0)
-    records = records_of(messages, acks)
-
-    async def go():
-        with pytest.raises(BatchFailed) as failed:
-            for i in range(0, len(records), 10):
-                await worker.submit(records[i : i + 10])
-        assert "a bug in the sink" in str(failed.value.__cause__)
-        with pytest.raises(BatchFailed):
-            await worker.tick(force=True)
-        assert await worker.checkpoint() == 0
-
-    asyncio.run(go())
-    assert acks == [] and store.saves == 0
 
 
 def test_a_tail_stuck_on_redis_is_abandoned_on_stop_without_acknowledging(preprocessor, chunks):
@@ -842,7 +812,8 @@ def test_a_tail_stuck_on_redis_is_abandoned_on_stop_without_acknowledging(prepro
     assert acks == list(range(14))
 
 
-def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anything_more(preprocessor, chunks):
+@pytest.mark.parametrize("failing", ["model call", "tail's write"])
+def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anything_more(preprocessor, chunks, failing):
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
 
     class BuggyScorer(FakeScorer):
@@ -851,25 +822,32 @@ def test_a_failed_batch_stops_the_worker_without_saving_or_acknowledging_anythin
                 raise RuntimeError("a bug in the second model call")
             return await super().infer(x)
 
+    class BrokenSink(MemorySink):
+        def write_window_result(self, result):
+            raise RuntimeError("a bug in the sink")
+
+    in_tail = failing == "tail's write"
     acks: list[int] = []
-    store, sink = MemoryStore(), MemorySink()
-    worker = make_worker(preprocessor, sink=sink, store=store, scorer=BuggyScorer(), checkpoint_s=3600.0)
+    store, sink = MemoryStore(), BrokenSink() if in_tail else MemorySink()
+    worker = make_worker(preprocessor, sink=sink, store=store, scorer=FakeScorer() if in_tail else BuggyScorer(),
+                         checkpoint_s=3600.0)
     records = records_of(messages, acks)
+    call = worker.submit if in_tail else worker.handle  # a tail's failure reaches the next submit
 
     async def go():
         with pytest.raises(BatchFailed) as failed:
             for i in range(0, len(records), 10):
-                await worker.handle(records[i : i + 10])
-        assert "second model call" in str(failed.value.__cause__)
+                await call(records[i : i + 10])
+        assert ("a bug in the sink" if in_tail else "second model call") in str(failed.value.__cause__)
         with pytest.raises(BatchFailed):
             await worker.tick(force=True)  # an idle worker learns of the failure from its timer
         with pytest.raises(BatchFailed):
-            await worker.handle(records[:1])
+            await call(records[:1])
         assert await worker.checkpoint() == 0
 
     asyncio.run(go())
     assert acks == [] and store.saves == 0
-    assert len(sink.order) == 2  # the batch before the failure was written; nothing after it
+    assert len(sink.order) == (0 if in_tail else 2)  # the batch before a failed model call was written
 
 
 def test_worker_settings_come_from_the_settings_and_their_environment(monkeypatch, preprocessor):
