@@ -107,17 +107,17 @@ def decode_chunk(data: bytes, *, max_bytes: int | None = None, window: WindowSpe
             f"{len(record['samples'])} sample bytes, expected {n_leads} leads x {n_samples} samples x "
             f"{dtype.itemsize} bytes = {expected}"
         )
-    chunk = EcgChunk(
+    chunk = EcgChunk.from_decoded(
         patient_id=record["patient_id"],
         device_id=record["device_id"],
         sequence=record["sequence"],
         acquired_at_us=record["acquired_at_us"],
         fs_hz=record["fs_hz"],
-        lead_names=tuple(record["lead_names"]),
+        lead_names=record["lead_names"],
         samples=np.frombuffer(record["samples"], dtype=dtype).reshape(n_leads, n_samples),
-        units=tuple(record["units"]),
-        gains=tuple(record["gains"]),
-        baselines=tuple(record["baselines"]),
+        units=record["units"],
+        gains=record["gains"],
+        baselines=record["baselines"],
         source=record["source"],
         schema_version=version,
     )

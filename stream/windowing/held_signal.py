@@ -68,9 +68,11 @@ class HeldSignal:
         """Forget the samples before ``position`` (never past the end)."""
         keep_from = min(position, self.end)
         drop = keep_from - self.start
-        if drop > 0:
-            self.samples = self.samples[:, drop:]
-            self.start = keep_from
+        if drop <= 0:
+            # Every span held ends after start (the last drop removed the others): nothing to do.
+            return
+        self.samples = self.samples[:, drop:]
+        self.start = keep_from
         self.spans = [span for span in self.spans if span[2] > keep_from]
 
     def cut(self, start: int, n: int) -> tuple[np.ndarray, tuple[int, ...]]:

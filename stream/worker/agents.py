@@ -3,7 +3,8 @@ and the publisher over Faust's producer.
 
 The agent takes micro-batches with ``noack_take`` (never ``take``, which would acknowledge a batch
 that was never written) and hands each to :meth:`StreamWorker.submit`, which returns once the batch
-is scored and leaves its writes to run beside the next one; acknowledging is the checkpoint's job. Stops and rebalances: docs/stream-worker.md.
+is scored and leaves its writes to run beside the next one; acknowledging is the checkpoint's job.
+Stops and rebalances: docs/stream-worker.md.
 
 Example (what ``hfrisk worker`` does, see :mod:`hfrisk.stream.worker.command`)::
 

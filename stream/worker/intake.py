@@ -8,7 +8,6 @@ here, before anything else sees it (docs/security.md).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 from hfrisk.model.contract.errors import ECGInputError
@@ -54,8 +53,5 @@ def decode_record(
                max_message_bytes=max_message_bytes, patient_id=chunk.patient_id)
         return None
     if pseudonymise is not None:  # from here on only the pseudonym exists (docs/security.md)
-        # A copy with the id swapped: dataclasses.replace would check and convert every field again.
-        pseudonymous = copy.copy(chunk)
-        object.__setattr__(pseudonymous, "patient_id", pseudonymise(chunk.patient_id))
-        chunk = pseudonymous
+        chunk = chunk.with_patient_id(pseudonymise(chunk.patient_id))
     return chunk

@@ -220,19 +220,7 @@ class StreamWorker:
         self._batch = asyncio.ensure_future(step)
         self._batch_since = time.monotonic()
         try:
-            return await self._batch
-        except asyncio.CancelledError:
-            self._batch.cancel()
-            self._abandon()  # the buffers may hold part of the batch
-            if self._aborted and not _cancelling():
-                raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
-            raise
-        except Exception as exc:
-            # Its chunks are in the buffers but its windows were never written: saving the
-            # buffers now would lose those windows for good, so nothing more is saved or acknowledged.
-            self._failure = exc
-            self._abandon()
-            raise BatchFailed("a batch failed; stopping so that its messages are redelivered") from exc
+            return await self._awaiting(self._batch)
         finally:
             self._batch = None
 
@@ -245,18 +233,28 @@ class StreamWorker:
             self._tail = None
             return
         try:
-            await tail
+            await self._awaiting(tail)
+        finally:
+            if tail.done():
+                self._tail = None
+
+    async def _awaiting(self, part: asyncio.Future) -> Any:
+        """``await part`` (a batch's front or tail): a cancellation or a failure abandons the
+        buffers and raises :class:`BatchAborted` (a stop) or :class:`BatchFailed`."""
+        try:
+            return await part
         except asyncio.CancelledError:
-            tail.cancel()
-            self._abandon()
+            part.cancel()
+            self._abandon()  # the buffers may hold part of the batch
             if self._aborted and not _cancelling():
                 raise BatchAborted("the worker is stopping; the batch will be redelivered") from None
             raise
         except Exception as exc:
+            # Its chunks are in the buffers but its windows were never written: saving the
+            # buffers now would lose those windows for good, so nothing more is saved or acknowledged.
+            self._failure = exc
+            self._abandon()
             raise BatchFailed("a batch failed; stopping so that its messages are redelivered") from exc
-        finally:
-            if tail.done():
-                self._tail = None
 
     @property
     def _tail_running(self) -> bool:

@@ -176,6 +176,18 @@ def test_samples_are_little_endian_and_lead_major():
         lead_names=("I", "II"), samples=samples, units=None, gains=None, baselines=None)
 
 
+def test_a_decoded_chunk_has_every_field_the_constructor_gives_with_the_same_types():
+    """decode_chunk builds chunks without the constructor's normalising (from_decoded): the fields
+    and their types must still be the constructor's, pseudonymised copies included."""
+    made = _chunk(samples=np.arange(3 * 50, dtype=np.int16).reshape(3, 50))
+    for back in (decode_chunk(encode_chunk(made)), decode_chunk(encode_chunk(made)).with_patient_id("bed-1")):
+        assert back == made
+        assert {k: type(v) for k, v in vars(back).items()} == {k: type(v) for k, v in vars(made).items()}
+        assert [type(x) for x in (*back.gains, *back.baselines, *back.units, *back.lead_names)] == \
+            [type(x) for x in (*made.gains, *made.baselines, *made.units, *made.lead_names)]
+    assert decode_chunk(encode_chunk(made)).with_patient_id("p-x").patient_id == "p-x"
+
+
 def test_decoded_samples_are_a_read_only_view():
     back = decode_chunk(encode_chunk(_chunk()))
     assert not back.samples.flags.writeable
@@ -350,11 +362,58 @@ def test_millivolts_are_the_ecgs_samples_bit_for_bit(chunk):
 
     mv = chunk.millivolts()
     assert mv.dtype == np.float32 and mv.tobytes() == chunk.to_ecg().samples.tobytes()
+    scales = np.asarray([UNIT_SCALE_TO_MV[u.strip().lower()] for u in chunk.units], np.float32)[:, None]
+    expected = _wfdb_formula(chunk) * scales
+    assert mv.tobytes() == expected.astype(np.float32).tobytes()
+
+
+def _wfdb_formula(chunk: EcgChunk) -> np.ndarray:
+    """The reference: counts minus baseline over gain in float64, then float32 (as WFDB computes)."""
     gains = np.asarray(chunk.gains, np.float64)[:, None]
     baselines = np.asarray(chunk.baselines, np.float64)[:, None]
-    scales = np.asarray([UNIT_SCALE_TO_MV[u.strip().lower()] for u in chunk.units], np.float32)[:, None]
-    expected = ((chunk.samples.astype(np.float64) - baselines) / gains).astype(np.float32) * scales
-    assert mv.tobytes() == expected.astype(np.float32).tobytes()
+    return ((chunk.samples.astype(np.float64) - baselines) / gains).astype(np.float32)
+
+
+def test_the_float32_shortcut_gives_the_float64_bits_for_every_int16_count():
+    """Chunks whose gains a float32 holds are converted in float32 (a third of the cost); on every
+    int16 value, for gains across the allowed range and baselines up to the bound, the bits are the
+    float64 formula's. Gains a float32 does not hold take the float64 path and match too."""
+    from hfrisk.stream.messages.chunk import _EXACT_BASELINE, _calibration
+
+    rng = np.random.default_rng(15)
+    counts = np.arange(-32768, 32768, dtype=np.int16)
+    exponents = rng.uniform(-100, 100, 400)
+    gains = [float(np.float32(2.0**e)) for e in exponents] + [1000.0, 200.0, 1.0, 2.0**-100, 2.0**100, 3.0, 0.1]
+    baselines = [0, 1, -1, _EXACT_BASELINE, -_EXACT_BASELINE, *rng.integers(-_EXACT_BASELINE, _EXACT_BASELINE, 8)]
+    checked = 0
+    for i, gain in enumerate(gains):
+        # Three leads: this gain with two baselines, and a gain of 1 (nothing to divide by).
+        pair = (int(baselines[i % len(baselines)]), int(baselines[(i * 7 + 3) % len(baselines)]))
+        chunk = _chunk(lead_names=("I", "II", "V1"), units=("mV",) * 3, samples=np.stack([counts] * 3),
+                       gains=(gain, gain, 1.0), baselines=(*pair, 0))
+        took_float32 = _calibration(chunk.gains, chunk.baselines).float32_exact(chunk.samples.dtype)
+        assert took_float32 == (gain != 0.1), f"gain {gain!r}: float32 shortcut {took_float32}"
+        assert chunk.physical().tobytes() == _wfdb_formula(chunk).tobytes(), f"gain {gain!r}, baselines {pair}"
+        checked += took_float32
+    assert checked == len(gains) - 1
+
+
+@pytest.mark.parametrize("calibration", [dict(gains=(1.0,) * 3, baselines=(0,) * 3),
+                                         dict(gains=(1.0, 1.0, 2.0), baselines=(0,) * 3),
+                                         dict(gains=(1.0,) * 3, baselines=(0, 5, 0)),
+                                         dict(gains=(1.0, 3.0, 3.0), baselines=(0, 7, -7)),
+                                         dict(gains=(1.0, 1.0, 3.0), baselines=(0, 0, 2**24 + 1))],
+                         ids=["identity", "a gain", "a baseline", "a gain and a baseline", "baseline past the bound"])
+def test_float32_samples_and_large_baselines_keep_the_float64_bits(calibration):
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(0, 1e3, 1500), rng.uniform(-1, 1, 1500),
+                             [0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1e-39]])
+    samples = values.astype(np.float32)[: 3 * 1000].reshape(3, 1000)
+    samples[0, :7] = values[-7:].astype(np.float32)
+    chunk = _chunk(samples=samples, units=("mV",) * 3, **calibration)
+    assert chunk.physical().tobytes() == _wfdb_formula(chunk).tobytes()
+    int16 = _chunk(samples=np.arange(-1500, 1500, dtype=np.int16).reshape(3, 1000), units=("mV",) * 3, **calibration)
+    assert int16.physical().tobytes() == _wfdb_formula(int16).tobytes()
 
 
 def test_millivolts_refuse_what_to_ecg_refuses_with_the_same_error():
