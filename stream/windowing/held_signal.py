@@ -76,7 +76,13 @@ class HeldSignal:
         self.spans = [span for span in self.spans if span[2] > keep_from]
 
     def cut(self, start: int, n: int) -> tuple[np.ndarray, tuple[int, ...]]:
-        """A copy of columns ``[start, start + n)`` and the sequences of the chunks they came from."""
+        """Columns ``[start, start + n)``, read-only, and the sequences of the chunks they came from.
+
+        A view, not a copy (a window is 240 kB): a column once held is never written again, since
+        :meth:`append` writes only after the last one and a full block is replaced, not reused,
+        so the window keeps the values it was cut with while the buffer moves on.
+        """
         offset = start - self.start
-        samples = self.samples[:, offset : offset + n].copy()
+        samples = self.samples[:, offset : offset + n]
+        samples.flags.writeable = False
         return samples, tuple(seq for seq, a, b in self.spans if a < start + n and b > start)

@@ -352,12 +352,19 @@ def test_held_signal_appends_in_place_cuts_exact_columns_and_forgets_what_no_win
     assert (held.start, held.end, held.spans) == (0, 15, [(0, 0, 5), (1, 5, 10), (2, 10, 15)])
     samples, sequences = held.cut(3, 4)
     assert sequences == (0, 1) and samples.tolist() == [[3, 4, 10, 11], [8, 9, 15, 16]]
+    # A window is a view of the held columns (no 240-kB copy), so it must be read-only, and the
+    # columns it covers must never be written again while the buffer moves on.
+    assert not samples.flags.writeable and np.shares_memory(samples, block)
     held.drop_before(5)
     assert (held.start, held.spans, held.samples.shape) == (5, [(1, 5, 10), (2, 10, 15)], (2, 10))
     held.append(3, chunk, spare=10)  # past the block's room: a new block, the held columns copied once
     assert held.samples.base is not block and held.cut(5, 15)[0][0, :5].tolist() == [10, 11, 12, 13, 14]
+    latest, _ = held.cut(15, 5)
+    for seq in (4, 5):  # into the new block's room, right after the columns just cut
+        held.append(seq, chunk + 100 * seq, spare=10)
+    assert latest.tolist() == chunk.tolist() and samples.tolist() == [[3, 4, 10, 11], [8, 9, 15, 16]]
     held.drop_before(100)  # never past the end
-    assert (held.start, held.end, held.spans) == (20, 20, [])
+    assert (held.start, held.end, held.spans) == (30, 30, [])
 
 
 # A buffer saved by the hand-written to_dict that preceded the pydantic models (captured from that
