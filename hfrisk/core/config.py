@@ -293,6 +293,10 @@ class StreamSettings(BaseModel):
     # kernel: above one checkpoint's serialised buffers, so the next one does not fault them in
     # again (stream/worker/allocator.py). 0: the C library's defaults.
     keep_freed_mb: int = Field(default=256, ge=0)
+    # Chunk messages the worker's agent may hold before Faust pauses fetching (it resumes at 40 %);
+    # None: max(4,096, 8 batches). Faust sleeps a whole second whenever every partition is paused,
+    # so a worker that empties the buffer faster than that idles (stream/worker/app.py).
+    buffer_events: int | None = Field(default=None, ge=64)
     # Seconds before a vanished worker's partitions move to the others; None: Faust's 60 s.
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).

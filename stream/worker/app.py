@@ -14,7 +14,8 @@ of them). What is configured here, and why:
 * **partitions**: ``kafka.partitions`` for every topic the app declares objects for.
 * **new consumer groups start at the earliest offset**: a worker joining after chunks were
   produced must not skip them; windows already in Redis are recognised by their ids.
-* **bounded prefetch** (``stream_buffer_maxsize``: 8 batches): back-pressure goes to Kafka.
+* **bounded prefetch** (``stream_buffer_maxsize``: ``stream.buffer_events``, 4,096 by default): back-pressure
+  goes to Kafka.
 * **web server** (Faust's own status pages) bound to ``127.0.0.1`` on a port of your choice.
 * no tables and no RocksDB: per-patient state lives in Redis (:mod:`hfrisk.stream.worker.buffer_store`), so
   ``datadir`` only holds Faust's bookkeeping (under ``paths.state_dir`` by default).
@@ -40,13 +41,15 @@ DEFAULT_APP_ID = "hfrisk-worker"
 DEFAULT_WEB_PORT = 6066
 
 
-def stream_buffer_size(batch_size: int) -> int:
-    """Events an agent's stream may hold before Faust pauses fetching: a few batches, and at least
-    1,024 (~12 MB of 12-lead 500-Hz chunks). Faust pauses a partition at 80 % of it and resumes at
-    40 %: at 256 it did so often enough that a worker draining a backlog ran at 824-872 chunks/s,
-    against 1,066-1,079 at 1,024 and 1,223 at 4,096 (no-op model and front end;
-    docs/bench/worker-chunk-notes.md)."""
-    return max(1024, 8 * batch_size)
+def stream_buffer_size(batch_size: int, buffer_events: int | None = None) -> int:
+    """Events an agent's stream may hold before Faust pauses fetching (``stream.buffer_events``):
+    by default Faust's own 4,096 events (~49 MB of 12-lead 500-Hz chunks), more with batches above
+    512. Faust pauses a partition at 80 % of it and resumes at 40 %, and while every partition is
+    paused its fetcher sleeps a whole second: a worker that empties 80 % of the buffer in less
+    than that sits idle for the rest. At 1,024 events the no-op worker drained a backlog at
+    1,256-1,545 chunks/s, at 4,096 at 2,439-3,249 and at 8,192 at 2,414-3,086
+    (docs/bench/stream-tuning.md, "The fetcher's one-second sleep")."""
+    return buffer_events if buffer_events is not None else max(4096, 8 * batch_size)
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
@@ -87,9 +90,9 @@ def create_app(
         # On a rebalance or a stop, wait until the messages in flight are acknowledged (the worker
         # checkpoints them), so that the next owner starts from a fresh commit and saved buffers.
         stream_wait_empty=True,
-        # Prefetch a few batches, not Faust's 4,096 events: a burst then waits in Kafka (lag) rather
-        # than in the worker's memory, whatever its size (docs/reliability-input.md).
-        stream_buffer_maxsize=stream_buffer_size(settings.stream.batch_size),
+        # A bounded prefetch: beyond it a burst waits in Kafka (lag), not in the worker's memory
+        # (docs/reliability-input.md); large enough that Faust's pauses do not idle the worker.
+        stream_buffer_maxsize=stream_buffer_size(settings.stream.batch_size, settings.stream.buffer_events),
         web_enabled=True,
         web_bind=web_host,
         web_host=web_host,
