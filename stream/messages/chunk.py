@@ -270,14 +270,14 @@ class _Calibration:
     quotient (double rounding is innocuous when the wider format has at least ``2p + 2`` bits,
     53 >= 2 x 24 + 2; S. Figueroa, "When is double rounding innocuous?", SIGNUM 1995). Gains are kept
     within ``2**±100`` so that every quotient stays a normal float32.
-    ``tests/stream/test_chunk_codec.py`` compares both paths on every int16 value.
+    ``tests/stream/test_schema.py`` compares both paths on every int16 value.
     """
 
     gains: np.ndarray
     baselines: np.ndarray
     # Whether float32 arithmetic reproduces the float64 result for int16 counts.
     exact: bool
-    # None: every gain is 1 (every baseline 0), nothing to divide by (subtract).
+    # None: every gain is 1 (every baseline 0), nothing to divide by (subtract); or not exact.
     gains32: np.ndarray | None
     baselines32: np.ndarray | None
 
@@ -298,12 +298,12 @@ def _calibration(gains: tuple[float, ...], baselines: tuple[int, ...]) -> _Calib
     g = np.asarray(gains, dtype=np.float64)[:, None]
     b = np.asarray(baselines, dtype=np.float64)[:, None]
     exact = bool(
-        np.all(g.astype(np.float32) == g)
-        and np.all((g >= _EXACT_GAIN_RANGE[0]) & (g <= _EXACT_GAIN_RANGE[1]))
+        np.all((g >= _EXACT_GAIN_RANGE[0]) & (g <= _EXACT_GAIN_RANGE[1]))  # first: no overflow in the cast
+        and np.all(g.astype(np.float32) == g)
         and np.all(np.abs(b) <= _EXACT_BASELINE)
     )
-    g32 = None if np.all(g == 1.0) else g.astype(np.float32)
-    b32 = None if np.all(b == 0.0) else b.astype(np.float32)
+    g32 = None if not exact or np.all(g == 1.0) else g.astype(np.float32)
+    b32 = None if not exact or np.all(b == 0.0) else b.astype(np.float32)
     for a in (g, b, g32, b32):
         if a is not None:
             a.flags.writeable = False
