@@ -48,7 +48,7 @@ def stream_buffer_size(batch_size: int, buffer_events: int | None = None) -> int
     paused its fetcher sleeps a whole second: a worker that empties 80 % of the buffer in less
     than that sits idle for the rest. At 1,024 events the no-op worker drained a backlog at
     1,256-1,545 chunks/s, at 4,096 at 2,439-3,249 and at 8,192 at 2,414-3,086
-    (docs/bench/stream-tuning.md, "The fetcher's one-second sleep")."""
+    (docs/bench/stream-tuning.md, "Faust's one-second sleep")."""
     return buffer_events if buffer_events is not None else max(4096, 8 * batch_size)
 
 
