@@ -35,6 +35,9 @@ log = get_logger(__name__)
 
 Paths = str | Path | Iterable[str | Path]
 
+# Looped recordings kept in memory after their first read (int16: ~120 kB for 10 s of 12 leads at 500 Hz).
+LOOP_CACHE_BYTES = 512 * 2**20
+
 
 @dataclass
 class ReplayStats:
@@ -156,18 +159,31 @@ class _Bed:
 
 
 def _recordings(
-    paths: Paths, *, loop: bool, max_records: int | None, chunk_s: float, max_bytes: int | None, stats: ReplayStats
+    paths: Paths, *, loop: bool, max_records: int | None, chunk_s: float, max_bytes: int | None, stats: ReplayStats,
+    loop_cache_bytes: int | None = None,
 ) -> Iterator[WireSamples]:
-    """Readable recordings in order, ready to chunk; unreadable ones are logged and counted."""
-    seen: list[Path] = []
+    """Readable recordings in order, ready to chunk; unreadable ones are logged and counted.
+
+    Looping, the recordings read on the first pass are kept (read-only) while they fit in
+    ``loop_cache_bytes`` (default ``LOOP_CACHE_BYTES``), and later passes send those again without reading their files: a few
+    dozen looped records fed to a thousand beds were otherwise read ~100 times a second, half the
+    replay's CPU (docs/replay.md)."""
+    loop_cache_bytes = LOOP_CACHE_BYTES if loop_cache_bytes is None else loop_cache_bytes
+    seen: list[tuple[Path, WireSamples | None]] = []
+    cached_bytes = 0
     first_pass = True
     while True:
         sent_this_pass = 0
-        for path in iter_records(paths) if first_pass else seen:
-            if first_pass:
-                seen.append(path)
+        for path, kept in ((p, None) for p in iter_records(paths)) if first_pass else seen:
             if max_records is not None and stats.records >= max_records:
                 return
+            if kept is not None:
+                stats.records += 1
+                sent_this_pass += 1
+                yield kept
+                continue
+            if first_pass:
+                seen.append((path, None))
             try:
                 wire = wire_samples(read_ecg(path))
                 # Encoding the first chunk checks leads, rate, units and size once per recording,
@@ -183,6 +199,10 @@ def _recordings(
                 stats.records_failed += 1
                 stats.failures.append((str(path), f"[{reason}] {exc}"))
                 continue
+            if first_pass and loop and cached_bytes + wire.samples.nbytes <= loop_cache_bytes:
+                wire.samples.setflags(write=False)
+                seen[-1] = (path, wire)
+                cached_bytes += wire.samples.nbytes
             stats.records += 1
             sent_this_pass += 1
             yield wire

@@ -36,8 +36,12 @@ class BufferStore:
         return {pid: value for pid, value in zip(ids, values) if value is not None}
 
     def save_many(self, states: dict[str, bytes]) -> None:
-        # One round trip; MULTI so that a crash never leaves half of a checkpoint.
-        with self.client.pipeline(transaction=True) as pipe:
+        # One round trip, but no MULTI: Redis 7 builds one EXEC's append-only-file entry in a buffer
+        # that grows 1 MB at a time, so one EXEC of a checkpoint's tens of MB cost it ~5 ns of CPU
+        # per byte and blocked every client ~0.2 s (bench/bench_checkpoint_store.py). Each key stands
+        # alone: a save cut short leaves each patient's buffer old or new, both of which a restart
+        # resumes from (docs/stream-worker.md, "Saved buffers").
+        with self.client.pipeline(transaction=False) as pipe:
             for pid, state in states.items():
                 # As a memoryview, redis-py sends the ~190 kB as it is; as bytes, its hiredis packer
                 # copies each into the command first (129 against 81 µs of CPU a patient).

@@ -73,6 +73,36 @@ def test_max_records_and_loop(three_records):
     assert stats.recordings["bed-0"] == ["00001_hr", "00002_hr", "00003_hr", "00001_hr", "00002_hr"]
 
 
+def _chunk_bytes(out):
+    return [(due, c.patient_id, c.sequence, c.acquired_at_us, c.samples.tobytes()) for due, c in out]
+
+
+@pytest.mark.parametrize("cache_bytes", [None, 130_000])
+def test_a_loop_reads_each_recording_once_while_it_fits_and_sends_the_same_chunks(monkeypatch, three_records, cache_bytes):
+    import hfrisk.stream.ingest.replay as replay_module
+
+    def looped():
+        stats = ReplayStats()
+        out = list(feed(three_records, beds=2, loop=True, max_records=9, start_us=T0_US, stats=stats))
+        return out, stats
+
+    default = replay_module.LOOP_CACHE_BYTES
+    monkeypatch.setattr(replay_module, "LOOP_CACHE_BYTES", 0)
+    uncached, uncached_stats = looped()
+    reads = []
+    monkeypatch.setattr(replay_module, "read_ecg", lambda path: reads.append(path.name) or read_ecg(path))
+    # 130 kB: room for one 10-s record (120 kB of int16 counts).
+    monkeypatch.setattr(replay_module, "LOOP_CACHE_BYTES", default if cache_bytes is None else cache_bytes)
+    cached, stats = looped()
+
+    assert _chunk_bytes(cached) == _chunk_bytes(uncached)
+    assert stats.recordings == uncached_stats.recordings and stats.records == 9
+    if cache_bytes is None:
+        assert reads == ["00001_hr.hea", "00002_hr.hea", "00003_hr.hea"]
+    else:  # only the first is kept: the others are read again on each pass
+        assert reads == ["00001_hr.hea", "00002_hr.hea", "00003_hr.hea"] + ["00002_hr.hea", "00003_hr.hea"] * 2
+
+
 def test_unreadable_recordings_are_skipped_and_counted(tmp_path, three_records):
     broken = tmp_path / "broken.hea"
     broken.write_text("this is not a WFDB header\n")

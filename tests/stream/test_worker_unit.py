@@ -444,6 +444,51 @@ def test_a_restarted_worker_restores_buffers_and_recreates_identical_windows(pre
             assert sink.windows[key].log_risk == pytest.approx(risk, abs=1e-6)
 
 
+class CutShortStore(MemoryStore):
+    """Once ``cut_after`` is set, a save stores that many patients' buffers and then fails, as a
+    worker killed halfway through a checkpoint's saves leaves Redis."""
+
+    cut_after: int | None = None
+
+    def save_many(self, states):
+        if self.cut_after is None:
+            return super().save_many(states)
+        self.saved.update(dict(sorted(states.items())[: self.cut_after]))
+        raise RuntimeError("killed halfway through the checkpoint")
+
+
+def test_a_checkpoint_cut_short_after_some_patients_still_gives_every_window_once(preprocessor, chunks, expected):
+    # Buffers are saved key by key, not in one transaction: a patient whose new buffer was saved
+    # meets its redelivered chunks as duplicates, one whose save was cut resumes from the last one.
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    records = records_of(messages)
+    committed, cut = 13, 29
+    sink, store = MemorySink(), CutShortStore()
+    first = make_worker(preprocessor, sink=sink, store=store)
+    run_batches(first, records[:committed], size=5)
+    store.cut_after = 1
+    with pytest.raises(BatchFailed):
+        run_batches(first, records[committed:cut], size=5)
+    first_patient = min(c.patient_id for c in chunks)
+    held = {pid: PatientBuffer.from_bytes(state).next_sequence for pid, state in store.saved.items()}
+    saved_ahead = sum(1 for c in chunks[committed:] if c.patient_id == first_patient and c.sequence < held[first_patient])
+    # The first patient's buffer is newer than the commit, the others' are as of it.
+    assert saved_ahead > 0
+    assert all(c.sequence >= held[c.patient_id] for c in chunks[committed:] if c.patient_id != first_patient)
+
+    store.cut_after = None
+    metrics = StreamMetrics()
+    second = make_worker(preprocessor, sink=sink, store=store, metrics=metrics)
+    run_batches(second, records[committed:], size=5)  # Kafka redelivers everything after the commit
+
+    assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
+    assert metrics.value("hfrisk_chunks_total", outcome="duplicate") == saved_ahead
+    for key, risk in expected.items():
+        assert (sink.windows[key].log_risk is None) == (risk is None)
+        if risk is not None:
+            assert sink.windows[key].log_risk == pytest.approx(risk, abs=1e-6)
+
+
 def test_a_truncated_saved_buffer_is_set_aside_and_that_patient_starts_afresh(preprocessor, chunks, expected):
     messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
     records = records_of(messages)
