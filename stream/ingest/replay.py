@@ -159,16 +159,14 @@ class _Bed:
 
 
 def _recordings(
-    paths: Paths, *, loop: bool, max_records: int | None, chunk_s: float, max_bytes: int | None, stats: ReplayStats,
-    loop_cache_bytes: int | None = None,
+    paths: Paths, *, loop: bool, max_records: int | None, chunk_s: float, max_bytes: int | None, stats: ReplayStats
 ) -> Iterator[WireSamples]:
     """Readable recordings in order, ready to chunk; unreadable ones are logged and counted.
 
     Looping, the recordings read on the first pass are kept (read-only) while they fit in
-    ``loop_cache_bytes`` (default ``LOOP_CACHE_BYTES``), and later passes send those again without reading their files: a few
+    ``LOOP_CACHE_BYTES``, and later passes send those again without reading their files: a few
     dozen looped records fed to a thousand beds were otherwise read ~100 times a second, half the
     replay's CPU (docs/replay.md)."""
-    loop_cache_bytes = LOOP_CACHE_BYTES if loop_cache_bytes is None else loop_cache_bytes
     seen: list[tuple[Path, WireSamples | None]] = []
     cached_bytes = 0
     first_pass = True
@@ -199,7 +197,7 @@ def _recordings(
                 stats.records_failed += 1
                 stats.failures.append((str(path), f"[{reason}] {exc}"))
                 continue
-            if first_pass and loop and cached_bytes + wire.samples.nbytes <= loop_cache_bytes:
+            if first_pass and loop and cached_bytes + wire.samples.nbytes <= LOOP_CACHE_BYTES:
                 wire.samples.setflags(write=False)
                 seen[-1] = (path, wire)
                 cached_bytes += wire.samples.nbytes
