@@ -158,6 +158,26 @@ class _Bed:
         return chunk
 
 
+def _readable(path: Path, *, chunk_s: float, max_bytes: int | None, stats: ReplayStats) -> WireSamples | None:
+    """``path`` ready to chunk, or None (logged and counted) when it cannot be read or sent."""
+    try:
+        wire = wire_samples(read_ecg(path))
+        # Encoding the first chunk checks leads, rate, units and size once per recording,
+        # so a recording the decoder would refuse is skipped whole, not half-sent.
+        probe_n = max(1, round(chunk_s * wire.fs_hz))
+        encode_chunk(
+            EcgChunk.from_wire(wire, 0, probe_n, patient_id="probe", sequence=0, acquired_at_us=0),
+            max_bytes=max_bytes,
+        )
+    except Exception as exc:  # never stop the feed for one bad file
+        reason = exc.reason.value if isinstance(exc, ECGInputError) else type(exc).__name__
+        log.warning("recording skipped", path=str(path), reason=reason, error=str(exc))
+        stats.records_failed += 1
+        stats.failures.append((str(path), f"[{reason}] {exc}"))
+        return None
+    return wire
+
+
 def _recordings(
     paths: Paths, *, loop: bool, max_records: int | None, chunk_s: float, max_bytes: int | None, stats: ReplayStats
 ) -> Iterator[WireSamples]:
@@ -167,6 +187,7 @@ def _recordings(
     ``LOOP_CACHE_BYTES``, and later passes send those again without reading their files: a few
     dozen looped records fed to a thousand beds were otherwise read ~100 times a second, half the
     replay's CPU (docs/replay.md)."""
+    # Each path of the first pass with its recording where that is kept, else None (read again).
     seen: list[tuple[Path, WireSamples | None]] = []
     cached_bytes = 0
     first_pass = True
@@ -175,32 +196,15 @@ def _recordings(
         for path, kept in ((p, None) for p in iter_records(paths)) if first_pass else seen:
             if max_records is not None and stats.records >= max_records:
                 return
-            if kept is not None:
-                stats.records += 1
-                sent_this_pass += 1
-                yield kept
-                continue
+            wire = kept if kept is not None else _readable(path, chunk_s=chunk_s, max_bytes=max_bytes, stats=stats)
             if first_pass:
-                seen.append((path, None))
-            try:
-                wire = wire_samples(read_ecg(path))
-                # Encoding the first chunk checks leads, rate, units and size once per recording,
-                # so a recording the decoder would refuse is skipped whole, not half-sent.
-                probe_n = max(1, round(chunk_s * wire.fs_hz))
-                encode_chunk(
-                    EcgChunk.from_wire(wire, 0, probe_n, patient_id="probe", sequence=0, acquired_at_us=0),
-                    max_bytes=max_bytes,
-                )
-            except Exception as exc:  # never stop the feed for one bad file
-                reason = exc.reason.value if isinstance(exc, ECGInputError) else type(exc).__name__
-                log.warning("recording skipped", path=str(path), reason=reason, error=str(exc))
-                stats.records_failed += 1
-                stats.failures.append((str(path), f"[{reason}] {exc}"))
+                keep = loop and wire is not None and cached_bytes + wire.samples.nbytes <= LOOP_CACHE_BYTES
+                if keep:
+                    wire.samples.setflags(write=False)
+                    cached_bytes += wire.samples.nbytes
+                seen.append((path, wire if keep else None))
+            if wire is None:
                 continue
-            if first_pass and loop and cached_bytes + wire.samples.nbytes <= LOOP_CACHE_BYTES:
-                wire.samples.setflags(write=False)
-                seen[-1] = (path, wire)
-                cached_bytes += wire.samples.nbytes
             stats.records += 1
             sent_this_pass += 1
             yield wire
