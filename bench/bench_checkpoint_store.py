@@ -100,7 +100,7 @@ def one_variant(server: RedisServer, variant: str, patients: int, state: bytes, 
     }
 
 
-def run(args) -> dict:
+def run(args) -> list[dict]:
     state = np.random.default_rng(0).integers(0, 256, args.state_kb * 1000, dtype=np.uint8).tobytes()
     rows = []
     for persistence in args.persistence:
@@ -116,7 +116,7 @@ def run(args) -> dict:
                             rows.append(row)
             finally:
                 server.stop()
-    return {"rows": rows}
+    return rows
 
 
 def medians(rows: list[dict]) -> list[dict]:
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
     load_before = load_average()
-    rows = run(args)["rows"]
+    rows = run(args)
     result = {"command": command_line("bench_checkpoint_store", argv), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "machine": machine(load_before), "state_kb": args.state_kb, "checkpoints": args.checkpoints,
               "rows": rows, "medians": medians(rows)}
