@@ -206,3 +206,13 @@ def test_kafka_and_redis_match_the_settings():
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "everysec"
     assert SERVICES["worker"]["environment"]["HFRISK_REDIS__URL"].startswith("redis://redis:6379")
+
+
+def test_the_worker_has_room_in_dev_shm_for_its_windows():
+    from hfrisk.core.config import StreamSettings
+
+    shm = str(SERVICES["worker"]["shm_size"]).lower()
+    size, unit = re.fullmatch(r"(\d+)(gb|g|mb|m)", shm).groups()
+    mb = int(size) * (1024 if unit.startswith("g") else 1)
+    # the blocks of a full budget, with room for the pool's semaphores and a second budget's worth
+    assert mb >= 2 * StreamSettings().prep_shared_mb

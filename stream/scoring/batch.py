@@ -38,7 +38,7 @@ import contextlib
 import multiprocessing
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol, TypeVar
@@ -54,6 +54,7 @@ from hfrisk.model.frontend.preprocessing import ModelInput, prepare, prepare_win
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
 from hfrisk.core.retries import Backoff, retrying
 from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
+from hfrisk.stream.scoring.shared_windows import WindowBlocks, WindowRef, windows_bytes, windows_from
 
 __all__ = [
     "PrepareFailure",
@@ -121,6 +122,11 @@ def _prepare_all(ecgs: Sequence[ECG], card_json: str) -> list[ModelInput | Prepa
     return [PrepareFailure(d.reason.value, d.detail) if isinstance(d, ECGInputError) else d for d in done]
 
 
+def _prepare_shared(block: str, refs: Sequence[WindowRef], card_json: str) -> list[ModelInput | PrepareFailure]:
+    """:func:`_prepare_all` on windows the worker put in shared-memory block ``block``."""
+    return _prepare_all(windows_from(block, refs), card_json)
+
+
 def or_failure(step: Callable[[], T]) -> T | PrepareFailure:
     """``step()``, or the :class:`PrepareFailure` the worker records for what it raised: an input
     error's own reason, anything else as an internal error (it must not take the batch down)."""
@@ -174,13 +180,17 @@ def part_bounds(n: int, workers: int, part_windows: int) -> list[tuple[int, int]
 
 class Preprocessor:
     """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here), in parts
-    of at most ``part_windows`` windows (at least one part per process)."""
+    of at most ``part_windows`` windows (at least one part per process). The processes get the
+    windows through up to ``shared_mb`` MB of shared memory (0: pickled;
+    :mod:`hfrisk.stream.scoring.shared_windows`)."""
 
-    def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8):
+    def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8, shared_mb: int = 32):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if part_windows < 1:
             raise ValueError(f"part_windows must be >= 1, got {part_windows}")
+        if shared_mb < 0:
+            raise ValueError(f"shared_mb must be >= 0, got {shared_mb}")
         self.card = card
         self.workers = workers
         self.part_windows = part_windows
@@ -192,6 +202,7 @@ class Preprocessor:
             if workers > 0
             else ThreadPoolExecutor(1, thread_name_prefix="hfrisk-prepare")
         )
+        self.blocks = WindowBlocks(shared_mb << 20) if workers > 0 and shared_mb > 0 else None
 
     def warm_up(self) -> None:
         """Block until every pool process has imported the pipeline (call before serving)."""
@@ -205,9 +216,22 @@ class Preprocessor:
         :class:`PrepareFailure`."""
         loop = asyncio.get_running_loop()
         return [
-            (start, loop.run_in_executor(self._executor, _prepare_all, list(ecgs[start:end]), self._card_json))
+            (start, asyncio.wrap_future(self._submit(ecgs[start:end]), loop=loop))
             for start, end in part_bounds(len(ecgs), self.workers, self.part_windows)
         ]
+
+    def _submit(self, ecgs: Sequence[ECG]) -> Future:
+        block = self.blocks.take(windows_bytes(ecgs)) if self.blocks is not None else None
+        if block is None:
+            return self._executor.submit(_prepare_all, list(ecgs), self._card_json)
+        try:
+            future = self._executor.submit(_prepare_shared, block.name, block.put(ecgs), self._card_json)
+        except BaseException:
+            self.blocks.give_back(block)
+            raise
+        # Lent until the pool process is done with it (or the part was cancelled before it ran).
+        future.add_done_callback(lambda _done, b=block: self.blocks.give_back(b))
+        return future
 
     async def prepare(self, ecgs: Sequence[ECG]) -> list[ModelInput | PrepareFailure]:
         """``prepare`` every window, in order; a refused window gives a :class:`PrepareFailure`."""
@@ -216,6 +240,8 @@ class Preprocessor:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self.blocks is not None:
+            self.blocks.close()
 
 
 class NoopPreprocessor:

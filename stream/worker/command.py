@@ -247,7 +247,7 @@ def worker_command(
     if stream.noop_prep:
         preprocessor = NoopPreprocessor(model_card)
     elif stream.noop_model or not on_server:
-        preprocessor = Preprocessor(model_card, workers=stream.prep_workers)
+        preprocessor = Preprocessor(model_card, workers=stream.prep_workers, shared_mb=stream.prep_shared_mb)
         preprocessor.warm_up()
     app = create_app(settings, app_id=stream.app_id, web_port=stream.web_port,
                      session_timeout_s=stream.session_timeout_s)

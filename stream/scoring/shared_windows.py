@@ -1,0 +1,187 @@
+"""Windows handed to the preprocessing processes through shared memory instead of pickles.
+
+A 10-s, 12-lead, 500-Hz window is 240 kB. Pickled into the process pool's pipe, the pool's feeder
+thread copies it into a pickle and pushes it through a 64-kB pipe in pieces, and the pool process
+reads it and copies it back out. Here the worker copies each window once into a block of POSIX
+shared memory and sends only where it lies (:class:`WindowRef`); the pool process maps the block
+once and reads the samples in place. What that saves: docs/bench/pool-handoff.md.
+
+:class:`WindowBlocks` owns the blocks: created on first need up to a budget of bytes, reused once
+the part that used one is done, unlinked on :meth:`WindowBlocks.close`. A part that finds no free
+block within the budget is pickled as before, so the budget bounds memory, never correctness.
+Blocks are registered with multiprocessing's resource tracker, which unlinks them if the worker
+dies without closing them (the pool's processes share the worker's tracker).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+
+from hfrisk.core.logs import get_logger
+from hfrisk.model.contract.ecg import ECG
+
+__all__ = ["WindowRef", "SharedBlock", "WindowBlocks", "attached", "block_size_for", "windows_bytes", "windows_from"]
+
+log = get_logger(__name__)
+
+# Each window starts on a cache line of its own.
+_ALIGN = 64
+# Blocks come in powers of two from here: a part of 8 windows of 240 kB takes a 2-MiB block.
+_MIN_BLOCK = 1 << 20
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def block_size_for(nbytes: int) -> int:
+    """The size of block a part of ``nbytes`` (aligned windows) is put in."""
+    return max(_MIN_BLOCK, 1 << max(0, nbytes - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    """Where one window's samples lie in a block, and the rest of its :class:`ECG` (the fields
+    pickle would carry)."""
+
+    offset: int
+    shape: tuple[int, int]
+    fields: dict[str, Any]
+
+    def ecg(self, buf: Any) -> ECG:
+        """The window again, its samples a read-only view of ``buf``. Built as unpickling builds
+        it (no second validation: the worker's :class:`ECG` was validated when it was cut)."""
+        samples = np.ndarray(self.shape, np.float32, buffer=buf, offset=self.offset)
+        samples.flags.writeable = False
+        ecg = ECG.__new__(ECG)
+        ecg.__dict__.update(self.fields, samples=samples)
+        return ecg
+
+
+def windows_bytes(ecgs: Sequence[ECG]) -> int:
+    return sum(_aligned(ecg.samples.size * 4) for ecg in ecgs)
+
+
+class SharedBlock:
+    """One shared-memory segment created by this process. Its pages are reserved when it is made,
+    so a full ``/dev/shm`` is an ``OSError`` here rather than a SIGBUS when a window is copied in."""
+
+    def __init__(self, size: int):
+        self._shm = SharedMemory(create=True, size=size)
+        fd = getattr(self._shm, "_fd", -1)
+        try:
+            if fd >= 0 and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+        except OSError:
+            self.unlink()
+            raise
+        self.name = self._shm.name
+        self.size = size
+
+    def put(self, ecgs: Sequence[ECG]) -> list[WindowRef]:
+        """Copy the windows' samples in, one after another; their references, in order."""
+        refs, offset = [], 0
+        for ecg in ecgs:
+            samples = ecg.samples
+            np.copyto(np.ndarray(samples.shape, np.float32, buffer=self._shm.buf, offset=offset), samples)
+            fields = {k: v for k, v in ecg.__dict__.items() if k != "samples"}
+            refs.append(WindowRef(offset, samples.shape, fields))
+            offset += _aligned(samples.size * 4)
+        return refs
+
+    def unlink(self) -> None:
+        self._shm.close()
+        self._shm.unlink()
+
+
+class WindowBlocks:
+    """The blocks of one :class:`~hfrisk.stream.scoring.batch.Preprocessor`: at most
+    ``budget_bytes`` of them, each lent to one part at a time. Thread-safe: blocks come back from
+    the pool's result thread."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._lock = threading.Lock()
+        self._free: dict[int, list[SharedBlock]] = {}
+        self._blocks: list[SharedBlock] = []
+        self._bytes = 0
+        self._closed = False
+        # Parts that found no block (over the budget, or /dev/shm full) and went pickled.
+        self.pickled_parts = 0
+        self._warned = False
+
+    @property
+    def created(self) -> int:
+        return len(self._blocks)
+
+    def take(self, nbytes: int) -> SharedBlock | None:
+        """A free block that holds ``nbytes``, a new one if the budget allows, else None."""
+        size = block_size_for(nbytes)
+        with self._lock:
+            if self._closed:
+                return None
+            free = self._free.get(size)
+            if free:
+                return free.pop()
+            if self._bytes + size <= self.budget_bytes:
+                try:
+                    block = SharedBlock(size)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EMFILE):
+                        raise
+                    self._note_pickled(f"shared memory refused a {size >> 20}-MiB block: {exc}")
+                    return None
+                self._blocks.append(block)
+                self._bytes += size
+                return block
+            self._note_pickled(f"the {self.budget_bytes >> 20}-MiB budget of shared memory is in use")
+            return None
+
+    def _note_pickled(self, why: str) -> None:
+        self.pickled_parts += 1
+        if not self._warned:  # once: it repeats on every part while the condition lasts
+            self._warned = True
+            log.warning("windows go to the preprocessing pool pickled", reason=why,
+                        setting="HFRISK_STREAM__PREP_SHARED_MB")
+
+    def give_back(self, block: SharedBlock) -> None:
+        with self._lock:
+            if not self._closed:
+                self._free.setdefault(block.size, []).append(block)
+
+    def close(self) -> None:
+        """Unlink every block (call after the pool has stopped: it may still read them)."""
+        with self._lock:
+            self._closed = True
+            blocks, self._blocks, self._free = self._blocks, [], {}
+        for block in blocks:
+            block.unlink()
+
+
+# -- in a pool process ----------------------------------------------------------------------------
+
+_attached: dict[str, SharedMemory] = {}
+
+
+def attached(name: str) -> Any:
+    """The buffer of block ``name``, mapped into this process once (blocks are reused, never
+    replaced). Mapping registers the block with the resource tracker again; the pool's processes
+    share the worker's tracker, so that is the same registration, removed when the worker unlinks."""
+    shm = _attached.get(name)
+    if shm is None:
+        shm = _attached[name] = SharedMemory(name)
+    return shm.buf
+
+
+def windows_from(name: str, refs: Sequence[WindowRef]) -> list[ECG]:
+    """The part's windows, their samples read in place from block ``name``."""
+    buf = attached(name)
+    return [ref.ecg(buf) for ref in refs]

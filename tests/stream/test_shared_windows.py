@@ -1,0 +1,166 @@
+"""Windows reach the preprocessing processes through shared memory: the same windows, the same model
+inputs as pickled ones, blocks lent to one part at a time and unlinked on close, and a part that
+finds no block goes pickled."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+import pytest
+
+from hfrisk.model.contract.ecg import ECG
+from hfrisk.stream.ingest.replay import feed
+from hfrisk.stream.scoring import shared_windows
+from hfrisk.stream.scoring.batch import Preprocessor, PrepareFailure
+from hfrisk.stream.scoring.shared_windows import SharedBlock, WindowBlocks, block_size_for, windows_bytes, windows_from
+from hfrisk.stream.windowing import Window, WindowAssembler
+from tests.stream.test_worker_unit import CARD, RECORDS, START_US
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX shared memory (Windows frees a block with its last handle)")
+
+
+def _unlinked(name: str) -> bool:
+    try:
+        SharedMemory(name).close()
+    except FileNotFoundError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def ecgs():
+    windows = _windows()
+    assert len(windows) == 10
+    return windows
+
+
+def _fields(ecg: ECG) -> dict:
+    return {f.name: getattr(ecg, f.name) for f in dataclasses.fields(ecg) if f.name != "samples"}
+
+
+def test_windows_read_back_from_a_block_are_the_windows_put_in(ecgs):
+    odd = [
+        ecgs[0],
+        # not contiguous: every other column of a wider array
+        ECG(samples=np.arange(12 * 2000, dtype=np.float32).reshape(12, 2000)[:, ::2], fs_hz=100.0,
+            lead_names=ecgs[0].lead_names, patient_id="p-strided", metadata={"window_id": "w", "index": 3}),
+        # another rate and lead count in the same part
+        ECG(samples=np.full((6, 2501), -1.5, np.float32), fs_hz=250.0, lead_names=tuple("ABCDEF"), device_id="d6"),
+        ecgs[1],
+    ]
+    block = SharedBlock(block_size_for(windows_bytes(odd)))
+    try:
+        back = windows_from(block.name, block.put(odd))
+        for original, copy in zip(odd, back, strict=True):
+            assert _fields(copy) == _fields(original)
+            assert copy.samples.dtype == np.float32 and copy.samples.shape == original.samples.shape
+            assert np.array_equal(copy.samples, original.samples)
+            assert not copy.samples.flags.writeable
+        offsets = [r.offset for r in block.put(odd)]
+        assert all(o % 64 == 0 for o in offsets) and offsets == sorted(set(offsets))
+    finally:
+        block.unlink()
+
+
+def test_a_block_is_lent_to_one_part_at_a_time_and_reused_once_given_back():
+    blocks = WindowBlocks(budget_bytes=4 << 20)
+    try:
+        a, b = blocks.take(1_900_000), blocks.take(1_900_000)
+        assert a is not None and b is not None and a is not b and a.size == b.size == 2 << 20
+        assert blocks.take(10) is None and blocks.pickled_parts == 1  # 4 MiB are lent
+        blocks.give_back(a)
+        assert blocks.take(1_000_000) is None  # a 1-MiB block would exceed the budget
+        assert blocks.take(1_900_000) is a and blocks.created == 2
+    finally:
+        blocks.close()
+
+
+def test_a_full_dev_shm_means_pickled_parts_not_a_crash(monkeypatch):
+    def refuse(size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shared_windows, "SharedBlock", refuse)
+    blocks = WindowBlocks(budget_bytes=32 << 20)
+    assert blocks.take(1_000_000) is None and blocks.pickled_parts == 1 and blocks.created == 0
+
+
+@posix_only
+def test_closing_unlinks_every_block_and_a_late_give_back_is_ignored():
+    blocks = WindowBlocks(budget_bytes=8 << 20)
+    taken = [blocks.take(1 << 20), blocks.take(3 << 20)]
+    names = [b.name for b in taken]
+    blocks.give_back(taken[0])
+    blocks.close()
+    blocks.give_back(taken[1])
+    assert all(_unlinked(name) for name in names)
+    assert blocks.take(1 << 20) is None
+
+
+def _same_inputs(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if isinstance(x, PrepareFailure):
+            assert x == y
+            continue
+        assert np.array_equal(x.x, y.x) and np.array_equal(x.lead_mask, y.lead_mask)
+        assert np.array_equal(x.median_beat_mv, y.median_beat_mv) and np.array_equal(x.r_peaks_s, y.r_peaks_s)
+        assert x.quality == y.quality and x.heart_rate_bpm == y.heart_rate_bpm
+
+
+@posix_only
+def test_a_pool_prepares_the_same_inputs_from_shared_memory_as_from_pickles(ecgs):
+    in_thread = Preprocessor(CARD, workers=0)
+    shared = Preprocessor(CARD, workers=1, part_windows=4, shared_mb=2)  # two 1-MiB blocks
+    try:
+        expected = asyncio.run(in_thread.prepare(ecgs))
+        assert any(not isinstance(e, PrepareFailure) for e in expected)
+        for _ in range(3):  # the same blocks again and again
+            _same_inputs(asyncio.run(shared.prepare(ecgs)), expected)
+        # 10 windows in parts of 4, 3, 3: two blocks in use at once, the third part pickled
+        assert shared.blocks.created == 2 and shared.blocks.pickled_parts == 3
+        names = [b.name for b in shared.blocks._blocks]
+    finally:
+        in_thread.close()
+        shared.close()
+    assert all(_unlinked(name) for name in names)
+
+
+@posix_only
+def test_a_worker_process_leaves_no_shared_memory_and_no_tracker_warning_behind(tmp_path):
+    # The pool process maps the worker's blocks, which registers them with the resource tracker
+    # again: one that is not unlinked by the end is a leak the tracker warns of (and unlinks).
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(os.getcwd())!r})
+        from tests.stream.test_shared_windows import _windows
+        from tests.stream.test_worker_unit import CARD
+        from hfrisk.stream.scoring.batch import Preprocessor
+        if __name__ == "__main__":
+            pre = Preprocessor(CARD, workers=1)
+            out = asyncio.run(pre.prepare(_windows()))
+            print("names", *[b.name for b in pre.blocks._blocks], "prepared", len(out))
+            pre.close()
+    """)
+    (tmp_path / "run.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "run.py")], capture_output=True, text=True, timeout=120,
+                          cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    names = words[words.index("names") + 1:words.index("prepared")]
+    assert names and words[-1] == "10"
+    assert "resource_tracker" not in done.stderr and "leaked" not in done.stderr, done.stderr
+    assert all(_unlinked(name) for name in names)
+
+
+def _windows() -> list[ECG]:
+    chunks = [chunk for _, chunk in feed([RECORDS], beds=4, max_records=12, start_us=START_US, salt="shm")]
+    assembler = WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0)
+    return [o.ecg for c in chunks for o in assembler.feed(c) if isinstance(o, Window)][:10]
