@@ -456,21 +456,30 @@ def realtime_sweeps(stack: Stack, args, card, kafka, prefix: str, proc, port) ->
     return rows, sustained
 
 
-def baseline_runs(stack: Stack, args, card, sections: list[str], work: Path) -> dict:
-    """The real-time sweeps and the overhead measurement again, on the same servers, with workers
-    running commit ``args.baseline`` (extracted) instead of the checkout."""
+def baseline_runs(stack: Stack, args, card, sections: list[str], work: Path, offline: dict | None = None) -> dict:
+    """The throughput runs, the real-time sweeps and the overhead measurement again, on the same
+    servers, with workers running commit ``args.baseline`` (extracted) instead of the checkout; the
+    throughput's efficiency against the checkout's own one-core reference (``offline``)."""
     from bench.trees import extract
 
     out: dict = {"rev": args.baseline}
     stack.tree = extract(args.baseline, work / "baseline")
     try:
-        if "realtime" in sections:
+        if "throughput" in sections or "realtime" in sections:
             kafka = stack.topics(f"baseline-{uuid.uuid4().hex[:6]}")
             prefix = f"bench-baseline-{uuid.uuid4().hex[:6]}"
             proc, port = stack.workers(args.workers, "baseline-worker", kafka, prefix)
             try:
-                out["realtime"], out["realtime_beds_sustained_by_stagger"] = realtime_sweeps(
-                    stack, args, card, kafka, prefix, proc, port)
+                if "throughput" in sections:
+                    out["throughput"] = []
+                    for beds in args.beds:
+                        row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
+                        row["efficiency"] = efficiency(row, offline, os.cpu_count())
+                        print("throughput (baseline):", row, flush=True)
+                        out["throughput"].append(row)
+                if "realtime" in sections:
+                    out["realtime"], out["realtime_beds_sustained_by_stagger"] = realtime_sweeps(
+                        stack, args, card, kafka, prefix, proc, port)
             finally:
                 proc.stop()
         if "overhead" in sections:
@@ -534,6 +543,18 @@ def _baseline_lines(r: dict) -> list[str]:
              "Same run, same servers, after the checkout's runs: the workers run the baseline commit's code "
              "(extracted with `git archive`); everything else (the replay, the settings, the raw consumer) is this "
              "checkout's.", ""]
+    if b.get("throughput"):
+        mine = {row["beds"]: row for row in r.get("throughput", [])}
+        lines += ["Throughput (beds replayed as fast as possible), steady windows/s and stream efficiency against the "
+                  "same one-core reference:", "",
+                  "| beds | baseline windows/s | baseline efficiency | this checkout windows/s | this checkout efficiency |",
+                  "| ---: | ---: | ---: | ---: | ---: |"]
+        for row in b["throughput"]:
+            m = mine.get(row["beds"], {})
+            lines.append(f"| {row['beds']} | {row['steady_windows_per_s']} | {row['efficiency']:.3f} | "
+                         f"{m.get('steady_windows_per_s', '–')} | "
+                         f"{format(m['efficiency'], '.3f') if 'efficiency' in m else '–'} |")
+        lines.append("")
     if "realtime" in b:
         lines += ["| stagger (s) | beds | windows | p95 (s) | drained after replay (s) | sustained |",
                   "| ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -782,7 +803,7 @@ def run(args, argv, work: Path) -> dict:
             overhead = noop_vs_raw(stack, args.overhead_beds, args.overhead_duration_s)
             print("overhead:", overhead, flush=True)
         if args.baseline:
-            baseline = baseline_runs(stack, args, card, sections, work)
+            baseline = baseline_runs(stack, args, card, sections, work, offline)
     finally:
         stack.stop()
 
