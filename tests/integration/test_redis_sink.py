@@ -196,6 +196,26 @@ def test_a_late_older_window_joins_the_trend_but_rolls_nothing_back(client, pref
     assert [p.window_id for p in view.trend] == [window_id(T0_US, k) for k in (2, 3, 4)]
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["one by one", "in one group"])
+def test_a_window_starting_when_the_latest_did_stays_second_to_it(client, prefix, sink, grouped):
+    # Equal starts need two segments of one patient (a monitor that restarted and re-sent): the
+    # window written first stays the latest; the other joins the trend and raises nothing, so the
+    # patient's view does not flip between two readings of the same moment.
+    first = _result("bed-1", 2, 0.5)
+    again = _result("bed-1", 1, 2.5, origin=T0_US + HOP_US)  # another segment, the same start
+    assert again.window_start_us == first.window_start_us and again.window_id != first.window_id
+    outcomes = (list(sink.write_window_results([first, again])) if grouped
+                else [sink.write_window_result(first), sink.write_window_result(again)])
+
+    assert [o.duplicate for o in outcomes] == [False, False]
+    assert [o.latest_updated for o in outcomes] == [True, False]
+    assert client.hget(f"{prefix}:latest:bed-1", "window_id").decode() == first.window_id
+    assert sink.ranking() == [("bed-1", 0.5)]
+    view = sink.read_patient("bed-1")
+    assert not view.flagged and outcomes[1].events == ()
+    assert sorted(p.window_id for p in view.trend) == sorted([first.window_id, again.window_id])
+
+
 def test_ranking_orders_patients_by_their_current_log_risk(sink):
     for patient, risk in [("bed-1", 0.2), ("bed-2", 1.7), ("bed-3", -0.4), ("bed-4", 0.9)]:
         sink.write_window_result(_result(patient, 0, risk))
