@@ -16,13 +16,18 @@ from hfrisk.stream.windowing import Window, WindowAssembler
 from tests.stream.test_worker_unit import CARD, RECORDS, START_US, FakeScorer, reference_risk
 
 
-@pytest.fixture(scope="module")
-def ecgs():
+def ten_windows() -> list:
+    """The first ten 10-s windows of four replayed PTB-XL beds, as the worker's assembler cuts them."""
     chunks = [chunk for _, chunk in feed([RECORDS], beds=4, max_records=12, start_us=START_US, salt="parts")]
     assembler = WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0)
     windows = [o.ecg for c in chunks for o in assembler.feed(c) if isinstance(o, Window)]
     assert len(windows) >= 10
     return windows[:10]
+
+
+@pytest.fixture(scope="module")
+def ecgs():
+    return ten_windows()
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 
 from hfrisk.model.contract.ecg import ECG
-from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.scoring import shared_windows
 from hfrisk.stream.scoring.batch import Preprocessor, PrepareFailure
 from hfrisk.stream.scoring.shared_windows import SharedBlock, WindowBlocks, block_size_for, windows_bytes, windows_from
-from hfrisk.stream.windowing import Window, WindowAssembler
-from tests.stream.test_worker_unit import CARD, RECORDS, START_US
+from tests.stream.test_score_parts import ten_windows
+from tests.stream.test_worker_unit import CARD
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX shared memory (Windows frees a block with its last handle)")
 
@@ -37,9 +36,7 @@ def _unlinked(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def ecgs():
-    windows = _windows()
-    assert len(windows) == 10
-    return windows
+    return ten_windows()
 
 
 def _fields(ecg: ECG) -> dict:
@@ -140,12 +137,12 @@ def test_a_worker_process_leaves_no_shared_memory_and_no_tracker_warning_behind(
     script = textwrap.dedent(f"""
         import asyncio, sys
         sys.path.insert(0, {str(os.getcwd())!r})
-        from tests.stream.test_shared_windows import _windows
+        from tests.stream.test_score_parts import ten_windows
         from tests.stream.test_worker_unit import CARD
         from hfrisk.stream.scoring.batch import Preprocessor
         if __name__ == "__main__":
             pre = Preprocessor(CARD, workers=1)
-            out = asyncio.run(pre.prepare(_windows()))
+            out = asyncio.run(pre.prepare(ten_windows()))
             print("names", *[b.name for b in pre.blocks._blocks], "prepared", len(out))
             pre.close()
     """)
@@ -159,8 +156,3 @@ def test_a_worker_process_leaves_no_shared_memory_and_no_tracker_warning_behind(
     assert "resource_tracker" not in done.stderr and "leaked" not in done.stderr, done.stderr
     assert all(_unlinked(name) for name in names)
 
-
-def _windows() -> list[ECG]:
-    chunks = [chunk for _, chunk in feed([RECORDS], beds=4, max_records=12, start_us=START_US, salt="shm")]
-    assembler = WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0)
-    return [o.ecg for c in chunks for o in assembler.feed(c) if isinstance(o, Window)][:10]
