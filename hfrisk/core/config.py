@@ -282,7 +282,8 @@ class StreamSettings(BaseModel):
     # Processes running the preprocessing (0: a thread of the worker itself).
     prep_workers: int = Field(default=1, ge=0)
     # MB of shared memory through which the worker hands windows to those processes (0: pickled
-    # through a pipe, ~0.9 ms more CPU a window: docs/bench/pool-handoff.md). A batch's parts hold
+    # through a pipe: ~1.1 ms more CPU a window alone, ~0.2-0.4 ms at load; docs/bench/pool-handoff.md,
+    # docs/bench/ab/stream-ab.md). A batch's parts hold
     # 2 MiB each (8 windows) until prepared; a part that finds the budget in use goes pickled. It
     # lives in /dev/shm, which Docker caps at 64 MB unless the service sets shm_size.
     prep_shared_mb: int = Field(default=32, ge=0)
