@@ -246,8 +246,13 @@ class StreamSettings(BaseModel):
     risk_threshold: float = 1.0
     clear_threshold: float = 0.8
     min_windows_to_flag: int = 2
-    batch_size: int = 32
-    batch_timeout_s: float = 0.2
+    # A micro-batch goes to scoring when it holds batch_size chunks or its oldest chunk has waited
+    # batch_timeout_s (the linger; stream/worker/batching.py). 32 keeps a burst (every bed's window
+    # due in the same second) in real time on one worker; 128 drains a backlog ~30 % faster and is
+    # what two workers use for 1,000 beds (docs/bench/stream-tuning.md, "2026-12-06, batches that
+    # gather"). The linger was Faust's wait after every batch (0.2 s) until 2026-12-06.
+    batch_size: int = Field(default=32, ge=1)
+    batch_timeout_s: float = Field(default=0.05, ge=0)
     metrics_port: int = 8003
     @model_validator(mode="after")
     def _clear_below_flag(self) -> "StreamSettings":

@@ -1,9 +1,10 @@
 """The worker in a Faust app: the chunk agent, the checkpoint task, the rebalance and shutdown hooks,
 and the publisher over Faust's producer.
 
-The agent takes micro-batches with ``noack_take`` (never ``take``, which would acknowledge a batch
-that was never written) and hands each to :meth:`StreamWorker.submit`, which returns once the batch
-is scored and leaves its writes to run beside the next one; acknowledging is the checkpoint's job.
+The agent takes micro-batches with :func:`~hfrisk.stream.worker.batching.gathered_batches` (like
+Faust's ``noack_take`` it acknowledges nothing, but it gathers the next batch while this one is
+scored) and hands each to :meth:`StreamWorker.submit`, which returns once the batch is scored and
+leaves its writes to run beside the next one; acknowledging is the checkpoint's job.
 Stops and rebalances: docs/stream-worker.md.
 
 Example (what ``hfrisk worker`` does, see :mod:`hfrisk.stream.worker.command`)::
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from hfrisk.core.config import Settings, get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.stream.worker.app import chunk_topic, raw_topic
+from hfrisk.stream.worker.batching import gathered_batches
 from hfrisk.stream.worker.pipeline import StreamWorker
 from hfrisk.stream.worker.records import BatchAborted, ChunkRecord, OutboundMessage
 
@@ -73,7 +75,7 @@ def install_agents(
 
     @app.agent(topic, name="hfrisk-score-chunks")
     async def score_chunks(stream):
-        batches = stream.noack_take(stream_settings.batch_size, within=stream_settings.batch_timeout_s)
+        batches = gathered_batches(stream, stream_settings.batch_size, linger_s=stream_settings.batch_timeout_s)
         try:
             async for events in batches:
                 records = [_record(stream, event) for event in events]
