@@ -1,16 +1,28 @@
-"""Two worker settings against each other in real time, alternating on one stack.
+"""Two worker settings, or two commits, against each other, alternating on one stack.
 
     HFRISK_STREAM__BATCH_SIZE=128 .venv/bin/python -m bench.bench_stream_ab \\
         --a HFRISK_STREAM__PREP_SHARED_MB=0 --b HFRISK_STREAM__PREP_SHARED_MB=32 \\
+        [--a-rev REV] [--section realtime|throughput|overhead] \\
         [--beds 900] [--rounds 2] [--workers 2] [--seconds 60] [--stagger-s 5] [--out docs/bench/ab]
 
 Single sequential runs of ``bench_stream`` on this shared machine move by ±20 % by themselves
 (docs/bench/stream-tuning.md, "2026-12-06"), which hides a change worth a tenth of a core. Here one
 stack (Kafka, Redis, Triton) serves both: a warm-up run first (the broker's JIT), then fresh workers
 with the environment of ``--a`` and of ``--b`` in turn, swapping which goes first each round, each on
-its own topics and Redis prefix, ``--beds`` beds replayed in real time. Per run: p50/p95 latency,
-whether it was sustained, and the cores each process kept busy (the workers with their pools
-together). Written to ``<out>/stream-ab.{json,md}``.
+its own topics (or consumer group) and Redis prefix. ``--a-rev`` makes variant a run that commit's
+code (``bench.trees``) instead of the checkout.
+
+Sections:
+
+* ``realtime``: ``--beds`` beds replayed in real time. Per run: p50/p95 latency, whether it was
+  sustained, and the cores each process kept busy (the workers with their pools together).
+* ``throughput``: ``--beds`` beds × ``--seconds`` of signal replayed as fast as possible to one
+  worker; steady windows/s (``bench_stream``'s throughput section).
+* ``overhead``: one backlog of ``--beds`` × ``--seconds`` produced once, read by each variant's
+  worker with the no-op model and front end, and by the raw Faust consumer as the warm-up; chunks/s
+  (``bench_stream``'s overhead section).
+
+Written to ``<out>/stream-ab.{json,md}``.
 """
 
 from __future__ import annotations
@@ -22,17 +34,19 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.bench_stream import REPLAY, Stack, realtime_run
+from bench.bench_stream import (RECORDS_DIR, REPLAY, WAIT_S, Stack, chunks_done, rate_from, realtime_run,
+                                throughput_run, wait_for)
 from bench.bench_triton import export_model
 from bench.process_cpu import MACHINE
 from bench.record import command_line, load_average, machine, save, work_dir
+from bench.trees import extract
 from hfrisk.model.contract.card import default_card
 
 
-def assignments(values: list[str]) -> dict[str, str]:
+def assignments(values: list[str] | None) -> dict[str, str]:
     """``NAME=VALUE`` pairs as a dict; a malformed one is an error, not a silent no-op."""
     out = {}
-    for item in values:
+    for item in values or []:
         name, sep, value = item.partition("=")
         if not sep or not name.startswith("HFRISK_"):
             raise SystemExit(f"expected HFRISK_NAME=VALUE, got {item!r}")
@@ -49,83 +63,206 @@ def workers_cores(cores: dict) -> float:
     return round(sum(v for k, v in cores.items() if k.startswith("worker")), 3)
 
 
+class environment:
+    """``os.environ`` updated by ``env`` inside the block (the workers inherit it), as it was after."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.saved = env, {k: os.environ.get(k) for k in env}
+
+    def __enter__(self):
+        os.environ.update(self.env)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def realtime_row(stack: Stack, args, card, i: int, name: str) -> dict:
+    kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
+    prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
+    proc, ports = stack.workers(args.workers, f"ab{i}", kafka, prefix)
+    try:
+        beds = args.warmup_beds if name == "warm-up" else args.beds
+        row = realtime_run(stack, kafka, prefix, ports, proc, beds, args.seconds, card, args.stagger_s)
+    finally:
+        proc.stop()
+    return row | {"workers_cores": workers_cores(row["cpu_cores"])}
+
+
+def throughput_row(stack: Stack, args, card, i: int, name: str) -> dict:
+    kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
+    prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
+    proc, port = stack.worker(f"ab{i}", kafka, prefix)
+    try:
+        beds = args.warmup_beds if name == "warm-up" else args.beds
+        return throughput_run(stack, kafka, prefix, port, proc, beds, args.seconds, card)
+    finally:
+        proc.stop()
+
+
+def overhead_backlog(stack: Stack, args):
+    """The overhead section's messages, produced once: (topics, chunks)."""
+    from hfrisk.stream.ingest.replay import replay
+
+    kafka = stack.topics(f"ab-overhead-{uuid.uuid4().hex[:6]}")
+    stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=args.beds, realtime=False,
+                   duration_s=args.seconds, loop=True, progress=False,
+                   start_us=time.time_ns() // 1000 - round(args.seconds * 1e6))
+    return kafka, stats.chunks
+
+
+def overhead_row(stack: Stack, backlog, i: int, name: str) -> dict:
+    """Chunks/s of the variant's no-op worker over the whole backlog, in a consumer group of its own;
+    the warm-up runs the raw Faust consumer instead."""
+    kafka, chunks = backlog
+    env = stack.env(kafka, f"bench-ab{i}-{uuid.uuid4().hex[:6]}")
+    if name == "warm-up":
+        proc, port = stack.start(f"ab{i}-raw", ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
+                                                f"raw-{uuid.uuid4().hex[:6]}"], env)
+    else:
+        proc, port = stack.worker(f"ab{i}-noop", kafka, f"bench-ab{i}-{uuid.uuid4().hex[:6]}", "--noop-model",
+                                  "--noop-prep", app_id=f"ab{i}-{uuid.uuid4().hex[:6]}")
+    try:
+        samples = wait_for(lambda: chunks_done(port), chunks, WAIT_S, proc)
+    finally:
+        proc.stop()
+    return {"chunks": chunks, "chunks_per_s": round(rate_from(samples), 1)}
+
+
+FIGURE = {"realtime": "workers_cores", "throughput": "steady_windows_per_s", "overhead": "chunks_per_s"}
+
+
 def run(args) -> dict:
     variants = {"a": assignments(args.a), "b": assignments(args.b)}
     card = default_card()
     rows = []
     with work_dir("stream-ab") as work:
         stack = Stack(work, export_model(work, card), card, args.partitions, args.prep_workers)
+        trees = {"a": extract(args.a_rev, work / "a-tree") if args.a_rev else None}
+        backlog = overhead_backlog(stack, args) if args.section == "overhead" else None
         try:
             for i, name in enumerate(["warm-up", *order(args.rounds)]):
-                env = variants.get(name, {})
-                saved = {k: os.environ.get(k) for k in env}
-                os.environ.update(env)  # the workers inherit this process's environment
-                try:
-                    kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
-                    prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
-                    proc, ports = stack.workers(args.workers, f"ab{i}", kafka, prefix)
-                    try:
-                        beds = args.warmup_beds if name == "warm-up" else args.beds
-                        row = realtime_run(stack, kafka, prefix, ports, proc, beds, args.seconds, card, args.stagger_s)
-                    finally:
-                        proc.stop()
-                finally:
-                    for k, v in saved.items():
-                        if v is None:
-                            os.environ.pop(k, None)
-                        else:
-                            os.environ[k] = v
-                row |= {"variant": name, "workers_cores": workers_cores(row["cpu_cores"])}
-                print({k: row[k] for k in ("variant", "beds", "latency_s", "sustained", "workers_cores")}, flush=True)
+                stack.tree = trees.get(name)
+                with environment(variants.get(name, {})):
+                    if args.section == "realtime":
+                        row = realtime_row(stack, args, card, i, name)
+                    elif args.section == "throughput":
+                        row = throughput_row(stack, args, card, i, name)
+                    else:
+                        row = overhead_row(stack, backlog, i, name)
+                row["variant"] = name
+                print({k: row.get(k) for k in ("variant", "beds", "latency_s", "sustained", FIGURE[args.section])},
+                      flush=True)
                 rows.append(row)
         finally:
             stack.stop()
     summary = {}
+    figure = FIGURE[args.section]
     for name in ("a", "b"):
         mine = [r for r in rows if r["variant"] == name]
-        summary[name] = {"env": variants[name], "p95_s": [r["latency_s"]["p95"] for r in mine],
-                         "workers_cores": [r["workers_cores"] for r in mine],
-                         "machine_cores": [r["cpu_cores"].get(MACHINE) for r in mine],
-                         "sustained": [r["sustained"] for r in mine],
-                         "median_workers_cores": statistics.median(r["workers_cores"] for r in mine)}
+        summary[name] = {"env": variants[name], "rev": args.a_rev if name == "a" else None,
+                         figure: [r[figure] for r in mine], f"median_{figure}": round(statistics.median(r[figure] for r in mine), 3)}
+        if args.section != "overhead":
+            summary[name]["p95_s"] = [r["latency_s"]["p95"] for r in mine]
+        if args.section == "realtime":
+            summary[name] |= {"machine_cores": [r["cpu_cores"].get(MACHINE) for r in mine],
+                              "sustained": [r["sustained"] for r in mine]}
+    if args.section == "overhead":
+        summary["raw_faust_chunks_per_s"] = rows[0]["chunks_per_s"]
     return {"rows": rows, "summary": summary}
 
 
-def markdown(r: dict) -> str:
-    a = r
-    lines = [
-        "# Two worker settings in real time, alternating on one stack",
-        "",
-        f"Command: `{a['command']}`  ",
-        f"When: {a['when']}; machine: {a['machine']['cpus']} CPUs ({a['machine']['processor']}), "
-        f"load average {a['machine']['load_before']} before, {a['machine']['load_after']} after.",
-        "",
-        f"{a['beds']} beds in real time for {a['seconds']:g} s, starts over {a['stagger_s']:g} s, {a['workers']} "
-        f"worker(s) of {a['prep_workers']} preprocessing process(es); a {a['warmup_beds']}-bed warm-up first. "
-        f"**a**: `{' '.join(f'{k}={v}' for k, v in a['summary']['a']['env'].items())}`; "
-        f"**b**: `{' '.join(f'{k}={v}' for k, v in a['summary']['b']['env'].items())}`.",
-        "",
-        "| run | variant | windows | p50 / p95 (s) | sustained | workers with pools (cores) | Kafka | Redis | Triton "
-        "| replay | machine busy |",
-        "| ---: | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for i, row in enumerate(a["rows"]):
+def _variant(summary: dict) -> str:
+    env = " ".join(f"{k}={v}" for k, v in summary["env"].items())
+    code = f"commit `{summary['rev']}`" if summary.get("rev") else "the checkout"
+    return f"{code}{f', `{env}`' if env else ''}"
+
+
+def _realtime_lines(r: dict) -> list[str]:
+    lines = [f"{r['beds']} beds in real time for {r['seconds']:g} s, starts over {r['stagger_s']:g} s, {r['workers']} "
+             f"worker(s) of {r['prep_workers']} preprocessing process(es); a {r['warmup_beds']}-bed warm-up first.",
+             "",
+             "| run | variant | windows | p50 / p95 (s) | sustained | workers with pools (cores) | Kafka | Redis | Triton "
+             "| replay | machine busy |",
+             "| ---: | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for i, row in enumerate(r["rows"]):
         c = row["cpu_cores"]
         lines.append(
             f"| {i} | {row['variant']} | {row['windows']}/{row['expected_windows']} | {row['latency_s']['p50']} / "
             f"{row['latency_s']['p95']} | {'yes' if row['sustained'] else 'no'} | {row['workers_cores']:.3f} | "
             f"{c.get('Kafka broker', 0):.2f} | {c.get('Redis', 0):.2f} | {c.get('Triton', 0):.2f} | "
             f"{c.get(REPLAY, 0):.2f} | {c.get(MACHINE, 0):.2f} |")
-    sa, sb = a["summary"]["a"], a["summary"]["b"]
+    sa, sb = r["summary"]["a"], r["summary"]["b"]
     lines += ["", f"Workers with their pools, median over the rounds: a {sa['median_workers_cores']:.3f}, "
                   f"b {sb['median_workers_cores']:.3f} cores; p95 a {sa['p95_s']}, b {sb['p95_s']} s."]
+    return lines
+
+
+def _throughput_lines(r: dict) -> list[str]:
+    lines = [f"{r['beds']} beds x {r['seconds']:g} s of signal replayed as fast as possible to one worker of "
+             f"{r['prep_workers']} preprocessing process(es); a {r['warmup_beds']}-bed warm-up first. Steady windows/s "
+             "as in `bench_stream`'s throughput section; latency: Redis write - Kafka timestamp of the chunk that "
+             "completed the window.",
+             "",
+             "| run | variant | windows | steady windows/s | windows/s | latency p50 / p95 (s) |",
+             "| ---: | --- | ---: | ---: | ---: | --- |"]
+    for i, row in enumerate(r["rows"]):
+        lines.append(f"| {i} | {row['variant']} | {row['windows']} | {row['steady_windows_per_s']} | "
+                     f"{row['windows_per_s']} | {row['latency_s']['p50']} / {row['latency_s']['p95']} |")
+    sa, sb = r["summary"]["a"], r["summary"]["b"]
+    lines += ["", f"Steady windows/s, median over the rounds: a {sa['median_steady_windows_per_s']}, "
+                  f"b {sb['median_steady_windows_per_s']}."]
+    return lines
+
+
+def _overhead_lines(r: dict) -> list[str]:
+    lines = [f"One backlog of {r['beds']} beds x {r['seconds']:g} s ({r['rows'][0]['chunks']} chunks), read by each run "
+             "in a consumer group of its own: the raw Faust consumer first (run 0, the warm-up), then each variant's "
+             "worker with `--noop-model --noop-prep`.",
+             "",
+             "| run | variant | chunks/s | ÷ raw Faust consumer |",
+             "| ---: | --- | ---: | ---: |"]
+    raw = r["summary"]["raw_faust_chunks_per_s"]
+    for i, row in enumerate(r["rows"]):
+        variant = "raw Faust consumer" if row["variant"] == "warm-up" else row["variant"]
+        lines.append(f"| {i} | {variant} | {row['chunks_per_s']} | {row['chunks_per_s'] / raw:.3f} |")
+    sa, sb = r["summary"]["a"], r["summary"]["b"]
+    lines += ["", f"No-op worker chunks/s, median over the rounds: a {sa['median_chunks_per_s']} "
+                  f"({sa['median_chunks_per_s'] / raw:.3f} of the raw consumer), b {sb['median_chunks_per_s']} "
+                  f"({sb['median_chunks_per_s'] / raw:.3f})."]
+    return lines
+
+
+TITLES = {"realtime": "in real time", "throughput": "draining a backlog", "overhead": "with no-op model and front end"}
+
+
+def markdown(r: dict) -> str:
+    section = r.get("section", "realtime")
+    lines = [
+        f"# Two worker variants {TITLES[section]}, alternating on one stack",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"When: {r['when']}; machine: {r['machine']['cpus']} CPUs ({r['machine']['processor']}), "
+        f"load average {r['machine']['load_before']} before, {r['machine']['load_after']} after.",
+        "",
+        f"**a**: {_variant(r['summary']['a'])}; **b**: {_variant(r['summary']['b'])}.",
+        "",
+    ]
+    if r.get("note"):
+        lines += [r["note"], ""]
+    lines += {"realtime": _realtime_lines, "throughput": _throughput_lines, "overhead": _overhead_lines}[section](r)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a", nargs="+", required=True, metavar="HFRISK_NAME=VALUE")
-    parser.add_argument("--b", nargs="+", required=True, metavar="HFRISK_NAME=VALUE")
+    parser.add_argument("--a", nargs="+", metavar="HFRISK_NAME=VALUE")
+    parser.add_argument("--b", nargs="+", metavar="HFRISK_NAME=VALUE")
+    parser.add_argument("--a-rev", metavar="REV", help="variant a runs this commit's code instead of the checkout")
+    parser.add_argument("--section", choices=sorted(FIGURE), default="realtime")
     parser.add_argument("--beds", type=int, default=900)
     parser.add_argument("--warmup-beds", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
@@ -136,9 +273,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stagger-s", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/ab"))
     args = parser.parse_args(argv)
+    if not (args.a or args.b or args.a_rev):
+        parser.error("the variants would be the same: give --a, --b or --a-rev")
     load_before = load_average()
-    result = {"command": command_line("bench_stream_ab", argv), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "beds": args.beds, "warmup_beds": args.warmup_beds, "seconds": args.seconds,
+    # Settings given to both variants through this process's environment belong to the command.
+    shared = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("HFRISK_")]
+    result = {"command": " ".join([*shared, command_line("bench_stream_ab", argv)]), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "section": args.section, "beds": args.beds, "warmup_beds": args.warmup_beds, "seconds": args.seconds,
               "stagger_s": args.stagger_s, "workers": args.workers, "prep_workers": args.prep_workers} | run(args)
     result["machine"] = machine(load_before)
     save(args.out, "stream-ab", result, markdown(result))
