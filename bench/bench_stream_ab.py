@@ -276,9 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not (args.a or args.b or args.a_rev):
         parser.error("the variants would be the same: give --a, --b or --a-rev")
     load_before = load_average()
-    # Settings given to both variants through this process's environment belong to the command.
-    shared = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("HFRISK_")]
-    result = {"command": " ".join([*shared, command_line("bench_stream_ab", argv)]), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    result = {"command": command_line("bench_stream_ab", argv), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "section": args.section, "beds": args.beds, "warmup_beds": args.warmup_beds, "seconds": args.seconds,
               "stagger_s": args.stagger_s, "workers": args.workers, "prep_workers": args.prep_workers} | run(args)
     result["machine"] = machine(load_before)
