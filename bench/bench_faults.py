@@ -24,7 +24,7 @@ the load average is recorded with the results.
 (``hfrisk.testing.load``): each bed's 1-s chunks are sent when their last sample is due, 10-s windows
 every 5 s, ``--duration-s`` of signal per bed, the fault ``--fault-at-s`` into the stream, plus a
 ``baseline`` run without a fault. The worker runs as bench_stream measured it in real time (two
-preprocessing processes, batches of ``--batch-size`` (32) / 0.2 s, the default checkpoint interval;
+preprocessing processes, batches of ``--batch-size`` (32) with a 0.05-s linger, the default checkpoint interval;
 session timeout 6 s); ``--stagger-s`` spreads the beds' starts as ``hfrisk replay --stagger-s`` does. Each run is
 checked window by window as above, and the latencies (Redis write - when the window's last sample was
 due) give the time back in real time, the peak latency and backlog (``hfrisk.testing.recovery``).

@@ -28,12 +28,13 @@ __all__ = ["LOAD_FAULTS", "LOAD_WORKER_OPTIONS", "LOAD_WORKER_ENV", "load_worker
 LOAD_FAULTS = ("baseline", "worker_kill", "rebalance", "triton", "redis", "redis_kill", "kafka", "kafka_kill")
 
 # The worker configuration bench_stream measured in real time (docs/bench/stream.md: two
-# preprocessing processes, batches of 32 / 0.2 s); load_worker_options adds the default checkpoint
+# preprocessing processes, batches of 32 with the default 0.05-s linger, 0.2 s before 2026-12-06's
+# gathered batches); load_worker_options adds the default checkpoint
 # interval in place of the fault scenarios' 0.5 s, which at hundreds of beds saves every buffer
 # twice a second. The session timeout stays the fault scenarios' 6 s. A large ward runs batches of
 # 128 (load_worker_env).
 LOAD_WORKER_OPTIONS = {"--prep-workers": "2"}
-LOAD_WORKER_ENV = {"HFRISK_STREAM__BATCH_SIZE": "32", "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.2"}
+LOAD_WORKER_ENV = {"HFRISK_STREAM__BATCH_SIZE": "32", "HFRISK_STREAM__BATCH_TIMEOUT_S": "0.05"}
 
 
 def load_worker_options(prep_workers: int = 2) -> dict[str, str]:

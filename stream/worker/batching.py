@@ -48,18 +48,24 @@ async def gathered_batches(stream: Any, max_events: int, *, linger_s: float) -> 
         # Faust calls this for every event, in the background (the stream is passive), also while
         # the agent works on a batch.
         nonlocal oldest_at
-        event = stream.current_event
-        if event is None:
-            raise RuntimeError("a batched stream got a value without its event")
-        buffer.append(event)
-        if len(buffer) == 1:
-            oldest_at = loop.time()
-            arrived.set()
-        if len(buffer) >= max_events:
-            full.set()
-            room.clear()
-            # Back-pressure: the next event waits in Faust's bounded queue, then in Kafka.
-            await stream.wait(room)
+        try:
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("a batched stream got a value without its event")
+            buffer.append(event)
+            if len(buffer) == 1:
+                oldest_at = loop.time()
+                arrived.set()
+            if len(buffer) >= max_events:
+                full.set()
+                room.clear()
+                # Back-pressure: the next event waits in Faust's bounded queue, then in Kafka.
+                await stream.wait(room)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # as noack_take: a processor's failure must stop the app, not hang it
+            stream.log.exception("could not add an event to the batch: %r", exc)
+            await stream.crash(exc)
         return value
 
     acks_enabled = stream.enable_acks
