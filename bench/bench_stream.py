@@ -149,19 +149,25 @@ def wait_for(count, target: float, timeout_s: float, proc) -> list[tuple[float, 
     raise TimeoutError(f"{proc.name}: {samples[-1][1] if samples else 0} of {target} after {timeout_s:.0f} s")
 
 
+def _steady(samples: list[tuple[float, float]]) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The sample just before the first that saw progress, and the last; ``None`` without progress."""
+    first = next((i for i, (_, v) in enumerate(samples) if v > samples[0][1]), None)
+    return None if first is None else (samples[max(0, first - 1)], samples[-1])
+
+
 def rate_from(samples: list[tuple[float, float]]) -> float:
     """Items/s from the first sample that saw progress to the last: start-up time excluded."""
-    first = next((i for i, (_, v) in enumerate(samples) if v > samples[0][1]), None)
-    if first is None:
+    ends = _steady(samples)
+    if ends is None:
         return float("nan")
-    (t0, v0), (t1, v1) = samples[max(0, first - 1)], samples[-1]
+    (t0, v0), (t1, v1) = ends
     return (v1 - v0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
 def steady_span_s(samples: list[tuple[float, float]]) -> float:
     """The seconds :func:`rate_from` measures over."""
-    first = next((i for i, (_, v) in enumerate(samples) if v > samples[0][1]), None)
-    return 0.0 if first is None else samples[-1][0] - samples[max(0, first - 1)][0]
+    ends = _steady(samples)
+    return 0.0 if ends is None else ends[1][0] - ends[0][0]
 
 
 _STEPS = ("decode", "window", "prepare", "infer", "write", "publish")
@@ -369,30 +375,45 @@ def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int,
     }
 
 
-def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
-    """Chunks/s of a raw Faust consumer, of the worker with no-op model and no-op preprocessing
-    (the goal's pair), and of the worker with the no-op model alone, on the same messages."""
+def overhead_backlog(stack: Stack, beds: int, duration_s: float):
+    """The overhead measurement's messages, produced before any consumer starts: (topics, chunks)."""
     from hfrisk.stream.ingest.replay import replay
 
     kafka = stack.topics(f"overhead-{uuid.uuid4().hex[:6]}")
     stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=False,
                    duration_s=duration_s, loop=True, progress=False,
                    start_us=time.time_ns() // 1000 - round(duration_s * 1e6))
+    return kafka, stats.chunks
+
+
+def chunks_per_s(proc, port: int, chunks: int) -> float:
+    """Chunks/s of a consumer (started) until it has read ``chunks``; it is stopped after."""
+    try:
+        return rate_from(wait_for(lambda: chunks_done(port), chunks, WAIT_S, proc))
+    finally:
+        proc.stop()
+
+
+def raw_consumer_rate(stack: Stack, kafka, chunks: int, name: str) -> float:
+    """Chunks/s of the raw Faust consumer over the backlog, in a consumer group of its own."""
     env = stack.env(kafka, f"bench-noop-{uuid.uuid4().hex[:6]}")
-    raw, raw_port = stack.start("raw-consumer", ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
-                                                 f"raw-{uuid.uuid4().hex[:6]}"], env)
-    raw_samples = wait_for(lambda: chunks_done(raw_port), stats.chunks, WAIT_S, raw)
-    raw.stop()
-    raw_rate = rate_from(raw_samples)
-    out = {"beds": beds, "chunks": stats.chunks, "raw_faust_chunks_per_s": round(raw_rate, 1)}
+    raw, raw_port = stack.start(name, ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
+                                       f"raw-{uuid.uuid4().hex[:6]}"], env)
+    return chunks_per_s(raw, raw_port, chunks)
+
+
+def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
+    """Chunks/s of a raw Faust consumer, of the worker with no-op model and no-op preprocessing
+    (the goal's pair), and of the worker with the no-op model alone, on the same messages."""
+    kafka, chunks = overhead_backlog(stack, beds, duration_s)
+    raw_rate = raw_consumer_rate(stack, kafka, chunks, "raw-consumer")
+    out = {"beds": beds, "chunks": chunks, "raw_faust_chunks_per_s": round(raw_rate, 1)}
     # Each worker its own consumer group and Redis prefix: it reads every message from the start
     # and finds no windows or buffers of the other.
     for key, flags in (("noop", ("--noop-model", "--noop-prep")), ("noop_model_only", ("--noop-model",))):
         proc, port = stack.worker(f"{key.replace('_', '-')}-{uuid.uuid4().hex[:6]}", kafka,
                                   f"bench-{key}-{uuid.uuid4().hex[:6]}", *flags)
-        samples = wait_for(lambda: chunks_done(port), stats.chunks, WAIT_S, proc)
-        proc.stop()
-        rate = rate_from(samples)
+        rate = chunks_per_s(proc, port, chunks)
         prefix = "noop_pipeline" if key == "noop" else key
         out |= {
             f"{prefix}_chunks_per_s": round(rate, 1),
@@ -444,6 +465,7 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
 
 SECTIONS = ("throughput", "realtime", "overhead")
 EFFICIENCY_GOAL = 0.6
+OVERHEAD_GOAL = 0.5
 # A steady rate over a shorter stretch than this is a batch or two coming out at once, not a rate
 # (4 beds at batch 128: 44 windows in 0.1 s read as 385 windows/s): shown, not counted for the goal.
 MIN_STEADY_S = 2.0
@@ -451,7 +473,18 @@ MIN_STEADY_S = 2.0
 
 def counts_for_goal(row: dict) -> bool:
     return row.get("steady_s", MIN_STEADY_S) >= MIN_STEADY_S  # rows from before steady_s was kept count
-OVERHEAD_GOAL = 0.5
+
+
+def throughput_runs(stack: Stack, args, card, kafka, prefix: str, port, proc, offline: dict) -> list[dict]:
+    """One throughput run per ``args.beds``, each with its ratios to the one-core reference ``offline``."""
+    rows = []
+    for beds in args.beds:
+        row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
+        row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
+        row["efficiency"] = efficiency(row, offline, os.cpu_count())
+        print(f"throughput{' (baseline)' if stack.tree else ''}:", row, flush=True)
+        rows.append(row)
+    return rows
 
 
 def realtime_sweeps(stack: Stack, args, card, kafka, prefix: str, proc, port) -> tuple[list[dict], dict[str, int]]:
@@ -485,12 +518,7 @@ def baseline_runs(stack: Stack, args, card, sections: list[str], work: Path, off
             proc, port = stack.workers(args.workers, "baseline-worker", kafka, prefix)
             try:
                 if "throughput" in sections:
-                    out["throughput"] = []
-                    for beds in args.beds:
-                        row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
-                        row["efficiency"] = efficiency(row, offline, os.cpu_count())
-                        print("throughput (baseline):", row, flush=True)
-                        out["throughput"].append(row)
+                    out["throughput"] = throughput_runs(stack, args, card, kafka, prefix, port, proc, offline)
                 if "realtime" in sections:
                     out["realtime"], out["realtime_beds_sustained_by_stagger"] = realtime_sweeps(
                         stack, args, card, kafka, prefix, proc, port)
@@ -811,12 +839,8 @@ def run(args, argv, work: Path) -> dict:
             kafka = stack.topics(f"scored-{uuid.uuid4().hex[:6]}")
             prefix = f"bench-{uuid.uuid4().hex[:6]}"
             proc, port = stack.workers(args.workers, "worker-triton", kafka, prefix)
-        for beds in args.beds if "throughput" in sections else []:
-            row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
-            row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
-            row["efficiency"] = efficiency(row, offline, os.cpu_count())
-            print("throughput:", row, flush=True)
-            throughput.append(row)
+        if "throughput" in sections:
+            throughput = throughput_runs(stack, args, card, kafka, prefix, port, proc, offline)
         if "realtime" in sections:
             realtime, sustained_by_stagger = realtime_sweeps(stack, args, card, kafka, prefix, proc, port)
         sustained = next(iter(sustained_by_stagger.values()), 0)

@@ -34,8 +34,8 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.bench_stream import (RECORDS_DIR, REPLAY, WAIT_S, Stack, chunks_done, rate_from, realtime_run,
-                                throughput_run, wait_for)
+from bench.bench_stream import (REPLAY, Stack, chunks_per_s, overhead_backlog, raw_consumer_rate, realtime_run,
+                                throughput_run)
 from bench.bench_triton import export_model
 from bench.process_cpu import MACHINE
 from bench.record import command_line, load_average, machine, save, work_dir
@@ -103,33 +103,15 @@ def throughput_row(stack: Stack, args, card, i: int, name: str) -> dict:
         proc.stop()
 
 
-def overhead_backlog(stack: Stack, args):
-    """The overhead section's messages, produced once: (topics, chunks)."""
-    from hfrisk.stream.ingest.replay import replay
-
-    kafka = stack.topics(f"ab-overhead-{uuid.uuid4().hex[:6]}")
-    stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=args.beds, realtime=False,
-                   duration_s=args.seconds, loop=True, progress=False,
-                   start_us=time.time_ns() // 1000 - round(args.seconds * 1e6))
-    return kafka, stats.chunks
-
-
 def overhead_row(stack: Stack, backlog, i: int, name: str) -> dict:
     """Chunks/s of the variant's no-op worker over the whole backlog, in a consumer group of its own;
     the warm-up runs the raw Faust consumer instead."""
     kafka, chunks = backlog
-    env = stack.env(kafka, f"bench-ab{i}-{uuid.uuid4().hex[:6]}")
     if name == "warm-up":
-        proc, port = stack.start(f"ab{i}-raw", ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
-                                                f"raw-{uuid.uuid4().hex[:6]}"], env)
-    else:
-        proc, port = stack.worker(f"ab{i}-noop", kafka, f"bench-ab{i}-{uuid.uuid4().hex[:6]}", "--noop-model",
-                                  "--noop-prep", app_id=f"ab{i}-{uuid.uuid4().hex[:6]}")
-    try:
-        samples = wait_for(lambda: chunks_done(port), chunks, WAIT_S, proc)
-    finally:
-        proc.stop()
-    return {"chunks": chunks, "chunks_per_s": round(rate_from(samples), 1)}
+        return {"chunks": chunks, "chunks_per_s": round(raw_consumer_rate(stack, kafka, chunks, f"ab{i}-raw"), 1)}
+    proc, port = stack.worker(f"ab{i}-noop", kafka, f"bench-ab{i}-{uuid.uuid4().hex[:6]}", "--noop-model",
+                              "--noop-prep", app_id=f"ab{i}-{uuid.uuid4().hex[:6]}")
+    return {"chunks": chunks, "chunks_per_s": round(chunks_per_s(proc, port, chunks), 1)}
 
 
 FIGURE = {"realtime": "workers_cores", "throughput": "steady_windows_per_s", "overhead": "chunks_per_s"}
@@ -142,7 +124,7 @@ def run(args) -> dict:
     with work_dir("stream-ab") as work:
         stack = Stack(work, export_model(work, card), card, args.partitions, args.prep_workers)
         trees = {"a": extract(args.a_rev, work / "a-tree") if args.a_rev else None}
-        backlog = overhead_backlog(stack, args) if args.section == "overhead" else None
+        backlog = overhead_backlog(stack, args.beds, args.seconds) if args.section == "overhead" else None
         try:
             for i, name in enumerate(["warm-up", *order(args.rounds)]):
                 stack.tree = trees.get(name)
