@@ -8,6 +8,8 @@ import math
 from collections import deque
 from dataclasses import replace
 
+import numpy as np
+
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.windowing.held_signal import HeldSignal
 from hfrisk.stream.windowing.state import BufferedChunk, BufferState, BufferStats, ChunkLike, STATE_VERSION
@@ -315,10 +317,12 @@ class PatientBuffer:
             k = self.next_index
             start_us = self.window_start_us(k)
             wid = window_id(self.origin_us, k)
-            ecg = ECG(
-                samples=samples,
-                fs_hz=self.fs_hz,
-                lead_names=self.lead_names,
+            # Every held sample was checked finite when its chunk came in (BufferedChunk.from_chunk)
+            # or when a saved state was restored (from_state).
+            ecg = ECG.from_checked(
+                samples,
+                self.fs_hz,
+                self.lead_names,
                 units="mV",
                 patient_id=self.patient_id,
                 device_id=self.device_id,
@@ -375,6 +379,7 @@ class PatientBuffer:
     @classmethod
     def from_state(cls, state: BufferState) -> PatientBuffer:
         """The buffer ``state`` was taken of, as it stood then: feeding it continues the same grid."""
+        _check_held(state)
         buffer = cls(
             state.patient_id,
             state.window_s,
@@ -421,3 +426,16 @@ class PatientBuffer:
             f"PatientBuffer({self.patient_id!r}, segment={self.segment}, next={self.next_index}, "
             f"buffered={self.buffered_samples}, pending={self.pending})"
         )
+
+
+def _check_held(state: BufferState) -> None:
+    """Refuse a saved state whose samples a live buffer could not hold: windows are cut from them
+    without scanning them again (``ECG.from_checked``)."""
+    arrays = [("held samples", state.buf, len(state.lead_names) if state.buf.size else state.buf.shape[0])]
+    arrays += [(f"waiting chunk {c.sequence}", c.samples, len(c.lead_names)) for c in state.pending]
+    for what, samples, rows in arrays:
+        if samples.dtype != np.float32 or samples.ndim != 2 or samples.shape[0] != rows:
+            raise ValueError(f"saved window buffer: {what} are {samples.dtype} {samples.shape}, "
+                             f"expected float32 with {rows} leads")
+        if not np.isfinite(samples).all():
+            raise ValueError(f"saved window buffer: {what} have NaN/inf values")

@@ -49,3 +49,18 @@ def test_unit_conversion():
     with pytest.raises(ECGInputError) as err:
         to_millivolts(np.array([1.0]), "mmHg")
     assert err.value.reason is InputErrorReason.BAD_UNITS
+
+
+def test_from_checked_skips_only_the_scan_for_nan_and_still_checks_the_shape():
+    samples = np.zeros((2, 10), np.float32)
+    a = ECG.from_checked(samples, 100, ("I", "II"), patient_id="p")
+    b = ECG.from_checked(samples, 100, ("I", "II"))
+    assert a == ECG(samples=samples, fs_hz=100.0, lead_names=("I", "II"), patient_id="p")
+    assert type(a.fs_hz) is float and a.units == "mV" and a.metadata == {}
+    a.metadata["x"] = 1
+    assert b.metadata == {}  # each ECG its own metadata, as with the constructor
+    for bad in (np.zeros((2, 10)), np.zeros((3, 10), np.float32), np.zeros((2, 0), np.float32), np.zeros(10, np.float32)):
+        with pytest.raises(ValueError, match="float32"):
+            ECG.from_checked(bad, 100, ("I", "II"))
+    with pytest.raises(TypeError, match="colour"):
+        ECG.from_checked(samples, 100, ("I", "II"), colour="red")

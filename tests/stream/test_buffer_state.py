@@ -127,3 +127,24 @@ def _overlap(meta):
 def test_a_corrupt_binary_state_is_refused_with_a_value_error_saying_what_is_wrong(buffer, corrupt, match):
     with pytest.raises(ValueError, match=match):
         PatientBuffer.from_bytes(corrupt(buffer.to_bytes()))
+
+
+@pytest.mark.parametrize("where", ["held", "waiting"])
+@pytest.mark.parametrize("bad, match", [(np.nan, "NaN/inf"), (np.inf, "NaN/inf"), ("rows", "expected float32 with 2 leads")])
+def test_a_state_whose_samples_no_live_buffer_could_hold_is_refused(buffer, where, bad, match):
+    # Windows are cut from restored samples without scanning them again (ECG.from_checked): a
+    # stored NaN, or samples of another lead count, must be refused here, as corruption is.
+    state = buffer.to_state()
+    if where == "held":
+        samples = state.buf.copy()
+        odd = state.model_copy(update={"buf": np.vstack([samples, samples]) if bad == "rows" else samples})
+    else:
+        samples = state.pending[0].samples.copy()
+        first = state.pending[0].__class__(**{**vars(state.pending[0]), "samples": samples[:1] if bad == "rows" else samples})
+        odd = state.model_copy(update={"pending": [first, *state.pending[1:]]})
+    if bad != "rows":
+        samples[1, 2] = bad
+    saved = encode_state(odd)
+    with pytest.raises(ValueError, match=match):
+        PatientBuffer.from_bytes(saved)
+    assert PatientBuffer.from_bytes(encode_state(state)).to_bytes() == buffer.to_bytes()

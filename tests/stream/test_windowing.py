@@ -497,6 +497,23 @@ def test_non_finite_samples_are_refused_before_the_state_changes():
     assert [w.index for w in _windows(buffer.feed(Plain(1, ok)))] == [0]
 
 
+def test_a_window_is_the_ecg_the_checking_constructor_makes_of_the_same_parts(feed):
+    # Windows skip the constructor's scan for NaN/inf (every chunk was scanned when it came in).
+    from hfrisk.model.contract.ecg import ECG
+
+    chunks, _ = feed
+    windows = _windows(_run(chunks[:20])[0])
+    assert len(windows) == 3
+    for w in windows:
+        e = w.ecg
+        checked = ECG(samples=e.samples, fs_hz=e.fs_hz, lead_names=e.lead_names, units=e.units,
+                      patient_id=e.patient_id, device_id=e.device_id, acquired_at=e.acquired_at,
+                      source=e.source, metadata=e.metadata)
+        assert e == checked and e.metadata == checked.metadata
+        assert {k: type(v) for k, v in vars(e).items()} == {k: type(v) for k, v in vars(checked).items()}
+        assert e.samples.dtype == np.float32 and not e.samples.flags.writeable
+
+
 # -- property: any delivery order within the horizon, any duplication, any lost chunks ---------
 
 
