@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.process_cpu import MACHINE, CpuMeter
+from bench.process_cpu import MACHINE, MAIN_THREAD, OTHER_THREADS, CpuMeter, machine_busy_s, thread_cpu_s
 from bench.record import command_line, load_average, machine, save, work_dir
 from hfrisk.testing.realtime import percentiles
 
@@ -347,12 +347,17 @@ def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int,
     expected = beds * (int((duration_s - card.window.window_s) // 5.0) + 1)
     before = windows_done(port)
     offsets = end_offsets(kafka.bootstrap_servers, kafka.scores_topic)
-    log_from = log_lines(proc.log_path)
+    procs = proc.procs if isinstance(proc, WorkerGroup) else [proc]
+    log_from = [log_lines(p.log_path) for p in procs]
     started = time.time()
     stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=False,
                    duration_s=duration_s, loop=True, salt=salt, progress=False,
                    start_us=time.time_ns() // 1000 - round(duration_s * 1e6))
+    # The drain after the replay: only the pipeline at work (the replay shares the CPUs before it).
+    meter, drain_start = CpuMeter(stack.pids(proc), own=(REPLAY,)).start(), time.monotonic()
     samples = wait_for(lambda: windows_done(port) - before, expected, WAIT_S, proc)
+    meter.stop()
+    drain_s = time.monotonic() - drain_start
     records = window_records(stack.redis.client(), prefix, patients)
     scores = scores_since(kafka.bootstrap_servers, kafka.scores_topic, offsets, set(patients))
     latencies = [
@@ -371,7 +376,10 @@ def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int,
         "steady_windows_per_s": round(rate_from(samples), 1),
         "steady_s": round(steady_span_s(samples), 2),
         "latency_s": percentiles(latencies),
-        "step_seconds": step_shares(proc.log_path, log_from),
+        "drain_s": round(drain_s, 2),
+        "drain_cpu_cores": meter.cores(drain_s),
+        "step_seconds": {step: round(sum(step_shares(p.log_path, n)[step] for p, n in zip(procs, log_from)), 3)
+                         for step in _STEPS},
     }
 
 
@@ -386,37 +394,63 @@ def overhead_backlog(stack: Stack, beds: int, duration_s: float):
     return kafka, stats.chunks
 
 
-def chunks_per_s(proc, port: int, chunks: int) -> float:
-    """Chunks/s of a consumer (started) until it has read ``chunks``; it is stopped after."""
+def chunks_per_s(proc, port: int, chunks: int, cores: dict | None = None) -> float:
+    """Chunks/s of a consumer (started) until it has read ``chunks``; it is stopped after.
+
+    Given ``cores``, fills it with the cores the consumer's main thread, its other threads and the
+    whole machine kept busy while it read from a quarter to nine tenths of the backlog (inside the
+    steady stretch, start-up and the tail left out).
+    """
+    marks: list[tuple[float, dict[str, float], float]] = []
+
+    def count() -> float:
+        done = chunks_done(port)
+        if cores is not None and len(marks) < len(_CORE_MARKS) and done >= chunks * _CORE_MARKS[len(marks)]:
+            marks.append((time.monotonic(), thread_cpu_s(proc.pid), machine_busy_s()))
+        return done
+
     try:
-        return rate_from(wait_for(lambda: chunks_done(port), chunks, WAIT_S, proc))
+        rate = rate_from(wait_for(count, chunks, WAIT_S, proc))
     finally:
         proc.stop()
+    if cores is not None and len(marks) == len(_CORE_MARKS) and marks[1][0] > marks[0][0]:
+        (t0, threads0, machine0), (t1, threads1, machine1) = marks
+        cores |= {name: round((threads1[name] - threads0[name]) / (t1 - t0), 3) for name in threads0}
+        cores[MACHINE] = round((machine1 - machine0) / (t1 - t0), 3)
+    return rate
 
 
-def raw_consumer_rate(stack: Stack, kafka, chunks: int, name: str) -> float:
-    """Chunks/s of the raw Faust consumer over the backlog, in a consumer group of its own."""
+# The shares of a backlog between which chunks_per_s measures a consumer's cores.
+_CORE_MARKS = (0.25, 0.9)
+
+
+def raw_consumer_rate(stack: Stack, kafka, chunks: int, name: str, cores: dict | None = None) -> float:
+    """Chunks/s of the raw Faust consumer over the backlog, in a consumer group of its own
+    (``cores``: as :func:`chunks_per_s`)."""
     env = stack.env(kafka, f"bench-noop-{uuid.uuid4().hex[:6]}")
     raw, raw_port = stack.start(name, ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
                                        f"raw-{uuid.uuid4().hex[:6]}"], env)
-    return chunks_per_s(raw, raw_port, chunks)
+    return chunks_per_s(raw, raw_port, chunks, cores)
 
 
 def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
     """Chunks/s of a raw Faust consumer, of the worker with no-op model and no-op preprocessing
     (the goal's pair), and of the worker with the no-op model alone, on the same messages."""
     kafka, chunks = overhead_backlog(stack, beds, duration_s)
-    raw_rate = raw_consumer_rate(stack, kafka, chunks, "raw-consumer")
-    out = {"beds": beds, "chunks": chunks, "raw_faust_chunks_per_s": round(raw_rate, 1)}
+    raw_cores: dict[str, float] = {}
+    raw_rate = raw_consumer_rate(stack, kafka, chunks, "raw-consumer", raw_cores)
+    out = {"beds": beds, "chunks": chunks, "raw_faust_chunks_per_s": round(raw_rate, 1), "raw_cores": raw_cores}
     # Each worker its own consumer group and Redis prefix: it reads every message from the start
     # and finds no windows or buffers of the other.
     for key, flags in (("noop", ("--noop-model", "--noop-prep")), ("noop_model_only", ("--noop-model",))):
         proc, port = stack.worker(f"{key.replace('_', '-')}-{uuid.uuid4().hex[:6]}", kafka,
                                   f"bench-{key}-{uuid.uuid4().hex[:6]}", *flags)
-        rate = chunks_per_s(proc, port, chunks)
+        cores: dict[str, float] = {}
+        rate = chunks_per_s(proc, port, chunks, cores)
         prefix = "noop_pipeline" if key == "noop" else key
         out |= {
             f"{prefix}_chunks_per_s": round(rate, 1),
+            f"{key}_cores": cores,
             "ratio" if key == "noop" else f"ratio_{key}": round(rate / raw_rate, 3),
             f"{key}_step_seconds": step_shares(proc.log_path, 0),
         }
@@ -551,24 +585,27 @@ def provenance(r: dict, section: str) -> list[str]:
 REPLAY = "replay (bench process)"
 
 
-def _cpu_lines(rows: list[dict], cpus: int) -> list[str]:
-    """Where the CPU went in each real-time run: cores each process kept busy while the replay ran."""
-    rows = [row for row in rows if row.get("cpu_cores")]
+def _cpu_lines(rows: list[dict], cpus: int, key: str = "cpu_cores", stretch: str = "while the replay ran") -> list[str]:
+    """Where the CPU went in each run: cores each process kept busy over ``stretch`` (``key`` of
+    each row: the real-time runs' replay, or the throughput runs' drain after it)."""
+    rows = [row for row in rows if row.get(key)]
     if not rows:
         return []
-    names = [name for name in rows[0]["cpu_cores"] if name != MACHINE]
+    names = [name for name in rows[0][key] if name != MACHINE]
+    stagger = key == "cpu_cores"
     lines = [
-        "Where the CPU went while the replay ran (cores each process kept busy: CPU seconds / wall seconds, "
+        f"Where the CPU went {stretch} (cores each process kept busy: CPU seconds / wall seconds, "
         f"with its children; the machine has {cpus}; *other* is the machine's busy time outside these processes: "
         "the operating system and other people's jobs on this shared machine):",
         "",
-        "| stagger (s) | beds | " + " | ".join(names) + " | other | machine busy |",
-        "| ---: | ---: |" + " ---: |" * (len(names) + 2),
+        ("| stagger (s) " if stagger else "") + "| beds | " + " | ".join(names) + " | other | machine busy |",
+        ("| ---: " if stagger else "") + "| ---: |" + " ---: |" * (len(names) + 2),
     ]
     for row in rows:
-        cores = row["cpu_cores"]
+        cores = row[key]
         other = max(0.0, cores.get(MACHINE, 0.0) - sum(cores.get(n, 0.0) for n in names))
-        lines.append(f"| {row.get('stagger_s', 1.0):g} | {row['beds']} | " + " | ".join(f"{cores.get(n, 0.0):.2f}" for n in names)
+        lines.append((f"| {row.get('stagger_s', 1.0):g} " if stagger else "") + f"| {row['beds']} | "
+                     + " | ".join(f"{cores.get(n, 0.0):.2f}" for n in names)
                      + f" | {other:.2f} | {cores.get(MACHINE, 0.0):.2f} |")
     return lines + [""]
 
@@ -618,6 +655,29 @@ def _baseline_lines(r: dict) -> list[str]:
                   f"with the real preprocessing {n['ratio_noop_model_only']:.3f} -> {m['ratio_noop_model_only']:.3f}.",
                   ""]
     return lines
+
+
+def _thread_lines(n: dict) -> list[str]:
+    """Where each consumer of the overhead measurement spent its CPU (reports from before
+    2026-12-06 have no such figures)."""
+    runs = [(label, n.get(key)) for label, key in (("raw Faust consumer", "raw_cores"),
+                                                   ("worker --noop-model --noop-prep", "noop_cores"),
+                                                   ("worker --noop-model only", "noop_model_only_cores"))]
+    runs = [(label, c) for label, c in runs if c]
+    if not runs:
+        return []
+    lines = ["Cores kept busy while each read from a quarter to nine tenths of the backlog (the process's main "
+             "thread, which runs the event loop; its other threads: Faust's consumer thread, the thread the Redis "
+             "writes run in; the whole machine; the worker's preprocessing pool is a separate process and not "
+             "in the thread columns):",
+             "",
+             "| consumer | main thread | other threads | process | machine |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for label, c in runs:
+        process = c.get(MAIN_THREAD, 0.0) + c.get(OTHER_THREADS, 0.0)
+        lines.append(f"| {label} | {c.get(MAIN_THREAD, 0.0):.2f} | {c.get(OTHER_THREADS, 0.0):.2f} | {process:.2f} | "
+                     f"{c.get(MACHINE, 0.0):.2f} |")
+    return [*lines, ""]
 
 
 def markdown(r: dict) -> str:
@@ -678,6 +738,7 @@ def markdown(r: dict) -> str:
         f"Goal >= {EFFICIENCY_GOAL}: {verdict}. The secondary column is the earlier "
         "definition (all windows over the whole run / raw ONNX Runtime batched, goal 0.5 then), kept for comparison.",
         "",
+        *_cpu_lines(r["throughput"], cores, "drain_cpu_cores", "while the backlog drained after the replay ended"),
         "## Infrastructure overhead: no-op model and no-op preprocessing",
         "",
     ]
@@ -702,6 +763,7 @@ def markdown(r: dict) -> str:
             f"**{'met' if n['ratio'] >= OVERHEAD_GOAL else 'not met'}**. With the real preprocessing (no-op model "
             f"only) the ratio is {n['ratio_noop_model_only']:.3f}.",
             "",
+            *_thread_lines(n),
         ]
     else:  # a report from before --noop-prep existed: the model-only no-op
         lines += [
@@ -802,8 +864,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.workers > 1 and set(args.only) != {"realtime"}:
-        parser.error("--workers > 1 is for the real-time runs: add --only realtime")
+    if args.workers > 1 and not set(args.only) <= {"realtime", "throughput"}:
+        # The overhead section compares one no-op worker with one raw consumer, by definition.
+        parser.error("--workers > 1 is for the real-time and throughput runs: add --only realtime,throughput")
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")

@@ -16,8 +16,8 @@ Sections:
 
 * ``realtime``: ``--beds`` beds replayed in real time. Per run: p50/p95 latency, whether it was
   sustained, and the cores each process kept busy (the workers with their pools together).
-* ``throughput``: ``--beds`` beds × ``--seconds`` of signal replayed as fast as possible to one
-  worker; steady windows/s (``bench_stream``'s throughput section).
+* ``throughput``: ``--beds`` beds × ``--seconds`` of signal replayed as fast as possible to
+  ``--workers`` workers; steady windows/s (``bench_stream``'s throughput section).
 * ``overhead``: one backlog of ``--beds`` × ``--seconds`` produced once, read by each variant's
   worker with the no-op model and front end, and by the raw Faust consumer as the warm-up; chunks/s
   (``bench_stream``'s overhead section).
@@ -80,10 +80,18 @@ class environment:
                 os.environ[k] = v
 
 
+def layout(args, name: str) -> tuple[int, int]:
+    """(workers, preprocessing processes per worker) of a variant; the warm-up runs ``--workers``
+    and ``--prep-workers``, as does a variant without its own."""
+    workers = getattr(args, f"{name}_workers", None) if name in ("a", "b") else None
+    prep = getattr(args, f"{name}_prep_workers", None) if name in ("a", "b") else None
+    return workers or args.workers, prep or args.prep_workers
+
+
 def realtime_row(stack: Stack, args, card, i: int, name: str) -> dict:
     kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
     prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
-    proc, ports = stack.workers(args.workers, f"ab{i}", kafka, prefix)
+    proc, ports = stack.workers(layout(args, name)[0], f"ab{i}", kafka, prefix)
     try:
         beds = args.warmup_beds if name == "warm-up" else args.beds
         row = realtime_run(stack, kafka, prefix, ports, proc, beds, args.seconds, card, args.stagger_s)
@@ -95,10 +103,10 @@ def realtime_row(stack: Stack, args, card, i: int, name: str) -> dict:
 def throughput_row(stack: Stack, args, card, i: int, name: str) -> dict:
     kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
     prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
-    proc, port = stack.worker(f"ab{i}", kafka, prefix)
+    proc, ports = stack.workers(layout(args, name)[0], f"ab{i}", kafka, prefix)
     try:
         beds = args.warmup_beds if name == "warm-up" else args.beds
-        return throughput_run(stack, kafka, prefix, port, proc, beds, args.seconds, card)
+        return throughput_run(stack, kafka, prefix, ports, proc, beds, args.seconds, card)
     finally:
         proc.stop()
 
@@ -128,6 +136,7 @@ def run(args) -> dict:
         try:
             for i, name in enumerate(["warm-up", *order(args.rounds)]):
                 stack.tree = trees.get(name)
+                stack.prep_workers = layout(args, name)[1]
                 with environment(variants.get(name, {})):
                     if args.section == "realtime":
                         row = realtime_row(stack, args, card, i, name)
@@ -146,6 +155,7 @@ def run(args) -> dict:
     for name in ("a", "b"):
         mine = [r for r in rows if r["variant"] == name]
         summary[name] = {"env": variants[name], "rev": args.a_rev if name == "a" else None,
+                         "workers": layout(args, name)[0], "prep_workers": layout(args, name)[1],
                          figure: [r[figure] for r in mine], f"median_{figure}": round(statistics.median(r[figure] for r in mine), 3)}
         if args.section != "overhead":
             summary[name]["p95_s"] = [r["latency_s"]["p95"] for r in mine]
@@ -160,7 +170,9 @@ def run(args) -> dict:
 def _variant(summary: dict) -> str:
     env = " ".join(f"{k}={v}" for k, v in summary["env"].items())
     code = f"commit `{summary['rev']}`" if summary.get("rev") else "the checkout"
-    return f"{code}{f', `{env}`' if env else ''}"
+    processes = f", {summary['workers']} worker(s) of {summary['prep_workers']} preprocessing process(es)" \
+        if "workers" in summary else ""
+    return f"{code}{f', `{env}`' if env else ''}{processes}"
 
 
 def _realtime_lines(r: dict) -> list[str]:
@@ -184,8 +196,9 @@ def _realtime_lines(r: dict) -> list[str]:
 
 
 def _throughput_lines(r: dict) -> list[str]:
-    lines = [f"{r['beds']} beds x {r['seconds']:g} s of signal replayed as fast as possible to one worker of "
-             f"{r['prep_workers']} preprocessing process(es); a {r['warmup_beds']}-bed warm-up first. Steady windows/s "
+    lines = [f"{r['beds']} beds x {r['seconds']:g} s of signal replayed as fast as possible to {r['workers']} "
+             f"worker(s) of {r['prep_workers']} preprocessing process(es) unless a variant says otherwise; a "
+             f"{r['warmup_beds']}-bed warm-up first. Steady windows/s "
              "as in `bench_stream`'s throughput section; latency: Redis write - Kafka timestamp of the chunk that "
              "completed the window.",
              "",
@@ -250,13 +263,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--prep-workers", type=int, default=1)
+    for name in ("a", "b"):
+        parser.add_argument(f"--{name}-workers", type=int, help=f"variant {name}'s workers (default --workers)")
+        parser.add_argument(f"--{name}-prep-workers", type=int,
+                            help=f"variant {name}'s preprocessing processes per worker (default --prep-workers)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--stagger-s", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/ab"))
     args = parser.parse_args(argv)
-    if not (args.a or args.b or args.a_rev):
-        parser.error("the variants would be the same: give --a, --b or --a-rev")
+    if args.section == "overhead" and any(layout(args, n) != layout(args, "warm-up") for n in "ab"):
+        parser.error("the overhead section runs one no-op worker per variant: no --a/--b-workers there")
+    if not (args.a or args.b or args.a_rev or layout(args, "a") != layout(args, "b")):
+        parser.error("the variants would be the same: give --a, --b, --a-rev or a layout (--a-workers, ...)")
     load_before = load_average()
     result = {"command": command_line("bench_stream_ab", argv), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "section": args.section, "beds": args.beds, "warmup_beds": args.warmup_beds, "seconds": args.seconds,

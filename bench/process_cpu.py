@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["MACHINE", "CpuMeter", "machine_busy_s", "tree_cpu_s", "tree_rss_mb"]
+__all__ = ["MACHINE", "MAIN_THREAD", "OTHER_THREADS", "CpuMeter", "machine_busy_s", "thread_cpu_s", "tree_cpu_s", "tree_rss_mb"]
 
 
 def _tree_sum(pid: int | None, children: bool, measure) -> float:
@@ -52,6 +52,21 @@ def machine_busy_s() -> float:
 
 
 MACHINE = "machine (all processes)"
+MAIN_THREAD = "main thread"
+OTHER_THREADS = "other threads"
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of one process's main thread (a worker's event loop) and of its other threads
+    together (Faust's consumer thread, the thread the Redis writes run in, ...): where a process
+    that cannot use more than about one core for Python, whatever its threads, spends it."""
+    main = other = 0.0
+    for thread in psutil.Process(pid).threads():
+        if thread.id == pid:
+            main += thread.user_time + thread.system_time
+        else:
+            other += thread.user_time + thread.system_time
+    return {MAIN_THREAD: main, OTHER_THREADS: other}
 
 
 @dataclass

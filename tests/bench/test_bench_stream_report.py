@@ -40,3 +40,29 @@ def test_the_steady_span_starts_with_the_first_progress():
     samples = [(0.0, 0), (1.0, 0), (2.0, 0), (2.5, 10), (4.0, 40)]
     assert steady_span_s(samples) == 2.0  # from the last sample before progress (2.0 s) to the end
     assert steady_span_s([(0.0, 5), (1.0, 5)]) == 0.0
+
+
+def test_the_overhead_section_says_where_each_consumer_spent_its_cpu_when_the_report_has_it():
+    report = json.loads(PAGE.read_text())
+    n = report["noop_vs_raw"]
+    for key in ("raw_cores", "noop_cores", "noop_model_only_cores"):
+        n.pop(key, None)
+    assert "| consumer | main thread |" not in markdown(report)  # a report from before the figures
+    n["raw_cores"] = {"main thread": 0.61, "other threads": 0.3, "machine (all processes)": 1.05}
+    n["noop_cores"] = {"main thread": 0.65, "other threads": 0.25, "machine (all processes)": 1.26}
+    lines = markdown(report).splitlines()
+    assert "| raw Faust consumer | 0.61 | 0.30 | 0.91 | 1.05 |" in lines
+    assert "| worker --noop-model --noop-prep | 0.65 | 0.25 | 0.90 | 1.26 |" in lines
+    assert not any(line.startswith("| worker --noop-model only |") for line in lines)
+
+
+def test_the_throughput_section_says_where_the_cpu_went_while_the_backlog_drained():
+    report = json.loads(PAGE.read_text())
+    for row in report["throughput"]:
+        row.pop("drain_cpu_cores", None)
+    assert "backlog drained" not in markdown(report)
+    report["throughput"][0]["drain_cpu_cores"] = {"Kafka broker": 0.1, "worker + pool": 1.5, "machine (all processes)": 1.9}
+    lines = markdown(report).splitlines()
+    at = next(i for i, line in enumerate(lines) if "while the backlog drained after the replay ended" in line)
+    assert lines[at + 2] == "| beds | Kafka broker | worker + pool | other | machine busy |"
+    assert lines[at + 4] == f"| {report['throughput'][0]['beds']} | 0.10 | 1.50 | 0.30 | 1.90 |"

@@ -6,7 +6,7 @@ import time
 
 import psutil
 
-from bench.process_cpu import MACHINE, CpuMeter, tree_cpu_s
+from bench.process_cpu import MACHINE, MAIN_THREAD, OTHER_THREADS, CpuMeter, thread_cpu_s, tree_cpu_s
 
 # Waits for the go file, then burns `s` seconds of CPU, then sleeps.
 BUSY = """import os, time
@@ -54,3 +54,32 @@ def test_a_process_that_is_gone_counts_nothing():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert tree_cpu_s(proc.pid) == 0.0
+
+
+def test_a_busy_thread_is_counted_apart_from_the_main_thread():
+    import os
+    import threading
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    burned, release = threading.Event(), threading.Event()
+
+    def busy_then_wait() -> None:  # a thread that has ended is no longer listed: it waits to be read
+        burn(0.4)
+        burned.set()
+        release.wait(10)
+
+    before = thread_cpu_s(os.getpid())
+    worker = threading.Thread(target=busy_then_wait)
+    worker.start()
+    burned.wait(10)
+    middle = thread_cpu_s(os.getpid())
+    burn(0.4)
+    after = thread_cpu_s(os.getpid())
+    release.set()
+    worker.join()
+    assert middle[OTHER_THREADS] - before[OTHER_THREADS] >= 0.3 > middle[MAIN_THREAD] - before[MAIN_THREAD]
+    assert after[MAIN_THREAD] - middle[MAIN_THREAD] >= 0.3 > after[OTHER_THREADS] - middle[OTHER_THREADS]
