@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -9,21 +10,50 @@ import numpy as np
 
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 
-__all__ = ["ECG", "to_millivolts", "UNIT_SCALE_TO_MV"]
+__all__ = ["ECG", "to_millivolts", "rows_to_millivolts", "UNIT_SCALE_TO_MV"]
 
 # Physical units readers meet in WFDB/DICOM headers, and the factor to millivolts.
 UNIT_SCALE_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
-def to_millivolts(samples: np.ndarray, units: str) -> np.ndarray:
-    """Scale ``samples`` given in ``units`` (mV, uV, µV or V, any case) to millivolts."""
+def _scale_to_mv(units: str) -> float:
     scale = UNIT_SCALE_TO_MV.get(units.strip().lower())
     if scale is None:
         raise ECGInputError(
             InputErrorReason.BAD_UNITS,
             f"unknown physical unit {units!r}; expected one of mV, uV, V",
         )
-    return np.asarray(samples, dtype=np.float32) * np.float32(scale)
+    return scale
+
+
+def to_millivolts(samples: np.ndarray, units: str) -> np.ndarray:
+    """Scale ``samples`` given in ``units`` (mV, uV, µV or V, any case) to millivolts."""
+    return np.asarray(samples, dtype=np.float32) * np.float32(_scale_to_mv(units))
+
+
+def rows_to_millivolts(rows: np.ndarray | Sequence[np.ndarray], units: Sequence[str]) -> np.ndarray:
+    """``np.stack([to_millivolts(row, unit) for row, unit in zip(rows, units)])``, bit for bit, in
+    one float32 array: ``rows`` a 2-D array (a view of a reader's columns, say) or equal-length rows.
+
+    Readers convert every lead of every record: done a lead at a time it was ~85 µs of a 12-lead
+    record's ~0.6 ms of reading, ~40 this way. A float32 value times ``float32(1.0)`` is itself, so
+    rows already in mV are only cast.
+    """
+    if len(rows) != len(units):
+        raise ValueError(f"{len(rows)} rows for {len(units)} units")
+    scales = np.array([_scale_to_mv(u) for u in units], dtype=np.float32)
+    if isinstance(rows, np.ndarray):
+        out = np.array(rows, dtype=np.float32, order="C")
+    else:
+        lengths = {len(row) for row in rows}
+        if len(lengths) > 1:
+            raise ValueError(f"rows of different lengths {sorted(lengths)}")
+        out = np.empty((len(rows), lengths.pop() if lengths else 0), np.float32)
+        for j, row in enumerate(rows):
+            out[j] = row
+    if (scales != 1.0).any():
+        out *= scales[:, None]
+    return out
 
 
 @dataclass(frozen=True)

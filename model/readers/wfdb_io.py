@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from hfrisk.model.contract.ecg import ECG, UNIT_SCALE_TO_MV, to_millivolts
+from hfrisk.model.contract.ecg import ECG, UNIT_SCALE_TO_MV, rows_to_millivolts
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.model.readers import wfdb_fast
 
@@ -305,10 +305,13 @@ def read_wfdb(
 
     keep, dropped = _select_channels(names, units, channels, record)
     if whole is not None:
-        signals, fs_hz, multi_rate = [whole.p_signal[:, i] for i in keep], float(whole.fs), False
+        fs_hz, multi_rate = float(whole.fs), False
+        # Every column in order (the usual case): one strided copy of the transpose.
+        signals = whole.p_signal.T if keep == list(range(whole.p_signal.shape[1])) else \
+            [whole.p_signal[:, i] for i in keep]
     else:
         signals, fs_hz, multi_rate = _read_signals(header, record, keep, spf, sampfrom, stop)
-    samples = np.stack([to_millivolts(s, units[i]) for s, i in zip(signals, keep)])
+    samples = rows_to_millivolts(signals, [units[i] for i in keep])
 
     comments = list(header.comments or [])
     fields = _header_fields(comments)

@@ -64,3 +64,30 @@ def test_from_checked_skips_only_the_scan_for_nan_and_still_checks_the_shape():
             ECG.from_checked(bad, 100, ("I", "II"))
     with pytest.raises(TypeError, match="colour"):
         ECG.from_checked(samples, 100, ("I", "II"), colour="red")
+
+
+@pytest.mark.parametrize("units", [["mV"] * 12, ["uV"] * 12, ["mV", "uV", "V", "µV", " MV "] * 2 + ["v", "mv"]])
+def test_rows_to_millivolts_gives_what_converting_each_row_gives_bit_for_bit(units):
+    from hfrisk.model.contract.ecg import rows_to_millivolts
+
+    rng = np.random.default_rng(7)
+    columns = rng.normal(0, 3, size=(500, 12)) * 10.0 ** rng.integers(-6, 6, size=12)
+    columns[:3, 0] = [np.nan, np.inf, -0.0]
+    columns[3, 5] = 1e300  # beyond float32: inf either way
+    expected = np.stack([to_millivolts(columns[:, j], u) for j, u in enumerate(units)])
+    for rows in (columns.T, [columns[:, j] for j in range(12)], np.ascontiguousarray(columns.T)):
+        got = rows_to_millivolts(rows, units)
+        assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (12, 500)
+        assert got.view(np.uint32).tolist() == expected.view(np.uint32).tolist()
+
+
+def test_rows_to_millivolts_refuses_what_to_millivolts_refuses():
+    from hfrisk.model.contract.ecg import rows_to_millivolts
+
+    with pytest.raises(ECGInputError) as err:
+        rows_to_millivolts(np.zeros((2, 5)), ["mV", "furlongs"])
+    assert err.value.reason == InputErrorReason.BAD_UNITS and "furlongs" in err.value.detail
+    with pytest.raises(ValueError, match="2 rows for 3 units"):
+        rows_to_millivolts(np.zeros((2, 5)), ["mV"] * 3)
+    with pytest.raises(ValueError, match="different lengths"):
+        rows_to_millivolts([np.zeros(5), np.zeros(4)], ["mV"] * 2)

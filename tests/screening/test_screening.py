@@ -139,6 +139,22 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
     assert str(os.getpid()) not in preprocessed_in  # all of it in the pool
 
 
+def test_serial_screening_preprocesses_a_chunk_of_recordings_per_front_end_call(ward, tmp_path, scorer, monkeypatch):
+    # The front end is batched: one recording per call cost twice the CPU of eight.
+    calls = []
+
+    def prepare_counting(requests, *args, **kwargs):
+        calls.append(len({id(ecg) for ecg, _ in requests}))
+        return prepare_windows(requests, *args, **kwargs)
+
+    reference = screen([ward], scorer, tmp_path / "ref", threshold=0.0, workers=0, chunk_size=1, progress=False)
+    monkeypatch.setattr("hfrisk.screening.prepare_windows", prepare_counting)
+    frame = screen([ward], scorer, tmp_path / "out", threshold=0.0, workers=0, chunk_size=3, progress=False)
+    readable = len(reference[reference["status"] != "refused"]["record"].unique())
+    assert sum(calls) == readable and max(calls) == 3 and len(calls) < readable
+    pd.testing.assert_frame_equal(frame, reference)
+
+
 def test_parallel_screening_resumes_after_an_interruption(ward, tmp_path, scorer):
     out = tmp_path / "out"
     calls = []
