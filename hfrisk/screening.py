@@ -239,7 +239,7 @@ def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chu
     keeps working while the caller scores, and memory stays bounded on long lists)."""
     if workers < 1:
         # Chunks here too: the front end is batched, and one recording at a time cost ~4.3 ms of
-        # preprocessing a recording against ~1.9 for eight (docs/bench/screening.md).
+        # preprocessing a recording against ~1.9 for eight (docs/bench/screening-chunks.md).
         for i in range(0, len(paths), chunk_size):
             for windows in prepare_records(paths[i:i + chunk_size], card, hop_s):
                 yield _arrays(windows)
@@ -298,7 +298,7 @@ def screen(
     in one process, which reads it once). Rows keep the input order and the scores are the same
     whatever ``workers`` is. ``chunk_size`` recordings are read and preprocessed together, in one
     call of the batched front end: 8 cost ~1.9 ms of preprocessing a recording here, 4 ~2.35, one
-    at a time ~4.3 (docs/bench/screening.md).
+    at a time ~4.3 (docs/bench/screening-chunks.md).
     """
     workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
