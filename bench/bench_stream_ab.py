@@ -17,7 +17,9 @@ Sections:
 * ``realtime``: ``--beds`` beds replayed in real time. Per run: p50/p95 latency, whether it was
   sustained, and the cores each process kept busy (the workers with their pools together).
 * ``throughput``: ``--beds`` beds × ``--seconds`` of signal replayed as fast as possible to
-  ``--workers`` workers; steady windows/s (``bench_stream``'s throughput section).
+  ``--workers`` workers (default one); steady windows/s (``bench_stream``'s throughput section).
+  ``--a-workers``/``--b-workers`` (and ``--a-prep-workers``/``--b-prep-workers``) give a variant
+  its own process layout, here and in ``realtime``.
 * ``overhead``: one backlog of ``--beds`` × ``--seconds`` produced once, read by each variant's
   worker with the no-op model and front end, and by the raw Faust consumer as the warm-up; chunks/s
   (``bench_stream``'s overhead section).
@@ -261,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--beds", type=int, default=900)
     parser.add_argument("--warmup-beds", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="default: 2 for the realtime section, 1 for throughput (as its runs before 2026-12-06)")
     parser.add_argument("--prep-workers", type=int, default=1)
     for name in ("a", "b"):
         parser.add_argument(f"--{name}-workers", type=int, help=f"variant {name}'s workers (default --workers)")
@@ -272,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stagger-s", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/ab"))
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = 2 if args.section == "realtime" else 1
     if args.section == "overhead" and any(layout(args, n) != layout(args, "warm-up") for n in "ab"):
         parser.error("the overhead section runs one no-op worker per variant: no --a/--b-workers there")
     if not (args.a or args.b or args.a_rev or layout(args, "a") != layout(args, "b")):
