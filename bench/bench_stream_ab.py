@@ -90,27 +90,27 @@ def layout(args, name: str) -> tuple[int, int]:
     return workers or args.workers, prep or args.prep_workers
 
 
-def realtime_row(stack: Stack, args, card, i: int, name: str) -> dict:
+def on_fresh_workers(stack: Stack, args, i: int, name: str, measure) -> dict:
+    """``measure(kafka, prefix, ports, proc, beds)`` on the variant's workers, started for this run
+    on topics and a Redis prefix of their own, and stopped after it."""
     kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
     prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
     proc, ports = stack.workers(layout(args, name)[0], f"ab{i}", kafka, prefix)
     try:
-        beds = args.warmup_beds if name == "warm-up" else args.beds
-        row = realtime_run(stack, kafka, prefix, ports, proc, beds, args.seconds, card, args.stagger_s)
+        return measure(kafka, prefix, ports, proc, args.warmup_beds if name == "warm-up" else args.beds)
     finally:
         proc.stop()
+
+
+def realtime_row(stack: Stack, args, card, i: int, name: str) -> dict:
+    row = on_fresh_workers(stack, args, i, name, lambda kafka, prefix, ports, proc, beds: realtime_run(
+        stack, kafka, prefix, ports, proc, beds, args.seconds, card, args.stagger_s))
     return row | {"workers_cores": workers_cores(row["cpu_cores"])}
 
 
 def throughput_row(stack: Stack, args, card, i: int, name: str) -> dict:
-    kafka = stack.topics(f"ab{i}-{uuid.uuid4().hex[:6]}")
-    prefix = f"bench-ab{i}-{uuid.uuid4().hex[:6]}"
-    proc, ports = stack.workers(layout(args, name)[0], f"ab{i}", kafka, prefix)
-    try:
-        beds = args.warmup_beds if name == "warm-up" else args.beds
-        return throughput_run(stack, kafka, prefix, ports, proc, beds, args.seconds, card)
-    finally:
-        proc.stop()
+    return on_fresh_workers(stack, args, i, name, lambda kafka, prefix, ports, proc, beds: throughput_run(
+        stack, kafka, prefix, ports, proc, beds, args.seconds, card))
 
 
 def overhead_row(stack: Stack, backlog, i: int, name: str) -> dict:
@@ -177,60 +177,67 @@ def _variant(summary: dict) -> str:
     return f"{code}{f', `{env}`' if env else ''}{processes}"
 
 
+def _runs_table(r: dict, intro: str, columns: list[tuple[str, str]], cells, summary: str) -> list[str]:
+    """A section's page: ``intro``, a table with a row per run (its number, then ``cells(row)`` under
+    ``columns``, each a heading and its alignment), and ``summary`` below it."""
+    lines = [intro, "", "| run | " + " | ".join(name for name, _ in columns) + " |",
+             "| ---: | " + " | ".join(align for _, align in columns) + " |"]
+    lines += [f"| {i} | " + " | ".join(cells(row)) + " |" for i, row in enumerate(r["rows"])]
+    return [*lines, "", summary]
+
+
 def _realtime_lines(r: dict) -> list[str]:
-    lines = [f"{r['beds']} beds in real time for {r['seconds']:g} s, starts over {r['stagger_s']:g} s, {r['workers']} "
-             f"worker(s) of {r['prep_workers']} preprocessing process(es); a {r['warmup_beds']}-bed warm-up first.",
-             "",
-             "| run | variant | windows | p50 / p95 (s) | sustained | workers with pools (cores) | Kafka | Redis | Triton "
-             "| replay | machine busy |",
-             "| ---: | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for i, row in enumerate(r["rows"]):
+    def cells(row: dict) -> list[str]:
         c = row["cpu_cores"]
-        lines.append(
-            f"| {i} | {row['variant']} | {row['windows']}/{row['expected_windows']} | {row['latency_s']['p50']} / "
-            f"{row['latency_s']['p95']} | {'yes' if row['sustained'] else 'no'} | {row['workers_cores']:.3f} | "
-            f"{c.get('Kafka broker', 0):.2f} | {c.get('Redis', 0):.2f} | {c.get('Triton', 0):.2f} | "
-            f"{c.get(REPLAY, 0):.2f} | {c.get(MACHINE, 0):.2f} |")
+        return [row["variant"], f"{row['windows']}/{row['expected_windows']}",
+                f"{row['latency_s']['p50']} / {row['latency_s']['p95']}", "yes" if row["sustained"] else "no",
+                f"{row['workers_cores']:.3f}",
+                *(f"{c.get(name, 0):.2f}" for name in ("Kafka broker", "Redis", "Triton", REPLAY, MACHINE))]
+
     sa, sb = r["summary"]["a"], r["summary"]["b"]
-    lines += ["", f"Workers with their pools, median over the rounds: a {sa['median_workers_cores']:.3f}, "
-                  f"b {sb['median_workers_cores']:.3f} cores; p95 a {sa['p95_s']}, b {sb['p95_s']} s."]
-    return lines
+    return _runs_table(
+        r,
+        f"{r['beds']} beds in real time for {r['seconds']:g} s, starts over {r['stagger_s']:g} s, {r['workers']} "
+        f"worker(s) of {r['prep_workers']} preprocessing process(es); a {r['warmup_beds']}-bed warm-up first.",
+        [("variant", "---"), ("windows", "---:"), ("p50 / p95 (s)", "---"), ("sustained", "---"),
+         ("workers with pools (cores)", "---:"), ("Kafka", "---:"), ("Redis", "---:"), ("Triton", "---:"),
+         ("replay", "---:"), ("machine busy", "---:")],
+        cells,
+        f"Workers with their pools, median over the rounds: a {sa['median_workers_cores']:.3f}, "
+        f"b {sb['median_workers_cores']:.3f} cores; p95 a {sa['p95_s']}, b {sb['p95_s']} s.")
 
 
 def _throughput_lines(r: dict) -> list[str]:
-    lines = [f"{r['beds']} beds x {r['seconds']:g} s of signal replayed as fast as possible to {r['workers']} "
-             f"worker(s) of {r['prep_workers']} preprocessing process(es) unless a variant says otherwise; a "
-             f"{r['warmup_beds']}-bed warm-up first. Steady windows/s "
-             "as in `bench_stream`'s throughput section; latency: Redis write - Kafka timestamp of the chunk that "
-             "completed the window.",
-             "",
-             "| run | variant | windows | steady windows/s | windows/s | latency p50 / p95 (s) |",
-             "| ---: | --- | ---: | ---: | ---: | --- |"]
-    for i, row in enumerate(r["rows"]):
-        lines.append(f"| {i} | {row['variant']} | {row['windows']} | {row['steady_windows_per_s']} | "
-                     f"{row['windows_per_s']} | {row['latency_s']['p50']} / {row['latency_s']['p95']} |")
     sa, sb = r["summary"]["a"], r["summary"]["b"]
-    lines += ["", f"Steady windows/s, median over the rounds: a {sa['median_steady_windows_per_s']}, "
-                  f"b {sb['median_steady_windows_per_s']}."]
-    return lines
+    return _runs_table(
+        r,
+        f"{r['beds']} beds x {r['seconds']:g} s of signal replayed as fast as possible to {r['workers']} "
+        f"worker(s) of {r['prep_workers']} preprocessing process(es) unless a variant says otherwise; a "
+        f"{r['warmup_beds']}-bed warm-up first. Steady windows/s "
+        "as in `bench_stream`'s throughput section; latency: Redis write - Kafka timestamp of the chunk that "
+        "completed the window.",
+        [("variant", "---"), ("windows", "---:"), ("steady windows/s", "---:"), ("windows/s", "---:"),
+         ("latency p50 / p95 (s)", "---")],
+        lambda row: [row["variant"], str(row["windows"]), str(row["steady_windows_per_s"]), str(row["windows_per_s"]),
+                     f"{row['latency_s']['p50']} / {row['latency_s']['p95']}"],
+        f"Steady windows/s, median over the rounds: a {sa['median_steady_windows_per_s']}, "
+        f"b {sb['median_steady_windows_per_s']}.")
 
 
 def _overhead_lines(r: dict) -> list[str]:
-    lines = [f"One backlog of {r['beds']} beds x {r['seconds']:g} s ({r['rows'][0]['chunks']} chunks), read by each run "
-             "in a consumer group of its own: the raw Faust consumer first (run 0, the warm-up), then each variant's "
-             "worker with `--noop-model --noop-prep`.",
-             "",
-             "| run | variant | chunks/s | ÷ raw Faust consumer |",
-             "| ---: | --- | ---: | ---: |"]
     raw = r["summary"]["raw_faust_chunks_per_s"]
-    for i, row in enumerate(r["rows"]):
-        variant = "raw Faust consumer" if row["variant"] == "warm-up" else row["variant"]
-        lines.append(f"| {i} | {variant} | {row['chunks_per_s']} | {row['chunks_per_s'] / raw:.3f} |")
     sa, sb = r["summary"]["a"], r["summary"]["b"]
-    lines += ["", f"No-op worker chunks/s, median over the rounds: a {sa['median_chunks_per_s']} "
-                  f"({sa['median_chunks_per_s'] / raw:.3f} of the raw consumer), b {sb['median_chunks_per_s']} "
-                  f"({sb['median_chunks_per_s'] / raw:.3f})."]
-    return lines
+    return _runs_table(
+        r,
+        f"One backlog of {r['beds']} beds x {r['seconds']:g} s ({r['rows'][0]['chunks']} chunks), read by each run "
+        "in a consumer group of its own: the raw Faust consumer first (run 0, the warm-up), then each variant's "
+        "worker with `--noop-model --noop-prep`.",
+        [("variant", "---"), ("chunks/s", "---:"), ("÷ raw Faust consumer", "---:")],
+        lambda row: ["raw Faust consumer" if row["variant"] == "warm-up" else row["variant"],
+                     str(row["chunks_per_s"]), f"{row['chunks_per_s'] / raw:.3f}"],
+        f"No-op worker chunks/s, median over the rounds: a {sa['median_chunks_per_s']} "
+        f"({sa['median_chunks_per_s'] / raw:.3f} of the raw consumer), b {sb['median_chunks_per_s']} "
+        f"({sb['median_chunks_per_s'] / raw:.3f}).")
 
 
 TITLES = {"realtime": "in real time", "throughput": "draining a backlog", "overhead": "with no-op model and front end"}
