@@ -338,7 +338,8 @@ def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
     }
 
 
-def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, duration_s: float, card) -> dict:
+def throughput_run(stack: Stack, kafka, prefix: str, port: int | Sequence[int], proc, beds: int, duration_s: float,
+                   card) -> dict:
     from hfrisk.stream.ingest.replay import patient_id_for, replay
     from hfrisk.testing import window_records
 
@@ -358,6 +359,7 @@ def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int,
     samples = wait_for(lambda: windows_done(port) - before, expected, WAIT_S, proc)
     meter.stop()
     drain_s = time.monotonic() - drain_start
+    step_shares_each = [step_shares(p.log_path, n) for p, n in zip(procs, log_from)]  # each log read once
     records = window_records(stack.redis.client(), prefix, patients)
     scores = scores_since(kafka.bootstrap_servers, kafka.scores_topic, offsets, set(patients))
     latencies = [
@@ -378,8 +380,7 @@ def throughput_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int,
         "latency_s": percentiles(latencies),
         "drain_s": round(drain_s, 2),
         "drain_cpu_cores": meter.cores(drain_s),
-        "step_seconds": {step: round(sum(step_shares(p.log_path, n)[step] for p, n in zip(procs, log_from)), 3)
-                         for step in _STEPS},
+        "step_seconds": {step: round(sum(shares[step] for shares in step_shares_each), 3) for step in _STEPS},
     }
 
 
