@@ -44,7 +44,6 @@ __all__ = [
     "SyncScorer",
     "ScreenRow",
     "screen",
-    "prepare_record",
     "prepare_records",
     "default_workers",
     "screening_threads",
@@ -174,15 +173,11 @@ def window_starts(duration_s: float, card: ModelCard, hop_s: float | None = None
     return [round(k * hop_s, 6) for k in range(n)]
 
 
-def prepare_record(path: Path, card: ModelCard, hop_s: float | None = None) -> Prepared:
-    """Read one recording once and preprocess each of its windows: per window its row, and the
-    model input when it is fit to score. An unreadable recording is one refused row."""
-    return prepare_records([path], card, hop_s)[0]
-
-
 def prepare_records(paths: Sequence[Path], card: ModelCard, hop_s: float | None = None) -> list[Prepared]:
-    """:func:`prepare_record` for each path, with every window of every recording in one call of
-    the batched front end (windows of one rate and length share batches across recordings)."""
+    """Per path: its recording read once and each of its windows preprocessed, as its rows and the
+    model inputs of those fit to score (an unreadable recording is one refused row), with every
+    window of every recording in one call of the batched front end (windows of one rate and length
+    share batches across recordings)."""
     requests: list[tuple[ECG, float]] = []
     owners: list[tuple[int, str]] = []  # per request: which path, which patient
     out: list[Prepared] = [[] for _ in paths]
