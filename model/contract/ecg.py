@@ -10,13 +10,14 @@ import numpy as np
 
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 
-__all__ = ["ECG", "to_millivolts", "rows_to_millivolts", "UNIT_SCALE_TO_MV"]
+__all__ = ["ECG", "to_millivolts", "rows_to_millivolts", "scale_to_mv", "UNIT_SCALE_TO_MV"]
 
 # Physical units readers meet in WFDB/DICOM headers, and the factor to millivolts.
 UNIT_SCALE_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
-def _scale_to_mv(units: str) -> float:
+def scale_to_mv(units: str) -> float:
+    """The factor from ``units`` (mV, uV, µV or V, any case) to millivolts; ``BAD_UNITS`` otherwise."""
     scale = UNIT_SCALE_TO_MV.get(units.strip().lower())
     if scale is None:
         raise ECGInputError(
@@ -28,7 +29,7 @@ def _scale_to_mv(units: str) -> float:
 
 def to_millivolts(samples: np.ndarray, units: str) -> np.ndarray:
     """Scale ``samples`` given in ``units`` (mV, uV, µV or V, any case) to millivolts."""
-    return np.asarray(samples, dtype=np.float32) * np.float32(_scale_to_mv(units))
+    return np.asarray(samples, dtype=np.float32) * np.float32(scale_to_mv(units))
 
 
 def rows_to_millivolts(rows: np.ndarray | Sequence[np.ndarray], units: Sequence[str]) -> np.ndarray:
@@ -41,7 +42,7 @@ def rows_to_millivolts(rows: np.ndarray | Sequence[np.ndarray], units: Sequence[
     """
     if len(rows) != len(units):
         raise ValueError(f"{len(rows)} rows for {len(units)} units")
-    scales = np.array([_scale_to_mv(u) for u in units], dtype=np.float32)
+    scales = np.array([scale_to_mv(u) for u in units], dtype=np.float32)
     if isinstance(rows, np.ndarray):
         out = np.array(rows, dtype=np.float32, order="C")
     else:

@@ -10,6 +10,7 @@ the time, and hands anything unusual back to ``wfdb.rdrecord``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -17,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from hfrisk.model.contract.ecg import scale_to_mv, rows_to_millivolts
+
 try:  # wfdb's header grammar and field specs
     from wfdb.io import _header as wfdb_header_specs
     from wfdb.io import header as wfdb_header
 except ImportError:  # pragma: no cover - a wfdb that moved them: wfdb.rdrecord reads every record
     wfdb_header_specs = wfdb_header = None
 
-__all__ = ["parse_header", "read_whole", "read_whole_fast"]
+__all__ = ["parse_header", "read_whole", "read_whole_fast", "read_ordinary", "digital_to_millivolts", "Whole"]
 
 
 @lru_cache(maxsize=2)
@@ -109,16 +112,27 @@ def parse_header(text: str) -> tuple[dict, dict | None, list[str]] | None:
     return None if fields is None else (record_fields, fields, comment_lines)
 
 
-def read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | None = None) -> wfdb.Record | None:
-    """An ordinary format-16 record (PTB-XL's, and what :func:`write_wfdb` writes) read as
-    ``wfdb.rdrecord(record, m2s=False)`` reads it, bit for bit, in a tenth of the time; ``None``
-    for anything else (other formats, several files or segments, offsets, a file whose size is
-    not what the header says), which wfdb then reads. ``parsed``: :func:`parse_header` of its
-    header, if the caller has it.
+def _read_int16(path: Path, count: int) -> np.ndarray | None:
+    """Exactly ``count`` little-endian int16 values, the whole file; ``None`` when it holds more or
+    fewer bytes. One open and reads into the array: ``stat`` then ``np.fromfile`` took about twice as long."""
+    samples = np.empty(count + 1, dtype="<i2")  # one more: a longer file is not what the header says
+    view, got = memoryview(samples).cast("B"), 0
+    with open(path, "rb", buffering=0) as file:
+        while got < len(view):
+            n = file.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return samples[:count] if got == 2 * count else None
 
-    wfdb spends ~3 ms of a 12-lead read in its header parser's per-field pandas lookups, more than
-    all of preprocessing; ``tests/model/test_wfdb_fast_path.py`` holds this path to wfdb on every
-    record in ``tests/data``.
+
+def read_ordinary(record: Path, parsed: tuple[dict, dict | None, list[str]] | None = None,
+                  ) -> tuple[wfdb.Record, np.ndarray] | None:
+    """An ordinary format-16 record (PTB-XL's, and what :func:`write_wfdb` writes): its header as
+    the ``wfdb.Record`` that ``wfdb.rdrecord(record, m2s=False)`` reads, without samples, and its
+    digital samples, ``(sig_len, n_sig)`` int16; ``None`` for anything else (other formats, several
+    files or segments, offsets, a file whose size is not what the header says), which wfdb then
+    reads. ``parsed``: :func:`parse_header` of its header, if the caller has it.
     """
     if parsed is None:
         try:
@@ -141,19 +155,13 @@ def read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | 
     )
     if not ordinary:
         return None
-    dat = record.parent / files.pop()
     try:
-        if dat.stat().st_size != 2 * n_sig * sig_len:
-            return None
-        digital = np.fromfile(dat, dtype="<i2").reshape(sig_len, n_sig)
+        digital = _read_int16(record.parent / files.pop(), n_sig * sig_len)
     except OSError:
         return None
-    # wfdb's ``dac``: float64, minus baseline, over gain; format 16's -32768 marks a missing sample.
-    physical = digital.astype(np.float64)
-    np.subtract(physical, fields["baseline"], physical)
-    np.divide(physical, fields["adc_gain"], physical)
-    physical[digital == -32768] = np.nan
-
+    if digital is None:
+        return None
+    digital = digital.reshape(sig_len, n_sig)
     rec = wfdb.Record()
     for field, value in fields.items():
         setattr(rec, field, value)
@@ -161,11 +169,86 @@ def read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | 
         if field != "n_seg":
             setattr(rec, field, value)
     rec.comments = [line.strip(" \t#") for line in comment_lines]
+    return rec, digital
+
+
+def read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | None = None) -> wfdb.Record | None:
+    """:func:`read_ordinary`'s record with its physical samples, as ``wfdb.rdrecord(record,
+    m2s=False)`` reads it, bit for bit, in a tenth of the time; ``None`` for what that declines.
+
+    wfdb spends ~3 ms of a 12-lead read in its header parser's per-field pandas lookups, more than
+    all of preprocessing; ``tests/model/test_wfdb_fast_path.py`` holds this path to wfdb on every
+    record in ``tests/data``.
+    """
+    ordinary = read_ordinary(record, parsed)
+    if ordinary is None:
+        return None
+    rec, digital = ordinary
+    # wfdb's ``dac``: float64, minus baseline, over gain; format 16's -32768 marks a missing sample.
+    physical = digital.astype(np.float64)
+    np.subtract(physical, rec.baseline, physical)
+    np.divide(physical, rec.adc_gain, physical)
+    physical[digital == -32768] = np.nan
     rec.p_signal = physical
     return rec
 
 
-def read_whole(record: Path, header_text: str) -> wfdb.Record | None:
+def digital_to_millivolts(digital: np.ndarray, baseline: Sequence[int], adc_gain: Sequence[float],
+                          units: Sequence[str], keep: Sequence[int]) -> np.ndarray:
+    """Format-16 samples ``(sig_len, n_sig)`` to millivolts, ``(len(keep), sig_len)`` float32: the
+    columns ``keep`` of what :func:`read_whole_fast` reads, through
+    :func:`~hfrisk.model.contract.ecg.rows_to_millivolts`, bit for bit, in one pass instead of four.
+
+    The float64 detour is skipped when it cannot change a bit: with integer samples and baselines
+    and every gain a float32 value, ``sample - baseline`` is exact in float32 and a float32
+    division rounds as the float64 one rounded again to float32 does (a quotient computed with at
+    least 2 x 24 + 2 bits and rounded to 24 is the correctly rounded one). Other gains go the
+    float64 way. ``tests/model/test_wfdb_fast_path.py`` checks both against the slow path on every bit.
+    """
+    # Lead-major int16 first: numpy transposes 2-byte items in about half the time of 4-byte ones.
+    columns = np.ascontiguousarray(digital.T if list(keep) == list(range(digital.shape[1])) else digital[:, list(keep)].T)
+    base = [baseline[i] for i in keep]
+    gain = [adc_gain[i] for i in keep]
+    gain32 = np.array(gain, dtype=np.float32)
+    out = np.empty(columns.shape, dtype=np.float32)
+    # Decided on the lists: numpy's reductions over 12 values cost more than the loops.
+    if all(float(b).is_integer() and abs(b) < 2**23 for b in base) and gain32.tolist() == gain:
+        if any(base):
+            np.subtract(columns, np.array(base, dtype=np.float32)[:, None], out=out)
+            np.divide(out, gain32[:, None], out=out)
+        else:  # x - 0 is x: PTB-XL's baselines are all 0
+            np.divide(columns, gain32[:, None], out=out)
+    else:
+        physical = np.subtract(columns, np.array(base, dtype=np.float64)[:, None])
+        np.divide(physical, np.array(gain, dtype=np.float64)[:, None], out=physical)
+        out[...] = physical
+    scales = [scale_to_mv(u) for u in units]
+    if any(k != 1.0 for k in scales):
+        np.multiply(out, np.array(scales, dtype=np.float32)[:, None], out=out)
+    if digital.size and digital.min() == -32768:
+        out[columns == -32768] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class Whole:
+    """A whole ordinary record read once: ``header`` has every header field (and ``p_signal`` when
+    wfdb read the samples); ``digital`` holds the format-16 samples when the fast path read them."""
+
+    header: wfdb.Record
+    digital: np.ndarray | None = None
+
+    def millivolts(self, keep: Sequence[int], units: Sequence[str]) -> np.ndarray:
+        """Channels ``keep`` in mV, ``(len(keep), sig_len)`` float32, ``units`` theirs."""
+        if self.digital is not None:
+            return digital_to_millivolts(self.digital, self.header.baseline, self.header.adc_gain, units, keep)
+        physical = self.header.p_signal
+        # Every column in order (the usual case): one strided copy of the transpose.
+        rows = physical.T if list(keep) == list(range(physical.shape[1])) else [physical[:, i] for i in keep]
+        return rows_to_millivolts(rows, units)
+
+
+def read_whole(record: Path, header_text: str) -> Whole | None:
     """The whole record, header and samples parsed once, when it is an ordinary one (one segment,
     one sample per frame, every sample present); ``None`` sends the caller to the general path.
 
@@ -177,9 +260,9 @@ def read_whole(record: Path, header_text: str) -> wfdb.Record | None:
         fields = parsed[1]
         if fields is None or any(k != 1 for k in fields["samps_per_frame"]):
             return None  # several segments or samples per frame: the general path reads them once
-        fast = read_whole_fast(record, parsed)
-        if fast is not None:
-            return fast
+        ordinary = read_ordinary(record, parsed)
+        if ordinary is not None:
+            return Whole(*ordinary)
     try:
         rec = wfdb.rdrecord(str(record), m2s=False)
     except Exception:  # let the general path find and name the problem
@@ -188,4 +271,4 @@ def read_whole(record: Path, header_text: str) -> wfdb.Record | None:
         return None
     if any(k != 1 for k in (rec.samps_per_frame or [1])) or rec.p_signal.shape[0] != rec.sig_len:
         return None
-    return rec
+    return Whole(rec)

@@ -71,10 +71,11 @@ def resolve_record(record_path: str | Path) -> Path:
     Raises ``ECGInputError(UNREADABLE)`` when no header can be found.
     """
     path = Path(record_path)
-    if Path(f"{path}.hea").is_file():
-        return path
+    # A batch names records by their .hea files: look there first (one stat, not two).
     if path.suffix.lower() in WFDB_EXTENSIONS and path.with_suffix(".hea").is_file():
         return path.with_suffix("")
+    if Path(f"{path}.hea").is_file():
+        return path
     raise ECGInputError(
         InputErrorReason.UNREADABLE,
         f"{path}: no WFDB header ({path.with_suffix('').name}.hea) next to it; "
@@ -282,7 +283,7 @@ def read_wfdb(
         # As wfdb decodes a header (ASCII, undecodable bytes dropped).
         whole = wfdb_fast.read_whole(record, header_bytes.decode("ascii", errors="ignore"))
     if whole is not None:
-        header = whole
+        header = whole.header
     else:
         try:
             header = wfdb.rdheader(str(record))
@@ -305,13 +306,11 @@ def read_wfdb(
 
     keep, dropped = _select_channels(names, units, channels, record)
     if whole is not None:
-        fs_hz, multi_rate = float(whole.fs), False
-        # Every column in order (the usual case): one strided copy of the transpose.
-        signals = whole.p_signal.T if keep == list(range(whole.p_signal.shape[1])) else \
-            [whole.p_signal[:, i] for i in keep]
+        fs_hz, multi_rate = float(header.fs), False
+        samples = whole.millivolts(keep, [units[i] for i in keep])
     else:
         signals, fs_hz, multi_rate = _read_signals(header, record, keep, spf, sampfrom, stop)
-    samples = rows_to_millivolts(signals, [units[i] for i in keep])
+        samples = rows_to_millivolts(signals, [units[i] for i in keep])
 
     comments = list(header.comments or [])
     fields = _header_fields(comments)

@@ -17,7 +17,7 @@ import pytest
 import wfdb
 
 from hfrisk.model.readers import wfdb_fast
-from hfrisk.model.contract.ecg import ECG
+from hfrisk.model.contract.ecg import ECG, rows_to_millivolts
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.model.readers.wfdb_io import read_wfdb, write_wfdb
 
@@ -40,7 +40,7 @@ def _assert_same_record(fast: wfdb.Record, slow: wfdb.Record) -> None:
 
 
 def _forced_slow(monkeypatch) -> None:
-    monkeypatch.setattr(wfdb_fast, "read_whole_fast", lambda record, parsed=None: None)
+    monkeypatch.setattr(wfdb_fast, "read_ordinary", lambda record, parsed=None: None)
 
 
 def test_the_shipped_records_cover_both_paths():
@@ -154,3 +154,44 @@ def test_copied_ptbxl_record_with_signal_file_missing(tmp_path):
     with pytest.raises(ECGInputError) as exc:
         read_wfdb(tmp_path / src.name)
     assert exc.value.reason is InputErrorReason.UNREADABLE
+
+
+def _slow_millivolts(digital, baseline, gain, units, keep) -> np.ndarray:
+    """What read_wfdb did before digital_to_millivolts: wfdb's float64 samples, then rows_to_millivolts."""
+    physical = (digital.astype(np.float64) - np.asarray(baseline, np.float64)) / np.asarray(gain, np.float64)
+    physical[digital == -32768] = np.nan
+    return rows_to_millivolts([physical[:, i] for i in keep], units)
+
+
+@pytest.mark.parametrize(
+    ("gains", "baselines"),
+    [
+        ([1000.0] * 4, [0] * 4),  # PTB-XL: float32 gains, zero baselines
+        ([200.0, 12.375, 0.5, -81.0], [0, 40, -3, 2047]),  # float32 gains, baselines to subtract
+        ([200.1, 1e3 / 3, 0.7, 1234.567], [0, 5, -1, 0]),  # not float32 values: the float64 way
+        ([1000.0, 200.0, 500.0, 1000.0], [0, 2**23, -(2**24), 7]),  # baselines float32 cannot subtract exactly
+    ],
+)
+@pytest.mark.parametrize("keep", [[0, 1, 2, 3], [3, 1], [2]])
+def test_digital_to_millivolts_is_the_float64_route_bit_for_bit(gains, baselines, keep):
+    rng = np.random.default_rng(len(keep))
+    digital = rng.integers(-32768, 32768, size=(2000, 4)).astype("<i2")
+    digital[5, :] = -32768  # missing samples
+    digital[6, :] = np.asarray(baselines).clip(-32767, 32767)  # a zero after subtracting
+    units = ["mV", "uV", "V", "µV"]
+    kept_units = [units[i] for i in keep]
+    fast = wfdb_fast.digital_to_millivolts(digital, baselines, gains, kept_units, keep)
+    slow = _slow_millivolts(digital, baselines, gains, kept_units, keep)
+    assert fast.dtype == np.float32 and fast.flags.c_contiguous and fast.shape == (len(keep), 2000)
+    np.testing.assert_array_equal(fast.view(np.uint32), slow.view(np.uint32))  # every bit: NaN and -0.0 too
+
+
+def test_every_float32_gain_divides_as_float64_does():
+    # The float32 shortcut rests on this: x / g rounded once to float32 equals the float64 quotient
+    # rounded again, for integer x and float32 g. Checked over every int16 sample and awkward gains.
+    x = np.arange(-32767, 32768, dtype=np.int16)[:, None]
+    gains = np.array([[1000.0, 200.0, 3.0, 7.0, 0.1, 1 / 3, 65.53599548339844, 1e-3, 40000.0]], dtype=np.float32)
+    for base in (0, 1, -5, 4096):
+        float32_way = (x.astype(np.float32) - np.float32(base)) / gains
+        float64_way = ((x.astype(np.float64) - base) / gains.astype(np.float64)).astype(np.float32)
+        np.testing.assert_array_equal(float32_way.view(np.uint32), float64_way.view(np.uint32))
