@@ -37,6 +37,10 @@ naming the run it came from):
    5 s, and over the 5-s hop, as monitors attached at different times), with the CPU each process
    used while the replay ran.
 
+Progress is polled 20 times a second from each worker's ``/metrics``, filtered to the two counters
+it needs (``BENCH_FULL_SCRAPE=1``: the whole exposition, as before 2026-12-06, which cost the
+no-op worker about a tenth of its rate; docs/bench/stream-tuning.md).
+
 Results go to ``docs/bench/stream.json`` and ``docs/bench/stream.md`` with the command line.
 The replay, Kafka, Redis, Triton and the worker all share the machine's CPUs (on the development
 machine also with other engineers' jobs: see the load average), so absolute figures are a floor.

@@ -22,9 +22,10 @@ _SECRET_WORDS = ("PASSWORD", "SECRET", "KEY", "TOKEN", "CREDENTIAL")
 def command_line(module: str, argv: list[str] | None) -> str:
     """``[HFRISK_…=… ].venv/bin/python -m bench.<module> <arguments>``, quoted for a shell; ``argv``
     ``None``: this process's own arguments. The ``HFRISK_`` settings of this process's environment
-    come first, since the workers a benchmark starts inherit them (secrets are left out)."""
+    come first, since the workers a benchmark starts inherit them, and the ``BENCH_`` switches of the
+    benchmarks themselves (secrets are left out)."""
     settings = [f"{k}={v}" for k, v in sorted(os.environ.items())
-                if k.startswith("HFRISK_") and not any(word in k.upper() for word in _SECRET_WORDS)]
+                if k.startswith(("HFRISK_", "BENCH_")) and not any(word in k.upper() for word in _SECRET_WORDS)]
     return shlex.join([*settings, ".venv/bin/python", "-m", f"bench.{module}",
                        *(sys.argv[1:] if argv is None else argv)])
 
