@@ -244,7 +244,9 @@ def _drop_slow_waves(xp: Any, qrs: Any, usable: Any, pos: Any, beat: Any, fs_det
     last = max(ordered.shape[-1] - 1, 0)
     lo = xp.clip(n // 2 + (upper - 1) // 2, min=0, max=last)
     hi = xp.clip(n // 2 + upper // 2, min=0, max=last)
-    typical = (_take(xp, ordered, lo[:, None]) + _take(xp, ordered, hi[:, None])) / 2
+    # Halves first: a window without beats holds only ``big`` there, and big + big overflows
+    # (halving is exact, so for every other value this is (a + b) / 2 to the bit).
+    typical = _take(xp, ordered, lo[:, None]) / 2 + _take(xp, ordered, hi[:, None]) / 2
     steep_enough = steepest >= _MIN_RELATIVE_SLOPE * typical
     kept = beat & (steep_enough | (n < 2)[:, None])
     return kept & ~_t_waves(xp, pos, steepest, kept, fs_det)
