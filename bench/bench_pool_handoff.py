@@ -31,7 +31,13 @@ from hfrisk.stream.ingest.replay import feed
 from hfrisk.stream.scoring.batch import PrepareFailure, Preprocessor
 from hfrisk.stream.windowing import Window, WindowAssembler
 
-VARIANTS = {"pickled (shared_mb=0, before)": 0, "shared memory (shared_mb=32)": 32}
+# --compare: which Preprocessor settings alternate (the second of each is the worker's default).
+COMPARISONS = {
+    "handoff": {"pickled (shared_mb=0, before)": {"shared_mb": 0},
+                "shared memory (shared_mb=32)": {"shared_mb": 32}},
+    "allocator": {"allocator defaults (keep_freed_mb=0, before)": {"keep_freed_mb": 0},
+                  "kept freed memory (keep_freed_mb=256)": {"keep_freed_mb": 256}},
+}
 
 
 def windows(data: Path, card, n: int) -> list:
@@ -86,16 +92,17 @@ def run(args) -> dict:
     ecgs = windows(args.data, card, args.batch * args.batches)
     batches = [ecgs[i:i + args.batch] for i in range(0, len(ecgs), args.batch)]
     rows, reference = [], None
-    for name, shared_mb in VARIANTS.items():  # one warm-up round each, not counted
-        pre = Preprocessor(card, workers=args.prep_workers, shared_mb=shared_mb)
+    variants = COMPARISONS[args.compare]
+    for name, settings in variants.items():  # one warm-up round each, not counted
+        pre = Preprocessor(card, workers=args.prep_workers, **settings)
         pre.warm_up()
         try:
             one_round(pre, batches[:4])
         finally:
             pre.close()
     for rnd in range(args.rounds):
-        for name, shared_mb in VARIANTS.items():
-            pre = Preprocessor(card, workers=args.prep_workers, shared_mb=shared_mb)
+        for name, settings in variants.items():
+            pre = Preprocessor(card, workers=args.prep_workers, **settings)
             pre.warm_up()
             try:
                 row, prepared = one_round(pre, batches)
@@ -110,7 +117,7 @@ def run(args) -> dict:
             print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
             rows.append(row)
     medians = []
-    for name in VARIANTS:
+    for name in variants:
         runs = [r for r in rows if r["variant"] == name]
         medians.append({"variant": name, **{k: statistics.median(r[k] for r in runs)
                                             for k in ("worker_us", "pool_us", "total_us", "wall_us")},
@@ -121,7 +128,9 @@ def run(args) -> dict:
 def markdown(result: dict) -> str:
     a = result
     lines = [
-        "# Windows to the preprocessing processes: pickled or through shared memory",
+        "# Windows to the preprocessing processes: pickled or through shared memory"
+        if a.get("compare", "handoff") == "handoff" else
+        "# The preprocessing processes' allocator: the C library's defaults or keeping freed memory",
         "",
         f"Command: `{a['command']}`  ",
         f"When: {a['when']}; machine: {a['machine']['cpus']} CPUs ({a['machine']['processor']}), "
@@ -132,7 +141,8 @@ def markdown(result: dict) -> str:
         "real front end included; the two variants alternating, a fresh pool each round, medians over "
         f"{a['rounds']} rounds. Model inputs identical between the two: **{'yes' if a['identical_inputs'] else 'no'}**.",
         "",
-        "| hand-off | worker process (µs CPU / window) | pool processes (µs CPU / window) | both | wall (µs / window) "
+        f"| {'hand-off' if a.get('compare', 'handoff') == 'handoff' else 'pool allocator'} "
+        "| worker process (µs CPU / window) | pool processes (µs CPU / window) | both | wall (µs / window) "
         "| rounds, both (µs) |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -140,6 +150,15 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m['variant']} | {m['worker_us']:.0f} | {m['pool_us']:.0f} | {m['total_us']:.0f} | "
                      f"{m['wall_us']:.0f} | {', '.join(f'{v:.0f}' for v in m['rounds_total_us'])} |")
     before, after = a["medians"]
+    if a.get("compare", "handoff") == "allocator":
+        return "\n".join(lines + [
+            "",
+            f"Saved per window: **{before['pool_us'] - after['pool_us']:.0f} µs** of the pool's CPU "
+            f"({before['pool_us']:.0f} -> {after['pool_us']:.0f}) and {before['worker_us'] - after['worker_us']:.0f} "
+            "µs of the worker's. The pool processes are spawned, so the worker's own allocator setting "
+            "(`stream.keep_freed_mb`) did not reach them before 2026-12-06: each part's arrays went back to the "
+            "kernel when freed and were faulted in again for the next part (`hfrisk/core/allocator.py`).",
+        ]) + "\n"
     lines += [
         "",
         f"Saved per window: **{before['worker_us'] - after['worker_us']:.0f} µs** of the worker's CPU and "
@@ -159,13 +178,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="handoff",
+                        help="handoff: pickled against shared memory; allocator: the pool's allocator defaults "
+                             "against keeping freed memory")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
     load_before = load_average()
     result = {"command": command_line("bench_pool_handoff", argv), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "batch": args.batch, "prep_workers": args.prep_workers, "rounds": args.rounds} | run(args)
+              "batch": args.batch, "prep_workers": args.prep_workers, "rounds": args.rounds,
+              "compare": args.compare} | run(args)
     result["machine"] = machine(load_before)
-    save(args.out, "pool-handoff", result, markdown(result))
+    save(args.out, "pool-handoff" if args.compare == "handoff" else "pool-allocator", result, markdown(result))
     print(markdown(result))
     return result
 

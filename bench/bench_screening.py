@@ -265,6 +265,11 @@ def main(argv: list[str] | None = None) -> dict:
         args.records = data_root() / "ptbxl" / "records500"
 
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as `hfrisk screen` sets it (see hfrisk/cli/screening.py)
+    from hfrisk.core.allocator import keep_freed_memory
+    from hfrisk.core.config import get_settings
+
+    # As `hfrisk screen` sets it for its own process: the reference below reads and preprocesses here.
+    keep_freed_memory(get_settings().screening.keep_freed_mb)
     import onnxruntime
 
     from hfrisk.cli.screening import _in_process_scorer

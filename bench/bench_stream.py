@@ -319,13 +319,18 @@ class Stack:
 
 def offline_rates(onnx_path: Path, card, seconds: float) -> dict:
     """Raw ONNX Runtime batched windows/s (batch 32, one thread) and prepare+ORT windows/s, the
-    windows prepared in one batch with one BLAS thread, as the worker's preprocessing processes do."""
+    windows prepared in one batch with one BLAS thread and the allocator keeping what it frees, as
+    the worker's preprocessing processes do (without it `prepare` cost ~25 % more, faulting its
+    arrays in again on every call: docs/bench/pool-allocator.md)."""
+    from hfrisk.core.allocator import keep_freed_memory
+    from hfrisk.core.config import get_settings
     from hfrisk.model.frontend.arrays import one_blas_thread
     from hfrisk.model.frontend.preprocessing import prepare_windows
     from hfrisk.model.readers.dispatch import read_ecg
     from hfrisk.serving.scorers import OnnxScorer
 
     one_blas_thread()
+    keep_freed_memory(get_settings().stream.keep_freed_mb)
     ecgs = [read_ecg(h.with_suffix("")) for h in sorted(RECORDS_DIR.rglob("*.hea"))]
     requests = [(ecg, 0.0) for ecg in ecgs]
     prepare_windows(requests, card)  # filter plans, sorting networks, imports: as a running worker has them

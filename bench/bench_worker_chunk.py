@@ -268,11 +268,16 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
     configure_logging(settings.log.level, settings.log.json_logs)  # as `hfrisk worker` does: no debug lines
     card = default_card()
     stream = settings.stream
-    try:  # the allocator as `hfrisk worker` sets it (a tree from before 2026-12-05 has no such setting)
-        from hfrisk.stream.worker.allocator import keep_freed_memory
+    # The allocator as `hfrisk worker` sets it: in hfrisk.core since 2026-12-06, in the worker's
+    # package before, and a tree from before 2026-12-05 has no such setting.
+    try:
+        from hfrisk.core.allocator import keep_freed_memory
     except ImportError:
-        pass
-    else:
+        try:
+            from hfrisk.stream.worker.allocator import keep_freed_memory
+        except ImportError:
+            keep_freed_memory = None
+    if keep_freed_memory is not None:
         keep_freed_memory(stream.keep_freed_mb)
 
     # One real prepare() result (a window fit to score), handed back for every window: preprocessing

@@ -28,8 +28,10 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from hfrisk.core.allocator import keep_freed_memory
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
 from hfrisk.model.contract.card import ModelCard
@@ -211,9 +213,10 @@ _worker_hop_s: float | None = None
 RecordWindows = list[tuple[ScreenRow, "np.ndarray | None"]]
 
 
-def _init_worker(card: ModelCard, hop_s: float | None = None) -> None:
+def _init_worker(card: ModelCard, hop_s: float | None = None, keep_freed_mb: int = 0) -> None:
     global _worker_card, _worker_hop_s
     one_blas_thread()
+    keep_freed_memory(keep_freed_mb)
     _worker_card, _worker_hop_s = card, hop_s
 
 
@@ -228,16 +231,19 @@ def _prepare_chunk(paths: Sequence[Path]) -> list[RecordWindows]:
 
 
 def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,
-                       ahead: int, hop_s: float | None = None) -> Iterator[RecordWindows]:
+                       ahead: int, hop_s: float | None = None, keep_freed_mb: int = 0) -> Iterator[RecordWindows]:
     """Per path, in order, its windows' ``(row, x or None)``. With ``workers`` >= 1, a pool of that
     many processes reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it
     keeps working while the caller scores, and memory stays bounded on long lists)."""
     if workers < 1:
         # Chunks here too: the front end is batched, and one recording at a time cost ~4.3 ms of
-        # preprocessing a recording against ~1.9 for eight (docs/bench/screening-chunks.md).
-        for i in range(0, len(paths), chunk_size):
-            for windows in prepare_records(paths[i:i + chunk_size], card, hop_s):
-                yield _arrays(windows)
+        # preprocessing a recording against ~1.9 for eight (docs/bench/screening-chunks.md). One
+        # BLAS thread while it runs, as in the pool: OpenBLAS's threads spin on the front end's
+        # small products and took as much CPU again.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for i in range(0, len(paths), chunk_size):
+                for windows in prepare_records(paths[i:i + chunk_size], card, hop_s):
+                    yield _arrays(windows)
         return
     # fork: the children inherit the preprocessing stack already imported here (neurokit2 and
     # scipy take seconds to import: a spawned or forkserver pool paid that on every run). The
@@ -246,7 +252,8 @@ def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chu
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
     max_in_flight = max(2 * workers, math.ceil(ahead / chunk_size))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(card, hop_s)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(card, hop_s, keep_freed_mb)) as pool:
         in_flight: deque = deque()
         for chunk in chunks:
             in_flight.append(pool.submit(_prepare_chunk, chunk))
@@ -282,6 +289,7 @@ def screen(
     workers: int | None = None,
     chunk_size: int = 8,
     hop_s: float | None = None,
+    keep_freed_mb: int = 256,
 ) -> pd.DataFrame:
     """Score every window of every recording under ``sources``; returns all window rows (earlier
     runs' included) and writes the per-record summary, ``records.csv``, beside ``scores.csv``.
@@ -293,7 +301,10 @@ def screen(
     in one process, which reads it once). Rows keep the input order and the scores are the same
     whatever ``workers`` is. ``chunk_size`` recordings are read and preprocessed together, in one
     call of the batched front end: 8 cost ~1.9 ms of preprocessing a recording here, 4 ~2.35, one
-    at a time ~4.3 (docs/bench/screening-chunks.md).
+    at a time ~4.3 (docs/bench/screening-chunks.md). Pool processes keep up to ``keep_freed_mb`` of
+    the memory they free for the next chunk (0: the C library's defaults), which saved ~0.7 ms of
+    their CPU a recording (:mod:`hfrisk.core.allocator`, docs/bench/screening-allocator.md); this
+    process's allocator is left as the caller has it.
     """
     workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
@@ -333,7 +344,8 @@ def screen(
         pending.clear()
 
     # Two batches ahead: one being scored, one filling.
-    prepared = _prepared_in_order(paths, card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s)
+    prepared = _prepared_in_order(paths, card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s,
+                                  keep_freed_mb=keep_freed_mb)
     for windows in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
         for row, x in windows:
             rows.append(row)

@@ -36,8 +36,13 @@ def screen(
     from hfrisk.screening import screen as run_screen
     from hfrisk.screening import screening_threads, summarize, write_summary
 
+    from hfrisk.core.allocator import keep_freed_memory
+
     settings = get_settings()
     console = Console()
+    # This process reads and preprocesses too when there is no pool (--workers 0), and gathers
+    # every chunk's arrays when there is one: it keeps what it frees, as the pool's processes do.
+    keep_freed_memory(settings.screening.keep_freed_mb)
     if in_process:
         scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained,
                                     threads=screening_threads(workers))
@@ -53,6 +58,7 @@ def screen(
         sources, scorer, out,
         threshold=rule.log_risk,
         batch_size=batch_size, resume=resume, workers=workers, hop_s=hop_s,
+        keep_freed_mb=settings.screening.keep_freed_mb,
     )
     records = pd.read_csv(out / RECORDS_FILENAME)
     frame.to_parquet(out / "scores.parquet", index=False)

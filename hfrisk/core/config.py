@@ -302,7 +302,8 @@ class StreamSettings(BaseModel):
     checkpoint_interval_s: float = Field(default=5.0, gt=0)
     # MB of freed memory the worker's allocator keeps for reuse instead of handing it back to the
     # kernel: above one checkpoint's serialised buffers, so the next one does not fault them in
-    # again (stream/worker/allocator.py). 0: the C library's defaults.
+    # again; its preprocessing processes keep as much of what each part frees (~0.6 ms of their CPU
+    # a window, docs/bench/pool-allocator.md). hfrisk/core/allocator.py. 0: the C library's defaults.
     keep_freed_mb: int = Field(default=256, ge=0)
     # Chunk messages the worker's agent may hold before Faust pauses fetching (it resumes at 40 %);
     # None: max(4,096, 8 batches). Faust sleeps a whole second whenever every partition is paused,
@@ -342,6 +343,16 @@ class FrontendSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1)
 
 
+class ScreeningSettings(BaseModel):
+    """``hfrisk screen``."""
+
+    # MB of freed memory each screening process keeps for reuse: a pool process frees eight
+    # recordings' arrays before reading the next eight, and with the C library's defaults faults
+    # them in again every time (hfrisk/core/allocator.py, docs/bench/screening-allocator.md).
+    # 0: the C library's defaults.
+    keep_freed_mb: int = Field(default=256, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HFRISK_", env_nested_delimiter="__", extra="ignore")
 
@@ -355,6 +366,7 @@ class Settings(BaseSettings):
     pseudonym: PseudonymSettings = Field(default_factory=PseudonymSettings)
     frontend: FrontendSettings = Field(default_factory=FrontendSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    screening: ScreeningSettings = Field(default_factory=ScreeningSettings)
 
 
 @lru_cache(maxsize=1)

@@ -45,6 +45,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from hfrisk.core.allocator import keep_freed_memory
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.ecg import ECG
@@ -142,9 +143,12 @@ def _prepare_one(ecg: ECG, card: ModelCard) -> ModelInput | PrepareFailure:
     return or_failure(lambda: prepare(ecg, card))
 
 
-def _init_pool_process() -> None:
+def _init_pool_process(keep_freed_mb: int = 0) -> None:
     _ignore_stop_signals()
     one_blas_thread()
+    # Spawned, so the worker's own allocator setting does not reach it: each part's arrays are
+    # freed before the next part and would otherwise be faulted in again (hfrisk/core/allocator.py).
+    keep_freed_memory(keep_freed_mb)
 
 
 def _ignore_stop_signals() -> None:
@@ -182,9 +186,11 @@ class Preprocessor:
     """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here), in parts
     of at most ``part_windows`` windows (at least one part per process). The processes get the
     windows through up to ``shared_mb`` MB of shared memory (0: pickled;
-    :mod:`hfrisk.stream.scoring.shared_windows`)."""
+    :mod:`hfrisk.stream.scoring.shared_windows`) and keep up to ``keep_freed_mb`` MB of what they
+    free for the next part (0: the C library's defaults; :mod:`hfrisk.core.allocator`)."""
 
-    def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8, shared_mb: int = 32):
+    def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8, shared_mb: int = 32,
+                 keep_freed_mb: int = 0):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if part_windows < 1:
@@ -197,7 +203,8 @@ class Preprocessor:
         self._card_json = card.to_json()
         self._executor: Executor = (
             ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_pool_process
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_pool_process,
+                initargs=(keep_freed_mb,),
             )
             if workers > 0
             else ThreadPoolExecutor(1, thread_name_prefix="hfrisk-prepare")

@@ -181,7 +181,7 @@ def worker_command(
     from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopPreprocessor, NoopScorer, Preprocessor
     from hfrisk.stream.scoring.on_server import ServerSideScorer
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents
-    from hfrisk.stream.worker.allocator import keep_freed_memory
+    from hfrisk.core.allocator import keep_freed_memory
     from hfrisk.stream.worker.app import create_app
     from hfrisk.stream.worker.metrics import StreamMetrics
     from hfrisk.stream.worker.pipeline import StreamWorker, WorkerOptions
@@ -247,7 +247,8 @@ def worker_command(
     if stream.noop_prep:
         preprocessor = NoopPreprocessor(model_card)
     elif stream.noop_model or not on_server:
-        preprocessor = Preprocessor(model_card, workers=stream.prep_workers, shared_mb=stream.prep_shared_mb)
+        preprocessor = Preprocessor(model_card, workers=stream.prep_workers, shared_mb=stream.prep_shared_mb,
+                                    keep_freed_mb=stream.keep_freed_mb)
         preprocessor.warm_up()
     app = create_app(settings, app_id=stream.app_id, web_port=stream.web_port,
                      session_timeout_s=stream.session_timeout_s)

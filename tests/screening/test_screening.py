@@ -1,4 +1,5 @@
 import os
+import sys
 import shutil
 
 import numpy as np
@@ -315,3 +316,75 @@ def test_cli_screen_with_the_bundled_model_gives_percentile_and_absolute_risk(tm
     np.testing.assert_allclose(records["risk_percentile"], scale.percentile(records["median_log_risk"]), atol=1e-9)
     top = records.sort_values("median_log_risk").iloc[-1]
     assert f"{top['risk_percentile']:.1f}" in result.output and f"{top['absolute_risk']:.1%}" in result.output
+
+
+# In a process of its own: whether freed arrays go back to the kernel depends on what the process
+# allocated and freed before (glibc moves its thresholds as it goes), so a fresh one, as `hfrisk screen` is.
+CHUNK_FAULTS = """
+import json, os, resource, sys, tempfile
+from pathlib import Path
+import hfrisk.screening as screening
+from hfrisk.serving.scorers import OnnxScorer
+
+model, source, keep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+log = Path(tempfile.mkdtemp()) / "faults"
+real = screening.prepare_records
+
+def counting(paths, *args, **kwargs):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    out = real(paths, *args, **kwargs)
+    with log.open("a") as f:
+        f.write(f"{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}\\n")
+    return out
+
+screening.prepare_records = counting  # the forked pool inherits it
+with tempfile.TemporaryDirectory() as out:
+    screening.screen([source], OnnxScorer.from_model_dir(model, threads=1), out, threshold=0.0, workers=1,
+                     progress=False, keep_freed_mb=keep)
+print(json.dumps([int(n) for n in log.read_text().split()]))
+"""
+
+
+def _chunk_page_faults(model, source, keep_freed_mb: int) -> list[int]:
+    """Minor page faults of each chunk a pool process reads and preprocesses."""
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", CHUNK_FAULTS, str(model), str(source), str(keep_freed_mb)],
+                          capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_pool_processes_reuse_the_memory_each_chunk_frees(exported_model_dir, ecg_data_dir):
+    source = ecg_data_dir / "ptbxl" / "records500"  # 24 recordings: three chunks of eight
+    default = _chunk_page_faults(exported_model_dir, source, 0)
+    kept = _chunk_page_faults(exported_model_dir, source, 256)
+    assert len(default) == len(kept) == 3
+    # The C library's defaults hand each chunk's arrays back to the kernel: every chunk faults them
+    # in again (~3,000 pages here). Kept, the chunks after the first reuse them.
+    assert min(default[1:]) > 1000
+    assert max(kept[1:]) < 0.2 * min(default[1:])
+
+
+def test_serial_screening_runs_the_front_end_on_one_blas_thread(ward, tmp_path, scorer, monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+
+    if not blas_threads():
+        pytest.skip("no BLAS thread pool loaded")
+    seen = []
+
+    def prepare_noting_blas(requests, *args, **kwargs):
+        seen.append(blas_threads())
+        return prepare_windows(requests, *args, **kwargs)
+
+    monkeypatch.setattr("hfrisk.screening.prepare_windows", prepare_noting_blas)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        screen([ward], scorer, tmp_path / "out", threshold=0.0, workers=0, progress=False)
+        after = blas_threads()
+    # OpenBLAS's extra threads spin on the front end's small products: as much CPU again.
+    assert seen and all(s == {1} for s in seen)
+    assert after == {2}  # the caller's setting is back once screening is done

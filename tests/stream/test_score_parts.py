@@ -5,6 +5,7 @@ whole batch prepared at once, and one failing part fails the batch without waiti
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import numpy as np
@@ -128,3 +129,30 @@ def test_a_failing_part_fails_the_batch_at_once_and_cancels_the_other_model_call
     finally:
         pre.close()
     assert len(scorer.calls) == 2 and scorer.second_cancelled
+
+
+def _pool_minor_faults(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[7])  # field 10, minflt
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc: Linux only")
+def test_the_spawned_pool_keeps_what_each_part_frees(ecgs):
+    # Spawned, the pool does not inherit the worker's allocator setting; it is handed over. Kept,
+    # the parts after the first reuse the memory the first freed instead of faulting it in again.
+    def faults_per_batch(keep_freed_mb: int) -> list[int]:
+        pre = Preprocessor(CARD, workers=1, part_windows=8, keep_freed_mb=keep_freed_mb)
+        try:
+            pre.warm_up()
+            (pid,) = pre._executor._processes  # the one pool process
+            counts = []
+            for _ in range(4):
+                before = _pool_minor_faults(pid)
+                asyncio.run(pre.prepare(ecgs))
+                counts.append(_pool_minor_faults(pid) - before)
+            return counts
+        finally:
+            pre.close()
+
+    default, kept = faults_per_batch(0), faults_per_batch(256)
+    assert min(default[1:]) > 1000  # every part's arrays faulted in again
+    assert max(kept[1:]) < 0.2 * min(default[1:])

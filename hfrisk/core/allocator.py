@@ -1,12 +1,15 @@
-"""glibc's allocator, told to keep what a checkpoint frees: the next checkpoint reuses it.
+"""glibc's allocator, told to keep what a process frees for its next use instead of handing it
+back to the kernel.
 
-A checkpoint serialises every changed patient buffer (~190 kB each: ~50 MB for 250 patients) and
-frees the bytes once Redis has them. With glibc's defaults that memory goes back to the kernel
-after each checkpoint (buffers this size are mmapped, or trimmed off the top of the heap), and
-the next checkpoint faults every page of it in again: most of the serialising CPU
-(docs/bench/worker-chunk-notes.md). A fixed mmap threshold above one buffer and a trim threshold
-above one checkpoint keep it in the heap: the worker's memory then stays at its checkpoint peak
-instead of rising and falling with each one.
+A stream worker's checkpoint serialises every changed patient buffer (~190 kB each: ~50 MB for
+250 patients) and frees the bytes once Redis has them; a screening pool process reads and
+preprocesses eight recordings (arrays of 120-240 kB each) and frees them before the next eight.
+With glibc's defaults that memory goes back to the kernel each time (blocks this size are
+mmapped, or trimmed off the top of the heap), and the next use faults every page of it in again:
+most of a checkpoint's serialising CPU (docs/bench/worker-chunk-notes.md), and ~0.7 ms of a
+screening pool's ~3.8 ms a recording (docs/bench/screening-allocator.md). A fixed mmap threshold
+above one such block and a trim threshold above one round's total keep it in the heap: memory then
+stays at its peak instead of rising and falling each round.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ log = get_logger(__name__)
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-# Above a patient's saved buffer with room to spare; glibc's cap for it is 32 MB on 64-bit.
+# Above a patient's saved buffer or a recording's arrays, with room to spare; glibc's cap is 32 MB on 64-bit.
 _MMAP_THRESHOLD_BYTES = 4 * 2**20
 
 

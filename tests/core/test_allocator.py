@@ -1,5 +1,5 @@
-"""The worker's allocator setting: memory a checkpoint frees is reused by the next one instead of
-being faulted in again (counted in minor page faults, in a process of its own)."""
+"""The allocator setting of workers and screening pools: memory a checkpoint frees is reused by the
+next one instead of being faulted in again (counted in minor page faults, in a process of its own)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from hfrisk.stream.worker.allocator import keep_freed_memory
+from hfrisk.core.allocator import keep_freed_memory
 
 # Three "checkpoints" of 200 saved buffers of ~190 kB, made and freed; page faults of each.
 CHECKPOINTS = """
 import json, resource, sys
-from hfrisk.stream.worker.allocator import keep_freed_memory
+from hfrisk.core.allocator import keep_freed_memory
 applied = keep_freed_memory(int(sys.argv[1]))
 faults = []
 for _ in range(3):
