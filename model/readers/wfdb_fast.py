@@ -193,6 +193,13 @@ def read_whole_fast(record: Path, parsed: tuple[dict, dict | None, list[str]] | 
     return rec
 
 
+def _columns(samples: np.ndarray, keep: Sequence[int]) -> np.ndarray:
+    """Columns ``keep`` of ``(sig_len, n_sig)`` samples as rows: a view of the transpose when they
+    are every column in order (the usual case), a copy of those columns otherwise."""
+    keep = list(keep)
+    return samples.T if keep == list(range(samples.shape[1])) else samples[:, keep].T
+
+
 def digital_to_millivolts(digital: np.ndarray, baseline: Sequence[int], adc_gain: Sequence[float],
                           units: Sequence[str], keep: Sequence[int]) -> np.ndarray:
     """Format-16 samples ``(sig_len, n_sig)`` to millivolts, ``(len(keep), sig_len)`` float32: the
@@ -206,7 +213,7 @@ def digital_to_millivolts(digital: np.ndarray, baseline: Sequence[int], adc_gain
     float64 way. ``tests/model/test_wfdb_fast_path.py`` checks both against the slow path on every bit.
     """
     # Lead-major int16 first: numpy transposes 2-byte items in about half the time of 4-byte ones.
-    columns = np.ascontiguousarray(digital.T if list(keep) == list(range(digital.shape[1])) else digital[:, list(keep)].T)
+    columns = np.ascontiguousarray(_columns(digital, keep))
     base = [baseline[i] for i in keep]
     gain = [adc_gain[i] for i in keep]
     gain32 = np.array(gain, dtype=np.float32)
@@ -225,7 +232,7 @@ def digital_to_millivolts(digital: np.ndarray, baseline: Sequence[int], adc_gain
     scales = [scale_to_mv(u) for u in units]
     if any(k != 1.0 for k in scales):
         np.multiply(out, np.array(scales, dtype=np.float32)[:, None], out=out)
-    if digital.size and digital.min() == -32768:
+    if columns.size and columns.min() == -32768:  # a missing sample in a lead it keeps
         out[columns == -32768] = np.nan
     return out
 
@@ -242,10 +249,7 @@ class Whole:
         """Channels ``keep`` in mV, ``(len(keep), sig_len)`` float32, ``units`` theirs."""
         if self.digital is not None:
             return digital_to_millivolts(self.digital, self.header.baseline, self.header.adc_gain, units, keep)
-        physical = self.header.p_signal
-        # Every column in order (the usual case): one strided copy of the transpose.
-        rows = physical.T if list(keep) == list(range(physical.shape[1])) else [physical[:, i] for i in keep]
-        return rows_to_millivolts(rows, units)
+        return rows_to_millivolts(_columns(self.header.p_signal, keep), units)
 
 
 def read_whole(record: Path, header_text: str) -> Whole | None:
