@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
-from bench.trees import ROOT, extract, use_tree
+from bench.trees import ROOT, child_json, extract, use_tree
 
 DEFAULT_BASELINE = "2547135"  # the reader before digital_to_millivolts and the one-read .dat path
 HOST_PYTHON_MS = 0.32  # per window, with the front end on the GPU (docs/bench/sizing.md)
@@ -68,14 +68,10 @@ def run_child(folder: Path, passes: int, reader: str) -> dict:
 
 
 def child(folder: Path, passes: int, reader: str, tree: str | None) -> dict:
-    cmd = [sys.executable, "-m", "bench.bench_reading", "--child", "--records", str(folder), "--passes", str(passes),
-           "--reader", reader]
+    args = ["--child", "--records", str(folder), "--passes", str(passes), "--reader", reader]
     if tree:
-        cmd += ["--tree", tree]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        args += ["--tree", tree]
+    return child_json("bench.bench_reading", args)
 
 
 def validate(folder: Path) -> dict:

@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
-from bench.trees import ROOT
+from bench.trees import child_json
 
 SETTINGS = (0, 256)  # MB kept: 0 is the C library's defaults
 
@@ -54,12 +53,8 @@ def run_child(folder: Path, keep_mb: int, workers: int) -> dict:
 
 
 def child(folder: Path, keep_mb: int, workers: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.bench_screening_allocator", "--child", str(keep_mb), "--records", str(folder),
-           "--workers", str(workers)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json("bench.bench_screening_allocator",
+                      ["--child", str(keep_mb), "--records", str(folder), "--workers", str(workers)])
 
 
 def markdown(r: dict) -> str:

@@ -53,7 +53,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
-from bench.trees import extract, use_tree
+from bench.trees import child_json, extract, use_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS_DIR = ROOT / "tests" / "data" / "ecg" / "ptbxl" / "records500"
@@ -407,17 +407,14 @@ def run_child(messages_path: Path, instrumented: bool, warmup_s: float) -> dict:
 
 
 def child(messages: Path, tree: str | None, instrumented: bool, warmup_s: float, without: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "bench.bench_worker_chunk", "--child", str(messages), "--warmup-s", str(warmup_s)]
+    args = ["--child", str(messages), "--warmup-s", str(warmup_s)]
     if without:
-        cmd += ["--without", *without]
+        args += ["--without", *without]
     if tree:
-        cmd += ["--tree", tree]
+        args += ["--tree", tree]
     if instrumented:
-        cmd.append("--instrumented")
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        args.append("--instrumented")
+    return child_json("bench.bench_worker_chunk", args)
 
 
 def median(values: list[float]) -> float:

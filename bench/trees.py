@@ -9,12 +9,13 @@ imports ``hfrisk``). Run one of its modules in a process of its own::
 
 from __future__ import annotations
 
+import json
 import runpy
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "extract", "use_tree"]
+__all__ = ["ROOT", "child_json", "extract", "use_tree"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,16 @@ def extract(rev: str, into: Path) -> Path:
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def child_json(module: str, args: list[str]) -> dict:
+    """``python -m <module> <args>`` from the repository root in a process of its own (a benchmark's
+    child: a fresh interpreter, or another tree's code); what it printed last, parsed as JSON. A
+    child that fails raises with the end of its stderr."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
