@@ -52,3 +52,46 @@ def test_other_errors_and_spent_attempts_raise_the_error_itself():
     with pytest.raises(ConnectionError, match="retry 3"):
         run(limited, [ConnectionError("retry 1"), ConnectionError("retry 2"), ConnectionError("retry 3")])
     assert run(limited, [ConnectionError("retry 1"), ConnectionError("retry 2")]) == ("done", 3)
+
+
+def test_a_first_try_that_succeeds_costs_no_tenacity_and_one_that_fails_is_retried_by_it(monkeypatch):
+    import hfrisk.core.retries as retries
+
+    made = []
+    real = retries.AsyncRetrying
+    monkeypatch.setattr(retries, "AsyncRetrying", lambda **kw: made.append(kw) or real(**kw))
+
+    async def sleep(_s):
+        pass
+
+    policy = retrying(retry_on=ConnectionError, backoff=Backoff(), sleep=sleep)
+    assert [run(policy, []) for _ in range(3)] == [("done", 1)] * 3
+    assert made == []
+    assert run(policy, [ConnectionError("down")]) == ("done", 2)
+    assert len(made) == 1
+
+
+def test_no_retries_allowed_raises_the_first_failure_without_waiting():
+    waits = []
+
+    async def sleep(s):
+        waits.append(s)
+
+    policy = retrying(retry_on=ConnectionError, backoff=Backoff(), attempts=0, sleep=sleep)
+    with pytest.raises(ConnectionError, match="once"):
+        run(policy, [ConnectionError("once")])
+    assert waits == []
+
+
+def test_the_waits_and_numbers_after_the_first_failure_continue_the_first_ones():
+    waits, seen = [], []
+
+    async def sleep(s):
+        waits.append(s)
+
+    policy = retrying(retry_on=lambda exc: isinstance(exc, OSError), backoff=Backoff(0.1, 0.3), attempts=4,
+                      sleep=sleep, on_retry=lambda exc, attempt, delay: seen.append((attempt, delay)))
+    with pytest.raises(OSError, match="5"):
+        run(policy, [OSError(str(i)) for i in range(1, 6)])
+    assert waits == [0.1, 0.2, 0.3, 0.3]
+    assert seen == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.3)]
