@@ -17,6 +17,7 @@ of them). What is configured here, and why:
 * **bounded prefetch** (``stream_buffer_maxsize``: ``stream.buffer_events``, 4,096 by default): back-pressure
   goes to Kafka.
 * **web server** (Faust's own status pages) bound to ``127.0.0.1`` on a port of your choice.
+* **messages delivered without four tasks each** (:mod:`hfrisk.stream.worker.eager_delivery`).
 * no tables and no RocksDB: per-patient state lives in Redis (:mod:`hfrisk.stream.worker.buffer_store`), so
   ``datadir`` only holds Faust's bookkeeping (under ``paths.state_dir`` by default).
 
@@ -34,6 +35,7 @@ import faust
 
 from hfrisk.core.config import KafkaSettings, Settings, get_settings
 from hfrisk.core.security import faust_broker_options
+from hfrisk.stream.worker import eager_delivery
 
 __all__ = ["create_app", "stream_buffer_size", "chunk_topic", "raw_topic", "DEFAULT_APP_ID", "DEFAULT_WEB_PORT"]
 
@@ -106,6 +108,7 @@ def create_app(
         # The heartbeat must fit several times into the session, or a live worker is evicted.
         options["broker_heartbeat_interval"] = min(3.0, session_timeout_s / 3)
     options.update(faust_overrides)
+    eager_delivery.install()  # a fetched message reaches its queue without four tasks (see the module)
     return faust.App(app_id, **options)
 
 
