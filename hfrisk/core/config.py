@@ -309,6 +309,10 @@ class StreamSettings(BaseModel):
     # None: max(4,096, 8 batches). Faust sleeps a whole second whenever every partition is paused,
     # so a worker that empties the buffer faster than that idles (stream/worker/app.py).
     buffer_events: int | None = Field(default=None, ge=64)
+    # Faust's fetch loop hands each message to its queue without making four tasks for it
+    # (stream/worker/eager_delivery.py; +45 % for the no-op worker, docs/bench/stream-tuning.md).
+    # Process-wide once on. False: Faust exactly as it comes (a switch in case an upgrade disagrees).
+    eager_delivery: bool = True
     # Seconds before a vanished worker's partitions move to the others; None: Faust's 60 s.
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).

@@ -17,7 +17,8 @@ of them). What is configured here, and why:
 * **bounded prefetch** (``stream_buffer_maxsize``: ``stream.buffer_events``, 4,096 by default): back-pressure
   goes to Kafka.
 * **web server** (Faust's own status pages) bound to ``127.0.0.1`` on a port of your choice.
-* **messages delivered without four tasks each** (:mod:`hfrisk.stream.worker.eager_delivery`).
+* **messages delivered without four tasks each** (:mod:`hfrisk.stream.worker.eager_delivery`;
+  ``stream.eager_delivery``, on by default).
 * no tables and no RocksDB: per-patient state lives in Redis (:mod:`hfrisk.stream.worker.buffer_store`), so
   ``datadir`` only holds Faust's bookkeeping (under ``paths.state_dir`` by default).
 
@@ -108,7 +109,8 @@ def create_app(
         # The heartbeat must fit several times into the session, or a live worker is evicted.
         options["broker_heartbeat_interval"] = min(3.0, session_timeout_s / 3)
     options.update(faust_overrides)
-    eager_delivery.install()  # a fetched message reaches its queue without four tasks (see the module)
+    if settings.stream.eager_delivery:
+        eager_delivery.install()  # a fetched message reaches its queue without four tasks (see the module)
     return faust.App(app_id, **options)
 
 

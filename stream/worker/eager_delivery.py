@@ -92,6 +92,6 @@ async def eager_wait_first(self: Service, *coros: Any, timeout: Any = None) -> W
 
 
 def install() -> None:
-    """Give Faust's consumers :func:`eager_wait_first` (idempotent; the worker's and the benchmark's
-    raw consumer's apps both get it from :func:`~hfrisk.stream.worker.app.create_app`)."""
+    """Give Faust's consumers :func:`eager_wait_first`, in this whole process (idempotent;
+    :func:`~hfrisk.stream.worker.app.create_app` does it unless ``stream.eager_delivery`` is off)."""
     Consumer.wait_first = eager_wait_first

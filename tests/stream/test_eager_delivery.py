@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 
 import pytest
 from faust.transport.consumer import Consumer
@@ -133,9 +136,21 @@ def test_a_stopped_consumer_and_non_coroutines_go_to_mode_unchanged():
     assert mode[:3] == ([True], False, WaitResults([], [], True))
 
 
-def test_the_worker_app_installs_it_on_fausts_consumer():
+def test_the_worker_app_installs_it_on_fausts_consumer_unless_the_setting_is_off(tmp_path):
     from hfrisk.core.config import Settings
     from hfrisk.stream.worker.app import create_app
 
-    create_app(Settings(), app_id="eager-delivery-test", web_port=0)
+    create_app(Settings(), app_id="eager-delivery-test", web_port=0, datadir=tmp_path)
     assert Consumer.wait_first is eager_wait_first
+    # Process-wide once installed, so the switched-off app is made in a fresh interpreter.
+    script = (
+        "from faust.transport.consumer import Consumer\n"
+        "from mode.services import Service\n"
+        "from hfrisk.core.config import get_settings\n"
+        "from hfrisk.stream.worker.app import create_app\n"
+        f"create_app(get_settings(), app_id='stock', web_port=0, datadir={str(tmp_path)!r})\n"
+        "print(Consumer.wait_first is Service.wait_first)\n"
+    )
+    env = os.environ | {"HFRISK_STREAM__EAGER_DELIVERY": "false"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True"
