@@ -66,3 +66,23 @@ def test_the_throughput_section_says_where_the_cpu_went_while_the_backlog_draine
     at = next(i for i, line in enumerate(lines) if "while the backlog drained after the replay ended" in line)
     assert lines[at + 2] == "| beds | Kafka broker | worker + pool | other | machine busy |"
     assert lines[at + 4] == f"| {report['throughput'][0]['beds']} | 0.10 | 1.50 | 0.30 | 1.90 |"
+
+
+def test_the_reference_measured_before_and_after_the_runs_is_their_mean_and_the_page_gives_both():
+    from bench.bench_stream import bracketed, efficiency
+
+    before = {"ort_batched_windows_per_s": 800.0, "prepare_ms_per_window": 2.0,
+              "prepare_plus_ort_windows_per_s": 300.0, "prepare_windows_timed": 960}
+    after = {"ort_batched_windows_per_s": 700.0, "prepare_ms_per_window": 2.4,
+             "prepare_plus_ort_windows_per_s": 260.0, "prepare_windows_timed": 864}
+    reference = bracketed(before, after)
+    assert reference["prepare_plus_ort_windows_per_s"] == 280.0
+    assert reference["prepare_ms_per_window"] == 2.2 and reference["ort_batched_windows_per_s"] == 750.0
+    assert efficiency({"steady_windows_per_s": 336.0}, reference, 2) == 0.6
+
+    report = json.loads(PAGE.read_text())
+    report["offline"] = reference
+    page = markdown(report)
+    assert "300.0 and 260.0 windows/s; the reference is their mean, **280.0 windows/s**" in page
+    assert "over 960 and 864 windows" in page
+    assert "steady / 560.0" in verdict(report)
