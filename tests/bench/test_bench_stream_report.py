@@ -45,7 +45,7 @@ def test_the_steady_span_starts_with_the_first_progress():
 def test_the_overhead_section_says_where_each_consumer_spent_its_cpu_when_the_report_has_it():
     report = json.loads(PAGE.read_text())
     n = report["noop_vs_raw"]
-    for key in ("raw_cores", "noop_cores", "noop_model_only_cores"):
+    for key in ("raw_cores", "raw_stock_cores", "noop_cores", "noop_model_only_cores"):
         n.pop(key, None)
     assert "| consumer | main thread |" not in markdown(report)  # a report from before the figures
     n["raw_cores"] = {"main thread": 0.61, "other threads": 0.3, "machine (all processes)": 1.05}
@@ -54,6 +54,9 @@ def test_the_overhead_section_says_where_each_consumer_spent_its_cpu_when_the_re
     assert "| raw Faust consumer | 0.61 | 0.30 | 0.91 | 1.05 |" in lines
     assert "| worker --noop-model --noop-prep | 0.65 | 0.25 | 0.90 | 1.26 |" in lines
     assert not any(line.startswith("| worker --noop-model only |") for line in lines)
+    assert not any(line.startswith("| raw Faust consumer, Faust as it comes |") for line in lines)
+    n["raw_stock_cores"] = {"main thread": 0.78, "other threads": 0.25, "machine (all processes)": 1.21}
+    assert "| raw Faust consumer, Faust as it comes | 0.78 | 0.25 | 1.03 | 1.21 |" in markdown(report).splitlines()
 
 
 def test_the_throughput_section_says_where_the_cpu_went_while_the_backlog_drained():
@@ -86,3 +89,17 @@ def test_the_reference_measured_before_and_after_the_runs_is_their_mean_and_the_
     assert "300.0 and 260.0 windows/s; the reference is their mean, **280.0 windows/s**" in page
     assert "over 960 and 864 windows" in page
     assert "steady / 560.0" in verdict(report)
+
+
+def test_the_overhead_section_gives_the_ratio_against_stock_faust_beside_the_goals_when_measured():
+    report = json.loads(PAGE.read_text())
+    n = report["noop_vs_raw"]
+    n |= {"raw_faust_chunks_per_s": 10000.0, "noop_pipeline_chunks_per_s": 2500.0, "ratio": 0.25,
+          "raw_stock_faust_chunks_per_s": 5000.0, "ratio_to_stock": 0.5, "ratio_noop_model_only_to_stock": 0.25}
+    page = markdown(report)
+    assert "(issue #15) = worker with no-op model and no-op preprocessing / raw Faust consumer = 0.250" in page
+    assert "(`HFRISK_STREAM__EAGER_DELIVERY=false`, 5000.0 chunks/s" in page
+    assert "the no-op worker's ratio is 0.500 and the no-op-model worker's 0.250" in page
+    for key in ("raw_stock_faust_chunks_per_s", "ratio_to_stock", "ratio_noop_model_only_to_stock"):
+        n.pop(key)
+    assert "Against a raw consumer on Faust as it comes" not in markdown(report)
