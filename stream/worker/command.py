@@ -89,6 +89,14 @@ def load_worker_card(card_path: Path | None, settings, *, builtin_card: bool = F
         raise ModelCardMissing(f"model card {path} is unusable: {type(exc).__name__}: {exc}") from exc
 
 
+def worker_preprocessor(stream, card):
+    """The worker's preprocessing pool, as ``stream`` (:class:`~hfrisk.core.config.StreamSettings`) configures it."""
+    from hfrisk.stream.scoring.batch import Preprocessor
+
+    return Preprocessor(card, workers=stream.prep_workers, shared_mb=stream.prep_shared_mb,
+                        part_windows=stream.part_windows, keep_freed_mb=stream.keep_freed_mb)
+
+
 def _override(settings, **options):
     """``settings`` with the options given on the command line (not None) in its ``stream`` section."""
     given = {name: value for name, value in options.items() if value is not None}
@@ -178,7 +186,7 @@ def worker_command(
     from hfrisk.serving.client import RawRiskClient, RiskClient, TritonClientError
     from hfrisk.core.retries import Backoff
     from hfrisk.stream.ingest.topics import ensure_topics
-    from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopPreprocessor, NoopScorer, Preprocessor
+    from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopPreprocessor, NoopScorer
     from hfrisk.stream.scoring.on_server import ServerSideScorer
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents
     from hfrisk.core.allocator import keep_freed_memory
@@ -247,8 +255,7 @@ def worker_command(
     if stream.noop_prep:
         preprocessor = NoopPreprocessor(model_card)
     elif stream.noop_model or not on_server:
-        preprocessor = Preprocessor(model_card, workers=stream.prep_workers, shared_mb=stream.prep_shared_mb,
-                                    keep_freed_mb=stream.keep_freed_mb)
+        preprocessor = worker_preprocessor(stream, model_card)
         preprocessor.warm_up()
     app = create_app(settings, app_id=stream.app_id, web_port=stream.web_port,
                      session_timeout_s=stream.session_timeout_s)

@@ -156,3 +156,19 @@ def test_the_spawned_pool_keeps_what_each_part_frees(ecgs):
     default, kept = faults_per_batch(0), faults_per_batch(256)
     assert min(default[1:]) > 1000  # every part's arrays faulted in again
     assert max(kept[1:]) < 0.2 * min(default[1:])
+
+
+def test_the_worker_builds_its_pool_from_the_stream_settings():
+    from hfrisk.core.config import StreamSettings
+    from hfrisk.stream.scoring.batch import part_bounds
+    from hfrisk.stream.worker.command import worker_preprocessor
+
+    stream = StreamSettings(prep_workers=0, part_windows=32, prep_shared_mb=0, keep_freed_mb=0)
+    pre = worker_preprocessor(stream, CARD)
+    try:
+        assert (pre.workers, pre.part_windows, pre.blocks) == (0, 32, None)
+        assert part_bounds(58, pre.workers, pre.part_windows) == [(0, 29), (29, 58)]
+    finally:
+        pre.close()
+    default = StreamSettings()
+    assert (default.part_windows, default.prep_shared_mb) == (8, 32)
