@@ -709,7 +709,7 @@ def _stock_lines(n: dict) -> list[str]:
             f"{n['ratio_to_stock']:.3f} and the no-op-model worker's {n['ratio_noop_model_only_to_stock']:.3f}. "
             "The goal's ratio above is against the raw consumer with the same delivery as the workers; making "
             "Faust's delivery cheaper for both lowers it even as the worker gets faster (docs/bench/"
-            "stream-tuning.md, \"Four tasks a message\").",
+            "stream-tuning.md, \"2026-12-06 midday\").",
             ""]
 
 
@@ -969,7 +969,7 @@ def run(args, argv, work: Path) -> dict:
     if "throughput" in sections:
         # Before the servers start: measured just after, while Kafka and Triton warmed up on the
         # other core, prepare read 2.0-2.15 ms a window against 1.6-1.7 on a quiet machine
-        # (docs/bench/stream-tuning.md, "Four tasks a message"), flattering the pipeline.
+        # (docs/bench/stream-tuning.md, "2026-12-06 midday"), flattering the pipeline.
         offline = offline_rates(onnx_path, card, seconds=2.0)
         print("offline:", offline, flush=True)
     stack = Stack(work, onnx_path, card, args.partitions, args.prep_workers)

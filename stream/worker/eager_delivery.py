@@ -6,7 +6,7 @@ on a full queue gives way to a rebalance. mode's ``wait_first`` makes a task of 
 the service's ``stopped`` and ``crashed`` events, waits for the first, then cancels the other three:
 four tasks, an ``asyncio.wait`` and three cancellations for a message that is almost always put on
 its queue at once. In the stream worker that was ~8-12 % of the event loop's CPU
-(docs/bench/stream-tuning.md, "Four tasks a message").
+(docs/bench/stream-tuning.md, "2026-12-06 midday").
 
 :func:`install` gives Faust's consumer a ``wait_first`` that runs the first coroutine's first step
 itself. A delivery that finishes there (the queue had room, the flow was not suspended) returns at
