@@ -915,7 +915,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--beds", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--duration-s", type=float, default=60.0, help="signal per bed in the throughput runs")
     parser.add_argument("--overhead-beds", type=int, default=64)
-    parser.add_argument("--overhead-duration-s", type=float, default=120.0,
+    # 600 s: with eager delivery the raw consumer reads ~13,000 chunks/s, so 120 s per bed (the
+    # default until 2026-12-06) was gone in under a second.
+    parser.add_argument("--overhead-duration-s", type=float, default=600.0,
                         help="signal per bed in the no-op/raw comparison (enough for the raw consumer to take >1 s)")
     parser.add_argument("--prep-workers", type=int, default=1, help="the worker's preprocessing processes")
     parser.add_argument("--realtime-beds", type=int, nargs="*", default=[8, 16, 32, 64, 128, 192, 256])
