@@ -553,12 +553,17 @@ def throughput_runs(stack: Stack, args, card, kafka, prefix: str, port, proc, of
     """One throughput run per ``args.beds``, each with its ratios to the one-core reference ``offline``."""
     rows = []
     for beds in args.beds:
-        row = throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card)
-        row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
-        row["efficiency"] = efficiency(row, offline, os.cpu_count())
+        row = against_reference(throughput_run(stack, kafka, prefix, port, proc, beds, args.duration_s, card), offline)
         print(f"throughput{' (baseline)' if stack.tree else ''}:", row, flush=True)
         rows.append(row)
     return rows
+
+
+def against_reference(row: dict, offline: dict) -> dict:
+    """``row`` (a throughput run) with its ratios to the one-core reference ``offline``."""
+    row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
+    row["efficiency"] = efficiency(row, offline, os.cpu_count())
+    return row
 
 
 def realtime_sweeps(stack: Stack, args, card, kafka, prefix: str, proc, port) -> tuple[list[dict], dict[str, int]]:
@@ -987,9 +992,7 @@ def run(args, argv, work: Path) -> dict:
             # Again after the runs, with the workers idle: the efficiency is against the mean of both.
             offline = bracketed(offline, offline_rates(onnx_path, card, seconds=2.0))
             print("offline, before and after:", offline, flush=True)
-            for row in throughput:
-                row["ratio_to_ort"] = round(row["windows_per_s"] / offline["ort_batched_windows_per_s"], 3)
-                row["efficiency"] = efficiency(row, offline, os.cpu_count())
+            throughput = [against_reference(row, offline) for row in throughput]
         if "realtime" in sections:
             realtime, sustained_by_stagger = realtime_sweeps(stack, args, card, kafka, prefix, proc, port)
         sustained = next(iter(sustained_by_stagger.values()), 0)
