@@ -1,5 +1,6 @@
 """What handing windows to the preprocessing processes costs: pickled through the pool's pipe, or
-through shared memory (the worker's default since 2026-12-06).
+through shared memory (the worker's default since 2026-12-06); and, with ``--compare results``,
+what handing their model inputs back costs, pickled or through the same shared memory.
 
     .venv/bin/python -m bench.bench_pool_handoff [--data tests/data/ecg/ptbxl/records500]
         [--prep-workers 1] [--batch 32] [--batches 40] [--rounds 5] [--out docs/bench]
@@ -37,6 +38,21 @@ COMPARISONS = {
                 "shared memory (shared_mb=32)": {"shared_mb": 32}},
     "allocator": {"allocator defaults (keep_freed_mb=0, before)": {"keep_freed_mb": 0},
                   "kept freed memory (keep_freed_mb=256)": {"keep_freed_mb": 256}},
+    # Both as the worker runs its pool (windows through shared memory, freed memory kept).
+    "results": {"model inputs pickled back (shared_results=False, before)": {"shared_results": False,
+                                                                             "keep_freed_mb": 256},
+                "model inputs through shared memory (shared_results=True)": {"shared_results": True,
+                                                                            "keep_freed_mb": 256}},
+}
+# Per comparison: the page's file name, its title and the head of its first column.
+PAGES = {
+    "handoff": ("pool-handoff", "Windows to the preprocessing processes: pickled or through shared memory",
+                "hand-off"),
+    "allocator": ("pool-allocator",
+                  "The preprocessing processes' allocator: the C library's defaults or keeping freed memory",
+                  "pool allocator"),
+    "results": ("pool-results", "Model inputs back from the preprocessing processes: pickled or through shared "
+                                "memory", "results"),
 }
 
 
@@ -82,7 +98,8 @@ def same_inputs(a: list, b: list) -> bool:
         if isinstance(x, PrepareFailure) or isinstance(y, PrepareFailure):
             if x != y:
                 return False
-        elif not (np.array_equal(x.x, y.x) and np.array_equal(x.lead_mask, y.lead_mask) and x.quality == y.quality):
+        elif not (np.array_equal(x.x, y.x) and np.array_equal(x.lead_mask, y.lead_mask) and x.quality == y.quality
+                  and np.array_equal(x.median_beat_mv, y.median_beat_mv)):
             return False
     return True
 
@@ -127,10 +144,10 @@ def run(args) -> dict:
 
 def markdown(result: dict) -> str:
     a = result
+    compare = a.get("compare", "handoff")
+    _, title, column = PAGES[compare]
     lines = [
-        "# Windows to the preprocessing processes: pickled or through shared memory"
-        if a.get("compare", "handoff") == "handoff" else
-        "# The preprocessing processes' allocator: the C library's defaults or keeping freed memory",
+        f"# {title}",
         "",
         f"Command: `{a['command']}`  ",
         f"When: {a['when']}; machine: {a['machine']['cpus']} CPUs ({a['machine']['processor']}), "
@@ -141,7 +158,7 @@ def markdown(result: dict) -> str:
         "real front end included; the two variants alternating, a fresh pool each round, medians over "
         f"{a['rounds']} rounds. Model inputs identical between the two: **{'yes' if a['identical_inputs'] else 'no'}**.",
         "",
-        f"| {'hand-off' if a.get('compare', 'handoff') == 'handoff' else 'pool allocator'} "
+        f"| {column} "
         "| worker process (µs CPU / window) | pool processes (µs CPU / window) | both | wall (µs / window) "
         "| rounds, both (µs) |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -150,7 +167,18 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m['variant']} | {m['worker_us']:.0f} | {m['pool_us']:.0f} | {m['total_us']:.0f} | "
                      f"{m['wall_us']:.0f} | {', '.join(f'{v:.0f}' for v in m['rounds_total_us'])} |")
     before, after = a["medians"]
-    if a.get("compare", "handoff") == "allocator":
+    if compare == "results":
+        return "\n".join(lines + [
+            "",
+            f"Saved per window: **{before['worker_us'] - after['worker_us']:.0f} µs** of the worker's CPU and "
+            f"{before['pool_us'] - after['pool_us']:.0f} µs of the pool's (the noisier figure: it includes the front "
+            "end). Pickled, each prepared window's model input and median beat (~58 kB) went through the pool's "
+            "64-kB result pipe in pieces and were unpickled by the worker's result thread under its interpreter "
+            "lock; now the pool process writes them into room reserved behind the windows in the part's block, and "
+            "the result thread copies them out before the block is lent again "
+            "(`stream/scoring/shared_windows.py`, `put_arrays` and `take_arrays`).",
+        ]) + "\n"
+    if compare == "allocator":
         return "\n".join(lines + [
             "",
             f"Saved per window: **{before['pool_us'] - after['pool_us']:.0f} µs** of the pool's CPU "
@@ -180,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="handoff",
                         help="handoff: pickled against shared memory; allocator: the pool's allocator defaults "
-                             "against keeping freed memory")
+                             "against keeping freed memory; results: model inputs pickled back against through "
+                             "shared memory")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
     load_before = load_average()
@@ -188,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
               "batch": args.batch, "prep_workers": args.prep_workers, "rounds": args.rounds,
               "compare": args.compare} | run(args)
     result["machine"] = machine(load_before)
-    save(args.out, "pool-handoff" if args.compare == "handoff" else "pool-allocator", result, markdown(result))
+    save(args.out, PAGES[args.compare][0], result, markdown(result))
     print(markdown(result))
     return result
 

@@ -286,11 +286,12 @@ class StreamSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     # Processes running the preprocessing (0: a thread of the worker itself).
     prep_workers: int = Field(default=1, ge=0)
-    # MB of shared memory through which the worker hands windows to those processes (0: pickled
-    # through a pipe: ~1.1 ms more CPU a window alone, ~0.2-0.4 ms at load; docs/bench/pool-handoff.md,
-    # docs/bench/ab/stream-ab.md). A batch's parts hold
-    # 2 MiB each (8 windows) until prepared; a part that finds the budget in use goes pickled. It
-    # lives in /dev/shm, which Docker caps at 64 MB unless the service sets shm_size.
+    # MB of shared memory through which the worker hands windows to those processes and gets their
+    # model inputs back (0: pickled through a pipe: ~1.1 ms more CPU a window alone, ~0.2-0.4 ms at
+    # load; docs/bench/pool-handoff.md, docs/bench/pool-results.md, docs/bench/ab/stream-ab.md). A
+    # batch's parts hold 3 MiB each (8 windows and their results) until prepared and copied out; a
+    # part that finds the budget in use goes pickled. It lives in /dev/shm, which Docker caps at
+    # 64 MB unless the service sets shm_size.
     prep_shared_mb: int = Field(default=32, ge=0)
     # Windows per part: a batch's windows go to the pool in parts of at most this many, and each
     # prepared part to Triton in one request while the pool works on the next. 32 drained a backlog

@@ -55,7 +55,16 @@ from hfrisk.model.frontend.preprocessing import ModelInput, prepare, prepare_win
 from hfrisk.serving.client import InferenceError, ModelNotReady, RiskClient, ServerNotReady
 from hfrisk.core.retries import Backoff, retrying
 from hfrisk.stream.messages.dead_letter import INFERENCE_REJECTED, INTERNAL_ERROR
-from hfrisk.stream.scoring.shared_windows import WindowBlocks, WindowRef, windows_bytes, windows_from
+from hfrisk.stream.scoring.shared_windows import (
+    SharedBlock,
+    WindowBlocks,
+    WindowRef,
+    arrays_bytes,
+    put_arrays,
+    take_arrays,
+    windows_bytes,
+    windows_from,
+)
 
 __all__ = [
     "PrepareFailure",
@@ -123,9 +132,23 @@ def _prepare_all(ecgs: Sequence[ECG], card_json: str) -> list[ModelInput | Prepa
     return [PrepareFailure(d.reason.value, d.detail) if isinstance(d, ECGInputError) else d for d in done]
 
 
-def _prepare_shared(block: str, refs: Sequence[WindowRef], card_json: str) -> list[ModelInput | PrepareFailure]:
-    """:func:`_prepare_all` on windows the worker put in shared-memory block ``block``."""
-    return _prepare_all(windows_from(block, refs), card_json)
+# A model input's arrays that go back through the block rather than the pipe (~58 kB a window).
+_SHARED_RESULT_ARRAYS = ("x", "median_beat_mv")
+
+
+def _result_room(card: ModelCard) -> int:
+    """The room one window's :data:`_SHARED_RESULT_ARRAYS` take in a block (float32, the card's shapes)."""
+    leads = len(card.input.leads)
+    return arrays_bytes([(leads, card.input.length_samples), (leads, card.input.beat_samples)])
+
+
+def _prepare_shared(block: str, refs: Sequence[WindowRef], card_json: str,
+                    results: tuple[int, int] = (0, 0)) -> list[ModelInput | PrepareFailure]:
+    """:func:`_prepare_all` on windows the worker put in shared-memory block ``block``; the model
+    inputs' large arrays go back in that block between ``results`` ``(start, end)``."""
+    prepared = _prepare_all(windows_from(block, refs), card_json)
+    start, end = results
+    return put_arrays(block, prepared, _SHARED_RESULT_ARRAYS, start, end) if end > start else prepared
 
 
 def or_failure(step: Callable[[], T]) -> T | PrepareFailure:
@@ -186,11 +209,12 @@ class Preprocessor:
     """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here), in parts
     of at most ``part_windows`` windows (at least one part per process). The processes get the
     windows through up to ``shared_mb`` MB of shared memory (0: pickled;
-    :mod:`hfrisk.stream.scoring.shared_windows`) and keep up to ``keep_freed_mb`` MB of what they
+    :mod:`hfrisk.stream.scoring.shared_windows`) and, unless ``shared_results`` is off, send the
+    model inputs' arrays back the same way; they keep up to ``keep_freed_mb`` MB of what they
     free for the next part (0: the C library's defaults; :mod:`hfrisk.core.allocator`)."""
 
     def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8, shared_mb: int = 32,
-                 keep_freed_mb: int = 0):
+                 keep_freed_mb: int = 0, shared_results: bool = True):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if part_windows < 1:
@@ -210,6 +234,7 @@ class Preprocessor:
             else ThreadPoolExecutor(1, thread_name_prefix="hfrisk-prepare")
         )
         self.blocks = WindowBlocks(shared_mb << 20) if workers > 0 and shared_mb > 0 else None
+        self._result_room = _result_room(card) if shared_results else 0
 
     def warm_up(self) -> None:
         """Block until every pool process has imported the pipeline (call before serving)."""
@@ -228,17 +253,29 @@ class Preprocessor:
         ]
 
     def _submit(self, ecgs: Sequence[ECG]) -> Future:
-        block = self.blocks.take(windows_bytes(ecgs)) if self.blocks is not None else None
+        windows = windows_bytes(ecgs)
+        room = len(ecgs) * self._result_room
+        block = self.blocks.take(windows + room) if self.blocks is not None else None
         if block is None:
             return self._executor.submit(_prepare_all, list(ecgs), self._card_json)
         try:
-            future = self._executor.submit(_prepare_shared, block.name, block.put(ecgs), self._card_json)
+            future = self._executor.submit(_prepare_shared, block.name, block.put(ecgs), self._card_json,
+                                           (windows, windows + room))
         except BaseException:
             self.blocks.give_back(block)
             raise
-        # Lent until the pool process is done with it (or the part was cancelled before it ran).
-        future.add_done_callback(lambda _done, b=block: self.blocks.give_back(b))
+        # Lent until the pool process is done with it (or the part was cancelled before it ran)
+        # and its results are copied out. Callbacks run in the order they were added, so this one
+        # has replaced the results' references by their arrays before the event loop sees them.
+        future.add_done_callback(lambda done, b=block: self._collect(done, b))
         return future
+
+    def _collect(self, done: Future, block: SharedBlock) -> None:
+        try:
+            if not done.cancelled() and done.exception() is None:
+                take_arrays(block, done.result())
+        finally:
+            self.blocks.give_back(block)
 
     async def prepare(self, ecgs: Sequence[ECG]) -> list[ModelInput | PrepareFailure]:
         """``prepare`` every window, in order; a refused window gives a :class:`PrepareFailure`."""

@@ -1,10 +1,14 @@
-"""Windows handed to the preprocessing processes through shared memory instead of pickles.
+"""Windows handed to the preprocessing processes through shared memory instead of pickles, and
+their model inputs handed back the same way.
 
 A 10-s, 12-lead, 500-Hz window is 240 kB. Pickled into the process pool's pipe, the pool's feeder
 thread copies it into a pickle and pushes it through a 64-kB pipe in pieces, and the pool process
 reads it and copies it back out. Here the worker copies each window once into a block of POSIX
 shared memory and sends only where it lies (:class:`WindowRef`); the pool process maps the block
-once and reads the samples in place. What that saves: docs/bench/pool-handoff.md.
+once and reads the samples in place. The prepared windows' large arrays (the model input and the
+median beat, ~58 kB a window) come back in the same block, behind the windows, in room the worker
+reserved for them (:func:`put_arrays`, :func:`take_arrays`): the pickle that comes back through the
+pipe carries only where they lie. What that saves: docs/bench/pool-handoff.md.
 
 :class:`WindowBlocks` owns the blocks: created on first need up to a budget of bytes, reused once
 the part that used one is done, unlinked on :meth:`WindowBlocks.close`. A part that finds no free
@@ -15,6 +19,7 @@ dies without closing them (the pool's processes share the worker's tracker).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import threading
@@ -28,13 +33,24 @@ import numpy as np
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.ecg import ECG
 
-__all__ = ["WindowRef", "SharedBlock", "WindowBlocks", "attached", "block_size_for", "windows_bytes", "windows_from"]
+__all__ = [
+    "WindowRef",
+    "ArrayRef",
+    "SharedBlock",
+    "WindowBlocks",
+    "attached",
+    "block_size_for",
+    "windows_bytes",
+    "windows_from",
+    "put_arrays",
+    "take_arrays",
+]
 
 log = get_logger(__name__)
 
 # Each window starts on a cache line of its own.
 _ALIGN = 64
-# Blocks come in powers of two from here: a part of 8 windows of 240 kB takes a 2-MiB block.
+# Blocks come in whole MiB: a part of 8 windows of 240 kB and their model inputs takes 3 MiB.
 _MIN_BLOCK = 1 << 20
 
 
@@ -43,8 +59,8 @@ def _aligned(n: int) -> int:
 
 
 def block_size_for(nbytes: int) -> int:
-    """The size of block a part of ``nbytes`` (aligned windows) is put in."""
-    return max(_MIN_BLOCK, 1 << max(0, nbytes - 1).bit_length())
+    """The size of block a part of ``nbytes`` (aligned windows and room for their results) is put in."""
+    return max(_MIN_BLOCK, -(-nbytes // _MIN_BLOCK) * _MIN_BLOCK)
 
 
 @dataclass(frozen=True)
@@ -66,8 +82,22 @@ class WindowRef:
         return ecg
 
 
+@dataclass(frozen=True)
+class ArrayRef:
+    """Where a pool process left one array of a result in the block it was sent."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+
 def windows_bytes(ecgs: Sequence[ECG]) -> int:
     return sum(_aligned(ecg.samples.size * 4) for ecg in ecgs)
+
+
+def arrays_bytes(shapes: Sequence[tuple[int, ...]], itemsize: int = 4) -> int:
+    """The room one result's arrays of these shapes take in a block (each aligned)."""
+    return sum(_aligned(int(np.prod(shape)) * itemsize) for shape in shapes)
 
 
 class SharedBlock:
@@ -97,6 +127,10 @@ class SharedBlock:
             offset += _aligned(samples.size * 4)
         return refs
 
+    @property
+    def buf(self) -> memoryview:
+        return self._shm.buf
+
     def unlink(self) -> None:
         self._shm.close()
         self._shm.unlink()
@@ -123,14 +157,16 @@ class WindowBlocks:
         return len(self._blocks)
 
     def take(self, nbytes: int) -> SharedBlock | None:
-        """A free block that holds ``nbytes``, a new one if the budget allows, else None."""
+        """The smallest free block that holds ``nbytes``, a new one if the budget allows, else None."""
         size = block_size_for(nbytes)
         with self._lock:
             if self._closed:
                 return None
-            free = self._free.get(size)
-            if free:
-                return free.pop()
+            # Parts differ in size by a window or so: a free block a little larger serves, where
+            # insisting on the exact size would create blocks until the budget is spent.
+            fits = [s for s, free in self._free.items() if s >= size and free]
+            if fits:
+                return self._free[min(fits)].pop()
             if self._bytes + size <= self.budget_bytes:
                 try:
                     block = SharedBlock(size)
@@ -185,3 +221,43 @@ def windows_from(name: str, refs: Sequence[WindowRef]) -> list[ECG]:
     """The part's windows, their samples read in place from block ``name``."""
     buf = attached(name)
     return [ref.ecg(buf) for ref in refs]
+
+
+def put_arrays(name: str, results: Sequence[Any], fields: Sequence[str], start: int, end: int) -> list[Any]:
+    """``results`` with the arrays in ``fields`` of each dataclass among them written to block
+    ``name`` between ``start`` and ``end`` and replaced by their :class:`ArrayRef`. What does not
+    fit in that room stays in the result as it is (pickled back)."""
+    buf = attached(name)
+    out, offset = [], start
+    for result in results:
+        if dataclasses.is_dataclass(result):
+            moved = {}
+            for field in fields:
+                array = getattr(result, field, None)
+                if not isinstance(array, np.ndarray) or offset + _aligned(array.nbytes) > end:
+                    continue
+                np.copyto(np.ndarray(array.shape, array.dtype, buffer=buf, offset=offset), array)
+                moved[field] = ArrayRef(offset, array.shape, array.dtype.str)
+                offset += _aligned(array.nbytes)
+            if moved:
+                result = dataclasses.replace(result, **moved)
+        out.append(result)
+    return out
+
+
+# -- back in the worker ---------------------------------------------------------------------------
+
+
+def take_arrays(block: SharedBlock, results: list[Any]) -> None:
+    """Copy the arrays a pool process left in ``block`` (:func:`put_arrays`) back into ``results``,
+    in place, so that the block can be lent again."""
+    for i, result in enumerate(results):
+        if not dataclasses.is_dataclass(result):
+            continue
+        moved = {
+            field.name: np.array(np.ndarray(ref.shape, np.dtype(ref.dtype), buffer=block.buf, offset=ref.offset))
+            for field in dataclasses.fields(result)
+            if isinstance(ref := getattr(result, field.name), ArrayRef)
+        }
+        if moved:
+            results[i] = dataclasses.replace(result, **moved)

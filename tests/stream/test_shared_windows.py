@@ -1,6 +1,6 @@
-"""Windows reach the preprocessing processes through shared memory: the same windows, the same model
-inputs as pickled ones, blocks lent to one part at a time and unlinked on close, and a part that
-finds no block goes pickled."""
+"""Windows reach the preprocessing processes through shared memory, and their model inputs come back
+the same way: the same windows, the same model inputs as pickled ones, blocks lent to one part at a
+time and unlinked on close, and a part that finds no block goes pickled."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import errno
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,16 @@ import pytest
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.scoring import shared_windows
 from hfrisk.stream.scoring.batch import Preprocessor, PrepareFailure
-from hfrisk.stream.scoring.shared_windows import SharedBlock, WindowBlocks, block_size_for, windows_bytes, windows_from
+from hfrisk.stream.scoring.shared_windows import (
+    ArrayRef,
+    SharedBlock,
+    WindowBlocks,
+    block_size_for,
+    put_arrays,
+    take_arrays,
+    windows_bytes,
+    windows_from,
+)
 from tests.stream.test_score_parts import ten_windows
 from tests.stream.test_worker_unit import CARD
 
@@ -74,8 +84,24 @@ def test_a_block_is_lent_to_one_part_at_a_time_and_reused_once_given_back():
         assert a is not None and b is not None and a is not b and a.size == b.size == 2 << 20
         assert blocks.take(10) is None and blocks.pickled_parts == 1  # 4 MiB are lent
         blocks.give_back(a)
-        assert blocks.take(1_000_000) is None  # a 1-MiB block would exceed the budget
         assert blocks.take(1_900_000) is a and blocks.created == 2
+        blocks.give_back(a)
+        # A smaller part takes the larger free block rather than going pickled (the budget is spent).
+        assert blocks.take(1_000_000) is a and blocks.pickled_parts == 1
+    finally:
+        blocks.close()
+
+
+def test_blocks_come_in_whole_mib_and_a_part_takes_the_smallest_free_one_that_holds_it():
+    assert [block_size_for(n) for n in (1, 1 << 20, (1 << 20) + 1, 2_400_000)] == [1 << 20, 1 << 20, 2 << 20, 3 << 20]
+    blocks = WindowBlocks(budget_bytes=8 << 20)
+    try:
+        big, small = blocks.take(3 << 20), blocks.take(1 << 20)
+        blocks.give_back(big)
+        blocks.give_back(small)
+        assert blocks.take(900_000) is small
+        assert blocks.take(900_000) is big and blocks.created == 2  # reused, not a new block
+        assert blocks.take(2_500_000).size == 3 << 20 and blocks.created == 3
     finally:
         blocks.close()
 
@@ -115,19 +141,55 @@ def _same_inputs(a: list, b: list) -> None:
 @posix_only
 def test_a_pool_prepares_the_same_inputs_from_shared_memory_as_from_pickles(ecgs):
     in_thread = Preprocessor(CARD, workers=0)
-    shared = Preprocessor(CARD, workers=1, part_windows=4, shared_mb=2)  # two 1-MiB blocks
+    shared = Preprocessor(CARD, workers=1, part_windows=4, shared_mb=3)
+    pickled_back = Preprocessor(CARD, workers=1, part_windows=4, shared_mb=32, shared_results=False)
     try:
         expected = asyncio.run(in_thread.prepare(ecgs))
         assert any(not isinstance(e, PrepareFailure) for e in expected)
-        for _ in range(3):  # the same blocks again and again
-            _same_inputs(asyncio.run(shared.prepare(ecgs)), expected)
-        # 10 windows in parts of 4, 3, 3: two blocks in use at once, the third part pickled
+        # The same blocks again and again, with other windows in them in the second round: the
+        # first round's results were copied out before their blocks were lent again.
+        rounds = [asyncio.run(shared.prepare(order)) for order in (ecgs, ecgs[::-1], ecgs)]
+        _same_inputs(rounds[0], expected)
+        _same_inputs(rounds[1], expected[::-1])
+        _same_inputs(rounds[2], expected)
+        for item in rounds[0][:7]:  # the two parts that went through blocks
+            if not isinstance(item, PrepareFailure):
+                assert item.x.flags.owndata and item.median_beat_mv.flags.owndata and item.x.flags.writeable
+        # 10 windows in parts of 4, 3, 3 with their results: a 2-MiB and a 1-MiB block in use at
+        # once, the third part pickled
         assert shared.blocks.created == 2 and shared.blocks.pickled_parts == 3
         names = [b.name for b in shared.blocks._blocks]
+        _same_inputs(asyncio.run(pickled_back.prepare(ecgs)), expected)
     finally:
         in_thread.close()
         shared.close()
+        pickled_back.close()
     assert all(_unlinked(name) for name in names)
+
+
+@posix_only
+def test_results_go_back_through_the_block_as_references_and_what_does_not_fit_stays_in_the_pickle(ecgs):
+    from hfrisk.stream.scoring.batch import _prepare_all, _result_room
+
+    prepared = [p for p in _prepare_all(ecgs[:3], CARD.to_json()) if not isinstance(p, PrepareFailure)]
+    room = _result_room(CARD)
+    block = SharedBlock(1 << 20)
+    try:
+        start = 4096
+        # Room for two windows' arrays and the third's x: the third keeps its median beat.
+        sent = put_arrays(block.name, prepared + [PrepareFailure("r", "d")], ("x", "median_beat_mv"), start,
+                          start + 2 * room + prepared[2].x.nbytes)
+        assert all(isinstance(s.x, ArrayRef) and isinstance(s.median_beat_mv, ArrayRef) for s in sent[:2])
+        assert isinstance(sent[2].x, ArrayRef) and isinstance(sent[2].median_beat_mv, np.ndarray)
+        assert sent[3] == PrepareFailure("r", "d")
+        assert len(pickle.dumps(sent[0])) < 4_000 < len(pickle.dumps(prepared[0]))
+        assert all(s.x.offset % 64 == 0 and start <= s.x.offset for s in sent[:3])
+        back = list(sent)
+        take_arrays(block, back)
+        _same_inputs(back[:3], prepared)
+        assert back[3] == sent[3]
+    finally:
+        block.unlink()
 
 
 @posix_only
