@@ -294,9 +294,9 @@ class StreamSettings(BaseModel):
     # 64 MB unless the service sets shm_size.
     prep_shared_mb: int = Field(default=32, ge=0)
     # Windows per part: a batch's windows go to the pool in parts of at most this many, and each
-    # prepared part to Triton in one request while the pool works on the next. 32 drained a backlog
-    # ~5 % faster than 8 in one alternating A/B (fewer requests; docs/bench/stream-tuning.md,
-    # "Parts of 32 windows"); 8 stays the default until latency under load is measured with 32.
+    # prepared part to Triton in one request while the pool works on the next. 32 made a burst's p95
+    # ~0.4 s worse (a batch of 32 windows in one part: no overlap) and drained a backlog no faster
+    # than 8 in three alternating A/Bs (docs/bench/stream-tuning.md, "Parts larger than 8, again").
     part_windows: int = Field(default=8, ge=1)
     # Model card JSON; None: the one the Triton repository serves beside the model.
     card_path: Path | None = None
