@@ -1,6 +1,7 @@
 """What handing windows to the preprocessing processes costs: pickled through the pool's pipe, or
-through shared memory (the worker's default since 2026-12-06); and, with ``--compare results``,
-what handing their model inputs back costs, pickled or through the same shared memory.
+through shared memory (the worker's default since 2026-12-06); with ``--compare results``, what
+handing their model inputs back costs, pickled or through the same shared memory; with
+``--compare parts``, parts of 8 windows against parts of up to 32.
 
     .venv/bin/python -m bench.bench_pool_handoff [--data tests/data/ecg/ptbxl/records500]
         [--prep-workers 1] [--batch 32] [--batches 40] [--rounds 5] [--out docs/bench]
@@ -43,6 +44,9 @@ COMPARISONS = {
                                                                              "keep_freed_mb": 256},
                 "model inputs through shared memory (shared_results=True)": {"shared_results": True,
                                                                             "keep_freed_mb": 256}},
+    # Both as the worker runs its pool; a batch of --batch windows in parts of 8 or of up to 32.
+    "parts": {"parts of 8 (part_windows=8, the default)": {"part_windows": 8, "keep_freed_mb": 256},
+              "parts of up to 32 (part_windows=32)": {"part_windows": 32, "keep_freed_mb": 256}},
 }
 # Per comparison: the page's file name, its title and the head of its first column.
 PAGES = {
@@ -53,6 +57,7 @@ PAGES = {
                   "pool allocator"),
     "results": ("pool-results", "Model inputs back from the preprocessing processes: pickled or through shared "
                                 "memory", "results"),
+    "parts": ("pool-parts", "Parts of 8 windows or of up to 32 through the preprocessing processes", "parts"),
 }
 
 
@@ -146,6 +151,7 @@ def markdown(result: dict) -> str:
     a = result
     compare = a.get("compare", "handoff")
     _, title, column = PAGES[compare]
+    parts = "parts as each variant says" if compare == "parts" else "parts of at most 8"
     lines = [
         f"# {title}",
         "",
@@ -154,7 +160,7 @@ def markdown(result: dict) -> str:
         f"load average {a['machine']['load_before']} before, {a['machine']['load_after']} after.",
         "",
         f"{a['windows']} real 10-s, 12-lead, 500-Hz windows (PTB-XL through the worker's assembler), batches of "
-        f"{a['batch']} through the worker's `Preprocessor` ({a['prep_workers']} process(es), parts of at most 8), the "
+        f"{a['batch']} through the worker's `Preprocessor` ({a['prep_workers']} process(es), {parts}), the "
         "real front end included; the two variants alternating, a fresh pool each round, medians over "
         f"{a['rounds']} rounds. Model inputs identical between the two: **{'yes' if a['identical_inputs'] else 'no'}**.",
         "",
@@ -177,6 +183,15 @@ def markdown(result: dict) -> str:
             "lock; now the pool process writes them into room reserved behind the windows in the part's block, and "
             "the result thread copies them out before the block is lent again "
             "(`stream/scoring/shared_windows.py`, `put_arrays` and `take_arrays`).",
+        ]) + "\n"
+    if compare == "parts":
+        return "\n".join(lines + [
+            "",
+            f"Saved per window with the larger parts: **{before['total_us'] - after['total_us']:.0f} µs** of CPU "
+            f"({before['worker_us'] - after['worker_us']:.0f} in the worker, {before['pool_us'] - after['pool_us']:.0f} "
+            "in the pool): the batched front end costs less a window in larger batches, and each part has its own "
+            "hand-off. What larger parts cost a burst's latency (the model waits for a whole part): "
+            "docs/bench/stream-tuning.md, \"Parts larger than 8, again\".",
         ]) + "\n"
     if compare == "allocator":
         return "\n".join(lines + [
@@ -209,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="handoff",
                         help="handoff: pickled against shared memory; allocator: the pool's allocator defaults "
                              "against keeping freed memory; results: model inputs pickled back against through "
-                             "shared memory")
+                             "shared memory; parts: parts of 8 against up to 32")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
     load_before = load_average()
