@@ -294,9 +294,11 @@ class StreamSettings(BaseModel):
     # 64 MB unless the service sets shm_size.
     prep_shared_mb: int = Field(default=32, ge=0)
     # Windows per part: a batch's windows go to the pool in parts of at most this many, and each
-    # prepared part to Triton in one request while the pool works on the next. 32 made a burst's p95
-    # ~0.4 s worse (a batch of 32 windows in one part: no overlap) and drained a backlog no faster
-    # than 8 in three alternating A/Bs (docs/bench/stream-tuning.md, "Parts larger than 8, again").
+    # prepared part to Triton in one request while the pool works on the next. 8 keeps a burst's
+    # latency: 32 made a burst's p95 ~0.4 s worse (a batch of 32 windows in one part, no overlap).
+    # Set 32 with a large batch_size (256) to drain a backlog or an archive: ~9 % less CPU a window,
+    # and faster in five of five alternating rounds (docs/bench/stream-tuning.md, "Parts larger
+    # than 8, again").
     part_windows: int = Field(default=8, ge=1)
     # Model card JSON; None: the one the Triton repository serves beside the model.
     card_path: Path | None = None
