@@ -173,45 +173,41 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m['variant']} | {m['worker_us']:.0f} | {m['pool_us']:.0f} | {m['total_us']:.0f} | "
                      f"{m['wall_us']:.0f} | {', '.join(f'{v:.0f}' for v in m['rounds_total_us'])} |")
     before, after = a["medians"]
-    if compare == "results":
-        return "\n".join(lines + [
-            "",
-            f"Saved per window: **{before['worker_us'] - after['worker_us']:.0f} µs** of the worker's CPU and "
-            f"{before['pool_us'] - after['pool_us']:.0f} µs of the pool's (the noisier figure: it includes the front "
-            "end). Pickled, each prepared window's model input and median beat (~58 kB) went through the pool's "
-            "64-kB result pipe in pieces and were unpickled by the worker's result thread under its interpreter "
-            "lock; now the pool process writes them into room reserved behind the windows in the part's block, and "
-            "the result thread copies them out before the block is lent again "
-            "(`stream/scoring/shared_windows.py`, `put_arrays` and `take_arrays`).",
-        ]) + "\n"
-    if compare == "parts":
-        return "\n".join(lines + [
-            "",
-            f"Saved per window with the larger parts: **{before['total_us'] - after['total_us']:.0f} µs** of CPU "
-            f"({before['worker_us'] - after['worker_us']:.0f} in the worker, {before['pool_us'] - after['pool_us']:.0f} "
-            "in the pool): the batched front end costs less a window in larger batches, and each part has its own "
-            "hand-off. What larger parts cost a burst's latency (the model waits for a whole part): "
-            "docs/bench/stream-tuning.md, \"Parts larger than 8, again\".",
-        ]) + "\n"
-    if compare == "allocator":
-        return "\n".join(lines + [
-            "",
-            f"Saved per window: **{before['pool_us'] - after['pool_us']:.0f} µs** of the pool's CPU "
-            f"({before['pool_us']:.0f} -> {after['pool_us']:.0f}) and {before['worker_us'] - after['worker_us']:.0f} "
-            "µs of the worker's. The pool processes are spawned, so the worker's own allocator setting "
-            "(`stream.keep_freed_mb`) did not reach them before 2026-12-06: each part's arrays went back to the "
-            "kernel when freed and were faulted in again for the next part (`hfrisk/core/allocator.py`).",
-        ]) + "\n"
-    lines += [
-        "",
-        f"Saved per window: **{before['worker_us'] - after['worker_us']:.0f} µs** of the worker's CPU and "
-        f"{before['pool_us'] - after['pool_us']:.0f} µs of the pool's (the pool's figure includes the front end, "
-        "~2–3 ms a window, so its difference is the noisier one). The worker's CPU includes its threads: "
-        "pickled, the pool's feeder thread copies each 240-kB window into a pickle and writes it through a 64-kB "
-        "pipe in pieces, waiting for the pool process to read each; shared, the event loop copies it once into a "
-        "block (`stream/scoring/shared_windows.py`).",
-    ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", NOTES[compare](before, after)]) + "\n"
+
+
+def _saved(before: dict, after: dict, key: str) -> str:
+    return f"{before[key] - after[key]:.0f}"
+
+
+# The paragraph under each comparison's table: what was saved and why.
+NOTES = {
+    "handoff": lambda b, a: (
+        f"Saved per window: **{_saved(b, a, 'worker_us')} µs** of the worker's CPU and {_saved(b, a, 'pool_us')} µs "
+        "of the pool's (the pool's figure includes the front end, ~2–3 ms a window, so its difference is the "
+        "noisier one). The worker's CPU includes its threads: pickled, the pool's feeder thread copies each 240-kB "
+        "window into a pickle and writes it through a 64-kB pipe in pieces, waiting for the pool process to read "
+        "each; shared, the event loop copies it once into a block (`stream/scoring/shared_windows.py`)."),
+    "allocator": lambda b, a: (
+        f"Saved per window: **{_saved(b, a, 'pool_us')} µs** of the pool's CPU ({b['pool_us']:.0f} -> "
+        f"{a['pool_us']:.0f}) and {_saved(b, a, 'worker_us')} µs of the worker's. The pool processes are spawned, "
+        "so the worker's own allocator setting (`stream.keep_freed_mb`) did not reach them before 2026-12-06: each "
+        "part's arrays went back to the kernel when freed and were faulted in again for the next part "
+        "(`hfrisk/core/allocator.py`)."),
+    "results": lambda b, a: (
+        f"Saved per window: **{_saved(b, a, 'worker_us')} µs** of the worker's CPU and {_saved(b, a, 'pool_us')} µs "
+        "of the pool's (the noisier figure: it includes the front end). Pickled, each prepared window's model "
+        "input and median beat (~58 kB) went through the pool's 64-kB result pipe in pieces and were unpickled by "
+        "the worker's result thread under its interpreter lock; now the pool process writes them into room "
+        "reserved behind the windows in the part's block, and the result thread copies them out before the block "
+        "is lent again (`stream/scoring/shared_windows.py`, `put_arrays` and `take_arrays`)."),
+    "parts": lambda b, a: (
+        f"Saved per window with the larger parts: **{_saved(b, a, 'total_us')} µs** of CPU "
+        f"({_saved(b, a, 'worker_us')} in the worker, {_saved(b, a, 'pool_us')} in the pool): the batched front "
+        "end costs less a window in larger batches, and each part has its own hand-off. What larger parts cost a "
+        "burst's latency (the model waits for a whole part): docs/bench/stream-tuning.md, \"Parts larger than 8, "
+        "again\"."),
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
