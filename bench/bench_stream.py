@@ -655,6 +655,11 @@ def _cpu_lines(rows: list[dict], cpus: int, key: str = "cpu_cores", stretch: str
     return lines + [""]
 
 
+def _parts(part_windows: int | None) -> str:
+    """The part size on a page (pages from before it was recorded say nothing)."""
+    return "" if part_windows is None else f", parts of at most {part_windows} windows to the pool and Triton"
+
+
 def _worker_count(n: int) -> str:
     return "" if n == 1 else f" each, {n} worker processes sharing the partitions"
 
@@ -754,7 +759,8 @@ def markdown(r: dict) -> str:
         + ("" if len(r["sections_run"]) == len(SECTIONS) else "; the others come from the earlier run named under "
            "their heading (merged from stream.json)") + ".  ",
         f"Model: {r['model']}. Worker: batch_size {r['worker']['batch_size']}, batch_timeout_s "
-        f"{r['worker']['batch_timeout_s']}, {r['worker'].get('batches', 'one batch at a time')}, hop "
+        f"{r['worker']['batch_timeout_s']}, {r['worker'].get('batches', 'one batch at a time')}"
+        f"{_parts(r['worker'].get('part_windows'))}, hop "
         f"{r['worker']['hop_s']} s, {r['worker']['prep_workers']} preprocessing "
         f"process(es){_worker_count(r['worker'].get('workers', 1))}, checkpoint every {r['worker']['checkpoint_interval_s']} s; {r['partitions']} partitions; "
         "Triton with one ONNX Runtime thread.",
@@ -1015,7 +1021,7 @@ def run(args, argv, work: Path) -> dict:
         "partitions": args.partitions,
         "worker": {"batches": "a batch scored while the last one is written",
                    "batch_size": stream.batch_size, "batch_timeout_s": stream.batch_timeout_s, "hop_s": stream.hop_s,
-                   "prep_workers": args.prep_workers, "workers": args.workers,
+                   "prep_workers": args.prep_workers, "workers": args.workers, "part_windows": stream.part_windows,
                    "checkpoint_interval_s": stream.checkpoint_interval_s},
         "sections_run": sections,
         "goals": {"stream_efficiency": EFFICIENCY_GOAL, "infrastructure_overhead": OVERHEAD_GOAL},

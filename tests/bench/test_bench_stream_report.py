@@ -103,3 +103,13 @@ def test_the_overhead_section_gives_the_ratio_against_stock_faust_beside_the_goa
     for key in ("raw_stock_faust_chunks_per_s", "ratio_to_stock", "ratio_noop_model_only_to_stock"):
         n.pop(key)
     assert "Against a raw consumer on Faust as it comes" not in markdown(report)
+
+
+def test_the_page_says_the_part_size_its_workers_ran_with_when_the_report_has_it():
+    report = json.loads(PAGE.read_text())
+    report["worker"].pop("part_windows", None)
+    assert "parts of at most" not in markdown(report)  # a report from before it was recorded
+    report["worker"]["part_windows"] = 32
+    worker = next(line for line in markdown(report).splitlines() if line.startswith("Model: "))
+    assert "a batch scored while the last one is written, parts of at most 32 windows to the pool and Triton, hop" \
+        in worker
