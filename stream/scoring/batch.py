@@ -138,8 +138,8 @@ _SHARED_RESULT_ARRAYS = ("x", "median_beat_mv")
 
 def _result_room(card: ModelCard) -> int:
     """The room one window's :data:`_SHARED_RESULT_ARRAYS` take in a block (float32, the card's shapes)."""
-    leads = len(card.input.leads)
-    return arrays_bytes([(leads, card.input.length_samples), (leads, card.input.beat_samples)])
+    spec = card.input
+    return arrays_bytes([spec.shape[1:], (len(spec.leads), spec.beat_samples)])
 
 
 def _prepare_shared(block: str, refs: Sequence[WindowRef], card_json: str,

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -91,13 +92,13 @@ class ArrayRef:
     dtype: str
 
 
+def arrays_bytes(shapes: Iterable[tuple[int, ...]], itemsize: int = 4) -> int:
+    """The room arrays of these shapes take in a block, one after another, each aligned."""
+    return sum(_aligned(math.prod(shape) * itemsize) for shape in shapes)
+
+
 def windows_bytes(ecgs: Sequence[ECG]) -> int:
-    return sum(_aligned(ecg.samples.size * 4) for ecg in ecgs)
-
-
-def arrays_bytes(shapes: Sequence[tuple[int, ...]], itemsize: int = 4) -> int:
-    """The room one result's arrays of these shapes take in a block (each aligned)."""
-    return sum(_aligned(int(np.prod(shape)) * itemsize) for shape in shapes)
+    return arrays_bytes(ecg.samples.shape for ecg in ecgs)
 
 
 class SharedBlock:
@@ -234,11 +235,14 @@ def put_arrays(name: str, results: Sequence[Any], fields: Sequence[str], start: 
             moved = {}
             for field in fields:
                 array = getattr(result, field, None)
-                if not isinstance(array, np.ndarray) or offset + _aligned(array.nbytes) > end:
+                if not isinstance(array, np.ndarray):
+                    continue
+                room = _aligned(array.nbytes)
+                if offset + room > end:
                     continue
                 np.copyto(np.ndarray(array.shape, array.dtype, buffer=buf, offset=offset), array)
                 moved[field] = ArrayRef(offset, array.shape, array.dtype.str)
-                offset += _aligned(array.nbytes)
+                offset += room
             if moved:
                 result = dataclasses.replace(result, **moved)
         out.append(result)
