@@ -1,7 +1,9 @@
 """What handing windows to the preprocessing processes costs: pickled through the pool's pipe, or
 through shared memory (the worker's default since 2026-12-06); with ``--compare results``, what
 handing their model inputs back costs, pickled or through the same shared memory; with
-``--compare parts``, parts of 8 windows against parts of up to 32.
+``--compare parts``, parts of 8 windows against parts of up to 32; with ``--compare budget``, a
+backlog's batch (parts of up to 32) through the fixed 32 MB of shared memory of before or through
+a budget sized for the batch (``shared_budget_mb``).
 
     .venv/bin/python -m bench.bench_pool_handoff [--data tests/data/ecg/ptbxl/records500]
         [--prep-workers 1] [--batch 32] [--batches 40] [--rounds 5] [--out docs/bench]
@@ -30,7 +32,7 @@ import psutil
 from bench.record import command_line, load_average, machine, save
 from hfrisk.model.contract.card import default_card
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.scoring.batch import PrepareFailure, Preprocessor
+from hfrisk.stream.scoring.batch import PrepareFailure, Preprocessor, part_block_bytes, shared_budget_mb
 from hfrisk.stream.windowing import Window, WindowAssembler
 
 # --compare: which Preprocessor settings alternate (the second of each is the worker's default).
@@ -47,6 +49,12 @@ COMPARISONS = {
     # Both as the worker runs its pool; a batch of --batch windows in parts of 8 or of up to 32.
     "parts": {"parts of 8 (part_windows=8, the default)": {"part_windows": 8, "keep_freed_mb": 256},
               "parts of up to 32 (part_windows=32)": {"part_windows": 32, "keep_freed_mb": 256}},
+    # A backlog's batch as the worker drains it (parts of up to 32, every part in flight at once):
+    # shared_mb None is the worker's default, sized for --batch windows.
+    "budget": {"fixed 32 MB (prep_shared_mb=32, before)": {"shared_mb": 32, "part_windows": 32,
+                                                            "keep_freed_mb": 256},
+               "sized for the batch (prep_shared_mb unset)": {"shared_mb": None, "part_windows": 32,
+                                                              "keep_freed_mb": 256}},
 }
 # Per comparison: the page's file name, its title and the head of its first column.
 PAGES = {
@@ -58,6 +66,8 @@ PAGES = {
     "results": ("pool-results", "Model inputs back from the preprocessing processes: pickled or through shared "
                                 "memory", "results"),
     "parts": ("pool-parts", "Parts of 8 windows or of up to 32 through the preprocessing processes", "parts"),
+    "budget": ("pool-budget", "Shared memory for a backlog's batch: a fixed 32 MB or room for the whole batch",
+               "shared-memory budget"),
 }
 
 
@@ -109,12 +119,22 @@ def same_inputs(a: list, b: list) -> bool:
     return True
 
 
+def _resolved(settings: dict, card, args) -> dict:
+    """``settings`` with ``shared_mb`` None replaced by the budget and block size the worker sizes
+    for ``--batch``."""
+    if "shared_mb" in settings and settings["shared_mb"] is None:
+        part_windows = settings.get("part_windows", 8)
+        return settings | {"shared_mb": shared_budget_mb(card, args.batch, args.prep_workers, part_windows),
+                           "block_bytes": part_block_bytes(card, min(part_windows, args.batch))}
+    return settings
+
+
 def run(args) -> dict:
     card = default_card()
     ecgs = windows(args.data, card, args.batch * args.batches)
     batches = [ecgs[i:i + args.batch] for i in range(0, len(ecgs), args.batch)]
     rows, reference = [], None
-    variants = COMPARISONS[args.compare]
+    variants = {name: _resolved(settings, card, args) for name, settings in COMPARISONS[args.compare].items()}
     for name, settings in variants.items():  # one warm-up round each, not counted
         pre = Preprocessor(card, workers=args.prep_workers, **settings)
         pre.warm_up()
@@ -143,7 +163,9 @@ def run(args) -> dict:
         runs = [r for r in rows if r["variant"] == name]
         medians.append({"variant": name, **{k: statistics.median(r[k] for r in runs)
                                             for k in ("worker_us", "pool_us", "total_us", "wall_us")},
-                        "rounds_total_us": [round(r["total_us"], 1) for r in runs]})
+                        "rounds_total_us": [round(r["total_us"], 1) for r in runs],
+                        "shared_mb": variants[name].get("shared_mb", 32),
+                        "pickled_parts": [r["pickled_parts"] for r in runs]})
     return {"windows": len(ecgs), "rows": rows, "medians": medians, "identical_inputs": True}
 
 
@@ -151,7 +173,7 @@ def markdown(result: dict) -> str:
     a = result
     compare = a.get("compare", "handoff")
     _, title, column = PAGES[compare]
-    parts = "parts as each variant says" if compare == "parts" else "parts of at most 8"
+    parts = "parts as each variant says" if compare in ("parts", "budget") else "parts of at most 8"
     lines = [
         f"# {title}",
         "",
@@ -207,6 +229,13 @@ NOTES = {
         "end costs less a window in larger batches, and each part has its own hand-off. What larger parts cost a "
         "burst's latency (the model waits for a whole part): docs/bench/stream-tuning.md, \"Parts larger than 8, "
         "again\"."),
+    "budget": lambda b, a: (
+        f"Saved per window with the budget sized for the batch ({a['shared_mb']} MB): **{_saved(b, a, 'total_us')} "
+        f"µs** of CPU ({_saved(b, a, 'worker_us')} in the worker, {_saved(b, a, 'pool_us')} in the pool). Parts "
+        f"that found the budget in use and went pickled, per round: {', '.join(map(str, b['pickled_parts']))} with "
+        f"{b['shared_mb']} MB, {', '.join(map(str, a['pickled_parts']))} sized. Every part of a batch is submitted "
+        "at once and holds its block (a part of ~32 windows with their results takes 10 MiB) until its results "
+        "are copied out, so a fixed 32 MB held three parts of a backlog's batch and pickled the rest."),
 }
 
 
@@ -220,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="handoff",
                         help="handoff: pickled against shared memory; allocator: the pool's allocator defaults "
                              "against keeping freed memory; results: model inputs pickled back against through "
-                             "shared memory; parts: parts of 8 against up to 32")
+                             "shared memory; parts: parts of 8 against up to 32; budget: a fixed 32 MB of shared "
+                             "memory against a budget sized for --batch")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
     load_before = load_average()

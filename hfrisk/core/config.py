@@ -289,10 +289,13 @@ class StreamSettings(BaseModel):
     # MB of shared memory through which the worker hands windows to those processes and gets their
     # model inputs back (0: pickled through a pipe: ~1.1 ms more CPU a window alone, ~0.2-0.4 ms at
     # load; docs/bench/pool-handoff.md, docs/bench/pool-results.md, docs/bench/ab/stream-ab.md). A
-    # batch's parts hold 3 MiB each (8 windows and their results) until prepared and copied out; a
-    # part that finds the budget in use goes pickled. It lives in /dev/shm, which Docker caps at
-    # 64 MB unless the service sets shm_size.
-    prep_shared_mb: int = Field(default=32, ge=0)
+    # batch's parts hold a block each (3 MiB for 8 windows and their results, 10 MiB for 32) until
+    # prepared and copied out; a part that finds the budget in use goes pickled. None: room for a
+    # batch of batch_size windows of 500-Hz signal in parts of part_windows, at least 32 MB (a
+    # fixed 32 MB sent 4 of a 200-window backlog batch's 7 parts pickled, ~400 µs more CPU a
+    # window; docs/bench/pool-budget.md, docs/bench/stream-tuning.md, "Shared memory sized for the
+    # batch"). It lives in /dev/shm, which Docker caps at 64 MB unless the service sets shm_size.
+    prep_shared_mb: int | None = Field(default=None, ge=0)
     # Windows per part: a batch's windows go to the pool in parts of at most this many, and each
     # prepared part to Triton in one request while the pool works on the next. 8 keeps a burst's
     # latency: 32 made a burst's p95 ~0.4 s worse (a batch of 32 windows in one part, no overlap).

@@ -60,6 +60,7 @@ from hfrisk.stream.scoring.shared_windows import (
     WindowBlocks,
     WindowRef,
     arrays_bytes,
+    block_size_for,
     put_arrays,
     take_arrays,
     windows_bytes,
@@ -72,6 +73,8 @@ __all__ = [
     "WindowScore",
     "Preprocessor",
     "part_bounds",
+    "shared_budget_mb",
+    "part_block_bytes",
     "NoopPreprocessor",
     "AsyncScorer",
     "AsyncTritonScorer",
@@ -205,16 +208,41 @@ def part_bounds(n: int, workers: int, part_windows: int) -> list[tuple[int, int]
     return bounds
 
 
+# The rate a batch's shared memory is sized for when no budget is set: 12-lead monitors and carts
+# stream at 500 Hz. A feed at 1,000 Hz fits about half the windows; the rest go pickled, which is
+# logged once with the setting to raise.
+SIZING_FS_HZ = 500.0
+# The least budget, in MB (the fixed default before it was sized by the batch): a batch of 32 at
+# 1,000 Hz still fits.
+MIN_SHARED_MB = 32
+
+
+def part_block_bytes(card: ModelCard, part_windows: int, fs_hz: float = SIZING_FS_HZ) -> int:
+    """The block a full part takes: ``part_windows`` windows of ``fs_hz`` signal and their results."""
+    window = arrays_bytes([(len(card.input.leads), round(card.window.window_s * fs_hz))])
+    return block_size_for(part_windows * (window + _result_room(card)))
+
+
+def shared_budget_mb(card: ModelCard, batch_windows: int, workers: int, part_windows: int,
+                     fs_hz: float = SIZING_FS_HZ) -> int:
+    """MB of shared memory that hold a batch of ``batch_windows`` windows of ``fs_hz`` signal and
+    their results: a block of :func:`part_block_bytes` for each part :func:`part_bounds` cuts it
+    into, at least :data:`MIN_SHARED_MB`."""
+    parts = part_bounds(batch_windows, max(workers, 1), part_windows)
+    block = part_block_bytes(card, min(part_windows, batch_windows), fs_hz)
+    return max(MIN_SHARED_MB, -(-(len(parts) * block) >> 20))
+
+
 class Preprocessor:
     """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here), in parts
     of at most ``part_windows`` windows (at least one part per process). The processes get the
     windows through up to ``shared_mb`` MB of shared memory (0: pickled;
-    :mod:`hfrisk.stream.scoring.shared_windows`) and, unless ``shared_results`` is off, send the
+    :mod:`hfrisk.stream.scoring.shared_windows`), in blocks of at least ``block_bytes``, and, unless ``shared_results`` is off, send the
     model inputs' arrays back the same way; they keep up to ``keep_freed_mb`` MB of what they
     free for the next part (0: the C library's defaults; :mod:`hfrisk.core.allocator`)."""
 
     def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8, shared_mb: int = 32,
-                 keep_freed_mb: int = 0, shared_results: bool = True):
+                 block_bytes: int = 0, keep_freed_mb: int = 0, shared_results: bool = True):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if part_windows < 1:
@@ -233,7 +261,7 @@ class Preprocessor:
             if workers > 0
             else ThreadPoolExecutor(1, thread_name_prefix="hfrisk-prepare")
         )
-        self.blocks = WindowBlocks(shared_mb << 20) if workers > 0 and shared_mb > 0 else None
+        self.blocks = WindowBlocks(shared_mb << 20, block_bytes) if workers > 0 and shared_mb > 0 else None
         self._result_room = _result_room(card) if shared_results else 0
 
     def warm_up(self) -> None:

@@ -139,11 +139,17 @@ class SharedBlock:
 
 class WindowBlocks:
     """The blocks of one :class:`~hfrisk.stream.scoring.batch.Preprocessor`: at most
-    ``budget_bytes`` of them, each lent to one part at a time. Thread-safe: blocks come back from
-    the pool's result thread."""
+    ``budget_bytes`` of them, each lent to one part at a time, none smaller than ``block_bytes``
+    (rounded up to whole MiB). Thread-safe: blocks come back from the pool's result thread.
 
-    def __init__(self, budget_bytes: int):
+    Blocks are never replaced (the pool processes keep them mapped), so their sizes decide what the
+    budget can hold. Sized to each part, the budget filled with blocks that fit only the smaller
+    parts, and a larger one went pickled with most of the budget free (a part of 19 windows, with
+    80 MiB in blocks of 1-8 MiB). ``block_bytes`` of a full part makes every block fit every part."""
+
+    def __init__(self, budget_bytes: int, block_bytes: int = 0):
         self.budget_bytes = budget_bytes
+        self.block_bytes = block_size_for(block_bytes) if block_bytes > 0 else 0
         self._lock = threading.Lock()
         self._free: dict[int, list[SharedBlock]] = {}
         self._blocks: list[SharedBlock] = []
@@ -159,7 +165,7 @@ class WindowBlocks:
 
     def take(self, nbytes: int) -> SharedBlock | None:
         """The smallest free block that holds ``nbytes``, a new one if the budget allows, else None."""
-        size = block_size_for(nbytes)
+        size = max(block_size_for(nbytes), self.block_bytes)
         with self._lock:
             if self._closed:
                 return None

@@ -171,4 +171,4 @@ def test_the_worker_builds_its_pool_from_the_stream_settings():
     finally:
         pre.close()
     default = StreamSettings()
-    assert (default.part_windows, default.prep_shared_mb) == (8, 32)
+    assert (default.part_windows, default.prep_shared_mb) == (8, None)

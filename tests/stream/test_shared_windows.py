@@ -115,6 +115,76 @@ def test_a_full_dev_shm_means_pickled_parts_not_a_crash(monkeypatch):
     assert blocks.take(1_000_000) is None and blocks.pickled_parts == 1 and blocks.created == 0
 
 
+class _CountedBlock:
+    """A block that takes no /dev/shm (a CI container may have 64 MB): its size is what counts."""
+
+    def __init__(self, size: int):
+        self.size, self.name = size, f"counted-{size}"
+
+    def unlink(self) -> None:
+        pass
+
+
+def _batches_in_flight(pre: Preprocessor, sizes: list[int]) -> int:
+    """Parts that go pickled when batches of ``sizes`` 500-Hz windows go through ``pre`` one after
+    another, each with every part in flight at once as the worker submits them (blocks taken as
+    ``Preprocessor._submit`` takes them), given back when the batch is done."""
+    from hfrisk.stream.scoring.batch import part_bounds
+
+    window = ECG(samples=np.zeros((12, 5000), np.float32), fs_hz=500.0, lead_names=CARD.input.leads)
+    for n in sizes:
+        taken = []
+        for start, end in part_bounds(n, pre.workers, pre.part_windows):
+            part = [window] * (end - start)
+            taken.append(pre.blocks.take(windows_bytes(part) + len(part) * pre._result_room))
+        for block in taken:
+            if block is not None:
+                pre.blocks.give_back(block)
+    return pre.blocks.pickled_parts
+
+
+# (batch, part size, the budget sized for it in MB, parts pickled with the fixed 32 MB of before:
+# 10 of 32 parts of 3 MiB fit in it, 3 of 8 parts of 10 MiB)
+@pytest.mark.parametrize("batch_size, part_windows, budget_mb, pickled_in_32_mb",
+                         [(32, 8, 32, 0), (256, 8, 96, 22), (256, 32, 80, 5)])
+def test_the_default_budget_holds_a_whole_batch_of_500_hz_windows(monkeypatch, batch_size, part_windows, budget_mb,
+                                                                  pickled_in_32_mb):
+    from hfrisk.core.config import StreamSettings
+    from hfrisk.stream.worker.command import worker_preprocessor
+
+    monkeypatch.setattr(shared_windows, "SharedBlock", _CountedBlock)
+    sized = worker_preprocessor(StreamSettings(batch_size=batch_size, part_windows=part_windows), CARD)
+    fixed = worker_preprocessor(StreamSettings(batch_size=batch_size, part_windows=part_windows, prep_shared_mb=32), CARD)
+    try:
+        assert sized.blocks.budget_bytes == budget_mb << 20
+        assert _batches_in_flight(sized, [batch_size]) == 0
+        assert _batches_in_flight(fixed, [batch_size]) == pickled_in_32_mb
+    finally:
+        sized.close()
+        fixed.close()
+
+
+def test_blocks_of_a_full_part_serve_batches_of_any_size_where_blocks_sized_per_part_fill_the_budget(monkeypatch):
+    from hfrisk.core.config import StreamSettings
+    from hfrisk.stream.worker.command import worker_preprocessor
+
+    monkeypatch.setattr(shared_windows, "SharedBlock", _CountedBlock)
+    # Windows a drained backlog's batches of 256 chunks completed, one after another (a worker's log).
+    backlog = [1, 73, 38, 230, 6, 141, 256, 19, 168]
+    stream = StreamSettings(batch_size=256, part_windows=32)
+    sized = worker_preprocessor(stream, CARD)
+    per_part = Preprocessor(CARD, workers=1, part_windows=32, shared_mb=sized.blocks.budget_bytes >> 20)
+    try:
+        assert sized.blocks.block_bytes == 10 << 20 and per_part.blocks.block_bytes == 0
+        assert _batches_in_flight(sized, backlog) == 0
+        assert {b.size for b in sized.blocks._blocks} == {10 << 20}
+        # The same budget in blocks sized to each part: the small ones cannot serve the large parts.
+        assert _batches_in_flight(per_part, backlog) > 0
+    finally:
+        sized.close()
+        per_part.close()
+
+
 @posix_only
 def test_closing_unlinks_every_block_and_a_late_give_back_is_ignored():
     blocks = WindowBlocks(budget_bytes=8 << 20)
