@@ -293,8 +293,8 @@ class StreamSettings(BaseModel):
     # prepared and copied out; a part that finds the budget in use goes pickled. None: room for a
     # batch of batch_size windows of 500-Hz signal in parts of part_windows, at least 32 MB (a
     # fixed 32 MB sent 4 of a 200-window backlog batch's 7 parts pickled, ~400 µs more CPU a
-    # window; docs/bench/pool-budget.md, docs/bench/stream-tuning.md, "Shared memory sized for the
-    # batch"). It lives in /dev/shm, which Docker caps at 64 MB unless the service sets shm_size.
+    # window; docs/bench/pool-budget.md, docs/bench/stream-tuning.md, "2026-12-06 evening"). It
+    # lives in /dev/shm, which Docker caps at 64 MB unless the service sets shm_size.
     prep_shared_mb: int | None = Field(default=None, ge=0)
     # Windows per part: a batch's windows go to the pool in parts of at most this many, and each
     # prepared part to Triton in one request while the pool works on the next. 8 keeps a burst's

@@ -237,9 +237,10 @@ class Preprocessor:
     """``prepare`` for batches of windows, in ``workers`` processes (0: one thread here), in parts
     of at most ``part_windows`` windows (at least one part per process). The processes get the
     windows through up to ``shared_mb`` MB of shared memory (0: pickled;
-    :mod:`hfrisk.stream.scoring.shared_windows`), in blocks of at least ``block_bytes``, and, unless ``shared_results`` is off, send the
-    model inputs' arrays back the same way; they keep up to ``keep_freed_mb`` MB of what they
-    free for the next part (0: the C library's defaults; :mod:`hfrisk.core.allocator`)."""
+    :mod:`hfrisk.stream.scoring.shared_windows`), in blocks of at least ``block_bytes``, and,
+    unless ``shared_results`` is off, send the model inputs' arrays back the same way; they keep
+    up to ``keep_freed_mb`` MB of what they free for the next part (0: the C library's defaults;
+    :mod:`hfrisk.core.allocator`)."""
 
     def __init__(self, card: ModelCard, workers: int = 1, *, part_windows: int = 8, shared_mb: int = 32,
                  block_bytes: int = 0, keep_freed_mb: int = 0, shared_results: bool = True):
