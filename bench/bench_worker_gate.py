@@ -37,19 +37,22 @@ from hfrisk.model.contract.errors import ECGInputError
 from hfrisk.model.frontend.preprocessing import prepare
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.model.readers.wfdb_io import resolve_record
-from hfrisk.core.config import get_settings
+from hfrisk.core.config import StreamSettings, get_settings
 from hfrisk.stream.ingest.replay import ReplayStats, feed
 from hfrisk.stream.messages import decode_chunk, encode_chunk
-from hfrisk.stream.scoring.batch import NoopScorer, Preprocessor, score_windows
+from hfrisk.stream.scoring.batch import NoopScorer, score_windows
 from hfrisk.stream.windowing import Window, WindowAssembler
+from hfrisk.stream.worker.command import worker_preprocessor
 
 # Acquisition time of every bed's first chunk (any fixed instant: the windows' grid starts there).
 START_US = 1_700_000_000_000_000
 
 
 def worker_verdicts(ecgs, card, prep_workers: int, part_windows: int, batch: int) -> list:
-    """Each window's :class:`WindowScore` through the worker's path, ``batch`` windows per call."""
-    pre = Preprocessor(card, workers=prep_workers, part_windows=part_windows)
+    """Each window's :class:`WindowScore` through the worker's path, ``batch`` windows per call,
+    the pool built as the worker builds it from these settings (its shared memory sized for the batch)."""
+    stream = StreamSettings(prep_workers=prep_workers, part_windows=part_windows, batch_size=batch)
+    pre = worker_preprocessor(stream, card)
     pre.warm_up()
     try:
         async def go():
