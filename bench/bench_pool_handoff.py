@@ -3,7 +3,7 @@ through shared memory (the worker's default since 2026-12-06); with ``--compare 
 handing their model inputs back costs, pickled or through the same shared memory; with
 ``--compare parts``, parts of 8 windows against parts of up to 32; with ``--compare budget``, a
 backlog's batch (parts of up to 32) through the fixed 32 MB of shared memory of before or through
-a budget sized for the batch (``shared_budget_mb``).
+a budget sized for the batch (``shared_memory_for_batch``).
 
     .venv/bin/python -m bench.bench_pool_handoff [--data tests/data/ecg/ptbxl/records500]
         [--prep-workers 1] [--batch 32] [--batches 40] [--rounds 5] [--out docs/bench]
@@ -32,7 +32,7 @@ import psutil
 from bench.record import command_line, load_average, machine, save
 from hfrisk.model.contract.card import default_card
 from hfrisk.stream.ingest.replay import feed
-from hfrisk.stream.scoring.batch import PrepareFailure, Preprocessor, part_block_bytes, shared_budget_mb
+from hfrisk.stream.scoring.batch import PrepareFailure, Preprocessor, shared_memory_for_batch
 from hfrisk.stream.windowing import Window, WindowAssembler
 
 # --compare: which Preprocessor settings alternate (the second of each is the worker's default).
@@ -123,9 +123,9 @@ def _resolved(settings: dict, card, args) -> dict:
     """``settings`` with ``shared_mb`` None replaced by the budget and block size the worker sizes
     for ``--batch``."""
     if "shared_mb" in settings and settings["shared_mb"] is None:
-        part_windows = settings.get("part_windows", 8)
-        return settings | {"shared_mb": shared_budget_mb(card, args.batch, args.prep_workers, part_windows),
-                           "block_bytes": part_block_bytes(card, min(part_windows, args.batch))}
+        budget_mb, block_bytes = shared_memory_for_batch(card, args.batch, args.prep_workers,
+                                                         settings.get("part_windows", 8))
+        return settings | {"shared_mb": budget_mb, "block_bytes": block_bytes}
     return settings
 
 

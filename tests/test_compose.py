@@ -211,7 +211,7 @@ def test_kafka_and_redis_match_the_settings():
 def test_the_worker_has_room_in_dev_shm_for_its_windows():
     from hfrisk.core.config import StreamSettings
     from hfrisk.model.contract.card import default_card
-    from hfrisk.stream.scoring.batch import shared_budget_mb
+    from hfrisk.stream.scoring.batch import shared_memory_for_batch
 
     shm = str(SERVICES["worker"]["shm_size"]).lower()
     size, unit = re.fullmatch(r"(\d+)(gb|g|mb|m)", shm).groups()
@@ -219,5 +219,6 @@ def test_the_worker_has_room_in_dev_shm_for_its_windows():
     # The blocks of a full budget, with room for the pool's semaphores and a second budget's worth:
     # as configured, and as docs/bench/sizing.md configures a worker that drains a backlog.
     for stream in (StreamSettings(), StreamSettings(batch_size=256, part_windows=32)):
-        budget = shared_budget_mb(default_card(), stream.batch_size, stream.prep_workers, stream.part_windows)
+        budget, _ = shared_memory_for_batch(default_card(), stream.batch_size, stream.prep_workers,
+                                            stream.part_windows)
         assert mb >= 2 * budget, (stream.batch_size, budget)

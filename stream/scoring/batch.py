@@ -73,8 +73,7 @@ __all__ = [
     "WindowScore",
     "Preprocessor",
     "part_bounds",
-    "shared_budget_mb",
-    "part_block_bytes",
+    "shared_memory_for_batch",
     "NoopPreprocessor",
     "AsyncScorer",
     "AsyncTritonScorer",
@@ -217,20 +216,15 @@ SIZING_FS_HZ = 500.0
 MIN_SHARED_MB = 32
 
 
-def part_block_bytes(card: ModelCard, part_windows: int, fs_hz: float = SIZING_FS_HZ) -> int:
-    """The block a full part takes: ``part_windows`` windows of ``fs_hz`` signal and their results."""
+def shared_memory_for_batch(card: ModelCard, batch_windows: int, workers: int, part_windows: int,
+                            fs_hz: float = SIZING_FS_HZ) -> tuple[int, int]:
+    """``(budget in MB, block size in bytes)`` that hold a batch of ``batch_windows`` windows of
+    ``fs_hz`` signal and their results: a block the size of a full part for each part
+    :func:`part_bounds` cuts the batch into, and at least :data:`MIN_SHARED_MB`."""
     window = arrays_bytes([(len(card.input.leads), round(card.window.window_s * fs_hz))])
-    return block_size_for(part_windows * (window + _result_room(card)))
-
-
-def shared_budget_mb(card: ModelCard, batch_windows: int, workers: int, part_windows: int,
-                     fs_hz: float = SIZING_FS_HZ) -> int:
-    """MB of shared memory that hold a batch of ``batch_windows`` windows of ``fs_hz`` signal and
-    their results: a block of :func:`part_block_bytes` for each part :func:`part_bounds` cuts it
-    into, at least :data:`MIN_SHARED_MB`."""
-    parts = part_bounds(batch_windows, max(workers, 1), part_windows)
-    block = part_block_bytes(card, min(part_windows, batch_windows), fs_hz)
-    return max(MIN_SHARED_MB, -(-(len(parts) * block) >> 20))
+    block = block_size_for(min(part_windows, batch_windows) * (window + _result_room(card)))
+    parts = len(part_bounds(batch_windows, max(workers, 1), part_windows))
+    return max(MIN_SHARED_MB, -(-(parts * block) >> 20)), block
 
 
 class Preprocessor:

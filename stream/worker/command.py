@@ -91,15 +91,13 @@ def load_worker_card(card_path: Path | None, settings, *, builtin_card: bool = F
 
 def worker_preprocessor(stream, card):
     """The worker's preprocessing pool, as ``stream`` (:class:`~hfrisk.core.config.StreamSettings`) configures it."""
-    from hfrisk.stream.scoring.batch import Preprocessor, part_block_bytes, shared_budget_mb
+    from hfrisk.stream.scoring.batch import Preprocessor, shared_memory_for_batch
 
     # A batch of batch_size chunks completes at most that many windows while chunks are shorter
     # than the hop (monitors send 1-s chunks).
-    shared_mb = stream.prep_shared_mb
-    if shared_mb is None:
-        shared_mb = shared_budget_mb(card, stream.batch_size, stream.prep_workers, stream.part_windows)
-    return Preprocessor(card, workers=stream.prep_workers, shared_mb=shared_mb,
-                        block_bytes=part_block_bytes(card, min(stream.part_windows, stream.batch_size)),
+    budget_mb, block_bytes = shared_memory_for_batch(card, stream.batch_size, stream.prep_workers, stream.part_windows)
+    shared_mb = budget_mb if stream.prep_shared_mb is None else stream.prep_shared_mb
+    return Preprocessor(card, workers=stream.prep_workers, shared_mb=shared_mb, block_bytes=block_bytes,
                         part_windows=stream.part_windows, keep_freed_mb=stream.keep_freed_mb)
 
 
