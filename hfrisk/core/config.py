@@ -324,6 +324,13 @@ class StreamSettings(BaseModel):
     # (stream/worker/eager_delivery.py; +45 % for the no-op worker, docs/bench/stream-tuning.md).
     # Process-wide once on. False: Faust exactly as it comes (a switch in case an upgrade disagrees).
     eager_delivery: bool = True
+    # Freeze the objects that exist once the worker has started, so full garbage collections stop
+    # walking them, and collect the young generation every gc_young_threshold allocations instead
+    # of Python's 700: the collector took ~8 % of a worker's CPU draining a backlog, ~1.3 % so
+    # (hfrisk/core/collector.py, docs/bench/stream-tuning.md "2026-12-06 night"). gc_freeze False:
+    # nothing frozen; gc_young_threshold None: Python's 700. Both off: the collector as it comes.
+    gc_freeze: bool = True
+    gc_young_threshold: int | None = Field(default=10_000, ge=100)
     # Seconds before a vanished worker's partitions move to the others; None: Faust's 60 s.
     session_timeout_s: float | None = Field(default=None, gt=0)
     # Skip Triton: log-risk 0 for every window (benchmarks only).

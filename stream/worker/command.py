@@ -194,6 +194,7 @@ def worker_command(
     from hfrisk.stream.scoring.on_server import ServerSideScorer
     from hfrisk.stream.worker.agents import FaustPublisher, install_agents
     from hfrisk.core.allocator import keep_freed_memory
+    from hfrisk.core.collector import tune_collector
     from hfrisk.stream.worker.app import create_app
     from hfrisk.stream.worker.metrics import StreamMetrics
     from hfrisk.stream.worker.pipeline import StreamWorker, WorkerOptions
@@ -277,6 +278,8 @@ def worker_command(
         batch_size=stream.batch_size, prep_workers=preprocessor.workers if preprocessor else 0,
         preprocess_on="noop" if stream.noop_prep else "worker" if preprocessor else "server", model=model_card.name,
     )
+    # Last before Faust starts: everything made so far lives as long as the worker.
+    tune_collector(freeze=stream.gc_freeze, young_threshold=stream.gc_young_threshold)
     try:
         # Faust's own DEBUG output is a flood; hfrisk's DEBUG (per-batch timings) keeps Faust at INFO.
         faust_level = "info" if settings.log.level.upper() == "DEBUG" else settings.log.level.lower()
