@@ -78,6 +78,7 @@ def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
     """A Faust app with the worker's settings whose agent only receives and acknowledges chunks."""
     import faust
 
+    from hfrisk.core.collector import tune_collector
     from hfrisk.core.config import get_settings
     from hfrisk.stream.worker.app import chunk_topic, create_app
     from hfrisk.stream.worker.metrics import StreamMetrics
@@ -97,6 +98,9 @@ def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
             metrics.chunks.labels(outcome="accepted").inc(len(events))
 
     metrics.serve(metrics_port)
+    # The worker's collector settings too (hfrisk/core/collector.py): the baseline gets what the
+    # worker gets from being a long-running process, so the ratio compares the work per message.
+    tune_collector(freeze=stream_settings.gc_freeze, young_threshold=stream_settings.gc_young_threshold)
     faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
