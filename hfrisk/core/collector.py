@@ -1,8 +1,8 @@
 """Python's cyclic garbage collector, told to leave a long-running process's start-up objects alone
 and to collect young objects less often.
 
-A stream worker holds ~180,000 objects that the collector tracks, most of them made at start-up
-(modules, Faust, pydantic, the gRPC and Kafka clients) and alive until it stops. Every full
+A stream worker holds ~164,000 objects that the collector tracks at the end of its start-up
+(modules, Faust, pydantic, the gRPC and Kafka clients), alive until it stops. Every full
 collection walks all of them again: in a worker draining a backlog, one every ~8 s at ~90 ms of
 CPU each. With the young collections (one every 700 allocations) the collector took ~8 % of the
 worker's CPU (docs/bench/stream-tuning.md, "2026-12-06 night").

@@ -43,12 +43,13 @@ class FaustPublisher:
     """:class:`Publisher` over a Faust app's producer: raw bytes to the scores, alerts and
     dead-letter topics, awaiting Kafka's acknowledgement of every record.
 
-    Records go straight to the app's producer, not through ``Topic.send``: Faust's topic path
-    costs ~80 µs of CPU a record against ~20 and, because it gives way to the event loop between
-    records, lets aiokafka's sender take a batch's records a few at a time, in 3-6 times the
-    produce requests and 2.5-5 times the record batches (``bench/bench_publish.py``,
-    docs/bench/publish.md). Keys, headers and partitions are the same: both paths end in the same
-    aiokafka producer and its key partitioner.
+    Records go straight to the app's producer, all appended before any is awaited, not through
+    ``Topic.send``. Faust's topic path gives way to the event loop between records, so aiokafka's
+    sender took a batch's records a few at a time: 5-6 times the produce requests, ~104 µs of the
+    worker's CPU a record against ~27, and ~126 µs of the broker's against ~24
+    (``bench/bench_publish.py``, docs/bench/publish.md). Keys, headers and partitions are the
+    same: both paths end in the same aiokafka producer and its key partitioner
+    (tests/integration/test_publisher.py).
     """
 
     def __init__(self, app, kafka) -> None:
