@@ -7,7 +7,9 @@ process started with this folder on ``PYTHONPATH`` times its collections (``gc.c
 CPU of each) and appends, every 2 s, a line to ``$BENCH_GC_PROBE_DIR/gc-<pid>.txt``: wall time, the
 collections so far per generation, their CPU seconds per generation, and the process's CPU seconds.
 The difference between two lines is the collector's share of the worker's CPU between them
-(docs/bench/stream-tuning.md, "2026-12-06 night"). Other processes are left alone.
+(docs/bench/stream-tuning.md, "2026-12-06 night"). Other processes are left alone, unless
+``BENCH_GC_PROBE_MATCH`` names another part of their command line (``multiprocessing-fork``: the
+workers' spawned preprocessing processes).
 """
 
 import gc
@@ -18,7 +20,7 @@ import time
 with open("/proc/self/cmdline", "rb") as _f:
     _COMMAND = _f.read().replace(b"\0", b" ").decode(errors="replace")
 
-if "hfrisk.stream.worker.command" in _COMMAND and os.environ.get("BENCH_GC_PROBE_DIR"):
+if os.environ.get("BENCH_GC_PROBE_DIR") and os.environ.get("BENCH_GC_PROBE_MATCH", "hfrisk.stream.worker.command") in _COMMAND:
     _counts, _cpu_s, _started = [0, 0, 0], [0.0, 0.0, 0.0], {}
 
     def _timed(phase, info):
