@@ -53,12 +53,14 @@ class FaustPublisher:
     """
 
     def __init__(self, app, kafka) -> None:
-        self._producer = app.producer
+        # The app, not its producer: Faust makes the producer on first use, and one made before
+        # the event loop that runs it (here, at construction) waited ~1 s for every delivery.
+        self._app = app
         self._topics = {"scores": kafka.scores_topic, "alerts": kafka.alerts_topic,
                         "dead_letter": kafka.dead_letter_topic}
 
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
-        send, topics = self._producer.send, self._topics
+        send, topics = self._app.producer.send, self._topics
         deliveries = [await send(topics[m.role], m.key, m.value, None, None, m.headers or None) for m in messages]
         if deliveries:
             await asyncio.gather(*deliveries)

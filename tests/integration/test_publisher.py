@@ -37,10 +37,7 @@ def _messages() -> list[OutboundMessage]:
     return messages
 
 
-async def _publish(settings: Settings, app_id: str, datadir, groups) -> None:
-    # The app is made inside the running loop: Faust's producer binds to the loop it is made in.
-    app = create_app(settings, app_id=app_id, datadir=datadir)
-    publisher = FaustPublisher(app, settings.kafka)
+async def _publish(app, publisher: FaustPublisher, groups) -> None:
     await app.producer.start()
     try:
         for group in groups:
@@ -59,7 +56,10 @@ def test_records_reach_their_topics_keys_partitions_and_order(kafka_broker, tmp_
     ensure_topics(kafka)
     settings = Settings(kafka=kafka)
     messages = _messages()
-    asyncio.run(_publish(settings, f"test-publisher-{uid}", tmp_path / "faust", [messages[:40], messages[40:]]))
+    # Made outside the event loop that runs them, as the worker command makes them.
+    app = create_app(settings, app_id=f"test-publisher-{uid}", datadir=tmp_path / "faust")
+    publisher = FaustPublisher(app, kafka)
+    asyncio.run(_publish(app, publisher, [messages[:40], messages[40:]]))
 
     topics = {"scores": kafka.scores_topic, "alerts": kafka.alerts_topic, "dead_letter": kafka.dead_letter_topic}
     for role, topic in topics.items():
