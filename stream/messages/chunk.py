@@ -158,12 +158,18 @@ class EcgChunk:
         """
         calibration = _calibration(self.gains, self.baselines)
         if calibration.float32_exact(self.samples.dtype):
-            values = self.samples.astype(np.float32)
-            if calibration.baselines32 is not None:
-                values -= calibration.baselines32
-            if calibration.gains32 is not None:
-                values /= calibration.gains32
-            return values
+            # The cast to float32 inside the first ufunc: the same values as astype, in one pass
+            # instead of two. Each numpy call on a chunk releases the GIL, and the worker's other
+            # threads may keep it for a while (docs/bench/stream-tuning.md, "2026-12-06, late").
+            baselines, gains = calibration.baselines32, calibration.gains32
+            if baselines is not None:
+                values = np.subtract(self.samples, baselines, dtype=np.float32)
+                if gains is not None:
+                    values /= gains
+                return values
+            if gains is not None:
+                return np.divide(self.samples, gains, dtype=np.float32)
+            return self.samples.astype(np.float32)
         values = self.samples.astype(np.float64)
         values -= calibration.baselines
         values /= calibration.gains
@@ -176,7 +182,11 @@ class EcgChunk:
         scales = _unit_scales(self.units)
         if scales is not None:
             mv *= scales
-        if not (math.isfinite(self.fs_hz) and self.fs_hz > 0 and np.isfinite(mv).all()):
+        # int16 counts through an exact calibration are normal float32 numbers (_Calibration):
+        # only other samples, or a scale to mV, can make a NaN or an inf worth scanning for.
+        finite = (scales is None and _calibration(self.gains, self.baselines).float32_exact(self.samples.dtype)
+                  and self.samples.dtype == np.int16) or bool(np.isfinite(mv).all())
+        if not (math.isfinite(self.fs_hz) and self.fs_hz > 0 and finite):
             return self.to_ecg().samples  # refuses it with the ECG's own reason and message
         return mv
 
