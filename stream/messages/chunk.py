@@ -156,7 +156,9 @@ class EcgChunk:
         the arithmetic is done in float32 instead, at a third of the cost (every chunk goes through
         here): see :func:`_calibration`.
         """
-        calibration = _calibration(self.gains, self.baselines)
+        return self._physical(_calibration(self.gains, self.baselines))
+
+    def _physical(self, calibration: _Calibration) -> np.ndarray:
         if calibration.float32_exact(self.samples.dtype):
             # The cast to float32 inside the first ufunc: the same values as astype, in one pass
             # instead of two. Each numpy call on a chunk releases the GIL, and the worker's other
@@ -178,14 +180,15 @@ class EcgChunk:
     def millivolts(self) -> np.ndarray:
         """``to_ecg().samples`` without building the :class:`ECG`: what a window buffer keeps of
         every chunk. Raises what :meth:`to_ecg` raises (the same error, from ``to_ecg`` itself)."""
-        mv = self.physical()
+        calibration = _calibration(self.gains, self.baselines)
+        mv = self._physical(calibration)
         scales = _unit_scales(self.units)
         if scales is not None:
             mv *= scales
         # int16 counts through an exact calibration are normal float32 numbers (_Calibration):
         # only other samples, or a scale to mV, can make a NaN or an inf worth scanning for.
-        finite = (scales is None and _calibration(self.gains, self.baselines).float32_exact(self.samples.dtype)
-                  and self.samples.dtype == np.int16) or bool(np.isfinite(mv).all())
+        finite = (scales is None and calibration.exact and self.samples.dtype == np.int16) \
+            or bool(np.isfinite(mv).all())
         if not (math.isfinite(self.fs_hz) and self.fs_hz > 0 and finite):
             return self.to_ecg().samples  # refuses it with the ECG's own reason and message
         return mv
