@@ -61,7 +61,8 @@ class FaustPublisher:
 
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         send, topics = self._app.producer.send, self._topics
-        deliveries = [await send(topics[m.role], m.key, m.value, None, None, m.headers or None) for m in messages]
+        deliveries = [await send(topics[m.role], m.key, m.value, partition=None, timestamp=None,
+                               headers=m.headers or None) for m in messages]
         if deliveries:
             await asyncio.gather(*deliveries)
 
