@@ -31,7 +31,9 @@ naming the run it came from):
    ``--noop-model`` alone (real ``prepare`` in its pool) is measured beside it: the gap between the
    two is preprocessing. A second raw consumer runs on Faust as it comes (``stream.eager_delivery``
    off; the workers and the first raw consumer deliver eagerly), and the ratios against it are
-   reported beside the goal's.
+   reported beside the goal's. A third, the floor consumer, does on the raw consumer's app only
+   what any worker must (decode, hold the counts as mV, one Redis record a window): the page says
+   how much of the goal's budget per chunk that leaves for everything else.
 3. **Real time**: N beds replayed at real time (``replay(realtime=True)``, monitors staggered) for
    ``--realtime-s``; latency = Redis write - acquisition time of the window's last sample, the
    ``hfrisk_end_to_end_latency_seconds`` definition. A bed count is sustained when p95 <= 1 s and
@@ -100,6 +102,68 @@ def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
     metrics.serve(metrics_port)
     # The worker's collector settings too (hfrisk/core/collector.py): the baseline gets what the
     # worker gets from being a long-running process, so the ratio compares the work per message.
+    tune_collector(freeze=stream_settings.gc_freeze, young_threshold=stream_settings.gc_young_threshold)
+    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def floor_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
+    """The raw consumer plus the least any worker must do with a chunk: decode its Avro record,
+    divide its counts into the patient's held block, and write one record to Redis for every
+    window it completes (10-s windows every 5 s of 1-s chunks). Nothing the other goals add:
+    no validation, dead letters, pseudonyms, ordering or gap rules, checkpoints, alerts, Kafka
+    records or metrics beyond the progress counter. Its chunks/s and CPU say how much of the goal's
+    budget a chunk is left for those (docs/bench/stream-tuning.md, "the floor, measured")."""
+    import io
+    import json as json_module
+
+    import fastavro
+    import faust
+
+    from hfrisk.core.collector import tune_collector
+    from hfrisk.core.config import get_settings
+    from hfrisk.core.security import redis_client
+    from hfrisk.stream.messages.schema import HEADER_BYTES, SAMPLE_DTYPES, SCHEMA
+    from hfrisk.stream.worker.app import chunk_topic, create_app
+    from hfrisk.stream.worker.metrics import StreamMetrics
+
+    settings = get_settings()
+    metrics = StreamMetrics()
+    app = create_app(settings, app_id=app_id, web_port=web_port)
+    stream_settings = settings.stream
+    client = redis_client(settings.redis)
+    prefix = settings.redis.key_prefix
+    window_chunks, hop_chunks = 10, 5
+    held: dict[str, np.ndarray] = {}
+
+    @app.agent(chunk_topic(app, settings.kafka), name="floor-consumer")
+    async def consume(stream):
+        async for events in stream.noack_take(stream_settings.batch_size, within=stream_settings.batch_timeout_s):
+            pipe = client.pipeline(transaction=False)
+            for event in events:
+                body = io.BytesIO(event.message.value)
+                body.seek(HEADER_BYTES)
+                record = fastavro.schemaless_reader(body, SCHEMA, None)
+                n_leads, n = len(record["lead_names"]), record["n_samples"]
+                counts = np.frombuffer(record["samples"], SAMPLE_DTYPES[record["sample_dtype"]]).reshape(n_leads, n)
+                patient, sequence = record["patient_id"], record["sequence"]
+                block = held.get(patient)
+                if block is None:
+                    block = held[patient] = np.empty((n_leads, window_chunks * n), np.float32)
+                slot = sequence % window_chunks
+                np.divide(counts, np.asarray(record["gains"], np.float32)[:, None],
+                          out=block[:, slot * n:(slot + 1) * n])
+                if sequence >= window_chunks - 1 and sequence % hop_chunks == hop_chunks - 1:
+                    start_us = record["acquired_at_us"] - round((window_chunks - 1) * 1e6)
+                    pipe.set(f"{prefix}:floor:{patient}:{start_us}",
+                             json_module.dumps({"patient_id": patient, "window_start_us": start_us, "log_risk": 0.0}),
+                             ex=3600)
+            if len(pipe):
+                pipe.execute()
+            for event in events:
+                await stream.ack(event)
+            metrics.chunks.labels(outcome="accepted").inc(len(events))
+
+    metrics.serve(metrics_port)
     tune_collector(freeze=stream_settings.gc_freeze, young_threshold=stream_settings.gc_young_threshold)
     faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
@@ -461,15 +525,15 @@ _CORE_MARKS = (0.25, 0.9)
 
 
 def raw_consumer_rate(stack: Stack, kafka, chunks: int, name: str, cores: dict | None = None, *,
-                      stock: bool = False) -> float:
+                      stock: bool = False, floor: bool = False) -> float:
     """Chunks/s of the raw Faust consumer over the backlog, in a consumer group of its own
     (``cores``: as :func:`chunks_per_s`). ``stock``: Faust as it comes, without the worker's
-    eager delivery (``stream.eager_delivery`` off)."""
+    eager delivery (``stream.eager_delivery`` off). ``floor``: :func:`floor_consumer` instead."""
     env = stack.env(kafka, f"bench-noop-{uuid.uuid4().hex[:6]}")
     if stock:
         env = env | {"HFRISK_STREAM__EAGER_DELIVERY": "false"}
-    raw, raw_port = stack.start(name, ["-m", "bench.bench_stream", "--raw-consumer", "--app-id",
-                                       f"raw-{uuid.uuid4().hex[:6]}"], env)
+    raw, raw_port = stack.start(name, ["-m", "bench.bench_stream", "--floor-consumer" if floor else "--raw-consumer",
+                                       "--app-id", f"raw-{uuid.uuid4().hex[:6]}"], env)
     return chunks_per_s(raw, raw_port, chunks, cores)
 
 
@@ -481,8 +545,12 @@ def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
     raw_rate = raw_consumer_rate(stack, kafka, chunks, "raw-consumer", raw_cores)
     stock_cores: dict[str, float] = {}
     stock_rate = raw_consumer_rate(stack, kafka, chunks, "raw-consumer-stock", stock_cores, stock=True)
+    floor_cores: dict[str, float] = {}
+    floor_rate = raw_consumer_rate(stack, kafka, chunks, "floor-consumer", floor_cores, floor=True)
     out = {"beds": beds, "chunks": chunks, "raw_faust_chunks_per_s": round(raw_rate, 1), "raw_cores": raw_cores,
-           "raw_stock_faust_chunks_per_s": round(stock_rate, 1), "raw_stock_cores": stock_cores}
+           "raw_stock_faust_chunks_per_s": round(stock_rate, 1), "raw_stock_cores": stock_cores,
+           "floor_chunks_per_s": round(floor_rate, 1), "floor_cores": floor_cores,
+           "ratio_floor": round(floor_rate / raw_rate, 3)}
     # Each worker its own consumer group and Redis prefix: it reads every message from the start
     # and finds no windows or buffers of the other.
     for key, flags in (("noop", ("--noop-model", "--noop-prep")), ("noop_model_only", ("--noop-model",))):
@@ -727,11 +795,42 @@ def _stock_lines(n: dict) -> list[str]:
             ""]
 
 
+def _floor_lines(n: dict) -> list[str]:
+    """What the floor consumer read, and what the goal's ratio leaves a worker beyond it (reports
+    from before 2026-12-06 night have no floor run)."""
+    if "floor_chunks_per_s" not in n:
+        return []
+    lines = [f"**The floor**: a consumer on the raw consumer's app and delivery that does only what any worker must "
+             "do with a chunk (decode its Avro record, divide its counts into the patient's held block, write one "
+             f"Redis record for each window it completes; `--floor-consumer`) read {n['floor_chunks_per_s']} chunks/s "
+             f"over the same messages, **{n['ratio_floor']:.3f}** of the raw consumer."]
+    raw_us, floor_us = _process_us(n.get("raw_cores"), n["raw_faust_chunks_per_s"]), _process_us(
+        n.get("floor_cores"), n["floor_chunks_per_s"])
+    if raw_us and floor_us:
+        # A ratio of OVERHEAD_GOAL leaves a worker as busy as the raw consumer this much per chunk.
+        budget_us, own_us = round(raw_us / OVERHEAD_GOAL - raw_us), round(floor_us - raw_us)
+        lines[0] += (f" Its process spent {floor_us:.0f} µs of CPU a chunk against the raw consumer's {raw_us:.0f}. "
+                     f"At the goal's ratio a worker as busy as the raw consumer has {budget_us} µs a chunk beyond "
+                     f"the raw consumer's work; the floor takes {own_us} of them, which leaves "
+                     f"{budget_us - own_us} µs for everything the other goals add (validation, dead "
+                     "letters, pseudonyms, ordering and gap rules, checkpoints, alert state, idempotent writes, score "
+                     "records, metrics).")
+    return [*lines, ""]
+
+
+def _process_us(cores: dict | None, chunks_per_s: float) -> float | None:
+    """µs of its process's CPU a consumer spent a chunk, from its cores kept busy."""
+    if not cores or not chunks_per_s:
+        return None
+    return (cores.get(MAIN_THREAD, 0.0) + cores.get(OTHER_THREADS, 0.0)) / chunks_per_s * 1e6
+
+
 def _thread_lines(n: dict) -> list[str]:
     """Where each consumer of the overhead measurement spent its CPU (reports from before
     2026-12-06 have no such figures)."""
     runs = [(label, n.get(key)) for label, key in (("raw Faust consumer", "raw_cores"),
                                                    ("raw Faust consumer, Faust as it comes", "raw_stock_cores"),
+                                                   ("floor consumer", "floor_cores"),
                                                    ("worker --noop-model --noop-prep", "noop_cores"),
                                                    ("worker --noop-model only", "noop_model_only_cores"))]
     runs = [(label, c) for label, c in runs if c]
@@ -840,7 +939,7 @@ def markdown(r: dict) -> str:
             f"| {n['beds']} | {n['chunks']} | {n['raw_faust_chunks_per_s']} | {n['noop_pipeline_chunks_per_s']} | "
             f"**{n['ratio']:.3f}** | {n['noop_model_only_chunks_per_s']} | {n['ratio_noop_model_only']:.3f} |",
             "",
-            f"{r['overhead_duration_s']:g} s of signal per bed, pre-produced; all three consume the same messages with "
+            f"{r['overhead_duration_s']:g} s of signal per bed, pre-produced; every consumer on this page reads the same messages with "
             "the same Faust settings, each worker in its own consumer group and Redis prefix; rates exclude start-up. "
             "`--noop-prep` starts no preprocessing pool and treats every window as fit with an all-zero model "
             "input; `--noop-model` answers log-risk 0 without Triton. Records, Redis writes, alerts, publishing and "
@@ -852,6 +951,7 @@ def markdown(r: dict) -> str:
             f"only) the ratio is {n['ratio_noop_model_only']:.3f}.",
             "",
             *_stock_lines(n),
+            *_floor_lines(n),
             *_thread_lines(n),
         ]
     else:  # a report from before --noop-prep existed: the model-only no-op
@@ -951,6 +1051,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                         "kept from <out>/stream.json, each with the run it came from")
     # Internal: the raw-consumer baseline runs as a subprocess of the benchmark.
     parser.add_argument("--raw-consumer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-consumer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--app-id", help=argparse.SUPPRESS)
     parser.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
@@ -965,6 +1066,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         parser.error(f"--only needs {args.out / 'stream.json'} to keep the other sections from")
     if args.raw_consumer:
         raw_consumer(args.metrics_port, args.web_port, args.app_id)
+        return None
+    if args.floor_consumer:
+        floor_consumer(args.metrics_port, args.web_port, args.app_id)
         return None
     with work_dir("stream") as work:
         return run(args, argv, work)

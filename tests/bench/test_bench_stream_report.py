@@ -45,7 +45,7 @@ def test_the_steady_span_starts_with_the_first_progress():
 def test_the_overhead_section_says_where_each_consumer_spent_its_cpu_when_the_report_has_it():
     report = json.loads(PAGE.read_text())
     n = report["noop_vs_raw"]
-    for key in ("raw_cores", "raw_stock_cores", "noop_cores", "noop_model_only_cores"):
+    for key in ("raw_cores", "raw_stock_cores", "floor_cores", "noop_cores", "noop_model_only_cores"):
         n.pop(key, None)
     assert "| consumer | main thread |" not in markdown(report)  # a report from before the figures
     n["raw_cores"] = {"main thread": 0.61, "other threads": 0.3, "machine (all processes)": 1.05}
@@ -103,6 +103,26 @@ def test_the_overhead_section_gives_the_ratio_against_stock_faust_beside_the_goa
     for key in ("raw_stock_faust_chunks_per_s", "ratio_to_stock", "ratio_noop_model_only_to_stock"):
         n.pop(key)
     assert "Against a raw consumer on Faust as it comes" not in markdown(report)
+
+
+def test_the_overhead_section_gives_the_floor_and_what_the_goal_leaves_beyond_it_when_measured():
+    report = json.loads(PAGE.read_text())
+    n = report["noop_vs_raw"]
+    for key in ("floor_chunks_per_s", "floor_cores", "ratio_floor"):
+        n.pop(key, None)
+    assert "**The floor**" not in markdown(report)  # a report from before the floor consumer
+    # 1.0 core at 10,000 chunks/s: 100 µs a chunk; the goal (0.5) then allows 100 µs beyond it.
+    n |= {"raw_faust_chunks_per_s": 10000.0, "raw_cores": {"main thread": 0.6, "other threads": 0.4},
+          "floor_chunks_per_s": 6000.0, "ratio_floor": 0.6, "floor_cores": {"main thread": 0.8, "other threads": 0.4}}
+    page = markdown(report)
+    assert "read 6000.0 chunks/s over the same messages, **0.600** of the raw consumer." in page
+    # 1.2 cores at 6,000 chunks/s: 200 µs, 100 of them beyond the raw consumer's, 0 left.
+    assert "Its process spent 200 µs of CPU a chunk against the raw consumer's 100." in page
+    assert "has 100 µs a chunk beyond the raw consumer's work; the floor takes 100 of them, which leaves 0 µs" in page
+    assert "| floor consumer | 0.80 | 0.40 | 1.20 | 0.00 |" in page.splitlines()
+    n["floor_cores"] = {}
+    page = markdown(report)
+    assert "**0.600** of the raw consumer." in page and "Its process spent" not in page
 
 
 def test_the_page_says_the_part_size_its_workers_ran_with_when_the_report_has_it():
