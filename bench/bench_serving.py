@@ -13,10 +13,10 @@ the two in each of ``--rounds`` rounds of ``--seconds``:
    thread (what one worker pool process does), on torch's CPU, and the raw model's whole computation
    (:class:`~hfrisk.serving.raw_windows.RawWindowModel`) on torch's CPU.
 
-``--device cuda`` measures in process on the GPU: the front end on torch/CUDA, and front end +
-network (ONNX Runtime's CUDA provider when onnxruntime-gpu is installed, else its CPU: the
-provider is recorded), at each of ``--gpu-batches``. Without a GPU it records that nothing was
-measured. Windows are the 24 PTB-XL 500 Hz records of tests/data (10 s, 12 leads), cycled.
+``--device cuda`` measures in process on the GPU, at each of ``--gpu-batches``: the front end on
+torch/CUDA, the network alone (torch eager, fp32) and both as a raw request runs them; and the
+served raw model (front end on torch, network in ONNX Runtime) where onnxruntime-gpu gives ONNX
+Runtime a CUDA provider (:func:`device_rows`). Without a GPU it records that nothing was measured. Windows are the 24 PTB-XL 500 Hz records of tests/data (10 s, 12 leads), cycled.
 
 Results: ``docs/bench/serving.json`` / ``.md`` (``serving-cuda.*`` for ``--device cuda``), with the
 command. The model is the bundled one (``triton_models/hfrisk``) unless ``--onnx``.
@@ -35,7 +35,7 @@ import numpy as np
 from bench.record import command_line, load_average, machine, save, work_dir
 from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, load_card
 from hfrisk.model.frontend.arrays import ArrayBackend, one_blas_thread
-from hfrisk.model.frontend.preprocessing import prepare_windows
+from hfrisk.model.frontend.preprocessing import ModelInput, prepare_windows
 from hfrisk.model.readers.dispatch import read_ecg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,23 +137,62 @@ def on_gpu(card: ModelCard, onnx_path: Path, ecgs, raw, args) -> dict:
 
     if not torch.cuda.is_available():
         return {"measured": False, "why": "torch sees no CUDA device on this machine"}
-    import onnxruntime as ort
+    return {"measured": True, "device": torch.cuda.get_device_name(0),
+            "rows": device_rows(card, onnx_path, ecgs, raw, args.gpu_batches, args.seconds, "cuda")}
 
+
+def device_rows(card: ModelCard, onnx_path: Path, ecgs, raw, batches, seconds: float, device: str) -> list[dict]:
+    """Windows/s in this process on torch's ``device``, at each batch size: the front end, the network
+    alone on inputs already there, and both as a served raw request runs them (model inputs back
+    to the host in between, as ``prepare_windows`` hands them over; outputs back to the host).
+
+    The network runs in torch eager (fp32, untrained weights, seed 0: the served graph's compute),
+    standing in for ONNX Runtime's CUDA provider where onnxruntime-gpu is not installed. Where it is,
+    the served raw model (``RawWindowModel``, front end on torch) is measured on it too.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from hfrisk.model.network.hfrisk_net import HFRiskNet, ServingModule
     from hfrisk.serving.raw_windows import RawWindowModel
 
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    backend = ArrayBackend("torch", "cuda")
+    backend = ArrayBackend("torch", device)
+    torch.manual_seed(0)
+    network = ServingModule(HFRiskNet.from_card(card).eval()).to(device)
+    ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+
+    def run_network(x):
+        with torch.inference_mode():
+            return [out.cpu() for out in network(x)]  # on the host: waits for the device to finish
+
     rows = []
-    for batch in args.gpu_batches:
+    for batch in batches:
         requests = [(ecgs[i % len(ecgs)], 0.0) for i in range(batch)]
-        model = RawWindowModel(card, onnx_path, backend=backend, providers=providers, batch_size=batch)
-        x = cycle(raw, batch)
-        front = rate(lambda: prepare_windows(requests, card, backend=backend, batch_size=batch), batch, args.seconds)
-        whole = rate(lambda: model.score(*x), batch, args.seconds)
-        rows.append({"batch": batch, "frontend_windows_per_s": front, "frontend_and_network_windows_per_s": whole,
-                     "network_providers": model.providers})
-        print(rows[-1], flush=True)
-    return {"measured": True, "device": torch.cuda.get_device_name(0), "rows": rows}
+
+        def front(requests=requests, batch=batch):
+            return prepare_windows(requests, card, backend=backend, batch_size=batch)
+
+        def inputs(prepared) -> torch.Tensor:
+            fit = [item.x for item in prepared if isinstance(item, ModelInput)]
+            if len(fit) != len(prepared):
+                raise RuntimeError(f"{len(prepared) - len(fit)} of {len(prepared)} windows refused by the front end")
+            return torch.from_numpy(np.stack(fit)).to(device)
+
+        x = inputs(front())
+        row = {"batch": batch,
+               "frontend_windows_per_s": rate(front, batch, seconds),
+               "network_windows_per_s": rate(lambda x=x: run_network(x), batch, seconds),
+               "frontend_and_network_windows_per_s": rate(lambda: run_network(inputs(front())), batch, seconds),
+               "network": "torch eager fp32"}
+        if ort_cuda:
+            model = RawWindowModel(card, onnx_path, backend=backend, batch_size=batch,
+                                   providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+            request = cycle(raw, batch)
+            row |= {"raw_model_windows_per_s": rate(lambda: model.score(*request), batch, seconds),
+                    "raw_model_providers": model.providers}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 def report(result: dict) -> str:
@@ -166,11 +205,7 @@ def report(result: dict) -> str:
         gpu = result["gpu"]
         if not gpu["measured"]:
             return head + f"## GPU, in process\n\n**Unmeasured**: {gpu['why']}.\n"
-        lines = ["| batch | front end (windows/s) | front end + network (windows/s) | network on |",
-                 "| ---: | ---: | ---: | --- |"]
-        lines += [f"| {r['batch']} | {r['frontend_windows_per_s']:.0f} | {r['frontend_and_network_windows_per_s']:.0f} "
-                  f"| {', '.join(r['network_providers'])} |" for r in gpu["rows"]]
-        return head + f"## GPU, in process ({gpu['device']})\n\n" + "\n".join(lines) + "\n"
+        return head + f"## GPU, in process ({gpu['device']})\n\n" + "\n".join(_device_lines(gpu["rows"])) + "\n"
     t, p = result["triton"], result["in_process"]
     b = result["batch"]
     ratio = t["raw_windows"]["windows_per_s"] / t["model_inputs"]["windows_per_s"]
@@ -200,6 +235,33 @@ it moves the cost, it does not remove it; the default stays `preprocess_on: work
 | front end, torch CPU ({result['threads']} thread(s)) | {p['frontend_torch_cpu']:.0f} |
 | front end + network, torch CPU + ONNX Runtime (`RawWindowModel`) | {p['raw_model_torch_cpu']:.0f} |
 """
+
+
+def _device_lines(rows: list[dict]) -> list[str]:
+    """The table of :func:`device_rows` (pages from before 2026-12-06 night: the front end and the
+    served raw model only)."""
+    if rows and "network_windows_per_s" not in rows[0]:
+        return (["| batch | front end (windows/s) | front end + network (windows/s) | network on |",
+                 "| ---: | ---: | ---: | --- |"]
+                + [f"| {r['batch']} | {r['frontend_windows_per_s']:.0f} | {r['frontend_and_network_windows_per_s']:.0f} "
+                   f"| {', '.join(r['network_providers'])} |" for r in rows])
+    served = any("raw_model_windows_per_s" in r for r in rows)
+    lines = ["| batch | front end (windows/s) | network, torch eager fp32 (windows/s) | front end + network (windows/s) |"
+             + (" served raw model, ONNX Runtime (windows/s) |" if served else ""),
+             "| ---: | ---: | ---: | ---: |" + (" ---: |" if served else "")]
+    for r in rows:
+        line = (f"| {r['batch']} | {r['frontend_windows_per_s']:.0f} | {r['network_windows_per_s']:.0f} | "
+                f"{r['frontend_and_network_windows_per_s']:.0f} |")
+        if served:
+            line += (f" {r['raw_model_windows_per_s']:.0f} ({', '.join(r['raw_model_providers'])}) |"
+                     if "raw_model_windows_per_s" in r else " – |")
+        lines.append(line)
+    return [*lines, "",
+            "Front end: `prepare_windows` on torch on this device, model inputs back to the host. Network: the "
+            "served graph in torch eager, untrained weights (the compute of the served one), inputs already on "
+            "the device, outputs back to the host. Front end + network: both, as a raw request runs them."
+            + (" Served raw model: `RawWindowModel` with ONNX Runtime's providers as listed." if served else
+               " ONNX Runtime's CUDA provider is not installed here, so the served raw model was not measured on it.")]
 
 
 def main(argv: list[str] | None = None) -> dict:
