@@ -78,32 +78,9 @@ WAIT_S = 600.0
 
 def raw_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
     """A Faust app with the worker's settings whose agent only receives and acknowledges chunks."""
-    import faust
-
-    from hfrisk.core.collector import tune_collector
     from hfrisk.core.config import get_settings
-    from hfrisk.stream.worker.app import chunk_topic, create_app
-    from hfrisk.stream.worker.metrics import StreamMetrics
 
-    settings = get_settings()
-    metrics = StreamMetrics()
-    app = create_app(settings, app_id=app_id, web_port=web_port)
-    stream_settings = settings.stream
-
-    @app.agent(chunk_topic(app, settings.kafka), name="raw-consumer")
-    async def consume(stream):
-        async for events in stream.noack_take(stream_settings.batch_size, within=stream_settings.batch_timeout_s):
-            size = 0
-            for event in events:
-                size += len(event.message.value)
-                await stream.ack(event)
-            metrics.chunks.labels(outcome="accepted").inc(len(events))
-
-    metrics.serve(metrics_port)
-    # The worker's collector settings too (hfrisk/core/collector.py): the baseline gets what the
-    # worker gets from being a long-running process, so the ratio compares the work per message.
-    tune_collector(freeze=stream_settings.gc_freeze, young_threshold=stream_settings.gc_young_threshold)
-    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    _consume_chunks("raw-consumer", get_settings(), metrics_port, web_port, app_id)
 
 
 def floor_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
@@ -117,53 +94,68 @@ def floor_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
     import json as json_module
 
     import fastavro
-    import faust
 
-    from hfrisk.core.collector import tune_collector
     from hfrisk.core.config import get_settings
     from hfrisk.core.security import redis_client
     from hfrisk.stream.messages.schema import HEADER_BYTES, SAMPLE_DTYPES, SCHEMA
-    from hfrisk.stream.worker.app import chunk_topic, create_app
-    from hfrisk.stream.worker.metrics import StreamMetrics
 
     settings = get_settings()
-    metrics = StreamMetrics()
-    app = create_app(settings, app_id=app_id, web_port=web_port)
-    stream_settings = settings.stream
     client = redis_client(settings.redis)
     prefix = settings.redis.key_prefix
     window_chunks, hop_chunks = 10, 5
     held: dict[str, np.ndarray] = {}
 
-    @app.agent(chunk_topic(app, settings.kafka), name="floor-consumer")
+    def hold_and_write(events) -> None:
+        pipe = client.pipeline(transaction=False)
+        for event in events:
+            body = io.BytesIO(event.message.value)
+            body.seek(HEADER_BYTES)
+            record = fastavro.schemaless_reader(body, SCHEMA, None)
+            n_leads, n = len(record["lead_names"]), record["n_samples"]
+            counts = np.frombuffer(record["samples"], SAMPLE_DTYPES[record["sample_dtype"]]).reshape(n_leads, n)
+            patient, sequence = record["patient_id"], record["sequence"]
+            block = held.get(patient)
+            if block is None:
+                block = held[patient] = np.empty((n_leads, window_chunks * n), np.float32)
+            slot = sequence % window_chunks
+            np.divide(counts, np.asarray(record["gains"], np.float32)[:, None], out=block[:, slot * n:(slot + 1) * n])
+            if sequence >= window_chunks - 1 and sequence % hop_chunks == hop_chunks - 1:
+                start_us = record["acquired_at_us"] - round((window_chunks - 1) * 1e6)
+                pipe.set(f"{prefix}:floor:{patient}:{start_us}",
+                         json_module.dumps({"patient_id": patient, "window_start_us": start_us, "log_risk": 0.0}),
+                         ex=3600)
+        if len(pipe):
+            pipe.execute()
+
+    _consume_chunks("floor-consumer", settings, metrics_port, web_port, app_id, hold_and_write)
+
+
+def _consume_chunks(name: str, settings, metrics_port: int, web_port: int, app_id: str, work=None) -> None:
+    """Run a Faust app with the worker's settings whose agent takes the chunks in the worker's
+    micro-batches, calls ``work(events)`` on each batch if given, acknowledges every chunk and
+    counts them on ``/metrics`` (what the benchmark's progress polls read)."""
+    import faust
+
+    from hfrisk.core.collector import tune_collector
+    from hfrisk.stream.worker.app import chunk_topic, create_app
+    from hfrisk.stream.worker.metrics import StreamMetrics
+
+    metrics = StreamMetrics()
+    app = create_app(settings, app_id=app_id, web_port=web_port)
+    stream_settings = settings.stream
+
+    @app.agent(chunk_topic(app, settings.kafka), name=name)
     async def consume(stream):
         async for events in stream.noack_take(stream_settings.batch_size, within=stream_settings.batch_timeout_s):
-            pipe = client.pipeline(transaction=False)
-            for event in events:
-                body = io.BytesIO(event.message.value)
-                body.seek(HEADER_BYTES)
-                record = fastavro.schemaless_reader(body, SCHEMA, None)
-                n_leads, n = len(record["lead_names"]), record["n_samples"]
-                counts = np.frombuffer(record["samples"], SAMPLE_DTYPES[record["sample_dtype"]]).reshape(n_leads, n)
-                patient, sequence = record["patient_id"], record["sequence"]
-                block = held.get(patient)
-                if block is None:
-                    block = held[patient] = np.empty((n_leads, window_chunks * n), np.float32)
-                slot = sequence % window_chunks
-                np.divide(counts, np.asarray(record["gains"], np.float32)[:, None],
-                          out=block[:, slot * n:(slot + 1) * n])
-                if sequence >= window_chunks - 1 and sequence % hop_chunks == hop_chunks - 1:
-                    start_us = record["acquired_at_us"] - round((window_chunks - 1) * 1e6)
-                    pipe.set(f"{prefix}:floor:{patient}:{start_us}",
-                             json_module.dumps({"patient_id": patient, "window_start_us": start_us, "log_risk": 0.0}),
-                             ex=3600)
-            if len(pipe):
-                pipe.execute()
+            if work is not None:
+                work(events)
             for event in events:
                 await stream.ack(event)
             metrics.chunks.labels(outcome="accepted").inc(len(events))
 
     metrics.serve(metrics_port)
+    # The worker's collector settings too (hfrisk/core/collector.py): the baseline gets what the
+    # worker gets from being a long-running process, so the ratio compares the work per message.
     tune_collector(freeze=stream_settings.gc_freeze, young_threshold=stream_settings.gc_young_threshold)
     faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
