@@ -16,7 +16,8 @@ the two in each of ``--rounds`` rounds of ``--seconds``:
 ``--device cuda`` measures in process on the GPU, at each of ``--gpu-batches``: the front end on
 torch/CUDA, the network alone (torch eager, fp32) and both as a raw request runs them; and the
 served raw model (front end on torch, network in ONNX Runtime) where onnxruntime-gpu gives ONNX
-Runtime a CUDA provider (:func:`device_rows`). Without a GPU it records that nothing was measured. Windows are the 24 PTB-XL 500 Hz records of tests/data (10 s, 12 leads), cycled.
+Runtime a CUDA provider (:func:`device_rows`). Without a GPU it records that nothing was measured.
+Windows are the 24 PTB-XL 500 Hz records of tests/data (10 s, 12 leads), cycled.
 
 Results: ``docs/bench/serving.json`` / ``.md`` (``serving-cuda.*`` for ``--device cuda``), with the
 command. The model is the bundled one (``triton_models/hfrisk``) unless ``--onnx``.
@@ -169,7 +170,7 @@ def device_rows(card: ModelCard, onnx_path: Path, ecgs, raw, batches, seconds: f
     for batch in batches:
         requests = [(ecgs[i % len(ecgs)], 0.0) for i in range(batch)]
 
-        def front(requests=requests, batch=batch):
+        def front():
             return prepare_windows(requests, card, backend=backend, batch_size=batch)
 
         def inputs(prepared) -> torch.Tensor:
@@ -181,7 +182,7 @@ def device_rows(card: ModelCard, onnx_path: Path, ecgs, raw, batches, seconds: f
         x = inputs(front())
         row = {"batch": batch,
                "frontend_windows_per_s": rate(front, batch, seconds),
-               "network_windows_per_s": rate(lambda x=x: run_network(x), batch, seconds),
+               "network_windows_per_s": rate(lambda: run_network(x), batch, seconds),
                "frontend_and_network_windows_per_s": rate(lambda: run_network(inputs(front())), batch, seconds),
                "network": "torch eager fp32"}
         if ort_cuda:
@@ -238,13 +239,7 @@ it moves the cost, it does not remove it; the default stays `preprocess_on: work
 
 
 def _device_lines(rows: list[dict]) -> list[str]:
-    """The table of :func:`device_rows` (pages from before 2026-12-06 night: the front end and the
-    served raw model only)."""
-    if rows and "network_windows_per_s" not in rows[0]:
-        return (["| batch | front end (windows/s) | front end + network (windows/s) | network on |",
-                 "| ---: | ---: | ---: | --- |"]
-                + [f"| {r['batch']} | {r['frontend_windows_per_s']:.0f} | {r['frontend_and_network_windows_per_s']:.0f} "
-                   f"| {', '.join(r['network_providers'])} |" for r in rows])
+    """The table of :func:`device_rows`."""
     served = any("raw_model_windows_per_s" in r for r in rows)
     lines = ["| batch | front end (windows/s) | network, torch eager fp32 (windows/s) | front end + network (windows/s) |"
              + (" served raw model, ONNX Runtime (windows/s) |" if served else ""),

@@ -56,7 +56,3 @@ def test_the_page_names_each_stage_and_the_served_model_only_where_it_was_measur
     lines = _device_lines(rows)
     assert "| 256 | 3000 | 90000 | 2900 | – |" in lines
     assert "| 1024 | 3000 | 90000 | 2900 | 2500 (CUDAExecutionProvider, CPUExecutionProvider) |" in lines
-    # A page from before the network column: its own table, as it was.
-    old = [{"batch": 256, "frontend_windows_per_s": 3000.0, "frontend_and_network_windows_per_s": 800.0,
-            "network_providers": ["CPUExecutionProvider"]}]
-    assert "| 256 | 3000 | 800 | CPUExecutionProvider |" in _device_lines(old)
