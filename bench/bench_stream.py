@@ -104,6 +104,8 @@ def floor_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
     prefix = settings.redis.key_prefix
     window_chunks, hop_chunks = 10, 5
     held: dict[str, np.ndarray] = {}
+    # As a worker does (chunk._calibration): a device's gains become an array once, not per chunk.
+    gains_of: dict[tuple, np.ndarray] = {}
 
     def hold_and_write(events) -> None:
         pipe = client.pipeline(transaction=False)
@@ -118,7 +120,11 @@ def floor_consumer(metrics_port: int, web_port: int, app_id: str) -> None:
             if block is None:
                 block = held[patient] = np.empty((n_leads, window_chunks * n), np.float32)
             slot = sequence % window_chunks
-            np.divide(counts, np.asarray(record["gains"], np.float32)[:, None], out=block[:, slot * n:(slot + 1) * n])
+            key = tuple(record["gains"])
+            gains = gains_of.get(key)
+            if gains is None:
+                gains = gains_of[key] = np.asarray(key, np.float32)[:, None]
+            np.divide(counts, gains, out=block[:, slot * n:(slot + 1) * n])
             if sequence >= window_chunks - 1 and sequence % hop_chunks == hop_chunks - 1:
                 start_us = record["acquired_at_us"] - round((window_chunks - 1) * 1e6)
                 pipe.set(f"{prefix}:floor:{patient}:{start_us}",
@@ -814,7 +820,12 @@ def _process_us(cores: dict | None, chunks_per_s: float) -> float | None:
     """µs of its process's CPU a consumer spent a chunk, from its cores kept busy."""
     if not cores or not chunks_per_s:
         return None
-    return (cores.get(MAIN_THREAD, 0.0) + cores.get(OTHER_THREADS, 0.0)) / chunks_per_s * 1e6
+    return _process_cores(cores) / chunks_per_s * 1e6
+
+
+def _process_cores(cores: dict) -> float:
+    """Cores a consumer's process kept busy: its main thread and its other threads."""
+    return cores.get(MAIN_THREAD, 0.0) + cores.get(OTHER_THREADS, 0.0)
 
 
 def _thread_lines(n: dict) -> list[str]:
@@ -836,7 +847,7 @@ def _thread_lines(n: dict) -> list[str]:
              "| consumer | main thread | other threads | process | machine |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for label, c in runs:
-        process = c.get(MAIN_THREAD, 0.0) + c.get(OTHER_THREADS, 0.0)
+        process = _process_cores(c)
         lines.append(f"| {label} | {c.get(MAIN_THREAD, 0.0):.2f} | {c.get(OTHER_THREADS, 0.0):.2f} | {process:.2f} | "
                      f"{c.get(MACHINE, 0.0):.2f} |")
     return [*lines, ""]
