@@ -26,7 +26,7 @@ from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
 from hfrisk.stream.messages.schema import SCHEMA_VERSION, WIRE_NAME
 from hfrisk.stream.messages.validation import bad_message
 
-__all__ = ["EcgChunk", "WireSamples", "wire_samples", "message_key", "datetime_to_us"]
+__all__ = ["EcgChunk", "WireSamples", "wire_samples", "millivolts_from_counts", "message_key", "datetime_to_us"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -156,42 +156,30 @@ class EcgChunk:
         the arithmetic is done in float32 instead, at a third of the cost (every chunk goes through
         here): see :func:`_calibration`.
         """
-        return self._physical(_calibration(self.gains, self.baselines))
-
-    def _physical(self, calibration: _Calibration) -> np.ndarray:
-        if calibration.float32_exact(self.samples.dtype):
-            # The cast to float32 inside the first ufunc: the same values as astype, in one pass
-            # instead of two. Each numpy call on a chunk releases the GIL, and the worker's other
-            # threads may keep it for a while (docs/bench/stream-tuning.md, "2026-12-06, late").
-            baselines, gains = calibration.baselines32, calibration.gains32
-            if baselines is not None:
-                values = np.subtract(self.samples, baselines, dtype=np.float32)
-                if gains is not None:
-                    values /= gains
-                return values
-            if gains is not None:
-                return np.divide(self.samples, gains, dtype=np.float32)
-            return self.samples.astype(np.float32)
-        values = self.samples.astype(np.float64)
-        values -= calibration.baselines
-        values /= calibration.gains
-        return values.astype(np.float32)
+        return _physical(self.samples, _calibration(self.gains, self.baselines))
 
     def millivolts(self) -> np.ndarray:
-        """``to_ecg().samples`` without building the :class:`ECG`: what a window buffer keeps of
-        every chunk. Raises what :meth:`to_ecg` raises (the same error, from ``to_ecg`` itself)."""
+        """``to_ecg().samples`` without building the :class:`ECG`. Raises what :meth:`to_ecg` raises
+        (the same error, from ``to_ecg`` itself)."""
+        return self.millivolts_and_counts()[0]
+
+    def millivolts_and_counts(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`millivolts`, and the int16 counts they were computed from when
+        :func:`millivolts_from_counts` gives them back bit for bit from those counts, ``gains`` and
+        ``baselines`` (int16 samples, an exact calibration, every lead in mV), else ``None``: what a
+        window buffer keeps of every chunk, and saves as counts at half the bytes."""
         calibration = _calibration(self.gains, self.baselines)
-        mv = self._physical(calibration)
+        mv = _physical(self.samples, calibration)
         scales = _unit_scales(self.units)
         if scales is not None:
             mv *= scales
         # int16 counts through an exact calibration are normal float32 numbers (_Calibration):
         # only other samples, or a scale to mV, can make a NaN or an inf worth scanning for.
-        finite = (scales is None and calibration.exact and self.samples.dtype == np.int16) \
-            or bool(np.isfinite(mv).all())
+        exact_counts = scales is None and calibration.exact and self.samples.dtype == np.int16
+        finite = exact_counts or bool(np.isfinite(mv).all())
         if not (math.isfinite(self.fs_hz) and self.fs_hz > 0 and finite):
-            return self.to_ecg().samples  # refuses it with the ECG's own reason and message
-        return mv
+            return self.to_ecg().samples, None  # refuses it with the ECG's own reason and message
+        return mv, (self.samples if exact_counts else None)
 
     def to_ecg(self) -> ECG:
         """The chunk as an :class:`ECG` in millivolts, with its stream position in ``metadata``."""
@@ -321,6 +309,44 @@ def _calibration(gains: tuple[float, ...], baselines: tuple[int, ...]) -> _Calib
         if a is not None:
             a.flags.writeable = False
     return _Calibration(g, b, exact, g32, b32)
+
+
+def _physical(samples: np.ndarray, calibration: _Calibration) -> np.ndarray:
+    """``(samples - baselines) / gains`` in float32, as :meth:`EcgChunk.physical` documents."""
+    if calibration.float32_exact(samples.dtype):
+        # The cast to float32 inside the first ufunc: the same values as astype, in one pass
+        # instead of two. Each numpy call on a chunk releases the GIL, and the worker's other
+        # threads may keep it for a while (docs/bench/stream-tuning.md, "2026-12-06, late").
+        baselines, gains = calibration.baselines32, calibration.gains32
+        if baselines is not None:
+            values = np.subtract(samples, baselines, dtype=np.float32)
+            if gains is not None:
+                values /= gains
+            return values
+        if gains is not None:
+            return np.divide(samples, gains, dtype=np.float32)
+        return samples.astype(np.float32)
+    values = samples.astype(np.float64)
+    values -= calibration.baselines
+    values /= calibration.gains
+    return values.astype(np.float32)
+
+
+def millivolts_from_counts(
+    counts: np.ndarray, gains: tuple[float, ...], baselines: tuple[int, ...]
+) -> np.ndarray:
+    """The millivolts of int16 ``counts`` ``(n_leads, n)`` whose leads are in mV and calibrated by
+    ``gains`` and ``baselines``: bit for bit what :meth:`EcgChunk.millivolts_and_counts` gave
+    with those counts. ``ValueError`` for anything else (another dtype or shape, or a calibration
+    that is not exact), which that method never hands out."""
+    gains, baselines = tuple(map(float, gains)), tuple(map(int, baselines))
+    if counts.dtype != np.int16 or counts.ndim != 2 or counts.shape[0] != len(gains) or len(baselines) != len(gains):
+        raise ValueError(f"expected int16 counts of {len(gains)} leads with as many baselines, got "
+                         f"{counts.dtype} {counts.shape} and {len(baselines)} baselines")
+    calibration = _calibration(gains, baselines)
+    if not calibration.exact:
+        raise ValueError(f"gains {gains} and baselines {baselines} are not an exact float32 calibration")
+    return _physical(counts, calibration)
 
 
 @lru_cache(maxsize=256)

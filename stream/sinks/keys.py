@@ -168,9 +168,10 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
         "buffer", "{prefix}:buffer:{patient_id}", "string", "patient_ttl_s",
         "stream worker (`BufferStore`), at each checkpoint",
         "stream worker (restore after a restart or rebalance)",
-        "the patient's window buffer as `PatientBuffer.to_bytes()` (binary, state version 2: a header, JSON "
-        "metadata, then the samples as raw little-endian float32, 120-250 kB at 12 leads and 500 Hz; the JSON "
-        "form older workers saved still loads; docs/windowing.md); see below",
+        "the patient's window buffer as `PatientBuffer.to_bytes()` (binary, state version 3: a header, JSON "
+        "metadata, then the samples as raw little-endian int16 counts with their calibration, 60-125 kB at 12 "
+        "leads and 500 Hz, or as float32 at twice that when they did not arrive as counts of one calibration; "
+        "the forms older workers saved still load; docs/windowing.md); see below",
         "the worker's saved window buffer (restored after a restart or rebalance)",
         owner="worker",
     ),

@@ -12,7 +12,7 @@ import numpy as np
 
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.stream.windowing.held_signal import HeldSignal
-from hfrisk.stream.windowing.state import BufferedChunk, BufferState, BufferStats, ChunkLike, STATE_VERSION
+from hfrisk.stream.windowing.state import STATE_VERSION, BufferedChunk, BufferState, BufferStats, ChunkLike, HeldCounts
 from hfrisk.stream.windowing.stored import decode_state, encode_state, state_from_dict
 from hfrisk.stream.windowing.windows import Outcome, SkippedWindows, SkipReason, Window, us_to_datetime, window_id
 
@@ -297,7 +297,7 @@ class PatientBuffer:
             self.next_index = stop
 
     def _append(self, c: BufferedChunk) -> None:
-        self._held.append(c.sequence, c.samples, spare=self.window_samples)
+        self._held.append(c.sequence, c.samples, spare=self.window_samples, counts=c.counts, calibration=c.calibration)
         self._last_start_us = c.start_us
         self.device_id = c.device_id or self.device_id
         self.stats.chunks += 1
@@ -368,6 +368,7 @@ class PatientBuffer:
             filled_end=self._held.end,
             buf_start=self._held.start,
             buf=self._held.samples,
+            buf_counts=self._held_counts(),
             spans=self._held.spans,
             last_start_us=self._last_start_us,
             pending=[self._pending[seq] for seq in sorted(self._pending)],
@@ -375,6 +376,13 @@ class PatientBuffer:
             closed=self._closed,
             stats=replace(self.stats),
         )
+
+    def _held_counts(self) -> HeldCounts | None:
+        counts = self._held.held_counts()
+        if counts is None:
+            return None
+        gains, baselines = self._held.calibration
+        return HeldCounts(counts=counts, gains=gains, baselines=baselines)
 
     @classmethod
     def from_state(cls, state: BufferState) -> PatientBuffer:
@@ -395,7 +403,12 @@ class PatientBuffer:
         buffer.device_id = state.device_id
         buffer.next_index = state.next_index
         buffer.next_sequence = state.next_sequence
-        buffer._held = HeldSignal(at=state.buf_start, samples=state.buf, end=state.filled_end, spans=list(state.spans))
+        held_counts = state.buf_counts
+        buffer._held = HeldSignal(
+            at=state.buf_start, samples=state.buf, end=state.filled_end, spans=list(state.spans),
+            counts=None if held_counts is None else held_counts.counts,
+            calibration=None if held_counts is None else (held_counts.gains, held_counts.baselines),
+        )
         buffer._last_start_us = state.last_start_us
         buffer._pending = {c.sequence: c for c in state.pending}
         buffer._lost = deque(state.lost, maxlen=_LOST_MEMORY)
@@ -405,7 +418,8 @@ class PatientBuffer:
 
     def to_dict(self) -> dict:
         """The complete state in the JSON form (version 1): JSON-safe data, samples as base64
-        little-endian float32. For reading and tests; the worker saves :meth:`to_bytes`."""
+        little-endian float32 (held counts, when saved, int16). For reading and tests; the worker
+        saves :meth:`to_bytes`."""
         return self.to_state().to_dict()
 
     @classmethod

@@ -1,15 +1,17 @@
 """The bytes a worker saves for a :class:`~hfrisk.stream.windowing.state.BufferState` and reads back.
 
-Version 2 (``STATE_VERSION``, written): a binary container, so that the ~190 kB of samples per
-patient are copied once instead of base64-encoded at every checkpoint (issue #15)::
+Versions 2 and 3 (``STATE_VERSION``, written): a binary container, so that the samples are copied
+once instead of base64-encoded at every checkpoint (issue #15)::
 
     magic b"HFWB" | version: uint16 LE | n: uint32 LE | metadata: n bytes of JSON | payload
 
 The metadata is the state's JSON with each array replaced by ``{"shape": [...], "at": offset}``;
-the payload is the arrays' little-endian float32 bytes, C order, one after another; every payload
-byte belongs to exactly one array. Version 1 (``JSON_STATE_VERSION``): the state as JSON, arrays in
-base64, which workers before version 2 saved; still read. Layout and compatibility:
-docs/windowing.md, "Restarts and the saved state".
+the payload is the arrays' little-endian bytes (float32, or int16 for ``buf_counts``), C order, one
+after another; every payload byte belongs to exactly one array. Version 3 adds ``buf_counts`` (held
+samples as int16 counts and their calibration, stored instead of ``buf``: half the bytes); version
+2 has float32 only. Version 1 (``JSON_STATE_VERSION``): the state as JSON, arrays in base64, which
+workers before version 2 saved. All three are read. Layout and compatibility: docs/windowing.md,
+"Restarts and the saved state".
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hfrisk.stream.windowing.state import JSON_STATE_VERSION, STATE_VERSION, BufferState
+from hfrisk.stream.windowing.state import BINARY_STATE_VERSIONS, JSON_STATE_VERSION, STATE_VERSION, BufferState
 
 __all__ = ["MAGIC", "ArrayPayload", "encode_state", "decode_state", "state_from_dict"]
 
@@ -30,7 +32,7 @@ _HEADER = struct.Struct("<4sHI")
 
 class ArrayPayload:
     """The arrays of a binary state, kept out of its JSON metadata; passed to pydantic as the
-    context ``{"payload": ...}`` (``F4Array`` in state.py looks for it).
+    context ``{"payload": ...}`` (the array fields in state.py look for it).
 
     Writing, :meth:`add` keeps each array and leaves ``{"shape", "at"}`` in the metadata; reading,
     :meth:`take` copies an array out of ``data`` and records the bytes it used, so that
@@ -39,17 +41,17 @@ class ArrayPayload:
 
     def __init__(self, data: bytes | memoryview = b""):
         self.data = memoryview(data)
-        self.arrays: list[np.ndarray] = []
+        self.arrays: list[tuple[np.ndarray, np.dtype]] = []
         self.nbytes = 0
         self.used: list[tuple[int, int]] = []
 
-    def add(self, a: np.ndarray) -> dict:
+    def add(self, a: np.ndarray, dtype: np.dtype) -> dict:
         stored = {"shape": list(a.shape), "at": self.nbytes}
-        self.arrays.append(a)
-        self.nbytes += a.size * 4
+        self.arrays.append((a, dtype))
+        self.nbytes += a.size * dtype.itemsize
         return stored
 
-    def take(self, stored: Any) -> np.ndarray:
+    def take(self, stored: Any, dtype: np.dtype) -> np.ndarray:
         try:
             shape, at = stored["shape"], stored["at"]
         except (KeyError, TypeError):
@@ -62,15 +64,15 @@ class ArrayPayload:
         ):
             raise ValueError(f"bad array reference {stored!r:.80}")
         count = math.prod(shape)
-        stop = at + 4 * count
+        stop = at + dtype.itemsize * count
         if stop > len(self.data):
             raise ValueError(
                 f"array of shape {shape} at payload bytes {at}..{stop}, but the payload has "
                 f"{len(self.data)} bytes: truncated"
             )
         self.used.append((at, stop))
-        # A native float32 copy, as the JSON form's decode_array gives: nothing keeps the stored bytes.
-        return np.frombuffer(self.data, "<f4", count, at).reshape(shape).astype(np.float32)
+        # A native copy, as the JSON form's decode_array gives: nothing keeps the stored bytes.
+        return np.frombuffer(self.data, dtype.newbyteorder("<"), count, at).reshape(shape).astype(dtype)
 
     def check_tiled(self) -> None:
         """Every payload byte belongs to exactly one array: no overlap, gap or trailing bytes."""
@@ -88,10 +90,10 @@ def encode_state(state: BufferState) -> bytes:
     if state.state_version != STATE_VERSION:  # one read from the JSON form
         state = state.model_copy(update={"state_version": STATE_VERSION})
     payload = ArrayPayload()
-    meta = state.model_dump_json(context={"payload": payload}).encode()
+    meta = state.model_dump_json(context={"payload": payload}, exclude=state.fields_not_stored()).encode()
     # The held samples are a view with rows apart (room for the next chunks): made contiguous, then
     # joined, two plain copies, which measured faster than writing them into a preallocated bytearray.
-    arrays = [np.ascontiguousarray(a, "<f4") for a in payload.arrays]
+    arrays = [np.ascontiguousarray(a, dtype.newbyteorder("<")) for a, dtype in payload.arrays]
     return b"".join([_HEADER.pack(MAGIC, STATE_VERSION, len(meta)), meta, *arrays])
 
 
@@ -105,9 +107,10 @@ def decode_state(data: bytes) -> BufferState:
     if len(data) < _HEADER.size:
         raise ValueError(f"window buffer of {len(data)} bytes, shorter than its {_HEADER.size}-byte header: truncated")
     _, version, n = _HEADER.unpack_from(data)
-    if version != STATE_VERSION:
+    if version not in BINARY_STATE_VERSIONS:
         raise ValueError(
-            f"window buffer state version {version}, this worker reads {JSON_STATE_VERSION} and {STATE_VERSION}"
+            f"window buffer state version {version}, this worker reads "
+            f"{', '.join(map(str, (JSON_STATE_VERSION, *BINARY_STATE_VERSIONS[:-1])))} and {STATE_VERSION}"
         )
     head = _HEADER.size + n
     if head > len(data):
@@ -118,6 +121,8 @@ def decode_state(data: bytes) -> BufferState:
     state = BufferState.model_validate_json(bytes(data[_HEADER.size : head]), context={"payload": payload})
     if state.state_version != version:
         raise ValueError(f"window buffer header says version {version}, its metadata {state.state_version}")
+    if version < STATE_VERSION and state.buf_counts is not None:
+        raise ValueError(f"window buffer state version {version} with held counts, which only version {STATE_VERSION} has")
     payload.check_tiled()
     return state
 

@@ -367,6 +367,29 @@ def test_held_signal_appends_in_place_cuts_exact_columns_and_forgets_what_no_win
     assert (held.start, held.end, held.spans) == (30, 30, [])
 
 
+def test_held_signal_keeps_the_chunks_counts_by_reference_while_they_cover_every_column():
+    from hfrisk.stream.windowing.held_signal import HeldSignal
+
+    calibration, other = ((200.0, 200.0), (0, 0)), ((100.0, 200.0), (0, 0))
+    counts = [np.arange(10, dtype=np.int16).reshape(2, 5) + 10 * k for k in range(3)]
+    held = HeldSignal(2, 0)
+    held.append(0, counts[0] / np.float32(200), spare=10, counts=counts[0], calibration=calibration)
+    # The chunk's own array: nothing is copied per chunk.
+    assert np.shares_memory(held.held_counts(), counts[0]) and held.held_counts().tolist() == counts[0].tolist()
+    held.append(1, counts[1] / np.float32(200), spare=10, counts=counts[1], calibration=calibration)
+    assert held.held_counts()[0].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    held.drop_before(3)
+    assert held.held_counts()[1].tolist() == [8, 9, 15, 16, 17, 18, 19]
+    held.append(2, counts[2] / np.float32(100), spare=10, counts=counts[2], calibration=other)
+    assert held.held_counts() is None and held.calibration == other  # counts of `other` from column 10
+    held.drop_before(10)
+    assert np.shares_memory(held.held_counts(), counts[2]) and held.held_counts().tolist() == counts[2].tolist()
+    held.append(3, np.zeros((2, 5), np.float32), spare=10)  # no counts: none until it is dropped
+    assert held.held_counts() is None
+    held.drop_before(20)
+    assert held.held_counts() is None and held.samples.shape == (2, 0)
+
+
 # A buffer saved by the hand-written to_dict that preceded the pydantic models (captured from that
 # code: 2 leads at 10 Hz, 2-s windows every 1 s, chunks of 0.5 s fed as 1 0 2 3 5 6 7 8 9 11, so
 # sequence 4 was declared lost and 11 waits for 10). Workers in the field hold states like this one.
@@ -406,9 +429,9 @@ def test_a_state_saved_before_the_pydantic_models_still_loads_and_is_written_bac
 
     stored = json.dumps(OLD_STATE, separators=(",", ":"), sort_keys=True).encode()
     from_dict = PatientBuffer.from_dict(OLD_STATE)
-    # Saved again, it is the binary form (version 2), which loads into the same state.
+    # Saved again, it is the binary form (version 3), which loads into the same state.
     saved_again = from_dict.to_bytes()
-    assert saved_again[:6] == b"HFWB\x02\x00"
+    assert saved_again[:6] == b"HFWB\x03\x00"
     for restored in (from_dict, PatientBuffer.from_bytes(stored), PatientBuffer.from_bytes(saved_again)):
         assert restored.to_dict() == OLD_STATE  # the JSON form, version 1, as it was saved
         assert restored.to_bytes() == saved_again
@@ -448,8 +471,8 @@ def test_a_buffer_that_never_declares_chunks_lost_round_trips():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"state_version": STATE_VERSION + 1}, "state version 3, expected one of"),
-        ({"state_version": STATE_VERSION}, "state version 2 in the JSON form"),  # 2 is the binary form
+        ({"state_version": STATE_VERSION + 1}, f"state version {STATE_VERSION + 1}, expected one of"),
+        ({"state_version": STATE_VERSION}, f"state version {STATE_VERSION} in the JSON form"),  # the binary form's
         ({"buf": {"shape": [2, 10]}}, "f4le"),
         ({"buf": {"shape": [3, 10], "f4le": OLD_STATE["buf"]["f4le"]}}, "reshape"),
         ({"stats": None}, "stats"),
