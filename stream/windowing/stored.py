@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from hfrisk.stream.windowing.state import BINARY_STATE_VERSIONS, JSON_STATE_VERSION, STATE_VERSION, BufferState
+from hfrisk.stream.windowing.state import (
+    BINARY_STATE_VERSIONS,
+    JSON_STATE_VERSION,
+    KNOWN_STATE_VERSIONS,
+    STATE_VERSION,
+    BufferState,
+)
 
 __all__ = ["MAGIC", "ArrayPayload", "encode_state", "decode_state", "state_from_dict"]
 
@@ -110,7 +116,7 @@ def decode_state(data: bytes) -> BufferState:
     if version not in BINARY_STATE_VERSIONS:
         raise ValueError(
             f"window buffer state version {version}, this worker reads "
-            f"{', '.join(map(str, (JSON_STATE_VERSION, *BINARY_STATE_VERSIONS[:-1])))} and {STATE_VERSION}"
+            f"{', '.join(map(str, KNOWN_STATE_VERSIONS[:-1]))} and {KNOWN_STATE_VERSIONS[-1]}"
         )
     head = _HEADER.size + n
     if head > len(data):
