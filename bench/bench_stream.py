@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_stream [--beds 4 16 64] [--duration-s 60]
         [--realtime-beds 8 16 32 64 128 192 256] [--realtime-s 30] [--realtime-stagger-s 1 5]
-        [--only throughput,realtime,overhead]
+        [--realtime-warmup-s 90] [--only throughput,realtime,overhead]
         [--out docs/bench]
 
 Everything runs on this machine on loopback: a KRaft Kafka broker, Redis, Triton (pytriton wheel,
@@ -40,7 +40,10 @@ naming the run it came from):
    every window is written within 5 s of the replay's end. The sweep stops at the first failure;
    one sweep per ``--realtime-stagger-s`` (the beds' starts spread over 1 s, a burst of windows every
    5 s, and over the 5-s hop, as monitors attached at different times), with the CPU each process
-   used while the replay ran.
+   used while the replay ran, the broker's JIT compiler threads' share of it, and the p95 of each
+   10 s of the run (whether its tail grows). Before the sweeps, ``--realtime-warmup-s`` (90) of
+   the first bed count in real time, not counted: a freshly started broker compiles its hot code
+   in its first minute under load, which a ward running for days does not see.
 
 Progress is polled 20 times a second from each worker's ``/metrics``, filtered to the two counters
 it needs (``BENCH_FULL_SCRAPE=1``: the whole exposition, as before 2026-12-06, which cost the
@@ -65,7 +68,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.process_cpu import MACHINE, MAIN_THREAD, OTHER_THREADS, CpuMeter, machine_busy_s, thread_cpu_s
+from bench.process_cpu import (MACHINE, MAIN_THREAD, OTHER_THREADS, CpuMeter, jit_compiler_cpu_s, machine_busy_s,
+                                thread_cpu_s)
 from bench.record import command_line, load_average, machine, save, work_dir
 from hfrisk.testing.realtime import percentiles
 
@@ -577,11 +581,13 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
     before = windows_done(port)
     expected = beds * (int((seconds - card.window.window_s) // 5.0) + 1)
     meter = CpuMeter(stack.pids(proc), own=(REPLAY,)).start()
+    jit_before = jit_compiler_cpu_s(stack.kafka.pid)
     replay_start = time.monotonic()
     stats = replay([RECORDS_DIR], kafka.bootstrap_servers, kafka.ecg_topic, beds=beds, realtime=True,
                    duration_s=seconds, loop=True, salt=salt, progress=False, stagger_s=stagger_s)
     replay_end = time.monotonic()
     meter.stop()
+    jit_s = jit_compiler_cpu_s(stack.kafka.pid) - jit_before
     try:
         wait_for(lambda: windows_done(port) - before, expected, 60.0, proc)
         drained_s = time.monotonic() - replay_end
@@ -594,6 +600,7 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
     return {
         "beds": beds,
         "stagger_s": stagger_s,
+        "seconds": seconds,
         "windows": len(records),
         "expected_windows": expected,
         "replay_max_lag_s": round(stats.max_lag_s, 3),
@@ -601,7 +608,37 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
         "latency_s": p,
         "sustained": sustained,
         "cpu_cores": meter.cores(replay_end - replay_start),
+        "broker_jit_cores": round(max(0.0, jit_s) / (replay_end - replay_start), 3),
+        "p95_by_10s": p95_by_stretch(records, card.window.window_s),
     }
+
+
+def p95_by_stretch(records: list[dict], window_s: float, stretch_s: float = 10.0) -> list[float]:
+    """p95 latency (s) of the windows falling due in each ``stretch_s`` of a run, in order from its
+    first window: whether a run's tail comes from its start (a broker still compiling, caches
+    filling) or from all along."""
+    from hfrisk.testing import window_latencies_s
+    from hfrisk.testing.realtime import window_due_us
+
+    if not records:
+        return []
+    due = np.array([window_due_us(r["window_start_us"], window_s) for r in records], dtype=np.int64)
+    latency = np.array(window_latencies_s(records, window_s))
+    stretch = (due - due.min()) // round(stretch_s * 1e6)
+    return [round(float(np.percentile(latency[stretch == k], 95)), 3) for k in np.unique(stretch)]
+
+
+def realtime_warmup(stack: Stack, args, card, kafka, prefix: str, proc, port) -> dict | None:
+    """``args.realtime_warmup_s`` of the first sweep's bed count in real time before the sweeps,
+    not counted: a freshly started broker spends its first minute under load compiling (its JIT
+    threads took 0.12-0.16 of the 2 cores for ~50 s, then ~0.01; docs/bench/stream-tuning.md,
+    "2026-12-07: the broker's first minute"), which a ward running for days does not see."""
+    if args.realtime_warmup_s <= 0 or not args.realtime_beds:
+        return None
+    row = realtime_run(stack, kafka, prefix, port, proc, args.realtime_beds[0], args.realtime_warmup_s, card,
+                       args.realtime_stagger_s[0])
+    print(f"realtime warm-up{' (baseline)' if stack.tree else ''}:", row, flush=True)
+    return row
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -669,6 +706,7 @@ def baseline_runs(stack: Stack, args, card, sections: list[str], work: Path, off
                 if "throughput" in sections:
                     out["throughput"] = throughput_runs(stack, args, card, kafka, prefix, port, proc, offline)
                 if "realtime" in sections:
+                    out["realtime_warmup"] = realtime_warmup(stack, args, card, kafka, prefix, proc, port)
                     out["realtime"], out["realtime_beds_sustained_by_stagger"] = realtime_sweeps(
                         stack, args, card, kafka, prefix, proc, port)
             finally:
@@ -723,6 +761,27 @@ def _cpu_lines(rows: list[dict], cpus: int, key: str = "cpu_cores", stretch: str
                      + " | ".join(f"{cores.get(n, 0.0):.2f}" for n in names)
                      + f" | {other:.2f} | {cores.get(MACHINE, 0.0):.2f} |")
     return lines + [""]
+
+
+def _stretches(row: dict) -> str:
+    """A run's p95 per 10 s, in order (blank on pages from before they were kept)."""
+    return " · ".join(f"{v:.2f}" for v in row.get("p95_by_10s") or [])
+
+
+def _warmup_lines(warmup: dict | None) -> list[str]:
+    """What ran before the sweeps, not counted (nothing on pages from before the warm-up)."""
+    if not warmup:
+        return []
+    lat = warmup["latency_s"]
+    return [
+        f"**Warm-up, not counted:** {warmup['beds']} beds for {warmup['seconds']:g} s in real time on the same "
+        f"stack and workers before the sweeps (`--realtime-warmup-s`): a freshly started broker spends its first "
+        f"minute under load compiling. During it the broker's JIT compiler threads kept "
+        f"{warmup.get('broker_jit_cores', 0.0):.2f} cores busy, the broker {warmup['cpu_cores'].get('Kafka broker', 0.0):.2f}; "
+        f"its windows' p95 was {lat['p95']} s ({_stretches(warmup)} s by 10 s). The column *broker's JIT* is "
+        "the same figure during each counted run.",
+        "",
+    ]
 
 
 def _parts(part_windows: int | None) -> str:
@@ -971,20 +1030,23 @@ def markdown(r: dict) -> str:
         *provenance(r, "realtime"),
         f"{r['realtime_s']:g} s per run; latency = Redis write - acquisition of the window's last sample.",
         "",
+        *_warmup_lines(r.get("realtime_warmup")),
         "*Stagger*: the beds' starts are spread over this many seconds (`replay(stagger_s=...)`). Over 1 s (one "
         "chunk) every bed's 10-s window falls due within the same second of each 5-s hop: a burst of one window per "
         "bed, the worst case. Over 5 s (the hop) they fall due evenly, as on a ward whose monitors were attached at "
         "different times.",
         "",
-        "| stagger (s) | beds | windows | p50 (s) | p95 (s) | p99 (s) | drained after replay (s) | replay max lag (s) | sustained |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| stagger (s) | beds | windows | p50 (s) | p95 (s) | p99 (s) | drained after replay (s) | replay max lag (s) | sustained "
+        "| p95 of each 10 s (s) | broker's JIT (cores) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for row in r["realtime"]:
         lat = row["latency_s"]
         lines.append(
             f"| {row.get('stagger_s', 1.0):g} | {row['beds']} | {row['windows']}/{row['expected_windows']} | {lat['p50']} | "
             f"{lat['p95']} | {lat['p99']} | "
-            f"{row['drained_after_replay_s']} | {row['replay_max_lag_s']} | {'yes' if row['sustained'] else 'no'} |"
+            f"{row['drained_after_replay_s']} | {row['replay_max_lag_s']} | {'yes' if row['sustained'] else 'no'} | "
+            f"{_stretches(row)} | {row.get('broker_jit_cores', '')} |"
         )
     by_stagger = r.get("realtime_beds_sustained_by_stagger") or {"1": r["realtime_beds_sustained"]}
     lines += [
@@ -1040,6 +1102,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--prep-workers", type=int, default=1, help="the worker's preprocessing processes")
     parser.add_argument("--realtime-beds", type=int, nargs="*", default=[8, 16, 32, 64, 128, 192, 256])
     parser.add_argument("--realtime-s", type=float, default=30.0)
+    parser.add_argument("--realtime-warmup-s", type=float, default=90.0,
+                        help="real time at the first bed count before the sweeps, not counted (0: none)")
     parser.add_argument("--realtime-stagger-s", type=float, nargs="+", default=[1.0, 5.0],
                         help="spread the beds' starts over these seconds, one real-time sweep each")
     parser.add_argument("--partitions", type=int, default=4)
@@ -1097,7 +1161,7 @@ def run(args, argv, work: Path) -> dict:
         offline = offline_rates(onnx_path, card, seconds=2.0)
         print("offline:", offline, flush=True)
     stack = Stack(work, onnx_path, card, args.partitions, args.prep_workers)
-    throughput, realtime, sustained, overhead, baseline = [], [], 0, None, None
+    throughput, realtime, sustained, overhead, baseline, warmup = [], [], 0, None, None, None
     sustained_by_stagger: dict[str, int] = {}
     try:
         if "throughput" in sections or "realtime" in sections:
@@ -1111,6 +1175,7 @@ def run(args, argv, work: Path) -> dict:
             print("offline, before and after:", offline, flush=True)
             throughput = [against_reference(row, offline) for row in throughput]
         if "realtime" in sections:
+            warmup = realtime_warmup(stack, args, card, kafka, prefix, proc, port)
             realtime, sustained_by_stagger = realtime_sweeps(stack, args, card, kafka, prefix, proc, port)
         sustained = next(iter(sustained_by_stagger.values()), 0)
         if "throughput" in sections or "realtime" in sections:
@@ -1143,6 +1208,7 @@ def run(args, argv, work: Path) -> dict:
         "throughput": throughput,
         "noop_vs_raw": overhead,
         "realtime": realtime,
+        "realtime_warmup": warmup,
         "realtime_beds_sustained": sustained,
         "realtime_beds_sustained_by_stagger": sustained_by_stagger,
         "baseline": baseline,
@@ -1162,7 +1228,8 @@ def run(args, argv, work: Path) -> dict:
 # The fields of stream.json that each section owns.
 _SECTION_FIELDS = {
     "throughput": ("duration_s", "offline", "throughput"),
-    "realtime": ("realtime_s", "realtime", "realtime_beds_sustained", "realtime_beds_sustained_by_stagger"),
+    "realtime": ("realtime_s", "realtime", "realtime_warmup", "realtime_beds_sustained",
+                 "realtime_beds_sustained_by_stagger"),
     "overhead": ("overhead_duration_s", "noop_vs_raw"),
 }
 

@@ -9,10 +9,12 @@ between snapshots is lost, which is why a meter is read around a steady stretch,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
-__all__ = ["MACHINE", "MAIN_THREAD", "OTHER_THREADS", "CpuMeter", "machine_busy_s", "thread_cpu_s", "tree_cpu_s", "tree_rss_mb"]
+__all__ = ["MACHINE", "MAIN_THREAD", "OTHER_THREADS", "CpuMeter", "jit_compiler_cpu_s", "machine_busy_s", "thread_cpu_s",
+           "tree_cpu_s", "tree_rss_mb"]
 
 
 def _tree_sum(pid: int | None, children: bool, measure) -> float:
@@ -67,6 +69,34 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
         else:
             other += thread.user_time + thread.system_time
     return {MAIN_THREAD: main, OTHER_THREADS: other}
+
+
+# HotSpot names its JIT compiler threads "C1 CompilerThread0", "C2 CompilerThread0", ...; Linux keeps
+# the first 15 characters of a thread's name.
+_JIT_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_compiler_cpu_s(pid: int | None) -> float:
+    """CPU seconds of a JVM's JIT compiler threads (the Kafka broker's): what it spends compiling its
+    hot code in its first minutes under load, on top of serving. 0 for a process that is gone or
+    where ``/proc`` has no thread names. A compiler thread that exits takes its CPU with it, so
+    this is a floor; with ``-XX:CICompilerCount=2`` (the stack's broker) there is one of each kind,
+    and HotSpot keeps the first of each kind alive."""
+    if pid is None:
+        return 0.0
+    total = 0.0
+    try:
+        threads = psutil.Process(pid).threads()
+    except psutil.NoSuchProcess:
+        return 0.0
+    for thread in threads:
+        try:
+            name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith(_JIT_THREAD_PREFIXES):
+            total += thread.user_time + thread.system_time
+    return total
 
 
 @dataclass

@@ -133,3 +133,40 @@ def test_the_page_says_the_part_size_its_workers_ran_with_when_the_report_has_it
     worker = next(line for line in markdown(report).splitlines() if line.startswith("Model: "))
     assert "a batch scored while the last one is written, parts of at most 32 windows to the pool and Triton, hop" \
         in worker
+
+
+def test_a_runs_p95_is_given_for_each_10_s_of_its_windows_in_order():
+    from bench.bench_stream import p95_by_stretch
+    from hfrisk.testing.realtime import window_due_us
+
+    start = 1_700_000_000_000_000
+    records = []
+    for k in range(30):  # a window due every second; the first 10 s written 2 s late, the rest 0.1 s
+        window_start = start + k * 1_000_000
+        due = window_due_us(window_start, 10.0)
+        records.append({"window_start_us": window_start, "written_at_us": due + (2_000_000 if k < 10 else 100_000)})
+    records.reverse()  # the order Redis gives them in is no order
+    assert p95_by_stretch(records, 10.0) == [2.0, 0.1, 0.1]
+    assert p95_by_stretch([], 10.0) == []
+
+
+def test_the_real_time_section_gives_the_warm_up_apart_and_each_runs_stretches_and_jit():
+    report = json.loads(PAGE.read_text())
+    report.pop("realtime_warmup", None)
+    for row in report["realtime"]:
+        row.pop("p95_by_10s", None)
+        row.pop("broker_jit_cores", None)
+    page = markdown(report)
+    assert "Warm-up, not counted" not in page
+    row = report["realtime"][0]
+    first = next(line for line in page.splitlines() if line.startswith(f"| {row['stagger_s']:g} | {row['beds']} | "))
+    assert first.endswith("|  |  |")  # a page from before the figures: blank, not made up
+
+    row |= {"p95_by_10s": [1.5, 0.25], "broker_jit_cores": 0.14}
+    report["realtime_warmup"] = row | {"beds": 1000, "seconds": 90.0, "broker_jit_cores": 0.15,
+                                       "cpu_cores": {"Kafka broker": 0.31}}
+    page = markdown(report)
+    first = next(line for line in page.splitlines() if line.startswith(f"| {row['stagger_s']:g} | {row['beds']} | "))
+    assert first.endswith("| 1.50 · 0.25 | 0.14 |")
+    warm = next(line for line in page.splitlines() if line.startswith("**Warm-up, not counted:**"))
+    assert "1000 beds for 90 s" in warm and "kept 0.15 cores busy, the broker 0.31" in warm

@@ -83,3 +83,39 @@ def test_a_busy_thread_is_counted_apart_from_the_main_thread():
     worker.join()
     assert middle[OTHER_THREADS] - before[OTHER_THREADS] >= 0.3 > middle[MAIN_THREAD] - before[MAIN_THREAD]
     assert after[MAIN_THREAD] - middle[MAIN_THREAD] >= 0.3 > after[OTHER_THREADS] - middle[OTHER_THREADS]
+
+
+def test_only_the_threads_named_as_hotspots_jit_compilers_count_as_its_jit():
+    import ctypes
+    import os
+    import threading
+
+    from bench.process_cpu import jit_compiler_cpu_s
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_name = 15  # prctl(PR_SET_NAME): the name /proc/<pid>/task/<tid>/comm shows, as the JVM sets it
+    burned, release = threading.Barrier(3), threading.Event()
+
+    def named_burner(name: bytes, seconds: float) -> None:
+        libc.prctl(pr_set_name, ctypes.c_char_p(name), 0, 0, 0)
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        burned.wait(10)
+        release.wait(10)  # a thread that has ended is no longer listed
+
+    before = jit_compiler_cpu_s(os.getpid())
+    threads = [threading.Thread(target=named_burner, args=(b"C2 CompilerThread0", 0.4)),
+               threading.Thread(target=named_burner, args=(b"data-plane-kafka", 0.4))]
+    for thread in threads:
+        thread.start()
+    burned.wait(10)
+    jit = jit_compiler_cpu_s(os.getpid()) - before
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert 0.3 <= jit < 0.6  # the compiler thread, not the other one
+    assert jit_compiler_cpu_s(None) == 0.0
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert jit_compiler_cpu_s(gone.pid) == 0.0
