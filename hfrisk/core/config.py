@@ -255,6 +255,13 @@ class StreamSettings(BaseModel):
     batch_timeout_s: float = Field(default=0.05, ge=0)
     metrics_port: int = 8003
     @model_validator(mode="after")
+    def _idle_after_a_checkpoint(self) -> "StreamSettings":
+        if 0 < self.idle_patient_s <= self.checkpoint_interval_s:
+            raise ValueError(f"idle_patient_s ({self.idle_patient_s:g}) must be 0 or longer than checkpoint_interval_s "
+                             f"({self.checkpoint_interval_s:g})")
+        return self
+
+    @model_validator(mode="after")
     def _clear_below_flag(self) -> "StreamSettings":
         for flag, clear in (("flag_absolute_risk", "clear_absolute_risk"), ("flag_percentile", "clear_percentile"),
                             ("risk_threshold", "clear_threshold")):
@@ -311,6 +318,11 @@ class StreamSettings(BaseModel):
     # writes every changed buffer (~0.2 MB a patient): 2 s saturated Redis at 512 beds
     # (docs/bench/stream-tuning.md, "Checkpoints"); a longer one redelivers more after a crash.
     checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    # Seconds without a chunk after which a patient's buffer leaves the worker's memory, at the
+    # first checkpoint that finds it saved; its next chunk restores it from Redis, as after a
+    # restart. Without it every patient a worker ever saw stayed in memory (~0.1-0.2 MB each), so
+    # a ward's turnover grew the worker without bound. 0: never (longer than a checkpoint).
+    idle_patient_s: float = Field(default=600.0, ge=0)
     # MB of freed memory the worker's allocator keeps for reuse instead of handing it back to the
     # kernel: above one checkpoint's serialised buffers, so the next one does not fault them in
     # again; its preprocessing processes keep as much of what each part frees (~0.6 ms of their CPU

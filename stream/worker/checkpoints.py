@@ -30,6 +30,10 @@ class Checkpoints:
         self.partition_of: dict[str, TopicPartition] = {}
         self.next_offset: dict[TopicPartition, int] = {}
         self.last_at = time.monotonic()
+        # When each patient's buffer last took a chunk, on the worker's clock; ``now`` is set once
+        # a batch (a clock read per chunk would cost more than the entry).
+        self.touched_at: dict[str, float] = {}
+        self.now = time.monotonic()
 
     @property
     def has_work(self) -> bool:
@@ -42,6 +46,7 @@ class Checkpoints:
         """``record``'s chunk went into ``patient_id``'s buffer: save that buffer at the next checkpoint."""
         self.dirty.add(patient_id)
         self.partition_of[patient_id] = (record.topic, record.partition)
+        self.touched_at[patient_id] = self.now
 
     def processed(self, records: Iterable[ChunkRecord]) -> None:
         """Their batch is written and published: acknowledge them at the next checkpoint."""
@@ -59,12 +64,26 @@ class Checkpoints:
         self.last_at = time.monotonic()
         return changed, pending
 
+    def idle(self, idle_s: float, now: float, saving: Iterable[str]) -> list[str]:
+        """Patients without a chunk for more than ``idle_s`` (before ``now``) whose buffers have
+        nothing unsaved: neither changed since the last checkpoint taken nor in ``saving`` (the one
+        being taken). Call after the last checkpoint's save has succeeded."""
+        cutoff = now - idle_s
+        saving = set(saving)
+        return [pid for pid, at in self.touched_at.items()
+                if at < cutoff and pid not in self.dirty and pid not in saving]
+
+    def drop(self, patient_ids: Iterable[str]) -> None:
+        """Forget these patients (their buffers left the worker); their messages stay pending."""
+        for pid in patient_ids:
+            self.dirty.discard(pid)
+            self.partition_of.pop(pid, None)
+            self.touched_at.pop(pid, None)
+
     def forget(self, partitions: set[TopicPartition]) -> list[str]:
         """The partitions went to another worker: drop their messages and patients; returns those patients."""
         dropped = [pid for pid, tp in self.partition_of.items() if tp in partitions]
-        for pid in dropped:
-            self.dirty.discard(pid)
-            del self.partition_of[pid]
+        self.drop(dropped)
         self.pending = [r for r in self.pending if (r.topic, r.partition) not in partitions]
         for tp in partitions:
             self.next_offset.pop(tp, None)

@@ -148,6 +148,11 @@ def worker_command(
         typer.Option(help="Seconds between saving patient buffers to Redis and committing offsets "
                      "[HFRISK_STREAM__CHECKPOINT_INTERVAL_S: 5]."),
     ] = None,
+    idle_patient_s: Annotated[
+        Optional[float],
+        typer.Option(help="Seconds without a chunk after which a patient's saved buffer leaves memory (its next "
+                     "chunk restores it); 0: never [HFRISK_STREAM__IDLE_PATIENT_S: 600]."),
+    ] = None,
     session_timeout_s: Annotated[
         Optional[float],
         typer.Option(help="Seconds before a vanished worker's partitions move "
@@ -204,7 +209,8 @@ def worker_command(
         settings = _override(
             get_settings(), web_port=web_port, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id,
             prep_workers=prep_workers, preprocess_on=preprocess_on, card_path=card, builtin_card=builtin_card,
-            checkpoint_interval_s=checkpoint_interval_s, session_timeout_s=session_timeout_s, noop_model=noop_model,
+            checkpoint_interval_s=checkpoint_interval_s, idle_patient_s=idle_patient_s,
+            session_timeout_s=session_timeout_s, noop_model=noop_model,
             noop_prep=noop_prep, create_topics=create_topics, wait_for_triton_s=wait_for_triton_s, retry_max_s=retry_max_s,
         )
     except ValidationError as exc:

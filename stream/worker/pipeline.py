@@ -71,11 +71,20 @@ class WorkerOptions:
     checkpoint_interval_s: float = 5.0
     backoff: Backoff = field(default_factory=lambda: Backoff(first_s=0.2, max_s=2.0))
     max_message_bytes: int = 4 * 1024 * 1024
+    # ``stream.idle_patient_s``: a patient's buffer leaves memory this long after its last chunk,
+    # once saved (0: never).
+    idle_patient_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if 0 < self.idle_patient_s <= self.checkpoint_interval_s:
+            raise ValueError(f"idle_patient_s ({self.idle_patient_s:g}) must be 0 or longer than "
+                             f"checkpoint_interval_s ({self.checkpoint_interval_s:g}): a buffer leaves only once saved")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerOptions:
         return cls(
             checkpoint_interval_s=settings.stream.checkpoint_interval_s,
+            idle_patient_s=settings.stream.idle_patient_s,
             backoff=Backoff(first_s=0.2, max_s=settings.stream.retry_max_s),
             max_message_bytes=settings.kafka.max_message_bytes,
         )
@@ -106,6 +115,7 @@ class StreamWorker:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         pseudonymise: Callable[[str], str] | None = None,
         monitor: ModelMonitor | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         # An HMAC per chunk for the same few thousand ids: remembered (bounded; the same id and key
         # always give the same pseudonym, so a cached one is the one computed).
@@ -122,6 +132,7 @@ class StreamWorker:
         self.monitor = monitor or ModelMonitor(self.metrics, risk_scale=card.risk_scale)
         self.options = options or WorkerOptions()
         self._sleep = sleep
+        self._clock = clock  # when patients last sent: what idle_patient_s is measured on
         # Held for a whole batch, a checkpoint or a revocation: a buffer is never saved while it
         # holds chunks whose windows are not written yet.
         self._lock = asyncio.Lock()
@@ -338,6 +349,7 @@ class StreamWorker:
         report.timings["decode"] = round(decoded_at - started, 6)
 
         await self._restore({chunk.patient_id for _, chunk in decoded} - set(self.assembler.buffers))
+        self._checkpoints.now = self._clock()
         windows: list[tuple[Window, ChunkRecord]] = []
         for record, chunk in decoded:
             for outcome in self._feed(record, chunk, report):
@@ -490,6 +502,7 @@ class StreamWorker:
         await self._saved()  # the last checkpoint's: saves to a key, and acknowledgements, stay in order
         self._raise_if_failed()
         changed, records = self._checkpoints.take(self.assembler.buffers)
+        self._forget_idle(saving=changed)
         # Copies (~0.2 MB per patient): the buffers move on with the next batch while these are saved.
         states = await asyncio.to_thread(lambda: {pid: b.to_bytes() for pid, b in changed.items()})
         self._saving = asyncio.ensure_future(self._save_and_acknowledge(states, records))
@@ -498,6 +511,23 @@ class StreamWorker:
             await self._saved()
             self._raise_if_failed()
         return len(records)
+
+    def _forget_idle(self, saving: Iterable[str]) -> None:
+        """Drop the buffers of patients idle past ``idle_patient_s`` whose last change is saved
+        (the last checkpoint's save has succeeded when this runs): Redis holds exactly what memory
+        held, so their next chunk restores it (:meth:`_restore`) and their windows go on as if
+        never dropped. Without this every patient the worker ever saw stayed in memory."""
+        if self.options.idle_patient_s <= 0:
+            return
+        idle = self._checkpoints.idle(self.options.idle_patient_s, self._clock(), saving)
+        if not idle:
+            return
+        self._checkpoints.drop(idle)
+        for pid in idle:
+            self.assembler.drop(pid)
+        self.metrics.patients_active.set(len(self.assembler.buffers))
+        log.info("idle patients' buffers dropped", patients=len(idle), idle_s=self.options.idle_patient_s,
+                 still_held=len(self.assembler.buffers))
 
     async def _save_and_acknowledge(self, states: dict[str, bytes], records: list[ChunkRecord]) -> None:
         started = time.perf_counter()

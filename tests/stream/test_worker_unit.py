@@ -232,7 +232,7 @@ def preprocessor():
 
 
 def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=None, metrics=None,
-                checkpoint_s: float = 0.0) -> StreamWorker:
+                checkpoint_s: float = 0.0, idle_patient_s: float = 0.0, clock=None) -> StreamWorker:
     return StreamWorker(
         card=CARD,
         assembler=WindowAssembler(window_s=CARD.window.window_s, hop_s=5.0, reorder_s=5.0),
@@ -243,8 +243,9 @@ def make_worker(preprocessor, *, sink=None, store=None, publisher=None, scorer=N
         publisher=publisher or MemoryPublisher(),
         metrics=metrics or StreamMetrics(),
         options=WorkerOptions(checkpoint_interval_s=checkpoint_s, backoff=Backoff(0.0, 0.0),
-                              max_message_bytes=MAX_BYTES),
+                              max_message_bytes=MAX_BYTES, idle_patient_s=idle_patient_s),
         sleep=no_sleep,
+        **({"clock": clock} if clock is not None else {}),
     )
 
 
@@ -908,6 +909,14 @@ def test_worker_settings_come_from_the_settings_and_their_environment(monkeypatc
     assert worker.options.checkpoint_interval_s == 0.75
     assert worker.options.backoff == Backoff(first_s=0.2, max_s=5.0)
     assert worker.options.max_message_bytes == settings.kafka.max_message_bytes
+    assert worker.options.idle_patient_s == 600.0
+    monkeypatch.setenv("HFRISK_STREAM__IDLE_PATIENT_S", "0.5")  # not longer than a checkpoint: refused
+    with pytest.raises(ValidationError, match="idle_patient_s"):
+        Settings()
+    with pytest.raises(ValueError, match="idle_patient_s"):
+        WorkerOptions(checkpoint_interval_s=5.0, idle_patient_s=5.0)
+    monkeypatch.setenv("HFRISK_STREAM__IDLE_PATIENT_S", "0")
+    assert Settings().stream.idle_patient_s == 0.0
     monkeypatch.setenv("HFRISK_STREAM__RETRY_MAX_S", "0")
     with pytest.raises(ValidationError, match="retry_max_s"):
         Settings()
@@ -944,6 +953,7 @@ def test_worker_options_override_their_settings_and_only_when_given(monkeypatch)
     settings = _override(Settings(), prep_workers=0, app_id=None, noop_model=True)
     assert (settings.stream.prep_workers, settings.stream.app_id, settings.stream.noop_model) == (0, "from-env", True)
     assert settings.stream.checkpoint_interval_s == 5.0  # neither given nor set: the default
+    assert _override(Settings(), idle_patient_s=30.0).stream.idle_patient_s == 30.0
 
 
 def test_noop_prep_gives_a_record_for_every_window_without_a_preprocessing_pool(chunks, expected):
@@ -1075,3 +1085,68 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_worker_without_acknowledgin
 
     asyncio.run(go())
     assert acks == [] and store.saves == 0
+
+
+class Clock:
+    """The worker's clock for idle patients, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_patient_idle_past_the_limit_leaves_memory_once_saved_and_its_next_chunk_restores_it(
+        preprocessor, chunks, expected):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    records = records_of(messages)
+    patients = sorted({c.patient_id for c in chunks})
+    quiet, talking = patients
+    cut = 23  # mid-window for both beds
+    early, late = records[:cut], records[cut:]
+    late_of = {pid: [r for r, c in zip(late, chunks[cut:]) if c.patient_id == pid] for pid in patients}
+    sink, store, metrics, clock = MemorySink(), MemoryStore(), StreamMetrics(), Clock()
+    worker = make_worker(preprocessor, sink=sink, store=store, metrics=metrics, checkpoint_s=100.0,
+                         idle_patient_s=600.0, clock=clock)
+
+    async def go():
+        await worker.handle(early)  # no checkpoint yet: both buffers hold unsaved chunks
+        clock.now += 700  # both idle past the limit, but neither buffer is saved
+        await worker.checkpoint()
+        assert set(worker.assembler.buffers) == {quiet, talking}  # saved now, kept until the next one
+        saved = store.saved[quiet]
+        await worker.handle(late_of[talking][:3])
+        clock.now += 10
+        await worker.checkpoint()
+        # The quiet patient's buffer is dropped: its last state is the one saved; the other stays.
+        assert set(worker.assembler.buffers) == {talking}
+        assert store.saved[quiet] == saved
+        assert metrics.value("hfrisk_patients_active") == 1
+        # Its next chunk restores it from the store; its windows go on as if it had never left.
+        await worker.handle(late_of[quiet])
+        await worker.handle(late_of[talking][3:])
+        await worker.checkpoint()
+
+    asyncio.run(go())
+    assert set(worker.assembler.buffers) == {quiet, talking}
+    assert set(sink.windows) == set(expected) and len(sink.order) == len(expected)
+    for key, risk in expected.items():
+        assert (sink.windows[key].log_risk is None) == (risk is None)
+        if risk is not None:
+            assert sink.windows[key].log_risk == pytest.approx(risk, abs=1e-6)
+
+
+def test_without_an_idle_limit_every_patient_stays_in_memory(preprocessor, chunks):
+    messages = [(c.key, encode_chunk(c, max_bytes=MAX_BYTES)) for c in chunks]
+    clock = Clock()
+    worker = make_worker(preprocessor, idle_patient_s=0.0, clock=clock)
+
+    async def go():
+        await worker.handle(records_of(messages)[:10])
+        for _ in range(2):
+            clock.now += 10 ** 6
+            await worker.checkpoint()
+
+    asyncio.run(go())
+    assert len(worker.assembler.buffers) == 2
