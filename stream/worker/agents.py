@@ -10,7 +10,7 @@ Stops and rebalances: docs/stream-worker.md.
 Example (what ``hfrisk worker`` does, see :mod:`hfrisk.stream.worker.command`)::
 
     app = create_app(settings, web_port=6066)
-    worker = StreamWorker.from_settings(settings, card=card, preprocessor=Preprocessor(card),
+    worker = StreamWorker.from_settings(settings, card=card, preprocessor=worker_preprocessor(settings.stream, card),
                                         scorer=AsyncTritonScorer(RiskClient.from_settings(card=card)),
                                         publisher=FaustPublisher(app, settings.kafka))
     install_agents(app, worker, settings)
