@@ -763,7 +763,7 @@ def _cpu_lines(rows: list[dict], cpus: int, key: str = "cpu_cores", stretch: str
     return lines + [""]
 
 
-def _stretches(row: dict) -> str:
+def stretches_cell(row: dict) -> str:
     """A run's p95 per 10 s, in order (blank on pages from before they were kept)."""
     return " · ".join(f"{v:.2f}" for v in row.get("p95_by_10s") or [])
 
@@ -778,7 +778,7 @@ def _warmup_lines(warmup: dict | None) -> list[str]:
         f"stack and workers before the sweeps (`--realtime-warmup-s`): a freshly started broker spends its first "
         f"minute under load compiling. During it the broker's JIT compiler threads kept "
         f"{warmup.get('broker_jit_cores', 0.0):.2f} cores busy, the broker {warmup['cpu_cores'].get('Kafka broker', 0.0):.2f}; "
-        f"its windows' p95 was {lat['p95']} s ({_stretches(warmup)} s by 10 s). The column *broker's JIT* is "
+        f"its windows' p95 was {lat['p95']} s ({stretches_cell(warmup)} s by 10 s). The column *broker's JIT* is "
         "the same figure during each counted run.",
         "",
     ]
@@ -1046,7 +1046,7 @@ def markdown(r: dict) -> str:
             f"| {row.get('stagger_s', 1.0):g} | {row['beds']} | {row['windows']}/{row['expected_windows']} | {lat['p50']} | "
             f"{lat['p95']} | {lat['p99']} | "
             f"{row['drained_after_replay_s']} | {row['replay_max_lag_s']} | {'yes' if row['sustained'] else 'no'} | "
-            f"{_stretches(row)} | {row.get('broker_jit_cores', '')} |"
+            f"{stretches_cell(row)} | {row.get('broker_jit_cores', '')} |"
         )
     by_stagger = r.get("realtime_beds_sustained_by_stagger") or {"1": r["realtime_beds_sustained"]}
     lines += [

@@ -37,7 +37,7 @@ import uuid
 from pathlib import Path
 
 from bench.bench_stream import (REPLAY, Stack, chunks_per_s, overhead_backlog, raw_consumer_rate, realtime_run,
-                                throughput_run)
+                                stretches_cell, throughput_run)
 from bench.bench_triton import export_model
 from bench.process_cpu import MACHINE
 from bench.record import command_line, load_average, machine, save, work_dir
@@ -192,7 +192,8 @@ def _realtime_lines(r: dict) -> list[str]:
         return [row["variant"], f"{row['windows']}/{row['expected_windows']}",
                 f"{row['latency_s']['p50']} / {row['latency_s']['p95']}", "yes" if row["sustained"] else "no",
                 f"{row['workers_cores']:.3f}",
-                *(f"{c.get(name, 0):.2f}" for name in ("Kafka broker", "Redis", "Triton", REPLAY, MACHINE))]
+                *(f"{c.get(name, 0):.2f}" for name in ("Kafka broker", "Redis", "Triton", REPLAY, MACHINE)),
+                stretches_cell(row)]
 
     sa, sb = r["summary"]["a"], r["summary"]["b"]
     return _runs_table(
@@ -201,7 +202,7 @@ def _realtime_lines(r: dict) -> list[str]:
         f"worker(s) of {r['prep_workers']} preprocessing process(es); a {r['warmup_beds']}-bed warm-up first.",
         [("variant", "---"), ("windows", "---:"), ("p50 / p95 (s)", "---"), ("sustained", "---"),
          ("workers with pools (cores)", "---:"), ("Kafka", "---:"), ("Redis", "---:"), ("Triton", "---:"),
-         ("replay", "---:"), ("machine busy", "---:")],
+         ("replay", "---:"), ("machine busy", "---:"), ("p95 of each 10 s (s)", "---")],
         cells,
         f"Workers with their pools, median over the rounds: a {sa['median_workers_cores']:.3f}, "
         f"b {sb['median_workers_cores']:.3f} cores; p95 a {sa['p95_s']}, b {sb['p95_s']} s.")
