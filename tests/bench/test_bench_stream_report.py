@@ -137,7 +137,7 @@ def test_the_page_says_the_part_size_its_workers_ran_with_when_the_report_has_it
 
 def test_a_runs_p95_is_given_for_each_10_s_of_its_windows_in_order():
     from bench.bench_stream import p95_by_stretch
-    from hfrisk.testing.realtime import window_due_us
+    from hfrisk.testing.realtime import window_due_us, window_latencies_s
 
     start = 1_700_000_000_000_000
     records = []
@@ -146,8 +146,9 @@ def test_a_runs_p95_is_given_for_each_10_s_of_its_windows_in_order():
         due = window_due_us(window_start, 10.0)
         records.append({"window_start_us": window_start, "written_at_us": due + (2_000_000 if k < 10 else 100_000)})
     records.reverse()  # the order Redis gives them in is no order
-    assert p95_by_stretch(records, 10.0) == [2.0, 0.1, 0.1]
-    assert p95_by_stretch([], 10.0) == []
+    latencies = window_latencies_s(records, 10.0)
+    assert p95_by_stretch(records, latencies, 10.0) == [2.0, 0.1, 0.1]
+    assert p95_by_stretch([], [], 10.0) == []
 
 
 def test_the_real_time_section_gives_the_warm_up_apart_and_each_runs_stretches_and_jit():
