@@ -42,6 +42,7 @@ from bench.bench_triton import export_model
 from bench.process_cpu import MACHINE
 from bench.record import command_line, load_average, machine, save, work_dir
 from bench.trees import extract
+from hfrisk.core.config import get_settings
 from hfrisk.model.contract.card import default_card
 
 
@@ -66,13 +67,16 @@ def workers_cores(cores: dict) -> float:
 
 
 class environment:
-    """``os.environ`` updated by ``env`` inside the block (the workers inherit it), as it was after."""
+    """``os.environ`` updated by ``env`` inside the block, as it was after. The workers inherit it,
+    and so do this process's own settings (``get_settings`` is cached: it is read afresh on the way
+    in and out), such as the replay's linger."""
 
     def __init__(self, env: dict[str, str]):
         self.env, self.saved = env, {k: os.environ.get(k) for k in env}
 
     def __enter__(self):
         os.environ.update(self.env)
+        get_settings.cache_clear()
 
     def __exit__(self, *exc):
         for k, v in self.saved.items():
@@ -80,6 +84,7 @@ class environment:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        get_settings.cache_clear()
 
 
 def layout(args, name: str) -> tuple[int, int]:
