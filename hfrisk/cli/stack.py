@@ -49,6 +49,7 @@ def replay(
     stagger_s: Annotated[Optional[float], typer.Option(min=0.0, help="Spread the beds' starts over this many seconds (default one chunk); the worker's hop (5 s) spreads their windows as a ward's monitors would be.")] = None,
     bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers; default HFRISK_KAFKA__BOOTSTRAP_SERVERS.")] = None,
     topic: Annotated[Optional[str], typer.Option(help="Topic; default HFRISK_KAFKA__ECG_TOPIC.")] = None,
+    linger_ms: Annotated[Optional[int], typer.Option(min=0, help="How long the producer holds a chunk for company (Kafka's linger.ms); default HFRISK_KAFKA__REPLAY_LINGER_MS (20).")] = None,
     create_topics: Annotated[bool, typer.Option(help="Create the stream's topics first if missing.")] = True,
 ) -> None:
     """Stream recordings into Kafka as bedside monitors would."""
@@ -62,7 +63,7 @@ def replay(
     stats = run_replay(
         [str(s) for s in sources], kafka.bootstrap_servers, topic or kafka.ecg_topic,
         beds=beds, chunk_s=chunk_s, realtime=realtime, duration_s=duration_s, max_records=max_records, loop=loop,
-        stagger_s=stagger_s,
+        stagger_s=stagger_s, linger_ms=linger_ms,
     )
     typer.echo(stats.summary())
 

@@ -61,6 +61,10 @@ class KafkaSettings(BaseModel):
     alerts_topic: str = "ecg.alerts"
     dead_letter_topic: str = "ecg.dead-letter"
     partitions: int = 4
+    # How long `hfrisk replay`'s producer holds a chunk for company before sending (Kafka's
+    # linger.ms). Every bed's chunk is timed from its acquisition, so this only adds latency; a
+    # longer wait sends fewer, larger requests (docs/replay.md, "The producer's linger").
+    replay_linger_ms: int = Field(default=20, ge=0)
     # Chunks, scores and alerts are a live feed (Redis keeps the trends): a 500 Hz 12-lead bed
     # writes ~1 GB of chunks a day, so a day of replayable history is plenty. Dead letters are
     # kept a month for someone to look at why a device's messages were refused.

@@ -303,7 +303,7 @@ def replay(
     loop: bool = False,
     salt: str | None = None,
     start_us: int | None = None,
-    linger_ms: int = 20,
+    linger_ms: int | None = None,
     max_message_bytes: int | None = None,
     progress: bool = True,
     producer_configs: dict | None = None,
@@ -311,7 +311,8 @@ def replay(
 ) -> ReplayStats:
     """Stream the recordings under ``paths`` (files, folders, PTB-XL trees) to ``topic``.
 
-    ``bootstrap``/``topic``/``max_message_bytes`` default to ``KafkaSettings``. Messages are keyed
+    ``bootstrap``/``topic``/``max_message_bytes``/``linger_ms`` default to ``KafkaSettings``
+    (``linger_ms``: its ``replay_linger_ms``). Messages are keyed
     by patient id, produced with ``acks=all`` and idempotence (no duplicates from retries, order
     kept per partition). Ctrl-C stops the feed cleanly: what was sent is flushed and counted
     (``stats.interrupted``). Raises :class:`ReplayError` if Kafka refuses a chunk.
@@ -322,6 +323,7 @@ def replay(
     bootstrap = bootstrap or settings.bootstrap_servers
     topic = topic or settings.ecg_topic
     max_bytes = max_message_bytes or settings.max_message_bytes
+    linger_ms = settings.replay_linger_ms if linger_ms is None else linger_ms
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="hfrisk-replay",

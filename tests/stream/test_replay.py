@@ -149,3 +149,59 @@ def test_stagger_spreads_the_beds_starts_over_the_given_span(three_records):
     assert dues == sorted(dues)
     with pytest.raises(ValueError, match="stagger_s"):
         next(feed(three_records, beds=2, stagger_s=-1.0))
+
+
+class _RecordingProducer:
+    """Stands in for kafka-python's producer: keeps its settings and what it was sent."""
+
+    made: list["_RecordingProducer"] = []
+
+    def __init__(self, **settings):
+        self.settings, self.sent = settings, []
+        _RecordingProducer.made.append(self)
+
+    def send(self, topic, key, value):
+        self.sent.append((topic, key))
+        return self
+
+    def add_errback(self, _callback):
+        return self
+
+    def flush(self):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+@pytest.mark.parametrize(("env", "argument", "expected"), [(None, None, 20), ("150", None, 150), ("150", 0, 0)])
+def test_the_producers_linger_comes_from_the_argument_else_the_settings(monkeypatch, three_records, env, argument,
+                                                                        expected):
+    """``linger_ms`` (``hfrisk replay --linger-ms``) over ``HFRISK_KAFKA__REPLAY_LINGER_MS`` over 20 ms;
+    whatever the linger, every chunk is sent."""
+    from hfrisk.core.config import get_settings
+    from hfrisk.stream.ingest import replay as replay_module
+
+    _RecordingProducer.made.clear()
+    monkeypatch.setattr(replay_module, "KafkaProducer", _RecordingProducer)
+    if env is not None:
+        monkeypatch.setenv("HFRISK_KAFKA__REPLAY_LINGER_MS", env)
+    get_settings.cache_clear()
+    try:
+        stats = replay_module.replay(three_records, "127.0.0.1:9", "t", beds=2, realtime=False, linger_ms=argument,
+                                     progress=False)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    (producer,) = _RecordingProducer.made
+    assert producer.settings["linger_ms"] == expected
+    assert len(producer.sent) == stats.chunks == 30  # three 10-s records in 1-s chunks
+
+
+def test_a_negative_linger_setting_is_refused(monkeypatch):
+    from pydantic import ValidationError
+
+    from hfrisk.core.config import KafkaSettings
+
+    with pytest.raises(ValidationError):
+        KafkaSettings(replay_linger_ms=-1)
