@@ -231,6 +231,14 @@ class MonitoringSettings(BaseModel):
 FlagRule = Literal["absolute_risk", "percentile", "log_risk"]
 
 
+def check_idle_patient_s(idle_patient_s: float, checkpoint_interval_s: float) -> None:
+    """``stream.idle_patient_s`` must be 0 (never) or longer than a checkpoint interval: a buffer
+    leaves memory only once saved. Checked on the settings and on a worker's command-line options."""
+    if 0 < idle_patient_s <= checkpoint_interval_s:
+        raise ValueError(f"idle_patient_s ({idle_patient_s:g}) must be 0 or longer than checkpoint_interval_s "
+                         f"({checkpoint_interval_s:g}): a buffer leaves only once saved")
+
+
 class StreamSettings(BaseModel):
     hop_s: float = 5.0
     # What raises a flag (docs/score-scale.md): the absolute risk by the model card's horizon, the
@@ -258,11 +266,10 @@ class StreamSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     batch_timeout_s: float = Field(default=0.05, ge=0)
     metrics_port: int = 8003
+
     @model_validator(mode="after")
     def _idle_after_a_checkpoint(self) -> "StreamSettings":
-        if 0 < self.idle_patient_s <= self.checkpoint_interval_s:
-            raise ValueError(f"idle_patient_s ({self.idle_patient_s:g}) must be 0 or longer than checkpoint_interval_s "
-                             f"({self.checkpoint_interval_s:g})")
+        check_idle_patient_s(self.idle_patient_s, self.checkpoint_interval_s)
         return self
 
     @model_validator(mode="after")

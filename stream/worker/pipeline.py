@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from hfrisk.core.config import Settings, get_settings
+from hfrisk.core.config import Settings, check_idle_patient_s, get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.core.pseudonym import pseudonymiser_from_settings
 from hfrisk.core.security import redis_client as make_redis_client
@@ -76,9 +76,7 @@ class WorkerOptions:
     idle_patient_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if 0 < self.idle_patient_s <= self.checkpoint_interval_s:
-            raise ValueError(f"idle_patient_s ({self.idle_patient_s:g}) must be 0 or longer than "
-                             f"checkpoint_interval_s ({self.checkpoint_interval_s:g}): a buffer leaves only once saved")
+        check_idle_patient_s(self.idle_patient_s, self.checkpoint_interval_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerOptions:
