@@ -9,6 +9,9 @@ the two in each of ``--rounds`` rounds of ``--seconds``:
 
 1. **model inputs** to ``hfrisk``: the network alone (the worker has already prepared them);
 2. **raw windows** to ``hfrisk_raw``: the front end (torch, the server's CPU) and the network;
+   each of the two also through shared memory (``shared_memory="system"``: the tensors in
+   ``/dev/shm`` regions Triton maps, not in the request), alternating with the rest, and checked to
+   answer exactly as the request path does;
 3. in this process, for the per-stage costs the sizing uses: the front end on numpy with one BLAS
    thread (what one worker pool process does), on torch's CPU, and the raw model's whole computation
    (:class:`~hfrisk.serving.raw_windows.RawWindowModel`) on torch's CPU.
@@ -112,25 +115,36 @@ def through_triton(card: ModelCard, onnx_path: Path, ecgs, raw, args, work: Path
     inputs = np.stack([p.x for p in prepared]).astype(np.float32)
     x_in = inputs[(np.arange(args.batch)) % len(inputs)]
     x_raw = cycle(raw, args.batch)
-    rounds: dict[str, list[float]] = {"model_inputs": [], "raw_windows": []}
-    client_cpu: dict[str, list[float]] = {"model_inputs": [], "raw_windows": []}
+    names = ("model_inputs", "raw_windows", "model_inputs_shm", "raw_windows_shm")
+    rounds: dict[str, list[float]] = {name: [] for name in names}
+    client_cpu: dict[str, list[float]] = {name: [] for name in names}
     with TritonServer(repo, "hfrisk", work_dir=work / "triton", extra_args=["--load-model=hfrisk_raw"]) as server:
         loop = asyncio.new_event_loop()
-        plain = RiskClient(server.grpc_url, card=card, max_batch=args.batch, timeout_s=60)
-        rawc = RawRiskClient(server.grpc_url, card=card, max_batch=args.batch, timeout_s=60)
-        steps = {"model_inputs": lambda: loop.run_until_complete(plain.infer(x_in)),
-                 "raw_windows": lambda: loop.run_until_complete(rawc.infer_raw(*x_raw))}
+        clients = {name: (RawRiskClient if name.startswith("raw") else RiskClient)(
+            server.grpc_url, card=card, max_batch=args.batch, timeout_s=60,
+            shared_memory="system" if name.endswith("_shm") else "off") for name in names}
+        calls = {name: (lambda c=clients[name]: c.infer_raw(*x_raw)) if name.startswith("raw")
+                 else (lambda c=clients[name]: c.infer(x_in)) for name in names}
+        steps = {name: (lambda call=calls[name]: loop.run_until_complete(call())) for name in names}
         try:
+            same = {name: _same(steps["raw_windows" if name.startswith("raw") else "model_inputs"](), steps[name]())
+                    for name in names if name.endswith("_shm")}
+            if not all(same.values()):
+                raise AssertionError(f"shared memory answered differently from the request path: {same}")
             for r in range(args.rounds):
                 for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
                     rounds[name].append(rate(steps[name], args.batch, args.seconds, cpu=client_cpu[name]))
         finally:
-            loop.run_until_complete(plain.close())
-            loop.run_until_complete(rawc.close())
+            for client in clients.values():
+                loop.run_until_complete(client.close())
             loop.close()
     return {name: {"windows_per_s": statistics.median(v), "rounds": [round(x, 1) for x in v],
                    "client_cpu_us_per_window": statistics.median(client_cpu[name])}
             for name, v in rounds.items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a)
 
 
 def on_gpu(card: ModelCard, onnx_path: Path, ecgs, raw, args) -> dict:
@@ -212,20 +226,25 @@ def report(result: dict) -> str:
     ratio = t["raw_windows"]["windows_per_s"] / t["model_inputs"]["windows_per_s"]
     return head + f"""## Triton on CPU: one caller, batches of {b}, back to back
 
-{result['rounds']} rounds of {result['seconds']:g} s, the two alternating; median windows/s (per round). Triton's
+{result['rounds']} rounds of {result['seconds']:g} s, the four requests alternating; median windows/s (per round). Triton's
 instances: {result['threads']} ONNX Runtime / torch thread(s); client and server share the machine's CPUs.
 
 | request | what the server does | windows/s | rounds | client CPU (µs / window) |
 | --- | --- | ---: | --- | ---: |
-| model inputs to `hfrisk` | network | {t['model_inputs']['windows_per_s']:.0f} | {t['model_inputs']['rounds']} | {t['model_inputs']['client_cpu_us_per_window']:.0f} |
-| raw windows to `hfrisk_raw` | front end (torch, CPU) + network | {t['raw_windows']['windows_per_s']:.0f} | {t['raw_windows']['rounds']} | {t['raw_windows']['client_cpu_us_per_window']:.0f} |
+{_triton_rows(t)}
 
 Client CPU: this process's CPU time per window while it called (gRPC, serialisation): what a worker
-spends per window on the Triton call itself.
+spends per window on the Triton call itself. *Shared memory*: the client writes the large tensors
+(raw windows: 240 kB each; model inputs: 29 kB each) into `/dev/shm` regions Triton has mapped, and
+the request names the regions (`HFRISK_TRITON__SHARED_MEMORY=system`, Triton on the same host);
+before the rounds each answered exactly as the request path did.
 
 Raw / model inputs: **{ratio:.2f}**. A CPU server that preprocesses does the work the worker pool would
 have done, plus the transfer of raw windows (12 × 5000 float32 = 240 kB a window vs 29 kB): on a CPU host
 it moves the cost, it does not remove it; the default stays `preprocess_on: worker`.
+Through shared memory a raw window costs the caller **{t['raw_windows_shm']['client_cpu_us_per_window']:.0f} µs**
+of CPU instead of {t['raw_windows']['client_cpu_us_per_window']:.0f} (a model input
+{t['model_inputs_shm']['client_cpu_us_per_window']:.0f} instead of {t['model_inputs']['client_cpu_us_per_window']:.0f}).
 
 ## In process, same machine, batches of {b} (the per-stage costs of docs/serving.md's sizing)
 
@@ -236,6 +255,19 @@ it moves the cost, it does not remove it; the default stays `preprocess_on: work
 | front end, torch CPU ({result['threads']} thread(s)) | {p['frontend_torch_cpu']:.0f} |
 | front end + network, torch CPU + ONNX Runtime (`RawWindowModel`) | {p['raw_model_torch_cpu']:.0f} |
 """
+
+
+def _triton_rows(t: dict) -> str:
+    what = {"model_inputs": ("model inputs to `hfrisk`", "network"),
+            "raw_windows": ("raw windows to `hfrisk_raw`", "front end (torch, CPU) + network")}
+    lines = []
+    for name, row in t.items():
+        request, work = what[name.removesuffix("_shm")]
+        if name.endswith("_shm"):
+            request += ", shared memory"
+        lines.append(f"| {request} | {work} | {row['windows_per_s']:.0f} | {row['rounds']} | "
+                     f"{row['client_cpu_us_per_window']:.0f} |")
+    return "\n".join(lines)
 
 
 def _device_lines(rows: list[dict]) -> list[str]:

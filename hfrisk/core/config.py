@@ -190,6 +190,10 @@ class TritonSettings(BaseModel):
     # "gpu" selects <model>/configs/gpu.pbtxt (KIND_GPU instances); None the default config.pbtxt.
     model_config_name: str | None = None
     ready_timeout_s: float = 120.0
+    # "system": large request tensors (raw windows, model inputs) go through /dev/shm regions that
+    # Triton maps, not through gRPC: ~8x less client CPU for raw windows (docs/serving.md "Shared
+    # memory"). Only for a Triton on the same host that sees the same /dev/shm.
+    shared_memory: Literal["off", "system"] = "off"
 
 
 class PrometheusSettings(BaseModel):

@@ -1,6 +1,6 @@
 """Serving the model: the Triton model repository (``model_repository``) and its python backend,
 the Triton clients (``client``: async ``RiskClient``, blocking ``SyncRiskClient``, ``RawRiskClient`` of
-raw windows), the raw-window model that preprocesses where it runs (``raw_windows``: ``<model>_raw``,
+raw windows; ``shared_memory``: their ``/dev/shm`` regions for a Triton on the same host), the raw-window model that preprocesses where it runs (``raw_windows``: ``<model>_raw``,
 ``RawWindowModel``, its Triton ``model.py`` in ``raw_backend_model``; docs/serving.md), the blocking
 scorers of screening (``scorers``: ``OnnxScorer`` in process, ``SyncTritonScorer`` through Triton).
 Importing it loads neither ONNX Runtime nor tritonclient.
@@ -12,6 +12,7 @@ from hfrisk.serving.client import (
     RawRiskClient,
     RiskClient,
     ServerNotReady,
+    SharedMemoryUnavailable,
     SyncRiskClient,
     TritonClientError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ServerNotReady",
     "ModelNotReady",
     "InferenceError",
+    "SharedMemoryUnavailable",
     "OnnxScorer",
     "SyncTritonScorer",
     "find_model_version",

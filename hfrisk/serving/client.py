@@ -5,7 +5,8 @@ requests of at most ``max_batch`` windows (sent concurrently, so Triton's dynami
 instances can work on them together), gives each request a deadline, and retries with
 exponential backoff only what a retry can fix: the server being unavailable (restarting, model
 reloading) and timeouts. A request Triton rejects (wrong shape, NaN …) fails at once with
-Triton's own message.
+Triton's own message. With ``shared_memory="system"`` (Triton on the same host) large input tensors
+go through ``/dev/shm`` regions instead of the request (:mod:`hfrisk.serving.shared_memory`).
 
 The client needs the served model's card (input name, outputs): the one written beside the model
 in the repository (``load_card(repository / "hfrisk" / CARD_FILENAME)``), never a default.
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.core.retries import Backoff, retrying
+from hfrisk.serving.shared_memory import MIN_SHARED_BYTES, RegionPool, is_stale, needed_bytes
 
 __all__ = [
     "RiskClient",
@@ -35,6 +38,7 @@ __all__ = [
     "ServerNotReady",
     "ModelNotReady",
     "InferenceError",
+    "SharedMemoryUnavailable",
     "RETRYABLE_STATUSES",
 ]
 
@@ -65,6 +69,20 @@ class InferenceError(TritonClientError):
         self.status = status
 
 
+class SharedMemoryUnavailable(TritonClientError):
+    """Triton cannot open this host's shared memory: it runs on another host, or in a container
+    that does not share ``/dev/shm`` with this one. A misconfiguration, not an outage: no retry
+    helps, so a worker refuses to start (or, found at a batch, stops with the batch unacknowledged)."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+SharedMemory = Literal["off", "system"]
+
+
 def _status(exc: Exception) -> str | None:
     status = getattr(exc, "status", None)
     return status() if callable(status) else None
@@ -72,6 +90,11 @@ def _status(exc: Exception) -> str | None:
 
 def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.TimeoutError) or _status(exc) == "StatusCode.DEADLINE_EXCEEDED"
+
+
+def _region_lost(exc: BaseException) -> bool:
+    """Triton does not know a region this client registered: it restarted since."""
+    return _status(exc) == "StatusCode.NOT_FOUND" and "shared memory region" in _message(exc)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -105,9 +128,12 @@ class RiskClient:
         max_backoff_s: float = 2.0,
         max_in_flight: int = 8,
         model_version: str = "",
+        shared_memory: SharedMemory = "off",
     ):
         if max_batch < 1 or retries < 0 or timeout_s <= 0 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be >= 1, retries >= 0, timeout_s > 0")
+        if shared_memory not in ("off", "system"):
+            raise ValueError(f"shared_memory must be 'off' or 'system', got {shared_memory!r}")
         self.url = url
         self.model_name = model_name
         self.card = card
@@ -119,6 +145,8 @@ class RiskClient:
         self.max_backoff_s = max_backoff_s
         self.max_in_flight = max_in_flight
         self.model_version = model_version
+        self.shared_memory = shared_memory
+        self._regions = RegionPool() if shared_memory == "system" else None
         self._client = None
 
     @classmethod
@@ -135,6 +163,7 @@ class RiskClient:
             max_batch=settings.triton.max_batch,
             timeout_s=settings.triton.timeout_s,
             retries=settings.triton.retries,
+            shared_memory=settings.triton.shared_memory,
         )
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -178,13 +207,15 @@ class RiskClient:
             return False
 
     async def wait_ready(self, timeout_s: float = 30.0, poll_s: float = 0.2) -> None:
-        """Return once server and model are ready; raise :class:`ServerNotReady` / :class:`ModelNotReady`."""
+        """Return once server and model are ready (and, with shared memory on, Triton maps a region of
+        this host); raise :class:`ServerNotReady` / :class:`ModelNotReady` / :class:`SharedMemoryUnavailable`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         server_up = False
         while True:
             server_up = server_up or await self.server_ready()
             if server_up and await self.model_ready():
+                await self.check_shared_memory()
                 return
             if loop.time() >= deadline:
                 break
@@ -231,22 +262,48 @@ class RiskClient:
         import tritonclient.grpc.aio as grpcclient
         from tritonclient.utils import np_to_triton_dtype
 
-        requests = []
-        for name, array in inputs.items():
-            array = np.ascontiguousarray(array)
-            request = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            request.set_data_from_numpy(array)
-            requests.append(request)
+        arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
+        requests = {name: grpcclient.InferInput(name, list(a.shape), np_to_triton_dtype(a.dtype))
+                    for name, a in arrays.items()}
+        shared = [name for name, a in arrays.items() if self._regions is not None and a.nbytes >= MIN_SHARED_BYTES]
+        region = self._regions.take(needed_bytes([arrays[name] for name in shared])) if shared else None
+        try:
+            if region is not None:
+                for name, (offset, nbytes) in zip(shared, region.write([arrays[name] for name in shared])):
+                    requests[name].set_shared_memory(region.name, nbytes, offset=offset)
+            for name, array in arrays.items():
+                if name not in shared:
+                    requests[name].set_data_from_numpy(array)
+        except BaseException:
+            if region is not None:
+                self._regions.give_back(region)
+            raise
         outputs = [grpcclient.InferRequestedOutput(name) for name in output_names]
 
-        async def once() -> dict[str, np.ndarray]:
-            result = await self._grpc().infer(
+        async def send():
+            return await self._grpc().infer(
                 self.model_name,
-                requests,
+                list(requests.values()),
                 model_version=self.model_version,
                 outputs=outputs,
                 client_timeout=self.timeout_s,
             )
+
+        async def once() -> dict[str, np.ndarray]:
+            if region is None:
+                result = await send()
+            else:
+                await self._register(region)
+                try:
+                    result = await send()
+                except Exception as exc:
+                    if not _region_lost(exc):
+                        raise
+                    # Triton restarted between our registration and this request: it forgot them all.
+                    log.warning("triton lost the shared-memory regions; registering them again", model=self.model_name)
+                    self._regions.forget_registrations()
+                    await self._register(region)
+                    result = await send()
             return {name: result.as_numpy(name) for name in output_names}
 
         def on_retry(exc: BaseException, attempt: int, delay_s: float) -> None:
@@ -260,8 +317,73 @@ class RiskClient:
             )(once)
         except asyncio.CancelledError:
             raise
+        except SharedMemoryUnavailable:
+            raise
         except Exception as exc:
             raise self._translate(exc, _status(exc), _timed_out(exc)) from None
+        finally:
+            if region is not None:
+                # Only now: Triton may read the region until the request is answered or abandoned.
+                self._regions.give_back(region)
+
+    # --- shared memory -------------------------------------------------------------------------
+    async def _register(self, region) -> None:
+        """Have Triton map ``region`` (once; again after it restarted), first unregistering what
+        Triton still holds of this pool's retired regions and of clients that are gone."""
+        if region.registered:
+            return
+        client = self._grpc()
+        if not self._regions.swept:
+            await self._sweep(client)
+        for name in self._regions.retired():
+            await self._unregister(client, name)
+        try:
+            await client.register_system_shared_memory(region.name, region.key, region.size,
+                                                       client_timeout=self.timeout_s)
+        except Exception as exc:
+            status = _status(exc)
+            if status == "StatusCode.ALREADY_EXISTS":  # a registration whose answer was lost
+                region.registered = True
+                return
+            if status == "StatusCode.INTERNAL" and "shared memory" in _message(exc):
+                raise SharedMemoryUnavailable(
+                    f"Triton at {self.url} cannot open this host's shared memory ({_message(exc)}): it must run "
+                    "on the same host and see the same /dev/shm (a container: share the IPC namespace); "
+                    "or set HFRISK_TRITON__SHARED_MEMORY=off", status) from None
+            raise
+        region.registered = True
+
+    async def _sweep(self, client) -> None:
+        """Unregister regions of hfrisk clients whose ``/dev/shm`` file is gone (killed workers)."""
+        try:
+            status = await client.get_system_shared_memory_status(as_json=True, client_timeout=self.timeout_s)
+        except Exception as exc:
+            if _retryable(exc):
+                raise
+            log.warning("could not list triton's shared-memory regions", error=_message(exc))
+            return
+        for entry in (status.get("regions") or {}).values():
+            if is_stale(entry.get("name", ""), entry.get("key", "")):
+                log.info("unregistering a stale shared-memory region", region=entry["name"])
+                await self._unregister(client, entry["name"])
+        self._regions.swept = True
+
+    async def _unregister(self, client, name: str) -> None:
+        try:
+            await client.unregister_system_shared_memory(name, client_timeout=self.timeout_s)
+        except Exception as exc:  # gone already (Triton restarted, another client swept it)
+            log.debug("unregistering a shared-memory region failed", region=name, error=_message(exc))
+
+    async def check_shared_memory(self) -> None:
+        """With shared memory on, that Triton can map a region of this host; raises
+        :class:`SharedMemoryUnavailable` if not, at start-up rather than at the first batch."""
+        if self._regions is None:
+            return
+        region = self._regions.take(1)
+        try:
+            await self._register(region)
+        finally:
+            self._regions.give_back(region)
 
     def _translate(self, exc: Exception, status: str | None, timed_out: bool) -> TritonClientError:
         message = _message(exc)
@@ -274,8 +396,11 @@ class RiskClient:
         return InferenceError(message, status)
 
     async def close(self) -> None:
+        registered = self._regions.close() if self._regions is not None else []
         if self._client is not None:
             client, self._client = self._client, None
+            for name in registered:
+                await self._unregister(client, name)
             await client.close()
 
     async def __aenter__(self) -> "RiskClient":

@@ -192,7 +192,7 @@ def worker_command(
     from pydantic import ValidationError
 
     from hfrisk.core.config import get_settings
-    from hfrisk.serving.client import RawRiskClient, RiskClient, TritonClientError
+    from hfrisk.serving.client import RawRiskClient, RiskClient, SharedMemoryUnavailable, TritonClientError
     from hfrisk.core.retries import Backoff
     from hfrisk.stream.ingest.topics import ensure_topics
     from hfrisk.stream.scoring.batch import AsyncTritonScorer, NoopPreprocessor, NoopScorer
@@ -258,6 +258,9 @@ def worker_command(
 
             try:
                 asyncio.run(wait())
+            except SharedMemoryUnavailable as exc:  # a misconfiguration: every batch would wait forever
+                typer.echo(f"hfrisk worker: {exc}", err=True)
+                raise typer.Exit(code=2) from exc
             except TritonClientError as exc:
                 log.warning("triton not ready yet; batches will wait for it", error=str(exc))
 
@@ -280,7 +283,8 @@ def worker_command(
     log.info(
         "worker starting", app_id=stream.app_id, bootstrap=settings.kafka.bootstrap_servers,
         topic=settings.kafka.ecg_topic, redis=settings.redis.url,
-        triton=None if stream.noop_model else settings.triton.grpc_url, metrics_port=stream.metrics_port,
+        triton=None if stream.noop_model else settings.triton.grpc_url,
+        triton_shared_memory=None if stream.noop_model else settings.triton.shared_memory, metrics_port=stream.metrics_port,
         batch_size=stream.batch_size, prep_workers=preprocessor.workers if preprocessor else 0,
         preprocess_on="noop" if stream.noop_prep else "worker" if preprocessor else "server", model=model_card.name,
     )

@@ -197,6 +197,98 @@ def test_the_raw_model_refuses_on_its_own_what_a_worker_would(served):
     assert bad.status == "StatusCode.INVALID_ARGUMENT"
 
 
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a)
+
+
+async def _regions(server) -> dict:
+    import tritonclient.grpc.aio as grpcclient
+
+    probe = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return (await probe.get_system_shared_memory_status(as_json=True)).get("regions") or {}
+    finally:
+        await probe.close()
+
+
+def test_through_shared_memory_triton_answers_exactly_as_through_the_request(served):
+    """HFRISK_TRITON__SHARED_MEMORY=system: raw windows and model inputs through /dev/shm regions,
+    several requests at once each in its own region, bit for bit the answers of the request path."""
+    server, card = served
+    ecgs = [read_ecg(p) for p in _records()[:20]]
+    from hfrisk.model.frontend.preprocessing import prepare_windows
+    from hfrisk.stream.scoring.on_server import conform_window
+
+    conformed = [conform_window(e, card) for e in ecgs]
+    samples = np.stack([c.samples for c in conformed]).astype(np.float32)
+    present = np.stack([c.mask for c in conformed])
+    fs_hz = np.array([c.fs_hz for c in conformed], np.float32)
+    inputs = np.stack([p.x for p in prepare_windows([(e, 0.0) for e in ecgs], card)]).astype(np.float32)
+
+    async def go():
+        wire_raw = RawRiskClient(server.grpc_url, card=card, max_batch=8)
+        shm_raw = RawRiskClient(server.grpc_url, card=card, max_batch=8, shared_memory="system")
+        wire, shm = RiskClient(server.grpc_url, card=card, max_batch=8), RiskClient(server.grpc_url, card=card, max_batch=8,
+                                                                                     shared_memory="system")
+        await shm_raw.wait_ready(30)
+        got = {
+            "raw": (await wire_raw.infer_raw(samples, present, fs_hz), await shm_raw.infer_raw(samples, present, fs_hz)),
+            "inputs": (await wire.infer(inputs), await shm.infer(inputs)),
+        }
+        parts = [slice(i, i + 5) for i in range(0, 20, 5)]
+        together = await asyncio.gather(*(shm_raw.infer_raw(samples[s], present[s], fs_hz[s]) for s in parts))
+        registered = await _regions(server)
+        mine = {r.name for r in shm_raw._regions.regions} | {r.name for r in shm._regions.regions}
+        for client in (wire_raw, shm_raw, wire, shm):
+            await client.close()
+        return got, together, registered, mine, await _regions(server)
+
+    got, together, registered, mine, after = asyncio.run(go())
+    for what, (a, b) in got.items():
+        assert _equal(a, b), what
+    for s, part in zip([slice(i, i + 5) for i in range(0, 20, 5)], together):
+        assert _equal(part, {k: v[s] for k, v in got["raw"][0].items()})
+    assert sum(np.isfinite(got["raw"][1]["log_risk"][:, 0])) >= 15
+    assert len(mine) >= 3 and mine <= set(registered)  # three requests of 8 at once: three regions
+    assert not mine & set(after)  # close unregisters them
+    assert not any((Path("/dev/shm") / name).exists() for name in mine)
+
+
+def test_regions_of_a_killed_client_are_unregistered_by_the_next_one(served, tmp_path):
+    """A worker killed mid-stream leaves its registrations on Triton (the resource tracker unlinks
+    its files); the next client's first registration removes them."""
+    import subprocess
+    import sys
+    import time
+
+    server, card = served
+    card_path = card.save(tmp_path / "card.json")
+    code = (
+        "import asyncio, os, signal, numpy as np\n"
+        "from hfrisk.model.contract.card import load_card\n"
+        "from hfrisk.serving.client import RawRiskClient\n"
+        f"client = RawRiskClient({server.grpc_url!r}, card=load_card({str(card_path)!r}), shared_memory='system')\n"
+        "asyncio.run(client.infer_raw(np.zeros((4, 12, 5000), np.float32), np.ones((4, 12), bool), np.full(4, 500.0)))\n"
+        "print(os.getpid(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, run.stderr
+    pid = run.stdout.strip()
+    left = [name for name in asyncio.run(_regions(server)) if name.startswith(f"hfrisk_{pid}_")]
+    assert left, "the killed client's region is still registered"
+    deadline = time.monotonic() + 10
+    while any((Path("/dev/shm") / name).exists() for name in left) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the resource tracker unlinks them once it sees its process gone
+
+    async def next_client():
+        async with RawRiskClient(server.grpc_url, card=card, shared_memory="system") as client:
+            await client.wait_ready(30)
+            return await _regions(server)
+
+    assert not set(left) & set(asyncio.run(next_client()))
+
+
 def _worker(card, mode: str, server, redis_client, prefix: str, policy: AlertPolicy) -> StreamWorker:
     if mode == "worker":
         pre, scorer = Preprocessor(card, workers=0), AsyncTritonScorer(RiskClient(server.grpc_url, card=card))
@@ -294,7 +386,9 @@ def test_hfrisk_worker_in_server_mode_writes_what_offline_scoring_gives(served, 
     env = worker_env(kafka=kafka, redis_url=redis_server.url, prefix=prefix, triton_grpc_url=server.grpc_url,
                      model_repository=server.model_repository, state_dir=tmp_path / "state",
                      policy=AlertPolicy(threshold=10.0, clear_threshold=9.0, min_windows=2), max_message_bytes=MAX_BYTES)
-    worker, _ = start_worker("server-mode", env | {"HFRISK_STREAM__PREPROCESS_ON": "server"}, tmp_path, prefix)
+    # Raw windows through shared memory, as on a GPU host that runs the workers beside Triton.
+    worker, _ = start_worker("server-mode", env | {"HFRISK_STREAM__PREPROCESS_ON": "server",
+                                                   "HFRISK_TRITON__SHARED_MEMORY": "system"}, tmp_path, prefix)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", max_request_size=MAX_BYTES)
     try:
         for chunk in chunks:
@@ -306,10 +400,13 @@ def test_hfrisk_worker_in_server_mode_writes_what_offline_scoring_gives(served, 
                    timeout_s=90, workers=[worker])
         members, _ = redis_view(client, prefix, patients)
         log = worker.log_path.read_text(errors="replace")
+        registered = [name for name in asyncio.run(_regions(server)) if name.startswith(f"hfrisk_{worker.pid}_")]
     finally:
         producer.close()
         worker.stop()
-    assert "preprocess_on=server" in log and "prep_workers=0" in log
+    assert "preprocess_on=server" in log and "prep_workers=0" in log and "triton_shared_memory=system" in log
+    assert registered, "the worker's raw windows went through its shared-memory regions"
+    assert not set(registered) & set(asyncio.run(_regions(server)))  # unregistered on its way out
     assert sum(risk is not None for risk in expected.values()) >= 10
     for key, risk in expected.items():
         ((where, value),) = members[key]
