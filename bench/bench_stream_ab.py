@@ -66,6 +66,11 @@ def workers_cores(cores: dict) -> float:
     return round(sum(v for k, v in cores.items() if k.startswith("worker")), 3)
 
 
+def drain_ms_per_window(row: dict) -> float:
+    """The workers' (with their pools) ms of CPU a window while a backlog drained."""
+    return workers_cores(row["drain_cpu_cores"]) / row["steady_windows_per_s"] * 1e3
+
+
 class environment:
     """``os.environ`` updated by ``env`` inside the block, as it was after. The workers inherit it,
     and so do this process's own settings (``get_settings`` is cached: it is read afresh on the way
@@ -223,11 +228,18 @@ def _throughput_lines(r: dict) -> list[str]:
         "as in `bench_stream`'s throughput section; latency: Redis write - Kafka timestamp of the chunk that "
         "completed the window.",
         [("variant", "---"), ("windows", "---:"), ("steady windows/s", "---:"), ("windows/s", "---:"),
-         ("latency p50 / p95 (s)", "---")],
+         ("latency p50 / p95 (s)", "---"), ("workers with pools (cores)", "---:"),
+         ("workers, ms of CPU a window", "---:"), ("Triton (cores)", "---:"), ("machine busy", "---:")],
         lambda row: [row["variant"], str(row["windows"]), str(row["steady_windows_per_s"]), str(row["windows_per_s"]),
-                     f"{row['latency_s']['p50']} / {row['latency_s']['p95']}"],
+                     f"{row['latency_s']['p50']} / {row['latency_s']['p95']}",
+                     f"{workers_cores(row['drain_cpu_cores']):.3f}", f"{drain_ms_per_window(row):.2f}",
+                     f"{row['drain_cpu_cores'].get('Triton', 0):.2f}", f"{row['drain_cpu_cores'].get(MACHINE, 0):.2f}"],
         f"Steady windows/s, median over the rounds: a {sa['median_steady_windows_per_s']}, "
-        f"b {sb['median_steady_windows_per_s']}.")
+        f"b {sb['median_steady_windows_per_s']}. The workers' ms of CPU a window, median: "
+        f"a {statistics.median(drain_ms_per_window(x) for x in r['rows'] if x['variant'] == 'a'):.2f}, "
+        f"b {statistics.median(drain_ms_per_window(x) for x in r['rows'] if x['variant'] == 'b'):.2f}. "
+        "CPU: cores each process kept busy while the backlog drained after the replay ended; a window's "
+        "CPU is the workers' cores over the steady windows/s.")
 
 
 def _overhead_lines(r: dict) -> list[str]:
