@@ -577,7 +577,6 @@ def noop_vs_raw(stack: Stack, beds: int, duration_s: float) -> dict:
 
 def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, seconds: float, card,
                  stagger_s: float = 1.0) -> dict:
-    from hfrisk.core.config import get_settings
     from hfrisk.stream.ingest.replay import patient_id_for, replay
     from hfrisk.testing import window_latencies_s, window_records
 
@@ -606,7 +605,7 @@ def realtime_run(stack: Stack, kafka, prefix: str, port: int, proc, beds: int, s
         "beds": beds,
         "stagger_s": stagger_s,
         "seconds": seconds,
-        "replay_linger_ms": get_settings().kafka.replay_linger_ms,
+        "replay_linger_ms": stats.linger_ms,
         "windows": len(records),
         "expected_windows": expected,
         "replay_max_lag_s": round(stats.max_lag_s, 3),

@@ -54,6 +54,8 @@ class ReplayStats:
     wall_s: float = 0.0
     # Real time only: how late the latest-sent chunk left after its due time.
     max_lag_s: float = 0.0
+    # The producer's linger this replay ran with (an argument, else the setting).
+    linger_ms: int | None = None
     interrupted: bool = False
     chunks_per_bed: dict[str, int] = field(default_factory=dict)
     recordings: dict[str, list[str]] = field(default_factory=dict)
@@ -335,7 +337,7 @@ def replay(
         max_request_size=max_bytes,
         **{**kafka_client_kwargs(settings), **(producer_configs or {})},
     )
-    stats = ReplayStats()
+    stats = ReplayStats(linger_ms=linger_ms)
     failed: list[BaseException] = []
     started = time.monotonic()
     bar = tqdm(desc="replay", unit=" chunks", disable=not progress, dynamic_ncols=True)

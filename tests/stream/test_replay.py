@@ -194,7 +194,7 @@ def test_the_producers_linger_comes_from_the_argument_else_the_settings(monkeypa
         monkeypatch.undo()
         get_settings.cache_clear()
     (producer,) = _RecordingProducer.made
-    assert producer.settings["linger_ms"] == expected
+    assert producer.settings["linger_ms"] == stats.linger_ms == expected  # what ran, as the stats record it
     assert len(producer.sent) == stats.chunks == 30  # three 10-s records in 1-s chunks
 
 
