@@ -222,3 +222,111 @@ def test_the_worker_has_room_in_dev_shm_for_its_windows():
         budget, _ = shared_memory_for_batch(default_card(), stream.batch_size, stream.prep_workers,
                                             stream.part_windows)
         assert mb >= 2 * budget, (stream.batch_size, budget)
+
+
+# -- deploy/compose.server-preprocessing.yml: the front end on Triton's GPU, raw windows through shared memory --
+
+SERVER_MODE = yaml.safe_load((ROOT / "deploy" / "compose.server-preprocessing.yml").read_text())
+RAW_DOCKERFILE = (ROOT / "deploy" / "triton-raw.Dockerfile").read_text()
+
+
+def _requirements(path: Path) -> dict[str, str]:
+    """``name -> specifier`` of a requirements file (names normalised as packaging does)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    reqs = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    return {canonicalize_name(r.name): str(r.specifier) for r in reqs}
+
+
+def test_the_server_mode_override_is_valid_and_merges_onto_the_file():
+    from importlib import metadata
+
+    import jsonschema
+
+    vendored = "check_jsonschema/builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(Path(metadata.distribution("check-jsonschema").locate_file(vendored)).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    assert [e.message for e in validator.iter_errors(SERVER_MODE)] == []
+    assert SERVER_MODE["name"] == COMPOSE["name"]  # the same project, so it overrides, not adds
+    assert set(SERVER_MODE["services"]) <= set(SERVICES)
+
+
+def test_server_mode_triton_serves_the_raw_model_and_shares_its_dev_shm_with_the_workers():
+    triton, worker = SERVER_MODE["services"]["triton"], SERVER_MODE["services"]["worker"]
+    assert triton["build"] == {"context": ".", "dockerfile": "deploy/triton-raw.Dockerfile",
+                               "args": {"TRITON_VERSION": "${TRITON_VERSION:-24.10}"}}
+    assert (ROOT / triton["build"]["dockerfile"]).is_file()
+    assert triton["image"] != SERVICES["triton"]["image"]  # never mistaken for the default image
+    # The whole command is replaced: it keeps every argument of the default one and adds the raw model.
+    assert triton["command"] == [*SERVICES["triton"]["command"][:4], "--load-model=hfrisk_raw",
+                                 *SERVICES["triton"]["command"][4:]]
+    assert triton["ipc"] == "shareable" and worker["ipc"] == "service:triton"
+    shm = re.fullmatch(r"(\d+)gb", str(triton["shm_size"]))
+    assert shm and int(shm.group(1)) > int(str(SERVICES["triton"]["shm_size"]).removesuffix("gb"))
+    env = worker["environment"]
+    assert env == {"HFRISK_STREAM__PREPROCESS_ON": "server", "HFRISK_TRITON__SHARED_MEMORY": "system"}
+    settings = Settings(stream=StreamSettings(preprocess_on=env["HFRISK_STREAM__PREPROCESS_ON"]),
+                        triton=TritonSettings(shared_memory=env["HFRISK_TRITON__SHARED_MEMORY"]))
+    assert (settings.stream.preprocess_on, settings.triton.shared_memory) == ("server", "system")
+    # The worker waits for Triton at start-up, which is where it checks that Triton maps its regions.
+    command = SERVICES["worker"]["command"]
+    assert float(command[command.index("--wait-for-triton-s") + 1]) > 0
+    assert "`deploy/compose.server-preprocessing.yml`" in DEPLOY_README
+
+
+def test_the_raw_triton_image_installs_hfrisk_without_its_dependencies():
+    assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:\$\{TRITON_VERSION\}-py3$", RAW_DOCKERFILE, flags=re.MULTILINE)
+    base_install = re.findall(r"pip install --no-cache-dir (\"[^\n]*)", (ROOT / "deploy" / "triton.Dockerfile").read_text())
+    assert base_install and base_install[0] in RAW_DOCKERFILE  # the same numpy and onnxruntime-gpu
+    assert "pip install --no-cache-dir --no-deps ." in RAW_DOCKERFILE
+    assert "-r /tmp/triton-raw-requirements.txt" in RAW_DOCKERFILE
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", RAW_DOCKERFILE, flags=re.MULTILINE))
+    package_dirs = set(re.findall(r'"hfrisk(?:\.\w+)?" = "(\w+)"', (ROOT / "pyproject.toml").read_text()))
+    assert package_dirs and copied == package_dirs
+    lines = (ROOT / "deploy" / "triton-raw.Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "**" and {f"!{d}/**" for d in package_dirs} | {"!deploy/triton-raw-requirements.txt"} <= set(ignore)
+
+
+def test_the_raw_triton_image_gets_what_the_raw_model_imports_as_pyproject_pins_it():
+    """Score two windows with the raw model in a fresh interpreter and list the distributions it
+    imported: each that is one of hfrisk's own dependencies must be in the image's requirements
+    (but onnxruntime, which the image has as onnxruntime-gpu), pinned as pyproject.toml pins it."""
+    import subprocess
+    import sys
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from importlib import metadata
+
+    # The installed package's requirements are pyproject.toml's dependencies (its extras aside).
+    pyproject = {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier)
+                 for r in metadata.requires("hfrisk") if "extra ==" not in r}
+    wanted = _requirements(ROOT / "deploy" / "triton-raw-requirements.txt")
+    assert {name: pyproject.get(name) for name in wanted} == wanted
+    script = """
+import json, sys
+from pathlib import Path
+import numpy as np
+before = set(sys.modules)
+from hfrisk.model.contract.card import default_card
+from hfrisk.model.frontend.arrays import ArrayBackend
+from hfrisk.serving.raw_windows import RawWindowModel
+onnx = Path(sys.argv[1])
+card = default_card()
+model = RawWindowModel(card, onnx, backend=ArrayBackend("torch", "cpu"), intra_op_threads=1, batch_size=2)
+model.score(np.zeros((2, 12, 5000), np.float32), np.ones((2, 12), bool), np.full((2, 1), 500.0, np.float32))
+import importlib.metadata as md
+dists = md.packages_distributions()
+print(json.dumps(sorted({d for m in set(sys.modules) - before for d in dists.get(m.split(".")[0], [])})))
+"""
+    onnx = ROOT / "triton_models" / "hfrisk" / "1" / "model.onnx"
+    run = subprocess.run([sys.executable, "-c", script, str(onnx)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = {canonicalize_name(d) for d in json.loads(run.stdout.strip().splitlines()[-1])}
+    assert {"torch", "scipy", "onnxruntime"} <= imported
+    direct = (imported & set(pyproject)) - {"onnxruntime"}
+    assert direct <= set(wanted), f"add to deploy/triton-raw-requirements.txt: {sorted(direct - set(wanted))}"
