@@ -413,3 +413,30 @@ def test_hfrisk_worker_in_server_mode_writes_what_offline_scoring_gives(served, 
         assert (where == "quality") == (risk is None), key
         if risk is not None:
             assert value == pytest.approx(risk, abs=TOL), key
+
+
+def test_after_triton_restarts_the_client_registers_its_regions_again(served):
+    """Last in this module: it restarts the module's Triton. A restarted Triton has forgotten every
+    region; the client's next request is refused (NOT_FOUND), registers again and is answered, and
+    the batch never sees the refusal."""
+    from hfrisk.stream.scoring.on_server import conform_window
+
+    server, card = served
+    samples = np.stack([conform_window(read_ecg(p), card).samples for p in _records()[:6]]).astype(np.float32)
+    present, fs_hz = np.ones((6, 12), bool), np.full(6, 500.0, np.float32)
+
+    async def go():
+        # One event loop for the client's whole life (its gRPC channel belongs to the loop).
+        async with RawRiskClient(server.grpc_url, card=card, shared_memory="system", backoff_s=0.2) as client:
+            first = await client.infer_raw(samples, present, fs_hz)
+            regions = {r.name for r in client._regions.regions}
+            await asyncio.to_thread(server.restart)
+            await client.wait_ready(60)
+            forgotten = not regions & set(await _regions(server))
+            second = await client.infer_raw(samples, present, fs_hz)
+            return first, second, regions, forgotten, set(await _regions(server))
+
+    first, second, regions, forgotten, registered = asyncio.run(go())
+    assert forgotten
+    assert _equal(first, second)
+    assert regions <= registered
