@@ -14,6 +14,7 @@ from hfrisk.serving import shared_memory
 from hfrisk.serving.client import RawRiskClient, RiskClient, SharedMemoryUnavailable
 from hfrisk.serving.shared_memory import MIN_SHARED_BYTES, RegionPool, is_stale, needed_bytes
 from hfrisk.stream.scoring.batch import AsyncTritonScorer
+from tests.serving.test_client import _Result
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="POSIX shared memory in /dev/shm (Linux)")
@@ -112,14 +113,6 @@ class _Error(Exception):
 
     def message(self):
         return self._message
-
-
-class _Result:
-    def __init__(self, outputs):
-        self.outputs = outputs
-
-    def as_numpy(self, name):
-        return self.outputs[name]
 
 
 class FakeTriton:
