@@ -328,13 +328,11 @@ class RiskClient:
 
     # --- shared memory -------------------------------------------------------------------------
     async def _register(self, region) -> None:
-        """Have Triton map ``region`` (once; again after it restarted), first unregistering what
-        Triton still holds of this pool's retired regions and of clients that are gone."""
+        """Have Triton map ``region`` (once; again after it restarted), and unregister what Triton
+        still holds of this pool's retired regions and, once, of clients that are gone."""
         if region.registered:
             return
         client = self._grpc()
-        if not self._regions.swept:
-            await self._sweep(client)
         for name in self._regions.retired():
             await self._unregister(client, name)
         try:
@@ -342,16 +340,18 @@ class RiskClient:
                                                        client_timeout=self.timeout_s)
         except Exception as exc:
             status = _status(exc)
-            if status == "StatusCode.ALREADY_EXISTS":  # a registration whose answer was lost
-                region.registered = True
-                return
-            if status == "StatusCode.INTERNAL" and "shared memory" in _message(exc):
-                raise SharedMemoryUnavailable(
-                    f"Triton at {self.url} cannot open this host's shared memory ({_message(exc)}): it must run "
-                    "on the same host and see the same /dev/shm (a container: share the IPC namespace); "
-                    "or set HFRISK_TRITON__SHARED_MEMORY=off", status) from None
-            raise
+            if status != "StatusCode.ALREADY_EXISTS":  # that: a registration whose answer was lost
+                if status == "StatusCode.INTERNAL" and "shared memory" in _message(exc):
+                    raise SharedMemoryUnavailable(
+                        f"Triton at {self.url} cannot open this host's shared memory ({_message(exc)}): it must "
+                        "run on the same host and see the same /dev/shm (a container: share the IPC namespace); "
+                        "or set HFRISK_TRITON__SHARED_MEMORY=off", status) from None
+                raise
         region.registered = True
+        # Only once Triton has mapped a region of ours, so that this /dev/shm is Triton's: a client on
+        # another host would find every other client's files "gone" and unregister them all.
+        if not self._regions.swept:
+            await self._sweep(client)
 
     async def _sweep(self, client) -> None:
         """Unregister regions of hfrisk clients whose ``/dev/shm`` file is gone (killed workers)."""

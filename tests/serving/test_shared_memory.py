@@ -235,9 +235,12 @@ def test_regions_of_gone_clients_are_unregistered_once_others_are_left():
 def test_a_triton_that_cannot_open_this_hosts_memory_is_a_clear_error():
     fake = FakeTriton(open_fails=True)
     client = _client(fake)
+    fake.regions["hfrisk_1_other_0"] = ("/hfrisk_1_other_0", 1 << 20)  # a file this host does not see
     with pytest.raises(SharedMemoryUnavailable, match="same host.*HFRISK_TRITON__SHARED_MEMORY=off") as err:
         asyncio.run(client.check_shared_memory())
     assert err.value.status == "StatusCode.INTERNAL"
+    # Not sharing Triton's /dev/shm, this client cannot tell other clients' regions from gone ones.
+    assert fake.unregistered == [] and "hfrisk_1_other_0" in fake.regions
     # A misconfiguration, not an outage: the worker's scorer does not wait it out, the batch fails
     # (unacknowledged, so redelivered once the deployment is mended).
     slept = []
