@@ -298,11 +298,9 @@ def run(args, argv, work: Path) -> dict:
     from tqdm import tqdm
 
     from bench.bench_triton import export_model
-    from hfrisk.core.config import get_settings
     from hfrisk.model.contract.card import default_card
     from hfrisk.serving.model_repository import write_model_repository
-    from hfrisk.serving.raw_windows import raw_model_name
-    from hfrisk.stack.triton_server import TritonServer
+    from hfrisk.stack.triton_server import TritonServer, models_to_load
     from hfrisk.stack.kafka import KafkaBroker
     from hfrisk.stack.redis_server import RedisServer
     from hfrisk.testing import LOAD_WORKER_ENV, Reference
@@ -328,9 +326,8 @@ def run(args, argv, work: Path) -> dict:
     try:
         servers["kafka"] = KafkaBroker(work / "kafka").start()
         servers["redis"] = RedisServer(work / "redis", persistence="aof").start()
-        # Workers in server mode (HFRISK_STREAM__PREPROCESS_ON=server) send raw windows to hfrisk_raw.
-        raw = [f"--load-model={raw_model_name('hfrisk')}"] if get_settings().stream.preprocess_on == "server" else []
-        servers["triton"] = TritonServer(repo, "hfrisk", work_dir=work / "triton", extra_args=raw).start()
+        servers["triton"] = TritonServer(repo, "hfrisk", work_dir=work / "triton",
+                                         extra_args=models_to_load(model_name="hfrisk")).start()
         faults: dict[str, list[dict]] = {}
         unfinished: list[dict] = []
         plan = [(name, i) for name in args.faults for i in range(args.repeats)]

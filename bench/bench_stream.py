@@ -312,10 +312,8 @@ class Stack:
     """Kafka, Redis and Triton on loopback, plus the worker processes of the benchmark."""
 
     def __init__(self, work: Path, onnx_path: Path, card, partitions: int, prep_workers: int = 1):
-        from hfrisk.core.config import get_settings
         from hfrisk.serving.model_repository import write_model_repository
-        from hfrisk.serving.raw_windows import raw_model_name
-        from hfrisk.stack.triton_server import TritonServer
+        from hfrisk.stack.triton_server import TritonServer, models_to_load
         from hfrisk.stack.kafka import KafkaBroker
         from hfrisk.stack.redis_server import RedisServer
 
@@ -326,9 +324,7 @@ class Stack:
         self.redis = RedisServer(work / "redis").start()
         repo = work / "repository"
         write_model_repository(onnx_path, card, repo, intra_op_threads=1)
-        # Workers in server mode (HFRISK_STREAM__PREPROCESS_ON=server) send raw windows to hfrisk_raw.
-        raw = [f"--load-model={raw_model_name('hfrisk')}"] if get_settings().stream.preprocess_on == "server" else []
-        self.triton = TritonServer(repo, "hfrisk", work_dir=work / "triton", extra_args=raw).start()
+        self.triton = TritonServer(repo, "hfrisk", work_dir=work / "triton", extra_args=models_to_load(model_name="hfrisk")).start()
         self.processes = []
         # An extracted commit whose code the workers run instead of the checkout (--baseline).
         self.tree: Path | None = None

@@ -139,7 +139,7 @@ def start_stack(
 
     On any failure everything already started is stopped again before the error propagates.
     """
-    from hfrisk.stack.triton_server import TritonServer
+    from hfrisk.stack.triton_server import TritonServer, models_to_load
     from hfrisk.stack.kafka import KafkaBroker
     from hfrisk.stack.prometheus import PrometheusServer
     from hfrisk.stack.redis_server import RedisServer
@@ -165,7 +165,7 @@ def start_stack(
 
         triton = TritonServer(
             model_repository, settings.paths.model_name, work_dir=folder / "triton",
-            log_path=folder / "triton" / "tritonserver.log",
+            log_path=folder / "triton" / "tritonserver.log", extra_args=models_to_load(settings),
         ).start()
         info.processes["triton"] = triton.pid
         info.urls.update(triton_grpc=triton.grpc_url, triton_metrics=triton.metrics_url)

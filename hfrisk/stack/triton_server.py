@@ -25,6 +25,7 @@ from hfrisk.stack.process import ServiceError, ServiceNotInstalled, free_port
 
 __all__ = [
     "TritonServer",
+    "models_to_load",
     "TritonInstall",
     "find_triton",
     "backend_stub",
@@ -124,6 +125,19 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def models_to_load(settings=None, model_name: str | None = None) -> list[str]:
+    """The ``--load-model`` arguments beyond the base model that the settings' workers need: in
+    server mode (``HFRISK_STREAM__PREPROCESS_ON=server``) they send raw windows to ``<model>_raw``."""
+    from hfrisk.core.config import get_settings
+
+    settings = settings or get_settings()
+    if settings.stream.preprocess_on != "server":
+        return []
+    from hfrisk.serving.raw_windows import raw_model_name
+
+    return [f"--load-model={raw_model_name(model_name or settings.paths.model_name)}"]
+
+
 def _has_gpu() -> bool:
     return Path("/dev/nvidia0").exists() or bool(shutil.which("nvidia-smi"))
 
@@ -197,10 +211,7 @@ class TritonServer(ServerLauncher):
         )
         if fixed_ports:
             kwargs.update(http_port=triton.http_port, grpc_port=triton.grpc_port, metrics_port=triton.metrics_port)
-        if settings.stream.preprocess_on == "server":  # the workers send raw windows: serve <model>_raw too
-            from hfrisk.serving.raw_windows import raw_model_name
-
-            kwargs["extra_args"] = [f"--load-model={raw_model_name(settings.paths.model_name)}"]
+        kwargs["extra_args"] = models_to_load(settings)
         kwargs.update(overrides)
         return cls(**kwargs)
 

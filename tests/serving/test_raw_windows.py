@@ -227,3 +227,14 @@ def test_a_triton_started_for_server_mode_also_loads_the_raw_model(monkeypatch, 
     assert "--load-model=hfrisk_raw" in server.extra_args
     monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "worker")
     assert "--load-model=hfrisk_raw" not in TritonServer.from_settings(Settings(), work_dir=tmp_path).extra_args
+
+
+def test_the_models_a_stack_loads_follow_where_preprocessing_runs(monkeypatch):
+    """What ``hfrisk up``, ``hfrisk serve`` and the benchmarks' stacks pass to tritonserver."""
+    from hfrisk.stack.triton_server import models_to_load
+
+    monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "server")
+    assert models_to_load(Settings()) == ["--load-model=hfrisk_raw"]
+    assert models_to_load(Settings(), model_name="ward_model") == ["--load-model=ward_model_raw"]
+    monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", "worker")
+    assert models_to_load(Settings()) == []
