@@ -92,6 +92,20 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(1.0)
 
 
+def _up_two_beds(records: list[Path], tmp_path: Path, **settings: str) -> tuple[dict, object, dict]:
+    """``hfrisk up`` replaying ``records`` to two beds as fast as possible: its environment, the
+    finished command and the stack it left running (stack.json)."""
+    env = {**os.environ, "HFRISK_PATHS__STATE_DIR": str(tmp_path), "HFRISK_LOG__LEVEL": "WARNING", **settings}
+    up = _hfrisk("up", *map(str, records), "--beds", "2", "--fast", "--view-s", "150", env=env, timeout=400)
+    return env, up, json.loads((tmp_path / "stack" / "stack.json").read_text())
+
+
+def _assert_bed_0_flagged(up) -> None:
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    flagged = re.search(r"flagged patients: ([^\n]*)", up.stdout)
+    assert flagged and "bed-0" in flagged.group(1), up.stdout[-2000:]
+
+
 def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir):
     try:
         find_redis_server(), find_prometheus()
@@ -103,13 +117,9 @@ def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir
     flat = _flat_copy(ptbxl / "00008_hr.hea", tmp_path)
     # Beds take recordings in turn: bed-0 plays 17 then 20 (flagged), bed-1 plays 3 then the flat line.
     records = [high_17, mid_3, high_20, flat]
-    env = {**os.environ, "HFRISK_PATHS__STATE_DIR": str(tmp_path), "HFRISK_LOG__LEVEL": "WARNING"}
-    up = _hfrisk("up", *map(str, records), "--beds", "2", "--fast", "--view-s", "150", env=env, timeout=400)
-    stack = json.loads((tmp_path / "stack" / "stack.json").read_text())
+    env, up, stack = _up_two_beds(records, tmp_path)
     try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        flagged = re.search(r"flagged patients: ([^\n]*)", up.stdout)
-        assert flagged and "bed-0" in flagged.group(1), up.stdout[-2000:]
+        _assert_bed_0_flagged(up)
         assert set(stack["processes"]) >= {"redis", "kafka", "triton", "worker-0", "prometheus", "replay"}
         # Two 10-s recordings per bed, 10-s windows every 5 s: windows at 0, 5 and 10 s per bed.
         prefix = get_settings().redis.key_prefix
@@ -174,14 +184,10 @@ def test_up_in_server_mode_serves_the_raw_model_and_scores_through_shared_memory
         service_unavailable(str(err))
     ptbxl = ecg_data_dir / "ptbxl" / "records500" / "00000"
     records = [ptbxl / f"{i:05d}_hr.hea" for i in (17, 3, 20, 9)]  # bed-0: 17 then 20 (flagged)
-    env = {**os.environ, "HFRISK_PATHS__STATE_DIR": str(tmp_path), "HFRISK_LOG__LEVEL": "WARNING",
-           "HFRISK_STREAM__PREPROCESS_ON": "server", "HFRISK_TRITON__SHARED_MEMORY": "system"}
-    up = _hfrisk("up", *map(str, records), "--beds", "2", "--fast", "--view-s", "150", env=env, timeout=400)
-    stack = json.loads((tmp_path / "stack" / "stack.json").read_text())
+    env, up, stack = _up_two_beds(records, tmp_path, HFRISK_STREAM__PREPROCESS_ON="server",
+                                  HFRISK_TRITON__SHARED_MEMORY="system")
     try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        flagged = re.search(r"flagged patients: ([^\n]*)", up.stdout)
-        assert flagged and "bed-0" in flagged.group(1), up.stdout[-2000:]
+        _assert_bed_0_flagged(up)
         prefix = get_settings().redis.key_prefix
         client = redis.Redis.from_url(stack["urls"]["redis"])
         for bed in ("bed-0", "bed-1"):
