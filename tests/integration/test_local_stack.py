@@ -92,20 +92,6 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(1.0)
 
 
-def _up_two_beds(records: list[Path], tmp_path: Path, **settings: str) -> tuple[dict, object, dict]:
-    """``hfrisk up`` replaying ``records`` to two beds as fast as possible: its environment, the
-    finished command and the stack it left running (stack.json)."""
-    env = {**os.environ, "HFRISK_PATHS__STATE_DIR": str(tmp_path), "HFRISK_LOG__LEVEL": "WARNING", **settings}
-    up = _hfrisk("up", *map(str, records), "--beds", "2", "--fast", "--view-s", "150", env=env, timeout=400)
-    return env, up, json.loads((tmp_path / "stack" / "stack.json").read_text())
-
-
-def _assert_bed_0_flagged(up) -> None:
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    flagged = re.search(r"flagged patients: ([^\n]*)", up.stdout)
-    assert flagged and "bed-0" in flagged.group(1), up.stdout[-2000:]
-
-
 def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir):
     try:
         find_redis_server(), find_prometheus()
@@ -117,9 +103,13 @@ def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir
     flat = _flat_copy(ptbxl / "00008_hr.hea", tmp_path)
     # Beds take recordings in turn: bed-0 plays 17 then 20 (flagged), bed-1 plays 3 then the flat line.
     records = [high_17, mid_3, high_20, flat]
-    env, up, stack = _up_two_beds(records, tmp_path)
+    env = {**os.environ, "HFRISK_PATHS__STATE_DIR": str(tmp_path), "HFRISK_LOG__LEVEL": "WARNING"}
+    up = _hfrisk("up", *map(str, records), "--beds", "2", "--fast", "--view-s", "150", env=env, timeout=400)
+    stack = json.loads((tmp_path / "stack" / "stack.json").read_text())
     try:
-        _assert_bed_0_flagged(up)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        flagged = re.search(r"flagged patients: ([^\n]*)", up.stdout)
+        assert flagged and "bed-0" in flagged.group(1), up.stdout[-2000:]
         assert set(stack["processes"]) >= {"redis", "kafka", "triton", "worker-0", "prometheus", "replay"}
         # Two 10-s recordings per bed, 10-s windows every 5 s: windows at 0, 5 and 10 s per bed.
         prefix = get_settings().redis.key_prefix
@@ -172,37 +162,3 @@ def _check_every_dashboard_query(urls: dict, prefix: str) -> None:
     assert ("monitor-1", "flat_line") in reasons
     psi = {s["metric"]["device"] for s in titled(ops, "Score drift by device (PSI against the reference cohort)")[0]}
     assert "monitor-0" in psi
-
-
-def test_up_in_server_mode_serves_the_raw_model_and_scores_through_shared_memory(tmp_path, ecg_data_dir):
-    """``HFRISK_STREAM__PREPROCESS_ON=server`` with ``HFRISK_TRITON__SHARED_MEMORY=system``: the stack's
-    Triton also loads ``hfrisk_raw`` (the worker sends it raw windows) and the ward is scored as in
-    worker mode (the same flagged bed; scores within 1e-4 are tested in test_server_side_preprocessing)."""
-    try:
-        find_redis_server(), find_prometheus()
-    except ServiceNotInstalled as err:
-        service_unavailable(str(err))
-    ptbxl = ecg_data_dir / "ptbxl" / "records500" / "00000"
-    records = [ptbxl / f"{i:05d}_hr.hea" for i in (17, 3, 20, 9)]  # bed-0: 17 then 20 (flagged)
-    env, up, stack = _up_two_beds(records, tmp_path, HFRISK_STREAM__PREPROCESS_ON="server",
-                                  HFRISK_TRITON__SHARED_MEMORY="system")
-    try:
-        _assert_bed_0_flagged(up)
-        prefix = get_settings().redis.key_prefix
-        client = redis.Redis.from_url(stack["urls"]["redis"])
-        for bed in ("bed-0", "bed-1"):
-            assert client.zcard(f"{prefix}:trend:{bed}") + client.zcard(f"{prefix}:quality:{bed}") == 3, bed
-        client.close()
-        import tritonclient.grpc as grpcclient
-
-        triton = grpcclient.InferenceServerClient(stack["urls"]["triton_grpc"])
-        try:
-            assert triton.is_model_ready("hfrisk_raw")
-            regions = triton.get_system_shared_memory_status(as_json=True).get("regions") or {}
-        finally:
-            triton.close()
-        # The worker's raw windows went through regions of its own, still registered while it runs.
-        assert any(name.startswith(f"hfrisk_{stack['processes']['worker-0']}_") for name in regions), regions
-    finally:
-        down = _hfrisk("down", env=env, timeout=120)
-    assert down.returncode == 0, down.stderr

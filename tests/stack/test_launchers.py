@@ -146,3 +146,44 @@ def test_wait_until_returns_the_first_true_result_or_times_out():
 def test_free_port_avoids_the_ports_already_handed_out():
     taken = {free_port()}
     assert free_port(avoid=taken) not in taken
+
+
+class _StandIn:
+    """A server of the local stack that is only a process group (so that the failure path's
+    ``down`` has something real to stop)."""
+
+    def __init__(self, name: str, tmp_path: Path):
+        self.process = _spawn(name, tmp_path)
+        self.pid = self.process.pid
+        self.url, self.bootstrap_servers = "redis://127.0.0.1:1/0", "127.0.0.1:1"
+
+    def start(self) -> "_StandIn":
+        return self
+
+
+@pytest.mark.parametrize("preprocess_on, loaded", [("server", ["--load-model=hfrisk_raw"]), ("worker", [])])
+def test_the_local_stack_serves_the_raw_model_when_the_workers_send_raw_windows(monkeypatch, tmp_path,
+                                                                               preprocess_on, loaded):
+    """``hfrisk up``'s Triton loads ``hfrisk_raw`` in server mode: until 2026-12-07 it did not, and a
+    server-mode worker waited for a model that was never loaded (the ward stayed empty)."""
+    from hfrisk.stack.local import start_stack
+
+    class Stop(Exception):
+        pass
+
+    seen: dict = {}
+
+    def triton(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    stand_ins = []
+    for module, name in (("hfrisk.stack.redis_server", "RedisServer"), ("hfrisk.stack.kafka", "KafkaBroker")):
+        monkeypatch.setattr(f"{module}.{name}", lambda *a, name=name, **k: stand_ins.append(_StandIn(name, tmp_path))
+                            or stand_ins[-1])
+    monkeypatch.setattr("hfrisk.stack.triton_server.TritonServer", triton)
+    monkeypatch.setenv("HFRISK_STREAM__PREPROCESS_ON", preprocess_on)
+    with pytest.raises(Stop):
+        start_stack(_settings(tmp_path), model_repository=tmp_path / "repository")
+    assert seen["extra_args"] == loaded
+    assert [s.pid for s in stand_ins] and not any(_group_alive(s.pid) for s in stand_ins)  # stopped again
