@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Region", "RegionPool", "REGION_PREFIX", "MIN_SHARED_BYTES", "is_stale"]
+__all__ = ["Region", "RegionPool", "REGION_PREFIX", "MIN_SHARED_BYTES", "is_stale", "needed_bytes"]
 
 REGION_PREFIX = "hfrisk_"
 # Smaller tensors (lead presence, rates: a few bytes a window) stay in the request: a region saves
