@@ -31,10 +31,11 @@ import itertools
 import os
 import secrets
 from collections.abc import Sequence
-from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
+
+from hfrisk.core.shared_memory import aligned, reserved
 
 __all__ = ["Region", "RegionPool", "REGION_PREFIX", "MIN_SHARED_BYTES", "is_stale", "needed_bytes"]
 
@@ -42,13 +43,8 @@ REGION_PREFIX = "hfrisk_"
 # Smaller tensors (lead presence, rates: a few bytes a window) stay in the request: a region saves
 # nothing on them.
 MIN_SHARED_BYTES = 64 * 1024
-_ALIGN = 64  # each tensor starts on a cache line
 _MIN_REGION_BYTES = 1 << 20
 _SHM_DIR = Path("/dev/shm")
-
-
-def _aligned(n: int) -> int:
-    return -(-n // _ALIGN) * _ALIGN
 
 
 def _region_bytes(nbytes: int) -> int:
@@ -61,7 +57,7 @@ class Region:
     """One ``/dev/shm`` file, mapped here, and whether Triton has it registered."""
 
     def __init__(self, name: str, size: int):
-        self.shm = SharedMemory(name=name, create=True, size=size)
+        self.shm = reserved(size, name)  # pages allocated: a full /dev/shm is an OSError, not a SIGBUS
         self.name = name
         self.size = size
         self.registered = False
@@ -80,7 +76,7 @@ class Region:
                 raise ValueError(f"{sum(a.nbytes for a in arrays)} bytes do not fit region {self.name} of {self.size}")
             np.copyto(np.ndarray(array.shape, array.dtype, buffer=self.shm.buf, offset=offset), array, casting="no")
             placed.append((offset, nbytes))
-            offset = _aligned(offset + nbytes)
+            offset = aligned(offset + nbytes)
         return placed
 
     def read(self, offset: int, count: int, dtype) -> np.ndarray:
@@ -99,7 +95,7 @@ def needed_bytes(arrays: Sequence[np.ndarray]) -> int:
     """The region size ``arrays`` take, written by :meth:`Region.write`."""
     total = 0
     for array in arrays:
-        total = _aligned(total) + array.nbytes
+        total = aligned(total) + array.nbytes
     return total
 
 

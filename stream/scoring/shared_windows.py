@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hfrisk.core.logs import get_logger
+from hfrisk.core.shared_memory import aligned, reserved
 from hfrisk.model.contract.ecg import ECG
 
 __all__ = [
@@ -50,13 +50,8 @@ __all__ = [
 log = get_logger(__name__)
 
 # Each window starts on a cache line of its own.
-_ALIGN = 64
 # Blocks come in whole MiB: a part of 8 windows of 240 kB and their model inputs takes 3 MiB.
 _MIN_BLOCK = 1 << 20
-
-
-def _aligned(n: int) -> int:
-    return -(-n // _ALIGN) * _ALIGN
 
 
 def block_size_for(nbytes: int) -> int:
@@ -94,7 +89,7 @@ class ArrayRef:
 
 def arrays_bytes(shapes: Iterable[tuple[int, ...]], itemsize: int = 4) -> int:
     """The room arrays of these shapes take in a block, one after another, each aligned."""
-    return sum(_aligned(math.prod(shape) * itemsize) for shape in shapes)
+    return sum(aligned(math.prod(shape) * itemsize) for shape in shapes)
 
 
 def windows_bytes(ecgs: Sequence[ECG]) -> int:
@@ -106,14 +101,7 @@ class SharedBlock:
     so a full ``/dev/shm`` is an ``OSError`` here rather than a SIGBUS when a window is copied in."""
 
     def __init__(self, size: int):
-        self._shm = SharedMemory(create=True, size=size)
-        fd = getattr(self._shm, "_fd", -1)
-        try:
-            if fd >= 0 and hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, size)
-        except OSError:
-            self.unlink()
-            raise
+        self._shm = reserved(size)
         self.name = self._shm.name
         self.size = size
 
@@ -125,7 +113,7 @@ class SharedBlock:
             np.copyto(np.ndarray(samples.shape, np.float32, buffer=self._shm.buf, offset=offset), samples)
             fields = {k: v for k, v in ecg.__dict__.items() if k != "samples"}
             refs.append(WindowRef(offset, samples.shape, fields))
-            offset += _aligned(samples.size * 4)
+            offset += aligned(samples.size * 4)
         return refs
 
     @property
@@ -243,7 +231,7 @@ def put_arrays(name: str, results: Sequence[Any], fields: Sequence[str], start: 
                 array = getattr(result, field, None)
                 if not isinstance(array, np.ndarray):
                     continue
-                room = _aligned(array.nbytes)
+                room = aligned(array.nbytes)
                 if offset + room > end:
                     continue
                 np.copyto(np.ndarray(array.shape, array.dtype, buffer=buf, offset=offset), array)
