@@ -147,6 +147,7 @@ class RiskClient:
         self.model_version = model_version
         self.shared_memory = shared_memory
         self._regions = RegionPool() if shared_memory == "system" else None
+        self._regions_failing = False  # the last region could not be made: requests carry the tensors
         self._client = None
 
     @classmethod
@@ -266,7 +267,9 @@ class RiskClient:
         requests = {name: grpcclient.InferInput(name, list(a.shape), np_to_triton_dtype(a.dtype))
                     for name, a in arrays.items()}
         shared = [name for name, a in arrays.items() if self._regions is not None and a.nbytes >= MIN_SHARED_BYTES]
-        region = self._regions.take(needed_bytes([arrays[name] for name in shared])) if shared else None
+        region = self._region_for([arrays[name] for name in shared]) if shared else None
+        if region is None:
+            shared = []
         try:
             if region is not None:
                 for name, (offset, nbytes) in zip(shared, region.write([arrays[name] for name in shared])):
@@ -327,6 +330,23 @@ class RiskClient:
                 self._regions.give_back(region)
 
     # --- shared memory -------------------------------------------------------------------------
+    def _region_for(self, arrays: list[np.ndarray]):
+        """A region for ``arrays``, or None when none can be made (``/dev/shm`` full or too small
+        for a Compose default of 64 MB): the request then carries them, which costs the caller CPU
+        but scores the batch. Logged when it starts and when regions can be made again."""
+        try:
+            region = self._regions.take(needed_bytes(arrays))
+        except OSError as exc:
+            if not self._regions_failing:
+                log.warning("no shared-memory region could be made; sending tensors in the request",
+                            model=self.model_name, error=str(exc), bytes=needed_bytes(arrays))
+            self._regions_failing = True
+            return None
+        if self._regions_failing:
+            log.info("shared-memory regions can be made again", model=self.model_name)
+            self._regions_failing = False
+        return region
+
     async def _register(self, region) -> None:
         """Have Triton map ``region`` (once; again after it restarted), and unregister what Triton
         still holds of this pool's retired regions and, once, of clients that are gone."""
@@ -376,10 +396,13 @@ class RiskClient:
 
     async def check_shared_memory(self) -> None:
         """With shared memory on, that Triton can map a region of this host; raises
-        :class:`SharedMemoryUnavailable` if not, at start-up rather than at the first batch."""
+        :class:`SharedMemoryUnavailable` if not, at start-up rather than at the first batch. With
+        no room in ``/dev/shm`` for a region there is nothing to check yet (the warning says so)."""
         if self._regions is None:
             return
-        region = self._regions.take(1)
+        region = self._region_for([np.zeros(1, np.uint8)])
+        if region is None:
+            return
         try:
             await self._register(region)
         finally:

@@ -116,7 +116,8 @@ class _Error(Exception):
 
 
 class FakeTriton:
-    """Reads inputs from the regions it has registered, as Triton does, and answers their sums.
+    """Reads inputs from the regions it has registered (or the request), as Triton does, and
+    answers the first input's sums.
 
     It attaches in this process, where the client created the regions, so the resource tracker
     already knows them and the client's unlink is the only one."""
@@ -162,9 +163,12 @@ class FakeTriton:
                     shm.close()
                 seen[i.name()] = ("shm", data.reshape(i.shape()))
             else:
-                seen[i.name()] = ("wire", None)
+                from tritonclient.utils import triton_to_np_dtype
+
+                data = np.frombuffer(i._get_content(), triton_to_np_dtype(i.datatype()))
+                seen[i.name()] = ("wire", data.reshape(i.shape()))
         self.seen.append(seen)
-        x = next(v for _, v in seen.values() if v is not None)
+        x = next(iter(seen.values()))[1]
         return _Result({"log_risk": x.reshape(len(x), -1).sum(axis=1, keepdims=True)})
 
     async def close(self):
@@ -214,6 +218,45 @@ def test_a_lost_registration_is_made_again_and_the_request_answered():
     out = asyncio.run(go())
     assert fake.requests == 3 and len(fake.seen) == 2  # refused, then the same again after registering
     np.testing.assert_allclose(out["log_risk"][:, 0], 12_000.0)
+
+
+def test_a_full_dev_shm_sends_the_tensors_in_the_request_until_regions_can_be_made(monkeypatch):
+    import errno
+
+    from structlog.testing import capture_logs
+
+    import hfrisk.serving.shared_memory as shared_memory
+
+    made = shared_memory.reserved
+
+    def full(size, name=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fake = FakeTriton()
+    client = _client(fake)
+    x = np.ones((4, 12, 1000), np.float32)
+
+    async def go():
+        monkeypatch.setattr(shared_memory, "reserved", full)
+        await client.check_shared_memory()  # nothing to check yet: not an error
+        first, second = await client.infer(x), await client.infer(x)
+        monkeypatch.setattr(shared_memory, "reserved", made)
+        third = await client.infer(x)
+        regions = [r.name for r in client._regions.regions]
+        await client.close()
+        return (first, second, third), regions
+
+    with capture_logs() as logs:
+        outs, regions = asyncio.run(go())
+    assert [seen["ecg"][0] for seen in fake.seen] == ["wire", "wire", "shm"]
+    for out in outs:
+        np.testing.assert_allclose(out["log_risk"][:, 0], 12_000.0)
+    events = [(e["log_level"], e["event"]) for e in logs if "shared-memory regions" in e["event"] or "region" in e["event"]]
+    assert events == [
+        ("warning", "no shared-memory region could be made; sending tensors in the request"),
+        ("info", "shared-memory regions can be made again"),
+    ]
+    assert len(regions) == 1 and not (SHM / regions[0]).exists()
 
 
 def test_regions_of_gone_clients_are_unregistered_once_others_are_left():
