@@ -25,6 +25,7 @@ def screen(
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess while this one scores; default one per CPU, 0: none.")] = None,
     hop_s: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between window starts in long recordings; default the window length (windows side by side).")] = None,
+    wait_for_triton_s: Annotated[float, typer.Option(min=0, help="Seconds to wait for Triton and the model to be ready (a server still starting) before giving up with status 2.")] = 30.0,
 ) -> None:
     """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
     from rich.console import Console
@@ -51,7 +52,7 @@ def screen(
         # so gRPC's fork handlers (which log a line per fork when they cannot run) have nothing to do.
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         scorer = _triton_scorer(triton_url or settings.triton.grpc_url, model or settings.paths.model_repository,
-                                settings.paths.model_name)
+                                settings.paths.model_name, wait_for_triton_s)
     rule = flag_rule(settings.stream, scorer.card.risk_scale, threshold)
     console.print(f"flag: {rule.text}")
     frame = run_screen(
@@ -121,7 +122,7 @@ def _or_dash(value, fmt: str) -> str:
     return "-" if value is None or value != value else fmt.format(value)
 
 
-def _triton_scorer(url: str, model: Path, model_name: str):
+def _triton_scorer(url: str, model: Path, model_name: str, wait_s: float):
     from hfrisk.model.contract.card import CARD_FILENAME, load_card
     from hfrisk.serving.client import TritonClientError
     from hfrisk.serving.scorers import SyncTritonScorer, find_model_version
@@ -136,7 +137,7 @@ def _triton_scorer(url: str, model: Path, model_name: str):
                    err=True)
         raise typer.Exit(code=2) from err
     try:
-        return SyncTritonScorer(url, card, model_name=model_name)
+        return SyncTritonScorer(url, card, model_name=model_name, ready_timeout_s=wait_s)
     except TritonClientError as err:
         typer.echo(f"Triton at {url} is not ready ({err}); start it with `hfrisk serve` or use --in-process.", err=True)
         raise typer.Exit(code=2) from err

@@ -93,12 +93,13 @@ class SyncTritonScorer:
     untrained = False
 
     def __init__(self, url: str, card: ModelCard, *, model_name: str = "hfrisk", timeout_s: float = 30.0,
-                 max_batch: int = 64):
+                 max_batch: int = 64, ready_timeout_s: float | None = None):
+        """Waits up to ``ready_timeout_s`` (default ``timeout_s``) for the server and model."""
         from hfrisk.serving.client import SyncRiskClient
 
         self.card = card
         self.client = SyncRiskClient(url, model_name, card=card, timeout_s=timeout_s, max_batch=max_batch)
-        self.client.wait_ready(timeout_s)
+        self.client.wait_ready(timeout_s if ready_timeout_s is None else ready_timeout_s)
 
     def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return self.client.infer(np.ascontiguousarray(x, dtype=np.float32))

@@ -1,5 +1,7 @@
 """Screening through the real Triton server gives the in-process scores (the served model is the same)."""
 
+import time
+
 import pytest
 from typer.testing import CliRunner
 
@@ -35,6 +37,9 @@ def test_cli_screens_through_triton_and_writes_a_summary(triton_server, exported
     assert result.exit_code == 0, result.output
     assert (out / "summary.png").stat().st_size > 10_000
     assert (out / "scores.parquet").is_file()
+    started = time.monotonic()
     refused = CliRunner().invoke(app, ["screen", str(ecg_data_dir), "--triton-url", "127.0.0.1:1",
-                                       "--model", str(exported_model_dir), "--out", str(tmp_path / "none")])
-    assert refused.exit_code == 2 and "not ready" in refused.output
+                                       "--model", str(exported_model_dir), "--out", str(tmp_path / "none"),
+                                       "--wait-for-triton-s", "1"])
+    assert refused.exit_code == 2 and "not ready after 1 s" in refused.output
+    assert time.monotonic() - started < 20  # gave up after its second, not the default 30
