@@ -131,54 +131,38 @@ def _candidates(xp: Any, energy: Any, distance: int) -> tuple[Any, Any]:
 
     SciPy removes peaks in order of height; the same fixed point is reached here by passes over
     each maximum's nearest neighbours on either side (a pass settles one more link of a chain of
-    ever higher neighbours; on an energy envelope chains are one or two long). The neighbours
-    compared are those the most crowded maximum of the batch has within the distance (two or three
-    on an ECG's envelope; at most _NEIGHBOURS), stacked so that a pass is a handful of operations:
-    their count, not the samples, is the cost of the small batches a ward sends."""
+    ever higher neighbours; on an energy envelope chains are one or two long)."""
     pos, valid = compact(xp, _local_maxima(xp, energy))
     b, m = pos.shape
-    reach = min(_NEIGHBOURS, m - 1, _crowding(xp, pos, valid, energy.shape[-1], distance)) if m > 1 else 0
-    if reach == 0:
-        # as compact(xp, valid, pos) pads: the row's first position
-        return xp.where(valid, pos, pos[:, :1]), valid
+    if m == 0:
+        return pos, valid
     height = xp.where(valid, _take(xp, energy, pos), xp.asarray(-xp.inf, dtype=energy.dtype))
-    steps = [*range(1, reach + 1), *range(-reach, 0)]
-    offsets = xp.asarray(steps, dtype=xp.int64)
+    reach = min(_NEIGHBOURS, m - 1)
 
-    def neighbours(x: Any, fill: Any) -> Any:
-        """(2 * reach, B, m): ``x``'s value ``steps[j]`` places from each maximum (padding,
-        never a rival, past the ends). Slices stacked, not a gather: a copy of contiguous runs."""
+    def padded(x: Any, fill: Any) -> Any:
         edge = xp.full((b, reach), fill, dtype=x.dtype)
-        wide = xp.concat((edge, x, edge), axis=-1)
-        return xp.stack([wide[:, reach + d : reach + d + m] for d in steps], axis=0)
+        return xp.concat((edge, x, edge), axis=-1)
 
-    other = neighbours(pos, xp.asarray(-(2**40), dtype=pos.dtype))
-    other_h = neighbours(height, xp.asarray(-xp.inf, dtype=height.dtype))
-    # ties go to the later maximum, as in SciPy's stable sort by height
-    higher = (other_h > height) | ((other_h == height) & (offsets > 0)[:, None, None])
-    rivals = (xp.abs(other - pos) < distance) & higher
+    # Neighbour d places away is column reach + d of the padded rows; padding is never a rival.
+    far = padded(pos, xp.asarray(-(2**40), dtype=pos.dtype))
+    tall = padded(height, xp.asarray(-xp.inf, dtype=height.dtype))
+    rivals = []
+    for d in [*range(1, reach + 1), *range(-reach, 0)]:
+        other, other_h = far[:, reach + d : reach + d + m], tall[:, reach + d : reach + d + m]
+        # ties go to the later maximum, as in SciPy's stable sort by height
+        higher = (other_h > height) | ((other_h == height) & (d > 0))
+        rivals.append((d, (xp.abs(other - pos) < distance) & higher))
     kept = valid
     for _ in range(m):
-        now = valid & ~xp.any(rivals & neighbours(kept, xp.asarray(False)), axis=0)
+        around = padded(kept, xp.asarray(False))
+        beaten = xp.zeros(pos.shape, dtype=xp.bool)
+        for d, rival in rivals:
+            beaten = beaten | (rival & around[:, reach + d : reach + d + m])
+        now = valid & ~beaten
         if bool(xp.all(now == kept)):
             break
         kept = now
     return compact(xp, kept, pos)
-
-
-def _crowding(xp: Any, pos: Any, valid: Any, n: int, distance: int) -> int:
-    """The most maxima that follow one maximum within ``distance - 1`` samples, over the batch
-    (``pos`` ascending in each row's ``valid`` prefix, below ``n``). Rows laid end to end, each
-    ``n + 2 * distance`` long with its padding at its end, make one sorted array: one binary
-    search counts every maximum's followers."""
-    if pos.shape[-1] == 0:
-        return 0
-    span = n + 2 * distance
-    rows = xp.arange(pos.shape[0], dtype=xp.int64)[:, None] * span
-    keys = xp.reshape(xp.where(valid, pos, xp.asarray(span - 1, dtype=pos.dtype)) + rows, (-1,))
-    ends = xp.searchsorted(keys, keys + (distance - 1), side="right")
-    followers = ends - xp.arange(keys.shape[0], dtype=ends.dtype) - 1
-    return int(xp.max(xp.where(xp.reshape(valid, (-1,)), followers, xp.asarray(0, dtype=followers.dtype))))
 
 
 def _take(xp: Any, x: Any, idx: Any) -> Any:

@@ -97,23 +97,6 @@ def test_candidates_are_find_peaks_with_distance():
     assert same >= 196
 
 
-def test_the_candidates_compare_as_many_neighbours_as_the_most_crowded_maximum_has():
-    """``_crowding`` (one binary search over the batch's rows laid end to end) against counting each
-    maximum's followers within the distance row by row, on batches whose rows differ."""
-    rng = np.random.default_rng(7)
-    for _ in range(50):
-        b, n, distance = int(rng.integers(1, 6)), int(rng.integers(2, 400)), int(rng.integers(1, 40))
-        energy = rng.random((b, n)) ** int(rng.integers(1, 6))
-        energy[rng.random(b) < 0.3] = 0.0  # rows without a maximum
-        pos, valid = compact(XP, detection._local_maxima(XP, energy))
-        expected = 0
-        for row in range(b):
-            found = pos[row][valid[row]]
-            for i, p in enumerate(found):
-                expected = max(expected, int(np.sum((found[i + 1 :] - p) < distance)))
-        assert detection._crowding(XP, pos, valid, n, distance) == expected
-
-
 def test_array_helpers_match_numpy_and_scipy():
     rng = np.random.default_rng(3)
     values = rng.normal(size=(9, 17)).astype(np.float32)
