@@ -10,6 +10,8 @@
 # versions this checkout's .venv runs) and builds hfrisk's own wheel, so that `run` imports hfrisk as
 # installed (its packages map model/, stream/ and training/ into hfrisk.*) with --no-deps.
 #
+# The checkout (~19 MB) and .whl (~17 MB) travel: within the tool's 64 MiB.
+#
 # `run` writes into $OUT (what comes back): nvidia-smi's view, bench_serving's GPU page
 # (serving-cuda.json/.md: the front end on torch/CUDA, the network, both, at batches 256 to 4,096),
 # and a log. Copy the page into docs/bench/ and re-derive docs/bench/sizing.md's GPU rows from it.
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 # /work/.library/device/KINDS.md). Versions are read from the .venv so both run the same code.
 CARRIED=(pydantic pydantic_core pydantic-settings annotated-types typing-inspection python-dotenv
          array-api-compat wfdb soundfile cffi pycparser pydicom pyedflib fhir.resources fhir-core hl7
-         structlog tenacity)
+         structlog tenacity fastavro pytz)
 
 prepare() {
     rm -rf .whl && mkdir -p .whl
