@@ -6,7 +6,7 @@
 #
 # The GPU image has Python 3.12 with torch, CuPy, onnxruntime (CPU), numpy 2, scipy, pandas and
 # pyarrow, but not pydantic, structlog, wfdb, the readers' libraries or hfrisk itself, and it cannot
-# reach PyPI (/work/.library/device/README.md). `prepare` downloads those as cp312 wheels (the
+# reach PyPI (the device tool's README). `prepare` downloads those as cp312 wheels (the
 # versions this checkout's .venv runs) and builds hfrisk's own wheel, so that `run` imports hfrisk as
 # installed (its packages map model/, stream/ and training/ into hfrisk.*) with --no-deps.
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Installed in the checkout's .venv, absent from the GPU image (its package list:
-# /work/.library/device/KINDS.md). Versions are read from the .venv so both run the same code.
+# scripts/gpu-image-packages.txt). Versions are read from the .venv so both run the same code.
 CARRIED=(pydantic pydantic_core pydantic-settings annotated-types typing-inspection python-dotenv
          array-api-compat wfdb soundfile cffi pycparser pydicom pyedflib fhir.resources fhir-core hl7
          structlog tenacity fastavro pytz)
