@@ -8,8 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from hfrisk.core.config import get_settings
+from hfrisk.core.logs import get_logger
 
 __all__ = ["register"]
+
+log = get_logger(__name__)
 
 
 def serve(
@@ -87,6 +90,7 @@ def up(
     from rich.live import Live
 
     from hfrisk.core.security import redis_client
+    from hfrisk.stack.backlog import GroupBacklog
     from hfrisk.stack.local import plain_redis_settings, require_model, start_replay, start_stack, stop_stack
     from hfrisk.stream.sinks.redis_sink import RedisSink
     from hfrisk.stack.ward_view import ward_rows, ward_table
@@ -112,6 +116,11 @@ def up(
     producer = start_replay(settings, info, sources, beds=beds, realtime=realtime, duration_s=duration_s, loop=loop)
     sink = RedisSink(redis_client(plain_redis_settings(settings, info.urls["redis"])), settings.redis.key_prefix)
     try:
+        backlog = GroupBacklog(info.urls["kafka"], settings.kafka.ecg_topic, settings.stream.app_id)
+    except Exception as err:  # the view still ends after a quiet quarter minute
+        log.debug("could not connect to read the workers' backlog", error=str(err))
+        backlog = None
+    try:
         deadline = time.monotonic() + view_s
         last_change, last_count = time.monotonic(), -1
         with Live(ward_table(sink), console=console, refresh_per_second=1, transient=False) as live:
@@ -121,19 +130,37 @@ def up(
                 count = sum(r["windows"] + r["low_quality"] for r in ward_rows(sink, 1000))
                 if count != last_count:
                     last_change, last_count = time.monotonic(), count
-                # Replay finished and the workers have drained: nothing more will change.
-                if not producer.running() and not loop and time.monotonic() - last_change > 15:
+                if producer.running() or loop:
+                    continue
+                # Replay finished and the workers have acknowledged every chunk (each after its
+                # windows were written): nothing more will change. Without an answer from Kafka,
+                # a quarter minute without a new window says the same.
+                if _drained(backlog) or time.monotonic() - last_change > 15:
+                    live.update(ward_table(sink))
                     break
         flagged = [r["patient_id"] for r in ward_rows(sink, 1000) if r["flagged"]]
         console.print(f"flagged patients: {', '.join(flagged) if flagged else 'none'}")
     except KeyboardInterrupt:
         pass
     finally:
+        if backlog is not None:
+            backlog.close()
         if foreground:
             stop_stack(settings)
             console.print("stack stopped")
         else:
             console.print("the stack keeps running (Prometheus, Redis, Triton); stop it with: hfrisk down")
+
+
+def _drained(backlog) -> bool:
+    """The workers' group has committed every chunk message (False when Kafka cannot say)."""
+    if backlog is None:
+        return False
+    try:
+        return backlog.remaining() == 0
+    except Exception as err:  # a broker that does not answer leaves the quiet-period rule
+        log.debug("could not read the workers' backlog", error=str(err))
+        return False
 
 
 def down() -> None:
