@@ -136,7 +136,7 @@ def up(
                 # windows were written): nothing more will change. Without an answer from Kafka,
                 # a quarter minute without a new window says the same.
                 if _drained(backlog) or time.monotonic() - last_change > 15:
-                    live.update(ward_table(sink))
+                    live.update(ward_table(sink))  # the last windows may have landed since the update above
                     break
         flagged = [r["patient_id"] for r in ward_rows(sink, 1000) if r["flagged"]]
         console.print(f"flagged patients: {', '.join(flagged) if flagged else 'none'}")

@@ -36,7 +36,7 @@ class GroupBacklog:
         if not any(ends.values()):
             return 0
         try:
-            committed = self._committed(partitions)
+            committed = self._admin.list_group_offsets({self.group: partitions}).get(self.group, {})
         except (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError):
             return None  # the group has no coordinator yet: it has never committed
         total = 0
@@ -49,13 +49,6 @@ class GroupBacklog:
                 continue
             total += max(0, end - done.offset)
         return total
-
-    def _committed(self, partitions) -> dict:
-        # kafka-python 3 fetches several groups at once (list_group_offsets); 2.x one
-        # (list_consumer_group_offsets), which early 3.0 releases may still have.
-        if hasattr(self._admin, "list_group_offsets"):
-            return self._admin.list_group_offsets({self.group: partitions}).get(self.group, {})
-        return self._admin.list_consumer_group_offsets(self.group, partitions=partitions)
 
     def close(self) -> None:
         self._consumer.close()

@@ -49,7 +49,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-# Each window starts on a cache line of its own.
 # Blocks come in whole MiB: a part of 8 windows of 240 kB and their model inputs takes 3 MiB.
 _MIN_BLOCK = 1 << 20
 
