@@ -266,13 +266,13 @@ class RiskClient:
         arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
         requests = {name: grpcclient.InferInput(name, list(a.shape), np_to_triton_dtype(a.dtype))
                     for name, a in arrays.items()}
-        shared = [name for name, a in arrays.items() if self._regions is not None and a.nbytes >= MIN_SHARED_BYTES]
-        region = self._region_for([arrays[name] for name in shared]) if shared else None
+        shared = {name: a for name, a in arrays.items() if self._regions is not None and a.nbytes >= MIN_SHARED_BYTES}
+        region = self._region_for(needed_bytes(list(shared.values()))) if shared else None
         if region is None:
-            shared = []
+            shared = {}
         try:
             if region is not None:
-                for name, (offset, nbytes) in zip(shared, region.write([arrays[name] for name in shared])):
+                for name, (offset, nbytes) in zip(shared, region.write(list(shared.values()))):
                     requests[name].set_shared_memory(region.name, nbytes, offset=offset)
             for name, array in arrays.items():
                 if name not in shared:
@@ -330,16 +330,16 @@ class RiskClient:
                 self._regions.give_back(region)
 
     # --- shared memory -------------------------------------------------------------------------
-    def _region_for(self, arrays: list[np.ndarray]):
-        """A region for ``arrays``, or None when none can be made (``/dev/shm`` full or too small
-        for a Compose default of 64 MB): the request then carries them, which costs the caller CPU
-        but scores the batch. Logged when it starts and when regions can be made again."""
+    def _region_for(self, nbytes: int):
+        """A region of at least ``nbytes``, or None when none can be made (``/dev/shm`` full or too
+        small for a Compose default of 64 MB): the request then carries the tensors, which costs the
+        caller CPU but scores the batch. Logged when it starts and when regions can be made again."""
         try:
-            region = self._regions.take(needed_bytes(arrays))
+            region = self._regions.take(nbytes)
         except OSError as exc:
             if not self._regions_failing:
                 log.warning("no shared-memory region could be made; sending tensors in the request",
-                            model=self.model_name, error=str(exc), bytes=needed_bytes(arrays))
+                            model=self.model_name, error=str(exc), bytes=nbytes)
             self._regions_failing = True
             return None
         if self._regions_failing:
@@ -400,7 +400,7 @@ class RiskClient:
         no room in ``/dev/shm`` for a region there is nothing to check yet (the warning says so)."""
         if self._regions is None:
             return
-        region = self._region_for([np.zeros(1, np.uint8)])
+        region = self._region_for(1)
         if region is None:
             return
         try:
