@@ -32,27 +32,14 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-import wfdb  # noqa: E402
-
+from bench.ptbxl_records import DEFAULT_DATA, read_records  # noqa: E402
 from bench.trees import ROOT  # noqa: E402
 from hfrisk.model.contract.card import default_card  # noqa: E402
-from hfrisk.model.contract.ecg import ECG  # noqa: E402
 from hfrisk.model.contract.errors import ECGInputError  # noqa: E402
 from hfrisk.model.frontend.preprocessing import prepare_windows  # noqa: E402
 
 # Where each package's modules live in the repository (pyproject's package-dir).
 _FOLDERS = {"hfrisk.model": "model", "hfrisk.stream": "stream", "hfrisk.training": "training", "hfrisk": "hfrisk"}
-
-
-DEFAULT_DATA = ROOT / "tests" / "data" / "ecg" / "ptbxl" / "records500"
-
-
-def read_records(folder: Path, limit: int) -> list[ECG]:
-    paths = sorted(folder.rglob("*_hr.hea"))[:limit]
-    if not paths:
-        raise SystemExit(f"no PTB-XL 500-Hz records (*_hr.hea) under {folder}")
-    return [ECG(samples=(rec := wfdb.rdrecord(str(p.with_suffix("")))).p_signal.T, fs_hz=rec.fs,
-                lead_names=tuple(rec.sig_name)) for p in paths]
 
 
 def module_at(rev: str, name: str) -> types.ModuleType:
@@ -98,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     variants = {"a": {f: getattr(module_at(args.a_rev, args.module), f) for f in args.functions},
                 "b": {f: getattr(live, f) for f in args.functions}}
     card = default_card()
-    ecgs = read_records(args.data, args.limit)
+    ecgs, _ = read_records(args.data, args.limit)
 
     def run(variant: str, size: int) -> tuple[float, list]:
         for name, fn in variants[variant].items():

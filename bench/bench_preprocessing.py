@@ -31,30 +31,15 @@ from pathlib import Path  # noqa: E402
 import neurokit2 as nk  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
-import wfdb  # noqa: E402
 
 from hfrisk.model.contract.card import default_card  # noqa: E402
 from hfrisk.model.contract.ecg import ECG  # noqa: E402
 from hfrisk.model.frontend.arrays import ArrayBackend  # noqa: E402
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare_windows  # noqa: E402
 from hfrisk.model.frontend.reference import prepare_reference  # noqa: E402
+from bench.ptbxl_records import DEFAULT_DATA, read_records  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / "tests" / "data" / "ecg" / "ptbxl" / "records500"
-
-
-def read_records(folder: Path, limit: int) -> tuple[list[ECG], float]:
-    paths = sorted(folder.rglob("*_hr.hea"))[:limit]
-    if not paths:
-        raise SystemExit(f"no PTB-XL 500-Hz records (*_hr.hea) under {folder}")
-    start = time.perf_counter()
-    ecgs = []
-    for path in paths:
-        rec = wfdb.rdrecord(str(path.with_suffix("")))
-        ecgs.append(ECG(samples=rec.p_signal.T, fs_hz=rec.fs, lead_names=tuple(rec.sig_name)))
-    return ecgs, time.perf_counter() - start
-
-
 def time_reference(ecgs: list[ECG], repeats: int) -> tuple[list[float], dict[str, float], list[ModelInput]]:
     card = default_card()
     for ecg in ecgs[:3]:  # warm caches (filter designs, imports)
