@@ -20,7 +20,7 @@ import math
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ from hfrisk.model.readers.dispatch import iter_records, read_ecg
 
 __all__ = [
     "SyncScorer",
+    "score_windows",
     "ScreenRow",
     "screen",
     "prepare_records",
@@ -66,11 +67,23 @@ log = get_logger(__name__)
 
 class SyncScorer(Protocol):
     """A blocking model (:class:`~hfrisk.serving.scorers.OnnxScorer`,
-    :class:`~hfrisk.serving.scorers.SyncTritonScorer`): a batch in, the card's outputs out."""
+    :class:`~hfrisk.serving.scorers.SyncTritonScorer`): a batch in, the card's outputs out.
+
+    A scorer that can run in other processes also has ``replica()``, returning a picklable
+    callable that makes an equivalent scorer there (:meth:`OnnxScorer.replica`); :func:`screen`
+    then scores in its pool's processes."""
 
     card: ModelCard
 
     def score(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+ScorerMaker = Callable[[], SyncScorer]
+
+
+def _replica_maker(scorer: SyncScorer) -> ScorerMaker | None:
+    replica = getattr(scorer, "replica", None)
+    return replica() if callable(replica) else None
 
 
 @dataclass
@@ -153,7 +166,8 @@ def _done_records(scores_path: Path) -> set[str]:
 
 def _flush(rows: list[ScreenRow], scores_path: Path) -> None:
     if rows:
-        frame = pd.DataFrame([asdict(r) for r in rows], columns=_COLUMNS)
+        # By column: asdict() deep-copies every field of every row, ~24 µs a row.
+        frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in _COLUMNS}, columns=_COLUMNS)
         frame.to_csv(scores_path, mode="a", header=not scores_path.exists(), index=False)
 
 
@@ -206,18 +220,60 @@ def prepare_records(paths: Sequence[Path], card: ModelCard, hop_s: float | None 
     return out
 
 
+def score_windows(pending: Sequence[tuple[ScreenRow, np.ndarray]], scorer: SyncScorer, threshold: float,
+                  batch_size: int) -> None:
+    """Fills the score columns of each ``(row, model input)`` from ``scorer``, ``batch_size`` at a time."""
+    card = scorer.card
+    scale = card.risk_scale
+    for first in range(0, len(pending), batch_size):
+        batch = pending[first:first + batch_size]
+        outputs = scorer.score(np.stack([x for _, x in batch]))
+        for i, (row, _) in enumerate(batch):
+            row.log_risk = float(outputs["log_risk"][i, 0])
+            row.hazard_ratio = math.exp(row.log_risk)
+            if scale is not None:
+                row.risk_percentile = float(scale.percentile(row.log_risk))
+                row.absolute_risk = float(scale.absolute_risk_at_horizon(row.log_risk))
+                row.absolute_risk_horizon_days = scale.absolute_risk.horizon_days
+            row.flagged = row.log_risk >= threshold
+            weights = outputs["lead_attention"][i]
+            row.top_lead = card.input.leads[int(np.argmax(weights))]
+            row.lead_attention = encode_lead_weights(card.input.leads, weights)
+
+
+@dataclass(frozen=True)
+class _PoolScoring:
+    """What a pool process needs to score the windows it prepared."""
+
+    make_scorer: ScorerMaker
+    threshold: float
+    batch_size: int
+    warm_up_batch: int
+
+
 # Set once per pool process by the initializer, so the card is not pickled with every chunk.
 _worker_card: ModelCard | None = None
 _worker_hop_s: float | None = None
+_worker_scoring: tuple[SyncScorer, _PoolScoring] | None = None
 
 RecordWindows = list[tuple[ScreenRow, "np.ndarray | None"]]
 
 
-def _init_worker(card: ModelCard, hop_s: float | None = None, keep_freed_mb: int = 0) -> None:
-    global _worker_card, _worker_hop_s
+def _init_worker(card: ModelCard, hop_s: float | None = None, keep_freed_mb: int = 0,
+                 scoring: _PoolScoring | None = None) -> None:
+    global _worker_card, _worker_hop_s, _worker_scoring
     one_blas_thread()
     keep_freed_memory(keep_freed_mb)
     _worker_card, _worker_hop_s = card, hop_s
+    _worker_scoring = None
+    if scoring is not None:
+        # Made here, not inherited: an ONNX Runtime session is not safe to use across a fork.
+        scorer = scoring.make_scorer()
+        # One batch of a chunk's size before the first chunk: ONNX Runtime plans its buffers on its
+        # first run of a shape, and planned between chunks it still took some of the pages the
+        # front end had kept for the next (~700 page faults on the second chunk instead of ~0).
+        scorer.score(np.zeros((scoring.warm_up_batch, *card.input.shape[1:]), np.float32))
+        _worker_scoring = (scorer, scoring)
 
 
 def _arrays(windows: Prepared) -> RecordWindows:
@@ -227,14 +283,23 @@ def _arrays(windows: Prepared) -> RecordWindows:
 
 def _prepare_chunk(paths: Sequence[Path]) -> list[RecordWindows]:
     assert _worker_card is not None, "pool process not initialised"
-    return [_arrays(windows) for windows in prepare_records(list(paths), _worker_card, _worker_hop_s)]
+    records = [_arrays(windows) for windows in prepare_records(list(paths), _worker_card, _worker_hop_s)]
+    if _worker_scoring is None:
+        return records
+    scorer, scoring = _worker_scoring
+    score_windows([(row, x) for windows in records for row, x in windows if x is not None], scorer,
+                  scoring.threshold, scoring.batch_size)
+    # Scored here: only the rows travel back.
+    return [[(row, None) for row, _ in windows] for windows in records]
 
 
 def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,
-                       ahead: int, hop_s: float | None = None, keep_freed_mb: int = 0) -> Iterator[RecordWindows]:
+                       ahead: int, hop_s: float | None = None, keep_freed_mb: int = 0,
+                       scoring: _PoolScoring | None = None) -> Iterator[RecordWindows]:
     """Per path, in order, its windows' ``(row, x or None)``. With ``workers`` >= 1, a pool of that
     many processes reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it
-    keeps working while the caller scores, and memory stays bounded on long lists)."""
+    keeps working while the caller scores, and memory stays bounded on long lists); with
+    ``scoring``, the pool scores them too and every ``x`` is None."""
     if workers < 1:
         # Chunks here too: the front end is batched, and one recording at a time cost ~4.3 ms of
         # preprocessing a recording against ~1.9 for eight (docs/bench/screening-chunks.md). One
@@ -247,13 +312,14 @@ def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chu
         return
     # fork: the children inherit the preprocessing stack already imported here (neurokit2 and
     # scipy take seconds to import: a spawned or forkserver pool paid that on every run). The
-    # parent's gRPC and ONNX Runtime threads are not a hazard because the children never score:
-    # they only read files and run numpy/scipy.
+    # parent's gRPC and ONNX Runtime threads are not a hazard: the children never use the parent's
+    # client or session (a child that scores makes its own), and the pool forks all its processes
+    # at the first chunk, before this process scores anything.
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
     max_in_flight = max(2 * workers, math.ceil(ahead / chunk_size))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(card, hop_s, keep_freed_mb)) as pool:
+                             initargs=(card, hop_s, keep_freed_mb, scoring)) as pool:
         in_flight: deque = deque()
         for chunk in chunks:
             in_flight.append(pool.submit(_prepare_chunk, chunk))
@@ -290,21 +356,25 @@ def screen(
     chunk_size: int = 8,
     hop_s: float | None = None,
     keep_freed_mb: int = 256,
+    score_in_pool: bool = True,
 ) -> pd.DataFrame:
     """Score every window of every recording under ``sources``; returns all window rows (earlier
     runs' included) and writes the per-record summary, ``records.csv``, beside ``scores.csv``.
 
     Windows start every ``hop_s`` seconds (default: the card's window length; :func:`window_starts`).
     ``workers`` processes (default: one per CPU; 0: all in this process) read and preprocess the
-    recordings while this process scores the previous batch, so screening runs at the speed of
-    preprocessing spread over the cores rather than of one core (the windows of one recording stay
-    in one process, which reads it once). Rows keep the input order and the scores are the same
-    whatever ``workers`` is. ``chunk_size`` recordings are read and preprocessed together, in one
-    call of the batched front end: 8 cost ~1.9 ms of preprocessing a recording here, 4 ~2.35, one
-    at a time ~4.3 (docs/bench/screening-chunks.md). Pool processes keep up to ``keep_freed_mb`` of
-    the memory they free for the next chunk (0: the C library's defaults), which saved ~0.7 ms of
-    their CPU a recording (:mod:`hfrisk.core.allocator`, docs/bench/screening-allocator.md); this
-    process's allocator is left as the caller has it.
+    recordings, so screening runs at the speed of preprocessing spread over the cores rather than
+    of one core (the windows of one recording stay in one process, which reads it once). When the
+    scorer can be replicated (``replica()``: ONNX Runtime in process) and ``score_in_pool`` is true,
+    each of them also scores the windows it prepared, on one thread, and this process only
+    writes rows: one busy process per core. Otherwise (Triton, or ``score_in_pool=False``) this
+    process scores the previous batch while the pool prepares the next. Rows keep the input order
+    and the scores are the same whatever ``workers`` is. ``chunk_size`` recordings are read and
+    preprocessed together, in one call of the batched front end: 8 cost ~1.9 ms of preprocessing a
+    recording here, 4 ~2.35, one at a time ~4.3 (docs/bench/screening-chunks.md). Pool processes
+    keep up to ``keep_freed_mb`` of the memory they free for the next chunk (0: the C library's
+    defaults), which saved ~0.7 ms of their CPU a recording (:mod:`hfrisk.core.allocator`,
+    docs/bench/screening-allocator.md); this process's allocator is left as the caller has it.
     """
     workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
@@ -320,46 +390,35 @@ def screen(
         log.info("resuming", already_scored=len(done), remaining=len(paths))
     # A pool costs a second or so to start: not worth it for a handful of recordings.
     workers = min(workers, len(paths) // chunk_size)
+    make_scorer = _replica_maker(scorer) if workers >= 1 and score_in_pool else None
+    scoring = (_PoolScoring(make_scorer, threshold, batch_size, warm_up_batch=min(batch_size, chunk_size))
+               if make_scorer is not None else None)
 
-    card = scorer.card
-    scale = card.risk_scale
     pending: list[tuple[ScreenRow, np.ndarray]] = []
     rows: list[ScreenRow] = []
 
     def score_pending() -> None:
-        for first in range(0, len(pending), batch_size):
-            batch = pending[first:first + batch_size]
-            outputs = scorer.score(np.stack([x for _, x in batch]))
-            for i, (row, _) in enumerate(batch):
-                row.log_risk = float(outputs["log_risk"][i, 0])
-                row.hazard_ratio = math.exp(row.log_risk)
-                if scale is not None:
-                    row.risk_percentile = float(scale.percentile(row.log_risk))
-                    row.absolute_risk = float(scale.absolute_risk_at_horizon(row.log_risk))
-                    row.absolute_risk_horizon_days = scale.absolute_risk.horizon_days
-                row.flagged = row.log_risk >= threshold
-                weights = outputs["lead_attention"][i]
-                row.top_lead = card.input.leads[int(np.argmax(weights))]
-                row.lead_attention = encode_lead_weights(card.input.leads, weights)
+        score_windows(pending, scorer, threshold, batch_size)
         pending.clear()
 
     # Two batches ahead: one being scored, one filling.
-    prepared = _prepared_in_order(paths, card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s,
-                                  keep_freed_mb=keep_freed_mb)
+    prepared = _prepared_in_order(paths, scorer.card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s,
+                                  keep_freed_mb=keep_freed_mb, scoring=scoring)
     for windows in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
         for row, x in windows:
             rows.append(row)
             if x is not None:
                 pending.append((row, x))
-        # Rows go out whole records at a time, each window scored: what is written is done.
-        if len(pending) >= batch_size:
+        # Rows go out whole records at a time, each window scored: what is written is done. Scored
+        # in the pool, every row arrives done.
+        if len(rows if scoring is not None else pending) >= batch_size:
             score_pending()
             _flush(rows, scores_path)
             rows = []
     score_pending()
     _flush(rows, scores_path)
     frame = read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
-    summarize_records(frame, threshold, scale).to_csv(out_dir / RECORDS_FILENAME, index=False)
+    summarize_records(frame, threshold, scorer.card.risk_scale).to_csv(out_dir / RECORDS_FILENAME, index=False)
     return frame
 
 

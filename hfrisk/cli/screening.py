@@ -23,7 +23,7 @@ def screen(
     threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default: the flag rule of the settings (HFRISK_STREAM__FLAG_ON: 5-year absolute risk >= HFRISK_STREAM__FLAG_ABSOLUTE_RISK, percentile >= HFRISK_STREAM__FLAG_PERCENTILE, or log-risk >= HFRISK_STREAM__RISK_THRESHOLD) through the model card's risk scale.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess while this one scores; default one per CPU, 0: none.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess the recordings (and score them, --in-process); default one per CPU, 0: none, all in this process.")] = None,
     hop_s: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between window starts in long recordings; default the window length (windows side by side).")] = None,
     wait_for_triton_s: Annotated[float, typer.Option(min=0, help="Seconds to wait for Triton and the model to be ready (a server still starting) before giving up with status 2.")] = 30.0,
 ) -> None:
@@ -45,8 +45,9 @@ def screen(
     # every chunk's arrays when there is one: it keeps what it frees, as the pool's processes do.
     keep_freed_memory(settings.screening.keep_freed_mb)
     if in_process:
+        # Replicable: the pool's processes score too, each with its own session (hfrisk.screening.screen).
         scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained,
-                                    threads=screening_threads(workers))
+                                    threads=screening_threads(workers), replicable=workers != 0)
     else:
         # The preprocessing pool forks beside the gRPC client's threads; its processes never use gRPC,
         # so gRPC's fork handlers (which log a line per fork when they cannot run) have nothing to do.
@@ -143,16 +144,17 @@ def _triton_scorer(url: str, model: Path, model_name: str, wait_s: float):
         raise typer.Exit(code=2) from err
 
 
-def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: int | None = None):
+def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: int | None = None,
+                       replicable: bool = False):
     from hfrisk.serving.scorers import OnnxScorer
 
     try:
-        return OnnxScorer.from_model_dir(model, model_name, threads=threads)
+        return OnnxScorer.from_model_dir(model, model_name, threads=threads, replicable=replicable)
     except FileNotFoundError as err:
         if not untrained:
             typer.echo(f"{err}. Train and export a model, or pass --untrained for a plumbing check.", err=True)
             raise typer.Exit(code=2) from err
-        return OnnxScorer.untrained(threads=threads)
+        return OnnxScorer.untrained(threads=threads, replicable=replicable)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from hfrisk.cli import app
 from hfrisk.model.frontend.preprocessing import prepare, prepare_windows
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.serving.scorers import OnnxScorer, find_model_version
+import hfrisk.screening as screening
 from hfrisk.screening import SCORES_FILENAME, screen
 
 
@@ -130,7 +131,16 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
             f.writelines(f"{os.getpid()}\n" for _ in requests)
         return prepare_windows(requests, *args, **kwargs)
 
+    scored_pids = tmp_path / "scored-pids"
+    real_score_windows = screening.score_windows
+
+    def score_noting_the_process(pending, *args, **kwargs):
+        with scored_pids.open("a") as f:
+            f.writelines(f"{os.getpid()}\n" for _ in pending)
+        return real_score_windows(pending, *args, **kwargs)
+
     monkeypatch.setattr("hfrisk.screening.prepare_windows", prepare_noting_the_process)
+    monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
     parallel = screen(sources, scorer, tmp_path / "parallel", threshold=0.0, batch_size=5, workers=2, chunk_size=3,
                       progress=False)
     assert len(serial) == 24 + 4 + 8 and set(serial["status"]) == {"scored", "low_quality", "refused"}
@@ -138,6 +148,10 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
     preprocessed_in = pids.read_text().split()
     assert len(preprocessed_in) == 24 + 4 + 7  # every window of every readable recording, once
     assert str(os.getpid()) not in preprocessed_in  # all of it in the pool
+    # ONNX Runtime replicates: each pool process scored the windows it prepared, and only those.
+    scored_in = scored_pids.read_text().split()
+    assert len(scored_in) == (serial["status"] == "scored").sum()
+    assert set(scored_in) <= set(preprocessed_in)
 
 
 def test_serial_screening_preprocesses_a_chunk_of_recordings_per_front_end_call(ward, tmp_path, scorer, monkeypatch):
@@ -181,6 +195,67 @@ def test_parallel_screening_resumes_after_an_interruption(ward, tmp_path, scorer
     assert (merged["status_x"] == merged["status_y"]).all()
     assert (merged["log_risk_x"].isna() == merged["log_risk_y"].isna()).all()
     assert ((merged["log_risk_x"] - merged["log_risk_y"]).abs().fillna(0) <= 1e-6).all()
+
+
+class _FailsOnARecord:
+    """An ONNX Runtime scorer that fails on one recording's model input, wherever it runs."""
+
+    def __init__(self, scorer, poison):
+        self.scorer, self.card, self.poison = scorer, scorer.card, poison
+
+    def score(self, x):
+        if any(np.array_equal(row, self.poison) for row in x):
+            raise RuntimeError("scorer went away")
+        return self.scorer.score(x)
+
+    def replica(self):
+        make = self.scorer.replica()
+        return lambda: _FailsOnARecord(make(), self.poison)
+
+
+def test_screening_scored_in_the_pool_resumes_after_a_failure_there(ward, tmp_path, scorer, monkeypatch):
+    # The third and fourth recordings are the second chunk: it fails in a pool process, after the
+    # first chunk's rows were written.
+    poison = prepare(read_ecg(ward / "00004_hr"), scorer.card).x
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="went away"):
+        screen([ward], _FailsOnARecord(scorer, poison), out, threshold=0.0, batch_size=2, workers=2, chunk_size=2,
+               progress=False)
+    first = pd.read_csv(out / SCORES_FILENAME)
+    assert [os.path.basename(r) for r in first["record"]] == ["00001_hr.hea", "00002_hr.hea"]
+    assert (first["status"] == "scored").all()
+
+    # Resumed with a pool that prepares while this process scores (what the benchmark compares).
+    scored_in = []
+    real_score_windows = screening.score_windows
+    monkeypatch.setattr("hfrisk.screening.score_windows",
+                        lambda pending, *a, **k: (scored_in.append(os.getpid()), real_score_windows(pending, *a, **k)))
+    frame = screen([ward], scorer, out, threshold=0.0, batch_size=2, workers=2, chunk_size=2, progress=False,
+                   score_in_pool=False)
+    assert scored_in and set(scored_in) == {os.getpid()}
+    reference = screen([ward], scorer, tmp_path / "ref", threshold=0.0, workers=0, progress=False)
+    pd.testing.assert_frame_equal(frame.sort_values("record", ignore_index=True),
+                                  reference.sort_values("record", ignore_index=True))
+
+
+def test_an_onnx_scorer_replica_travels_to_a_spawned_process_and_scores_the_same(scorer, exported_model_dir):
+    import gc
+    import pickle
+
+    x = np.random.default_rng(0).standard_normal((3, *scorer.card.input.shape[1:])).astype(np.float32)
+    expected = scorer.score(x)
+    # Replicable: the replica loads the graph ONNX Runtime optimised for the original, kept beside it.
+    replicable = OnnxScorer.from_model_dir(exported_model_dir, threads=2, replicable=True)
+    for original in (scorer, replicable):
+        replica = pickle.loads(pickle.dumps(original.replica()))()
+        assert replica.session.get_session_options().intra_op_num_threads == 1
+        for name, value in expected.items():
+            np.testing.assert_array_equal(replica.score(x)[name], value)
+    optimized = replicable._optimized_copy
+    assert replica.onnx_path == optimized and optimized.is_file()
+    del replicable, original
+    gc.collect()
+    assert not optimized.parent.exists()  # gone with the scorer that made it
 
 
 def test_window_starts_cover_a_recording_side_by_side_or_every_hop(scorer):
@@ -326,7 +401,7 @@ from pathlib import Path
 import hfrisk.screening as screening
 from hfrisk.serving.scorers import OnnxScorer
 
-model, source, keep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model, source, keep, score_in_pool = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "pool"
 log = Path(tempfile.mkdtemp()) / "faults"
 real = screening.prepare_records
 
@@ -339,18 +414,20 @@ def counting(paths, *args, **kwargs):
 
 screening.prepare_records = counting  # the forked pool inherits it
 with tempfile.TemporaryDirectory() as out:
-    screening.screen([source], OnnxScorer.from_model_dir(model, threads=1), out, threshold=0.0, workers=1,
-                     progress=False, keep_freed_mb=keep)
+    # As `hfrisk screen --in-process` builds it.
+    screening.screen([source], OnnxScorer.from_model_dir(model, threads=1, replicable=True), out, threshold=0.0,
+                     workers=1, progress=False, keep_freed_mb=keep, score_in_pool=score_in_pool)
 print(json.dumps([int(n) for n in log.read_text().split()]))
 """
 
 
-def _chunk_page_faults(model, source, keep_freed_mb: int) -> list[int]:
+def _chunk_page_faults(model, source, keep_freed_mb: int, score_in_pool: bool) -> list[int]:
     """Minor page faults of each chunk a pool process reads and preprocesses."""
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", CHUNK_FAULTS, str(model), str(source), str(keep_freed_mb)],
+    done = subprocess.run([sys.executable, "-c", CHUNK_FAULTS, str(model), str(source), str(keep_freed_mb),
+                           "pool" if score_in_pool else "here"],
                           capture_output=True, text=True, check=True, timeout=300)
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -358,11 +435,14 @@ def _chunk_page_faults(model, source, keep_freed_mb: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_pool_processes_reuse_the_memory_each_chunk_frees(exported_model_dir, ecg_data_dir):
     source = ecg_data_dir / "ptbxl" / "records500"  # 24 recordings: three chunks of eight
-    default = _chunk_page_faults(exported_model_dir, source, 0)
-    kept = _chunk_page_faults(exported_model_dir, source, 256)
+    # The front end alone in the pool process: with the C library's defaults it hands each chunk's
+    # arrays back to the kernel, and every chunk faults them in again (~3,000 pages here). (With
+    # ONNX Runtime beside it the defaults vary from run to run: its buffers move glibc's thresholds.)
+    default = _chunk_page_faults(exported_model_dir, source, 0, score_in_pool=False)
+    # Kept, as `hfrisk screen --in-process` runs: the pool process preprocesses and scores, and the
+    # chunks after the first reuse what the first freed.
+    kept = _chunk_page_faults(exported_model_dir, source, 256, score_in_pool=True)
     assert len(default) == len(kept) == 3
-    # The C library's defaults hand each chunk's arrays back to the kernel: every chunk faults them
-    # in again (~3,000 pages here). Kept, the chunks after the first reuse them.
     assert min(default[1:]) > 1000
     assert max(kept[1:]) < 0.2 * min(default[1:])
 
