@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hfrisk.core.shared_memory import aligned, reserved
+from hfrisk.core.logs import get_logger
+from hfrisk.core.shared_memory import aligned, reserved, sweep_abandoned
 
 __all__ = ["Region", "RegionPool", "REGION_PREFIX", "MIN_SHARED_BYTES", "is_stale", "needed_bytes"]
 
@@ -45,6 +46,7 @@ REGION_PREFIX = "hfrisk_"
 MIN_SHARED_BYTES = 64 * 1024
 _MIN_REGION_BYTES = 1 << 20
 _SHM_DIR = Path("/dev/shm")
+log = get_logger(__name__)
 
 
 def _region_bytes(nbytes: int) -> int:
@@ -105,6 +107,11 @@ class RegionPool:
     def __init__(self, prefix: str = REGION_PREFIX):
         # pid and a random token: unique among every client on the host, across restarts.
         self._stem = f"{prefix}{os.getpid()}_{secrets.token_hex(4)}_"
+        # The files of clients killed with their resource tracker (their registrations on Triton
+        # are the client's to unregister: is_stale).
+        swept = sweep_abandoned(prefix)
+        if swept:
+            log.info("removed shared-memory regions that a killed client left", regions=len(swept))
         self._numbers = itertools.count()
         self._free: list[Region] = []
         self._busy: set[Region] = set()

@@ -14,14 +14,19 @@ pipe carries only where they lie. What that saves: docs/bench/pool-handoff.md.
 the part that used one is done, unlinked on :meth:`WindowBlocks.close`. A part that finds no free
 block within the budget is pickled as before, so the budget bounds memory, never correctness.
 Blocks are registered with multiprocessing's resource tracker, which unlinks them if the worker
-dies without closing them (the pool's processes share the worker's tracker).
+dies without closing them (the pool's processes share the worker's tracker). Killed together with
+the tracker (a container killed whole), they are removed by the next worker that starts on the same
+``/dev/shm`` (:func:`hfrisk.core.shared_memory.sweep_abandoned`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import math
+import os
+import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from hfrisk.core.logs import get_logger
-from hfrisk.core.shared_memory import aligned, reserved
+from hfrisk.core.shared_memory import aligned, reserved, sweep_abandoned
 from hfrisk.model.contract.ecg import ECG
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
     "ArrayRef",
     "SharedBlock",
     "WindowBlocks",
+    "BLOCK_PREFIX",
     "attached",
     "block_size_for",
     "windows_bytes",
@@ -51,6 +57,8 @@ log = get_logger(__name__)
 
 # Blocks come in whole MiB: a part of 8 windows of 240 kB and their model inputs takes 3 MiB.
 _MIN_BLOCK = 1 << 20
+# Names of the pool's blocks in /dev/shm, then the creating process's id, a token and a number.
+BLOCK_PREFIX = "hfrisk_prep_"
 
 
 def block_size_for(nbytes: int) -> int:
@@ -99,8 +107,8 @@ class SharedBlock:
     """One shared-memory segment created by this process. Its pages are reserved when it is made,
     so a full ``/dev/shm`` is an ``OSError`` here rather than a SIGBUS when a window is copied in."""
 
-    def __init__(self, size: int):
-        self._shm = reserved(size)
+    def __init__(self, size: int, name: str | None = None):
+        self._shm = reserved(size, name)
         self.name = self._shm.name
         self.size = size
 
@@ -145,6 +153,11 @@ class WindowBlocks:
         # Parts that found no block (over the budget, or /dev/shm full) and went pickled.
         self.pickled_parts = 0
         self._warned = False
+        self._stem = f"{BLOCK_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
+        self._numbers = itertools.count()
+        swept = sweep_abandoned(BLOCK_PREFIX)
+        if swept:
+            log.info("removed shared-memory blocks that a killed worker left", blocks=len(swept))
 
     @property
     def created(self) -> int:
@@ -163,7 +176,7 @@ class WindowBlocks:
                 return self._free[min(fits)].pop()
             if self._bytes + size <= self.budget_bytes:
                 try:
-                    block = SharedBlock(size)
+                    block = SharedBlock(size, f"{self._stem}{next(self._numbers)}")
                 except OSError as exc:
                     if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EMFILE):
                         raise

@@ -107,7 +107,7 @@ def test_blocks_come_in_whole_mib_and_a_part_takes_the_smallest_free_one_that_ho
 
 
 def test_a_full_dev_shm_means_pickled_parts_not_a_crash(monkeypatch):
-    def refuse(size):
+    def refuse(size, name=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shared_windows, "SharedBlock", refuse)
@@ -118,7 +118,7 @@ def test_a_full_dev_shm_means_pickled_parts_not_a_crash(monkeypatch):
 class _CountedBlock:
     """A block that takes no /dev/shm (a CI container may have 64 MB): its size is what counts."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, name: str | None = None):
         self.size, self.name = size, f"counted-{size}"
 
     def unlink(self) -> None:
