@@ -77,7 +77,8 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def screening_rate(records: Path, scorer, workers: int, n_records: int, score_in_pool: bool = True) -> tuple[float, float]:
+def screening_rate(records: Path, scorer, workers: int, n_records: int,
+                   score_in_pool: bool | None = None) -> tuple[float, float]:
     """(ECG/s, CPU ms per ECG spent by this process and its pool; Triton's own CPU is not in it)."""
     from hfrisk.screening import screen
 
@@ -220,7 +221,8 @@ def markdown(r: dict) -> str:
     labels = {
         "raw_ort_batched": f"raw ORT, batch {BATCH}, inputs pre-made, {r['ort_threads']} thread(s) (ceiling)",
         "raw_ort_batched_default_threads": f"raw ORT, batch {BATCH}, {r['ort_default_threads']} threads (ORT default; reference)",
-        "screen_in_process": f"`hfrisk screen --in-process`, {r['workers']} workers (each scores what it prepared)",
+        "screen_in_process": f"`hfrisk screen --in-process`, {r['workers']} workers"
+                             + (" (each scores what it prepared)" if r["workers"] >= m["cpus"] else ""),
         "screen_in_process_scored_here": f"the same, scoring in the calling process while the {r['workers']} workers "
                                          "prepare (before 2026-12-07)",
         "screen_in_process_batch": f"`hfrisk screen --in-process`, {r['workers']} workers, a batch of "
@@ -334,10 +336,10 @@ def main(argv: list[str] | None = None) -> dict:
                     cpu_ms_per_ecg["raw_ort_batched"].append(cpu_ms)
                     rounds["raw_ort_batched_default_threads"].append(raw_ort_rate(default_threads, inputs, args.seconds)[0])
                     for key, by, n_workers, in_pool in (
-                            ("screen_in_process", scorer, workers, True),
+                            ("screen_in_process", scorer, workers, None),
                             ("screen_in_process_scored_here", scorer, workers, False),
-                            ("screen_in_process_batch", scorer, workers, True),
-                            ("screen_triton", served, workers, True), ("screen_in_process_serial", scorer, 0, True)):
+                            ("screen_in_process_batch", scorer, workers, None),
+                            ("screen_triton", served, workers, None), ("screen_in_process_serial", scorer, 0, None)):
                         source, n = ((batch, args.batch_copies * len(paths)) if key == "screen_in_process_batch"
                                      else (args.records, len(paths)))
                         ecg_per_s, cpu_ms = screening_rate(source, by, n_workers, n, in_pool)

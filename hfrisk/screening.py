@@ -356,7 +356,7 @@ def screen(
     chunk_size: int = 8,
     hop_s: float | None = None,
     keep_freed_mb: int = 256,
-    score_in_pool: bool = True,
+    score_in_pool: bool | None = None,
 ) -> pd.DataFrame:
     """Score every window of every recording under ``sources``; returns all window rows (earlier
     runs' included) and writes the per-record summary, ``records.csv``, beside ``scores.csv``.
@@ -365,10 +365,11 @@ def screen(
     ``workers`` processes (default: one per CPU; 0: all in this process) read and preprocess the
     recordings, so screening runs at the speed of preprocessing spread over the cores rather than
     of one core (the windows of one recording stay in one process, which reads it once). When the
-    scorer can be replicated (``replica()``: ONNX Runtime in process) and ``score_in_pool`` is true,
-    each of them also scores the windows it prepared, on one thread, and this process only
-    writes rows: one busy process per core. Otherwise (Triton, or ``score_in_pool=False``) this
-    process scores the previous batch while the pool prepares the next. Rows keep the input order
+    scorer can be replicated (``replica()``: ONNX Runtime in process) and the pool has a process
+    for every core (or ``score_in_pool`` is true), each of them also scores the windows it
+    prepared, on one thread, and this process only writes rows: one busy process per core.
+    Otherwise (Triton, a pool smaller than the cores, or ``score_in_pool=False``) this process
+    scores the previous batch while the pool prepares the next. Rows keep the input order
     and the scores are the same whatever ``workers`` is. ``chunk_size`` recordings are read and
     preprocessed together, in one call of the batched front end: 8 cost ~1.9 ms of preprocessing a
     recording here, 4 ~2.35, one at a time ~4.3 (docs/bench/screening-chunks.md). Pool processes
@@ -390,6 +391,9 @@ def screen(
         log.info("resuming", already_scored=len(done), remaining=len(paths))
     # A pool costs a second or so to start: not worth it for a handful of recordings.
     workers = min(workers, len(paths) // chunk_size)
+    if score_in_pool is None:
+        # A pool smaller than the cores leaves this process cores to score on.
+        score_in_pool = workers >= default_workers()
     make_scorer = _replica_maker(scorer) if workers >= 1 and score_in_pool else None
     scoring = (_PoolScoring(make_scorer, threshold, batch_size, warm_up_batch=min(batch_size, chunk_size))
                if make_scorer is not None else None)

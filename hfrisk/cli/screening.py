@@ -23,7 +23,7 @@ def screen(
     threshold: Annotated[Optional[float], typer.Option(help="Flag at log-risk >= this; default: the flag rule of the settings (HFRISK_STREAM__FLAG_ON: 5-year absolute risk >= HFRISK_STREAM__FLAG_ABSOLUTE_RISK, percentile >= HFRISK_STREAM__FLAG_PERCENTILE, or log-risk >= HFRISK_STREAM__RISK_THRESHOLD) through the model card's risk scale.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Skip recordings already in scores.csv.")] = True,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess the recordings (and score them, --in-process); default one per CPU, 0: none, all in this process.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess the recordings (and, --in-process with one per CPU, score them); default one per CPU, 0: none, all in this process.")] = None,
     hop_s: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between window starts in long recordings; default the window length (windows side by side).")] = None,
     wait_for_triton_s: Annotated[float, typer.Option(min=0, help="Seconds to wait for Triton and the model to be ready (a server still starting) before giving up with status 2.")] = 30.0,
 ) -> None:

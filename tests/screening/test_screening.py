@@ -141,8 +141,9 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
 
     monkeypatch.setattr("hfrisk.screening.prepare_windows", prepare_noting_the_process)
     monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
+    # Asked for: by default a pool of two scores only on a machine of two cores or fewer.
     parallel = screen(sources, scorer, tmp_path / "parallel", threshold=0.0, batch_size=5, workers=2, chunk_size=3,
-                      progress=False)
+                      progress=False, score_in_pool=True)
     assert len(serial) == 24 + 4 + 8 and set(serial["status"]) == {"scored", "low_quality", "refused"}
     pd.testing.assert_frame_equal(serial, parallel)
     preprocessed_in = pids.read_text().split()
@@ -220,7 +221,7 @@ def test_screening_scored_in_the_pool_resumes_after_a_failure_there(ward, tmp_pa
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="went away"):
         screen([ward], _FailsOnARecord(scorer, poison), out, threshold=0.0, batch_size=2, workers=2, chunk_size=2,
-               progress=False)
+               progress=False, score_in_pool=True)
     first = pd.read_csv(out / SCORES_FILENAME)
     assert [os.path.basename(r) for r in first["record"]] == ["00001_hr.hea", "00002_hr.hea"]
     assert (first["status"] == "scored").all()
@@ -236,6 +237,23 @@ def test_screening_scored_in_the_pool_resumes_after_a_failure_there(ward, tmp_pa
     reference = screen([ward], scorer, tmp_path / "ref", threshold=0.0, workers=0, progress=False)
     pd.testing.assert_frame_equal(frame.sort_values("record", ignore_index=True),
                                   reference.sort_values("record", ignore_index=True))
+
+
+@pytest.mark.parametrize("cores, scored_in_pool", [(2, True), (4, False)])
+def test_by_default_the_pool_scores_when_it_has_a_process_for_every_core(ward, tmp_path, scorer, monkeypatch, cores,
+                                                                          scored_in_pool):
+    scored_in = tmp_path / "scored-in"
+    real_score_windows = screening.score_windows
+
+    def score_noting_the_process(pending, *args, **kwargs):
+        with scored_in.open("a") as f:
+            f.writelines(f"{os.getpid()}\n" for _ in pending)
+        return real_score_windows(pending, *args, **kwargs)
+
+    monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
+    monkeypatch.setattr("hfrisk.screening.default_workers", lambda: cores)
+    screen([ward], scorer, tmp_path / "out", threshold=0.0, workers=2, chunk_size=2, progress=False)
+    assert (str(os.getpid()) not in scored_in.read_text().split()) == scored_in_pool
 
 
 def test_an_onnx_scorer_replica_travels_to_a_spawned_process_and_scores_the_same(scorer, exported_model_dir):
