@@ -38,6 +38,20 @@ def ward(tmp_path, ecg_data_dir):
     return folder
 
 
+def note_scoring_processes(monkeypatch, path):
+    """From now on every window scored writes the id of the process that scored it to ``path``
+    (pool processes inherit the patch); returns a reader of those ids."""
+    real_score_windows = screening.score_windows
+
+    def score_noting_the_process(pending, *args, **kwargs):
+        with path.open("a") as f:
+            f.writelines(f"{os.getpid()}\n" for _ in pending)
+        return real_score_windows(pending, *args, **kwargs)
+
+    monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
+    return lambda: path.read_text().split() if path.exists() else []
+
+
 def test_find_model_version_prefers_newest(tmp_path, exported_model_dir):
     for version in ("1", "2", "10"):
         (tmp_path / "hfrisk" / version).mkdir(parents=True)
@@ -131,16 +145,8 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
             f.writelines(f"{os.getpid()}\n" for _ in requests)
         return prepare_windows(requests, *args, **kwargs)
 
-    scored_pids = tmp_path / "scored-pids"
-    real_score_windows = screening.score_windows
-
-    def score_noting_the_process(pending, *args, **kwargs):
-        with scored_pids.open("a") as f:
-            f.writelines(f"{os.getpid()}\n" for _ in pending)
-        return real_score_windows(pending, *args, **kwargs)
-
     monkeypatch.setattr("hfrisk.screening.prepare_windows", prepare_noting_the_process)
-    monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
+    scored_pids = note_scoring_processes(monkeypatch, tmp_path / "scored-pids")
     # Asked for: by default a pool of two scores only on a machine of two cores or fewer.
     parallel = screen(sources, scorer, tmp_path / "parallel", threshold=0.0, batch_size=5, workers=2, chunk_size=3,
                       progress=False, score_in_pool=True)
@@ -150,7 +156,7 @@ def test_parallel_screening_writes_the_serial_rows(ward, tmp_path, scorer, ecg_d
     assert len(preprocessed_in) == 24 + 4 + 7  # every window of every readable recording, once
     assert str(os.getpid()) not in preprocessed_in  # all of it in the pool
     # ONNX Runtime replicates: each pool process scored the windows it prepared, and only those.
-    scored_in = scored_pids.read_text().split()
+    scored_in = scored_pids()
     assert len(scored_in) == (serial["status"] == "scored").sum()
     assert set(scored_in) <= set(preprocessed_in)
 
@@ -227,13 +233,10 @@ def test_screening_scored_in_the_pool_resumes_after_a_failure_there(ward, tmp_pa
     assert (first["status"] == "scored").all()
 
     # Resumed with a pool that prepares while this process scores (what the benchmark compares).
-    scored_in = []
-    real_score_windows = screening.score_windows
-    monkeypatch.setattr("hfrisk.screening.score_windows",
-                        lambda pending, *a, **k: (scored_in.append(os.getpid()), real_score_windows(pending, *a, **k)))
+    scored_in = note_scoring_processes(monkeypatch, tmp_path / "scored-in")
     frame = screen([ward], scorer, out, threshold=0.0, batch_size=2, workers=2, chunk_size=2, progress=False,
                    score_in_pool=False)
-    assert scored_in and set(scored_in) == {os.getpid()}
+    assert scored_in() and set(scored_in()) == {str(os.getpid())}
     reference = screen([ward], scorer, tmp_path / "ref", threshold=0.0, workers=0, progress=False)
     pd.testing.assert_frame_equal(frame.sort_values("record", ignore_index=True),
                                   reference.sort_values("record", ignore_index=True))
@@ -242,18 +245,10 @@ def test_screening_scored_in_the_pool_resumes_after_a_failure_there(ward, tmp_pa
 @pytest.mark.parametrize("cores, scored_in_pool", [(2, True), (4, False)])
 def test_by_default_the_pool_scores_when_it_has_a_process_for_every_core(ward, tmp_path, scorer, monkeypatch, cores,
                                                                           scored_in_pool):
-    scored_in = tmp_path / "scored-in"
-    real_score_windows = screening.score_windows
-
-    def score_noting_the_process(pending, *args, **kwargs):
-        with scored_in.open("a") as f:
-            f.writelines(f"{os.getpid()}\n" for _ in pending)
-        return real_score_windows(pending, *args, **kwargs)
-
-    monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
+    scored_in = note_scoring_processes(monkeypatch, tmp_path / "scored-in")
     monkeypatch.setattr("hfrisk.screening.default_workers", lambda: cores)
     screen([ward], scorer, tmp_path / "out", threshold=0.0, workers=2, chunk_size=2, progress=False)
-    assert (str(os.getpid()) not in scored_in.read_text().split()) == scored_in_pool
+    assert scored_in() and (str(os.getpid()) not in scored_in()) == scored_in_pool
 
 
 def test_an_onnx_scorer_replica_travels_to_a_spawned_process_and_scores_the_same(scorer, exported_model_dir):
