@@ -19,8 +19,11 @@ the ``/dev/shm`` too, where their process ids would not be visible.
 
 from __future__ import annotations
 
+import itertools
 import os
+import secrets
 import time
+from collections.abc import Iterator
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
@@ -29,7 +32,7 @@ try:
 except ImportError:  # Windows: no flock, and no /dev/shm to sweep
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ALIGN", "SHM_DIR", "aligned", "reserved", "sweep_abandoned"]
+__all__ = ["ALIGN", "SHM_DIR", "aligned", "reserved", "segment_names", "sweep_abandoned"]
 
 ALIGN = 64  # each array starts on a cache line
 SHM_DIR = Path("/dev/shm")
@@ -40,6 +43,13 @@ _SETTLE_S = 60.0
 def aligned(n: int) -> int:
     """``n`` rounded up to a multiple of :data:`ALIGN`."""
     return -(-n // ALIGN) * ALIGN
+
+
+def segment_names(prefix: str) -> Iterator[str]:
+    """``prefix``, this process's id, a random token and a number: names unique among every process
+    of the host, across restarts, and recognisable to :func:`sweep_abandoned`."""
+    stem = f"{prefix}{os.getpid()}_{secrets.token_hex(4)}_"
+    return (f"{stem}{n}" for n in itertools.count())
 
 
 def reserved(size: int, name: str | None = None) -> SharedMemory:
@@ -75,11 +85,10 @@ def sweep_abandoned(prefix: str, settle_s: float = _SETTLE_S) -> list[str]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # its creator holds it
-            os.close(fd)
-            continue
-        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its creator holds it
+                continue
             path.unlink(missing_ok=True)
             removed.append(path.name)
         finally:

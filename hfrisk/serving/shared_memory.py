@@ -27,16 +27,12 @@ array([0., 1., 2., 3.], dtype=float32)
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from hfrisk.core.logs import get_logger
-from hfrisk.core.shared_memory import aligned, reserved, sweep_abandoned
+from hfrisk.core.shared_memory import SHM_DIR, aligned, reserved, segment_names, sweep_abandoned
 
 __all__ = ["Region", "RegionPool", "REGION_PREFIX", "MIN_SHARED_BYTES", "is_stale", "needed_bytes"]
 
@@ -45,7 +41,6 @@ REGION_PREFIX = "hfrisk_"
 # nothing on them.
 MIN_SHARED_BYTES = 64 * 1024
 _MIN_REGION_BYTES = 1 << 20
-_SHM_DIR = Path("/dev/shm")
 log = get_logger(__name__)
 
 
@@ -105,14 +100,12 @@ class RegionPool:
     """The regions of one client: each serves one request at a time."""
 
     def __init__(self, prefix: str = REGION_PREFIX):
-        # pid and a random token: unique among every client on the host, across restarts.
-        self._stem = f"{prefix}{os.getpid()}_{secrets.token_hex(4)}_"
+        self._names = segment_names(prefix)
         # The files of clients killed with their resource tracker (their registrations on Triton
         # are the client's to unregister: is_stale).
         swept = sweep_abandoned(prefix)
         if swept:
             log.info("removed shared-memory regions that a killed client left", regions=len(swept))
-        self._numbers = itertools.count()
         self._free: list[Region] = []
         self._busy: set[Region] = set()
         self._retired: list[str] = []  # registered names of regions closed here, to unregister
@@ -132,7 +125,7 @@ class RegionPool:
         else:
             if self._free:
                 self._retire(min(self._free, key=lambda r: r.size))
-            region = Region(f"{self._stem}{next(self._numbers)}", _region_bytes(nbytes))
+            region = Region(next(self._names), _region_bytes(nbytes))
         self._busy.add(region)
         return region
 
@@ -174,4 +167,4 @@ def is_stale(name: str, key: str, prefix: str = REGION_PREFIX) -> bool:
     Checked on the file itself: attaching to it through ``SharedMemory`` would enrol it with
     this process's resource tracker, which unlinks it when this process ends.
     """
-    return name.startswith(prefix) and _SHM_DIR.is_dir() and not (_SHM_DIR / key.lstrip("/")).exists()
+    return name.startswith(prefix) and SHM_DIR.is_dir() and not (SHM_DIR / key.lstrip("/")).exists()

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import itertools
 import math
-import os
-import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from hfrisk.core.logs import get_logger
-from hfrisk.core.shared_memory import aligned, reserved, sweep_abandoned
+from hfrisk.core.shared_memory import aligned, reserved, segment_names, sweep_abandoned
 from hfrisk.model.contract.ecg import ECG
 
 __all__ = [
@@ -57,7 +54,7 @@ log = get_logger(__name__)
 
 # Blocks come in whole MiB: a part of 8 windows of 240 kB and their model inputs takes 3 MiB.
 _MIN_BLOCK = 1 << 20
-# Names of the pool's blocks in /dev/shm, then the creating process's id, a token and a number.
+# Names of the pool's blocks in /dev/shm (hfrisk.core.shared_memory.segment_names).
 BLOCK_PREFIX = "hfrisk_prep_"
 
 
@@ -153,8 +150,7 @@ class WindowBlocks:
         # Parts that found no block (over the budget, or /dev/shm full) and went pickled.
         self.pickled_parts = 0
         self._warned = False
-        self._stem = f"{BLOCK_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
-        self._numbers = itertools.count()
+        self._names = segment_names(BLOCK_PREFIX)
         swept = sweep_abandoned(BLOCK_PREFIX)
         if swept:
             log.info("removed shared-memory blocks that a killed worker left", blocks=len(swept))
@@ -176,7 +172,7 @@ class WindowBlocks:
                 return self._free[min(fits)].pop()
             if self._bytes + size <= self.budget_bytes:
                 try:
-                    block = SharedBlock(size, f"{self._stem}{next(self._numbers)}")
+                    block = SharedBlock(size, next(self._names))
                 except OSError as exc:
                     if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EMFILE):
                         raise
