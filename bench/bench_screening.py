@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                  "screen_in_process_serial")}
     with tempfile.TemporaryDirectory(prefix="bench-screen-triton-") as tmp:
         repository = Path(tmp) / "repository"
+        n_batch = args.batch_copies * len(paths)
         batch = linked_copies(args.records, paths, Path(tmp) / "batch", args.batch_copies)
         write_model_repository(scorer.onnx_path, scorer.card, repository, intra_op_threads=threads)
         # A loaded shared machine can take minutes to import the python backend's stub.
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
                             ("screen_in_process_scored_here", scorer, workers, False),
                             ("screen_in_process_batch", scorer, workers, None),
                             ("screen_triton", served, workers, None), ("screen_in_process_serial", scorer, 0, None)):
-                        source, n = ((batch, args.batch_copies * len(paths)) if key == "screen_in_process_batch"
+                        source, n = ((batch, n_batch) if key == "screen_in_process_batch"
                                      else (args.records, len(paths)))
                         ecg_per_s, cpu_ms = screening_rate(source, by, n_workers, n, in_pool)
                         rounds[key].append(ecg_per_s)
@@ -366,7 +367,6 @@ def main(argv: list[str] | None = None) -> dict:
     # on the reference recordings alone. Both are reported, and that fixed cost.
     efficiency = median["screen_in_process_batch"] / all_cpu
     efficiency_met = efficiency >= EFFICIENCY_GOAL
-    n_batch = args.batch_copies * len(paths)
     per_ecg_s = (n_batch / median["screen_in_process_batch"] - len(paths) / median["screen_in_process"]) / (n_batch - len(paths))
     fixed_s = len(paths) / median["screen_in_process"] - len(paths) * per_ecg_s
     goal_met = ratios["screen_in_process"] >= 0.8

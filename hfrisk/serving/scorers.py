@@ -108,10 +108,8 @@ class OnnxScorer:
         it frees for the next chunk (:mod:`hfrisk.core.allocator`), and ONNX Runtime's buffers then
         come from and go back to that heap instead of the arena taking the kept pages as it grows
         (1,700-2,400 page faults a chunk for the next chunks; ~2 % more CPU a batch without it)."""
-        if self._optimized_copy is not None:
-            return functools.partial(OnnxScorer, self._optimized_copy, self.card, threads=1, optimized=True,
-                                     memory_arena=False)
-        return functools.partial(OnnxScorer, self.onnx_path, self.card, threads=1, memory_arena=False)
+        return functools.partial(OnnxScorer, self._optimized_copy or self.onnx_path, self.card, threads=1,
+                                 optimized=self._optimized_copy is not None, memory_arena=False)
 
     def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
