@@ -16,9 +16,12 @@ card.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from hfrisk.core.allocator import keep_freed_memory
+from hfrisk.core.config import FrontendSettings, get_settings
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.attention_weights import decode_lead_weights, encode_lead_weights
 from hfrisk.model.contract.card import ModelCard
@@ -62,6 +66,11 @@ __all__ = [
 
 SCORES_FILENAME = "scores.csv"
 RECORDS_FILENAME = "records.csv"
+# Finished rows are appended to scores.csv about once a second (or once this many records' rows are
+# waiting), and whenever the run stops, by an error or an interrupt: a run killed outright re-screens
+# at most that much on resume, and one write a second costs nothing per recording.
+FLUSH_S = 1.0
+FLUSH_BLOCKS = 4096
 log = get_logger(__name__)
 
 
@@ -164,11 +173,28 @@ def _done_records(scores_path: Path) -> set[str]:
     return set(done.astype(str))
 
 
-def _flush(rows: list[ScreenRow], scores_path: Path) -> None:
-    if rows:
-        # By column: asdict() deep-copies every field of every row, ~24 µs a row.
-        frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in _COLUMNS}, columns=_COLUMNS)
-        frame.to_csv(scores_path, mode="a", header=not scores_path.exists(), index=False)
+def csv_text(rows: Sequence[ScreenRow]) -> str:
+    """``rows`` as lines of ``scores.csv``: the bytes pandas' ``to_csv`` writes for them (an empty
+    field for NaN and None, ``repr`` of a float, minimal quoting), at about half its CPU a row and
+    without its milliseconds a call. Each pool process renders the rows it scored, so that the
+    calling process only appends text: its CPU per recording bounds a host with many cores
+    (docs/bench/screening-caller.md)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(
+        [[_cell(getattr(row, column)) for column in _COLUMNS] for row in rows])
+    return out.getvalue()
+
+
+def _cell(value):
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _flush(blocks: list[str], scores_path: Path) -> None:
+    """Append the :func:`csv_text` of whole records to ``scores_path`` (the header first, if new)."""
+    if blocks:
+        header = "" if scores_path.exists() else ",".join(_COLUMNS) + "\n"
+        with scores_path.open("a", newline="") as f:
+            f.write(header + "".join(blocks))
 
 
 Prepared = list[tuple[ScreenRow, "ModelInput | None"]]
@@ -225,20 +251,29 @@ def score_windows(pending: Sequence[tuple[ScreenRow, np.ndarray]], scorer: SyncS
     """Fills the score columns of each ``(row, model input)`` from ``scorer``, ``batch_size`` at a time."""
     card = scorer.card
     scale = card.risk_scale
+    leads = card.input.leads
     for first in range(0, len(pending), batch_size):
         batch = pending[first:first + batch_size]
         outputs = scorer.score(np.stack([x for _, x in batch]))
+        # A batch's columns at once: the scale's functions one scalar at a time were most of the
+        # ~50 µs of Python a window here (elementwise either way, so the same values).
+        log_risk = outputs["log_risk"][:, 0].astype(np.float64).tolist()
+        weights = outputs["lead_attention"]
+        top = np.argmax(weights, axis=1).tolist()
+        if scale is not None:
+            percentile = scale.percentile(log_risk).tolist()
+            absolute = scale.absolute_risk_at_horizon(log_risk).tolist()
+            horizon_days = scale.absolute_risk.horizon_days
         for i, (row, _) in enumerate(batch):
-            row.log_risk = float(outputs["log_risk"][i, 0])
+            row.log_risk = log_risk[i]
             row.hazard_ratio = math.exp(row.log_risk)
             if scale is not None:
-                row.risk_percentile = float(scale.percentile(row.log_risk))
-                row.absolute_risk = float(scale.absolute_risk_at_horizon(row.log_risk))
-                row.absolute_risk_horizon_days = scale.absolute_risk.horizon_days
+                row.risk_percentile = percentile[i]
+                row.absolute_risk = absolute[i]
+                row.absolute_risk_horizon_days = horizon_days
             row.flagged = row.log_risk >= threshold
-            weights = outputs["lead_attention"][i]
-            row.top_lead = card.input.leads[int(np.argmax(weights))]
-            row.lead_attention = encode_lead_weights(card.input.leads, weights)
+            row.top_lead = leads[top[i]]
+            row.lead_attention = encode_lead_weights(leads, weights[i])
 
 
 @dataclass(frozen=True)
@@ -257,6 +292,9 @@ _worker_hop_s: float | None = None
 _worker_scoring: tuple[SyncScorer, _PoolScoring] | None = None
 
 RecordWindows = list[tuple[ScreenRow, "np.ndarray | None"]]
+# What the pool sends back for a recording: its windows to score here, or, scored there, the
+# csv_text of its rows.
+RecordResult = "RecordWindows | str"
 
 
 def _init_worker(card: ModelCard, hop_s: float | None = None, keep_freed_mb: int = 0,
@@ -281,7 +319,7 @@ def _arrays(windows: Prepared) -> RecordWindows:
     return [(row, item.x if item is not None else None) for row, item in windows]
 
 
-def _prepare_chunk(paths: Sequence[Path]) -> list[RecordWindows]:
+def _prepare_chunk(paths: Sequence[Path]) -> list[RecordResult]:
     assert _worker_card is not None, "pool process not initialised"
     records = [_arrays(windows) for windows in prepare_records(list(paths), _worker_card, _worker_hop_s)]
     if _worker_scoring is None:
@@ -289,17 +327,38 @@ def _prepare_chunk(paths: Sequence[Path]) -> list[RecordWindows]:
     scorer, scoring = _worker_scoring
     score_windows([(row, x) for windows in records for row, x in windows if x is not None], scorer,
                   scoring.threshold, scoring.batch_size)
-    # Scored here: only the rows travel back.
-    return [[(row, None) for row, _ in windows] for windows in records]
+    # Scored here: only the rows travel back, as the text they are written as.
+    return [csv_text([row for row, _ in windows]) for windows in records]
+
+
+def pool_start_method(frontend: FrontendSettings | None = None, scorer_on_gpu: bool = False) -> str:
+    """How the screening pool starts its processes.
+
+    fork where it can: the children inherit the preprocessing stack already imported here
+    (neurokit2 and scipy take seconds to import: a spawned or forkserver pool paid that on every
+    run). The parent's gRPC and ONNX Runtime threads are not a hazard: the children never use the
+    parent's client or session (a child that scores makes its own), and the pool forks all its
+    processes at the first chunk, before this process scores anything.
+
+    spawn when the front end computes on a GPU or the scorer does (``scorer_on_gpu``): a forked
+    child cannot use CUDA once its parent has (a scorer on the GPU has, before the pool starts),
+    and the children of a process holding a CUDA context are best not forked at all.
+    """
+    frontend = frontend or get_settings().frontend
+    on_gpu = scorer_on_gpu or frontend.array_backend == "cupy" or (
+        frontend.array_backend == "torch" and (frontend.device or "cpu") != "cpu")
+    if on_gpu or "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "fork"
 
 
 def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,
                        ahead: int, hop_s: float | None = None, keep_freed_mb: int = 0,
-                       scoring: _PoolScoring | None = None) -> Iterator[RecordWindows]:
+                       scoring: _PoolScoring | None = None, scorer_on_gpu: bool = False) -> Iterator[RecordResult]:
     """Per path, in order, its windows' ``(row, x or None)``. With ``workers`` >= 1, a pool of that
     many processes reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it
     keeps working while the caller scores, and memory stays bounded on long lists); with
-    ``scoring``, the pool scores them too and every ``x`` is None."""
+    ``scoring``, the pool scores them too and sends each recording's :func:`csv_text` instead."""
     if workers < 1:
         # Chunks here too: the front end is batched, and one recording at a time cost ~4.3 ms of
         # preprocessing a recording against ~1.9 for eight (docs/bench/screening-chunks.md). One
@@ -310,12 +369,7 @@ def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chu
                 for windows in prepare_records(paths[i:i + chunk_size], card, hop_s):
                     yield _arrays(windows)
         return
-    # fork: the children inherit the preprocessing stack already imported here (neurokit2 and
-    # scipy take seconds to import: a spawned or forkserver pool paid that on every run). The
-    # parent's gRPC and ONNX Runtime threads are not a hazard: the children never use the parent's
-    # client or session (a child that scores makes its own), and the pool forks all its processes
-    # at the first chunk, before this process scores anything.
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context(pool_start_method(scorer_on_gpu=scorer_on_gpu))
     chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
     max_in_flight = max(2 * workers, math.ceil(ahead / chunk_size))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
@@ -365,11 +419,14 @@ def screen(
     ``workers`` processes (default: one per CPU; 0: all in this process) read and preprocess the
     recordings, so screening runs at the speed of preprocessing spread over the cores rather than
     of one core (the windows of one recording stay in one process, which reads it once). When the
-    scorer can be replicated (``replica()``: ONNX Runtime in process) and the pool has a process
-    for every core (or ``score_in_pool`` is true), each of them also scores the windows it
+    scorer can be replicated (``replica()``: ONNX Runtime in process) and the pool has a
+    process for every core (or ``score_in_pool`` is true), each of them also scores the windows it
     prepared, on one thread, and this process only writes rows: one busy process per core.
     Otherwise (Triton, a pool smaller than the cores, or ``score_in_pool=False``) this process
-    scores the previous batch while the pool prepares the next. Rows keep the input order
+    scores the previous batch while the pool prepares the next. A scorer on a GPU replicates onto
+    the same GPU, one session per pool process. A scorer or a front end (``HFRISK_FRONTEND__*``)
+    on a GPU makes the pool spawn its processes (:func:`pool_start_method`); a front end there
+    wants a ``chunk_size`` of hundreds. Rows keep the input order
     and the scores are the same whatever ``workers`` is. ``chunk_size`` recordings are read and
     preprocessed together, in one call of the batched front end: 8 cost ~1.9 ms of preprocessing a
     recording here, 4 ~2.35, one at a time ~4.3 (docs/bench/screening-chunks.md). Pool processes
@@ -399,28 +456,46 @@ def screen(
                if make_scorer is not None else None)
 
     pending: list[tuple[ScreenRow, np.ndarray]] = []
-    rows: list[ScreenRow] = []
+    rows: list[ScreenRow] = []  # of whole records, in order; some of their windows in pending
+    done: list[str] = []  # csv_text of whole records, every window scored or not to be: what may be written
+    flushed_at = time.monotonic()
 
     def score_pending() -> None:
+        nonlocal rows
         score_windows(pending, scorer, threshold, batch_size)
         pending.clear()
+        if rows:
+            done.append(csv_text(rows))
+            rows = []
+
+    def flush() -> None:
+        nonlocal flushed_at
+        _flush(done, scores_path)
+        done.clear()
+        flushed_at = time.monotonic()
 
     # Two batches ahead: one being scored, one filling.
     prepared = _prepared_in_order(paths, scorer.card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s,
-                                  keep_freed_mb=keep_freed_mb, scoring=scoring)
-    for windows in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
-        for row, x in windows:
-            rows.append(row)
-            if x is not None:
-                pending.append((row, x))
-        # Rows go out whole records at a time, each window scored: what is written is done. Scored
-        # in the pool, every row arrives done.
-        if len(rows if scoring is not None else pending) >= batch_size:
-            score_pending()
-            _flush(rows, scores_path)
-            rows = []
-    score_pending()
-    _flush(rows, scores_path)
+                                  keep_freed_mb=keep_freed_mb, scoring=scoring,
+                                  scorer_on_gpu=getattr(scorer, "device", "cpu") != "cpu")
+    try:
+        for record in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
+            if isinstance(record, str):  # scored in the pool, its rows rendered there
+                done.append(record)
+            else:
+                for row, x in record:
+                    rows.append(row)
+                    if x is not None:
+                        pending.append((row, x))
+                if len(pending) >= batch_size:
+                    score_pending()
+            if len(done) >= FLUSH_BLOCKS or (done and time.monotonic() - flushed_at >= FLUSH_S):
+                flush()
+        score_pending()
+    finally:
+        # Whole records, each window scored: what is written is done, and nothing done is lost to
+        # an error or an interrupt (a record cut short is screened again whole, _done_records).
+        flush()
     frame = read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
     summarize_records(frame, threshold, scorer.card.risk_scale).to_csv(out_dir / RECORDS_FILENAME, index=False)
     return frame

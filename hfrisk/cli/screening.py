@@ -26,6 +26,8 @@ def screen(
     workers: Annotated[Optional[int], typer.Option(min=0, help="Processes that read and preprocess the recordings (and, --in-process with one per CPU, score them); default one per CPU, 0: none, all in this process.")] = None,
     hop_s: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between window starts in long recordings; default the window length (windows side by side).")] = None,
     wait_for_triton_s: Annotated[float, typer.Option(min=0, help="Seconds to wait for Triton and the model to be ready (a server still starting) before giving up with status 2.")] = 30.0,
+    device: Annotated[Optional[str], typer.Option(help="With --in-process, where the network runs: cpu, or cuda / cuda:N (ONNX Runtime's CUDA provider: install onnxruntime-gpu); default HFRISK_SCREENING__DEVICE (cpu). With a pool process per CPU each scores on the GPU with its own session; with fewer, this process does. The front end's device is HFRISK_FRONTEND__ARRAY_BACKEND / __DEVICE.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Recordings each pool process reads and preprocesses in one call of the batched front end: 8 suits a CPU core; a front end on a GPU wants hundreds.")] = 8,
 ) -> None:
     """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
     from rich.console import Console
@@ -44,10 +46,15 @@ def screen(
     # This process reads and preprocesses too when there is no pool (--workers 0), and gathers
     # every chunk's arrays when there is one: it keeps what it frees, as the pool's processes do.
     keep_freed_memory(settings.screening.keep_freed_mb)
+    if device is not None and not in_process:
+        typer.echo("--device applies to --in-process; through Triton the network runs where the served model's "
+                   "config puts it (docs/serving.md).", err=True)
+        raise typer.Exit(code=2)
     if in_process:
         # Replicable: the pool's processes score too, each with its own session (hfrisk.screening.screen).
         scorer = _in_process_scorer(model or settings.paths.model_repository, settings.paths.model_name, untrained,
-                                    threads=screening_threads(workers), replicable=workers != 0)
+                                    threads=screening_threads(workers), replicable=workers != 0,
+                                    device=device or settings.screening.device)
     else:
         # The preprocessing pool forks beside the gRPC client's threads; its processes never use gRPC,
         # so gRPC's fork handlers (which log a line per fork when they cannot run) have nothing to do.
@@ -59,7 +66,7 @@ def screen(
     frame = run_screen(
         sources, scorer, out,
         threshold=rule.log_risk,
-        batch_size=batch_size, resume=resume, workers=workers, hop_s=hop_s,
+        batch_size=batch_size, resume=resume, workers=workers, hop_s=hop_s, chunk_size=chunk_size,
         keep_freed_mb=settings.screening.keep_freed_mb,
     )
     records = pd.read_csv(out / RECORDS_FILENAME)
@@ -145,16 +152,26 @@ def _triton_scorer(url: str, model: Path, model_name: str, wait_s: float):
 
 
 def _in_process_scorer(model: Path, model_name: str, untrained: bool, threads: int | None = None,
-                       replicable: bool = False):
-    from hfrisk.serving.scorers import OnnxScorer
+                       replicable: bool = False, device: str = "cpu"):
+    from hfrisk.serving.scorers import DeviceUnavailable, OnnxScorer, onnx_providers
 
     try:
-        return OnnxScorer.from_model_dir(model, model_name, threads=threads, replicable=replicable)
-    except FileNotFoundError as err:
-        if not untrained:
-            typer.echo(f"{err}. Train and export a model, or pass --untrained for a plumbing check.", err=True)
-            raise typer.Exit(code=2) from err
-        return OnnxScorer.untrained(threads=threads, replicable=replicable)
+        onnx_providers(device)
+    except ValueError as err:
+        typer.echo(f"--device: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    options = {"threads": threads, "replicable": replicable, "device": device}
+    try:
+        try:
+            return OnnxScorer.from_model_dir(model, model_name, **options)
+        except FileNotFoundError as err:
+            if not untrained:
+                typer.echo(f"{err}. Train and export a model, or pass --untrained for a plumbing check.", err=True)
+                raise typer.Exit(code=2) from err
+            return OnnxScorer.untrained(**options)
+    except DeviceUnavailable as err:
+        typer.echo(f"cannot score on {device}: {err}", err=True)
+        raise typer.Exit(code=2) from err
 
 
 def register(app: typer.Typer) -> None:

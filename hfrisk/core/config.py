@@ -400,6 +400,9 @@ class ScreeningSettings(BaseModel):
     # them in again every time (hfrisk/core/allocator.py, docs/bench/screening-allocator.md).
     # 0: the C library's defaults.
     keep_freed_mb: int = Field(default=256, ge=0)
+    # Where `--in-process` runs the network: the CPU, or a GPU through ONNX Runtime's CUDA provider
+    # (onnxruntime-gpu). The front end's device is FrontendSettings'.
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
 
 
 class Settings(BaseSettings):

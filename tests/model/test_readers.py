@@ -78,6 +78,32 @@ def test_iter_records_skips_segments_of_multi_segment_record(tmp_path):
     assert read_ecg(tmp_path / "ms.hea").n_samples == 100
 
 
+def test_iter_records_follows_linked_files_not_linked_folders_and_reads_a_header_with_comments_first(tmp_path,
+                                                                                                     ecg_data_dir):
+    # As rglob("*") with is_file(): a linked folder is not searched (it could loop), a link to a file is a
+    # file, a broken link is not; and a multi-segment header is known by its record line after comments.
+    src = ecg_data_dir / "wfdb-samples"
+    (tmp_path / "real").mkdir()
+    for ext in ("hea", "dat"):
+        shutil.copy(src / f"100.{ext}", tmp_path / "real" / f"100.{ext}")
+    (tmp_path / "folder-link").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "file-link.hea").symlink_to(tmp_path / "real" / "100.hea")
+    (tmp_path / "broken.hea").symlink_to(tmp_path / "nowhere.hea")
+    (tmp_path / "a-b").mkdir()  # '-' sorts before '/': the order is by path parts, not by text
+    (tmp_path / "a-b" / "x.hea").write_text((src / "100.hea").read_text())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.hea").write_text((src / "100.hea").read_text())
+    (tmp_path / "ms.hea").write_text("# made by hand\n\nms/1 1 360 50 # one segment\nseg 50\n")
+    (tmp_path / "seg.hea").write_text((src / "100.hea").read_text())
+    # Its record line beyond the first 4 kB that are read of every header.
+    (tmp_path / "long.hea").write_text("# a comment of many words\n" * 400 + "long/1 1 360 50\nseg2 50\n")
+    (tmp_path / "seg2.hea").write_text((src / "100.hea").read_text())
+    names = [p.relative_to(tmp_path).as_posix() for p in iter_records(tmp_path)]
+    assert names == ["a/x.hea", "a-b/x.hea", "file-link.hea", "long.hea", "ms.hea", "real/100.hea"]
+    assert names == [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*.hea"))
+                     if p.is_file() and p.name not in ("seg.hea", "seg2.hea")]
+
+
 def test_iter_records_from_a_list(tmp_path, ptbxl_record_lr, cinc_record, ecg_data_dir):
     items = [
         ptbxl_record_lr,  # extension-less record path

@@ -12,44 +12,8 @@ from hfrisk.model.frontend.preprocessing import prepare, prepare_windows
 from hfrisk.model.readers.dispatch import read_ecg
 from hfrisk.serving.scorers import OnnxScorer, find_model_version
 import hfrisk.screening as screening
+from tests.screening.conftest import note_scoring_processes
 from hfrisk.screening import SCORES_FILENAME, screen
-
-
-@pytest.fixture(scope="module")
-def scorer(exported_model_dir):
-    return OnnxScorer.from_model_dir(exported_model_dir, threads=1)
-
-
-@pytest.fixture()
-def ward(tmp_path, ecg_data_dir):
-    """Six real PTB-XL records, one truncated record and one flat-lined copy."""
-    folder = tmp_path / "ward"
-    folder.mkdir()
-    src = ecg_data_dir / "ptbxl" / "records500" / "00000"
-    for i in range(1, 7):
-        for ext in ("hea", "dat"):
-            shutil.copy(src / f"{i:05d}_hr.{ext}", folder / f"{i:05d}_hr.{ext}")
-    shutil.copy(src / "00007_hr.hea", folder / "broken.hea")
-    (folder / "broken.hea").write_text((src / "00007_hr.hea").read_text().replace("00007_hr", "broken"))
-    (folder / "broken.dat").write_bytes((src / "00007_hr.dat").read_bytes()[:1000])
-    flat = (src / "00008_hr.hea").read_text().replace("00008_hr", "flat")
-    (folder / "flat.hea").write_text(flat)
-    (folder / "flat.dat").write_bytes(bytes(len((src / "00008_hr.dat").read_bytes())))
-    return folder
-
-
-def note_scoring_processes(monkeypatch, path):
-    """From now on every window scored writes the id of the process that scored it to ``path``
-    (pool processes inherit the patch); returns a reader of those ids."""
-    real_score_windows = screening.score_windows
-
-    def score_noting_the_process(pending, *args, **kwargs):
-        with path.open("a") as f:
-            f.writelines(f"{os.getpid()}\n" for _ in pending)
-        return real_score_windows(pending, *args, **kwargs)
-
-    monkeypatch.setattr("hfrisk.screening.score_windows", score_noting_the_process)
-    return lambda: path.read_text().split() if path.exists() else []
 
 
 def test_find_model_version_prefers_newest(tmp_path, exported_model_dir):
@@ -59,6 +23,27 @@ def test_find_model_version_prefers_newest(tmp_path, exported_model_dir):
     assert find_model_version(tmp_path).name == "10"
     with pytest.raises(FileNotFoundError):
         find_model_version(tmp_path / "nothing")
+
+
+def test_rows_are_written_as_pandas_writes_them(ward, scorer):
+    import dataclasses
+    import math
+
+    from hfrisk.model.readers.dispatch import iter_records
+
+    records = screening.prepare_records(list(iter_records(ward)), scorer.card)
+    screening.score_windows([(row, item.x) for windows in records for row, item in windows if item is not None],
+                            scorer, 0.0, 32)
+    rows = [row for windows in records for row, _ in windows]
+    assert {row.status for row in rows} == {"scored", "low_quality", "refused"}
+    # And the awkward values a row can hold: quotes, commas, line breaks and non-ASCII in text; tiny,
+    # huge and negative zero floats; NaN and None.
+    rows.append(dataclasses.replace(rows[0], record='/data/"ward", bed 3\nIII.hea', reason="électrode; \"V1\", off",
+                                    patient_id="", log_risk=-0.0, hazard_ratio=1e-7, quality_score=1e16,
+                                    heart_rate_bpm=math.nan, lead_attention=None))
+    expected = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in screening._COLUMNS}).to_csv(index=False,
+                                                                                                  header=False)
+    assert screening.csv_text(rows) == expected
 
 
 def test_screen_scores_every_record_with_stream_preprocessing(ward, tmp_path, scorer):
@@ -412,6 +397,7 @@ CHUNK_FAULTS = """
 import json, os, resource, sys, tempfile
 from pathlib import Path
 import hfrisk.screening as screening
+from tests.screening.conftest import note_scoring_processes
 from hfrisk.serving.scorers import OnnxScorer
 
 model, source, keep, score_in_pool = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "pool"
