@@ -19,7 +19,8 @@ median round is reported with the ratios to raw ORT (the first goal, >= 0.8). Sc
 the time goes: per-record read (WFDB) and preprocessing cost in one process, and the bound that
 ``cores / (read + preprocess + score) ms`` puts on any screening run on this machine; in-process
 screening over that bound is issue #15's screening efficiency (goal >= 0.7). From the same per-record
-costs, an estimate for a 16-core GPU host (issue #15: >= 20,000 ECG/s), said to be one.
+costs and the calling process's own CPU per recording (``bench_screening_caller``, in a fresh process),
+an estimate for a 16-core GPU host (issue #15: >= 20,000 ECG/s), said to be one.
 
 Results go to ``<out>/screening.json`` and ``<out>/screening.md`` with the command line and load.
 """
@@ -40,6 +41,7 @@ import numpy as np
 
 from bench.record import command_line, load_average, save
 from bench.references import data_root
+from bench.trees import child_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "triton_models"
@@ -152,28 +154,44 @@ def breakdown(paths: list[Path], card) -> tuple[np.ndarray, dict]:
 
 
 def gpu_host_estimate(read_ms: float, preprocess_ms: float, cores: int, network_ecg_per_s: float,
-                      host_python_ms: float) -> dict:
+                      host_python_ms: float, caller_ms: float = 0.0) -> dict:
     """ECG/s of in-process screening on a GPU host, estimated from this run's per-record CPU costs (no GPU
-    here): every core reads and preprocesses (front end on the CPU), or reads and runs only the front end's
-    host-side Python (front end on the GPU); the network is the GPU's quoted rate. The lower of the CPU
-    and GPU bounds is the estimate.
+    here): the pool's processes read and preprocess (front end on the CPU), or read and run only the front
+    end's host-side Python (front end on the GPU); the calling process lists the recordings and writes
+    their rows (``caller_ms``: one process, whatever the pool's size; ``hfrisk screen --in-process
+    --device cuda`` with a pool process per core, each scoring on the GPU); the network is the GPU's quoted
+    rate. The lowest bound is the estimate.
 
-    >>> e = gpu_host_estimate(1.0, 3.0, 16, 111_000.0, 0.25)
-    >>> round(e["cpu_frontend_ecg_per_s"]), round(e["gpu_frontend_ecg_per_s"])
-    (4000, 12800)
+    >>> e = gpu_host_estimate(1.0, 3.0, 16, 111_000.0, 0.25, caller_ms=0.05)
+    >>> round(e["cpu_frontend_ecg_per_s"]), round(e["gpu_frontend_ecg_per_s"]), round(e["caller_ecg_per_s"])
+    (3951, 12308, 20000)
     """
-    cpu_frontend = min(cores * 1e3 / (read_ms + preprocess_ms), network_ecg_per_s)
-    gpu_frontend = min(cores * 1e3 / (read_ms + host_python_ms), network_ecg_per_s)
+    caller = 1e3 / caller_ms if caller_ms > 0 else float("inf")
+    cpu_frontend = min(cores * 1e3 / (read_ms + preprocess_ms + caller_ms), network_ecg_per_s, caller)
+    gpu_frontend = min(cores * 1e3 / (read_ms + host_python_ms + caller_ms), network_ecg_per_s, caller)
     reading_only = cores * 1e3 / read_ms
     return {"cores": cores, "network_ecg_per_s": network_ecg_per_s, "host_python_ms": host_python_ms,
-            "read_ms": read_ms, "preprocess_ms": preprocess_ms, "cpu_frontend_ecg_per_s": cpu_frontend,
-            "gpu_frontend_ecg_per_s": gpu_frontend, "reading_only_ecg_per_s": reading_only,
-            "goal_ecg_per_s": GPU_HOST_GOAL,
-            "read_ms_for_goal": cores * 1e3 / GPU_HOST_GOAL - host_python_ms}
+            "read_ms": read_ms, "preprocess_ms": preprocess_ms, "caller_ms": caller_ms, "caller_ecg_per_s": caller,
+            "cpu_frontend_ecg_per_s": cpu_frontend, "gpu_frontend_ecg_per_s": gpu_frontend,
+            "reading_only_ecg_per_s": reading_only, "goal_ecg_per_s": GPU_HOST_GOAL,
+            "read_ms_for_goal": cores * 1e3 / GPU_HOST_GOAL - host_python_ms - caller_ms}
 
 
 def _gpu_host_lines(g: dict) -> list[str]:
     verdict = "meets" if g["gpu_frontend_ecg_per_s"] >= g["goal_ecg_per_s"] else "does not meet"
+    caller = g.get("caller_ms") or 0.0
+    chunks = f", in chunks of {g['chunk_size']} recordings" if g.get("chunk_size") else ""
+    plus_caller = f" + {caller:.3f} ms in the calling process" if caller else ""
+    cores_bound = lambda ms: g["cores"] * 1e3 / ms  # noqa: E731
+    if caller and g["caller_ecg_per_s"] <= min(cores_bound(g["read_ms"] + g["host_python_ms"] + caller),
+                                               g["network_ecg_per_s"]):
+        bound_by = (f"the calling process: it lists the recordings and writes every row, {caller:.3f} ms a recording "
+                    f"on one core, whatever the pool's size")
+    else:
+        bound_by = (f"reading the WFDB files (`read_wfdb`; format 16 through `model/readers/wfdb_fast.py`) and the "
+                    f"per-window Python that stays on the CPU (the {g['host_python_ms']:.2f} ms profiled in the served "
+                    f"front end, docs/bench/sizing.md), and {g['goal_ecg_per_s']:,.0f} ECG/s needs reading under "
+                    f"{g['read_ms_for_goal']:.2f} ms per record")
     return [
         f"## A {g['cores']}-core GPU host (estimated, not measured: no GPU here)",
         "",
@@ -181,20 +199,25 @@ def _gpu_host_lines(g: dict) -> list[str]:
         f"host. From this run's CPU costs per record (reading {g['read_ms']:.2f} ms, preprocessing "
         f"{g['preprocess_ms']:.2f} ms) and the network's quoted {g['network_ecg_per_s']:,.0f} ECG/s on one H200:",
         "",
-        "| front end | CPU per record on the host | bound |",
+        "| what | CPU per record on the host | bound |",
         "| --- | --- | ---: |",
-        f"| on the CPU (numpy, the default) | read + preprocess = {g['read_ms'] + g['preprocess_ms']:.2f} ms "
-        f"| {g['cpu_frontend_ecg_per_s']:,.0f} ECG/s |",
-        f"| on the GPU (`HFRISK_FRONTEND__ARRAY_BACKEND=torch`, `__DEVICE=cuda`) | read + {g['host_python_ms']:.2f} ms "
-        f"of host Python per window | {g['gpu_frontend_ecg_per_s']:,.0f} ECG/s |",
+        f"| the cores, front end on the CPU (numpy, the default) | read + preprocess = "
+        f"{g['read_ms'] + g['preprocess_ms']:.2f} ms{plus_caller} "
+        f"| {cores_bound(g['read_ms'] + g['preprocess_ms'] + caller):,.0f} ECG/s |",
+        f"| the cores, front end on the GPU (`HFRISK_FRONTEND__ARRAY_BACKEND=torch`, `__DEVICE=cuda`) | read + "
+        f"{g['host_python_ms']:.2f} ms of host Python per window{plus_caller} "
+        f"| {cores_bound(g['read_ms'] + g['host_python_ms'] + caller):,.0f} ECG/s |",
         f"| reading alone | {g['read_ms']:.2f} ms | {g['reading_only_ecg_per_s']:,.0f} ECG/s |",
+        *([f"| the calling process (it lists the recordings and writes every row the pool's processes send back; "
+           f"measured here on the batch in a fresh process, as the CLI runs, the pool scoring{chunks}) | {caller:.3f} ms "
+           f"| {g['caller_ecg_per_s']:,.0f} ECG/s |"] if caller else []),
+        f"| the network on the GPU | | {g['network_ecg_per_s']:,.0f} ECG/s |",
         "",
-        f"By this estimate the in-process path {verdict} the goal: with the front end on the GPU the host's cores "
-        f"are bound by reading the WFDB files (`read_wfdb`; format 16 through `model/readers/wfdb_fast.py`) and "
-        f"the per-window Python that stays on the CPU (the {g['host_python_ms']:.2f} ms profiled in the served "
-        f"front end, docs/bench/sizing.md), and {g['goal_ecg_per_s']:,.0f} ECG/s needs reading under "
-        f"{g['read_ms_for_goal']:.2f} ms per record. A server core is faster than this shared one, so the bound is "
-        "a floor; measure it on the GPU host with `hfrisk screen --in-process` and the front end on CUDA.",
+        f"**Estimate (the lowest bound that applies): {g['gpu_frontend_ecg_per_s']:,.0f} ECG/s with the front end "
+        f"on the GPU, {g['cpu_frontend_ecg_per_s']:,.0f} with it on the CPU.** By this estimate the in-process path "
+        f"{verdict} the goal, bound by {bound_by}. A server core is faster than this shared one, so the bound is "
+        "a floor; measure it on the GPU host with `hfrisk screen --in-process --device cuda --chunk-size 256` and "
+        "the front end on CUDA (`HFRISK_FRONTEND__ARRAY_BACKEND=torch HFRISK_FRONTEND__DEVICE=cuda`).",
     ]
 
 
@@ -280,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gpu-host-cores", type=int, default=16, help="cores of the GPU host the estimate is for")
     parser.add_argument("--gpu-network-ecg-per-s", type=float, default=111_000.0,
                         help="the network's rate on that host's GPU (issue #15 quotes one H200, batch 1,024)")
+    parser.add_argument("--gpu-chunk-size", type=int, default=256,
+                        help="recordings per pool task when the front end runs on the GPU (--chunk-size): the calling "
+                             "process's CPU a recording is measured with it")
     parser.add_argument("--gpu-host-python-ms", type=float, default=0.32,
                         help="host CPU per window that stays on the CPU when the front end runs on the GPU "
                              "(docs/bench/sizing.md: profiled on this machine)")
@@ -322,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                  "screen_in_process_scored_here",
                                                                  "screen_in_process_batch", "screen_triton",
                                                                  "screen_in_process_serial")}
+    caller_ms: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-screen-triton-") as tmp:
         repository = Path(tmp) / "repository"
         n_batch = args.batch_copies * len(paths)
@@ -346,7 +373,14 @@ def main(argv: list[str] | None = None) -> dict:
                         ecg_per_s, cpu_ms = screening_rate(source, by, n_workers, n, in_pool)
                         rounds[key].append(ecg_per_s)
                         cpu_ms_per_ecg[key].append(cpu_ms)
-                    print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rounds.items()), file=sys.stderr)
+                    # The calling process's own CPU on the batch, the pool scoring, in the chunks a GPU host's
+                    # front end takes: it lists the recordings and writes their rows there as here. In a
+                    # fresh process, as `hfrisk screen` runs: forking the pool from this one, which holds
+                    # every model input, costs more than the CLI pays.
+                    caller_ms.append(child_json("bench.bench_screening_caller", [
+                        "--child", str(batch), str(n_batch), str(args.gpu_chunk_size)])["caller_ms_per_ecg"])
+                    print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rounds.items())
+                          + f", the calling process {caller_ms[-1]:.3f} ms/ECG", file=sys.stderr)
             finally:
                 served.close()
 
@@ -413,8 +447,10 @@ def main(argv: list[str] | None = None) -> dict:
         "efficiency_reference_records": efficiency_call, "batch_copies": args.batch_copies,
         "call_fixed_s": fixed_s, "batch_wall_s_per_ecg": per_ecg_s,
         "goal_met": goal_met, "verdict": verdict,
+        "caller_ms_per_ecg_batch": caller_ms, "gpu_chunk_size": args.gpu_chunk_size,
         "gpu_host": gpu_host_estimate(parts["read_ms"], parts["preprocess_ms"], args.gpu_host_cores,
-                                      args.gpu_network_ecg_per_s, args.gpu_host_python_ms),
+                                      args.gpu_network_ecg_per_s, args.gpu_host_python_ms,
+                                      statistics.median(caller_ms)) | {"chunk_size": args.gpu_chunk_size},
     }
     save(args.out, "screening", result, markdown(result))
     print(markdown(result))

@@ -22,3 +22,16 @@ def test_the_page_says_it_is_an_estimate_and_whether_it_meets_the_goal():
     assert "estimated, not measured" in slow
     assert "does not meet the goal" in slow and "13,333 ECG/s" in slow
     assert "meets the goal" in fast and "does not meet" not in fast
+
+
+def test_the_calling_process_that_scores_on_the_gpu_bounds_the_estimate_and_adds_to_each_record():
+    free = gpu_host_estimate(0.2, 2.53, 16, 111_000.0, 0.32)
+    busy = gpu_host_estimate(0.2, 2.53, 16, 111_000.0, 0.32, caller_ms=0.08)
+    # Its CPU a record joins the cores' bound; on its one core it is a bound of its own.
+    assert busy["gpu_frontend_ecg_per_s"] == pytest.approx(min(16_000 / 0.6, 1e3 / 0.08))
+    assert busy["caller_ecg_per_s"] == pytest.approx(12_500) and free["caller_ecg_per_s"] == float("inf")
+    assert busy["read_ms_for_goal"] == pytest.approx(free["read_ms_for_goal"] - 0.08)
+    page = "\n".join(_gpu_host_lines(busy))
+    assert "12,500 ECG/s" in page and "does not meet the goal, bound by the calling process" in page
+    assert "the calling process" not in "\n".join(_gpu_host_lines(free))
+    assert "meets the goal, bound by reading" in "\n".join(_gpu_host_lines(free))

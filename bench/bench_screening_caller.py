@@ -1,0 +1,145 @@
+"""The CPU that `hfrisk screen`'s calling process spends per recording, against a baseline commit.
+
+    .venv/bin/python -m bench.bench_screening_caller [--baseline REV] [--copies 6] [--chunk-sizes 8 256]
+        [--repeats 2] [--out docs/bench]
+
+With a pool process per core that scores what it prepared (the default of ``--in-process``, and on a
+GPU host each process scoring on the GPU), the calling process only lists the recordings, takes each
+one's rows from the pool and writes them, and summarises the run. That is one process whatever the
+pool's size, so its CPU per recording bounds a host with many cores: 1,000 / its ms is the most
+ECG/s any pool can reach (docs/bench/screening.md, "A 16-core GPU host").
+
+Each run is :func:`hfrisk.screening.screen` in a fresh process, on ``--copies`` linked copies of the
+500 PTB-XL 500-Hz records of the reference data (``bench_screening.linked_copies``), with the scorer
+``hfrisk screen --in-process`` builds and its default pool, ``score_in_pool=True``; reported: the
+calling process's CPU (``time.process_time``: all its threads, not its pool's processes) per
+recording, the same for listing the recordings alone (``iter_records``), and ECG/s. The baseline is
+another commit's code (``bench.trees``), run alternately with this checkout, ``--repeats`` times per
+chunk size; medians. Results: ``<out>/screening-caller.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.record import command_line, load_average, machine, save
+from bench.trees import ROOT, child_json, extract, use_tree
+
+# The commit before the calling process's per-recording work was cut (2026-12-07 evening).
+DEFAULT_BASELINE = "3037bb5"
+
+
+def run_child(records: Path, n_records: int, chunk_size: int) -> dict:
+    from hfrisk.cli.screening import _in_process_scorer
+    from hfrisk.core.allocator import keep_freed_memory
+    from hfrisk.core.config import get_settings
+    from hfrisk.model.readers.dispatch import iter_records
+    from hfrisk.screening import default_workers, screen, screening_threads
+
+    keep_freed_memory(get_settings().screening.keep_freed_mb)  # as `hfrisk screen` does
+    workers = default_workers()
+    scorer = _in_process_scorer(ROOT / "triton_models", "hfrisk", untrained=False,
+                                threads=screening_threads(workers), replicable=True)
+    listing = time.process_time()
+    listed = len(list(iter_records([records])))
+    listing = time.process_time() - listing
+    with tempfile.TemporaryDirectory(prefix="bench-screen-caller-") as out:
+        cpu, start = time.process_time(), time.perf_counter()
+        frame = screen([records], scorer, out, threshold=0.0, batch_size=32, resume=False, progress=False,
+                       workers=workers, chunk_size=chunk_size, score_in_pool=True)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+    if len(frame) != n_records or listed != n_records:
+        raise RuntimeError(f"screened {len(frame)} and listed {listed} of {n_records} records")
+    return {"caller_ms_per_ecg": 1e3 * cpu / n_records, "listing_ms_per_ecg": 1e3 * listing / n_records,
+            "ecg_per_s": n_records / wall}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE)
+    parser.add_argument("--copies", type=int, default=6)
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[8, 256])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # records, n, chunk size
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        if args.tree:
+            use_tree(args.tree)
+        records, n, chunk = args.child
+        print(json.dumps(run_child(Path(records), int(n), int(chunk))))
+        return
+
+    from bench.bench_screening import linked_copies
+    from bench.references import data_root
+    from hfrisk.model.readers.dispatch import iter_records
+
+    load_before = load_average()
+    source = data_root() / "ptbxl" / "records500"
+    paths = list(iter_records([source]))
+    git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    runs: dict[str, dict[int, list[dict]]] = {"baseline": {}, "current": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-screen-caller-") as tmp:
+        tree = extract(args.baseline, Path(tmp) / "baseline")
+        batch = linked_copies(source, paths, Path(tmp) / "batch", args.copies)
+        n = len(paths) * args.copies
+        for repeat in range(args.repeats):
+            for chunk in args.chunk_sizes:
+                for name, where in (("baseline", str(tree)), ("current", None)):
+                    child = ["--child", str(batch), str(n), str(chunk)] + (["--tree", where] if where else [])
+                    run = child_json("bench.bench_screening_caller", child)
+                    runs[name].setdefault(chunk, []).append(run)
+                    print(f"[{repeat}] chunk {chunk:4d} {name:8s} caller {run['caller_ms_per_ecg']:.3f} ms/ECG, "
+                          f"listing {run['listing_ms_per_ecg']:.3f}, {run['ecg_per_s']:.0f} ECG/s",
+                          file=sys.stderr, flush=True)
+    median = {name: {chunk: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for chunk, rs in by.items()}
+              for name, by in runs.items()}
+    result = {
+        "command": command_line("bench_screening_caller", argv),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": machine(load_before),
+        "baseline_rev": git("rev-parse", args.baseline), "current_rev": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", "hfrisk", "model", "stream")),
+        "records": n, "runs": runs, "median": median,
+    }
+    text = markdown(result)
+    if args.out:
+        save(args.out, "screening-caller", result, text)
+    print(text)
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# Screening: the calling process's CPU per recording",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"When: {r['when']}; machine: {m['cpus']} CPUs, load average {m['load_before']} before, {m['load_after']} "
+        f"after.  ",
+        f"Baseline: commit `{r['baseline_rev'][:12]}`; current: `{r['current_rev'][:12]}`"
+        + (" with uncommitted changes" if r["dirty"] else "") + f". {r['records']:,} recordings (linked copies "
+        "of the 500 PTB-XL 500-Hz records), the default pool, each process scoring what it prepared; runs "
+        "alternate, medians.",
+        "",
+        "| chunk (recordings a pool task) | code | calling process, CPU ms a recording | of it, listing the "
+        "recordings | bound it puts on any pool (ECG/s) | ECG/s here |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for chunk in sorted(r["median"]["current"], key=int):
+        for name in ("baseline", "current"):
+            x = r["median"][name][chunk]
+            lines.append(f"| {chunk} | {name} | {x['caller_ms_per_ecg']:.3f} | {x['listing_ms_per_ecg']:.3f} | "
+                         f"{1e3 / x['caller_ms_per_ecg']:,.0f} | {x['ecg_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
