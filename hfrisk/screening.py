@@ -407,7 +407,7 @@ def screen(
     resume: bool = True,
     progress: bool = True,
     workers: int | None = None,
-    chunk_size: int = 8,
+    chunk_size: int = 32,
     hop_s: float | None = None,
     keep_freed_mb: int = 256,
     score_in_pool: bool | None = None,
@@ -427,9 +427,11 @@ def screen(
     the same GPU, one session per pool process. A scorer or a front end (``HFRISK_FRONTEND__*``)
     on a GPU makes the pool spawn its processes (:func:`pool_start_method`); a front end there
     wants a ``chunk_size`` of hundreds. Rows keep the input order
-    and the scores are the same whatever ``workers`` is. ``chunk_size`` recordings are read and
-    preprocessed together, in one call of the batched front end: 8 cost ~1.9 ms of preprocessing a
-    recording here, 4 ~2.35, one at a time ~4.3 (docs/bench/screening-chunks.md). Pool processes
+    and the scores are the same whatever ``workers`` is. ``chunk_size`` recordings are read,
+    preprocessed (in one call of the batched front end: 8 cost ~1.9 ms of preprocessing a recording
+    here, 4 ~2.35, one at a time ~4.3; docs/bench/screening-chunks.md) and, in the pool, scored
+    together: 32 took ~10 % less CPU a recording than 8, its model inputs going to ONNX Runtime in
+    one batch instead of four (docs/bench/screening-caller.md). Pool processes
     keep up to ``keep_freed_mb`` of the memory they free for the next chunk (0: the C library's
     defaults), which saved ~0.7 ms of their CPU a recording (:mod:`hfrisk.core.allocator`,
     docs/bench/screening-allocator.md); this process's allocator is left as the caller has it.

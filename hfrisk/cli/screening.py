@@ -27,7 +27,7 @@ def screen(
     hop_s: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds between window starts in long recordings; default the window length (windows side by side).")] = None,
     wait_for_triton_s: Annotated[float, typer.Option(min=0, help="Seconds to wait for Triton and the model to be ready (a server still starting) before giving up with status 2.")] = 30.0,
     device: Annotated[Optional[str], typer.Option(help="With --in-process, where the network runs: cpu, or cuda / cuda:N (ONNX Runtime's CUDA provider: install onnxruntime-gpu); default HFRISK_SCREENING__DEVICE (cpu). With a pool process per CPU each scores on the GPU with its own session; with fewer, this process does. The front end's device is HFRISK_FRONTEND__ARRAY_BACKEND / __DEVICE.")] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Recordings each pool process reads and preprocesses in one call of the batched front end: 8 suits a CPU core; a front end on a GPU wants hundreds.")] = 8,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Recordings each pool process reads, preprocesses (in one call of the batched front end) and scores together: 32 suits a CPU core; a front end on a GPU wants hundreds.")] = 32,
 ) -> None:
     """Population screening: score every recording (through Triton, or --in-process), write scores, quality, flags and a summary picture."""
     from rich.console import Console

@@ -415,7 +415,7 @@ screening.prepare_records = counting  # the forked pool inherits it
 with tempfile.TemporaryDirectory() as out:
     # As `hfrisk screen --in-process` builds it.
     screening.screen([source], OnnxScorer.from_model_dir(model, threads=1, replicable=True), out, threshold=0.0,
-                     workers=1, progress=False, keep_freed_mb=keep, score_in_pool=score_in_pool)
+                     workers=1, chunk_size=8, progress=False, keep_freed_mb=keep, score_in_pool=score_in_pool)
 print(json.dumps([int(n) for n in log.read_text().split()]))
 """
 
