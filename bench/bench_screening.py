@@ -159,6 +159,18 @@ def breakdown(paths: list[Path], card) -> tuple[np.ndarray, dict]:
                               "preprocess_ms": 1e3 * (t2 - t1) / len(paths), "statuses": statuses}
 
 
+def caller_cost(rounds: list[list[float]], n_small: int, n_large: int) -> dict:
+    """What each recording adds to the calling process's CPU, and what a call costs it whatever its size,
+    from its CPU ms per recording on ``n_small`` and ``n_large`` recordings in each round (medians).
+
+    >>> caller_cost([[0.2, 0.1]], 500, 1500)
+    {'per_ecg_ms': 0.05, 'fixed_s': 0.075}
+    """
+    per = statistics.median((b * n_large - a * n_small) / (n_large - n_small) for a, b in rounds)
+    fixed = statistics.median(a * n_small / 1e3 for a, _ in rounds) - per * n_small / 1e3
+    return {"per_ecg_ms": round(per, 6), "fixed_s": round(fixed, 6)}
+
+
 def gpu_host_estimate(read_ms: float, preprocess_ms: float, cores: int, network_ecg_per_s: float,
                       host_python_ms: float, caller_ms: float = 0.0) -> dict:
     """ECG/s of in-process screening on a GPU host, estimated from this run's per-record CPU costs (no GPU
@@ -187,6 +199,7 @@ def _gpu_host_lines(g: dict) -> list[str]:
     verdict = "meets" if g["gpu_frontend_ecg_per_s"] >= g["goal_ecg_per_s"] else "does not meet"
     caller = g.get("caller_ms") or 0.0
     chunks = f", in chunks of {g['chunk_size']} recordings" if g.get("chunk_size") else ""
+    fixed = f"; besides, ~{g['caller_fixed_s']:.2f} s a call" if g.get("caller_fixed_s") is not None else ""
     plus_caller = f" + {caller:.3f} ms in the calling process" if caller else ""
     cores_bound = lambda ms: g["cores"] * 1e3 / ms  # noqa: E731
     if caller and g["caller_ecg_per_s"] <= min(cores_bound(g["read_ms"] + g["host_python_ms"] + caller),
@@ -215,8 +228,9 @@ def _gpu_host_lines(g: dict) -> list[str]:
         f"| {cores_bound(g['read_ms'] + g['host_python_ms'] + caller):,.0f} ECG/s |",
         f"| reading alone | {g['read_ms']:.2f} ms | {g['reading_only_ecg_per_s']:,.0f} ECG/s |",
         *([f"| the calling process (it lists the recordings and writes every row the pool's processes send back; "
-           f"measured here on the batch in a fresh process, as the CLI runs, the pool scoring{chunks}) | {caller:.3f} ms "
-           f"| {g['caller_ecg_per_s']:,.0f} ECG/s |"] if caller else []),
+           f"measured here in a fresh process, as the CLI runs, the pool scoring{chunks}: what a recording adds to a "
+           f"batch, from the 500 and the batch{fixed}) | {caller:.3f} ms | {g['caller_ecg_per_s']:,.0f} ECG/s |"]
+          if caller else []),
         f"| the network on the GPU | | {g['network_ecg_per_s']:,.0f} ECG/s |",
         "",
         f"**Estimate (the lowest bound that applies): {g['gpu_frontend_ecg_per_s']:,.0f} ECG/s with the front end "
@@ -383,10 +397,14 @@ def main(argv: list[str] | None = None) -> dict:
                     # front end takes: it lists the recordings and writes their rows there as here. In a
                     # fresh process, as `hfrisk screen` runs: forking the pool from this one, which holds
                     # every model input, costs more than the CLI pays.
-                    caller_ms.append(child_json("bench.bench_screening_caller", [
-                        "--child", str(batch), str(n_batch), str(args.gpu_chunk_size)])["caller_ms_per_ecg"])
+                    # On the 500 and on the batch: what a recording adds, and what a call costs whatever its
+                    # size (the pool's start, the summary's), as for the efficiency above.
+                    caller = [child_json("bench.bench_screening_caller", [
+                        "--child", str(source), str(n), str(args.gpu_chunk_size)])["caller_ms_per_ecg"]
+                        for source, n in ((args.records, len(paths)), (batch, n_batch))]
+                    caller_ms.append(caller)
                     print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rounds.items())
-                          + f", the calling process {caller_ms[-1]:.3f} ms/ECG", file=sys.stderr)
+                          + f", the calling process {caller[0]:.3f} / {caller[1]:.3f} ms/ECG", file=sys.stderr)
             finally:
                 served.close()
 
@@ -453,10 +471,12 @@ def main(argv: list[str] | None = None) -> dict:
         "efficiency_reference_records": efficiency_call, "batch_copies": args.batch_copies,
         "call_fixed_s": fixed_s, "batch_wall_s_per_ecg": per_ecg_s,
         "goal_met": goal_met, "verdict": verdict,
-        "caller_ms_per_ecg_batch": caller_ms, "gpu_chunk_size": args.gpu_chunk_size,
+        "caller_ms_per_ecg_500_and_batch": caller_ms, "gpu_chunk_size": args.gpu_chunk_size,
+        "caller": caller_cost(caller_ms, len(paths), n_batch),
         "gpu_host": gpu_host_estimate(parts["read_ms"], parts["preprocess_ms"], args.gpu_host_cores,
                                       args.gpu_network_ecg_per_s, args.gpu_host_python_ms,
-                                      statistics.median(caller_ms)) | {"chunk_size": args.gpu_chunk_size},
+                                      caller_cost(caller_ms, len(paths), n_batch)["per_ecg_ms"])
+        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller_cost(caller_ms, len(paths), n_batch)["fixed_s"]},
     }
     save(args.out, "screening", result, markdown(result))
     print(markdown(result))

@@ -35,3 +35,12 @@ def test_the_calling_process_that_scores_on_the_gpu_bounds_the_estimate_and_adds
     assert "12,500 ECG/s" in page and "does not meet the goal, bound by the calling process" in page
     assert "the calling process" not in "\n".join(_gpu_host_lines(free))
     assert "meets the goal, bound by reading" in "\n".join(_gpu_host_lines(free))
+
+
+def test_the_calling_process_is_split_into_what_a_recording_adds_and_what_a_call_costs():
+    from bench.bench_screening import caller_cost
+
+    # 0.05 ms a recording and 0.1 s a call: 0.25 ms a recording over 500, 0.15 over 1,000.
+    rounds = [[0.25, 0.15], [0.26, 0.15], [0.25, 0.16]]
+    cost = caller_cost(rounds, 500, 1000)
+    assert cost["per_ecg_ms"] == pytest.approx(0.05) and cost["fixed_s"] == pytest.approx(0.1)
