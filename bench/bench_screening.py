@@ -164,11 +164,12 @@ def caller_cost(rounds: list[list[float]], n_small: int, n_large: int) -> dict:
     from its CPU ms per recording on ``n_small`` and ``n_large`` recordings in each round (medians).
 
     >>> caller_cost([[0.2, 0.1]], 500, 1500)
-    {'per_ecg_ms': 0.05, 'fixed_s': 0.075}
+    {'per_ecg_ms': 0.05, 'fixed_s': 0.075, 'per_ecg_ms_rounds': [0.05]}
     """
-    per = statistics.median((b * n_large - a * n_small) / (n_large - n_small) for a, b in rounds)
+    each = [round((b * n_large - a * n_small) / (n_large - n_small), 6) for a, b in rounds]
+    per = statistics.median(each)
     fixed = statistics.median(a * n_small / 1e3 for a, _ in rounds) - per * n_small / 1e3
-    return {"per_ecg_ms": round(per, 6), "fixed_s": round(fixed, 6)}
+    return {"per_ecg_ms": round(per, 6), "fixed_s": round(fixed, 6), "per_ecg_ms_rounds": each}
 
 
 def gpu_host_estimate(read_ms: float, preprocess_ms: float, cores: int, network_ecg_per_s: float,
@@ -200,6 +201,8 @@ def _gpu_host_lines(g: dict) -> list[str]:
     caller = g.get("caller_ms") or 0.0
     chunks = f", in chunks of {g['chunk_size']} recordings" if g.get("chunk_size") else ""
     fixed = f"; besides, ~{g['caller_fixed_s']:.2f} s a call" if g.get("caller_fixed_s") is not None else ""
+    if g.get("caller_ms_rounds"):
+        fixed += "; the rounds: " + ", ".join(f"{ms:.3f}" for ms in sorted(g["caller_ms_rounds"])) + " ms"
     plus_caller = f" + {caller:.3f} ms in the calling process" if caller else ""
     cores_bound = lambda ms: g["cores"] * 1e3 / ms  # noqa: E731
     if caller and g["caller_ecg_per_s"] <= min(cores_bound(g["read_ms"] + g["host_python_ms"] + caller),
@@ -476,7 +479,8 @@ def main(argv: list[str] | None = None) -> dict:
         "gpu_host": gpu_host_estimate(parts["read_ms"], parts["preprocess_ms"], args.gpu_host_cores,
                                       args.gpu_network_ecg_per_s, args.gpu_host_python_ms,
                                       caller_cost(caller_ms, len(paths), n_batch)["per_ecg_ms"])
-        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller_cost(caller_ms, len(paths), n_batch)["fixed_s"]},
+        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller_cost(caller_ms, len(paths), n_batch)["fixed_s"],
+           "caller_ms_rounds": caller_cost(caller_ms, len(paths), n_batch)["per_ecg_ms_rounds"]},
     }
     save(args.out, "screening", result, markdown(result))
     print(markdown(result))
