@@ -91,9 +91,11 @@ def _segment_headers(header: Path) -> set[str]:
             os.close(fd)
     except OSError:
         return set()
-    lines = head.decode(errors="replace").splitlines()
+    whole = len(head) < _HEAD_BYTES
+    # Only whole lines count: the last one of a full read may be cut short.
+    lines = head.decode(errors="replace").splitlines()[: None if whole else -1]
     record_line = next((tokens for line in lines if (tokens := line.split("#", 1)[0].split())), None)
-    if record_line is None and len(head) < _HEAD_BYTES:
+    if record_line is None and whole:
         return set()
     # A multi-segment record line reads "name/n_segments n_signals fs ...".
     if record_line is not None and "/" not in record_line[0]:

@@ -97,11 +97,14 @@ def test_iter_records_follows_linked_files_not_linked_folders_and_reads_a_header
     (tmp_path / "seg.hea").write_text((src / "100.hea").read_text())
     # Its record line beyond the first 4 kB that are read of every header.
     (tmp_path / "long.hea").write_text("# a comment of many words\n" * 400 + "long/1 1 360 50\nseg2 50\n")
+    # Its record line cut by the end of those 4 kB, inside its name.
+    (tmp_path / "cut.hea").write_text("#" * 4093 + "\ncut/1 1 360 50\nseg3 50\n")
+    (tmp_path / "seg3.hea").write_text((src / "100.hea").read_text())
     (tmp_path / "seg2.hea").write_text((src / "100.hea").read_text())
     names = [p.relative_to(tmp_path).as_posix() for p in iter_records(tmp_path)]
-    assert names == ["a/x.hea", "a-b/x.hea", "file-link.hea", "long.hea", "ms.hea", "real/100.hea"]
+    assert names == ["a/x.hea", "a-b/x.hea", "cut.hea", "file-link.hea", "long.hea", "ms.hea", "real/100.hea"]
     assert names == [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*.hea"))
-                     if p.is_file() and p.name not in ("seg.hea", "seg2.hea")]
+                     if p.is_file() and p.name not in ("seg.hea", "seg2.hea", "seg3.hea")]
 
 
 def test_iter_records_from_a_list(tmp_path, ptbxl_record_lr, cinc_record, ecg_data_dir):
