@@ -89,25 +89,27 @@ def _segment_headers(header: Path) -> set[str]:
             head = os.read(fd, _HEAD_BYTES)
         finally:
             os.close(fd)
+        lines = head.decode(errors="replace").splitlines()
+        more = len(head) == _HEAD_BYTES
+        if more:
+            lines.pop()  # perhaps cut short: decide on whole lines only
+        record_line = next(_header_lines(lines), None)
+        # A multi-segment record line reads "name/n_segments n_signals fs ...".
+        if record_line is not None and "/" not in record_line[0]:
+            return set()
+        if more:
+            lines = header.read_text(errors="replace").splitlines()
     except OSError:
         return set()
-    whole = len(head) < _HEAD_BYTES
-    # Only whole lines count: the last one of a full read may be cut short.
-    lines = head.decode(errors="replace").splitlines()[: None if whole else -1]
-    record_line = next((tokens for line in lines if (tokens := line.split("#", 1)[0].split())), None)
-    if record_line is None and whole:
+    tokens = list(_header_lines(lines))
+    if not tokens or "/" not in tokens[0][0]:
         return set()
-    # A multi-segment record line reads "name/n_segments n_signals fs ...".
-    if record_line is not None and "/" not in record_line[0]:
-        return set()
-    try:
-        lines = header.read_text(errors="replace").splitlines()
-    except OSError:
-        return set()
-    lines = [tokens for tokens in (line.split("#", 1)[0].split() for line in lines) if tokens]
-    if not lines or "/" not in lines[0][0]:
-        return set()
-    return {tokens[0] for tokens in lines[1:] if tokens[0] != "~"}
+    return {line[0] for line in tokens[1:] if line[0] != "~"}
+
+
+def _header_lines(lines: list[str]) -> Iterator[list[str]]:
+    """The tokens of each line of a header that holds any beside its comments."""
+    return (tokens for tokens in (line.split("#", 1)[0].split() for line in lines) if tokens)
 
 
 def _files_in(folder: Path) -> Iterator[os.DirEntry]:
