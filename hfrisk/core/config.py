@@ -7,6 +7,7 @@ never defaults: they come from the environment or from files named by ``*_FILE``
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -392,6 +393,10 @@ class FrontendSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1)
 
 
+# Where a network may run in process: the CPU, or a CUDA GPU (by number; ``cuda`` is GPU 0).
+DEVICE = re.compile(r"cpu|cuda(?::(\d+))?")
+
+
 class ScreeningSettings(BaseModel):
     """``hfrisk screen``."""
 
@@ -402,7 +407,7 @@ class ScreeningSettings(BaseModel):
     keep_freed_mb: int = Field(default=256, ge=0)
     # Where `--in-process` runs the network: the CPU, or a GPU through ONNX Runtime's CUDA provider
     # (onnxruntime-gpu). The front end's device is FrontendSettings'.
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    device: str = Field(default="cpu", pattern=rf"^(?:{DEVICE.pattern})$")
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import tempfile
 import weakref
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hfrisk.core.config import DEVICE
 from hfrisk.core.logs import get_logger
 from hfrisk.model.contract.card import CARD_FILENAME, ModelCard, default_card, load_card
 
@@ -28,7 +28,6 @@ __all__ = ["OnnxScorer", "SyncTritonScorer", "DeviceUnavailable", "find_model_ve
 
 MODEL_FILENAME = "model.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-_DEVICE = re.compile(r"cpu|cuda(?::(\d+))?")
 log = get_logger(__name__)
 
 
@@ -45,7 +44,7 @@ def onnx_providers(device: str) -> list:
     >>> onnx_providers("cuda:1")
     [('CUDAExecutionProvider', {'device_id': 1}), 'CPUExecutionProvider']
     """
-    match = _DEVICE.fullmatch(device)
+    match = DEVICE.fullmatch(device)
     if match is None:
         raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
     if device == "cpu":
