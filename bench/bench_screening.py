@@ -454,6 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
         verdict += (f", or read + preprocess under {needed_ms:.2f} ms per record on {cpus} cores "
                     f"({cost_ms / needed_ms:.1f}x cheaper than now)." if needed_ms > 0 else
                     "; on these cores scoring alone leaves no room for it.")
+    caller = caller_cost(caller_ms, len(paths), n_batch)
     result = {
         "command": command_line("bench_screening", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -475,12 +476,11 @@ def main(argv: list[str] | None = None) -> dict:
         "call_fixed_s": fixed_s, "batch_wall_s_per_ecg": per_ecg_s,
         "goal_met": goal_met, "verdict": verdict,
         "caller_ms_per_ecg_500_and_batch": caller_ms, "gpu_chunk_size": args.gpu_chunk_size,
-        "caller": caller_cost(caller_ms, len(paths), n_batch),
+        "caller": caller,
         "gpu_host": gpu_host_estimate(parts["read_ms"], parts["preprocess_ms"], args.gpu_host_cores,
-                                      args.gpu_network_ecg_per_s, args.gpu_host_python_ms,
-                                      caller_cost(caller_ms, len(paths), n_batch)["per_ecg_ms"])
-        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller_cost(caller_ms, len(paths), n_batch)["fixed_s"],
-           "caller_ms_rounds": caller_cost(caller_ms, len(paths), n_batch)["per_ecg_ms_rounds"]},
+                                      args.gpu_network_ecg_per_s, args.gpu_host_python_ms, caller["per_ecg_ms"])
+        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller["fixed_s"],
+           "caller_ms_rounds": caller["per_ecg_ms_rounds"]},
     }
     save(args.out, "screening", result, markdown(result))
     print(markdown(result))
