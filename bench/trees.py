@@ -24,9 +24,16 @@ def use_tree(tree: str | Path) -> None:
     """Import hfrisk from ``tree`` (an extracted commit) instead of the editable checkout."""
     import __editable___hfrisk_0_1_0_finder as finder  # the .pth finder of `pip install -e`
 
+    if any(name == "hfrisk" or name.startswith("hfrisk.") for name in sys.modules):
+        raise RuntimeError("use_tree must come before anything imports hfrisk")
     for package, folder in (("hfrisk", "hfrisk"), ("hfrisk.model", "model"), ("hfrisk.stream", "stream"),
                             ("hfrisk.training", "training")):
         finder.MAPPING[package] = str(Path(tree) / folder)
+    # `python -m` puts the working directory first on sys.path, and from the checkout's root that
+    # found the checkout's hfrisk/ before the mapping above: hfrisk's own modules (screening, core,
+    # serving, cli) were the checkout's, beside the tree's model/, stream/ and training/. The tree
+    # goes first instead (it holds no bench/, which still comes from the checkout).
+    sys.path.insert(0, str(Path(tree)))
 
 
 def extract(rev: str, into: Path) -> Path:
