@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import wfdb
 
 from hfrisk.model.contract.errors import ECGInputError, InputErrorReason
-from hfrisk.model.readers.dispatch import iter_records, read_ecg
+from hfrisk.model.readers.dispatch import iter_records, read_ecg, record_paths
 
 
 @pytest.mark.parametrize("suffix", ["", ".hea", ".mat"])
@@ -105,6 +106,24 @@ def test_iter_records_follows_linked_files_not_linked_folders_and_reads_a_header
     assert names == ["a/x.hea", "a-b/x.hea", "cut.hea", "file-link.hea", "long.hea", "ms.hea", "real/100.hea"]
     assert names == [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*.hea"))
                      if p.is_file() and p.name not in ("seg.hea", "seg2.hea", "seg3.hea")]
+
+
+def test_records_are_listed_a_folder_at_a_time_each_folders_segments_left_out(tmp_path, ecg_data_dir, monkeypatch):
+    """The first folder's records come before the next folder is opened (screening starts on them),
+    and a master header that sorts after its segments still keeps them out of the list."""
+    header = (ecg_data_dir / "wfdb-samples" / "100.hea").read_text()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "r.hea").write_text(header)
+    (tmp_path / "b" / "a_seg.hea").write_text(header)
+    (tmp_path / "b" / "z.hea").write_text("z/1 1 360 50\na_seg 50\n")
+    opened = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: opened.append(os.path.basename(path)) or scandir(path))
+    paths = record_paths(tmp_path)
+    assert next(paths) == str(tmp_path / "a" / "r.hea") and "b" not in opened
+    assert list(paths) == [str(tmp_path / "b" / "r.hea"), str(tmp_path / "b" / "z.hea")]
+    assert [str(p) for p in iter_records(tmp_path)] == [str(tmp_path / f) for f in ("a/r.hea", "b/r.hea", "b/z.hea")]
 
 
 def test_iter_records_from_a_list(tmp_path, ptbxl_record_lr, cinc_record, ecg_data_dir):
