@@ -5,7 +5,8 @@ quality reasons) or refused (with the input error). A recording is read once and
 of the card's length every ``hop_s`` seconds (default: the window length, so a 10-s PTB-XL record
 is one window and a 30-min Holter 180). Rows are appended whole records at a time, so an
 interrupted run resumes where it stopped: a record is done when all its windows are written.
-``records.csv`` beside it summarises each recording (:func:`summarize_records`).
+``records.csv`` beside it summarises each recording (:func:`summarize_records`), written as its
+rows are.
 
 When the model card has a risk scale, every scored window (and each recording, by its median
 log-risk) also gets ``risk_percentile`` in the card's reference cohort and ``absolute_risk`` by
@@ -21,8 +22,11 @@ import io
 import math
 import multiprocessing
 import os
+import queue
+import statistics
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -44,7 +48,7 @@ from hfrisk.model.contract.risk_scale import RiskScale
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.frontend.arrays import one_blas_thread
 from hfrisk.model.frontend.preprocessing import ModelInput, prepare_windows
-from hfrisk.model.readers.dispatch import iter_records, read_ecg
+from hfrisk.model.readers.dispatch import read_ecg, record_paths
 
 __all__ = [
     "SyncScorer",
@@ -143,12 +147,15 @@ def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
 
 
 _COLUMNS = list(ScreenRow.__annotations__)
+_TEXT_COLUMNS = [column for column, kind in ScreenRow.__annotations__.items() if kind == "str"]
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:
     """A ``scores.csv``, in today's columns whatever version wrote it. Files from before long
     recordings had one window per record and one ``n_beats`` (the beats used)."""
-    frame = pd.read_csv(path)
+    # Text columns stay text: a patient id of digits ("00123") is not a number. Numbers are read
+    # back exactly as written (pandas' default parser is off in the last bit of some log-risks).
+    frame = pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, float_precision="round_trip")
     if "n_beats" in frame.columns and "n_beats_used" not in frame.columns:
         frame = frame.rename(columns={"n_beats": "n_beats_used"})
     defaults = asdict(ScreenRow(record="", window_start_s=0.0, patient_id="", status="", reason=""))
@@ -157,20 +164,6 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = defaults[column]
     return frame[_COLUMNS]
-
-
-def _done_records(scores_path: Path) -> set[str]:
-    """Records whose every window is in ``scores_path``. The file is rewritten in today's columns
-    first, and without the rows of records left unfinished (they are screened again whole)."""
-    if not scores_path.is_file():
-        return set()
-    frame = read_scores(scores_path)
-    counts = frame.groupby("record")["windows_in_record"].agg(["size", "max"])
-    done = counts.index[counts["size"] >= counts["max"]]
-    kept = frame[frame["record"].isin(done)]
-    if len(kept) < len(frame) or list(pd.read_csv(scores_path, nrows=0).columns) != _COLUMNS:
-        kept.to_csv(scores_path, index=False)
-    return set(done.astype(str))
 
 
 def csv_text(rows: Sequence[ScreenRow]) -> str:
@@ -189,11 +182,11 @@ def _cell(value):
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _flush(blocks: list[str], scores_path: Path) -> None:
-    """Append the :func:`csv_text` of whole records to ``scores_path`` (the header first, if new)."""
+def _flush(blocks: list[str], path: Path, columns: Sequence[str]) -> None:
+    """Append lines of a CSV of ``columns`` to ``path`` (the header first, if new)."""
     if blocks:
-        header = "" if scores_path.exists() else ",".join(_COLUMNS) + "\n"
-        with scores_path.open("a", newline="") as f:
+        header = "" if path.exists() else ",".join(columns) + "\n"
+        with path.open("a", newline="") as f:
             f.write(header + "".join(blocks))
 
 
@@ -215,7 +208,7 @@ def window_starts(duration_s: float, card: ModelCard, hop_s: float | None = None
     return [round(k * hop_s, 6) for k in range(n)]
 
 
-def prepare_records(paths: Sequence[Path], card: ModelCard, hop_s: float | None = None) -> list[Prepared]:
+def prepare_records(paths: Sequence[str | Path], card: ModelCard, hop_s: float | None = None) -> list[Prepared]:
     """Per path: its recording read once and each of its windows preprocessed, as its rows and the
     model inputs of those fit to score (an unreadable recording is one refused row), with every
     window of every recording in one call of the batched front end (windows of one rate and length
@@ -292,9 +285,20 @@ _worker_hop_s: float | None = None
 _worker_scoring: tuple[SyncScorer, _PoolScoring] | None = None
 
 RecordWindows = list[tuple[ScreenRow, "np.ndarray | None"]]
-# What the pool sends back for a recording: its windows to score here, or, scored there, the
-# csv_text of its rows.
-RecordResult = "RecordWindows | str"
+
+
+@dataclass(frozen=True)
+class _ScoredChunk:
+    """A chunk scored in the pool: its ``n`` recordings' lines of ``scores.csv`` and of
+    ``records.csv``, the only things that travel back."""
+
+    n: int
+    scores: str
+    records: str
+
+
+# What the pool sends back for a chunk: each recording's windows, to score here, or the chunk's text.
+ChunkResult = "list[RecordWindows] | _ScoredChunk"
 
 
 def _init_worker(card: ModelCard, hop_s: float | None = None, keep_freed_mb: int = 0,
@@ -319,16 +323,18 @@ def _arrays(windows: Prepared) -> RecordWindows:
     return [(row, item.x if item is not None else None) for row, item in windows]
 
 
-def _prepare_chunk(paths: Sequence[Path]) -> list[RecordResult]:
+def _prepare_chunk(paths: Sequence[str]) -> ChunkResult:
     assert _worker_card is not None, "pool process not initialised"
-    records = [_arrays(windows) for windows in prepare_records(list(paths), _worker_card, _worker_hop_s)]
+    records = [_arrays(windows) for windows in prepare_records(paths, _worker_card, _worker_hop_s)]
     if _worker_scoring is None:
         return records
     scorer, scoring = _worker_scoring
     score_windows([(row, x) for windows in records for row, x in windows if x is not None], scorer,
                   scoring.threshold, scoring.batch_size)
-    # Scored here: only the rows travel back, as the text they are written as.
-    return [csv_text([row for row, _ in windows]) for windows in records]
+    # Scored here: only the text of the rows and of the recordings' summaries travels back.
+    rows = [[row for row, _ in windows] for windows in records]
+    return _ScoredChunk(len(rows), csv_text([row for windows in rows for row in windows]),
+                        records_text(rows, scoring.threshold, _worker_card.risk_scale))
 
 
 def pool_start_method(frontend: FrontendSettings | None = None, scorer_on_gpu: bool = False) -> str:
@@ -352,35 +358,122 @@ def pool_start_method(frontend: FrontendSettings | None = None, scorer_on_gpu: b
     return "fork"
 
 
-def _prepared_in_order(paths: Sequence[Path], card: ModelCard, workers: int, chunk_size: int,
-                       ahead: int, hop_s: float | None = None, keep_freed_mb: int = 0,
-                       scoring: _PoolScoring | None = None, scorer_on_gpu: bool = False) -> Iterator[RecordResult]:
-    """Per path, in order, its windows' ``(row, x or None)``. With ``workers`` >= 1, a pool of that
-    many processes reads and preprocesses up to ``ahead`` recordings ahead of the caller (so that it
-    keeps working while the caller scores, and memory stays bounded on long lists); with
-    ``scoring``, the pool scores them too and sends each recording's :func:`csv_text` instead."""
+def _prepared_in_order(chunks: Iterable[list[str] | None], card: ModelCard, workers: int, chunk_size: int, ahead: int,
+                       hop_s: float | None = None, keep_freed_mb: int = 0, scoring: _PoolScoring | None = None,
+                       scorer_on_gpu: bool = False) -> Iterator[ChunkResult]:
+    """Per chunk of paths, in order, its recordings' windows (``(row, x or None)`` each), or with
+    ``scoring`` its :class:`_ScoredChunk`. With ``workers`` >= 1, a pool of that many processes
+    reads and preprocesses (and with ``scoring``, scores) up to ``ahead`` recordings ahead of the
+    caller, so that it keeps working while the caller scores or writes, and memory stays bounded
+    on long lists."""
     if workers < 1:
         # Chunks here too: the front end is batched, and one recording at a time cost ~4.3 ms of
         # preprocessing a recording against ~1.9 for eight (docs/bench/screening-chunks.md). One
         # BLAS thread while it runs, as in the pool: OpenBLAS's threads spin on the front end's
         # small products and took as much CPU again.
         with threadpool_limits(limits=1, user_api="blas"):
-            for i in range(0, len(paths), chunk_size):
-                for windows in prepare_records(paths[i:i + chunk_size], card, hop_s):
-                    yield _arrays(windows)
+            for chunk in chunks:
+                if chunk is not None:
+                    yield [_arrays(windows) for windows in prepare_records(chunk, card, hop_s)]
         return
     context = multiprocessing.get_context(pool_start_method(scorer_on_gpu=scorer_on_gpu))
-    chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
     max_in_flight = max(2 * workers, math.ceil(ahead / chunk_size))
+    in_flight: deque = deque()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(card, hop_s, keep_freed_mb, scoring)) as pool:
-        in_flight: deque = deque()
         for chunk in chunks:
-            in_flight.append(pool.submit(_prepare_chunk, chunk))
-            if len(in_flight) >= max_in_flight:
-                yield from in_flight.popleft().result()
+            if chunk is not None:
+                in_flight.append(pool.submit(_prepare_chunk, chunk))
+                if len(in_flight) >= max_in_flight:
+                    yield in_flight.popleft().result()
+            else:  # the listing is slow: what is finished goes to the caller meanwhile
+                while in_flight and in_flight[0].done():
+                    yield in_flight.popleft().result()
         while in_flight:
-            yield from in_flight.popleft().result()
+            yield in_flight.popleft().result()
+
+
+class _Listing:
+    """The recordings under ``sources`` not in ``done``, listed in a thread of their own and handed
+    out in chunks, in :func:`~hfrisk.model.readers.dispatch.iter_records`' order.
+
+    The pool starts on the first chunks while the rest is being listed. Listing costs this process
+    ~10 µs of CPU a recording here, most of it opening each header; listed first, that was time
+    every process of the pool waited, on a GPU host's 16 cores as on 2
+    (docs/bench/screening-caller.md), and on a network share minutes before the first score.
+    ``count`` is how many were listed, final once ``finished`` is set."""
+
+    def __init__(self, sources: Iterable[str | Path], done: set[str]) -> None:
+        self.count = 0
+        self.finished = threading.Event()
+        # A path at a time (a fraction of a µs each way): a slow listing still hands out its first
+        # paths at once.
+        self._paths: queue.SimpleQueue = queue.SimpleQueue()
+        self._taken: list[str] = []  # from the listing thread, not handed out yet
+        self._ended = False
+        self._error: BaseException | None = None
+        threading.Thread(target=self._list, args=(sources, done), name="screening-listing", daemon=True).start()
+
+    def _list(self, sources: Iterable[str | Path], done: set[str]) -> None:
+        put = self._paths.put
+        try:
+            for path in record_paths(sources):
+                if path not in done:
+                    self.count += 1
+                    put(path)
+        except BaseException as err:  # noqa: BLE001 - raised again where the paths are taken
+            put(err)
+        finally:
+            self.finished.set()
+            put(None)
+
+    def _take(self, timeout: float | None = None) -> None:
+        """Takes what the listing thread has listed since, waiting up to ``timeout`` for a first path.
+        An error of the listing is kept for :meth:`chunks` to raise after the paths listed before it."""
+        if self._ended:
+            return
+        try:
+            item = self._paths.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while item is not None:
+            if isinstance(item, BaseException):
+                self._error = item
+                break
+            self._taken.append(item)
+            try:
+                item = self._paths.get_nowait()
+            except queue.Empty:
+                return
+        self._ended = True
+
+    def at_least(self, n: int) -> int:
+        """``n``, or how many there are in all if fewer: waits until that is known."""
+        while len(self._taken) < n and not self._ended:
+            self._take()
+        return min(n, len(self._taken))
+
+    def chunks(self, size: int, wait_s: float = 0.1) -> Iterator[list[str] | None]:
+        """Chunks of ``size`` paths as they are listed (the last one shorter), and None whenever no
+        chunk was listed within ``wait_s``: a slow listing does not keep the caller from the
+        results of the chunks it has."""
+        while True:
+            if len(self._taken) < size:
+                self._take(wait_s)
+            cut = len(self._taken) - len(self._taken) % size
+            if cut:
+                chunks = [self._taken[i:i + size] for i in range(0, cut, size)]
+                self._taken = self._taken[cut:]
+                yield from chunks
+            elif self._ended:
+                break
+            else:
+                yield None
+        if self._taken:
+            yield self._taken
+            self._taken = []
+        if self._error is not None:
+            raise self._error
 
 
 def default_workers() -> int:
@@ -435,21 +528,24 @@ def screen(
     keep up to ``keep_freed_mb`` of the memory they free for the next chunk (0: the C library's
     defaults), which saved ~0.7 ms of their CPU a recording (:mod:`hfrisk.core.allocator`,
     docs/bench/screening-allocator.md); this process's allocator is left as the caller has it.
+    Recordings are listed in a thread while the pool works (:class:`_Listing`), and each
+    recording's summary is made where its rows are (:func:`records_text`) and appended to
+    ``records.csv`` with them: what is left to this process is one more appended line per row.
     """
     workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores_path = out_dir / SCORES_FILENAME
+    scores_path, records_path = out_dir / SCORES_FILENAME, out_dir / RECORDS_FILENAME
+    scale = scorer.card.risk_scale
     if not resume:
         scores_path.unlink(missing_ok=True)
-        (out_dir / RECORDS_FILENAME).unlink(missing_ok=True)
-    done = _done_records(scores_path)
-    paths = [p for p in iter_records(sources if not isinstance(sources, (str, Path)) else [sources])
-             if str(p) not in done]
+        records_path.unlink(missing_ok=True)
+    done = _resume(scores_path, records_path, threshold, scale)
     if done:
-        log.info("resuming", already_scored=len(done), remaining=len(paths))
+        log.info("resuming", already_scored=len(done))
+    listing = _Listing(sources if not isinstance(sources, (str, Path)) else [sources], done)
     # A pool costs a second or so to start: not worth it for a handful of recordings.
-    workers = min(workers, len(paths) // chunk_size)
+    workers = listing.at_least(workers * chunk_size) // chunk_size if workers >= 1 else 0
     if score_in_pool is None:
         # A pool smaller than the cores leaves this process cores to score on.
         score_in_pool = workers >= default_workers()
@@ -458,49 +554,81 @@ def screen(
                if make_scorer is not None else None)
 
     pending: list[tuple[ScreenRow, np.ndarray]] = []
-    rows: list[ScreenRow] = []  # of whole records, in order; some of their windows in pending
-    done: list[str] = []  # csv_text of whole records, every window scored or not to be: what may be written
+    records: list[list[ScreenRow]] = []  # whole records, in order; some of their windows in pending
+    # Text of whole records, every window scored or not to be: what may be written, and their summaries.
+    score_lines: list[str] = []
+    record_lines: list[str] = []
     flushed_at = time.monotonic()
 
     def score_pending() -> None:
-        nonlocal rows
+        nonlocal records
         score_windows(pending, scorer, threshold, batch_size)
         pending.clear()
-        if rows:
-            done.append(csv_text(rows))
-            rows = []
+        if records:
+            score_lines.append(csv_text([row for rows in records for row in rows]))
+            record_lines.append(records_text(records, threshold, scale))
+            records = []
 
     def flush() -> None:
         nonlocal flushed_at
-        _flush(done, scores_path)
-        done.clear()
+        # scores.csv first: a run stopped between the two is mended by _resume from it.
+        _flush(score_lines, scores_path, _COLUMNS)
+        _flush(record_lines, records_path, RECORD_COLUMNS)
+        score_lines.clear()
+        record_lines.clear()
         flushed_at = time.monotonic()
 
     # Two batches ahead: one being scored, one filling.
-    prepared = _prepared_in_order(paths, scorer.card, workers, chunk_size, ahead=2 * batch_size, hop_s=hop_s,
-                                  keep_freed_mb=keep_freed_mb, scoring=scoring,
+    prepared = _prepared_in_order(listing.chunks(chunk_size), scorer.card, workers, chunk_size, ahead=2 * batch_size,
+                                  hop_s=hop_s, keep_freed_mb=keep_freed_mb, scoring=scoring,
                                   scorer_on_gpu=getattr(scorer, "device", "cpu") != "cpu")
+    bar = tqdm(total=listing.count if listing.finished.is_set() else None, desc="screening", unit="ecg",
+               disable=not progress)
     try:
-        for record in tqdm(prepared, total=len(paths), desc="screening", unit="ecg", disable=not progress):
-            if isinstance(record, str):  # scored in the pool, its rows rendered there
-                done.append(record)
+        for chunk in prepared:
+            if isinstance(chunk, _ScoredChunk):  # scored in the pool, its text written there
+                score_lines.append(chunk.scores)
+                record_lines.append(chunk.records)
+                bar.update(chunk.n)
             else:
-                for row, x in record:
-                    rows.append(row)
-                    if x is not None:
-                        pending.append((row, x))
-                if len(pending) >= batch_size:
-                    score_pending()
-            if len(done) >= FLUSH_BLOCKS or (done and time.monotonic() - flushed_at >= FLUSH_S):
+                for windows in chunk:
+                    records.append([row for row, _ in windows])
+                    pending.extend((row, x) for row, x in windows if x is not None)
+                    if len(pending) >= batch_size:
+                        score_pending()
+                bar.update(len(chunk))
+            if len(score_lines) >= FLUSH_BLOCKS or (score_lines and time.monotonic() - flushed_at >= FLUSH_S):
                 flush()
+            if bar.total is None and listing.finished.is_set():
+                bar.total = listing.count
+                bar.refresh()
         score_pending()
     finally:
         # Whole records, each window scored: what is written is done, and nothing done is lost to
-        # an error or an interrupt (a record cut short is screened again whole, _done_records).
+        # an error or an interrupt (a record cut short is screened again whole, _resume).
         flush()
-    frame = read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
-    summarize_records(frame, threshold, scorer.card.risk_scale).to_csv(out_dir / RECORDS_FILENAME, index=False)
-    return frame
+        bar.close()
+    if not records_path.exists():
+        _flush([""], records_path, RECORD_COLUMNS)  # nothing to screen: the header alone
+    return read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
+
+
+def _resume(scores_path: Path, records_path: Path, threshold: float, scale: RiskScale | None) -> set[str]:
+    """Records whose every window is in ``scores_path``. That file is rewritten in today's columns
+    first, and without the rows of records left unfinished (they are screened again whole), and
+    ``records_path`` is made again from what is kept: a run stopped between writing the one and
+    the other, or by a version that wrote the summaries only at the end, left them apart."""
+    if not scores_path.is_file():
+        records_path.unlink(missing_ok=True)
+        return set()
+    frame = read_scores(scores_path)
+    counts = frame.groupby("record")["windows_in_record"].agg(["size", "max"])
+    done = counts.index[counts["size"] >= counts["max"]]
+    kept = frame[frame["record"].isin(done)]
+    if len(kept) < len(frame) or list(pd.read_csv(scores_path, nrows=0).columns) != _COLUMNS:
+        kept.to_csv(scores_path, index=False)
+    summarize_records(kept, threshold, scale).to_csv(records_path, index=False)
+    return set(done.astype(str))
 
 
 RECORD_COLUMNS = [
@@ -574,6 +702,58 @@ def summarize_records(frame: pd.DataFrame, threshold: float, risk_scale: RiskSca
     for column in ("windows", "windows_scored", "windows_low_quality", "windows_refused", "windows_flagged"):
         out[column] = out[column].astype(int)
     return out.reset_index()[RECORD_COLUMNS]
+
+
+def records_text(records: Sequence[Sequence[ScreenRow]], threshold: float, risk_scale: RiskScale | None = None) -> str:
+    """Lines of ``records.csv`` for ``records`` (each one recording's window rows, all of them):
+    the bytes :func:`summarize_records` and pandas' ``to_csv`` write for those rows, made from the
+    rows themselves. The pool's processes summarise the recordings they scored this way, so that
+    the calling process writes ``records.csv`` as it goes instead of reading every row back at the
+    end: per recording, that read cost more of its CPU than anything else it does
+    (docs/bench/screening-caller.md)."""
+    nan = math.nan
+    out, medians = [], []
+    for rows in records:
+        scored = [row for row in rows if row.status == "scored"]
+        risks = [row.log_risk for row in scored]
+        median = statistics.median(risks) if risks else nan
+        medians.append(median)
+        top = max(risks) if risks else nan
+        by_lead = Counter(row.top_lead for row in scored)
+        # The most frequent top lead; a tie to the first name in order, as summarize_records sorts.
+        lead = min(by_lead, key=lambda name: (-by_lead[name], name)) if by_lead else ""
+        n_low = sum(row.status == "low_quality" for row in rows)
+        if scored:
+            status, reason = "scored", ""
+        else:
+            status = "low_quality" if n_low else "refused"
+            reasons = Counter(r for row in rows if row.reason for r in row.reason.split(";") if r)
+            reason = ";".join(name for name, _ in sorted(reasons.items(), key=lambda kv: -kv[1]))  # stable
+        head = [rows[0].record, next((row.patient_id for row in rows if row.patient_id), ""), status, reason,
+                len(rows), len(scored), n_low, sum(row.status == "refused" for row in rows),
+                sum(r >= threshold for r in risks), median, top,
+                next(row.window_start_s for row in scored if row.log_risk == top) if scored else nan]
+        flagged = bool(scored) and median >= threshold
+        out.append((head, flagged, [_median_of(row.quality_score for row in rows),
+                                    _median_of(row.heart_rate_bpm for row in rows), lead]))
+    median = np.array(medians, dtype=float)
+    hazard = np.exp(median).tolist()  # numpy's exp, as summarize_records: math.exp differs in the last bit
+    if risk_scale is not None:
+        percentile = risk_scale.percentile(median).tolist()
+        absolute = risk_scale.absolute_risk_at_horizon(median).tolist()
+        days = np.where(np.isnan(median), nan, risk_scale.absolute_risk.horizon_days).tolist()
+    else:
+        percentile = absolute = days = [nan] * len(out)
+    lines = io.StringIO()
+    csv.writer(lines, lineterminator="\n").writerows(
+        [_cell(v) for v in (*head, hazard[k], percentile[k], absolute[k], days[k], flagged, *tail)]
+        for k, (head, flagged, tail) in enumerate(out))
+    return lines.getvalue()
+
+
+def _median_of(values: Iterable[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
 
 
 def summarize(frame: pd.DataFrame, top: int = 10) -> Sequence[dict]:
