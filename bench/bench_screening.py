@@ -173,37 +173,47 @@ def caller_cost(rounds: list[list[float]], n_small: int, n_large: int) -> dict:
 
 
 def gpu_host_estimate(read_ms: float, preprocess_ms: float, cores: int, network_ecg_per_s: float,
-                      host_python_ms: float, caller_ms: float = 0.0) -> dict:
+                      host_python_ms: float, caller_ms: float = 0.0, serial_ms: float = 0.0) -> dict:
     """ECG/s of in-process screening on a GPU host, estimated from this run's per-record CPU costs (no GPU
     here): the pool's processes read and preprocess (front end on the CPU), or read and run only the front
     end's host-side Python (front end on the GPU); the calling process lists the recordings and writes
-    their rows (``caller_ms``: one process, whatever the pool's size; ``hfrisk screen --in-process
-    --device cuda`` with a pool process per core, each scoring on the GPU); the network is the GPU's quoted
-    rate. The lowest bound is the estimate.
+    their rows while they work (``caller_ms``: one process, whatever the pool's size; ``hfrisk screen
+    --in-process --device cuda`` with a pool process per core, each scoring on the GPU), and then does
+    ``serial_ms`` a recording while they wait (reading scores.csv back, the CLI's files); the network is
+    the GPU's quoted rate. While the pool works the lowest bound applies; the serial part adds to it.
 
-    >>> e = gpu_host_estimate(1.0, 3.0, 16, 111_000.0, 0.25, caller_ms=0.05)
+    >>> e = gpu_host_estimate(1.0, 3.0, 16, 111_000.0, 0.25, caller_ms=0.05, serial_ms=0.01)
     >>> round(e["cpu_frontend_ecg_per_s"]), round(e["gpu_frontend_ecg_per_s"]), round(e["caller_ecg_per_s"])
-    (3951, 12308, 20000)
+    (3800, 10959, 20000)
     """
     caller = 1e3 / caller_ms if caller_ms > 0 else float("inf")
+
+    def with_serial(ecg_per_s: float) -> float:
+        return 1e3 / (1e3 / ecg_per_s + serial_ms)
+
     cpu_frontend = min(cores * 1e3 / (read_ms + preprocess_ms + caller_ms), network_ecg_per_s, caller)
     gpu_frontend = min(cores * 1e3 / (read_ms + host_python_ms + caller_ms), network_ecg_per_s, caller)
     reading_only = cores * 1e3 / read_ms
     return {"cores": cores, "network_ecg_per_s": network_ecg_per_s, "host_python_ms": host_python_ms,
             "read_ms": read_ms, "preprocess_ms": preprocess_ms, "caller_ms": caller_ms, "caller_ecg_per_s": caller,
-            "cpu_frontend_ecg_per_s": cpu_frontend, "gpu_frontend_ecg_per_s": gpu_frontend,
+            "serial_ms": serial_ms, "gpu_frontend_while_pool_works_ecg_per_s": gpu_frontend,
+            "cpu_frontend_ecg_per_s": with_serial(cpu_frontend), "gpu_frontend_ecg_per_s": with_serial(gpu_frontend),
             "reading_only_ecg_per_s": reading_only, "goal_ecg_per_s": GPU_HOST_GOAL,
-            "read_ms_for_goal": cores * 1e3 / GPU_HOST_GOAL - host_python_ms - caller_ms}
+            "read_ms_for_goal": cores * (1e3 / GPU_HOST_GOAL - serial_ms) - host_python_ms - caller_ms}
 
 
 def _gpu_host_lines(g: dict) -> list[str]:
     verdict = "meets" if g["gpu_frontend_ecg_per_s"] >= g["goal_ecg_per_s"] else "does not meet"
     caller = g.get("caller_ms") or 0.0
+    serial = g.get("serial_ms") or 0.0
     chunks = f", in chunks of {g['chunk_size']} recordings" if g.get("chunk_size") else ""
     fixed = f"; besides, ~{g['caller_fixed_s']:.2f} s a call" if g.get("caller_fixed_s") is not None else ""
     if g.get("caller_ms_rounds"):
         fixed += "; the rounds: " + ", ".join(f"{ms:.3f}" for ms in sorted(g["caller_ms_rounds"])) + " ms"
+    serial_rounds = ("; the rounds: " + ", ".join(f"{ms:.3f}" for ms in sorted(g["serial_ms_rounds"])) + " ms"
+                     if g.get("serial_ms_rounds") else "")
     plus_caller = f" + {caller:.3f} ms in the calling process" if caller else ""
+    while_it_waits = " while the pool works, then what the calling process does while it waits" if serial else ""
     cores_bound = lambda ms: g["cores"] * 1e3 / ms  # noqa: E731
     if caller and g["caller_ecg_per_s"] <= min(cores_bound(g["read_ms"] + g["host_python_ms"] + caller),
                                                g["network_ecg_per_s"]):
@@ -214,6 +224,9 @@ def _gpu_host_lines(g: dict) -> list[str]:
                     f"per-window Python that stays on the CPU (the {g['host_python_ms']:.2f} ms profiled in the served "
                     f"front end, docs/bench/sizing.md), and {g['goal_ecg_per_s']:,.0f} ECG/s needs reading under "
                     f"{g['read_ms_for_goal']:.2f} ms per record")
+    if serial:
+        bound_by += (f", plus the calling process's {serial:.3f} ms a recording while the pool waits "
+                     f"({g['gpu_frontend_while_pool_works_ecg_per_s']:,.0f} ECG/s while the pool works)")
     return [
         f"## A {g['cores']}-core GPU host (estimated, not measured: no GPU here)",
         "",
@@ -230,13 +243,17 @@ def _gpu_host_lines(g: dict) -> list[str]:
         f"{g['host_python_ms']:.2f} ms of host Python per window{plus_caller} "
         f"| {cores_bound(g['read_ms'] + g['host_python_ms'] + caller):,.0f} ECG/s |",
         f"| reading alone | {g['read_ms']:.2f} ms | {g['reading_only_ecg_per_s']:,.0f} ECG/s |",
-        *([f"| the calling process (it lists the recordings and writes every row the pool's processes send back; "
-           f"measured here in a fresh process, as the CLI runs, the pool scoring{chunks}: what a recording adds to a "
-           f"batch, from the 500 and the batch{fixed}) | {caller:.3f} ms | {g['caller_ecg_per_s']:,.0f} ECG/s |"]
-          if caller else []),
+        *([f"| the calling process while the pool works (it lists the recordings and writes every row the pool's "
+           f"processes send back; measured here in a fresh process, as the CLI runs, the pool scoring{chunks}: what a "
+           f"recording adds to a batch, from the 500 and the batch{fixed}) | {caller:.3f} ms | "
+           f"{g['caller_ecg_per_s']:,.0f} ECG/s |"] if caller else []),
+        *([f"| the calling process while the pool waits (after the last chunk: reading scores.csv back, the CLI's "
+           f"Parquet files and picture; what a recording adds{serial_rounds}) | {serial:.3f} ms, after the rest | |"]
+          if serial else []),
         f"| the network on the GPU | | {g['network_ecg_per_s']:,.0f} ECG/s |",
         "",
-        f"**Estimate (the lowest bound that applies): {g['gpu_frontend_ecg_per_s']:,.0f} ECG/s with the front end "
+        f"**Estimate (the lowest bound that applies{while_it_waits}): {g['gpu_frontend_ecg_per_s']:,.0f} ECG/s with "
+        f"the front end "
         f"on the GPU, {g['cpu_frontend_ecg_per_s']:,.0f} with it on the CPU.** By this estimate the in-process path "
         f"{verdict} the goal, bound by {bound_by}. A server core is faster than this shared one, so the bound is "
         "a floor; measure it on the GPU host with `hfrisk screen --in-process --device cuda --chunk-size 256` and "
@@ -371,7 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                  "screen_in_process_scored_here",
                                                                  "screen_in_process_batch", "screen_triton",
                                                                  "screen_in_process_serial")}
-    caller_ms: list[float] = []
+    caller_ms: list[list[float]] = []
+    serial_ms: list[list[float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-screen-triton-") as tmp:
         repository = Path(tmp) / "repository"
         n_batch = args.batch_copies * len(paths)
@@ -402,12 +420,16 @@ def main(argv: list[str] | None = None) -> dict:
                     # every model input, costs more than the CLI pays.
                     # On the 500 and on the batch: what a recording adds, and what a call costs whatever its
                     # size (the pool's start, the summary's), as for the efficiency above.
-                    caller = [child_json("bench.bench_screening_caller", [
-                        "--child", str(source), str(n), str(args.gpu_chunk_size)])["caller_ms_per_ecg"]
+                    # What it does while the pool works, and what after the last chunk (the pool waits).
+                    runs = [child_json("bench.bench_screening_caller", [
+                        "--child", str(source), str(n), str(args.gpu_chunk_size)])
                         for source, n in ((args.records, len(paths)), (batch, n_batch))]
+                    caller = [run["total_ms_per_ecg"] - run["serial_ms_per_ecg"] for run in runs]
                     caller_ms.append(caller)
+                    serial_ms.append([run["serial_ms_per_ecg"] for run in runs])
                     print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rounds.items())
-                          + f", the calling process {caller[0]:.3f} / {caller[1]:.3f} ms/ECG", file=sys.stderr)
+                          + f", the calling process {caller[0]:.3f} / {caller[1]:.3f} ms/ECG while the pool works, "
+                          f"{serial_ms[-1][0]:.3f} / {serial_ms[-1][1]:.3f} while it waits", file=sys.stderr)
             finally:
                 served.close()
 
@@ -455,6 +477,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"({cost_ms / needed_ms:.1f}x cheaper than now)." if needed_ms > 0 else
                     "; on these cores scoring alone leaves no room for it.")
     caller = caller_cost(caller_ms, len(paths), n_batch)
+    serial = caller_cost(serial_ms, len(paths), n_batch)
     result = {
         "command": command_line("bench_screening", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -476,11 +499,12 @@ def main(argv: list[str] | None = None) -> dict:
         "call_fixed_s": fixed_s, "batch_wall_s_per_ecg": per_ecg_s,
         "goal_met": goal_met, "verdict": verdict,
         "caller_ms_per_ecg_500_and_batch": caller_ms, "gpu_chunk_size": args.gpu_chunk_size,
-        "caller": caller,
+        "caller": caller, "caller_serial_ms_per_ecg_500_and_batch": serial_ms, "caller_serial": serial,
         "gpu_host": gpu_host_estimate(parts["read_ms"], parts["preprocess_ms"], args.gpu_host_cores,
-                                      args.gpu_network_ecg_per_s, args.gpu_host_python_ms, caller["per_ecg_ms"])
-        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller["fixed_s"],
-           "caller_ms_rounds": caller["per_ecg_ms_rounds"]},
+                                      args.gpu_network_ecg_per_s, args.gpu_host_python_ms, caller["per_ecg_ms"],
+                                      max(serial["per_ecg_ms"], 0.0))
+        | {"chunk_size": args.gpu_chunk_size, "caller_fixed_s": caller["fixed_s"] + serial["fixed_s"],
+           "caller_ms_rounds": caller["per_ecg_ms_rounds"], "serial_ms_rounds": serial["per_ecg_ms_rounds"]},
     }
     save(args.out, "screening", result, markdown(result))
     print(markdown(result))

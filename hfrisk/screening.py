@@ -64,6 +64,7 @@ __all__ = [
     "RECORDS_FILENAME",
     "RECORD_COLUMNS",
     "read_scores",
+    "read_records",
     "summarize_records",
     "window_starts",
 ]
@@ -613,6 +614,11 @@ def screen(
     return read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
 
 
+def read_records(path: str | Path) -> pd.DataFrame:
+    """A ``records.csv``: text columns as text, numbers exactly as written (as :func:`read_scores`)."""
+    return pd.read_csv(path, dtype={column: str for column in _RECORD_TEXT_COLUMNS}, float_precision="round_trip")
+
+
 def _resume(scores_path: Path, records_path: Path, threshold: float, scale: RiskScale | None) -> set[str]:
     """Records whose every window is in ``scores_path``. That file is rewritten in today's columns
     first, and without the rows of records left unfinished (they are screened again whole), and
@@ -637,6 +643,7 @@ RECORD_COLUMNS = [
     "hazard_ratio", "risk_percentile", "absolute_risk", "absolute_risk_horizon_days", "flagged", "quality_score",
     "heart_rate_bpm", "top_lead",
 ]
+_RECORD_TEXT_COLUMNS = ["record", "patient_id", "status", "reason", "top_lead"]
 
 
 def summarize_records(frame: pd.DataFrame, threshold: float, risk_scale: RiskScale | None = None) -> pd.DataFrame:

@@ -44,3 +44,15 @@ def test_the_calling_process_is_split_into_what_a_recording_adds_and_what_a_call
     rounds = [[0.25, 0.15], [0.26, 0.15], [0.25, 0.16]]
     cost = caller_cost(rounds, 500, 1000)
     assert cost["per_ecg_ms"] == pytest.approx(0.05) and cost["fixed_s"] == pytest.approx(0.1)
+
+
+def test_what_the_calling_process_does_while_the_pool_waits_adds_to_each_record_after_the_rest():
+    overlapped = gpu_host_estimate(0.2, 2.53, 16, 111_000.0, 0.32, caller_ms=0.02)
+    waiting = gpu_host_estimate(0.2, 2.53, 16, 111_000.0, 0.32, caller_ms=0.02, serial_ms=0.01)
+    assert overlapped["gpu_frontend_ecg_per_s"] == pytest.approx(16_000 / 0.54)
+    assert waiting["gpu_frontend_ecg_per_s"] == pytest.approx(1e3 / (0.54 / 16 + 0.01))
+    assert waiting["gpu_frontend_while_pool_works_ecg_per_s"] == pytest.approx(16_000 / 0.54)
+    # The reading that would still give the goal leaves the pool 0.01 ms less of each 0.05 ms.
+    assert waiting["read_ms_for_goal"] == pytest.approx(16 * (0.05 - 0.01) - 0.32 - 0.02)
+    page = "\n".join(_gpu_host_lines(waiting))
+    assert "while the pool waits" in page and "0.010 ms, after the rest" in page
