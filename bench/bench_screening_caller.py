@@ -170,23 +170,27 @@ def markdown(r: dict) -> str:
         "of the 500 PTB-XL 500-Hz records), the default pool, each process scoring what it prepared; runs "
         "alternate, medians.",
         "",
-        "Per recording, CPU ms of the calling process: all of it (`screen()` and the files the CLI writes after "
-        "it), and what of it runs while the pool's processes wait, before the first chunk or after the last "
-        "(listing everything first, reading scores.csv back, the summaries and files written at the end). "
-        "Any pool is bound by 1,000 / all of it: the ECG/s of a pool that took no time.",
+        "CPU ms a recording of the calling process: in `screen()`, and of it what runs while the pool's processes "
+        "wait, before the first chunk or after the last (listing everything first; reading scores.csv back; before "
+        "this stop also summarising every row and writing records.csv); then the files the CLI writes after "
+        "`screen()` returns (Parquet copies, the summary picture: mostly ~1.5 s a call, matplotlib's import "
+        "and drawing, whatever the number of recordings), which the pool waits for too. Any pool is bound by "
+        "1,000 / the first column: the ECG/s of a pool that took no time, before the CLI's files.",
         "",
-        "| chunk (recordings a pool task) | code | calling process, all | of it, while the pool waits | listing the "
-        "recordings (one pass) | bound it puts on any pool (ECG/s) | pool's processes | ECG/s here |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| chunk (recordings a pool task) | code | `screen()` | of it, while the pool waits | the CLI's files after "
+        "it | listing the recordings (one pass) | bound it puts on any pool (ECG/s) | pool's processes | ECG/s here |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for chunk in sorted(r["median"]["current"], key=int):
         for name in ("baseline", "current"):
             x = r["median"][name][chunk]
-            total = x.get("total_ms_per_ecg", x["caller_ms_per_ecg"])
-            serial = f"{x['serial_ms_per_ecg']:.3f}" if "serial_ms_per_ecg" in x else "-"
+            files = x.get("cli_files_ms_per_ecg")
+            waits = f"{x['serial_ms_per_ecg'] - files:.3f}" if files is not None else "-"
+            files = f"{files:.3f}" if files is not None else "-"
             pool = f"{x['pool_ms_per_ecg']:.2f}" if "pool_ms_per_ecg" in x else "-"
-            lines.append(f"| {chunk} | {name} | {total:.3f} | {serial} | {x['listing_ms_per_ecg']:.3f} | "
-                         f"{1e3 / total:,.0f} | {pool} | {x['ecg_per_s']:.0f} |")
+            lines.append(f"| {chunk} | {name} | {x['caller_ms_per_ecg']:.3f} | {waits} | {files} | "
+                         f"{x['listing_ms_per_ecg']:.3f} | {1e3 / x['caller_ms_per_ecg']:,.0f} | {pool} | "
+                         f"{x['ecg_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

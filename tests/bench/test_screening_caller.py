@@ -17,11 +17,11 @@ def test_a_run_screens_every_record_and_charges_its_listing_to_the_calling_proce
 
 
 def test_the_page_gives_each_code_its_bound_on_any_pool():
-    x = {"caller_ms_per_ecg": 0.06, "total_ms_per_ecg": 0.08, "serial_ms_per_ecg": 0.05, "listing_ms_per_ecg": 0.03,
-         "pool_ms_per_ecg": 4.0, "ecg_per_s": 500.0}
+    x = {"caller_ms_per_ecg": 0.08, "cli_files_ms_per_ecg": 0.5, "serial_ms_per_ecg": 0.55,
+         "listing_ms_per_ecg": 0.03, "pool_ms_per_ecg": 4.0, "ecg_per_s": 500.0}
     result = {"command": "c", "when": "w", "machine": {"cpus": 2, "load_before": [0], "load_after": [0]},
               "baseline_rev": "a" * 40, "current_rev": "b" * 40, "dirty": False, "records": 3000,
-              "median": {"baseline": {"8": x}, "current": {"8": x | {"total_ms_per_ecg": 0.05, "serial_ms_per_ecg": 0.01}}}}
+              "median": {"baseline": {"8": x}, "current": {"8": x | {"caller_ms_per_ecg": 0.05, "serial_ms_per_ecg": 0.51}}}}
     page = markdown(result)
-    assert "| 8 | baseline | 0.080 | 0.050 | 0.030 | 12,500 | 4.00 | 500 |" in page
-    assert "| 8 | current | 0.050 | 0.010 | 0.030 | 20,000 | 4.00 | 500 |" in page
+    assert "| 8 | baseline | 0.080 | 0.050 | 0.500 | 0.030 | 12,500 | 4.00 | 500 |" in page
+    assert "| 8 | current | 0.050 | 0.010 | 0.500 | 0.030 | 20,000 | 4.00 | 500 |" in page
