@@ -21,6 +21,7 @@ chunk size; medians. Results: ``<out>/screening-caller.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import resource
 import statistics
@@ -51,14 +52,17 @@ def run_child(records: Path, n_records: int, chunk_size: int) -> dict:
     listing = time.process_time()
     listed = len(list(iter_records([records])))
     listing = time.process_time() - listing
+    # As `hfrisk screen` calls it: where the CLI reads scores.csv itself, screen() does not read it back.
+    reads_itself = "read_back" in inspect.signature(screen).parameters
     with tempfile.TemporaryDirectory(prefix="bench-screen-caller-") as out:
         cpu, pool, start = time.process_time(), _children_cpu_s(), time.perf_counter()
         frame = screen([records], scorer, out, threshold=0.0, batch_size=32, resume=False, progress=False,
-                       workers=workers, chunk_size=chunk_size, score_in_pool=True)
+                       workers=workers, chunk_size=chunk_size, score_in_pool=True,
+                       **({"read_back": False} if reads_itself else {}))
         cpu, pool, wall = time.process_time() - cpu, _children_cpu_s() - pool, time.perf_counter() - start
-        files, tail, listed_first = _tail_s(frame, Path(out), scorer.card.risk_scale)
-    if len(frame) != n_records or listed != n_records:
-        raise RuntimeError(f"screened {len(frame)} and listed {listed} of {n_records} records")
+        files, tail, listed_first, rows = _tail_s(frame, Path(out), scorer.card.risk_scale)
+    if rows != n_records or listed != n_records:
+        raise RuntimeError(f"screened {rows} and listed {listed} of {n_records} records")
     per = lambda s: 1e3 * s / n_records  # noqa: E731
     return {"caller_ms_per_ecg": per(cpu), "listing_ms_per_ecg": per(listing), "cli_files_ms_per_ecg": per(files),
             "total_ms_per_ecg": per(cpu + files),
@@ -66,24 +70,23 @@ def run_child(records: Path, n_records: int, chunk_size: int) -> dict:
             "pool_ms_per_ecg": per(pool), "ecg_per_s": n_records / wall}
 
 
-def _tail_s(frame, out: Path, risk_scale) -> tuple[float, float, bool]:
-    """Once more, CPU seconds of what the pool's processes wait for at the end of a run: the files
-    ``hfrisk screen`` writes after ``screen()`` returns (Parquet copies, the summary picture), and
-    ``screen()``'s own work after its last chunk (reading scores.csv back; before 2026-12-07 night
-    also summarising every row and writing records.csv); and whether that code listed every
-    recording before its pool started. The CLI's files are ``write_outputs`` where the code has it,
-    else its steps as the CLI of the time ran them."""
+def _tail_s(frame, out: Path, risk_scale) -> tuple[float, float, bool, int]:
+    """What the pool's processes wait for at the end of a run, in CPU seconds: the CLI's work after
+    ``screen()`` returns (``write_outputs``: reading the two files with Arrow, their Parquet copies,
+    the summary picture), and ``screen()``'s own after its last chunk, timed once more; whether that
+    code listed every recording before its pool started; and the rows written. The code before
+    2026-12-07 night read scores.csv back in ``screen()``, summarised every row there and wrote
+    records.csv, and its CLI read records.csv with pandas and wrote the files from the frames: its
+    steps are rebuilt here as it ran them."""
     import pandas as pd
 
     import hfrisk.cli.screening as cli
     from hfrisk.screening import read_scores
 
     start = time.process_time()
-    if hasattr(cli, "write_outputs"):
-        read_scores(out / "scores.csv")
-        tail = time.process_time() - start
-        cli.write_outputs(frame, out)
-        return time.process_time() - start - tail, tail, False
+    if frame is None:
+        frame, _ = cli.write_outputs(out)
+        return time.process_time() - start, 0.0, False, len(frame)
     from hfrisk.screening import summarize_records, write_summary
 
     frame = read_scores(out / "scores.csv")
@@ -93,7 +96,7 @@ def _tail_s(frame, out: Path, risk_scale) -> tuple[float, float, bool]:
     frame.to_parquet(out / "scores.parquet", index=False)
     records.to_parquet(out / "records.parquet", index=False)
     write_summary(frame, out / "summary.png")
-    return time.process_time() - start - tail, tail, True
+    return time.process_time() - start - tail, tail, True, len(frame)
 
 
 def _children_cpu_s() -> float:

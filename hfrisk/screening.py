@@ -65,6 +65,7 @@ __all__ = [
     "RECORD_COLUMNS",
     "read_scores",
     "read_records",
+    "read_table",
     "summarize_records",
     "window_starts",
 ]
@@ -503,9 +504,12 @@ def screen(
     hop_s: float | None = None,
     keep_freed_mb: int = 256,
     score_in_pool: bool | None = None,
-) -> pd.DataFrame:
+    read_back: bool = True,
+) -> pd.DataFrame | None:
     """Score every window of every recording under ``sources``; returns all window rows (earlier
-    runs' included) and writes the per-record summary, ``records.csv``, beside ``scores.csv``.
+    runs' included; None with ``read_back=False``, for a caller that reads ``scores.csv`` its own
+    way, as ``hfrisk screen`` does with :func:`read_table`) and writes the per-record summary,
+    ``records.csv``, beside ``scores.csv``.
 
     Windows start every ``hop_s`` seconds (default: the card's window length; :func:`window_starts`).
     ``workers`` processes (default: one per CPU; 0: all in this process) read and preprocess the
@@ -607,8 +611,11 @@ def screen(
         # an error or an interrupt (a record cut short is screened again whole, _resume).
         flush()
         bar.close()
-    if not records_path.exists():
-        _flush([""], records_path, RECORD_COLUMNS)  # nothing to screen: the header alone
+    for path, columns in ((scores_path, _COLUMNS), (records_path, RECORD_COLUMNS)):
+        if not path.exists():
+            _flush([""], path, columns)  # nothing to screen: the header alone
+    if not read_back:
+        return None
     return read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
 
 
@@ -623,6 +630,23 @@ def _read_csv(path: str | Path, text_columns: Sequence[str]) -> pd.DataFrame:
     # (Arrow's parser is exact and a third of the CPU, but turns a column of whole numbers with
     # gaps, n_beats_detected of files from before it, into an error.)
     return pd.read_csv(path, dtype={column: str for column in text_columns}, float_precision="round_trip")
+
+
+def read_table(path: str | Path, records: bool = False):
+    """A ``scores.csv`` of today's columns (or with ``records``, a ``records.csv``) as an Arrow
+    table, each column of its field's type (text as text, whole numbers as int64 with gaps as
+    nulls, an empty field a null) and every number exactly as written. Arrow's parser runs on
+    every core at ~1 µs of CPU a row, against ~6 for pandas' exact one: what ``hfrisk screen``
+    reads once the pool's processes are done, and they wait for it
+    (docs/bench/screening-caller.md). Files of older columns: :func:`read_scores`."""
+    import pyarrow as pa
+    from pyarrow import csv as arrow_csv
+
+    kinds = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+    types = ({column: kinds[_RECORD_KINDS.get(column, "float")] for column in RECORD_COLUMNS} if records else
+             {column: kinds[kind] for column, kind in ScreenRow.__annotations__.items()})
+    options = arrow_csv.ConvertOptions(column_types=types, strings_can_be_null=True, include_columns=list(types))
+    return arrow_csv.read_csv(path, convert_options=options)
 
 
 def _resume(scores_path: Path, records_path: Path, threshold: float, scale: RiskScale | None) -> set[str]:
@@ -650,6 +674,10 @@ RECORD_COLUMNS = [
     "heart_rate_bpm", "top_lead",
 ]
 _RECORD_TEXT_COLUMNS = ["record", "patient_id", "status", "reason", "top_lead"]
+# The type of each column of records.csv that is not a float.
+_RECORD_KINDS = {**{column: "str" for column in _RECORD_TEXT_COLUMNS}, "flagged": "bool",
+                 **{column: "int" for column in ("windows", "windows_scored", "windows_low_quality", "windows_refused",
+                                                 "windows_flagged")}}
 
 
 def summarize_records(frame: pd.DataFrame, threshold: float, risk_scale: RiskScale | None = None) -> pd.DataFrame:

@@ -60,13 +60,13 @@ def screen(
                                 settings.paths.model_name, wait_for_triton_s)
     rule = flag_rule(settings.stream, scorer.card.risk_scale, threshold)
     console.print(f"flag: {rule.text}")
-    frame = run_screen(
+    run_screen(
         sources, scorer, out,
         threshold=rule.log_risk,
         batch_size=batch_size, resume=resume, workers=workers, hop_s=hop_s, chunk_size=chunk_size,
-        keep_freed_mb=settings.screening.keep_freed_mb,
+        keep_freed_mb=settings.screening.keep_freed_mb, read_back=False,
     )
-    records = write_outputs(frame, out)
+    frame, records = write_outputs(out)
     counts = records["status"].value_counts().to_dict()
     console.print(
         f"{len(records)} recordings: {counts.get('scored', 0)} scored, {counts.get('low_quality', 0)} not fit to "
@@ -98,17 +98,22 @@ def screen(
 
 
 
-def write_outputs(frame, out: Path):
+def write_outputs(out: Path):
     """What ``hfrisk screen`` writes beside scores.csv and records.csv once the run is over (the
-    Parquet copies of both and the summary picture): returns the recordings' rows. Its own function,
-    so that benchmarks time the CLI's tail as the CLI runs it (bench.bench_screening_caller)."""
-    from hfrisk.screening import RECORDS_FILENAME, read_records, write_summary
+    Parquet copies of both and the summary picture), from those files as Arrow reads them
+    (:func:`hfrisk.screening.read_table`): returns the windows' rows the picture and the counts
+    need, and the recordings' rows. The pool's processes wait for all of it; its own function, so
+    that benchmarks time the CLI's tail as the CLI runs it (bench.bench_screening_caller)."""
+    from pyarrow import parquet
 
-    records = read_records(out / RECORDS_FILENAME)
-    frame.to_parquet(out / "scores.parquet", index=False)
-    records.to_parquet(out / "records.parquet", index=False)
+    from hfrisk.screening import RECORDS_FILENAME, SCORES_FILENAME, read_table, write_summary
+
+    scores, records = read_table(out / SCORES_FILENAME), read_table(out / RECORDS_FILENAME, records=True)
+    parquet.write_table(scores, out / "scores.parquet")
+    parquet.write_table(records, out / "records.parquet")
+    frame = scores.select(["record", "window_start_s", "status", "log_risk", "flagged", "lead_attention"]).to_pandas()
     write_summary(frame, out / "summary.png")
-    return records
+    return frame, records.to_pandas()
 
 
 class FlagRule(NamedTuple):

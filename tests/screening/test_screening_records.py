@@ -145,3 +145,31 @@ def test_the_listing_hands_out_every_path_once_in_chunks(tmp_path, monkeypatch):
     few = screening._Listing([tmp_path], done=set(paths[5:]))
     assert few.at_least(64) == 5 and list(few.chunks(2)) == [paths[0:2], paths[2:4], paths[4:5]]
     assert np.sum([len(c) for c in chunks]) == 999
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    return bool(((a == b) | (a.isna() & b.isna())).all())
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_the_cli_writes_parquet_copies_that_hold_exactly_the_csv_rows(ward, tmp_path, exported_model_dir, empty):
+    from typer.testing import CliRunner
+
+    from hfrisk.cli import app
+    from hfrisk.screening import read_records
+
+    source = tmp_path / "nothing" if empty else ward
+    source.mkdir(exist_ok=True)
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["screen", str(source), "--in-process", "--model", str(exported_model_dir),
+                                      "--out", str(out), "--threshold", "0", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    for parquet, csv in ((out / "scores.parquet", read_scores(out / SCORES_FILENAME)),
+                         (out / "records.parquet", read_records(out / RECORDS_FILENAME))):
+        copy = pd.read_parquet(parquet)
+        assert list(copy.columns) == list(csv.columns) and len(copy) == len(csv) == (0 if empty else 8)
+        for column in csv.columns:
+            assert _same(copy[column], csv[column]), column
+    if not empty:
+        assert (out / "summary.png").stat().st_size > 10_000
+        assert pd.read_parquet(out / "records.parquet")["patient_id"].dropna().map(type).eq(str).all()
