@@ -61,13 +61,37 @@ def run_child(records: Path, n_records: int, chunk_size: int) -> dict:
                        **({"read_back": False} if reads_itself else {}))
         cpu, pool, wall = time.process_time() - cpu, _children_cpu_s() - pool, time.perf_counter() - start
         files, tail, listed_first, rows = _tail_s(frame, Path(out), scorer.card.risk_scale)
+        marginal = _tail_per_recording_ms(Path(out)) if frame is None else None
     if rows != n_records or listed != n_records:
         raise RuntimeError(f"screened {rows} and listed {listed} of {n_records} records")
     per = lambda s: 1e3 * s / n_records  # noqa: E731
     return {"caller_ms_per_ecg": per(cpu), "listing_ms_per_ecg": per(listing), "cli_files_ms_per_ecg": per(files),
             "total_ms_per_ecg": per(cpu + files),
             "serial_ms_per_ecg": per((listing if listed_first else 0.0) + tail + files),
-            "pool_ms_per_ecg": per(pool), "ecg_per_s": n_records / wall}
+            "pool_ms_per_ecg": per(pool), "ecg_per_s": n_records / wall, "tail_ms_per_added_ecg": marginal}
+
+
+def _tail_per_recording_ms(out: Path, times: int = 10) -> float:
+    """What a recording adds to the CLI's tail (``write_outputs``), in CPU ms: the tail on this run's
+    files and on those rows ``times`` over (the recordings renamed), both after a first call has
+    imported and drawn once. The difference of two whole runs of unequal size cannot show it: their
+    tails' ~1.5 s of fixed cost (matplotlib's import and drawing) varies by more than the thousand
+    recordings between them add."""
+    import hfrisk.cli.screening as cli
+    from hfrisk.screening import RECORDS_FILENAME, SCORES_FILENAME
+
+    many = out / "many"
+    many.mkdir()
+    for name in (SCORES_FILENAME, RECORDS_FILENAME):
+        header, *rows = (out / name).read_text().splitlines(keepends=True)
+        (many / name).write_text(header + "".join(f"{k}{row}" for k in range(times) for row in rows))
+    spent = []
+    for folder in (out, many):
+        start = time.process_time()
+        cli.write_outputs(folder)
+        spent.append(time.process_time() - start)
+    n = len((out / SCORES_FILENAME).read_text().splitlines()) - 1
+    return 1e3 * (spent[1] - spent[0]) / ((times - 1) * n)
 
 
 def _tail_s(frame, out: Path, risk_scale) -> tuple[float, float, bool, int]:

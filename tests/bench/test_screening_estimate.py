@@ -55,4 +55,4 @@ def test_what_the_calling_process_does_while_the_pool_waits_adds_to_each_record_
     # The reading that would still give the goal leaves the pool 0.01 ms less of each 0.05 ms.
     assert waiting["read_ms_for_goal"] == pytest.approx(16 * (0.05 - 0.01) - 0.32 - 0.02)
     page = "\n".join(_gpu_host_lines(waiting))
-    assert "while the pool waits" in page and "0.010 ms, after the rest" in page
+    assert "while the pool waits" in page and "0.0100 ms, after the rest" in page
