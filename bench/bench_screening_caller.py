@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[{repeat}] chunk {chunk:4d} {name:8s} caller {run['caller_ms_per_ecg']:.3f} ms/ECG, "
                           f"listing {run['listing_ms_per_ecg']:.3f}, {run['ecg_per_s']:.0f} ECG/s",
                           file=sys.stderr, flush=True)
-    median = {name: {chunk: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for chunk, rs in by.items()}
+    median = {name: {chunk: {k: _median(r[k] for r in rs) for k in rs[0]} for chunk, rs in by.items()}
               for name, by in runs.items()}
     result = {
         "command": command_line("bench_screening_caller", argv),
@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         save(args.out, "screening-caller", result, text)
     print(text)
+
+
+def _median(values) -> float | None:
+    known = [v for v in values if v is not None]  # None: not measured for that code
+    return statistics.median(known) if known else None
 
 
 def markdown(r: dict) -> str:
