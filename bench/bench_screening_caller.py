@@ -226,6 +226,12 @@ def markdown(r: dict) -> str:
             lines.append(f"| {chunk} | {name} | {x['caller_ms_per_ecg']:.3f} | {waits} | {files} | "
                          f"{x['listing_ms_per_ecg']:.3f} | {1e3 / x['caller_ms_per_ecg']:,.0f} | {pool} | "
                          f"{x['ecg_per_s']:.0f} |")
+    added = {chunk: x.get("tail_ms_per_added_ecg") for chunk, x in r["median"]["current"].items()}
+    if any(v is not None for v in added.values()):
+        lines += ["", "What a recording adds to the CLI's files, timed on their own (a run's files and its rows ten "
+                      "times over; the rest of that column is the call's fixed cost): " + ", ".join(
+                          f"{v:.4f} ms in chunks of {chunk}" for chunk, v in sorted(added.items(), key=lambda kv: int(kv[0]))
+                          if v is not None) + "."]
     return "\n".join(lines) + "\n"
 
 
