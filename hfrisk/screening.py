@@ -76,7 +76,7 @@ RECORDS_FILENAME = "records.csv"
 # waiting), and whenever the run stops, by an error or an interrupt: a run killed outright re-screens
 # at most that much on resume, and one write a second costs nothing per recording.
 FLUSH_S = 1.0
-FLUSH_BLOCKS = 4096
+FLUSH_RECORDS = 4096
 log = get_logger(__name__)
 
 
@@ -412,12 +412,15 @@ class _Listing:
         self._taken: list[str] = []  # from the listing thread, not handed out yet
         self._ended = False
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         threading.Thread(target=self._list, args=(sources, done), name="screening-listing", daemon=True).start()
 
     def _list(self, sources: Iterable[str | Path], done: set[str]) -> None:
         put = self._paths.put
         try:
             for path in record_paths(sources):
+                if self._stop.is_set():
+                    return
                 if path not in done:
                     self.count += 1
                     put(path)
@@ -426,6 +429,10 @@ class _Listing:
         finally:
             self.finished.set()
             put(None)
+
+    def stop(self) -> None:
+        """No more listing: the run ended, by an error perhaps, before the list did."""
+        self._stop.set()
 
     def _take(self, timeout: float | None = None) -> None:
         """Takes what the listing thread has listed since, waiting up to ``timeout`` for a first path.
@@ -561,24 +568,27 @@ def screen(
     # Text of whole records, every window scored or not to be: what may be written, and their summaries.
     score_lines: list[str] = []
     record_lines: list[str] = []
+    unwritten = 0  # records in those lines
     flushed_at = time.monotonic()
 
     def score_pending() -> None:
-        nonlocal records
+        nonlocal records, unwritten
         score_windows(pending, scorer, threshold, batch_size)
         pending.clear()
         if records:
             score_lines.append(csv_text([row for rows in records for row in rows]))
             record_lines.append(records_text(records, threshold, scale))
+            unwritten += len(records)
             records = []
 
     def flush() -> None:
-        nonlocal flushed_at
+        nonlocal flushed_at, unwritten
         # scores.csv first: a run stopped between the two is mended by _resume from it.
         _flush(score_lines, scores_path, _COLUMNS)
         _flush(record_lines, records_path, RECORD_COLUMNS)
         score_lines.clear()
         record_lines.clear()
+        unwritten = 0
         flushed_at = time.monotonic()
 
     # Two batches ahead: one being scored, one filling.
@@ -592,6 +602,7 @@ def screen(
             if isinstance(chunk, _ScoredChunk):  # scored in the pool, its text written there
                 score_lines.append(chunk.scores)
                 record_lines.append(chunk.records)
+                unwritten += chunk.n
                 bar.update(chunk.n)
             else:
                 for windows in chunk:
@@ -600,7 +611,7 @@ def screen(
                     if len(pending) >= batch_size:
                         score_pending()
                 bar.update(len(chunk))
-            if len(score_lines) >= FLUSH_BLOCKS or (score_lines and time.monotonic() - flushed_at >= FLUSH_S):
+            if unwritten >= FLUSH_RECORDS or (score_lines and time.monotonic() - flushed_at >= FLUSH_S):
                 flush()
             if bar.total is None and listing.finished.is_set():
                 bar.total = listing.count
@@ -611,6 +622,7 @@ def screen(
         # an error or an interrupt (a record cut short is screened again whole, _resume).
         flush()
         bar.close()
+        listing.stop()
     for path, columns in ((scores_path, _COLUMNS), (records_path, RECORD_COLUMNS)):
         if not path.exists():
             _flush([""], path, columns)  # nothing to screen: the header alone

@@ -173,3 +173,21 @@ def test_the_cli_writes_parquet_copies_that_hold_exactly_the_csv_rows(ward, tmp_
     if not empty:
         assert (out / "summary.png").stat().st_size > 10_000
         assert pd.read_parquet(out / "records.parquet")["patient_id"].dropna().map(type).eq(str).all()
+
+
+def test_a_stopped_listing_lists_no_further(tmp_path, monkeypatch):
+    def endless(sources):
+        k = 0
+        while True:
+            k += 1
+            time.sleep(0.001)
+            yield f"r{k}.hea"
+
+    monkeypatch.setattr("hfrisk.screening.record_paths", endless)
+    listing = screening._Listing([tmp_path], done=set())
+    assert listing.at_least(5) == 5 and not listing.finished.is_set()
+    listing.stop()
+    assert listing.finished.wait(5)
+    count = listing.count
+    time.sleep(0.05)
+    assert listing.count == count
