@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def resolve_record(record_path: str | Path) -> Path:
     )
 
 
+@lru_cache(maxsize=4096)  # a batch's records name the same channels: one regex each, not one a record
 def is_ecg_channel(name: str, units: str) -> bool:
     """Whether a channel carries an ECG lead: a voltage unit and not a known non-ECG signal."""
     if units.strip().lower() not in UNIT_SCALE_TO_MV:
@@ -120,6 +122,8 @@ def _start_datetime(header: wfdb.Record, header_text: str) -> tuple[datetime | N
     raw = " ".join(_record_line(header_text)[4:])
     if header.base_date is not None:
         return datetime.combine(header.base_date, header.base_time or time(0)), raw
+    if not raw:  # no time at all (PTB-XL): each failed strptime raised, ~10 µs a read
+        return None, raw
     for fmt in _HEADER_TIME_FORMATS:
         try:
             return datetime.strptime(raw, fmt), raw
