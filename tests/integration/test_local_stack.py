@@ -122,6 +122,13 @@ def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir
             assert client.hget(f"{prefix}:latest:{bed}", "model_version") is not None
         assert client.zcard(f"{prefix}:quality:bed-1") >= 1  # the flat line
 
+        # Triton's time-per-request panels are rates: Prometheus needs a sample of its counters from
+        # before some request and one from after. On a loaded machine its first good scrape of
+        # Triton came after the ward was scored, and the panels had no data (once in a full CI
+        # run): the next patient's requests come after that first sample.
+        _wait_for(lambda: bool(prometheus_query(stack["urls"]["prometheus"],
+                                                'nv_inference_request_success{model="hfrisk"}')),
+                  90, "Prometheus's first sample of Triton's counters")
         _send_gap_patient_and_a_dead_letter(stack["urls"]["kafka"], [high_17, high_20, flat, high_17])
         _wait_for(lambda: client.zcard(f"{prefix}:gaps:{GAP_PATIENT}") > 0, 90, "the gap in Redis")
         _wait_for(lambda: client.zcard(f"{prefix}:quality:{GAP_PATIENT}") > 0, 30, "its low-quality windows")
