@@ -149,13 +149,12 @@ def _row_for(path: Path, item: ModelInput, patient_id: str) -> ScreenRow:
 
 
 _COLUMNS = list(ScreenRow.__annotations__)
-_TEXT_COLUMNS = [column for column, kind in ScreenRow.__annotations__.items() if kind == "str"]
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:
     """A ``scores.csv``, in today's columns whatever version wrote it. Files from before long
     recordings had one window per record and one ``n_beats`` (the beats used)."""
-    frame = _read_csv(path, _TEXT_COLUMNS)
+    frame = _read_csv(path, ScreenRow.__annotations__)
     if "n_beats" in frame.columns and "n_beats_used" not in frame.columns:
         frame = frame.rename(columns={"n_beats": "n_beats_used"})
     defaults = asdict(ScreenRow(record="", window_start_s=0.0, patient_id="", status="", reason=""))
@@ -626,22 +625,21 @@ def screen(
     for path, columns in ((scores_path, _COLUMNS), (records_path, RECORD_COLUMNS)):
         if not path.exists():
             _flush([""], path, columns)  # nothing to screen: the header alone
-    if not read_back:
-        return None
-    return read_scores(scores_path) if scores_path.exists() else pd.DataFrame(columns=_COLUMNS)
+    return read_scores(scores_path) if read_back else None
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
     """A ``records.csv``: text columns as text, numbers exactly as written (as :func:`read_scores`)."""
-    return _read_csv(path, _RECORD_TEXT_COLUMNS)
+    return _read_csv(path, _RECORD_KINDS)
 
 
-def _read_csv(path: str | Path, text_columns: Sequence[str]) -> pd.DataFrame:
+def _read_csv(path: str | Path, kinds: dict[str, str]) -> pd.DataFrame:
     # Text columns stay text: a patient id of digits ("00123") is not a number. Numbers come back
     # exactly as written: pandas' parser is off in the last bit of some log-risks by default.
     # (Arrow's parser is exact and a third of the CPU, but turns a column of whole numbers with
     # gaps, n_beats_detected of files from before it, into an error.)
-    return pd.read_csv(path, dtype={column: str for column in text_columns}, float_precision="round_trip")
+    return pd.read_csv(path, dtype={column: str for column, kind in kinds.items() if kind == "str"},
+                       float_precision="round_trip")
 
 
 def read_table(path: str | Path, records: bool = False):
@@ -655,8 +653,7 @@ def read_table(path: str | Path, records: bool = False):
     from pyarrow import csv as arrow_csv
 
     kinds = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
-    types = ({column: kinds[_RECORD_KINDS.get(column, "float")] for column in RECORD_COLUMNS} if records else
-             {column: kinds[kind] for column, kind in ScreenRow.__annotations__.items()})
+    types = {column: kinds[kind] for column, kind in (_RECORD_KINDS if records else ScreenRow.__annotations__).items()}
     options = arrow_csv.ConvertOptions(column_types=types, strings_can_be_null=True, include_columns=list(types))
     return arrow_csv.read_csv(path, convert_options=options)
 
@@ -679,17 +676,15 @@ def _resume(scores_path: Path, records_path: Path, threshold: float, scale: Risk
     return set(done.astype(str))
 
 
-RECORD_COLUMNS = [
-    "record", "patient_id", "status", "reason", "windows", "windows_scored", "windows_low_quality",
-    "windows_refused", "windows_flagged", "median_log_risk", "max_log_risk", "max_log_risk_window_s",
-    "hazard_ratio", "risk_percentile", "absolute_risk", "absolute_risk_horizon_days", "flagged", "quality_score",
-    "heart_rate_bpm", "top_lead",
-]
-_RECORD_TEXT_COLUMNS = ["record", "patient_id", "status", "reason", "top_lead"]
-# The type of each column of records.csv that is not a float.
-_RECORD_KINDS = {**{column: "str" for column in _RECORD_TEXT_COLUMNS}, "flagged": "bool",
-                 **{column: "int" for column in ("windows", "windows_scored", "windows_low_quality", "windows_refused",
-                                                 "windows_flagged")}}
+# records.csv's columns and the type of each, as ScreenRow's annotations give scores.csv's.
+_RECORD_KINDS = {
+    "record": "str", "patient_id": "str", "status": "str", "reason": "str", "windows": "int", "windows_scored": "int",
+    "windows_low_quality": "int", "windows_refused": "int", "windows_flagged": "int", "median_log_risk": "float",
+    "max_log_risk": "float", "max_log_risk_window_s": "float", "hazard_ratio": "float", "risk_percentile": "float",
+    "absolute_risk": "float", "absolute_risk_horizon_days": "float", "flagged": "bool", "quality_score": "float",
+    "heart_rate_bpm": "float", "top_lead": "str",
+}
+RECORD_COLUMNS = list(_RECORD_KINDS)
 
 
 def summarize_records(frame: pd.DataFrame, threshold: float, risk_scale: RiskScale | None = None) -> pd.DataFrame:
