@@ -92,11 +92,9 @@ def _segment_headers(header: str) -> set[str]:
         # Most headers start with their record line: its first token decides, without decoding
         # and splitting the rest of the header (half the CPU a header here).
         end = head.find(b"\n")
-        if end > 0 and b"#" not in head[:end]:
-            first = head[:end].split(None, 1)
-            if first:
-                if b"/" not in first[0]:
-                    return set()
+        first = head[:end].split(None, 1) if end > 0 and b"#" not in head[:end] else None
+        if first and b"/" not in first[0]:
+            return set()
         lines = head.decode(errors="replace").splitlines()
         more = len(head) == _HEAD_BYTES
         if more:
