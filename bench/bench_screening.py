@@ -249,7 +249,7 @@ def _gpu_host_lines(g: dict) -> list[str]:
            f"{g['caller_ecg_per_s']:,.0f} ECG/s |"] if caller else []),
         *([f"| the calling process while the pool waits (after the last chunk: the CLI reads scores.csv and "
            f"records.csv, writes their Parquet copies and the picture; what a recording adds, timed on the batch's "
-           f"files and on their rows ten times over{serial_rounds}) | {serial:.4f} ms, after the rest | |"]
+           f"files and on their rows twenty times over{serial_rounds}) | {serial:.4f} ms, after the rest | |"]
           if serial else []),
         f"| the network on the GPU | | {g['network_ecg_per_s']:,.0f} ECG/s |",
         "",
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     if tail_added and None not in tail_added:
         # The two calls' difference is swamped by the tail's ~1.5 s of fixed cost: the tail timed alone.
         serial |= {"per_ecg_ms": statistics.median(tail_added), "per_ecg_ms_rounds": tail_added,
-                   "from": "the tail timed alone, on a run's files and on its rows ten times over"}
+                   "from": "the tail timed alone, on a run's files and on its rows twenty times over"}
     result = {
         "command": command_line("bench_screening", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

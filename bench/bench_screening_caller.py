@@ -71,12 +71,13 @@ def run_child(records: Path, n_records: int, chunk_size: int) -> dict:
             "pool_ms_per_ecg": per(pool), "ecg_per_s": n_records / wall, "tail_ms_per_added_ecg": marginal}
 
 
-def _tail_per_recording_ms(out: Path, times: int = 10, pairs: int = 2) -> float:
+def _tail_per_recording_ms(out: Path, times: int = 20, pairs: int = 3) -> float:
     """What a recording adds to the CLI's tail (``write_outputs``), in CPU ms: the tail on this run's
     files and on those rows ``times`` over (the recordings renamed), alternately ``pairs`` times after
     the run's own call has imported and drawn once; the median of the pairs' differences. The
     difference of two whole runs of unequal size cannot show it: their tails' ~1.5 s of fixed cost
-    (matplotlib's import and drawing) varies by more than the thousand recordings between them add."""
+    (matplotlib's import and drawing) varies by more than the thousand recordings between them add;
+    ten times over and two pairs still read -0.003 to 0.009 ms on a loaded machine."""
     import hfrisk.cli.screening as cli
     from hfrisk.screening import RECORDS_FILENAME, SCORES_FILENAME
 
@@ -228,7 +229,7 @@ def markdown(r: dict) -> str:
                          f"{x['ecg_per_s']:.0f} |")
     added = {chunk: x.get("tail_ms_per_added_ecg") for chunk, x in r["median"]["current"].items()}
     if any(v is not None for v in added.values()):
-        lines += ["", "What a recording adds to the CLI's files, timed on their own (a run's files and its rows ten "
+        lines += ["", "What a recording adds to the CLI's files, timed on their own (a run's files and its rows twenty "
                       "times over; the rest of that column is the call's fixed cost): " + ", ".join(
                           f"{v:.4f} ms in chunks of {chunk}" for chunk, v in sorted(added.items(), key=lambda kv: int(kv[0]))
                           if v is not None) + "."]
