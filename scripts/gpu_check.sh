@@ -14,7 +14,9 @@
 #
 # `run` writes into $OUT (what comes back): nvidia-smi's view, bench_serving's GPU page
 # (serving-cuda.json/.md: the front end on torch/CUDA, the network, both, at batches 256 to 4,096),
-# and a log. Copy the page into docs/bench/ and re-derive docs/bench/sizing.md's GPU rows from it.
+# bench_screening_gpu's (screening-gpu.json/.md: `screen()` over 200,000 linked recordings with a
+# pool process a core, the front end and the network on the GPU: issue #15's 20,000 ECG/s), and a
+# log. Copy the pages into docs/bench/ and re-derive docs/bench/sizing.md's GPU rows from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +51,11 @@ run() {
     cd /tmp
     python3 -c "import torch, numpy, hfrisk.model.frontend.preprocessing as p; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'hfrisk', p.__file__)" \
         2>&1 | tee "$out/log.txt"
-    python3 -m bench.bench_serving --device cuda --gpu-batches 256 1024 4096 --seconds 3 --out "$out" 2>&1 | tee -a "$out/log.txt"
+    # Each measurement on its own: one failing leaves the other's page.
+    timeout 300 python3 -m bench.bench_serving --device cuda --gpu-batches 256 1024 4096 --seconds 3 --out "$out" \
+        2>&1 | tee -a "$out/log.txt" || echo "bench_serving failed: $?" | tee -a "$out/log.txt"
+    timeout 300 python3 -m bench.bench_screening_gpu --device cuda --records 200000 --chunk-size 256 --out "$out" \
+        2>&1 | tee -a "$out/log.txt" || echo "bench_screening_gpu failed: $?" | tee -a "$out/log.txt"
 }
 
 case "${1:-}" in

@@ -205,11 +205,26 @@ def sum_of_squares(xp: Any, x: Any) -> Any:
     return xp.sum(x * x, axis=-1)
 
 
-def one_blas_thread() -> None:
+def one_blas_thread(backend: ArrayBackend | None = None) -> None:
     """Limit this process's BLAS to one thread (for processes that only preprocess: the pools
     of the stream worker and of screening). The front end's matrix products are small; OpenBLAS's
     extra threads gain nothing on them and spin on the cores the other processes need (the
-    batched front end used 2x the CPU time of its wall time on the 2-core machine without this)."""
+    batched front end used 2x the CPU time of its wall time on the 2-core machine without this).
+
+    With the front end on torch (``backend``, default: ``HFRISK_FRONTEND__ARRAY_BACKEND``), torch's
+    own CPU threads too: a pool has a process a core, and a pool of two on torch's CPU, each with a
+    thread a core, spent 9.0-14.9 ms of CPU a recording against 5.8 with one (screening 400
+    recordings, ``bench.bench_screening_gpu --device cpu --network onnx``, 2026-12-07). On a GPU the
+    host's share of the work is small, but sixteen processes of sixteen threads would still contend
+    for sixteen cores."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
+    if backend is None:
+        from hfrisk.core.config import get_settings
+
+        backend = ArrayBackend(get_settings().frontend.array_backend)
+    if backend.name == "torch":
+        import torch
+
+        torch.set_num_threads(1)
