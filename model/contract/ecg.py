@@ -153,4 +153,11 @@ class ECG:
     def slice_s(self, start_s: float, stop_s: float) -> "ECG":
         """The part of the recording between ``start_s`` and ``stop_s`` seconds."""
         start, stop = int(round(start_s * self.fs_hz)), int(round(stop_s * self.fs_hz))
-        return replace(self, samples=self.samples[:, start:stop])
+        samples = self.samples[:, start:stop]
+        if samples.shape[1] == 0:
+            return replace(self, samples=samples)  # refused as a recording with no samples
+        # Part of a checked recording: its samples were scanned for NaN/inf when it was made (a
+        # second scan was ~15 µs of every window cut from a recording).
+        return type(self).from_checked(samples, self.fs_hz, self.lead_names, units=self.units,
+                                       patient_id=self.patient_id, device_id=self.device_id,
+                                       acquired_at=self.acquired_at, source=self.source, metadata=self.metadata)

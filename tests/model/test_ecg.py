@@ -18,6 +18,25 @@ def test_valid_ecg_is_float32_and_knows_its_duration():
     assert ecg.slice_s(2.0, 4.0).n_samples == 1000
 
 
+def test_a_slice_is_what_the_checking_constructor_makes_of_the_same_part():
+    rng = np.random.default_rng(0)
+    ecg = _ecg(rng.standard_normal((2, 5000)).astype(np.float32), patient_id="p1", device_id="bed-4",
+               acquired_at=datetime(2024, 1, 1, tzinfo=timezone.utc), source="x.hea", units="uV",
+               metadata={"site": "ward 3"})
+    part = ecg.slice_s(2.0, 4.0)
+    checked = _ecg(ecg.samples[:, 1000:2000], patient_id="p1", device_id="bed-4",
+                   acquired_at=datetime(2024, 1, 1, tzinfo=timezone.utc), source="x.hea", units="uV",
+                   metadata={"site": "ward 3"})
+    for name in ECG.__dataclass_fields__:
+        a, b = getattr(part, name), getattr(checked, name)
+        assert type(a) is type(b), name
+        assert np.array_equal(a, b) if name == "samples" else a == b, name
+    assert part.samples.dtype == np.float32 and np.shares_memory(part.samples, ecg.samples)
+    with pytest.raises(ECGInputError) as err:  # nothing left of it
+        ecg.slice_s(10.0, 12.0)
+    assert err.value.reason is InputErrorReason.TOO_SHORT
+
+
 @pytest.mark.parametrize(
     "samples, names, fs, reason",
     [
