@@ -219,10 +219,13 @@ def beats_disagree(beat_correlation: np.ndarray, spec: QualitySpec) -> bool:
     template too; the beat selection drops them, so they only make a window noisy when they are
     the majority.
     """
-    if beat_correlation.size < 2:
-        return False
     consistency, agreeing = _consistency(beat_correlation, spec.min_template_correlation)
-    return consistency < spec.min_template_correlation or agreeing < MIN_AGREEING_SHARE * beat_correlation.size
+    return _disagree(consistency, agreeing, beat_correlation.size, spec)
+
+
+def _disagree(consistency: float, agreeing: int, n_beats: int, spec: QualitySpec) -> bool:
+    """:func:`beats_disagree` from :func:`_consistency`'s figures (``assess`` has them already)."""
+    return n_beats >= 2 and (consistency < spec.min_template_correlation or agreeing < MIN_AGREEING_SHARE * n_beats)
 
 
 def noisiest_lead(lead_correlation: np.ndarray, usable: np.ndarray) -> int | None:
@@ -260,7 +263,8 @@ class QualityReport:
 
 
 def _names(leads: tuple[str, ...], flags: np.ndarray) -> tuple[str, ...]:
-    return tuple(name for name, on in zip(leads, flags) if on)
+    # tolist: iterating the array itself makes a numpy scalar of every flag.
+    return tuple(name for name, on in zip(leads, flags.tolist()) if on)
 
 
 def assess(
@@ -304,8 +308,8 @@ def assess(
     if heart_rate_bpm is not None and heart_rate_bpm > spec.max_beats * 60.0 / window.window_s:
         reasons.append(QualityReason.TOO_MANY_BEATS)
 
-    consistency, _ = _consistency(beat_correlation, spec.min_template_correlation)
-    if beats_disagree(beat_correlation, spec):
+    consistency, agreeing = _consistency(beat_correlation, spec.min_template_correlation)
+    if _disagree(consistency, agreeing, beat_correlation.size, spec):
         reasons.append(QualityReason.NOISY)
     n_present = int(present.sum())
     score = consistency * (int(usable.sum()) / n_present) if n_present else 0.0
@@ -322,7 +326,7 @@ def assess(
         saturated_leads=_names(leads, flags.saturated),
         baseline_wander_leads=_names(leads, flags.baseline_wander),
         noisy_leads=_names(leads, noisy),
-        lead_correlation={name: round(float(c), 4) for name, c in zip(leads, lead_correlation)},
+        lead_correlation={name: round(c, 4) for name, c in zip(leads, np.asarray(lead_correlation, float).tolist())},
         template_correlation=round(consistency, 4),
         n_beats_detected=int(n_beats_detected),
         n_beats_used=int(n_beats_used),

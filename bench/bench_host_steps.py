@@ -1,21 +1,23 @@
-"""A window's first step, cutting it and putting its leads in the card's order, against another commit.
+"""The front end's steps that stay on the host, against another commit.
 
-    .venv/bin/python -m bench.bench_window_leads [--records DIR] [--baseline REV] [--repeats 5] [--out docs/bench]
+    .venv/bin/python -m bench.bench_host_steps [--records DIR] [--baseline REV] [--repeats 5] [--out docs/bench]
 
-``window_and_leads`` (the card's stretch of a recording, its leads in the card's order) runs on the
-host for every window, whatever device the rest of the front end runs on: with the front end on a
-GPU it is most of the host's share of a window (docs/bench/sizing.md), and on a CPU it is part of
-``prepare_windows``. Each child process (a fresh interpreter, the baseline's code from its own
+Two steps of ``prepare_windows`` run in Python on the host for every window, whatever device the
+rest of the front end runs on: ``window_and_leads`` (the card's stretch of a recording, its leads in
+the card's order) before the batch, and ``quality`` (each window's quality report and model input)
+after it. With the front end on a GPU they are most of the host's share of a window
+(docs/bench/sizing.md); on a CPU they are part of ``prepare_windows``. Each child process (a fresh interpreter, the baseline's code from its own
 extracted tree or the checkout's, alternating ``--repeats`` times; one BLAS thread and the pool's
 allocator setting, as a preprocessing process runs) reads the records (default: the 500 PTB-XL
 500 Hz records of the reference data) and reports CPU ms a window of:
 
 1. ``window_and_leads`` alone, over every record (the first 10 s);
 2. ``prepare_windows`` on the same windows in batches of 32 (the stream's pool and screening on a
-   CPU) and of 256 (the batch a GPU host's pool process takes), and its ``window_and_leads`` step.
+   CPU) and of 256 (the batch a GPU host's pool process takes), and of it its ``window_and_leads``
+   and ``quality`` steps (its own ``timings``).
 
 Both trees must prepare identical model inputs, lead masks and verdicts (a digest of them is
-compared). Results: ``<out>/window-leads.json`` and ``.md``.
+compared). Results: ``<out>/host-steps.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bench.trees import ROOT, child_json, extract, use_tree
 
 DEFAULT_BASELINE = "7a39373"
 BATCHES = (32, 256)
+HOST_STEPS = ("window_and_leads", "quality")
 PASSES = 3
 
 
@@ -77,7 +80,8 @@ def measure(records: Path) -> dict:
                                                        for i in range(0, n, size)])
         for i in range(0, n, size):
             prepare_windows(requests[i:i + size], card, batch_size=size, timings=steps)
-        result[f"prepare_{size}_window_and_leads_ms"] = 1e3 * steps.get("window_and_leads", 0.0) / n
+        for step in HOST_STEPS:
+            result[f"prepare_{size}_{step}_ms"] = 1e3 * steps.get(step, 0.0) / n
     for item in prepare_windows(requests, card, batch_size=BATCHES[0]):
         if isinstance(item, ModelInput):
             digest.update(item.x.tobytes() + item.lead_mask.tobytes() + repr(item.quality.reasons).encode())
@@ -92,10 +96,10 @@ def markdown(r: dict) -> str:
     rows = [("`window_and_leads` alone", "window_and_leads_ms")]
     for size in BATCHES:
         rows += [(f"`prepare_windows`, batches of {size}", f"prepare_{size}_ms"),
-                 (f"… of it, its `window_and_leads` step", f"prepare_{size}_window_and_leads_ms")]
+                 *((f"… of it, its `{step}` step", f"prepare_{size}_{step}_ms") for step in HOST_STEPS)]
     m = r["machine"]
     lines = [
-        "# A window's cut and lead order (`window_and_leads`): the checkout against a baseline",
+        "# The front end's host-side steps (`window_and_leads`, `quality`): the checkout against a baseline",
         "",
         f"Command: `{r['command']}`  ",
         f"When: {r['when']}; machine: {m['cpus']} CPUs ({m['processor']}), load average {m['load_before']} before, "
@@ -138,16 +142,17 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
 
     load_before = load_average()
-    keys = ["window_and_leads_ms"] + [f"prepare_{s}{k}" for s in BATCHES for k in ("_ms", "_window_and_leads_ms")]
+    keys = ["window_and_leads_ms"] + [f"prepare_{s}{k}" for s in BATCHES
+                                      for k in ("_ms", *(f"_{step}_ms" for step in HOST_STEPS))]
     runs: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in ("baseline", "current")}
     digests: dict[str, set[str]] = {"baseline": set(), "current": set()}
     windows = 0
-    with tempfile.TemporaryDirectory(prefix="bench-window-leads-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-host-steps-") as tmp:
         tree = str(extract(args.baseline, Path(tmp) / "baseline"))
         for i in range(args.repeats):
             for variant in (("baseline", "current") if i % 2 == 0 else ("current", "baseline")):
                 child = ["--child", "--records", str(args.records)] + (["--tree", tree] if variant == "baseline" else [])
-                got = child_json("bench.bench_window_leads", child)
+                got = child_json("bench.bench_host_steps", child)
                 for k in keys:
                     runs[variant][k].append(got[k])
                 digests[variant].add(got["digest"])
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if len(digests["baseline"] | digests["current"]) != 1:
         raise SystemExit(f"the trees prepared different inputs: {digests}")
     result = {
-        "command": command_line("bench_window_leads", argv),
+        "command": command_line("bench_host_steps", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine(load_before),
         "baseline_rev": _git("rev-parse", args.baseline), "current_rev": _git("rev-parse", "HEAD"),
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "windows": windows, "repeats": args.repeats, "digest": digests["current"].pop(),
         "runs": runs, "median": {v: {k: statistics.median(x) for k, x in runs[v].items()} for v in runs},
     }
-    save(args.out, "window-leads", result, markdown(result))
+    save(args.out, "host-steps", result, markdown(result))
     print(markdown(result))
     return result
 

@@ -1,10 +1,10 @@
-"""bench/bench_window_leads.py: both trees' children measure the same windows and must prepare them alike."""
+"""bench/bench_host_steps.py: both trees' children measure the same windows and must prepare them alike."""
 
 from __future__ import annotations
 
 import json
 
-from bench.bench_window_leads import BATCHES, main, measure
+from bench.bench_host_steps import BATCHES, HOST_STEPS, main, measure
 from bench.trees import ROOT
 
 RECORDS = ROOT / "tests" / "data" / "ecg" / "ptbxl" / "records500"
@@ -15,14 +15,15 @@ def test_a_child_times_each_step_and_digests_what_it_prepared():
     assert got["windows"] == 24 and len(got["digest"]) == 64
     for key in ["window_and_leads_ms", *(f"prepare_{s}_ms" for s in BATCHES)]:
         assert got[key] > 0
-    for size in BATCHES:  # a step of the whole
-        assert 0 < got[f"prepare_{size}_window_and_leads_ms"] < got[f"prepare_{size}_ms"]
+    for size in BATCHES:  # steps of the whole
+        steps = [got[f"prepare_{size}_{step}_ms"] for step in HOST_STEPS]
+        assert min(steps) > 0 and sum(steps) < got[f"prepare_{size}_ms"]
     assert measure(RECORDS)["digest"] == got["digest"]
 
 
 def test_the_page_compares_the_baseline_tree_with_the_checkout(tmp_path):
     result = main(["--records", str(RECORDS), "--baseline", "HEAD", "--repeats", "1", "--out", str(tmp_path)])
     assert set(result["median"]) == {"baseline", "current"}
-    assert json.loads((tmp_path / "window-leads.json").read_text())["digest"] == result["digest"]
-    page = (tmp_path / "window-leads.md").read_text()
-    assert "| `window_and_leads` alone |" in page and "tests/data/ecg/ptbxl/records500" in page
+    assert json.loads((tmp_path / "host-steps.json").read_text())["digest"] == result["digest"]
+    page = (tmp_path / "host-steps.md").read_text()
+    assert "| `window_and_leads` alone |" in page and "| … of it, its `quality` step |" in page and "tests/data/ecg/ptbxl/records500" in page
