@@ -16,8 +16,8 @@ allocator setting, as a preprocessing process runs) reads the records (default: 
    CPU) and of 256 (the batch a GPU host's pool process takes), and of it its ``window_and_leads``
    and ``quality`` steps (its own ``timings``).
 
-Both trees must prepare identical model inputs, lead masks and verdicts (a digest of them is
-compared). Results: ``<out>/host-steps.json`` and ``.md``.
+Both trees must prepare identical model inputs, lead masks, beats and quality reports (a digest of
+them is compared). Results: ``<out>/host-steps.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def measure(records: Path) -> dict:
             result[f"prepare_{size}_{step}_ms"] = 1e3 * steps.get(step, 0.0) / n
     for item in prepare_windows(requests, card, batch_size=BATCHES[0]):
         if isinstance(item, ModelInput):
-            digest.update(item.x.tobytes() + item.lead_mask.tobytes() + repr(item.quality.reasons).encode())
+            digest.update(item.x.tobytes() + item.lead_mask.tobytes() + item.detected_r_peaks_s.tobytes()
+                          + item.r_peaks_s.tobytes() + repr(item.quality.to_dict()).encode())
         else:
             digest.update(repr(item).encode())
     result["digest"] = digest.hexdigest()
@@ -109,7 +110,7 @@ def markdown(r: dict) -> str:
         f"BLAS thread, the pool's allocator setting; medians over the processes (each the median of {PASSES} passes).",
         "",
         f"Windows: the first 10 s of each of the {r['windows']} records under `{r['records']}`. Both prepared the same "
-        f"model inputs, lead masks and verdicts (digest `{r['digest'][:16]}`).",
+        f"model inputs, lead masks, beats and quality reports (digest `{r['digest'][:16]}`).",
         "",
         "| CPU ms a window | baseline | current | current / baseline | processes (baseline; current) |",
         "| --- | ---: | ---: | ---: | --- |",

@@ -216,7 +216,9 @@ def one_blas_thread(backend: ArrayBackend | None = None) -> None:
     thread a core, spent 9.0-14.9 ms of CPU a recording against 5.8 with one (screening 400
     recordings, ``bench.bench_screening_gpu --device cpu --network onnx``, 2026-12-07). On a GPU the
     host's share of the work is small, but sixteen processes of sixteen threads would still contend
-    for sixteen cores."""
+    for sixteen cores. And a forked pool process whose parent had computed with torch's threads
+    waited for good on those threads, which a fork does not copy: on one thread it never uses them
+    (tests/screening/test_screening_devices.py)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")

@@ -4,6 +4,7 @@ that scores on CUDA runs only where onnxruntime-gpu sees a GPU; the others make 
 what such a build reports."""
 
 import os
+import signal
 
 import numpy as np
 import onnxruntime
@@ -114,6 +115,48 @@ def test_a_front_end_on_a_gpu_makes_the_pool_spawn(frontend, method):
     # A forked child cannot use CUDA once its parent has: a scorer on the GPU has, by then.
     assert pool_start_method(frontend) == method
     assert pool_start_method(frontend, scorer_on_gpu=True) == "spawn"
+
+
+_TORCH_FIRST = """
+import sys, tempfile
+from pathlib import Path
+from hfrisk.model.contract.card import load_card
+from hfrisk.model.frontend.preprocessing import prepare_windows
+from hfrisk.model.readers.dispatch import read_ecg, record_paths
+from hfrisk.screening import screen
+from hfrisk.serving.scorers import OnnxScorer, find_model_version
+records = sys.argv[1]
+version = find_model_version(Path(sys.argv[2]))
+card = load_card(version / "model_card.json")
+prepare_windows([(read_ecg(p), 0.0) for p in list(record_paths([records]))[:8]], card)
+scorer = OnnxScorer(version / "model.onnx", card, threads=1, replicable=True)
+with tempfile.TemporaryDirectory() as out:
+    print(len(screen([records], scorer, out, threshold=0.0, workers=2, chunk_size=4, progress=False)))
+"""
+
+
+def test_a_forked_pool_on_torchs_cpu_screens_after_its_parent_ran_the_front_end(tmp_path):
+    """A process that has run the front end on torch's CPU (its thread pool started) and then
+    screens forks its pool: each child runs torch on one thread (one_blas_thread) and so never
+    waits on the parent's threads, which the fork left behind. Before, the children hung for good."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = os.environ | {"HFRISK_FRONTEND__ARRAY_BACKEND": "torch", "HFRISK_FRONTEND__DEVICE": "cpu",
+                        "OMP_NUM_THREADS": "2"}
+    run = subprocess.Popen([sys.executable, "-c", _TORCH_FIRST, str(root / "tests/data/ecg/ptbxl/records500"),
+                            str(root / "triton_models")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = run.communicate(timeout=120)  # ~10 s here; a hung pool never ends
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # the pool's processes with it
+        run.communicate()
+        pytest.fail("screening hung: its forked pool never finished")
+    assert run.returncode == 0, err[-3000:]
+    assert out.split()[-1] == "24"
 
 
 def test_a_spawned_pool_screens_as_a_forked_one(ward, tmp_path, scorer, monkeypatch):
