@@ -63,6 +63,25 @@ def test_source_order_does_not_matter(ptbxl):
     np.testing.assert_array_equal(conform_leads(shuffled).samples, conform_leads(ptbxl).samples)
 
 
+def test_leads_already_in_the_cards_order_are_the_recordings_own_samples_read_only(ptbxl):
+    conformed = conform_leads(ptbxl)
+    assert np.shares_memory(conformed.samples, ptbxl.samples)  # not copied
+    assert not conformed.samples.flags.writeable and ptbxl.samples.flags.writeable
+    with pytest.raises(ValueError):
+        conformed.samples[0, 0] = 1.0  # nothing writes through the window into the recording
+    assert conformed.mask.all() and conformed.derived == () and conformed.dropped == ()
+    # Any other order, an inverted lead or an extra channel: a copy of the card's order.
+    names = list(ptbxl.lead_names)
+    for samples, lead_names in (
+        (ptbxl.samples[::-1], names[::-1]),
+        (ptbxl.samples * np.array([-1] + [1] * 11, np.float32)[:, None], ["-I", *names[1:]]),
+        (np.vstack([ptbxl.samples, ptbxl.samples[:1]]), [*names, "RESP"]),
+    ):
+        other = conform_leads(ECG(samples=samples, fs_hz=ptbxl.fs_hz, lead_names=tuple(lead_names)))
+        assert not np.shares_memory(other.samples, samples) and other.samples.flags.writeable
+        np.testing.assert_array_equal(other.samples, conformed.samples)
+
+
 def test_a_recording_of_twelve_leads_derives_none_and_keeps_its_own(ptbxl):
     conformed = conform_leads(ptbxl)
     assert conformed.derived == ()
