@@ -26,6 +26,7 @@ import scipy.fft
 __all__ = [
     "ArrayBackend",
     "to_numpy",
+    "device_of",
     "rfft",
     "irfft",
     "masked_quantile",
@@ -62,14 +63,23 @@ def _namespace(name: str) -> Any:
     if name == "numpy":
         return array_api_compat.array_namespace(np.zeros(0))
     if name == "torch":
-        import torch
+        # The namespace itself: one found from an array made here would be a CPU array made
+        # without a device (tests/model/test_frontend_devices.py counts those).
+        import array_api_compat.torch as torch_namespace
 
-        return array_api_compat.array_namespace(torch.zeros(0))
+        return torch_namespace
     if name == "cupy":
         import cupy
 
         return array_api_compat.array_namespace(cupy.zeros(0))
     raise ValueError(f"unknown array backend {name!r}: numpy, torch or cupy")
+
+
+def device_of(x: Any) -> Any:
+    """The device ``x`` is on, for the arrays made beside it: an array made without one is on the
+    library's default device (torch: the CPU), and a GPU array meeting it stops the batch
+    (tests/model/test_frontend_devices.py)."""
+    return array_api_compat.device(x)
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -114,7 +124,7 @@ def masked_quantile(xp: Any, values: Any, valid: Any, q: float) -> Any:
 
 def _shift_max(xp: Any, x: Any, shift: int, fill: Any) -> Any:
     """``max(x[i], x[i + shift])`` along the last axis, ``fill`` past the end."""
-    pad = xp.full(x.shape[:-1] + (shift,), fill, dtype=x.dtype)
+    pad = xp.full(x.shape[:-1] + (shift,), fill, dtype=x.dtype, device=device_of(x))
     return xp.maximum(x, xp.concat((x[..., shift:], pad), axis=-1))
 
 
@@ -128,7 +138,8 @@ def sliding_max(xp: Any, x: Any, before: int, after: int) -> Any:
     low = xp.asarray(-xp.inf, dtype=x.dtype) if xp.isdtype(x.dtype, "real floating") else xp.min(x)
     n = x.shape[-1]
     padded = xp.concat(
-        (xp.full(x.shape[:-1] + (before,), low, dtype=x.dtype), x, xp.full(x.shape[:-1] + (after,), low, dtype=x.dtype)),
+        (xp.full(x.shape[:-1] + (before,), low, dtype=x.dtype, device=device_of(x)), x,
+         xp.full(x.shape[:-1] + (after,), low, dtype=x.dtype, device=device_of(x))),
         axis=-1,
     )
     table, span = padded, 1
@@ -150,15 +161,15 @@ def compact(xp: Any, flags: Any, positions: Any | None = None) -> tuple[Any, Any
     counts = xp.sum(xp.astype(flags, xp.int64), axis=-1)
     k = int(xp.max(counts)) if b else 0
     if k == 0:
-        empty = xp.zeros((b, 0), dtype=xp.int64)
-        return empty, xp.zeros((b, 0), dtype=xp.bool)
+        empty = xp.zeros((b, 0), dtype=xp.int64, device=device_of(flags))
+        return empty, xp.zeros((b, 0), dtype=xp.bool, device=device_of(flags))
     running = xp.cumulative_sum(xp.reshape(xp.astype(flags, xp.int64), (-1,)))
     before = xp.cumulative_sum(counts) - counts  # (B,)
-    slots = xp.arange(1, k + 1, dtype=xp.int64)
+    slots = xp.arange(1, k + 1, dtype=xp.int64, device=device_of(flags))
     targets = xp.reshape(before[:, None] + slots[None, :], (-1,))
     found = xp.reshape(xp.searchsorted(running, targets), (b, k))
     valid = slots[None, :] <= counts[:, None]
-    local = found - xp.arange(b, dtype=xp.int64)[:, None] * n
+    local = found - xp.arange(b, dtype=xp.int64, device=device_of(flags))[:, None] * n
     ordered = xp.where(valid, local, xp.asarray(0, dtype=xp.int64))
     if positions is not None:
         ordered = xp.take_along_axis(positions, ordered, axis=-1)
@@ -184,7 +195,7 @@ def segments(xp: Any, x: Any, starts: Any, length: int, rows: Any | None = None)
     l = x.shape[1]
     b = starts.shape[0]
     if starts.shape[-1] == 0:
-        return xp.zeros((b, l, 0, length), dtype=x.dtype)
+        return xp.zeros((b, l, 0, length), dtype=x.dtype, device=device_of(x))
     if array_api_compat.is_torch_array(x):
         view = x.unfold(-1, length, 1)
     elif array_api_compat.is_cupy_array(x):
@@ -193,8 +204,8 @@ def segments(xp: Any, x: Any, starts: Any, length: int, rows: Any | None = None)
         view = sliding_window_view(x, length, axis=-1)
     else:
         view = np.lib.stride_tricks.sliding_window_view(x, length, axis=-1)
-    which = xp.reshape(xp.arange(b) if rows is None else rows, (b, 1, 1))
-    leads = xp.reshape(xp.arange(l), (1, l, 1))
+    which = xp.reshape(xp.arange(b, device=device_of(x)) if rows is None else rows, (b, 1, 1))
+    leads = xp.reshape(xp.arange(l, device=device_of(x)), (1, l, 1))
     return view[which, leads, starts[:, None, :]]
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from hfrisk.model.contract.card import ModelCard
 from hfrisk.model.contract.leads import ConformedECG
 from hfrisk.model.frontend import detection, spectral, templates
-from hfrisk.model.frontend.arrays import ArrayBackend, masked_quantile, to_numpy
+from hfrisk.model.frontend.arrays import ArrayBackend, device_of, masked_quantile, to_numpy
 from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
 from hfrisk.model.frontend.quality import LeadFlags, beats_disagree, flag_leads_batch, noisiest_lead
 
@@ -68,11 +68,11 @@ def _reference_leads(xp: Any, signal: Any, usable: Any, preferred: int | None) -
     """Per window, the lead to align beats on: ``preferred`` where usable, else the usable lead
     with the tallest positive deflection (max minus median); 0 where no lead is usable."""
     b, n_leads, _ = signal.shape
-    fallback = xp.zeros((b,), dtype=xp.int64)
-    need = ~usable[:, preferred] if preferred is not None else xp.ones((b,), dtype=xp.bool)
+    fallback = xp.zeros((b,), dtype=xp.int64, device=device_of(signal))
+    need = ~usable[:, preferred] if preferred is not None else xp.ones((b,), dtype=xp.bool, device=device_of(signal))
     if bool(xp.any(need & xp.any(usable, axis=-1))):
         thinned = signal[..., :: detection._BASELINE_STRIDE]
-        med = masked_quantile(xp, thinned, xp.ones(thinned.shape, dtype=xp.bool), 0.5)
+        med = masked_quantile(xp, thinned, xp.ones(thinned.shape, dtype=xp.bool, device=device_of(thinned)), 0.5)
         height = xp.max(signal, axis=-1) - med
         height = xp.where(usable, height, xp.asarray(-xp.inf, dtype=height.dtype))
         fallback = xp.argmax(height, axis=-1)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hfrisk.model.frontend.arrays import compact, gather_time, masked_quantile, sliding_max
+from hfrisk.model.frontend.arrays import compact, device_of, gather_time, masked_quantile, sliding_max
 
 __all__ = ["Peaks", "envelope", "detect", "heart_rate_bpm"]
 
@@ -86,7 +86,7 @@ def _moving_average(xp: Any, x: Any, size: int) -> Any:
     left, right = size // 2, size - 1 - size // 2
     padded = xp.concat((xp.flip(x[..., :left], axis=-1), x, xp.flip(x[..., x.shape[-1] - right :], axis=-1)), axis=-1)
     wide = xp.astype(padded, xp.float64)
-    zero = xp.zeros(wide.shape[:-1] + (1,), dtype=xp.float64)
+    zero = xp.zeros(wide.shape[:-1] + (1,), dtype=xp.float64, device=device_of(wide))
     csum = xp.concat((zero, xp.cumulative_sum(wide, axis=-1)), axis=-1)
     return xp.astype((csum[..., size:] - csum[..., :-size]) / size, x.dtype)
 
@@ -113,7 +113,7 @@ def envelope(xp: Any, qrs: Any, usable: Any, fs_det: float) -> Any:
 def _local_maxima(xp: Any, energy: Any) -> Any:
     """Samples higher than the one before and at least the one after (the first sample of a
     plateau; ``find_peaks`` takes its middle, a difference of a sample or two on a flat top)."""
-    high = xp.full(energy.shape[:-1] + (1,), xp.inf, dtype=energy.dtype)
+    high = xp.full(energy.shape[:-1] + (1,), xp.inf, dtype=energy.dtype, device=device_of(energy))
     before = xp.concat((high, energy[..., :-1]), axis=-1)
     after = xp.concat((energy[..., 1:], high), axis=-1)
     return (energy > before) & (energy >= after)
@@ -140,7 +140,7 @@ def _candidates(xp: Any, energy: Any, distance: int) -> tuple[Any, Any]:
     reach = min(_NEIGHBOURS, m - 1)
 
     def padded(x: Any, fill: Any) -> Any:
-        edge = xp.full((b, reach), fill, dtype=x.dtype)
+        edge = xp.full((b, reach), fill, dtype=x.dtype, device=device_of(x))
         return xp.concat((edge, x, edge), axis=-1)
 
     # Neighbour d places away is column reach + d of the padded rows; padding is never a rival.
@@ -155,7 +155,7 @@ def _candidates(xp: Any, energy: Any, distance: int) -> tuple[Any, Any]:
     kept = valid
     for _ in range(m):
         around = padded(kept, xp.asarray(False))
-        beaten = xp.zeros(pos.shape, dtype=xp.bool)
+        beaten = xp.zeros(pos.shape, dtype=xp.bool, device=device_of(pos))
         for d, rival in rivals:
             beaten = beaten | (rival & around[:, reach + d : reach + d + m])
         now = valid & ~beaten
@@ -168,7 +168,7 @@ def _candidates(xp: Any, energy: Any, distance: int) -> tuple[Any, Any]:
 def _take(xp: Any, x: Any, idx: Any) -> Any:
     """``x[b, idx[b, k]]`` for (B, n) ``x`` and (B, K) ``idx``."""
     if idx.shape[-1] == 0:
-        return xp.zeros(idx.shape, dtype=x.dtype)
+        return xp.zeros(idx.shape, dtype=x.dtype, device=device_of(x))
     return xp.take_along_axis(x, idx, axis=-1)
 
 
@@ -201,7 +201,7 @@ def _search_back(xp: Any, pos: Any, height: Any, valid: Any, beat: Any, typical:
         & (n_beats >= 3)[:, None]
     )
     # The tallest eligible candidate of each pause (ties to the earlier one).
-    k = xp.arange(pos.shape[-1])
+    k = xp.arange(pos.shape[-1], device=device_of(pos))
     same_pause = rank[:, :, None] == rank[:, None, :]
     taller = (height[:, None, :] > height[:, :, None]) | (
         (height[:, None, :] == height[:, :, None]) & (k[None, None, :] < k[None, :, None])
@@ -259,14 +259,14 @@ def _t_waves(xp: Any, pos: Any, steepest: Any, beat: Any, fs_det: float) -> Any:
     On MIT-BIH 101, 106, 108, 203 and 208 it removed 30 of 205 false detections for 3 beats."""
     beat_pos, ok = compact(xp, beat, pos)
     if beat_pos.shape[-1] < 2:
-        return xp.zeros(beat.shape, dtype=xp.bool)
+        return xp.zeros(beat.shape, dtype=xp.bool, device=device_of(beat))
     beat_steep, _ = compact(xp, beat, steepest)
     gap = beat_pos[:, 1:] - beat_pos[:, :-1]
     early = ok[:, 1:] & (xp.astype(gap, steepest.dtype) < _T_WAVE_S * fs_det)
     shallow = beat_steep[:, 1:] < _T_WAVE_SLOPE * beat_steep[:, :-1]
     # and the other way round: a tall P wave just before a QRS far steeper than it
     leading = beat_steep[:, :-1] < _T_WAVE_SLOPE * beat_steep[:, 1:]
-    none = xp.zeros((beat.shape[0], 1), dtype=xp.bool)
+    none = xp.zeros((beat.shape[0], 1), dtype=xp.bool, device=device_of(beat))
     t_wave = xp.concat((none, early & shallow), axis=-1) | xp.concat((early & leading, none), axis=-1)
     rank = xp.clip(xp.cumulative_sum(xp.astype(beat, xp.int64), axis=-1) - 1, min=0, max=t_wave.shape[-1] - 1)
     return beat & xp.take_along_axis(t_wave, rank, axis=-1)
@@ -278,12 +278,12 @@ def _refine(xp: Any, smooth: Any, pos: Any, keep: Any, fs_out: float) -> Any:
     QRS there is a QS complex (decided on the typical beat) and for a beat that is one itself."""
     n = smooth.shape[-1]
     half = max(1, round(_REFINE_HALF_WIDTH_S * fs_out))
-    offsets = xp.arange(-half, half + 1, dtype=xp.int64)
+    offsets = xp.arange(-half, half + 1, dtype=xp.int64, device=device_of(pos))
     idx = xp.clip(pos[:, :, None] + offsets, min=0, max=n - 1)  # (B, K, 2h+1)
     b, k, w = idx.shape
     values = xp.reshape(gather_time(xp, smooth, xp.reshape(idx, (b, k * w))), (b, k, w))
     thinned = smooth[..., ::_BASELINE_STRIDE]
-    baseline = masked_quantile(xp, thinned, xp.ones(thinned.shape, dtype=xp.bool), 0.5)
+    baseline = masked_quantile(xp, thinned, xp.ones(thinned.shape, dtype=xp.bool, device=device_of(thinned)), 0.5)
     near = values - baseline[:, None, None]
     up, down = xp.argmax(near, axis=-1), xp.argmin(near, axis=-1)
     tall = xp.max(near, axis=-1)
@@ -304,7 +304,7 @@ def _dedupe(xp: Any, pos: Any, keep: Any, min_gap: int) -> tuple[Any, Any]:
     order = xp.argsort(xp.where(keep, pos, big), axis=-1)
     pos = xp.take_along_axis(pos, order, axis=-1)
     valid = xp.take_along_axis(keep, order, axis=-1)
-    k = xp.arange(pos.shape[-1])
+    k = xp.arange(pos.shape[-1], device=device_of(pos))
     earlier = k[None, :, None] > k[None, None, :]  # [.., k, j]: j before k
     kept = valid
     # Each pass settles at least the next detection of every chain of close ones; a chain longer
@@ -325,7 +325,8 @@ def detect(
     (B, L) bool, ``smooth`` (B, n_out) each window's reference lead in the fiducial band at
     ``fs_out = fs_det * step``. Windows without a usable lead or a QRS complex get none."""
     batch = qrs.shape[0]
-    none = Peaks(xp.zeros((batch, 0), dtype=xp.int64), xp.zeros((batch, 0), dtype=xp.bool))
+    none = Peaks(xp.zeros((batch, 0), dtype=xp.int64, device=device_of(qrs)),
+                 xp.zeros((batch, 0), dtype=xp.bool, device=device_of(qrs)))
     energy = envelope(xp, qrs, usable, fs_det)
     distance = max(1, round(_REFRACTORY_S * fs_det))
     pos, valid = _candidates(xp, energy, distance)

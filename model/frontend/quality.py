@@ -44,7 +44,7 @@ import array_api_compat
 import numpy as np
 
 from hfrisk.model.contract.card import QualitySpec, WindowSpec
-from hfrisk.model.frontend.arrays import masked_quantile
+from hfrisk.model.frontend.arrays import device_of, masked_quantile
 
 __all__ = [
     "QualityReason", "BLOCKING_REASONS", "MIN_AGREEING_SHARE", "LeadFlags", "flag_leads", "flag_leads_batch", "QualityReport",
@@ -136,7 +136,7 @@ def _max_deviation_from_median(xp: Any, raw: Any, hi: Any, lo: Any, limit: float
     unsure = ~above & (span > limit)
     if bool(xp.any(unsure)):
         part = raw[unsure]  # (n_unsure, n)
-        med = masked_quantile(xp, part, xp.ones(part.shape, dtype=xp.bool), 0.5)
+        med = masked_quantile(xp, part, xp.ones(part.shape, dtype=xp.bool, device=device_of(part)), 0.5)
         far = xp.max(xp.abs(part - med[:, None]), axis=-1) > limit
         above = xp.where(unsure, _scatter(xp, unsure, far), above)
     return above
@@ -164,8 +164,8 @@ def _baseline_span(xp: Any, raw: Any, fs_hz: float) -> Any:
     n_blocks = n // block
     blocks = xp.reshape(raw[..., : n_blocks * block], raw.shape[:-1] + (n_blocks, block))
     # a sum over a short last axis runs row by row; as a matrix product it is one call
-    sums = xp.matmul(blocks, xp.ones((block, 1), dtype=raw.dtype))[..., 0]
-    zero = xp.zeros(raw.shape[:-1] + (1,), dtype=sums.dtype)
+    sums = xp.matmul(blocks, xp.ones((block, 1), dtype=raw.dtype, device=device_of(raw)))[..., 0]
+    zero = xp.zeros(raw.shape[:-1] + (1,), dtype=sums.dtype, device=device_of(raw))
     csum = xp.concat((zero, xp.cumulative_sum(sums, axis=-1)), axis=-1)
     per = size // block
     base = (csum[..., per:] - csum[..., :-per]) / size

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from hfrisk.model.frontend.arrays import compact, segments, sum_of_squares, to_numpy
+from hfrisk.model.frontend.arrays import compact, device_of, segments, sum_of_squares, to_numpy
 from hfrisk.model.frontend.quality import MIN_AGREEING_SHARE
 
 __all__ = ["Beats", "Selection", "extract", "select", "median"]
@@ -97,7 +97,7 @@ def _core(xp: Any, x: Any, valid: Any) -> tuple[Any, Any]:
     average = xp.matmul(v[:, None, None, :], x)[:, :, 0, :] / count[:, None, None]  # (B, L, T)
     grand = xp.mean(average, axis=-1, keepdims=True)
     qrs = xp.argmax(xp.sum(xp.abs(average - grand), axis=1), axis=-1)  # (B,)
-    ticks = xp.arange(t)
+    ticks = xp.arange(t, device=device_of(x))
     lo = xp.clip(qrs - round(_CORE_BEFORE * t), min=0)
     hi = xp.clip(qrs + round(_CORE_AFTER * t), max=t)
     inside = xp.astype((ticks[None, :] >= lo[:, None]) & (ticks[None, :] < hi[:, None]), x.dtype)  # (B, T)
@@ -114,7 +114,7 @@ def select(xp: Any, beats: Beats, usable: Any, min_correlation: float) -> Select
     b, t = x.shape[0], x.shape[-1]
     n = xp.sum(xp.astype(valid, xp.int64), axis=-1)
     scored = (n >= 2) & xp.any(usable, axis=-1)
-    width = xp.full((b, 1, 1), float(t), dtype=x.dtype)
+    width = xp.full((b, 1, 1), float(t), dtype=x.dtype, device=device_of(x))
     moments = _moments(xp, x, width)
     correlation, _ = _leave_one_out(xp, x, valid, width, moments)
     agree = xp.sum(xp.astype((correlation >= min_correlation) & valid, xp.int64), axis=-1)
@@ -145,7 +145,7 @@ def select(xp: Any, beats: Beats, usable: Any, min_correlation: float) -> Select
 def _put_rows(xp: Any, full: Any, rows: Any, part: Any) -> Any:
     """``full`` with its ``rows`` (ascending, along the first axis) replaced by ``part``."""
     n = full.shape[0]
-    everyone = xp.arange(n, dtype=rows.dtype)
+    everyone = xp.arange(n, dtype=rows.dtype, device=device_of(rows))
     pos = xp.clip(xp.searchsorted(rows, everyone), max=rows.shape[0] - 1)
     hit = xp.take(rows, pos, axis=0) == everyone
     mask = xp.reshape(hit, (n,) + (1,) * (full.ndim - 1))
@@ -183,7 +183,7 @@ def median(xp: Any, waves: Any, keep: Any) -> Any:
     short axis, which numpy runs one (lead, sample) at a time."""
     b, l, k, t = waves.shape
     if k == 0:
-        return xp.zeros((b, l, t), dtype=waves.dtype)
+        return xp.zeros((b, l, t), dtype=waves.dtype, device=device_of(waves))
     big = xp.asarray(xp.finfo(waves.dtype).max, dtype=waves.dtype)
     n = xp.sum(xp.astype(keep, xp.int64), axis=-1)
     lo, hi = xp.clip((n - 1) // 2, min=0), n // 2
@@ -192,7 +192,7 @@ def median(xp: Any, waves: Any, keep: Any) -> Any:
     for low, high in _network(k, wanted):
         a, c = wires[low], wires[high]
         wires[low], wires[high] = xp.minimum(a, c), xp.maximum(a, c)
-    out = xp.zeros((b, l, t), dtype=waves.dtype)
+    out = xp.zeros((b, l, t), dtype=waves.dtype, device=device_of(waves))
     for rank in wanted:
         weight = (xp.astype((lo == rank) & (n > 0), waves.dtype) + xp.astype((hi == rank) & (n > 0), waves.dtype)) / 2
         out = out + weight[:, None, None] * wires[rank]
