@@ -43,7 +43,9 @@ def test_a_busy_child_is_counted_in_its_parents_tree_and_an_idle_process_is_not(
         cpu = meter.cpu_s()
         assert set(cpu) == {"busy", "parent alone", "idle", MACHINE}
         assert cpu["busy"] >= 0.45 and cpu["idle"] < 0.1 and cpu["parent alone"] < 0.1
-        assert cpu[MACHINE] >= cpu["busy"]
+        # The machine's busy time and a process's CPU time are counted in ticks (10 ms here) and read
+        # a moment apart: the machine's read 0.50 s against the child's 0.51 once in CI.
+        assert cpu[MACHINE] >= cpu["busy"] - 0.03
         assert meter.cores(2.0)["busy"] == round(cpu["busy"] / 2.0, 3)
     finally:
         _kill_tree(parent)
