@@ -12,7 +12,8 @@
 #
 # The checkout (~19 MB) and .whl (~17 MB) travel: within the tool's 64 MiB.
 #
-# `run` writes into $OUT (what comes back): nvidia-smi's view, bench_serving's GPU page
+# `run` writes into $OUT (what comes back): nvidia-smi's view, bench_frontend_device's page
+# (frontend-device.json/.md: the front end on the GPU against numpy, verdicts and scores), bench_serving's GPU page
 # (serving-cuda.json/.md: the front end on torch/CUDA, the network, both, at batches 256 to 4,096),
 # bench_screening_gpu's (screening-gpu.json/.md: `screen()` over 200,000 linked recordings with a
 # pool process a core, the front end and the network on the GPU: issue #15's 20,000 ECG/s), and a
@@ -51,7 +52,10 @@ run() {
     cd /tmp
     python3 -c "import torch, numpy, hfrisk.model.frontend.preprocessing as p; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'hfrisk', p.__file__)" \
         2>&1 | tee "$out/log.txt"
-    # Each measurement on its own: one failing leaves the other's page.
+    # Each measurement on its own: one failing leaves the others' pages. First the front end on
+    # the GPU against numpy (seconds): the same windows and scores, or the rest is moot.
+    timeout 120 python3 -m bench.bench_frontend_device --device cuda --out "$out" \
+        2>&1 | tee -a "$out/log.txt" || echo "bench_frontend_device failed: $?" | tee -a "$out/log.txt"
     timeout 300 python3 -m bench.bench_serving --device cuda --gpu-batches 256 1024 4096 --seconds 3 --out "$out" \
         2>&1 | tee -a "$out/log.txt" || echo "bench_serving failed: $?" | tee -a "$out/log.txt"
     timeout 300 python3 -m bench.bench_screening_gpu --device cuda --records 200000 --chunk-size 256 --out "$out" \
