@@ -17,8 +17,9 @@ estimates it from this machine's per-record costs; this measures it where a GPU 
    process.
 2. **Where a pool core's time goes** (in this process, one chunk at a time): reading a recording
    (CPU), the front end on the device (wall and this process's CPU: the host Python that stays on
-   the CPU, which ``bench_screening``'s estimate takes as 0.32 ms a window), the network (wall and
-   CPU), and the cores' bound from them.
+   the CPU, which ``bench_screening``'s estimate takes as 0.32 ms a window; an upper bound, since
+   it also holds any time the CUDA driver spins while the host waits for the device), the network
+   (wall and CPU), and the cores' bound from them.
 
 The network: ONNX Runtime's CUDA provider on the shipped model where onnxruntime-gpu is installed
 (what ``hfrisk screen --in-process --device cuda`` runs); otherwise torch eager (fp32, untrained
@@ -255,7 +256,8 @@ def markdown(r: dict) -> str:
         f"The host's CPU a recording, {st['host_cpu_ms']:.3f} ms, bounds {cores} cores at "
         f"**{r['cores_bound_ecg_per_s']:,.0f} ECG/s**"
         + (f" (`bench_screening` estimated the front end's host share as 0.32 ms a window; measured here: "
-           f"{st['frontend_cpu_ms']:.3f})." if on_gpu else "."),
+           f"{st['frontend_cpu_ms']:.3f}, an upper bound: the CPU time holds any spinning while the host waits "
+           "for the device)." if on_gpu else "."),
         "",
     ]
     if on_gpu:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.bench_screening_gpu import TorchNetworkScorer, steady_rate
+from bench.bench_screening_gpu import TorchNetworkScorer, markdown, steady_rate
 from hfrisk.model.contract.card import load_card
 from hfrisk.serving.scorers import OnnxScorer, find_model_version
 
@@ -71,3 +71,25 @@ def test_a_pool_process_on_torch_runs_torch_on_one_thread(backend, one):
                           timeout=120, check=True)
     before, after = map(int, done.stdout.split())
     assert after == (1 if one else before)
+
+
+def test_a_gpu_hosts_page_gives_the_verdict_against_the_goal():
+    # The page of a GPU host is made only there: its text is checked here, on made-up figures.
+    stages = {"read_cpu_ms": 0.3, "read_wall_ms": 0.3, "frontend_wall_ms": 0.05, "frontend_cpu_ms": 0.2,
+              "network_wall_ms": 0.01, "network_cpu_ms": 0.02, "windows_fit": 256, "chunk_size": 256,
+              "host_cpu_ms": 0.52}
+    run = {"records": 200_000, "workers": 16, "chunk_size": 256, "wall_s": 12.0, "ecg_per_s": 16_667.0,
+           "steady_ecg_per_s": 21_500.0, "pool_cpu_ms_per_ecg": 0.7, "caller_cpu_ms_per_ecg": 0.03,
+           "cores_busy": 14.2, "statuses": {"scored": 200_000}, "samples": []}
+    result = {"command": "x", "when": "now", "machine": {"cpus": 16, "processor": "x86_64", "load_before": [0.1],
+                                                         "load_after": [9.0]},
+              "versions": {"torch": "2", "onnxruntime": "1", "python": "3.12"}, "device": "cuda",
+              "device_name": "NVIDIA H100", "network": "torch eager fp32 on cuda", "source": "tests/data",
+              "source_records": 24, "workers": 16, "pool_start": "spawn", "stages": stages,
+              "cores_bound_ecg_per_s": 16 * 1e3 / 0.52, "run": run, "goal_ecg_per_s": 20_000.0}
+    page = markdown(result)
+    assert "**ECG/s, steady** (records.csv between 10% and 90% of the recordings) | **21,500** |" in page
+    assert "21,500 ECG/s steady, met** on this 16-core host" in page
+    assert "measured here: 0.200, an upper bound" in page and "(spawned)" in page
+    run["steady_ecg_per_s"] = None
+    assert "16,667 ECG/s over the whole call, NOT met**" in markdown(result)
