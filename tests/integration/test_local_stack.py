@@ -129,6 +129,13 @@ def test_up_scores_a_ward_and_down_leaves_nothing_running(tmp_path, ecg_data_dir
         _wait_for(lambda: bool(prometheus_query(stack["urls"]["prometheus"],
                                                 'nv_inference_request_success{model="hfrisk"}')),
                   90, "Prometheus's first sample of Triton's counters")
+        # The same for the worker's histograms (micro-batch size, end-to-end latency, the Triton
+        # round trip): once, on a loaded machine, Prometheus's first scrape of the worker came
+        # after the ward was scored, and those rate panels had no data either.
+        for series in ("hfrisk_batch_size_count", "hfrisk_end_to_end_latency_seconds_count",
+                       "hfrisk_triton_latency_seconds_count"):
+            _wait_for(lambda series=series: bool(prometheus_query(stack["urls"]["prometheus"], series)),
+                      90, f"Prometheus's first sample of {series}")
         _send_gap_patient_and_a_dead_letter(stack["urls"]["kafka"], [high_17, high_20, flat, high_17])
         _wait_for(lambda: client.zcard(f"{prefix}:gaps:{GAP_PATIENT}") > 0, 90, "the gap in Redis")
         _wait_for(lambda: client.zcard(f"{prefix}:quality:{GAP_PATIENT}") > 0, 30, "its low-quality windows")
