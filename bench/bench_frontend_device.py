@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_screening import SHIPPED_MODEL
+from bench.bench_screening import SHIPPED_MODEL, _shown
+from bench.bench_screening_gpu import device_name
 from bench.record import command_line, load_average, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,9 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command_line("bench_frontend_device", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "load": [load_before, load_average()], "device": args.device,
-        "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU (torch)",
+        "device_name": device_name(args.device),
         "torch": torch.__version__, "python": platform.python_version(),
-        "records": str(args.records.relative_to(ROOT) if args.records.is_relative_to(ROOT) else args.records),
+        "records": _shown(args.records),
         "comparison": comparison,
     }
     save(args.out, "frontend-device", result, markdown(result))

@@ -33,18 +33,12 @@ import time
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
-from bench.trees import ROOT, child_json, extract, use_tree
+from bench.trees import ROOT, child_json, extract, git, use_tree
 
 DEFAULT_BASELINE = "7a39373"
 BATCHES = (32, 256)
 HOST_STEPS = ("window_and_leads", "quality")
 PASSES = 3
-
-
-def _git(*args: str) -> str:
-    import subprocess
-
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def measure(records: Path) -> dict:
@@ -166,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "command": command_line("bench_host_steps", argv),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": machine(load_before),
-        "baseline_rev": _git("rev-parse", args.baseline), "current_rev": _git("rev-parse", "HEAD"),
+        "baseline_rev": git("rev-parse", args.baseline), "current_rev": git("rev-parse", "HEAD"),
         "records": os.path.relpath(args.records.resolve(), ROOT),
         "windows": windows, "repeats": args.repeats, "digest": digests["current"].pop(),
         "runs": runs, "median": {v: {k: statistics.median(x) for k, x in runs[v].items()} for v in runs},

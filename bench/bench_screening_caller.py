@@ -25,14 +25,13 @@ import inspect
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
-from bench.trees import ROOT, child_json, extract, use_tree
+from bench.trees import ROOT, child_json, extract, git, use_tree
 
 # The commit before the calling process's per-recording work was cut (2026-12-07 evening).
 DEFAULT_BASELINE = "3037bb5"
@@ -157,7 +156,6 @@ def main(argv: list[str] | None = None) -> None:
     load_before = load_average()
     source = data_root() / "ptbxl" / "records500"
     paths = list(iter_records([source]))
-    git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
     runs: dict[str, dict[int, list[dict]]] = {"baseline": {}, "current": {}}
     with tempfile.TemporaryDirectory(prefix="bench-screen-caller-") as tmp:
         tree = extract(args.baseline, Path(tmp) / "baseline")

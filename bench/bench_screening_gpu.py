@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_screening import GPU_HOST_GOAL, SHIPPED_MODEL, linked_copies
+from bench.bench_screening import GPU_HOST_GOAL, SHIPPED_MODEL, _shown, linked_copies
 from bench.record import command_line, load_average, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +103,13 @@ def make_scorer(network: str, device: str, card):
                 raise
             print(f"ONNX Runtime cannot run on {device}: torch eager instead ({err})", file=sys.stderr)
     return TorchNetworkScorer(card, device), f"torch eager fp32 on {device} (untrained weights, seed 0)"
+
+
+def device_name(device: str) -> str:
+    """What the page calls ``device``: the GPU's name, or torch's CPU."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU (torch)"
 
 
 def _cpu_s(who: int) -> float:
@@ -330,9 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "python": platform.python_version()},
         "device": args.device,
-        "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU (torch)",
-        "network": network, "source": str(args.source.relative_to(ROOT) if args.source.is_relative_to(ROOT)
-                                          else args.source),
+        "device_name": device_name(args.device), "network": network, "source": _shown(args.source),
         "source_records": len(sources), "workers": workers,
         "pool_start": pool_start_method(scorer_on_gpu=getattr(scorer, "device", "cpu") != "cpu"), "stages": stages,
         "cores_bound_ecg_per_s": workers * 1e3 / stages["host_cpu_ms"], "run": run,

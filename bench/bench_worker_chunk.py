@@ -44,7 +44,6 @@ import inspect
 import json
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +52,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.record import command_line, load_average, machine, save
-from bench.trees import child_json, extract, use_tree
+from bench.trees import child_json, extract, git, use_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS_DIR = ROOT / "tests" / "data" / "ecg" / "ptbxl" / "records500"
@@ -536,7 +535,6 @@ def main(argv: list[str] | None = None) -> None:
 
     load_before = load_average()
     stream = get_settings().stream
-    git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-worker-chunk-") as tmp:
         tree = extract(args.baseline, Path(tmp) / "baseline")
         messages = Path(tmp) / "messages.pickle"

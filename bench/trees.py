@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "child_json", "extract", "use_tree"]
+__all__ = ["ROOT", "child_json", "extract", "git", "use_tree"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +43,11 @@ def extract(rev: str, into: Path) -> Path:
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def git(*args: str) -> str:
+    """``git <args>`` in the repository, its output stripped (a benchmark names the commits it ran)."""
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
 
 
 def child_json(module: str, args: list[str]) -> dict:
