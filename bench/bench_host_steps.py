@@ -1,6 +1,7 @@
 """The front end's steps that stay on the host, against another commit.
 
-    .venv/bin/python -m bench.bench_host_steps [--records DIR] [--baseline REV] [--repeats 5] [--out docs/bench]
+    .venv/bin/python -m bench.bench_host_steps [--records DIR] [--baseline REV] [--repeats 5]
+        [--steps window_and_leads quality ...] [--out docs/bench]
 
 Two steps of ``prepare_windows`` run in Python on the host for every window, whatever device the
 rest of the front end runs on: ``window_and_leads`` (the card's stretch of a recording, its leads in
@@ -14,7 +15,9 @@ allocator setting, as a preprocessing process runs) reads the records (default: 
 1. ``window_and_leads`` alone, over every record (the first 10 s);
 2. ``prepare_windows`` on the same windows in batches of 32 (the stream's pool and screening on a
    CPU) and of 256 (the batch a GPU host's pool process takes), and of it its ``window_and_leads``
-   and ``quality`` steps (its own ``timings``).
+   and ``quality`` steps (its own ``timings``), or the steps ``--steps`` names (any of
+   ``prepare_windows``' timings: ``lead_flags``, ``filter``, ``r_peaks``, ``beats_and_median``,
+   ``normalise_and_pad``), for a change to another step.
 
 Both trees must prepare identical model inputs, lead masks, beats and quality reports (a digest of
 them is compared). Results: ``<out>/host-steps.json`` and ``.md``.
@@ -38,6 +41,8 @@ from bench.trees import ROOT, child_json, extract, git, use_tree
 DEFAULT_BASELINE = "7a39373"
 BATCHES = (32, 256)
 HOST_STEPS = ("window_and_leads", "quality")
+# prepare_windows' timings, in order (model/frontend/batch.py's Stopwatch laps).
+STEPS = ("window_and_leads", "lead_flags", "filter", "r_peaks", "beats_and_median", "normalise_and_pad", "quality")
 PASSES = 3
 
 
@@ -74,8 +79,8 @@ def measure(records: Path) -> dict:
                                                        for i in range(0, n, size)])
         for i in range(0, n, size):
             prepare_windows(requests[i:i + size], card, batch_size=size, timings=steps)
-        for step in HOST_STEPS:
-            result[f"prepare_{size}_{step}_ms"] = 1e3 * steps.get(step, 0.0) / n
+        for step, seconds in steps.items():
+            result[f"prepare_{size}_{step}_ms"] = 1e3 * seconds / n
     for item in prepare_windows(requests, card, batch_size=BATCHES[0]):
         if isinstance(item, ModelInput):
             digest.update(item.x.tobytes() + item.lead_mask.tobytes() + item.detected_r_peaks_s.tobytes()
@@ -88,13 +93,16 @@ def measure(records: Path) -> dict:
 
 def markdown(r: dict) -> str:
     base, cur = r["median"]["baseline"], r["median"]["current"]
+    steps = r.get("steps", HOST_STEPS)
     rows = [("`window_and_leads` alone", "window_and_leads_ms")]
     for size in BATCHES:
         rows += [(f"`prepare_windows`, batches of {size}", f"prepare_{size}_ms"),
-                 *((f"… of it, its `{step}` step", f"prepare_{size}_{step}_ms") for step in HOST_STEPS)]
+                 *((f"… of it, its `{step}` step", f"prepare_{size}_{step}_ms") for step in steps)]
     m = r["machine"]
+    named = ", ".join(f"`{step}`" for step in steps)
+    what = "host-side steps" if tuple(steps) == HOST_STEPS else "steps"
     lines = [
-        "# The front end's host-side steps (`window_and_leads`, `quality`): the checkout against a baseline",
+        f"# The front end's {what} ({named}): the checkout against a baseline",
         "",
         f"Command: `{r['command']}`  ",
         f"When: {r['when']}; machine: {m['cpus']} CPUs ({m['processor']}), load average {m['load_before']} before, "
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--records", type=Path, default=None, help="default: PTB-XL records500 of the reference data")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare with")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", nargs="+", default=list(HOST_STEPS), choices=STEPS,
+                        help="steps of prepare_windows to report (default: the two that stay on the host)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=None, help=argparse.SUPPRESS)
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     load_before = load_average()
     keys = ["window_and_leads_ms"] + [f"prepare_{s}{k}" for s in BATCHES
-                                      for k in ("_ms", *(f"_{step}_ms" for step in HOST_STEPS))]
+                                      for k in ("_ms", *(f"_{step}_ms" for step in args.steps))]
     runs: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in ("baseline", "current")}
     digests: dict[str, set[str]] = {"baseline": set(), "current": set()}
     windows = 0
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "machine": machine(load_before),
         "baseline_rev": git("rev-parse", args.baseline), "current_rev": git("rev-parse", "HEAD"),
         "records": os.path.relpath(args.records.resolve(), ROOT),
-        "windows": windows, "repeats": args.repeats, "digest": digests["current"].pop(),
+        "windows": windows, "repeats": args.repeats, "steps": args.steps, "digest": digests["current"].pop(),
         "runs": runs, "median": {v: {k: statistics.median(x) for k, x in runs[v].items()} for v in runs},
     }
     save(args.out, "host-steps", result, markdown(result))

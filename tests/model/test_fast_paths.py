@@ -2,7 +2,8 @@
 
 Each fast path is held to the straightforward computation it replaced: the cached zero-phase
 filter to ``scipy.signal.sosfiltfilt``, the lead-off shortcut to the median deviation of every
-lead, the reshaped 2-s stretches to the gathered ones.
+lead, the reshaped 2-s stretches to the gathered ones, numpy's blocked median beat to the
+array-API sorting network it specialises (torch's CPU runs that one) and to ``np.median``.
 """
 
 from pathlib import Path
@@ -15,6 +16,7 @@ from scipy import signal
 from hfrisk.model.contract.card import FilterSpec, default_card
 from hfrisk.model.frontend.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
 from hfrisk.model.frontend.arrays import ArrayBackend
+from hfrisk.model.frontend import templates
 from hfrisk.model.frontend.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
@@ -102,3 +104,37 @@ def test_baseline_span_is_the_range_of_the_moving_average(fs, n):
     got = _baseline_span(XP, raw, float(fs))
     assert np.abs(got - expected).max() < 0.01
     assert (got <= expected + 1e-4).all()  # a subset of the same averages: never a larger range
+
+
+def _beats(seed: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Beats shaped as the front end cuts them (12 leads of 600 samples), with every kept-beat
+    count a batch meets: none, one, two, odd and even, all; and repeated values (ties)."""
+    rng = np.random.default_rng(seed)
+    waves = rng.normal(size=(b, 12, k, 600)).astype(np.float32)
+    waves[:, :, :, ::7] = np.round(waves[:, :, :, ::7])
+    keep = rng.random((b, k)) < 0.7
+    for row, count in enumerate((0, 1, 2, 3, 4, k)):
+        if row < b:
+            keep[row] = np.arange(k) < count
+    return waves, keep
+
+
+@pytest.mark.parametrize(("b", "k", "block_bytes"), [(23, 13, None), (9, 14, 1), (5, 1, None), (40, 22, 3 << 20)])
+def test_numpy_median_is_the_sorting_network_bit_for_bit(monkeypatch, b, k, block_bytes):
+    """The numpy median (windows a block at a time, in place) against the array-API code it
+    replaced on numpy, run on torch's CPU: the same comparisons in the same order, so the same
+    bits. Batches of several blocks with a short last one (23 windows of 13 beats are 5 blocks),
+    one window a block, one beat, 22 beats."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as torch_xp
+
+    if block_bytes is not None:
+        monkeypatch.setattr(templates, "_MEDIAN_BLOCK_BYTES", block_bytes)
+    waves, keep = _beats(b + k, b, k)
+    got = templates.median(XP, waves, keep)
+    general = templates.median(torch_xp, torch.asarray(waves), torch.asarray(keep)).numpy()
+    assert got.dtype == np.float32 and got.shape == (b, 12, 600)
+    np.testing.assert_array_equal(got, general)
+    for row in range(b):
+        expected = np.median(waves[row][:, keep[row]], axis=1) if keep[row].any() else np.zeros((12, 600))
+        np.testing.assert_allclose(got[row], expected, atol=1e-6)
