@@ -26,8 +26,11 @@ log = get_logger(__name__)
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-# Above a patient's saved buffer or a recording's arrays, with room to spare; glibc's cap is 32 MB on 64-bit.
-_MMAP_THRESHOLD_BYTES = 4 * 2**20
+# glibc's cap (32 MB on 64-bit), above a patient's saved buffer, a recording's arrays and the front end's
+# arrays of a batch of 32 windows (its beats: 32 x 12 leads x ~12 beats x 600 samples, ~11 MB). At 4 MB those
+# went to mmap whenever the heap's free top was too small for them, and were faulted in again each batch:
+# whether they did hung on what the rest of the batch had left on the heap (docs/bench/median-2026-12-08/).
+_MMAP_THRESHOLD_BYTES = 32 * 2**20
 
 
 def keep_freed_memory(keep_mb: int) -> bool:
