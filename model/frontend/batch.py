@@ -205,7 +205,7 @@ def run_batch(
         n_used[row] = int(kept.sum())
         rates.append(detection.heart_rate_bpm(det, p.fs_out))
     lead_mask = usable_np & (n_used > 0)[:, None]
-    medians = np.where(lead_mask[:, :, None], medians, 0.0).astype(np.float32)
+    medians[~lead_mask] = 0.0
     x = pad_beat(zscore_leads(medians, lead_mask), card.input.length_samples)
     clock.lap("normalise_and_pad")
     host_flags = LeadFlags(

@@ -17,16 +17,21 @@ _ZSCORE_EPS = 1e-6
 def zscore_leads(beat: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Per-lead z-score along time; leads not in ``keep``, or without variance, are exactly 0."""
     beat = beat.astype(np.float64)
-    mean = beat.mean(axis=-1, keepdims=True)
-    std = beat.std(axis=-1, keepdims=True)
+    n = beat.shape[-1]
+    # np.std's own steps (the mean, the centred values squared and summed, over n, the root), with
+    # the centred values kept for the division: the same bits as beat.std() in one pass less.
+    mean = np.add.reduce(beat, axis=-1, keepdims=True) / n
+    centred = beat - mean
+    std = np.sqrt(np.add.reduce(centred * centred, axis=-1, keepdims=True) / n)
     ok = keep[..., None] & (std > _ZSCORE_EPS)
-    out = np.divide(beat - mean, std, out=np.zeros_like(beat), where=ok)
+    out = np.divide(centred, std, out=np.zeros_like(beat), where=ok)
     return out.astype(np.float32)
 
 
 def pad_beat(beat: np.ndarray, length_samples: int) -> np.ndarray:
     """Zero-pad along time to ``length_samples``, splitting the padding evenly (extra sample after)."""
-    missing = length_samples - beat.shape[-1]
-    before = missing // 2
-    widths = [(0, 0)] * (beat.ndim - 1) + [(before, missing - before)]
-    return np.pad(beat, widths).astype(np.float32)
+    n = beat.shape[-1]
+    before = (length_samples - n) // 2
+    out = np.zeros(beat.shape[:-1] + (length_samples,), dtype=np.float32)
+    out[..., before : before + n] = beat
+    return out

@@ -3,7 +3,8 @@
 Each fast path is held to the straightforward computation it replaced: the cached zero-phase
 filter to ``scipy.signal.sosfiltfilt``, the lead-off shortcut to the median deviation of every
 lead, the reshaped 2-s stretches to the gathered ones, numpy's blocked median beat to the
-array-API sorting network it specialises (torch's CPU runs that one) and to ``np.median``.
+array-API sorting network it specialises (torch's CPU runs that one) and to ``np.median``, the
+z-score and padding to ``np.std`` and ``np.pad``.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from hfrisk.model.contract.card import FilterSpec, default_card
 from hfrisk.model.frontend.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
 from hfrisk.model.frontend.arrays import ArrayBackend
 from hfrisk.model.frontend import templates
+from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
 from hfrisk.model.frontend.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg" / "ptbxl"
@@ -138,3 +140,28 @@ def test_numpy_median_is_the_sorting_network_bit_for_bit(monkeypatch, b, k, bloc
     for row in range(b):
         expected = np.median(waves[row][:, keep[row]], axis=1) if keep[row].any() else np.zeros((12, 600))
         np.testing.assert_allclose(got[row], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(40, 12, 600), (12, 600), (3, 7)])
+def test_zscore_and_padding_are_numpys_std_and_pad_bit_for_bit(shape):
+    """The z-score keeps the centred values it squares for ``std``; the padding writes into zeros:
+    the bits of ``(x - mean) / std`` with numpy's ``std`` and of ``np.pad``, float32 and float64 in."""
+    rng = np.random.default_rng(len(shape))
+    beat = (rng.normal(size=shape) * rng.uniform(0.01, 3, shape[:-1] + (1,))).astype(np.float32)
+    beat[..., 0, :] = 0.25  # a constant lead: exactly zero out
+    keep = rng.random(shape[:-1]) < 0.8
+    for x in (beat, beat.astype(np.float64)):
+        wide = x.astype(np.float64)
+        std = wide.std(axis=-1, keepdims=True)
+        ok = keep[..., None] & (std > 1e-6)
+        expected = np.divide(wide - wide.mean(axis=-1, keepdims=True), std, out=np.zeros_like(wide), where=ok)
+        got = zscore_leads(x, keep)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected.astype(np.float32))
+        assert not got[..., 0, :].any()
+        for length in (shape[-1], shape[-1] + 1, 608):
+            missing = length - shape[-1]
+            widths = [(0, 0)] * (got.ndim - 1) + [(missing // 2, missing - missing // 2)]
+            padded = pad_beat(got, length)
+            assert padded.dtype == np.float32
+            np.testing.assert_array_equal(padded, np.pad(got, widths))
