@@ -48,7 +48,7 @@ from hfrisk.model.contract.leads import ConformedECG, conform_leads
 from hfrisk.model.frontend.arrays import ArrayBackend
 from hfrisk.model.frontend.batch import BatchOutput, Stopwatch, run_batch
 from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
-from hfrisk.model.frontend.quality import LeadFlags, QualityReport, assess
+from hfrisk.model.frontend.quality import QualityReport, assess_batch
 
 __all__ = [
     "ModelInput",
@@ -175,33 +175,28 @@ def prepare_windows(
             chunk = members[first : first + size]
             done = run_batch([c for _, _, c, _ in chunk], card, backend, timings)
             clock.last = time.perf_counter()
+            reports = assess_batch(
+                leads=card.input.leads,
+                present=np.stack([c.mask for _, _, c, _ in chunk]),
+                flags=done.flags,
+                beat_correlation=done.beat_correlation,
+                lead_correlation=done.lead_correlation,
+                n_beats_detected=[len(d) for d in done.detected],
+                n_beats_used=[len(u) for u in done.used],
+                heart_rate_bpm=done.heart_rate_bpm,
+                spec=card.quality,
+                window=card.window,
+            )
             for row, (i, ecg, conformed, start) in enumerate(chunk):
-                out[i] = _model_input(done, row, ecg, conformed, start, card)
+                out[i] = _model_input(done, row, ecg, conformed, start, card, reports[row])
             clock.lap("quality")
     return out  # type: ignore[return-value]
 
 
-def _model_input(done: BatchOutput, row: int, ecg: ECG, conformed: ConformedECG, start: float, card: ModelCard) -> ModelInput:
-    spec_in, fs_out = card.input, card.input.fs_hz
-    flags = done.flags
-    noisy = flags.noisy[row] if flags.noisy is not None and flags.noisy[row].any() else None
-    own = LeadFlags(
-        flat=flags.flat[row], lead_off=flags.lead_off[row], saturated=flags.saturated[row],
-        baseline_wander=flags.baseline_wander[row], noisy=noisy,
-    )
+def _model_input(done: BatchOutput, row: int, ecg: ECG, conformed: ConformedECG, start: float, card: ModelCard,
+                 quality: QualityReport) -> ModelInput:
+    fs_out = card.input.fs_hz
     detected, used = done.detected[row], done.used[row]
-    quality = assess(
-        leads=spec_in.leads,
-        present=conformed.mask,
-        flags=own,
-        beat_correlation=done.beat_correlation[row],
-        lead_correlation=done.lead_correlation[row],
-        n_beats_detected=len(detected),
-        n_beats_used=len(used),
-        heart_rate_bpm=done.heart_rate_bpm[row],
-        spec=card.quality,
-        window=card.window,
-    )
     return ModelInput(
         x=done.x[row],
         lead_mask=done.lead_mask[row],
@@ -213,7 +208,7 @@ def _model_input(done: BatchOutput, row: int, ecg: ECG, conformed: ConformedECG,
         heart_rate_bpm=done.heart_rate_bpm[row],
         fs_hz=ecg.fs_hz,
         derived_leads=conformed.derived,
-        leads=spec_in.leads,
+        leads=card.input.leads,
         median_beat_mv=done.median_mv[row],
         window_start_s=float(start),
         duration_s=conformed.samples.shape[-1] / conformed.fs_hz,

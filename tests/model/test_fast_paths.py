@@ -4,7 +4,7 @@ Each fast path is held to the straightforward computation it replaced: the cache
 filter to ``scipy.signal.sosfiltfilt``, the lead-off shortcut to the median deviation of every
 lead, the reshaped 2-s stretches to the gathered ones, numpy's blocked median beat to the
 array-API sorting network it specialises (torch's CPU runs that one) and to ``np.median``, the
-z-score and padding to ``np.std`` and ``np.pad``.
+z-score and padding to ``np.std`` and ``np.pad``, the heart rate to ``np.median``.
 """
 
 from pathlib import Path
@@ -18,6 +18,7 @@ from hfrisk.model.contract.card import FilterSpec, default_card
 from hfrisk.model.frontend.filters import _chain, _lowpass_chain, filter_leads, lowpass, resample
 from hfrisk.model.frontend.arrays import ArrayBackend
 from hfrisk.model.frontend import templates
+from hfrisk.model.frontend.detection import heart_rate_bpm
 from hfrisk.model.frontend.normalise import pad_beat, zscore_leads
 from hfrisk.model.frontend.quality import _FLAT_SEGMENT_S, _max_deviation_from_median, _min_segment_std
 
@@ -165,3 +166,19 @@ def test_zscore_and_padding_are_numpys_std_and_pad_bit_for_bit(shape):
             padded = pad_beat(got, length)
             assert padded.dtype == np.float32
             np.testing.assert_array_equal(padded, np.pad(got, widths))
+
+
+def test_heart_rate_is_numpys_median_interval_bit_for_bit():
+    """Odd and even counts, repeated intervals, integer sample indices and float ones."""
+    rng = np.random.default_rng(11)
+    for n in range(2, 40):
+        for dtype in (np.int64, np.float64):
+            peaks = np.cumsum(rng.integers(150, 600, n)).astype(dtype)
+            if n > 4:
+                peaks[3] = peaks[2] + (peaks[1] - peaks[0])  # a repeated interval
+                peaks = np.sort(peaks)
+            if dtype is np.float64:
+                peaks = peaks + rng.random(n)
+            for fs in (500.0, 100.0, 257.0):
+                assert heart_rate_bpm(peaks, fs) == float(60.0 * fs / np.median(np.diff(peaks))), (n, dtype, fs)
+    assert heart_rate_bpm(np.array([120]), 500.0) is None and heart_rate_bpm(np.array([], dtype=np.int64), 500.0) is None

@@ -12,7 +12,7 @@ from hfrisk.model.contract.card import QualitySpec, WindowSpec, default_card
 from hfrisk.model.contract.ecg import ECG
 from hfrisk.model.frontend.filters import resample
 from hfrisk.model.frontend.preprocessing import prepare
-from hfrisk.model.frontend.quality import BLOCKING_REASONS, LeadFlags, QualityReason, assess, flag_leads
+from hfrisk.model.frontend.quality import BLOCKING_REASONS, LeadFlags, QualityReason, assess, assess_batch, flag_leads
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ecg"
 CARD = default_card()
@@ -278,3 +278,43 @@ def test_flag_leads_on_raw_arrays():
     assert f.lead_off.tolist() == [False, False, False, True, False, False]
     assert f.baseline_wander.tolist() == [False, False, False, False, True, False]
     assert f.unusable.tolist() == [False, True, True, True, False, False]
+
+
+def _per_window(present, flags, beat_correlation, lead_correlation, detected, used, rates, spec, window):
+    out = []
+    for row in range(len(beat_correlation)):
+        noisy = flags.noisy[row] if flags.noisy is not None and flags.noisy[row].any() else None
+        own = LeadFlags(flat=flags.flat[row], lead_off=flags.lead_off[row], saturated=flags.saturated[row],
+                        baseline_wander=flags.baseline_wander[row], noisy=noisy)
+        out.append(assess(leads=LEADS, present=present[row], flags=own, beat_correlation=beat_correlation[row],
+                          lead_correlation=lead_correlation[row], n_beats_detected=detected[row],
+                          n_beats_used=used[row], heart_rate_bpm=rates[row], spec=spec, window=window))
+    return out
+
+
+@pytest.mark.parametrize("with_noisy", [False, True])
+def test_a_batch_is_assessed_as_each_window_alone(with_noisy):
+    """assess_batch against assess window by window, field for field (the stream stores
+    ``to_dict()``): every combination of flags, absent leads, no or few beats, disagreeing beats,
+    rates above the card's, correlations that round either way."""
+    rng = np.random.default_rng(7 + with_noisy)
+    b, l = 300, len(LEADS)
+    present = rng.random((b, l)) < 0.9
+    present[:5] = True
+    mk = lambda share: rng.random((b, l)) < share  # noqa: E731
+    flags = LeadFlags(flat=mk(0.05), lead_off=mk(0.05), saturated=mk(0.03), baseline_wander=mk(0.05),
+                      noisy=mk(0.05) if with_noisy else None)
+    flags.flat[:5] = flags.lead_off[:5] = flags.saturated[:5] = flags.baseline_wander[:5] = False
+    counts = rng.integers(0, 25, b)
+    counts[:3] = (0, 1, 2)
+    beat_correlation = [rng.uniform(-0.2, 1.0, n) ** rng.choice([1, 8]) for n in counts]
+    lead_correlation = rng.uniform(-1, 1, (b, l)).round(5)
+    detected = [int(n) + int(rng.integers(0, 3)) for n in counts]
+    rates = [None if n < 2 else float(rng.uniform(30, 320)) for n in counts]
+    spec, window = QualitySpec(), WindowSpec()
+    got = assess_batch(leads=LEADS, present=present, flags=flags, beat_correlation=beat_correlation,
+                       lead_correlation=lead_correlation, n_beats_detected=detected, n_beats_used=list(counts),
+                       heart_rate_bpm=rates, spec=spec, window=window)
+    expected = _per_window(present, flags, beat_correlation, lead_correlation, detected, counts, rates, spec, window)
+    assert [r.to_dict() for r in got] == [r.to_dict() for r in expected]
+    assert len({r.reasons for r in got}) > 10  # the batch met many verdicts, not one
