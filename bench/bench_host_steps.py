@@ -93,7 +93,7 @@ def measure(records: Path) -> dict:
 
 def markdown(r: dict) -> str:
     base, cur = r["median"]["baseline"], r["median"]["current"]
-    steps = r.get("steps", HOST_STEPS)
+    steps = r["steps"]
     rows = [("`window_and_leads` alone", "window_and_leads_ms")]
     for size in BATCHES:
         rows += [(f"`prepare_windows`, batches of {size}", f"prepare_{size}_ms"),

@@ -112,6 +112,13 @@ class LeadFlags:
         bad = self.flat | self.lead_off | self.saturated
         return bad if self.noisy is None else bad | self.noisy
 
+    def reported(self, present: np.ndarray) -> tuple[np.ndarray, ...]:
+        """What a quality report names, in its order: the usable leads of ``present``, then the
+        flat, lead-off, saturated, wandering and noisy ones (none noisy when ``noisy`` is None).
+        One window (L,) or a batch (B, L)."""
+        noisy = self.noisy if self.noisy is not None else np.zeros_like(present)
+        return present & ~self.unusable, self.flat, self.lead_off, self.saturated, self.baseline_wander, noisy
+
 
 def _min_segment_std(xp: Any, raw: Any, fs_hz: float) -> Any:
     """Per lead, the smallest std over consecutive stretches of _FLAT_SEGMENT_S covering the window
@@ -358,9 +365,7 @@ def assess(
     ``beat_correlation`` holds, for every beat inside the window, its correlation with the
     provisional median beat over the usable leads.
     """
-    usable = present & ~flags.unusable
-    noisy = flags.noisy if flags.noisy is not None else np.zeros_like(present)
-    on = (flags.flat, flags.lead_off, flags.saturated, flags.baseline_wander, noisy)
+    usable, *on = flags.reported(present)
     return _report(
         leads=leads,
         names=tuple(_names(leads, a) for a in (usable, *on)),
@@ -394,9 +399,7 @@ def assess_batch(
     (B, L); the rest one per window): the same reports, with the lead names, flags and counts
     taken for the whole batch at once instead of window by window (~80 µs a window of per-window
     numpy calls before; ``tests/model/test_quality.py`` holds it to :func:`assess`)."""
-    usable = present & ~flags.unusable
-    noisy = flags.noisy if flags.noisy is not None else np.zeros_like(present)
-    on = (flags.flat, flags.lead_off, flags.saturated, flags.baseline_wander, noisy)
+    usable, *on = flags.reported(present)
     names = list(zip(*(_row_names(leads, a) for a in (usable, *on))))
     flagged = list(zip(*(a.any(axis=-1).tolist() for a in on)))
     n_usable, n_present = usable.sum(axis=-1).tolist(), present.sum(axis=-1).tolist()

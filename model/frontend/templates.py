@@ -217,7 +217,7 @@ def _median_numpy(waves: np.ndarray, keep: np.ndarray, n: np.ndarray, lo: np.nda
     is then a contiguous array, and beats left out are filled in one masked write instead of a
     ``where`` a beat), and the comparisons written into the wires and one spare instead of two
     new arrays each. It was ~0.4 of the ~0.55 ms a window the array-API code took (PTB-XL,
-    batches of 256; the where alone about half), ~0.2 now (bench_host_steps)."""
+    batches of 256; the where alone about half), ~0.2 now (docs/bench/median-2026-12-08/)."""
     b, l, k, t = waves.shape
     big = np.finfo(waves.dtype).max
     pairs = _network(k, wanted)
